@@ -1,0 +1,170 @@
+"""Encryption at rest for events and snapshots: a data key per subject, each ciphertext bound to
+its place.
+
+- Data keys (one per credential or grant; a TokenRotation reuses its grant's key) are random,
+  wrapped by the root key with AAD = (vault id, originator id, subject id, root-key term) and kept
+  in `vault_keys`, outside the event store. Destroying a subject's rows crypto-shreds it.
+- Event state is sealed with AAD = (originator id, version, topic, format), so a ciphertext copied
+  onto another row, another version or another event type fails to decrypt. eventsourcing's stock
+  AESCipher binds nothing (one key, no associated data) and is not used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date
+from typing import Any
+
+from eventsourcing.persistence import (
+    DatetimeAsISO,
+    DecimalAsStr,
+    JSONTranscoder,
+    Mapper,
+    StoredEvent,
+    Transcoding,
+    UUIDAsHex,
+)
+from eventsourcing.utils import TopicError, resolve_topic
+
+from adapters import crypto
+from adapters.errors import IntegrityViolation, SubjectPurged
+from adapters.keyslots import RootKey
+from adapters.store import KeyRow, Store
+from domain.secret_value import SecretValue
+
+EVENT_FORMAT = 1
+AUDIT_KEY_ID = "system:audit"
+SIGNING_KEY_ID = "system:signing"
+
+
+class SecretAsText(Transcoding):
+    """Secrets enter the JSON only on their way into an encrypted blob."""
+
+    type = SecretValue
+    name = "secret"
+
+    def encode(self, obj: SecretValue) -> str:
+        return obj.reveal()
+
+    def decode(self, data: str) -> SecretValue:
+        return SecretValue(data)
+
+
+class DateAsISO(Transcoding):
+    type = date
+    name = "date_iso"
+
+    def encode(self, obj: date) -> str:
+        return obj.isoformat()
+
+    def decode(self, data: str) -> date:
+        return date.fromisoformat(data)
+
+
+def transcoder() -> JSONTranscoder:
+    t = JSONTranscoder()
+    for transcoding in (UUIDAsHex(), DecimalAsStr(), DatetimeAsISO(), DateAsISO(), SecretAsText()):
+        t.register(transcoding)
+    return t
+
+
+class Keyring:
+    """Data keys, unwrapped on demand with the root key and cached for this process only."""
+
+    def __init__(self, store: Store, root: RootKey, vault_id: str) -> None:
+        self.store = store
+        self.root = root
+        self.vault_id = vault_id
+        self._keys: dict[str, bytes] = {}
+
+    def _aad(self, row_or_ids: KeyRow | tuple[str, str], term: int) -> bytes:
+        originator, subject = (
+            (row_or_ids.originator_id, row_or_ids.subject_id)
+            if isinstance(row_or_ids, KeyRow) else row_or_ids
+        )
+        return crypto.aad(b"vault-data-key-v1", self.vault_id, originator, subject, term)
+
+    def key(self, originator_id: str) -> bytes:
+        try:
+            return self._keys[originator_id]
+        except KeyError:
+            pass
+        row = self.store.key_row(originator_id)
+        if row is None:
+            raise IntegrityViolation(f"no data key for {originator_id}: the key table was edited")
+        key = self.unwrap(row)
+        self._keys[originator_id] = key
+        return key
+
+    def unwrap(self, row: KeyRow, root: RootKey | None = None) -> bytes:
+        root = root or self.root
+        if row.wrapped is None:
+            raise SubjectPurged(f"{row.originator_id} was purged (its data key is destroyed)")
+        if row.term != root.term:
+            raise IntegrityViolation(f"data key of {row.originator_id} has root-key term "
+                                     f"{row.term}, the vault is at term {root.term}")
+        return crypto.unseal(root.key, row.wrapped, self._aad(row, row.term),
+                             f"data key of {row.originator_id}")
+
+    def create(self, originator_id: str, subject_id: str, created_at: str) -> KeyRow:
+        """A new data key for a subject, or the subject's own key for a related aggregate."""
+        key = self.key(subject_id) if subject_id != originator_id else crypto.new_key()
+        return self._wrap(originator_id, subject_id, key, created_at)
+
+    def _wrap(self, originator_id: str, subject_id: str, key: bytes, created_at: str) -> KeyRow:
+        wrapped = crypto.seal(self.root.key, key, self._aad((originator_id, subject_id),
+                                                            self.root.term))
+        self._keys[originator_id] = key
+        return KeyRow(originator_id, subject_id, self.root.term, wrapped, created_at)
+
+    def rewrapped(self, new_root: RootKey) -> list[KeyRow]:
+        """Every live key row wrapped again under a new root key (key rotation)."""
+        rows = []
+        for row in self.store.key_rows():
+            if row.wrapped is None:
+                continue
+            key = self.unwrap(row)
+            wrapped = crypto.seal(new_root.key, key,
+                                  self._aad(row, new_root.term))
+            rows.append(replace(row, term=new_root.term, wrapped=wrapped))
+        return rows
+
+    def forget(self, subject_originators: list[str]) -> None:
+        for originator in subject_originators:
+            self._keys.pop(originator, None)
+
+
+def event_aad(stored: StoredEvent) -> bytes:
+    return crypto.aad(b"vault-event-v1", EVENT_FORMAT, str(stored.originator_id),
+                      stored.originator_version, stored.topic)
+
+
+class EncryptedMapper(Mapper):
+    """eventsourcing's Mapper with vault's AEAD in place of a cipher and no compressor.
+
+    (Compressing before encrypting would let ciphertext length reveal content.)
+    """
+
+    def __init__(self, transcoder: JSONTranscoder, keyring: Keyring) -> None:
+        super().__init__(transcoder=transcoder)
+        self.keyring = keyring
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        plain = super().to_stored_event(domain_event)
+        key = self.keyring.key(str(plain.originator_id))
+        blob = bytes([EVENT_FORMAT]) + crypto.seal(key, plain.state, event_aad(plain))
+        return replace(plain, state=blob)
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        where = (f"stored event {stored_event.originator_id} version "
+                 f"{stored_event.originator_version}")
+        try:
+            resolve_topic(stored_event.topic)
+        except TopicError:
+            raise IntegrityViolation(f"{where} names an unknown event type") from None
+        blob = bytes(stored_event.state)
+        if not blob or blob[0] != EVENT_FORMAT:
+            raise IntegrityViolation(f"{where} has an unknown format")
+        key = self.keyring.key(str(stored_event.originator_id))
+        plain = crypto.unseal(key, blob[1:], event_aad(stored_event), where)
+        return super().to_domain_event(replace(stored_event, state=plain))

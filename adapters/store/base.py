@@ -1,0 +1,341 @@
+"""The store contract both databases implement, and the SQL they share.
+
+One write path: `commit(stored_events, changes)` inserts events, wrapped data keys, read-model
+changes and the audit entry in a single transaction, so a command either happens, is projected
+and is audited, or nothing happens at all.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from adapters.errors import AuditAppendFailed, IntegrityViolation, NotInitialised
+from adapters.keyslots import SealedHeader
+from adapters.store.schema import SCHEMA_VERSION, VIEW_TABLES
+
+
+class Tx:
+    """A cursor in a transaction; SQL uses `?` placeholders on every database."""
+
+    def __init__(self, cursor: Any, placeholder: str = "?") -> None:
+        self.cursor = cursor
+        self.placeholder = placeholder
+
+    def _sql(self, sql: str) -> str:
+        return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Tx:
+        self.cursor.execute(self._sql(sql), tuple(params))
+        return self
+
+    def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.cursor.executemany(self._sql(sql), [tuple(r) for r in rows])
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        return self.execute(sql, params).cursor.fetchone()
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        return list(self.execute(sql, params).cursor.fetchall())
+
+
+@dataclass(frozen=True)
+class KeyRow:
+    originator_id: str
+    subject_id: str
+    term: int
+    wrapped: bytes | None
+    created_at: str
+    shredded_at: str | None = None
+
+
+@dataclass(frozen=True)
+class Upsert:
+    table: str
+    key: dict[str, Any]
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Update:
+    table: str
+    key: dict[str, Any]
+    values: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Delete:
+    table: str
+    key: dict[str, Any]
+
+
+ViewChange = Upsert | Update | Delete
+
+
+@dataclass(frozen=True)
+class AuditRow:
+    seq: int
+    prev_hash: bytes
+    header: str
+    nonce: bytes
+    ciphertext: bytes
+    entry_hash: bytes
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    size: int
+    head_hash: bytes
+    signed_at: str
+    signature: bytes
+
+
+class AuditAppender(ABC):
+    """Seals one audit entry once its place in the chain is known (inside the transaction)."""
+
+    @abstractmethod
+    def seal(self, seq: int, prev_hash: bytes | None) -> AuditRow:
+        """`prev_hash` is None for the first entry (the appender starts the chain)."""
+
+    @abstractmethod
+    def sign(self, size: int, head_hash: bytes) -> Checkpoint: ...
+
+
+@dataclass
+class Changes:
+    """Everything that commits together with a batch of events."""
+
+    keys: list[KeyRow] = field(default_factory=list)
+    rekeys: list[KeyRow] = field(default_factory=list)
+    shred_subjects: list[str] = field(default_factory=list)
+    shredded_at: str | None = None
+    views: list[ViewChange] = field(default_factory=list)
+    clear_views: bool = False
+    settings: dict[str, str] = field(default_factory=dict)
+    header: tuple[str, SealedHeader] | None = None  # (expected old checksum, new header)
+    audit: AuditAppender | None = None
+    after_insert: list[Callable[[Tx], None]] = field(default_factory=list)
+
+
+def _check_identifier(name: str) -> str:
+    if not name.replace("_", "").isalnum():
+        raise ValueError(f"bad SQL identifier {name!r}")
+    return name
+
+
+class Store(ABC):
+    """A vault's database: eventsourcing's recorders plus vault's own tables."""
+
+    dialect: str
+    description: str
+
+    def __init__(self) -> None:
+        self.recorder: Any = None
+        self.snapshot_recorder: Any = None
+
+    # -- transactions (per database) -------------------------------------------------------
+
+    @abstractmethod
+    def write(self) -> contextlib.AbstractContextManager[Tx]:
+        """A serialised write transaction (SQLite BEGIN IMMEDIATE; PostgreSQL, audit row lock)."""
+
+    @abstractmethod
+    def read(self) -> contextlib.AbstractContextManager[Tx]: ...
+
+    @abstractmethod
+    def insert_stored_events(self, tx: Tx, stored_events: Sequence[Any]) -> list[int]: ...
+
+    @abstractmethod
+    def create_event_tables(self) -> None: ...
+
+    @abstractmethod
+    def _schema_statements(self) -> list[str]: ...
+
+    @abstractmethod
+    def lock_audit(self, tx: Tx) -> None: ...
+
+    def after_purge(self) -> None:  # noqa: B027 - optional hook
+        """Wipe what a purge freed (SQLite: checkpoint the WAL); nothing to do elsewhere."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    # -- schema ------------------------------------------------------------------------------
+
+    def create_schema(self) -> None:
+        self.create_event_tables()
+        with self.write() as tx:
+            for statement in self._schema_statements():
+                tx.execute(statement)
+            tx.execute(self.upsert_sql("vault_meta", ["key"], ["value"]),
+                       ("schema_version", SCHEMA_VERSION))
+
+    def is_initialised(self) -> bool:
+        try:
+            with self.read() as tx:
+                row = tx.one("SELECT body FROM vault_header WHERE id = 1")
+        except Exception as e:
+            if self.is_missing_table(e):
+                return False
+            raise
+        return row is not None
+
+    def is_missing_table(self, error: Exception) -> bool:
+        text = str(error).lower()
+        return "no such table" in text or "does not exist" in text
+
+    def upsert_sql(self, table: str, key_cols: list[str], value_cols: list[str]) -> str:
+        cols = [_check_identifier(c) for c in key_cols + value_cols]
+        placeholders = ", ".join("?" for _ in cols)
+        updates = ", ".join(f"{c} = excluded.{c}" for c in value_cols) or None
+        conflict = (f"DO UPDATE SET {updates}" if updates else "DO NOTHING")
+        return (f"INSERT INTO {_check_identifier(table)} ({', '.join(cols)}) "
+                f"VALUES ({placeholders}) ON CONFLICT ({', '.join(key_cols)}) {conflict}")
+
+    # -- header ------------------------------------------------------------------------------
+
+    def read_header(self) -> SealedHeader:
+        try:
+            with self.read() as tx:
+                row = tx.one("SELECT body, checksum, mac FROM vault_header WHERE id = 1")
+        except Exception as e:
+            if self.is_missing_table(e):
+                raise NotInitialised(f"no vault in {self.description}; run `vault init`") from None
+            raise
+        if row is None:
+            raise NotInitialised(f"no vault in {self.description}; run `vault init`")
+        return SealedHeader(body=row["body"], checksum=row["checksum"], mac=row["mac"])
+
+    def _write_header(self, tx: Tx, expected_checksum: str | None, sealed: SealedHeader) -> None:
+        if expected_checksum is None:
+            tx.execute("INSERT INTO vault_header (id, body, checksum, mac) VALUES (1, ?, ?, ?)",
+                       (sealed.body, sealed.checksum, sealed.mac))
+            return
+        tx.execute("UPDATE vault_header SET body = ?, checksum = ?, mac = ? "
+                   "WHERE id = 1 AND checksum = ?",
+                   (sealed.body, sealed.checksum, sealed.mac, expected_checksum))
+        if tx.cursor.rowcount != 1:
+            raise IntegrityViolation("the vault header changed meanwhile (another key command?); "
+                                     "nothing was changed, try again")
+
+    # -- the one write path ------------------------------------------------------------------
+
+    def commit(self, stored_events: Sequence[Any], changes: Changes) -> list[int]:
+        with self.write() as tx:
+            return self.commit_in(tx, stored_events, changes)
+
+    def commit_in(self, tx: Tx, stored_events: Sequence[Any], changes: Changes) -> list[int]:
+        if changes.header is not None:
+            self._write_header(tx, *changes.header)
+        self._insert_keys(tx, changes.keys)
+        for row in changes.rekeys:
+            tx.execute("UPDATE vault_keys SET term = ?, wrapped = ? WHERE originator_id = ?",
+                       (row.term, row.wrapped, row.originator_id))
+        ids = self.insert_stored_events(tx, stored_events) if stored_events else []
+        for subject in changes.shred_subjects:
+            tx.execute("UPDATE vault_keys SET wrapped = NULL, shredded_at = ? "
+                       "WHERE subject_id = ?", (changes.shredded_at, subject))
+        if changes.clear_views:
+            for table in VIEW_TABLES:
+                tx.execute(f"DELETE FROM {table}")
+        for change in changes.views:
+            self._apply_view_change(tx, change)
+        for key, value in changes.settings.items():
+            tx.execute(self.upsert_sql("vault_settings", ["key"], ["value"]), (key, value))
+        for step in changes.after_insert:
+            step(tx)
+        if changes.audit is not None:
+            self._append_audit(tx, changes.audit)
+        return ids
+
+    def _insert_keys(self, tx: Tx, rows: list[KeyRow]) -> None:
+        tx.executemany(
+            "INSERT INTO vault_keys (originator_id, subject_id, term, wrapped, created_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            [(r.originator_id, r.subject_id, r.term, r.wrapped, r.created_at) for r in rows],
+        )
+
+    def _apply_view_change(self, tx: Tx, change: ViewChange) -> None:
+        table = _check_identifier(change.table)
+        where = " AND ".join(f"{_check_identifier(k)} = ?" for k in change.key)
+        if isinstance(change, Delete):
+            tx.execute(f"DELETE FROM {table} WHERE {where}", list(change.key.values()))
+        elif isinstance(change, Update):
+            sets = ", ".join(f"{_check_identifier(k)} = ?" for k in change.values)
+            tx.execute(f"UPDATE {table} SET {sets} WHERE {where}",
+                       [*change.values.values(), *change.key.values()])
+        else:
+            sql = self.upsert_sql(table, list(change.key), list(change.values))
+            tx.execute(sql, [*change.key.values(), *change.values.values()])
+
+    def _append_audit(self, tx: Tx, appender: AuditAppender) -> None:
+        try:
+            self._append_audit_row(tx, appender)
+        except Exception as e:
+            raise AuditAppendFailed(f"audit entry not written: {type(e).__name__}") from e
+
+    def _append_audit_row(self, tx: Tx, appender: AuditAppender) -> None:
+        self.lock_audit(tx)
+        last = tx.one("SELECT seq, entry_hash FROM vault_audit ORDER BY seq DESC LIMIT 1")
+        seq, prev = (last["seq"], bytes(last["entry_hash"])) if last else (0, None)
+        row = appender.seal(seq + 1, prev)
+        tx.execute(
+            "INSERT INTO vault_audit (seq, prev_hash, header, nonce, ciphertext, entry_hash) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (row.seq, row.prev_hash, row.header, row.nonce, row.ciphertext, row.entry_hash),
+        )
+        cp = appender.sign(row.seq, row.entry_hash)
+        tx.execute(self.upsert_sql("vault_audit_checkpoint", ["id"],
+                                   ["size", "head_hash", "signed_at", "signature"]),
+                   (1, cp.size, cp.head_hash, cp.signed_at, cp.signature))
+
+    # -- keys --------------------------------------------------------------------------------
+
+    def key_row(self, originator_id: str) -> KeyRow | None:
+        with self.read() as tx:
+            row = tx.one("SELECT * FROM vault_keys WHERE originator_id = ?", (originator_id,))
+        return _key_row(row) if row else None
+
+    def key_rows(self) -> list[KeyRow]:
+        with self.read() as tx:
+            return [_key_row(r) for r in tx.all("SELECT * FROM vault_keys ORDER BY originator_id")]
+
+    # -- settings, views, audit (reads) ------------------------------------------------------
+
+    def settings(self) -> dict[str, str]:
+        with self.read() as tx:
+            return {r["key"]: r["value"] for r in tx.all("SELECT key, value FROM vault_settings")}
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
+        with self.read() as tx:
+            return [dict(r) for r in tx.all(sql, params)]
+
+    def audit_rows(self, after_seq: int = 0, batch: int = 5000) -> Iterator[AuditRow]:
+        while True:
+            with self.read() as tx:
+                rows = tx.all("SELECT * FROM vault_audit WHERE seq > ? ORDER BY seq LIMIT ?",
+                              (after_seq, batch))
+            for r in rows:
+                yield AuditRow(r["seq"], bytes(r["prev_hash"]), r["header"], bytes(r["nonce"]),
+                               bytes(r["ciphertext"]), bytes(r["entry_hash"]))
+            if len(rows) < batch:
+                return
+            after_seq = rows[-1]["seq"]
+
+    def checkpoint(self) -> Checkpoint | None:
+        with self.read() as tx:
+            r = tx.one("SELECT * FROM vault_audit_checkpoint WHERE id = 1")
+        if r is None:
+            return None
+        return Checkpoint(r["size"], bytes(r["head_hash"]), r["signed_at"], bytes(r["signature"]))
+
+
+def _key_row(r: Any) -> KeyRow:
+    wrapped = r["wrapped"]
+    return KeyRow(r["originator_id"], r["subject_id"], r["term"],
+                  bytes(wrapped) if wrapped is not None else None, r["created_at"],
+                  r["shredded_at"])

@@ -1,0 +1,133 @@
+"""PostgreSQL, for several hosts sharing one vault: VAULT_STORE=postgresql://user@host/db?schema=s.
+
+The header, keyslots and key table live in the database, so every host unlocks the same vault with
+its own keyslot. eventsourcing's postgres module does the events (its EXCLUSIVE table lock keeps
+notification ids in commit order); vault's tables share the transaction. Writers that append to
+the audit log serialise on the checkpoint row (SELECT ... FOR UPDATE).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from eventsourcing.postgres import (
+    PostgresAggregateRecorder,
+    PostgresApplicationRecorder,
+    PostgresDatastore,
+)
+from psycopg.sql import SQL, Identifier
+
+from adapters.errors import StoreUnavailable
+from adapters.store.base import Changes, Store, Tx
+from adapters.store.schema import ddl
+
+IDLE_IN_TRANSACTION_TIMEOUT_S = 5  # eventsourcing's default: never hold a transaction idle
+LOCK_TIMEOUT_S = 30
+
+
+def parse_url(url: str) -> dict[str, Any]:
+    parts = urlsplit(url)
+    if parts.scheme not in ("postgresql", "postgres"):
+        raise StoreUnavailable("VAULT_STORE must be a postgresql:// URL")
+    query = parse_qs(parts.query)
+    schema = query.pop("schema", ["public"])[0]
+    if not schema.replace("_", "").isalnum():
+        raise StoreUnavailable("the schema in VAULT_STORE must be letters, digits and _")
+    if query:
+        raise StoreUnavailable(
+            f"unsupported VAULT_STORE parameter(s): {', '.join(sorted(query))} "
+            "(use PG* environment variables such as PGSSLMODE)"
+        )
+    return {
+        "dbname": unquote(parts.path.lstrip("/")) or "postgres",
+        "host": parts.hostname or "localhost",
+        "port": parts.port or 5432,
+        "user": unquote(parts.username or "") or "postgres",
+        "password": unquote(parts.password or ""),
+        "schema": schema,
+    }
+
+
+def redact_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return parts._replace(netloc=netloc).geturl()
+
+
+class _Datastore(PostgresDatastore):
+    def after_connect_func(self):
+        inner = super().after_connect_func()
+        search_path = SQL("SET search_path TO {0}").format(Identifier(self.schema))
+
+        def after_connect(conn: Any) -> None:
+            inner(conn)
+            conn.cursor().execute(search_path)
+
+        return after_connect
+
+
+class PostgresStore(Store):
+    dialect = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        params = parse_url(url)
+        self.description = redact_url(url)
+        self.schema = params["schema"]
+        self.datastore = _Datastore(
+            dbname=params["dbname"], host=params["host"], port=params["port"],
+            user=params["user"], password=params["password"], schema=self.schema,
+            connect_timeout=10, pool_size=2, max_overflow=4, pool_open_timeout=10,
+            idle_in_transaction_session_timeout=IDLE_IN_TRANSACTION_TIMEOUT_S,
+            lock_timeout=LOCK_TIMEOUT_S,
+        )
+        self.recorder = _Recorder(self.datastore, store=self)
+        self.snapshot_recorder = PostgresAggregateRecorder(
+            self.datastore, events_table_name="stored_snapshots")
+
+    def create_event_tables(self) -> None:
+        with self.datastore.transaction(commit=True) as curs:
+            curs.execute(SQL("CREATE SCHEMA IF NOT EXISTS {0}").format(Identifier(self.schema)))
+        self.recorder.create_table()
+        self.snapshot_recorder.create_table()
+
+    def _schema_statements(self) -> list[str]:
+        return ddl(blob="BYTEA", integer="BIGINT")
+
+    def lock_audit(self, tx: Tx) -> None:
+        tx.execute("SELECT size FROM vault_audit_checkpoint WHERE id = 1 FOR UPDATE")
+
+    @contextmanager
+    def _transaction(self, commit: bool) -> Iterator[Tx]:
+        with self.datastore.get_connection() as conn, conn.transaction(force_rollback=not commit):
+            yield Tx(conn.cursor(), placeholder="%s")
+
+    def write(self):
+        return self._transaction(commit=True)
+
+    def read(self):
+        return self._transaction(commit=False)
+
+    def insert_stored_events(self, tx: Tx, stored_events: Sequence[Any]) -> list[int]:
+        self.recorder._insert_stored_events(tx.cursor, stored_events)
+        return list(self.recorder._fetch_ids_after_insert_events(tx.cursor, stored_events))
+
+    def close(self) -> None:
+        self.datastore.close()
+
+
+class _Recorder(PostgresApplicationRecorder):
+    """eventsourcing's recorder, writing through the store's one transactional path."""
+
+    def __init__(self, datastore: PostgresDatastore, *, store: PostgresStore) -> None:
+        super().__init__(datastore)
+        self.store = store
+
+    def insert_events(self, stored_events: Sequence[Any], **kwargs: Any) -> Sequence[int] | None:
+        return self.store.commit(stored_events, kwargs.get("changes") or Changes())

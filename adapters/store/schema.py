@@ -1,0 +1,105 @@
+"""Tables vault keeps beside eventsourcing's stored_events and stored_snapshots.
+
+Written once for both databases: `{blob}` and `{int}` become BLOB/BYTEA and INTEGER/BIGINT.
+- vault_header: the header JSON, its checksum and HMAC (keyslots live in the JSON).
+- vault_keys: one wrapped data key per aggregate (TokenRotation rows repeat their grant's key under
+  the grant's subject id); deleting a subject's rows crypto-shreds its events.
+- vault_settings: non-secret settings shared by every host (expiry thresholds).
+- vault_audit / vault_audit_checkpoint: the encrypted, hash-chained audit log and its signed head.
+- view_*: read models, maintained in the same transaction as the events they follow.
+"""
+
+SCHEMA_VERSION = "1"
+
+TABLES = [
+    """CREATE TABLE IF NOT EXISTS vault_meta (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS vault_header (
+        id {int} PRIMARY KEY CHECK (id = 1),
+        body TEXT NOT NULL,
+        checksum TEXT NOT NULL,
+        mac TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS vault_keys (
+        originator_id TEXT PRIMARY KEY,
+        subject_id TEXT NOT NULL,
+        term {int} NOT NULL,
+        wrapped {blob},
+        created_at TEXT NOT NULL,
+        shredded_at TEXT)""",
+    "CREATE INDEX IF NOT EXISTS vault_keys_subject ON vault_keys (subject_id)",
+    """CREATE TABLE IF NOT EXISTS vault_settings (
+        key TEXT PRIMARY KEY,
+        value TEXT NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS vault_audit (
+        seq {int} PRIMARY KEY,
+        prev_hash {blob} NOT NULL,
+        header TEXT NOT NULL,
+        nonce {blob} NOT NULL,
+        ciphertext {blob} NOT NULL,
+        entry_hash {blob} NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS vault_audit_checkpoint (
+        id {int} PRIMARY KEY CHECK (id = 1),
+        size {int} NOT NULL,
+        head_hash {blob} NOT NULL,
+        signed_at TEXT NOT NULL,
+        signature {blob} NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS view_clients (
+        client_uuid TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        name_key TEXT NOT NULL UNIQUE,
+        provider TEXT NOT NULL,
+        cloud TEXT NOT NULL,
+        tenant TEXT,
+        client_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        google_testing {int} NOT NULL,
+        active_secrets {int} NOT NULL,
+        registered_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL,
+        version {int} NOT NULL)""",
+    """CREATE TABLE IF NOT EXISTS view_secrets (
+        client_uuid TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        secret_id TEXT,
+        created_on TEXT,
+        expires_on TEXT,
+        added_at TEXT NOT NULL,
+        retired_at TEXT,
+        is_current {int} NOT NULL,
+        PRIMARY KEY (client_uuid, ref))""",
+    """CREATE TABLE IF NOT EXISTS view_grants (
+        grant_uuid TEXT PRIMARY KEY,
+        rotation_uuid TEXT NOT NULL UNIQUE,
+        client_uuid TEXT NOT NULL,
+        client_name TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        google_testing {int} NOT NULL,
+        mailbox TEXT NOT NULL,
+        mailbox_key TEXT NOT NULL,
+        protocols TEXT NOT NULL,
+        status TEXT NOT NULL,
+        status_reason TEXT,
+        status_changed_at TEXT,
+        method TEXT NOT NULL,
+        granted_at TEXT NOT NULL,
+        granted_by TEXT NOT NULL,
+        rt_present {int},
+        rt_generation {int},
+        rt_issued_at TEXT,
+        rt_last_used_at TEXT,
+        last_refresh_at TEXT,
+        refreshes {int},
+        access_expires TEXT,
+        last_error TEXT,
+        pending_attempt {int},
+        updated_at TEXT NOT NULL,
+        UNIQUE (client_uuid, mailbox_key))""",
+    "CREATE INDEX IF NOT EXISTS view_grants_mailbox ON view_grants (mailbox_key)",
+]
+
+VIEW_TABLES = ("view_clients", "view_secrets", "view_grants")
+
+
+def ddl(blob: str, integer: str) -> list[str]:
+    return [t.format(blob=blob, int=integer) for t in TABLES]

@@ -1,0 +1,175 @@
+"""The embedded default: one SQLite file under VAULT_HOME (directory 0700, files 0600).
+
+WAL mode with synchronous=FULL (a rotated refresh token must survive a power cut), a generous
+busy timeout, BEGIN IMMEDIATE for every write (read-then-write never meets SQLITE_BUSY half way),
+and secure_delete so a purge zeroes the pages it frees.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import stat
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError, OperationalError, PersistenceError
+from eventsourcing.sqlite import (
+    SQLiteAggregateRecorder,
+    SQLiteApplicationRecorder,
+    SQLiteConnection,
+    SQLiteConnectionPool,
+    SQLiteCursor,
+    SQLiteDatastore,
+)
+
+from adapters.errors import StoreUnavailable, UnsafeFile
+from adapters.store.base import Changes, Store, Tx
+from adapters.store.schema import ddl
+
+DB_FILE = "vault.db"
+BUSY_TIMEOUT_S = 30
+
+
+class _PrivatePool(SQLiteConnectionPool):
+    """Connections with vault's pragmas; read-only connections for auditors' copies."""
+
+    read_only = False
+
+    def _create_connection(self) -> SQLiteConnection:
+        if self.read_only:
+            try:
+                raw = sqlite3.connect(self.db_name, uri=True, check_same_thread=False,
+                                      isolation_level=None, timeout=BUSY_TIMEOUT_S)
+            except sqlite3.Error as e:
+                raise StoreUnavailable(f"cannot open {self.db_name}: {e}") from None
+            raw.row_factory = sqlite3.Row
+            return SQLiteConnection(sqlite_conn=raw, max_age=self.max_age)
+        conn = super()._create_connection()
+        raw = conn._sqlite_conn
+        raw.execute("PRAGMA synchronous = FULL")
+        raw.execute("PRAGMA secure_delete = ON")
+        raw.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_S * 1000}")
+        return conn
+
+
+class _Datastore(SQLiteDatastore):
+    def __init__(self, db_name: str, *, read_only: bool) -> None:
+        super().__init__(db_name, lock_timeout=BUSY_TIMEOUT_S, pool_size=2, max_overflow=4)
+        self.pool.close()
+        pool = _PrivatePool(db_name=db_name, lock_timeout=BUSY_TIMEOUT_S, pool_size=2,
+                            max_overflow=4)
+        pool.read_only = read_only
+        self.pool = pool
+
+
+def _translate(error: sqlite3.Error) -> Exception:
+    if isinstance(error, sqlite3.IntegrityError):
+        return IntegrityError(str(error))
+    if isinstance(error, sqlite3.OperationalError):
+        return OperationalError(str(error))
+    return PersistenceError(str(error))
+
+
+class SQLiteStore(Store):
+    dialect = "sqlite"
+
+    def __init__(self, home: Path, *, read_only: bool = False, create: bool = False) -> None:
+        super().__init__()
+        self.home = home
+        self.path = home / DB_FILE
+        self.description = f"{home}"
+        self.read_only = read_only
+        if create:
+            _make_private_dir(home)
+            if not self.path.exists():
+                os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        else:
+            _check_private_dir(home)
+        uri = f"file:{self.path}?mode=ro" if read_only else f"file:{self.path}"
+        self.datastore = _Datastore(uri, read_only=read_only)
+        self.recorder = _Recorder(self.datastore, store=self)
+        self.snapshot_recorder = SQLiteAggregateRecorder(
+            self.datastore, events_table_name="stored_snapshots")
+
+    def create_event_tables(self) -> None:
+        self.recorder.create_table()
+        self.snapshot_recorder.create_table()
+
+    def _schema_statements(self) -> list[str]:
+        return ddl(blob="BLOB", integer="INTEGER")
+
+    def lock_audit(self, tx: Tx) -> None:
+        """BEGIN IMMEDIATE already serialises every writer."""
+
+    @contextmanager
+    def _transaction(self, begin: str) -> Iterator[Tx]:
+        with self.datastore.get_connection(commit=begin != "BEGIN") as conn:
+            raw: sqlite3.Connection = conn._sqlite_conn
+            try:
+                raw.execute(begin)
+            except sqlite3.Error as e:
+                raise _translate(e) from None
+            try:
+                yield Tx(raw.cursor())
+            except sqlite3.Error as e:
+                raw.rollback()
+                raise _translate(e) from None
+            except BaseException:
+                raw.rollback()
+                raise
+            try:
+                raw.commit() if begin != "BEGIN" else raw.rollback()
+            except sqlite3.Error as e:
+                raw.rollback()
+                raise _translate(e) from None
+
+    def write(self):
+        return self._transaction("BEGIN IMMEDIATE")
+
+    def read(self):
+        return self._transaction("BEGIN")
+
+    def insert_stored_events(self, tx: Tx, stored_events: Sequence[Any]) -> list[int]:
+        return list(SQLiteApplicationRecorder._insert_events(
+            self.recorder, SQLiteCursor(tx.cursor), stored_events) or [])
+
+    def after_purge(self) -> None:
+        """Move the WAL into the database (whose freed pages secure_delete zeroed) and empty it."""
+        with self.datastore.get_connection(commit=True) as conn:
+            conn._sqlite_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def close(self) -> None:
+        self.datastore.close()
+
+
+class _Recorder(SQLiteApplicationRecorder):
+    """eventsourcing's recorder, writing through the store's one transactional path."""
+
+    def __init__(self, datastore: SQLiteDatastore, *, store: SQLiteStore) -> None:
+        super().__init__(datastore)
+        self.store = store
+
+    def insert_events(self, stored_events: Sequence[Any], **kwargs: Any) -> Sequence[int] | None:
+        return self.store.commit(stored_events, kwargs.get("changes") or Changes())
+
+
+def _make_private_dir(home: Path) -> None:
+    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+    _check_private_dir(home)
+
+
+def _check_private_dir(home: Path) -> None:
+    try:
+        info = home.stat()
+    except FileNotFoundError:
+        raise StoreUnavailable(f"no vault at {home} (run `vault init`, or set VAULT_HOME)") from None
+    if not stat.S_ISDIR(info.st_mode):
+        raise StoreUnavailable(f"{home} is not a directory")
+    if info.st_mode & 0o077:
+        raise UnsafeFile(
+            f"vault directory {home} is accessible by group or others "
+            f"(mode {stat.S_IMODE(info.st_mode):04o}); run: chmod 700 {home}"
+        )

@@ -1,0 +1,256 @@
+"""ClientCredential: one app registration (client id, tenant, cloud, endpoints) and its secrets.
+
+Several secrets may be active at once while a rotation overlaps; the newest active one is current.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+from uuid import UUID
+
+from domain.base import AggregateCreated, VaultAggregate, stable_snapshot
+from domain.clouds import CloudProfile, check_tenant, is_guid, profile_for
+from domain.errors import ClientRemoved, InvalidInput, RuleViolation, SecretLooksLikeId
+from domain.secret_value import SecretValue
+
+MICROSOFT_SECRET_MAX_DAYS = 730
+
+
+def check_secret_value(secret: SecretValue) -> None:
+    """Refuse values that cannot be a client secret's Value. Never echoes the value."""
+    value = secret.reveal()
+    if not value:
+        raise InvalidInput("the secret is empty")
+    if is_guid(value):
+        raise SecretLooksLikeId()
+    if any(c.isspace() for c in value):
+        raise InvalidInput("the secret contains whitespace: was more than the Value pasted?")
+    if len(value) < 8:
+        raise InvalidInput("the secret is shorter than 8 characters: was it truncated?")
+
+
+def check_client_name(name: str) -> str:
+    name = name.strip()
+    if not name or len(name) > 64 or not all(c.isalnum() or c in "._-@" for c in name):
+        raise InvalidInput(
+            "a client name is 1-64 letters, digits or . _ - @ (it names the app registration "
+            "in commands, e.g. 'jira-prod')"
+        )
+    return name
+
+
+class ClientCredential(VaultAggregate):
+    TOPIC = "vault.ClientCredential"
+    Snapshot = stable_snapshot("vault.ClientCredential.Snapshot")
+
+    class Registered(VaultAggregate.Event, AggregateCreated):
+        TOPIC = "vault.ClientCredential.Registered"
+        name: str
+        provider: str
+        cloud: str
+        tenant: str | None
+        client_id: str
+        endpoints: dict
+        redirect_uri: str | None
+        scopes: list
+        google_testing: bool
+
+    class SecretAdded(VaultAggregate.Event):
+        TOPIC = "vault.ClientCredential.SecretAdded"
+        ref: str
+        value: SecretValue
+        secret_id: str | None
+        created_on: date | None
+        expires_on: date | None
+
+        def apply(self, client: ClientCredential) -> None:
+            client.secrets.append({
+                "ref": self.ref, "value": self.value, "secret_id": self.secret_id,
+                "created_on": self.created_on, "expires_on": self.expires_on,
+                "added_at": self.timestamp, "retired_at": None, "retired_reason": None,
+            })
+
+    class SecretRetired(VaultAggregate.Event):
+        TOPIC = "vault.ClientCredential.SecretRetired"
+        ref: str
+        reason: str
+
+        def apply(self, client: ClientCredential) -> None:
+            secret = client.secret(self.ref)
+            secret["retired_at"] = self.timestamp
+            secret["retired_reason"] = self.reason
+
+    class SecretDatesRecorded(VaultAggregate.Event):
+        TOPIC = "vault.ClientCredential.SecretDatesRecorded"
+        ref: str
+        created_on: date | None
+        expires_on: date | None
+
+        def apply(self, client: ClientCredential) -> None:
+            secret = client.secret(self.ref)
+            secret["created_on"] = self.created_on
+            secret["expires_on"] = self.expires_on
+
+    class Removed(VaultAggregate.Event):
+        TOPIC = "vault.ClientCredential.Removed"
+        reason: str
+
+        def apply(self, client: ClientCredential) -> None:
+            client.removed_at = self.timestamp
+            client.removed_reason = self.reason
+
+    def __init__(
+        self, name: str, provider: str, cloud: str, tenant: str | None, client_id: str,
+        endpoints: dict, redirect_uri: str | None, scopes: list, google_testing: bool,
+    ) -> None:
+        self.name = name
+        self.provider = provider
+        self.cloud = cloud
+        self.tenant = tenant
+        self.client_id = client_id
+        self.endpoints = endpoints
+        self.redirect_uri = redirect_uri
+        self.scopes = scopes
+        self.google_testing = google_testing
+        self.secrets: list[dict[str, Any]] = []
+        self.removed_at: datetime | None = None
+        self.removed_reason: str | None = None
+
+    # -- creation ---------------------------------------------------------------------------
+
+    @classmethod
+    def register(
+        cls, *, aggregate_id: UUID, now: datetime, name: str, provider: str, cloud: str | None,
+        tenant: str | None, client_id: str, endpoints: dict[str, str | None] | None = None,
+        redirect_uri: str | None = None, scopes: tuple[str, ...] = (),
+        google_testing: bool = False,
+    ) -> ClientCredential:
+        name = check_client_name(name)
+        profile = profile_for(provider, cloud)
+        tenant = check_tenant(profile, tenant)
+        client_id = client_id.strip()
+        if not client_id or any(c.isspace() for c in client_id):
+            raise InvalidInput("--client-id is empty or contains whitespace")
+        if profile.is_microsoft and not is_guid(client_id):
+            raise InvalidInput(
+                "a Microsoft client id is the Application (client) ID, a GUID from the app's "
+                "Overview page"
+            )
+        if google_testing and profile.provider != "google":
+            raise InvalidInput("--google-testing applies to Google clients only")
+        resolved = {k: v for k, v in profile.endpoints(tenant).as_dict().items()}
+        for key, value in (endpoints or {}).items():
+            if value:
+                if not value.startswith("https://") and not _is_loopback_http(value):
+                    raise InvalidInput(f"{key.replace('_', '-')} must be an https:// URL")
+                resolved[key] = value
+        if profile.provider == "custom" and not (resolved["token_url"] or resolved["issuer"]):
+            raise InvalidInput("a custom provider needs --token-url (and --authorize-url) or --issuer")
+        return cls._start(
+            cls.Registered, aggregate_id, now, name=name, provider=profile.provider,
+            cloud=profile.cloud, tenant=tenant, client_id=client_id, endpoints=resolved,
+            redirect_uri=redirect_uri, scopes=list(scopes), google_testing=google_testing,
+        )
+
+    # -- queries ----------------------------------------------------------------------------
+
+    @property
+    def profile(self) -> CloudProfile:
+        return profile_for(self.provider, self.cloud if self.provider == "microsoft" else None)
+
+    @property
+    def is_removed(self) -> bool:
+        return self.removed_at is not None
+
+    def secret(self, ref: str) -> dict[str, Any]:
+        for secret in self.secrets:
+            if secret["ref"] == ref or (secret["secret_id"] and secret["secret_id"] == ref):
+                return secret
+        raise InvalidInput(f"client {self.name!r} has no secret {ref!r}")
+
+    def active_secrets(self) -> list[dict[str, Any]]:
+        return [s for s in self.secrets if s["retired_at"] is None]
+
+    def current_secret(self) -> dict[str, Any] | None:
+        """The secret token requests use: the newest active one."""
+        active = self.active_secrets()
+        return active[-1] if active else None
+
+    # -- commands ---------------------------------------------------------------------------
+
+    def _check_not_removed(self) -> None:
+        if self.is_removed:
+            raise ClientRemoved(f"client {self.name!r} was removed")
+
+    def add_secret(
+        self, *, now: datetime, value: SecretValue, secret_id: str | None = None,
+        created_on: date | None = None, expires_on: date | None = None,
+    ) -> str:
+        self._check_not_removed()
+        check_secret_value(value)
+        if secret_id is not None:
+            if not is_guid(secret_id):
+                raise InvalidInput("--secret-id is the secret's ID, a GUID")
+            secret_id = secret_id.strip("{}").lower()
+            if any(s["secret_id"] == secret_id for s in self.secrets):
+                raise InvalidInput(f"client {self.name!r} already has secret ID {secret_id}")
+        _check_secret_dates(created_on, expires_on)
+        if any(s["value"] == value for s in self.active_secrets()):
+            raise InvalidInput(f"client {self.name!r} already holds this secret")
+        ref = f"s{len(self.secrets) + 1}"
+        self._trigger(
+            self.SecretAdded, now, ref=ref, value=value, secret_id=secret_id,
+            created_on=created_on, expires_on=expires_on,
+        )
+        return ref
+
+    def retire_secret(self, *, now: datetime, ref: str, reason: str) -> None:
+        self._check_not_removed()
+        secret = self.secret(ref)
+        if secret["retired_at"] is not None:
+            raise RuleViolation(f"secret {secret['ref']} of {self.name!r} is already retired")
+        self._trigger(self.SecretRetired, now, ref=secret["ref"], reason=reason)
+
+    def rotate_secret(
+        self, *, now: datetime, value: SecretValue, secret_id: str | None = None,
+        created_on: date | None = None, expires_on: date | None = None, overlap: bool = False,
+    ) -> str:
+        """Add the new secret as current; retire the older ones unless they should overlap."""
+        older = [s["ref"] for s in self.active_secrets()]
+        ref = self.add_secret(
+            now=now, value=value, secret_id=secret_id, created_on=created_on,
+            expires_on=expires_on,
+        )
+        if not overlap:
+            for old in older:
+                self.retire_secret(now=now, ref=old, reason=f"replaced by {ref}")
+        return ref
+
+    def record_secret_dates(
+        self, *, now: datetime, ref: str, created_on: date | None, expires_on: date | None
+    ) -> None:
+        self._check_not_removed()
+        secret = self.secret(ref)
+        _check_secret_dates(created_on, expires_on)
+        self._trigger(
+            self.SecretDatesRecorded, now, ref=secret["ref"], created_on=created_on,
+            expires_on=expires_on,
+        )
+
+    def remove(self, *, now: datetime, reason: str) -> None:
+        self._check_not_removed()
+        self._trigger(self.Removed, now, reason=reason)
+
+
+def _check_secret_dates(created_on: date | None, expires_on: date | None) -> None:
+    if created_on and expires_on and expires_on <= created_on:
+        raise InvalidInput("the secret's expiry date must be after its creation date")
+
+
+def _is_loopback_http(url: str) -> bool:
+    """Plain http is allowed only to a loopback identity provider (tests, `vault sandbox`)."""
+    for prefix in ("http://127.0.0.1:", "http://127.0.0.1/", "http://localhost:", "http://[::1]:"):
+        if url.startswith(prefix):
+            return True
+    return False

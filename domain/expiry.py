@@ -1,0 +1,332 @@
+"""Expiry policy: pure functions of recorded facts and a date. What will stop working, and when.
+
+Days are UTC calendar days and thresholds are inclusive. Two kinds of due date:
+- an end date (a client secret or certificate): valid through that day; the day itself is
+  critical and the finding is `expired` from the next day;
+- an idle or lifetime window (refresh tokens): the due date is the day the provider stops
+  accepting the token, so the finding is `expired` from that day on (Microsoft: idle 90 days).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import date, timedelta
+
+INFO, WARNING, CRITICAL = "info", "warning", "critical"
+SEVERITY_RANK = {INFO: 0, WARNING: 1, CRITICAL: 2}
+
+
+@dataclass(frozen=True)
+class ExpiryThresholds:
+    secret_warning_days: int = 30
+    secret_critical_days: int = 7
+    microsoft_secret_max_days: int = 730
+    microsoft_idle_warning_days: int = 75
+    microsoft_idle_critical_days: int = 85
+    microsoft_idle_limit_days: int = 90
+    google_testing_warning_days: int = 5
+    google_testing_critical_days: int = 6
+    google_testing_limit_days: int = 7
+    google_idle_warning_days: int = 150
+    google_idle_critical_days: int = 170
+    google_idle_limit_days: int = 180
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            if not isinstance(getattr(self, f.name), int) or getattr(self, f.name) < 0:
+                raise ValueError(f"{f.name} must be a whole number of days >= 0")
+        windows = [
+            ("secret", self.secret_critical_days, self.secret_warning_days, None),
+            ("microsoft_idle", self.microsoft_idle_warning_days,
+             self.microsoft_idle_critical_days, self.microsoft_idle_limit_days),
+            ("google_testing", self.google_testing_warning_days,
+             self.google_testing_critical_days, self.google_testing_limit_days),
+            ("google_idle", self.google_idle_warning_days, self.google_idle_critical_days,
+             self.google_idle_limit_days),
+        ]
+        for name, low, high, limit in windows:
+            if low > high or (limit is not None and high > limit):
+                raise ValueError(f"{name} thresholds must increase towards the limit")
+
+    def with_changes(self, **changes: int) -> ExpiryThresholds:
+        unknown = set(changes) - {f.name for f in fields(self)}
+        if unknown:
+            raise ValueError(f"unknown threshold {', '.join(sorted(unknown))}")
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class SecretFacts:
+    client: str
+    provider: str
+    ref: str
+    secret_id: str | None
+    created_on: date | None
+    expires_on: date | None
+    kind: str = "client_secret"  # or "certificate"
+
+
+@dataclass(frozen=True)
+class GrantFacts:
+    client: str
+    mailbox: str
+    provider: str
+    status: str  # active | needs-reconsent | revoked
+    status_reason: str | None
+    status_changed_on: date | None
+    granted_on: date
+    last_activity_on: date | None  # refresh token issued or last redeemed
+    google_testing: bool = False
+    app_only: bool = False
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: str
+    kind: str
+    client: str
+    mailbox: str | None
+    due: date | None
+    days_left: int | None
+    expired: bool
+    advice: str
+    assumed: bool = False
+    ref: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        data = asdict(self)
+        data["due"] = self.due.isoformat() if self.due else None
+        return data
+
+
+def _end_date_severity(days_left: int, t: ExpiryThresholds) -> str | None:
+    if days_left <= t.secret_critical_days:
+        return CRITICAL
+    if days_left <= t.secret_warning_days:
+        return WARNING
+    return None
+
+
+def _window_severity(elapsed: int, warning: int, critical: int) -> str | None:
+    if elapsed >= critical:
+        return CRITICAL
+    if elapsed >= warning:
+        return WARNING
+    return None
+
+
+def secret_due(s: SecretFacts, t: ExpiryThresholds) -> tuple[date | None, bool]:
+    """The secret's end date, and whether it is assumed (Microsoft's 730-day maximum)."""
+    if s.expires_on:
+        return s.expires_on, False
+    if s.created_on and s.provider == "microsoft":
+        return s.created_on + timedelta(days=t.microsoft_secret_max_days), True
+    return None, False
+
+
+def credential_findings(
+    secrets: list[SecretFacts], as_of: date, t: ExpiryThresholds
+) -> list[Finding]:
+    """Findings for one client's active secrets.
+
+    What matters is whether the client keeps working: the secret that lasts longest decides the
+    client's severity. Older secrets still active during an overlap get an info finding to retire.
+    """
+    if not secrets:
+        return []
+    dated = [(secret_due(s, t), s) for s in secrets]
+    known = [(due, assumed, s) for (due, assumed), s in dated if due is not None]
+    unknown = [s for (due, _), s in dated if due is None and s.provider != "google"]
+    findings: list[Finding] = []
+    for s in unknown:
+        what = "certificate" if s.kind == "certificate" else "secret"
+        findings.append(Finding(
+            severity=INFO, kind=f"{s.kind}_expiry_unknown", client=s.client, mailbox=None,
+            due=None, days_left=None, expired=False, ref=s.ref,
+            advice=(f"no creation or expiry date recorded for {what} {s.ref}: record it with "
+                    f"`vault client set-secret-dates {s.client} {s.ref} --expires DATE`"),
+        ))
+    if not known:
+        return findings
+    known.sort(key=lambda item: item[0])
+    due, assumed, last = known[-1]
+    days_left = (due - as_of).days
+    severity = _end_date_severity(days_left, t)
+    if severity is not None:
+        expired = days_left < 0
+        what = "certificate" if last.kind == "certificate" else "client secret"
+        when = (f"expired {-days_left} day(s) ago" if expired
+                else "expires today" if days_left == 0 else f"expires in {days_left} day(s)")
+        basis = (f" (assumed: created {last.created_on}, Microsoft's {t.microsoft_secret_max_days}"
+                 "-day maximum)" if assumed else "")
+        findings.append(Finding(
+            severity=severity, kind=f"{last.kind}_expiry", client=last.client, mailbox=None,
+            due=due, days_left=days_left, expired=expired, assumed=assumed, ref=last.ref,
+            advice=(f"{what} {last.ref} {when}{basis}: create a new one in the app registration "
+                    f"and run `vault client rotate-secret {last.client}`"),
+        ))
+    for older_due, older_assumed, s in known[:-1]:
+        findings.append(Finding(
+            severity=INFO, kind="secret_superseded", client=s.client, mailbox=None,
+            due=older_due, days_left=(older_due - as_of).days,
+            expired=(older_due - as_of).days < 0, assumed=older_assumed, ref=s.ref,
+            advice=(f"secret {s.ref} is still active beside a newer one: once every host uses "
+                    f"the new secret, run `vault client retire-secret {s.client} {s.ref}` and "
+                    "delete it in the app registration"),
+        ))
+    return findings
+
+
+def _window_finding(
+    g: GrantFacts, start: date, as_of: date, warning: int, critical: int, limit: int,
+    kind: str, advice: str,
+) -> Finding | None:
+    elapsed = (as_of - start).days
+    severity = _window_severity(elapsed, warning, critical)
+    if severity is None:
+        return None
+    due = start + timedelta(days=limit)
+    return Finding(
+        severity=severity, kind=kind, client=g.client, mailbox=g.mailbox, due=due,
+        days_left=(due - as_of).days, expired=elapsed >= limit, advice=advice,
+    )
+
+
+def grant_findings(g: GrantFacts, as_of: date, t: ExpiryThresholds) -> list[Finding]:
+    if g.status == "revoked":
+        return []
+    if g.status != "active":
+        since = g.status_changed_on or as_of
+        return [Finding(
+            severity=CRITICAL, kind="grant_broken", client=g.client, mailbox=g.mailbox,
+            due=since, days_left=(since - as_of).days, expired=True,
+            advice=(f"the grant of {g.mailbox} stopped working"
+                    f"{': ' + g.status_reason if g.status_reason else ''}; run a new consent "
+                    f"(`vault consent {g.client} --mailbox {g.mailbox}`)"),
+        )]
+    if g.app_only:
+        return []
+    findings: list[Finding] = []
+    last = g.last_activity_on or g.granted_on
+    idle = (as_of - last).days
+    if g.provider == "microsoft":
+        f = _window_finding(
+            g, last, as_of, t.microsoft_idle_warning_days, t.microsoft_idle_critical_days,
+            t.microsoft_idle_limit_days, "refresh_token_idle",
+            (f"the refresh token of {g.mailbox} has been idle {idle} day(s); Microsoft drops it "
+             f"after {t.microsoft_idle_limit_days} (AADSTS700082): run `vault refresh {g.mailbox}`"
+             " or schedule `vault refresh --due`"),
+        )
+        if f and f.expired:
+            f = replace(f, advice=(f"the refresh token of {g.mailbox} was idle {idle} day(s) and "
+                                   "Microsoft no longer accepts it (AADSTS700082): run a new "
+                                   f"consent (`vault consent {g.client} --mailbox {g.mailbox}`)"))
+        findings += [f] if f else []
+    elif g.provider == "google":
+        if g.google_testing:
+            f = _window_finding(
+                g, g.granted_on, as_of, t.google_testing_warning_days,
+                t.google_testing_critical_days, t.google_testing_limit_days,
+                "google_testing_expiry",
+                (f"the OAuth app of {g.client} is in Testing status: Google kills its refresh "
+                 f"tokens {t.google_testing_limit_days} days after consent. Publish the app "
+                 "(In production) or re-consent every week"),
+            )
+            findings += [f] if f else []
+        f = _window_finding(
+            g, last, as_of, t.google_idle_warning_days, t.google_idle_critical_days,
+            t.google_idle_limit_days, "refresh_token_idle",
+            (f"the refresh token of {g.mailbox} has been idle {idle} day(s); Google drops unused "
+             f"tokens after about six months: run `vault refresh {g.mailbox}`"),
+        )
+        findings += [f] if f else []
+    return findings
+
+
+def upcoming(finding_due: date | None, as_of: date, within: int | None) -> bool:
+    """Whether a dated finding falls inside a `--within DAYS` horizon (undated ones always do)."""
+    if within is None or finding_due is None:
+        return True
+    return (finding_due - as_of).days <= within
+
+
+def sort_findings(findings: list[Finding]) -> list[Finding]:
+    return sorted(
+        findings,
+        key=lambda f: (-SEVERITY_RANK[f.severity], f.due or date.max, f.client, f.mailbox or ""),
+    )
+
+
+def worst_severity(findings: list[Finding]) -> str | None:
+    if not findings:
+        return None
+    return max((f.severity for f in findings), key=SEVERITY_RANK.__getitem__)
+
+
+@dataclass(frozen=True)
+class DueItem:
+    """Something with a date on which it stops working, whatever the thresholds say."""
+
+    kind: str
+    client: str
+    mailbox: str | None
+    due: date
+    assumed: bool = False
+    ref: str | None = None
+
+
+def due_items(
+    secrets: list[SecretFacts], grants: list[GrantFacts], t: ExpiryThresholds
+) -> list[DueItem]:
+    items: list[DueItem] = []
+    for s in secrets:
+        due, assumed = secret_due(s, t)
+        if due is not None:
+            items.append(DueItem(f"{s.kind}_expiry", s.client, None, due, assumed, s.ref))
+    for g in grants:
+        if g.status != "active" or g.app_only:
+            continue
+        last = g.last_activity_on or g.granted_on
+        if g.provider == "microsoft":
+            items.append(DueItem("refresh_token_idle", g.client, g.mailbox,
+                                 last + timedelta(days=t.microsoft_idle_limit_days)))
+        elif g.provider == "google":
+            items.append(DueItem("refresh_token_idle", g.client, g.mailbox,
+                                 last + timedelta(days=t.google_idle_limit_days)))
+            if g.google_testing:
+                items.append(DueItem("google_testing_expiry", g.client, g.mailbox,
+                                     g.granted_on + timedelta(days=t.google_testing_limit_days)))
+    return sorted(items, key=lambda i: i.due)
+
+
+def evaluate(
+    secrets: list[SecretFacts], grants: list[GrantFacts], as_of: date, t: ExpiryThresholds,
+    within: int | None = None,
+) -> list[Finding]:
+    """All findings as of a date; `within` adds info findings for anything due inside the horizon
+    and leaves out dated findings beyond it."""
+    by_client: dict[str, list[SecretFacts]] = {}
+    for s in secrets:
+        by_client.setdefault(s.client, []).append(s)
+    findings: list[Finding] = []
+    for client_secrets in by_client.values():
+        findings += credential_findings(client_secrets, as_of, t)
+    for g in grants:
+        findings += grant_findings(g, as_of, t)
+    if within is not None:
+        seen = {(f.kind, f.client, f.mailbox, f.ref) for f in findings}
+        for item in due_items(secrets, grants, t):
+            days_left = (item.due - as_of).days
+            if (item.kind, item.client, item.mailbox, item.ref) in seen or days_left > within:
+                continue
+            subject = item.mailbox or f"{item.client} {item.ref or ''}".strip()
+            findings.append(Finding(
+                severity=INFO, kind=item.kind, client=item.client, mailbox=item.mailbox,
+                due=item.due, days_left=days_left, expired=False, assumed=item.assumed,
+                ref=item.ref, advice=f"{subject}: due {item.due} ({days_left} days)",
+            ))
+        findings = [f for f in findings if upcoming(f.due, as_of, within) or f.expired]
+    return sort_findings(findings)

@@ -1,0 +1,195 @@
+"""ConsentGrant: one mailbox's consent under one client, identified by (client, mailbox).
+
+It records what was granted (protocols, scopes per resource), how and by whom, and whether the
+grant still works (active, needs-reconsent, revoked). Its tokens live in its TokenRotation.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from domain.base import AggregateCreated, VaultAggregate, stable_snapshot
+from domain.credentials import ClientCredential
+from domain.errors import ClientRemoved, GrantNotActive, InvalidInput, RuleViolation
+from domain.scopes import plan_scopes
+
+ACTIVE = "active"
+NEEDS_RECONSENT = "needs-reconsent"
+REVOKED = "revoked"
+METHODS = ("browser", "device", "manual", "import", "app-only")
+
+_MAILBOX = re.compile(r"^[^@\s\x00-\x1f\"]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
+
+
+def check_mailbox(address: str) -> str:
+    address = address.strip()
+    if not _MAILBOX.match(address):
+        raise InvalidInput(f"{address!r} is not a mailbox address (user@example.com)")
+    local, _, domain = address.rpartition("@")
+    return f"{local}@{domain.lower()}"
+
+
+def mailbox_key(address: str) -> str:
+    """Mailbox addresses compare case-insensitively."""
+    return address.casefold()
+
+
+class ConsentGrant(VaultAggregate):
+    TOPIC = "vault.ConsentGrant"
+    Snapshot = stable_snapshot("vault.ConsentGrant.Snapshot")
+
+    class Granted(VaultAggregate.Event, AggregateCreated):
+        TOPIC = "vault.ConsentGrant.Granted"
+        client_id: UUID
+        client_name: str
+        mailbox: str
+        protocols: list
+        scopes: dict
+        method: str
+        granted_at: datetime
+        granted_by: str
+        rotation_id: UUID
+
+    class Regranted(VaultAggregate.Event):
+        TOPIC = "vault.ConsentGrant.Regranted"
+        protocols: list
+        scopes: dict
+        method: str
+        granted_at: datetime
+        granted_by: str
+
+        def apply(self, grant: ConsentGrant) -> None:
+            grant.protocols = self.protocols
+            grant.scopes = self.scopes
+            grant.method = self.method
+            grant.granted_at = self.granted_at
+            grant.granted_by = self.granted_by
+            grant._set_status(ACTIVE, None, self.timestamp)
+
+    class ScopesChanged(VaultAggregate.Event):
+        TOPIC = "vault.ConsentGrant.ScopesChanged"
+        protocols: list
+        scopes: dict
+
+        def apply(self, grant: ConsentGrant) -> None:
+            grant.protocols = self.protocols
+            grant.scopes = self.scopes
+
+    class ProbeRecorded(VaultAggregate.Event):
+        TOPIC = "vault.ConsentGrant.ProbeRecorded"
+        protocol: str
+        outcome: str
+        latency_ms: int | None
+        greeting: str | None
+        diagnosis: str | None
+
+        def apply(self, grant: ConsentGrant) -> None:
+            grant.probes[self.protocol] = {
+                "outcome": self.outcome, "latency_ms": self.latency_ms,
+                "greeting": self.greeting, "diagnosis": self.diagnosis, "at": self.timestamp,
+            }
+
+    class MarkedBroken(VaultAggregate.Event):
+        TOPIC = "vault.ConsentGrant.MarkedBroken"
+        reason: str
+        error_class: str | None
+
+        def apply(self, grant: ConsentGrant) -> None:
+            grant._set_status(NEEDS_RECONSENT, self.reason, self.timestamp)
+
+    class Revoked(VaultAggregate.Event):
+        TOPIC = "vault.ConsentGrant.Revoked"
+        reason: str
+        revoked_by: str
+
+        def apply(self, grant: ConsentGrant) -> None:
+            grant._set_status(REVOKED, self.reason, self.timestamp)
+            grant.revoked_by = self.revoked_by
+
+    def __init__(
+        self, client_id: UUID, client_name: str, mailbox: str, protocols: list, scopes: dict,
+        method: str, granted_at: datetime, granted_by: str, rotation_id: UUID,
+    ) -> None:
+        self.client_id = client_id
+        self.client_name = client_name
+        self.mailbox = mailbox
+        self.protocols = protocols
+        self.scopes = scopes
+        self.method = method
+        self.granted_at = granted_at
+        self.granted_by = granted_by
+        self.rotation_id = rotation_id
+        self.status = ACTIVE
+        self.status_reason: str | None = None
+        self.status_changed_at: datetime | None = None
+        self.revoked_by: str | None = None
+        self.probes: dict[str, dict[str, Any]] = {}
+
+    def _set_status(self, status: str, reason: str | None, when: datetime) -> None:
+        self.status = status
+        self.status_reason = reason
+        self.status_changed_at = when
+
+    @classmethod
+    def grant(
+        cls, *, aggregate_id: UUID, rotation_id: UUID, now: datetime, client: ClientCredential,
+        mailbox: str, protocols: tuple[str, ...], scopes: tuple[str, ...] | None, method: str,
+        granted_at: datetime | None, granted_by: str,
+    ) -> ConsentGrant:
+        if client.is_removed:
+            raise ClientRemoved(f"client {client.name!r} was removed")
+        if method not in METHODS:
+            raise InvalidInput(f"unknown consent method {method!r}")
+        plan = plan_scopes(client.profile, protocols, scopes or tuple(client.scopes) or None)
+        granted_at = _check_granted_at(granted_at, now)
+        return cls._start(
+            cls.Granted, aggregate_id, now, client_id=client.id, client_name=client.name,
+            mailbox=check_mailbox(mailbox), protocols=list(protocols), scopes=plan,
+            method=method, granted_at=granted_at, granted_by=granted_by, rotation_id=rotation_id,
+        )
+
+    @property
+    def is_active(self) -> bool:
+        return self.status == ACTIVE
+
+    def regrant(
+        self, *, now: datetime, client: ClientCredential, protocols: tuple[str, ...],
+        scopes: tuple[str, ...] | None, method: str, granted_at: datetime | None,
+        granted_by: str,
+    ) -> None:
+        """A new consent for a grant that was revoked or broke; an active grant is refused."""
+        if self.is_active:
+            raise RuleViolation(
+                f"{self.mailbox} already has an active grant under {self.client_name!r}; "
+                "revoke it first to replace it"
+            )
+        if client.is_removed:
+            raise ClientRemoved(f"client {client.name!r} was removed")
+        plan = plan_scopes(client.profile, protocols, scopes or tuple(client.scopes) or None)
+        self._trigger(
+            self.Regranted, now, protocols=list(protocols), scopes=plan, method=method,
+            granted_at=_check_granted_at(granted_at, now), granted_by=granted_by,
+        )
+
+    def mark_broken(self, *, now: datetime, reason: str, error_class: str | None = None) -> None:
+        if not self.is_active:
+            raise GrantNotActive(f"the grant of {self.mailbox} is {self.status}")
+        self._trigger(self.MarkedBroken, now, reason=reason, error_class=error_class)
+
+    def revoke(self, *, now: datetime, reason: str, revoked_by: str) -> None:
+        if self.status == REVOKED:
+            raise GrantNotActive(f"the grant of {self.mailbox} is already revoked")
+        if not reason.strip():
+            raise InvalidInput("a revocation needs a reason (--reason)")
+        self._trigger(self.Revoked, now, reason=reason.strip(), revoked_by=revoked_by)
+
+
+def _check_granted_at(granted_at: datetime | None, now: datetime) -> datetime:
+    if granted_at is None:
+        return now
+    if granted_at > now:
+        raise InvalidInput("--granted-at lies in the future")
+    return granted_at

@@ -1,0 +1,1 @@
+"""vault: the application layer (use cases, projections, audit) and the `vault` CLI."""

@@ -1,0 +1,276 @@
+"""The vault application: one eventsourcing Application, its wiring, and the audit choke point.
+
+Settings are passed in explicitly; nothing is read from the environment. eventsourcing would read
+`<NAME>_PERSISTENCE_MODULE`, `MAPPER_TOPIC`, `CIPHER_TOPIC` ... from os.environ (the prefix is
+the upper-cased application name): a stray variable could switch persistence to memory or drop
+encryption. `construct_env` therefore ignores os.environ, the class is named so that its prefix
+cannot be VAULT_, and `_check_wiring` refuses to start with anything but vault's own mapper and
+recorders.
+
+Every use case runs through `use_case`: it writes exactly one audit entry, in the same
+transaction as the change (or, for reads and refusals, in a short transaction of its own before
+anything is returned). If the audit entry cannot be written, nothing happens.
+"""
+
+from __future__ import annotations
+
+import functools
+import getpass
+import os
+import random
+import socket
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import (
+    AggregateRecorder,
+    ApplicationRecorder,
+    EventStore,
+    InfrastructureFactory,
+    IntegrityError,
+    ProcessRecorder,
+    TrackingRecorder,
+)
+from eventsourcing.utils import Environment
+
+from adapters.encryption import (
+    AUDIT_KEY_ID,
+    SIGNING_KEY_ID,
+    EncryptedMapper,
+    Keyring,
+    transcoder,
+)
+from adapters.errors import AdapterError, AuditAppendFailed, IntegrityViolation
+from adapters.keyslots import Header, Keyslot, RootKey
+from adapters.store import Changes, KeyRow, Store, ViewChange
+from domain.credentials import ClientCredential
+from domain.errors import DomainError
+from domain.grants import ConsentGrant
+from domain.rotation import TokenRotation
+from vault.audit import AuditRecord, AuditSealer
+from vault.errors import AuditWriteFailed, Conflict, NotFound, VaultError, WiringError
+
+T = TypeVar("T")
+CONFLICT_RETRIES = 6
+SNAPSHOT_EVERY = 100
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+def os_actor() -> dict[str, Any]:
+    """Who runs this command: the OS user (and the sudo caller), the host, the process."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid:{os.getuid()}"
+    actor: dict[str, Any] = {"user": user, "host": socket.gethostname(), "pid": os.getpid()}
+    if os.environ.get("SUDO_USER"):
+        actor["sudo_user"] = os.environ["SUDO_USER"]
+    return actor
+
+
+class _StoreFactory(InfrastructureFactory):
+    """Hands eventsourcing the store's recorders; never resolves anything from topics."""
+
+    def __init__(self, env: Environment, store: Store) -> None:
+        super().__init__(env)
+        self.store = store
+
+    def aggregate_recorder(self, purpose: str = "events") -> AggregateRecorder:
+        if purpose != "snapshots":
+            raise WiringError(f"no aggregate recorder for {purpose!r}")
+        return self.store.snapshot_recorder
+
+    def application_recorder(self) -> ApplicationRecorder:
+        return self.store.recorder
+
+    def tracking_recorder(self, tracking_recorder_class: Any = None) -> TrackingRecorder:
+        raise WiringError("vault keeps its read models inline, without tracking recorders")
+
+    def process_recorder(self) -> ProcessRecorder:
+        raise WiringError("vault has no process recorder")
+
+    def is_snapshotting_enabled(self) -> bool:
+        return True
+
+
+def use_case(action: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Run a use case under one audit record (the audit broker)."""
+
+    def decorate(method: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(method)
+        def run(self: VaultCore, *args: Any, **kwargs: Any) -> T:
+            if self._audit is not None:
+                return method(self, *args, **kwargs)  # nested: the outer record covers it
+            record = AuditRecord(action)
+            self._audit = record
+            try:
+                result = method(self, *args, **kwargs)
+            except (DomainError, VaultError, AdapterError) as error:
+                self._audit = None
+                if not record.written and not isinstance(error, AuditWriteFailed):
+                    record.outcome = "refused" if isinstance(error, DomainError) else "failed"
+                    record.detail["error"] = str(error)[:300]
+                    self._write_standalone_audit(record, quiet=True)
+                raise
+            finally:
+                self._audit = None
+            if not record.written:
+                self._write_standalone_audit(record)
+            return result
+
+        return run
+
+    return decorate
+
+
+class VaultCore(Application[UUID]):
+    name = "VaultApplication"  # eventsourcing's env prefix would be VAULTAPPLICATION_, unused
+    snapshotting_intervals = {TokenRotation: SNAPSHOT_EVERY}
+
+    def __init__(
+        self, *, store: Store, header: Header, root: RootKey, unlocked_with: Keyslot,
+        clock: Callable[[], datetime] = system_clock,
+        actor: dict[str, Any] | None = None, new_id: Callable[[], UUID] = uuid4,
+    ) -> None:
+        self.store = store
+        self.header = header
+        self.root = root
+        self.unlocked_with = unlocked_with
+        self.clock = clock
+        self.actor = actor if actor is not None else os_actor()
+        self.new_id = new_id
+        self.keyring = Keyring(store, root, header.vault_id)
+        self._audit: AuditRecord | None = None
+        super().__init__()
+        self._check_wiring()
+
+    # -- wiring ------------------------------------------------------------------------------
+
+    def construct_env(self, name: str, env: Any = None) -> Environment:
+        return Environment(name, {"IS_SNAPSHOTTING_ENABLED": "y"})  # never os.environ
+
+    def construct_factory(self, env: Environment) -> InfrastructureFactory:
+        return _StoreFactory(env, self.store)
+
+    def construct_mapper(self) -> EncryptedMapper:
+        return EncryptedMapper(transcoder(), self.keyring)
+
+    def construct_recorder(self) -> ApplicationRecorder:
+        return self.store.recorder
+
+    def construct_snapshot_store(self) -> EventStore:
+        return EventStore(mapper=self.mapper, recorder=self.store.snapshot_recorder)
+
+    def _check_wiring(self) -> None:
+        problems = []
+        if type(self.mapper) is not EncryptedMapper or self.mapper.cipher or self.mapper.compressor:
+            problems.append(f"mapper is {type(self.mapper).__name__}")
+        if self.recorder is not self.store.recorder or self.events.recorder is not self.recorder:
+            problems.append(f"recorder is {type(self.recorder).__name__}")
+        if self.events.mapper is not self.mapper:
+            problems.append("event store mapper differs")
+        if (self.snapshots is None or self.snapshots.mapper is not self.mapper
+                or self.snapshots.recorder is not self.store.snapshot_recorder):
+            problems.append("snapshot store is not vault's")
+        if problems:
+            raise WiringError("refusing to start: " + "; ".join(problems))
+
+    # -- time and ids ------------------------------------------------------------------------
+
+    def now(self) -> datetime:
+        moment = self.clock()
+        if moment.tzinfo is None:
+            raise WiringError("the clock must give timezone-aware times")
+        return moment.astimezone(UTC)
+
+    # -- audit -------------------------------------------------------------------------------
+
+    @property
+    def audit_record(self) -> AuditRecord:
+        if self._audit is None:
+            raise WiringError("a change outside a use case would not be audited")
+        return self._audit
+
+    def _sealer(self, record: AuditRecord) -> AuditSealer:
+        return AuditSealer(
+            audit_key=self.keyring.key(AUDIT_KEY_ID), signing_seed=self.keyring.key(SIGNING_KEY_ID),
+            vault_id=self.header.vault_id, content=record.content(self.actor, self.now()),
+            at=self.now(),
+        )
+
+    def _write_standalone_audit(self, record: AuditRecord, quiet: bool = False) -> None:
+        try:
+            self.store.commit([], Changes(audit=self._sealer(record)))
+            record.written = True
+        except (AuditAppendFailed, IntegrityError) as e:
+            if quiet:
+                return  # the original error is what the admin needs to see
+            raise AuditWriteFailed(
+                "the audit log could not be written; nothing was shown or changed") from e
+
+    # -- the one way to change anything -------------------------------------------------------
+
+    def commit(self, *aggregates: Any, changes: Changes | None = None) -> None:
+        """Save aggregates' pending events with keys, view changes and the audit entry, atomically."""
+        changes = changes or Changes()
+        record = self.audit_record
+        changes.audit = self._sealer(record)
+        events = [e for agg in aggregates for e in agg.pending_events]
+        try:
+            if events:
+                self.save(*aggregates, changes=changes)
+            else:
+                self.store.commit([], changes)
+        except AuditAppendFailed as e:
+            raise AuditWriteFailed("the audit log could not be written; nothing was changed") from e
+        record.written = True
+
+    def retrying(self, attempt: Callable[[], T]) -> T:
+        """Re-run a read-decide-write step when another process changed the aggregate first."""
+        for n in range(CONFLICT_RETRIES):
+            try:
+                return attempt()
+            except IntegrityError:
+                if n == CONFLICT_RETRIES - 1:
+                    break
+                time.sleep(random.uniform(0.01, 0.05) * (n + 1))  # noqa: S311 - jitter only
+        raise Conflict("another process kept changing the same record; try again")
+
+    def new_key_rows(self, aggregate_id: UUID, subject_id: UUID) -> list[KeyRow]:
+        return [self.keyring.create(str(aggregate_id), str(subject_id), self.now().isoformat())]
+
+    # -- loading -----------------------------------------------------------------------------
+
+    def load(self, aggregate_id: UUID, version: int | None = None) -> Any:
+        try:
+            return self.repository.get(aggregate_id, version=version)
+        except AggregateNotFoundError:
+            raise NotFound(f"no record {aggregate_id}") from None
+
+    def load_client(self, client_uuid: str) -> ClientCredential:
+        return self.load(UUID(client_uuid))
+
+    def load_grant(self, grant_uuid: str) -> ConsentGrant:
+        return self.load(UUID(grant_uuid))
+
+    def views(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
+        return self.store.query(sql, params)
+
+    def close(self) -> None:
+        super().close()
+
+
+def apply_views(changes: Changes, *groups: list[ViewChange]) -> Changes:
+    for group in groups:
+        changes.views.extend(group)
+    return changes
+
+
+__all__ = ["IntegrityViolation", "VaultCore", "apply_views", "use_case"]

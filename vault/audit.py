@@ -1,0 +1,219 @@
+"""The audit log: encrypted entries, hash-chained over their ciphertext, with a signed head.
+
+entry_hash = SHA-256("vault-audit-entry-v1" | seq | prev_hash | header | nonce | ciphertext)
+The chain starts from SHA-256("vault-audit-genesis-v1" | vault id). Every append re-signs the head
+(Ed25519 over "vault-audit-checkpoint-v1", vault id, size, head hash, time), so cutting the tail
+breaks the signature. Verifying needs no key at all: only the public key in the header. A
+rollback to an older, self-consistent copy is caught by comparing with a checkpoint exported
+earlier and kept elsewhere (`vault audit checkpoint --export`, `vault audit verify --trusted`).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from adapters import crypto
+from adapters.errors import IntegrityViolation
+from adapters.store import AuditAppender, AuditRow, Checkpoint
+
+CHECKPOINT_FILE_HEADER = "vault-audit-checkpoint-v1"
+
+
+def genesis(vault_id: str) -> bytes:
+    return crypto.sha256(b"vault-audit-genesis-v1\0", vault_id.encode())
+
+
+def entry_hash(seq: int, prev_hash: bytes, header: str, nonce: bytes, ciphertext: bytes) -> bytes:
+    head = header.encode()
+    return crypto.sha256(
+        b"vault-audit-entry-v1\0", struct.pack(">q", seq), prev_hash,
+        struct.pack(">I", len(head)), head, nonce, ciphertext,
+    )
+
+
+def _entry_aad(vault_id: str, seq: int, prev_hash: bytes, header: str) -> bytes:
+    return crypto.aad(b"vault-audit-v1", vault_id, seq, prev_hash, header)
+
+
+def checkpoint_message(vault_id: str, size: int, head: bytes, signed_at: str) -> bytes:
+    return f"{CHECKPOINT_FILE_HEADER}\n{vault_id}\n{size}\n{head.hex()}\n{signed_at}\n".encode()
+
+
+@dataclass
+class AuditRecord:
+    """What a command did, to whom, with what outcome. Never holds a secret value."""
+
+    action: str
+    subject: dict[str, str] = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
+    outcome: str = "ok"
+    written: bool = False
+
+    def content(self, actor: dict[str, Any], at: datetime) -> dict[str, Any]:
+        return {"at": at.isoformat(), "action": self.action, "subject": self.subject,
+                "outcome": self.outcome, "detail": self.detail, **actor}
+
+
+class AuditSealer(AuditAppender):
+    def __init__(self, audit_key: bytes, signing_seed: bytes, vault_id: str,
+                 content: dict[str, Any], at: datetime) -> None:
+        self.audit_key = audit_key
+        self.signing_seed = signing_seed
+        self.vault_id = vault_id
+        self.content = content
+        self.at = at.isoformat()
+
+    def seal(self, seq: int, prev_hash: bytes | None) -> AuditRow:
+        prev = prev_hash if prev_hash is not None else genesis(self.vault_id)
+        header = json.dumps({"v": 1, "at": self.at}, sort_keys=True, separators=(",", ":"))
+        plaintext = json.dumps(self.content, sort_keys=True, separators=(",", ":")).encode()
+        blob = crypto.seal(self.audit_key, plaintext, _entry_aad(self.vault_id, seq, prev, header))
+        nonce, ciphertext = blob[: crypto.NONCE_BYTES], blob[crypto.NONCE_BYTES:]
+        return AuditRow(seq, prev, header, nonce, ciphertext,
+                        entry_hash(seq, prev, header, nonce, ciphertext))
+
+    def sign(self, size: int, head_hash: bytes) -> Checkpoint:
+        message = checkpoint_message(self.vault_id, size, head_hash, self.at)
+        signature = crypto.signing_key(self.signing_seed).sign(message).signature
+        return Checkpoint(size, head_hash, self.at, signature)
+
+
+def decrypt_entry(audit_key: bytes, vault_id: str, row: AuditRow) -> dict[str, Any]:
+    plaintext = crypto.unseal(audit_key, row.nonce + row.ciphertext,
+                              _entry_aad(vault_id, row.seq, row.prev_hash, row.header),
+                              f"audit entry {row.seq}")
+    return json.loads(plaintext)
+
+
+@dataclass(frozen=True)
+class TrustedCheckpoint:
+    vault_id: str
+    size: int
+    head: bytes
+    signed_at: str
+    public_key: bytes
+    signature: bytes
+
+
+def export_checkpoint(vault_id: str, public_key: bytes, cp: Checkpoint) -> str:
+    return "\n".join([
+        CHECKPOINT_FILE_HEADER, f"origin: {vault_id}", f"size: {cp.size}",
+        f"head: {cp.head_hash.hex()}", f"time: {cp.signed_at}",
+        f"public-key: {public_key.hex()}",
+        f"signature: {base64.b64encode(cp.signature).decode()}", "",
+    ])
+
+
+def parse_checkpoint(text: str) -> TrustedCheckpoint:
+    lines = text.strip().splitlines()
+    if not lines or lines[0].strip() != CHECKPOINT_FILE_HEADER:
+        raise ValueError("not a vault audit checkpoint file")
+    fields_: dict[str, str] = {}
+    for line in lines[1:]:
+        key, sep, value = line.partition(":")
+        if sep:
+            fields_[key.strip()] = value.strip()
+    try:
+        cp = TrustedCheckpoint(
+            vault_id=fields_["origin"], size=int(fields_["size"]),
+            head=bytes.fromhex(fields_["head"]), signed_at=fields_["time"],
+            public_key=bytes.fromhex(fields_["public-key"]),
+            signature=base64.b64decode(fields_["signature"], validate=True),
+        )
+    except (KeyError, ValueError):
+        raise ValueError("the checkpoint file is incomplete or malformed") from None
+    message = checkpoint_message(cp.vault_id, cp.size, cp.head, cp.signed_at)
+    if not crypto.verify_signature(cp.public_key, message, cp.signature):
+        raise ValueError("the checkpoint file's signature does not verify")
+    return cp
+
+
+@dataclass
+class VerifyReport:
+    entries: int = 0
+    problems: list[str] = field(default_factory=list)
+    checkpoint_size: int | None = None
+    trusted_size: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def verify_log(
+    rows: Iterable[AuditRow], checkpoint: Checkpoint | None, vault_id: str, public_key: bytes,
+    trusted: TrustedCheckpoint | None = None,
+) -> VerifyReport:
+    """Check chain, hashes, the signed head and (optionally) a trusted earlier checkpoint."""
+    report = VerifyReport()
+    prev = genesis(vault_id)
+    expected_seq = 1
+    trusted_hash_seen: bytes | None = None
+    for row in rows:
+        if row.seq != expected_seq:
+            kind = "missing" if row.seq > expected_seq else "out of order"
+            report.problems.append(f"entry {expected_seq} is {kind} (found entry {row.seq})")
+            break
+        if not crypto.same(row.prev_hash, prev):
+            report.problems.append(
+                f"entry {row.seq} does not follow entry {row.seq - 1}: entries were inserted, "
+                "deleted or reordered")
+            break
+        computed = entry_hash(row.seq, row.prev_hash, row.header, row.nonce, row.ciphertext)
+        if not crypto.same(computed, row.entry_hash):
+            report.problems.append(f"entry {row.seq} was altered (its hash does not match)")
+            break
+        if trusted is not None and row.seq == trusted.size:
+            trusted_hash_seen = row.entry_hash
+        prev = row.entry_hash
+        report.entries = row.seq
+        expected_seq += 1
+
+    if checkpoint is None:
+        if report.entries:
+            report.problems.append("the signed checkpoint is missing")
+    else:
+        report.checkpoint_size = checkpoint.size
+        message = checkpoint_message(vault_id, checkpoint.size, checkpoint.head_hash,
+                                     checkpoint.signed_at)
+        if not crypto.verify_signature(public_key, message, checkpoint.signature):
+            report.problems.append("the checkpoint's signature does not verify")
+        elif not report.problems:
+            if checkpoint.size > report.entries:
+                report.problems.append(
+                    f"the log was truncated: the signed checkpoint covers {checkpoint.size} "
+                    f"entries, only {report.entries} remain")
+            elif checkpoint.size < report.entries:
+                report.problems.append(
+                    f"{report.entries - checkpoint.size} entries after the signed checkpoint "
+                    f"(size {checkpoint.size}) are not covered by its signature")
+            elif not crypto.same(checkpoint.head_hash, prev):
+                report.problems.append("the signed checkpoint does not match the last entry")
+
+    if trusted is not None:
+        report.trusted_size = trusted.size
+        if trusted.vault_id != vault_id:
+            report.problems.append("the trusted checkpoint belongs to another vault")
+        elif not crypto.same(trusted.public_key, public_key):
+            report.problems.append(
+                "the vault's audit signing key differs from the trusted checkpoint's")
+        elif trusted.size > report.entries:
+            report.problems.append(
+                f"rollback: the trusted checkpoint covers {trusted.size} entries but this "
+                f"database has {report.entries}: it is an older copy or was cut short")
+        elif trusted.size > 0 and (trusted_hash_seen is None
+                                   or not crypto.same(trusted_hash_seen, trusted.head)):
+            report.problems.append(
+                f"entry {trusted.size} differs from the trusted checkpoint: history was rewritten")
+    return report
+
+
+def raise_if_broken(report: VerifyReport) -> None:
+    if not report.ok:
+        raise IntegrityViolation("audit log: " + "; ".join(report.problems))

@@ -1,0 +1,157 @@
+"""Composition: the one place that picks concrete adapters, creates a vault, and unlocks one.
+
+Unlocking: read the header, check its checksum and KDF bounds (no key needed), obtain the unlock
+material (key file, passphrase), open a keyslot, then check the header's HMAC with the root key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from uuid import uuid4
+
+from adapters import crypto
+from adapters.encryption import AUDIT_KEY_ID, SIGNING_KEY_ID
+from adapters.errors import IntegrityViolation
+from adapters.keyslots import (
+    Header,
+    KeyFile,
+    Passphrase,
+    RootKey,
+    UnlockMaterial,
+    new_slot,
+    seal_header,
+    unlock,
+)
+from adapters.store import Changes, KeyRow, Store, open_store
+from vault.admin import AdminUseCases
+from vault.application import os_actor, system_clock
+from vault.audit import AuditRecord, AuditSealer
+from vault.errors import AlreadyExists
+from vault.keys import KeyUseCases
+from vault.reports import ReportUseCases
+
+
+class VaultApplication(ReportUseCases, KeyUseCases, AdminUseCases):
+    """Every use case of the vault, over one encrypted event store."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    home: Path
+    store_url: str | None = None
+
+    @property
+    def location(self) -> str:
+        if self.store_url:
+            from adapters.store.postgres import redact_url
+
+            return redact_url(self.store_url)
+        return str(self.home)
+
+
+def default_home() -> Path:
+    from platformdirs import user_data_path
+
+    return user_data_path("vault", appauthor=False)
+
+
+def settings_from_env(home: str | None = None) -> Settings:
+    home_path = Path(home or os.environ.get("VAULT_HOME") or default_home()).expanduser()
+    return Settings(home=home_path, store_url=os.environ.get("VAULT_STORE") or None)
+
+
+def open_settings_store(settings: Settings, *, create: bool = False,
+                        read_only: bool = False) -> Store:
+    return open_store(settings.home, settings.store_url, create=create, read_only=read_only)
+
+
+def init_vault(
+    settings: Settings, materials: list[tuple[UnlockMaterial, str]], *, kdf: str = "moderate",
+    clock: Callable[[], datetime] = system_clock, actor: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Create a vault: header with one keyslot per material, system keys, first audit entry."""
+    store = open_settings_store(settings, create=True)
+    try:
+        if store.is_initialised():
+            raise AlreadyExists(f"a vault already exists in {settings.location}")
+        store.create_schema()
+        now = clock()
+        vault_id = str(uuid4())
+        root = RootKey(term=1, key=crypto.new_key())
+        signing_seed, audit_key = crypto.new_key(), crypto.new_key()
+        slots = [new_slot(None, root, vault_id, material, label, now.isoformat(), kdf=kdf,
+                          slot_id=number)
+                 for number, (material, label) in enumerate(materials, start=1)]
+        public_key = bytes(crypto.signing_key(signing_seed).verify_key)
+        header = Header(vault_id=vault_id, created_at=now.isoformat(), root_term=1,
+                        audit_public_key=public_key, keyslots=tuple(slots))
+        keyring_rows = [_system_key_row(root, vault_id, key_id, key, now)
+                        for key_id, key in ((AUDIT_KEY_ID, audit_key),
+                                            (SIGNING_KEY_ID, signing_seed))]
+        record = AuditRecord("init", detail={
+            "keyslots": [f"{s.slot_id}:{s.kind}" for s in slots], "kdf": kdf})
+        sealer = AuditSealer(audit_key, signing_seed, vault_id,
+                             record.content(actor or os_actor(), now), now)
+        try:
+            store.commit([], Changes(header=(None, seal_header(header, root)),
+                                     keys=keyring_rows, audit=sealer))
+        except Exception as e:
+            if store.is_initialised():
+                raise AlreadyExists(f"a vault already exists in {settings.location}") from e
+            raise
+        return {"vault_id": vault_id, "location": settings.location,
+                "keyslots": [{"id": s.slot_id, "kind": s.kind, "label": s.label}
+                             for s in slots]}
+    finally:
+        store.close()
+
+
+def _system_key_row(root: RootKey, vault_id: str, key_id: str, key: bytes,
+                    now: datetime) -> KeyRow:
+    aad = crypto.aad(b"vault-data-key-v1", vault_id, key_id, key_id, root.term)
+    return KeyRow(key_id, key_id, root.term, crypto.seal(root.key, key, aad), now.isoformat())
+
+
+MaterialSource = Callable[[Header], UnlockMaterial]
+
+
+def open_vault(
+    settings: Settings, material_source: MaterialSource, *,
+    clock: Callable[[], datetime] = system_clock, actor: dict[str, Any] | None = None,
+    slot_id: int | None = None,
+) -> VaultApplication:
+    store = open_settings_store(settings)
+    try:
+        sealed = store.read_header()
+        header = sealed.parse()  # checksum and KDF bounds before any KDF runs
+        material = material_source(header)
+        root, slot = unlock(header, material, slot_id)
+        sealed.verify_mac(root)
+        app = VaultApplication(store=store, header=header, root=root, unlocked_with=slot,
+                               clock=clock, actor=actor)
+        app.unlock_material = material
+        return app
+    except BaseException:
+        store.close()
+        raise
+
+
+def read_public_header(settings: Settings) -> tuple[Store, Header]:
+    """For keyless commands (audit verify, checkpoint export): the header, never unlocked."""
+    store = open_settings_store(settings, read_only=True)
+    try:
+        return store, store.read_header().parse()
+    except BaseException:
+        store.close()
+        raise
+
+
+__all__ = [
+    "IntegrityViolation", "KeyFile", "Passphrase", "Settings", "VaultApplication", "init_vault",
+    "open_vault", "read_public_header", "settings_from_env",
+]

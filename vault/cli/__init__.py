@@ -1,0 +1,1 @@
+"""The click CLI: thin commands over the application."""

@@ -1,0 +1,147 @@
+"""`vault audit ...` and `vault admin ...`."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+import click
+
+from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
+from vault.cli.render import emit, table, to_json
+from vault.errors import BadInput
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(audit)
+    cli.add_command(admin)
+
+
+@click.group()
+def audit() -> None:
+    """The tamper-evident audit log: who did what, when, from where, with what outcome."""
+
+
+@audit.command("log")
+@click.option("--limit", type=int, default=100, show_default=True,
+              help="Show the last N entries (0: all).")
+@output_format
+@pass_cli
+def audit_log(state: CliContext, limit: int, fmt: str, as_json: bool) -> None:
+    """Show the decrypted audit log (it is verified first; secrets are never in it)."""
+    entries = state.app().audit_log(limit=limit or None)
+    emit(entries, chosen_format(fmt, as_json), lambda data: table(
+        None, ["SEQ", "AT", "USER", "HOST", "ACTION", "SUBJECT", "OUTCOME", "DETAIL"],
+        [[e["seq"], e["at"][:19], e.get("user"), e.get("host"), e["action"],
+          " ".join(f"{k}={v}" for k, v in e["subject"].items()), e["outcome"],
+          " ".join(f"{k}={v}" for k, v in e["detail"].items())] for e in data]))
+
+
+@audit.command("verify")
+@click.option("--trusted", "trusted_file", metavar="FILE",
+              help="A checkpoint exported earlier: also detect a rollback to an older copy.")
+@output_format
+@pass_cli
+def audit_verify(state: CliContext, trusted_file: str | None, fmt: str, as_json: bool) -> None:
+    """Check the chain and the signed checkpoint. Needs no key and writes nothing."""
+    from vault.audit import parse_checkpoint, verify_log
+    from vault.bootstrap import read_public_header
+
+    trusted = None
+    if trusted_file:
+        try:
+            with open(trusted_file, encoding="utf-8") as f:
+                trusted = parse_checkpoint(f.read(64 * 1024))
+        except OSError as e:
+            raise BadInput(f"cannot read {trusted_file}: {e.strerror}") from None
+        except ValueError as e:
+            raise BadInput(f"{trusted_file}: {e}") from None
+    store, header = read_public_header(state.settings)
+    try:
+        report = verify_log(store.audit_rows(), store.checkpoint(), header.vault_id,
+                            header.audit_public_key, trusted)
+    finally:
+        store.close()
+    data = {"ok": report.ok, "entries": report.entries,
+            "checkpoint_size": report.checkpoint_size, "trusted_size": report.trusted_size,
+            "problems": report.problems}
+    if chosen_format(fmt, as_json) == "json":
+        click.echo(to_json(data))
+    elif report.ok:
+        click.echo(f"audit log OK: {report.entries} entries, signed checkpoint covers "
+                   f"{report.checkpoint_size}"
+                   + (f", extends the trusted checkpoint ({report.trusted_size})" if trusted
+                      else " (pin it: vault audit checkpoint --export FILE)"))
+    else:
+        for problem in report.problems:
+            click.echo(f"vault: integrity: {problem}", err=True)
+    if not report.ok:
+        raise click.exceptions.Exit(5)
+
+
+@audit.command("checkpoint")
+@click.option("--export", "export_file", required=True, metavar="FILE",
+              help="Write the signed head of the log to FILE ('-' for stdout); keep it elsewhere.")
+@pass_cli
+def audit_checkpoint(state: CliContext, export_file: str) -> None:
+    """Export the signed checkpoint (public data: no key needed)."""
+    from adapters.errors import IntegrityViolation
+    from vault.audit import export_checkpoint, verify_log
+    from vault.bootstrap import read_public_header
+
+    store, header = read_public_header(state.settings)
+    try:
+        checkpoint = store.checkpoint()
+        report = verify_log(store.audit_rows(), checkpoint, header.vault_id,
+                            header.audit_public_key)
+    finally:
+        store.close()
+    if not report.ok or checkpoint is None:
+        raise IntegrityViolation("refusing to export the checkpoint of a log that does not "
+                                 "verify: " + "; ".join(report.problems))
+    text = export_checkpoint(header.vault_id, header.audit_public_key, checkpoint)
+    if export_file == "-":
+        sys.stdout.write(text)
+        return
+    directory = os.path.dirname(os.path.abspath(export_file))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".checkpoint-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, export_file)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+    click.echo(f"checkpoint of {checkpoint.size} entries written to {export_file}")
+
+
+@click.group()
+def admin() -> None:
+    """Maintenance."""
+
+
+@admin.command("rebuild-projections")
+@pass_cli
+def rebuild_projections(state: CliContext) -> None:
+    """Clear the read models and rebuild them from the events (one transaction)."""
+    from rich.progress import Progress
+
+    app = state.app()
+    with Progress(transient=True, console=_stderr_console()) as progress:
+        task = progress.add_task("replaying aggregates", total=None)
+
+        def advance(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        result = app.rebuild_projections(advance)
+    click.echo(f"read models rebuilt: {result['clients']} clients, {result['grants']} grants"
+               + (f" ({result['purged']} purged, skipped)" if result["purged"] else ""))
+
+
+def _stderr_console():
+    from rich.console import Console
+
+    return Console(stderr=True)

@@ -1,0 +1,181 @@
+"""`vault client ...`: app registrations and their secrets."""
+
+from __future__ import annotations
+
+import click
+
+from vault.cli.inputs import parse_date, read_secret
+from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
+from vault.cli.render import emit, fields, table, to_json
+from vault.errors import BadInput
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(client)
+
+
+def secret_options(f):
+    f = click.option("--secret-expires", metavar="DATE",
+                     help="The secret's expiry date (Entra ID shows it as 'Expires').")(f)
+    f = click.option("--secret-created", metavar="DATE",
+                     help="When the secret was created (without --secret-expires, Microsoft's "
+                          "730-day maximum is assumed).")(f)
+    f = click.option("--secret-id", metavar="GUID",
+                     help="The Secret ID (a GUID) as shown beside the Value, for reference.")(f)
+    f = click.option("--secret-file", metavar="FILE", help="Read the secret Value from FILE.")(f)
+    return click.option("--secret-stdin", is_flag=True,
+                        help="Read the secret Value from standard input.")(f)
+
+
+@click.group()
+def client() -> None:
+    """App registrations: client id, tenant, cloud, endpoints, secrets."""
+
+
+@client.command("add")
+@click.argument("name")
+@click.option("--provider", type=click.Choice(["microsoft", "google", "custom"]), required=True)
+@click.option("--cloud", type=click.Choice(["global", "gcc-high", "dod", "china"]),
+              help="Microsoft national cloud [default: global].")
+@click.option("--tenant", help="Microsoft Directory (tenant) ID or domain.")
+@click.option("--client-id", required=True, help="The Application (client) ID.")
+@secret_options
+@click.option("--no-secret", is_flag=True, help="A public client without a secret.")
+@click.option("--redirect-uri", help="Redirect URI registered for consent flows.")
+@click.option("--scopes", help="Default scopes (space or comma separated); custom providers.")
+@click.option("--authorize-url", help="Custom provider: authorization endpoint.")
+@click.option("--token-url", help="Custom provider: token endpoint.")
+@click.option("--issuer", help="Custom provider: OpenID issuer (for discovery).")
+@click.option("--google-testing", is_flag=True,
+              help="Google: the OAuth app is External and in Testing status (7-day tokens).")
+@pass_cli
+def client_add(state: CliContext, name: str, provider: str, cloud: str | None,
+               tenant: str | None, client_id: str, secret_stdin: bool, secret_file: str | None,
+               secret_id: str | None, secret_created: str | None, secret_expires: str | None,
+               no_secret: bool, redirect_uri: str | None, scopes: str | None,
+               authorize_url: str | None, token_url: str | None, issuer: str | None,
+               google_testing: bool) -> None:
+    """Register client NAME; its secret comes from stdin or a file, never the command line."""
+    from domain.scopes import parse_scopes
+
+    if no_secret and (secret_stdin or secret_file):
+        raise BadInput("--no-secret contradicts --secret-stdin/--secret-file")
+    secret = None if no_secret else read_secret("secret", secret_stdin, secret_file)
+    app = state.app()
+    result = app.add_client(
+        name=name, provider=provider, cloud=cloud, tenant=tenant, client_id=client_id,
+        secret=secret, secret_id=secret_id,
+        secret_created=parse_date(secret_created, "--secret-created"),
+        secret_expires=parse_date(secret_expires, "--secret-expires"),
+        redirect_uri=redirect_uri, scopes=parse_scopes(scopes) if scopes else (),
+        endpoints={"authorize_url": authorize_url, "token_url": token_url, "issuer": issuer},
+        google_testing=google_testing,
+    )
+    click.echo(f"Added client {result['name']} ({result['provider']}, {result['cloud']})")
+    if result["tenant"] in ("common", "organizations", "consumers"):
+        click.echo(f"note: tenant '{result['tenant']}' serves delegated consent only; app-only "
+                   "tokens need the tenant's ID or domain (AADSTS9001023)", err=True)
+
+
+@client.command("list")
+@output_format
+@pass_cli
+def client_list(state: CliContext, fmt: str, as_json: bool) -> None:
+    """List clients (from the read model)."""
+    rows = state.app().list_clients()
+    emit(rows, chosen_format(fmt, as_json), lambda data: table(
+        None, ["NAME", "PROVIDER", "CLOUD", "TENANT", "CLIENT ID", "STATUS", "SECRETS",
+               "CURRENT", "EXPIRES"],
+        [[c["name"], c["provider"], c["cloud"], c["tenant"], c["client_id"], c["status"],
+          c["active_secrets"], c["current_secret"], c["current_secret_expires"]] for c in data],
+        empty="no clients yet: `vault client add NAME --provider ...`"))
+
+
+@client.command("show")
+@click.argument("name")
+@click.option("--reveal-secret", is_flag=True,
+              help="Print the current secret Value (audited as a reveal).")
+@output_format
+@pass_cli
+def client_show(state: CliContext, name: str, reveal_secret: bool, fmt: str,
+                as_json: bool) -> None:
+    """Show client NAME; its secret only with --reveal-secret."""
+    data = state.app().show_client(name, reveal_secret=reveal_secret)
+    if reveal_secret:
+        data["secret"] = data["secret"].reveal()
+    if chosen_format(fmt, as_json) == "json":
+        click.echo(to_json(data))
+        return
+    fields(f"client {data['name']}", [
+        ("provider", data["provider"]), ("cloud", data["cloud"]), ("tenant", data["tenant"]),
+        ("client id", data["client_id"]), ("status", data["status"]),
+        ("token url", data["endpoints"].get("token_url")),
+        ("authorize url", data["endpoints"].get("authorize_url")),
+        ("redirect uri", data["redirect_uri"]), ("scopes", data["scopes"]),
+        ("google testing", "yes" if data["google_testing"] else None),
+        ("registered", data["registered_at"]),
+    ])
+    table("secrets", ["REF", "SECRET ID", "CREATED", "EXPIRES", "ADDED", "RETIRED", "CURRENT"],
+          [[s["ref"], s["secret_id"], s["created_on"], s["expires_on"], s["added_at"][:10],
+            (s["retired_at"] or "")[:10], "yes" if s["current"] else ""]
+           for s in data["secrets"]])
+    if reveal_secret:
+        click.echo(f"secret: {data['secret']}")
+
+
+@client.command("rotate-secret")
+@click.argument("name")
+@secret_options
+@click.option("--overlap", is_flag=True,
+              help="Keep the older secrets active until `client retire-secret`.")
+@pass_cli
+def client_rotate_secret(state: CliContext, name: str, secret_stdin: bool,
+                         secret_file: str | None, secret_id: str | None,
+                         secret_created: str | None, secret_expires: str | None,
+                         overlap: bool) -> None:
+    """Add a new secret to NAME as its current one (older ones retire unless --overlap)."""
+    secret = read_secret("secret", secret_stdin, secret_file)
+    result = state.app().rotate_secret(
+        name, secret=secret, secret_id=secret_id,
+        created_on=parse_date(secret_created, "--secret-created"),
+        expires_on=parse_date(secret_expires, "--secret-expires"), overlap=overlap)
+    click.echo(f"Client {name}: secret {result['new_secret']} is now current"
+               + (" (older secrets stay active)" if overlap else ""))
+
+
+@client.command("retire-secret")
+@click.argument("name")
+@click.argument("ref")
+@pass_cli
+def client_retire_secret(state: CliContext, name: str, ref: str) -> None:
+    """Retire secret REF (s1, s2 ... or its Secret ID) of client NAME."""
+    state.app().retire_secret(name, ref)
+    click.echo(f"Client {name}: secret {ref} retired")
+
+
+@client.command("set-secret-dates")
+@click.argument("name")
+@click.argument("ref")
+@click.option("--created", metavar="DATE")
+@click.option("--expires", metavar="DATE")
+@pass_cli
+def client_set_secret_dates(state: CliContext, name: str, ref: str, created: str | None,
+                            expires: str | None) -> None:
+    """Record when secret REF of NAME was created and when it expires."""
+    if not created and not expires:
+        raise BadInput("give --created and/or --expires")
+    state.app().set_secret_dates(name, ref, created_on=parse_date(created, "--created"),
+                                 expires_on=parse_date(expires, "--expires"))
+    click.echo(f"Client {name}: dates of secret {ref} recorded")
+
+
+@client.command("remove")
+@click.argument("name")
+@click.option("--reason", default="removed by admin", show_default=True)
+@click.option("--purge", is_flag=True,
+              help="Also destroy its data key (crypto-shred): its events become unreadable.")
+@pass_cli
+def client_remove(state: CliContext, name: str, reason: str, purge: bool) -> None:
+    """Remove client NAME (its grants must be revoked first)."""
+    result = state.app().remove_client(name, reason=reason, purge=purge)
+    click.echo(f"Client {result['client']} removed" + (" and purged" if purge else ""))

@@ -1,0 +1,106 @@
+"""`vault grant ...`: consent grants, one per (client, mailbox)."""
+
+from __future__ import annotations
+
+import click
+
+from vault.cli.inputs import parse_moment, read_secret
+from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
+from vault.cli.render import emit, fields, table, to_json
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(grant)
+
+
+@click.group()
+def grant() -> None:
+    """Consent grants: which mailbox a client may reach, and its tokens."""
+
+
+@grant.command("import")
+@click.option("--client", "client_name", required=True, metavar="NAME")
+@click.option("--mailbox", required=True, metavar="ADDR")
+@click.option("--protocols", required=True, metavar="LIST",
+              help="Comma-separated: imap,pop,smtp,graph.")
+@click.option("--scopes", help="Override the scopes derived from the protocols.")
+@click.option("--refresh-token-stdin", is_flag=True, help="Read the refresh token from stdin.")
+@click.option("--refresh-token-file", metavar="FILE", help="Read the refresh token from FILE.")
+@click.option("--granted-at", metavar="DATE",
+              help="When the refresh token was issued (idle expiry counts from it).")
+@pass_cli
+def grant_import(state: CliContext, client_name: str, mailbox: str, protocols: str,
+                 scopes: str | None, refresh_token_stdin: bool,
+                 refresh_token_file: str | None, granted_at: str | None) -> None:
+    """Import a refresh token obtained elsewhere (mutt_oauth2.py, a manual flow, ...)."""
+    from domain.scopes import parse_protocols, parse_scopes
+
+    token = read_secret("refresh-token", refresh_token_stdin, refresh_token_file)
+    result = state.app().import_grant(
+        client=client_name, mailbox=mailbox, protocols=parse_protocols(protocols),
+        scopes=parse_scopes(scopes) if scopes else None, refresh_token=token,
+        granted_at=parse_moment(granted_at, "--granted-at"))
+    resources = ", ".join(f"{r}: {' '.join(s)}" for r, s in result["scopes"].items())
+    click.echo(f"Imported grant for {result['mailbox']} under {result['client']} ({resources})")
+
+
+@grant.command("list")
+@click.option("--client", "client_name", metavar="NAME", help="Only this client's grants.")
+@output_format
+@pass_cli
+def grant_list(state: CliContext, client_name: str | None, fmt: str, as_json: bool) -> None:
+    """List grants and their token state (from the read model)."""
+    rows = state.app().list_grants(client_name)
+    emit(rows, chosen_format(fmt, as_json), lambda data: table(
+        None, ["MAILBOX", "CLIENT", "PROTOCOLS", "STATUS", "GRANTED", "LAST REFRESH",
+               "ACCESS EXPIRES", "LAST ERROR"],
+        [[g["mailbox"], g["client"], g["protocols"], g["status"], (g["granted_at"] or "")[:10],
+          (g["last_refresh_at"] or "")[:16], (g["access_expires"] or "")[:16], g["last_error"]]
+         for g in data],
+        empty="no grants yet: `vault grant import --client NAME --mailbox ADDR ...`"))
+
+
+@grant.command("show")
+@click.argument("mailbox")
+@click.option("--client", "client_name", metavar="NAME")
+@output_format
+@pass_cli
+def grant_show(state: CliContext, mailbox: str, client_name: str | None, fmt: str,
+               as_json: bool) -> None:
+    """Show the grant of MAILBOX (tokens are never shown)."""
+    data = state.app().show_grant(mailbox, client=client_name)
+    if chosen_format(fmt, as_json) == "json":
+        click.echo(to_json(data))
+        return
+    tokens = data["tokens"]
+    fields(f"grant {data['mailbox']} under {data['client']}", [
+        ("status", data["status"] + (f" ({data['status_reason']})" if data["status_reason"]
+                                     else "")),
+        ("protocols", data["protocols"]),
+        *[(f"scopes [{r}]", s) for r, s in data["scopes"].items()],
+        ("granted", f"{data['granted_at']} by {data['granted_by']} ({data['method']})"),
+        ("refresh token", f"{tokens['refresh_token']}, generation {tokens['generation']}, "
+                          f"issued {tokens['refresh_token_issued_at']}"),
+        ("last refresh", tokens["last_refresh_at"]),
+        *[(f"access token [{r}]", f"expires {a['expires_at']}")
+          for r, a in tokens["access_tokens"].items()],
+        ("last failure", (f"{tokens['last_failure']['error_class']} at "
+                          f"{tokens['last_failure']['at']}") if tokens["last_failure"] else None),
+    ])
+
+
+@grant.command("revoke")
+@click.argument("mailbox")
+@click.option("--client", "client_name", metavar="NAME")
+@click.option("--reason", required=True, help="Why (kept in the history and the audit log).")
+@click.option("--purge", is_flag=True,
+              help="Also destroy its data key (crypto-shred its tokens and history).")
+@pass_cli
+def grant_revoke(state: CliContext, mailbox: str, client_name: str | None, reason: str,
+                 purge: bool) -> None:
+    """Revoke the grant of MAILBOX: vault stops handing out its tokens."""
+    result = state.app().revoke_grant(mailbox, client=client_name, reason=reason, purge=purge)
+    click.echo(f"Revoked grant of {result['mailbox']} under {result['client']}"
+               + (" and purged it" if purge else ""))
+    if result["provider_revocation"]:
+        click.echo(f"At the provider: {result['provider_revocation']}")

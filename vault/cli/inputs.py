@@ -1,0 +1,139 @@
+"""Reading what commands need: secrets from stdin, files or the environment (never argv), dates,
+and the material that unlocks the vault."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import UTC, date, datetime
+
+import click
+
+from adapters.errors import UnlockFailed
+from adapters.keyslots import (
+    MIN_PASSPHRASE,
+    Header,
+    KeyFile,
+    Passphrase,
+    UnlockMaterial,
+    read_key_file,
+)
+from domain.secret_value import SecretValue
+from vault.errors import BadInput
+
+MAX_SECRET_BYTES = 64 * 1024
+
+
+def _strip_newline(text: str) -> str:
+    return text[:-2] if text.endswith("\r\n") else text[:-1] if text.endswith("\n") else text
+
+
+def read_secret(what: str, use_stdin: bool, path: str | None) -> SecretValue:
+    """A secret from stdin or a file; exactly one of them."""
+    if use_stdin == bool(path):
+        raise BadInput(f"give the {what} with exactly one of --{what}-stdin or --{what}-file")
+    if use_stdin:
+        if sys.stdin is None or sys.stdin.closed:
+            raise BadInput(f"--{what}-stdin given but there is no standard input")
+        text = sys.stdin.read(MAX_SECRET_BYTES + 1)
+        source = "standard input"
+    else:
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read(MAX_SECRET_BYTES + 1)
+        except OSError as e:
+            raise BadInput(f"cannot read {what} file {path}: {e.strerror}") from None
+        except UnicodeDecodeError:
+            raise BadInput(f"{what} file {path} is not UTF-8 text") from None
+        source = path
+    if len(text) > MAX_SECRET_BYTES:
+        raise BadInput(f"the {what} from {source} is larger than 64 KiB")
+    value = _strip_newline(text)
+    if not value:
+        raise BadInput(f"the {what} from {source} is empty")
+    return SecretValue(value)
+
+
+def parse_date(value: str | None, option: str) -> date | None:
+    if value is None:
+        return None
+    try:
+        if len(value) == 10:
+            return date.fromisoformat(value)
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint=option) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).date()
+
+
+def parse_moment(value: str | None, option: str) -> datetime | None:
+    """A date (midnight UTC) or an ISO date-time (UTC unless it says otherwise)."""
+    if value is None:
+        return None
+    try:
+        if len(value) == 10:
+            return datetime.combine(date.fromisoformat(value), datetime.min.time(), tzinfo=UTC)
+        moment = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date or date-time", param_hint=option) from None
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
+
+
+def _interactive() -> bool:
+    return sys.stdin is not None and sys.stdin.isatty()
+
+
+def unlock_material(key_file: str | None) -> UnlockMaterial:
+    """Key file (--key-file / VAULT_KEY_FILE), else VAULT_PASSPHRASE, else a prompt."""
+    path = key_file or os.environ.get("VAULT_KEY_FILE")
+    if path:
+        return read_key_file(path)
+    passphrase = take_env_passphrase("VAULT_PASSPHRASE")
+    if passphrase is not None:
+        return passphrase
+    if _interactive():
+        return Passphrase(SecretValue(click.prompt("Vault passphrase", hide_input=True,
+                                                   err=True)))
+    raise UnlockFailed("cannot unlock: no key file or passphrase (set VAULT_KEY_FILE or "
+                       "VAULT_PASSPHRASE, or run on a terminal)")
+
+
+def material_source(key_file: str | None):
+    def source(header: Header) -> UnlockMaterial:
+        return unlock_material(key_file)
+
+    return source
+
+
+def take_env_passphrase(variable: str) -> Passphrase | None:
+    """Read a passphrase from the environment once, and remove it so no child inherits it."""
+    value = os.environ.pop(variable, None)
+    if value is None:
+        return None
+    return Passphrase(SecretValue(value))
+
+
+def new_passphrase(variable: str, file: str | None, prompt: str) -> Passphrase:
+    """A new passphrase: from a file, an environment variable, or typed twice."""
+    if file:
+        passphrase = Passphrase(read_secret("passphrase", False, file))
+    else:
+        passphrase = take_env_passphrase(variable)
+        if passphrase is None:
+            if not _interactive():
+                raise BadInput(f"no new passphrase: set {variable}, give a file, or run on a "
+                               "terminal")
+            passphrase = Passphrase(SecretValue(click.prompt(
+                prompt, hide_input=True, confirmation_prompt=True, err=True)))
+    if len(passphrase.value.reveal()) < MIN_PASSPHRASE:
+        raise BadInput(f"a vault passphrase needs at least {MIN_PASSPHRASE} characters")
+    return passphrase
+
+
+def other_materials(key_files: tuple[str, ...], passphrase_files: tuple[str, ...]) -> list:
+    materials: list[UnlockMaterial] = [read_key_file(p) for p in key_files]
+    materials += [Passphrase(read_secret("passphrase", False, p)) for p in passphrase_files]
+    return materials
+
+
+__all__ = ["KeyFile", "material_source", "new_passphrase", "parse_date", "read_secret"]

@@ -1,0 +1,164 @@
+"""The `vault` command: options -> one use case -> rendering. Errors become one line and an exit
+code (README, "Exit codes"); never a traceback, never a secret.
+
+Exit codes: 0 ok, 1 operation failed, 2 bad input, 3 cannot unlock, 4 not found, 5 integrity
+violation. Under `vault expiry --check` (monitoring-plugin convention): 0 ok, 1 warning,
+2 critical, and every error is 3 (unknown), so a typo never pages as critical.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import click
+
+from vault import errors as codes
+
+CHECK_UNKNOWN = 3
+
+
+@dataclass
+class CliContext:
+    home: str | None
+    key_file: str | None
+    keyslot: int | None
+    _app: Any = field(default=None, repr=False)
+
+    @property
+    def settings(self):
+        from vault.bootstrap import settings_from_env
+
+        return settings_from_env(self.home)
+
+    def app(self):
+        """Open and unlock the vault once per command."""
+        if self._app is None:
+            from vault.bootstrap import open_vault
+            from vault.cli.inputs import material_source
+
+            self._app = open_vault(self.settings, material_source(self.key_file),
+                                   slot_id=self.keyslot)
+        return self._app
+
+    def close(self) -> None:
+        if self._app is not None:
+            self._app.close()
+            self._app.store.close()
+            self._app = None
+
+
+def output_format(f):
+    """`--format table|json` with `--json` as its shorthand, on every listing."""
+    f = click.option("--json", "as_json", is_flag=True, help="Shorthand for --format json.")(f)
+    return click.option("--format", "fmt", type=click.Choice(["table", "json"]),
+                        default="table", show_default=True, help="Output format.")(f)
+
+
+def chosen_format(fmt: str, as_json: bool) -> str:
+    return "json" if as_json else fmt
+
+
+pass_cli = click.make_pass_decorator(CliContext)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.option("--home", envvar="VAULT_HOME", metavar="DIR",
+              help="Vault directory for the embedded SQLite store [env: VAULT_HOME; default: "
+                   "the user data directory]. PostgreSQL: set VAULT_STORE=postgresql://...")
+@click.option("--key-file", metavar="PATH",
+              help="Unlock with this key file [env: VAULT_KEY_FILE]. Otherwise VAULT_PASSPHRASE "
+                   "or a prompt.")
+@click.option("--keyslot", type=int, metavar="N", help="Try only this keyslot when unlocking.")
+@click.version_option(package_name="mail-oauth-vault", prog_name="vault")
+@click.pass_context
+def cli(ctx: click.Context, home: str | None, key_file: str | None, keyslot: int | None) -> None:
+    """vault: an event-sourced, encrypted vault for the OAuth2 credentials of mail integrations.
+
+    Secrets are read from stdin, a file or the environment, never from the command line.
+    """
+    state = CliContext(home=home, key_file=key_file, keyslot=keyslot)
+    ctx.obj = state
+    ctx.call_on_close(state.close)
+
+
+def _register_commands() -> None:
+    from vault.cli import admin, clients, grants, reports, setup
+
+    for module in (setup, clients, grants, reports, admin):
+        module.register(cli)
+
+
+_register_commands()
+
+
+def exit_code_for(error: BaseException) -> int:
+    from adapters import errors as adapter_errors
+    from domain.errors import InvalidInput, RuleViolation
+
+    if isinstance(error, codes.VaultError):
+        return error.exit_code
+    if isinstance(error, adapter_errors.UnlockFailed | adapter_errors.UnsafeFile):
+        return codes.CANNOT_UNLOCK
+    if isinstance(error, adapter_errors.IntegrityViolation):
+        return codes.INTEGRITY
+    if isinstance(error, adapter_errors.SubjectPurged | adapter_errors.NotInitialised):
+        return codes.NOT_FOUND
+    if isinstance(error, InvalidInput):
+        return codes.BAD_INPUT
+    if isinstance(error, RuleViolation):
+        return codes.FAILED
+    return codes.FAILED
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _is_check_mode(args: list[str]) -> bool:
+    return "expiry" in args and "--check" in args
+
+
+def main(args: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if args is None else args)
+    os.umask(0o077)  # whatever vault creates is private to its owner
+    check = _is_check_mode(args)
+    try:
+        code = cli.main(args=args, prog_name="vault", standalone_mode=False)
+    except click.exceptions.Exit as e:
+        code = e.exit_code
+    except click.UsageError as e:
+        click.echo(e.format_message() if e.ctx is None else
+                   f"{e.ctx.get_usage()}\nTry '{e.ctx.command_path} -h' for help.\n\n"
+                   f"vault: error: {_one_line(e.format_message())}", err=True)
+        code = CHECK_UNKNOWN if check else codes.BAD_INPUT
+    except click.Abort:
+        click.echo("vault: aborted", err=True)
+        code = CHECK_UNKNOWN if check else codes.FAILED
+    except click.ClickException as e:
+        click.echo(f"vault: error: {_one_line(e.format_message())}", err=True)
+        code = CHECK_UNKNOWN if check else codes.BAD_INPUT
+    except KeyboardInterrupt:
+        click.echo("vault: interrupted", err=True)
+        code = CHECK_UNKNOWN if check else 130
+    except Exception as e:  # noqa: BLE001 - the last line of defence: one line, no traceback
+        from adapters.errors import AdapterError
+        from domain.errors import DomainError
+
+        if isinstance(e, codes.VaultError | AdapterError | DomainError):
+            click.echo(f"vault: error: {_one_line(str(e))}", err=True)
+        else:
+            if os.environ.get("VAULT_DEBUG") == "1":
+                import traceback
+
+                traceback.print_exc()
+            click.echo(f"vault: internal error ({type(e).__name__}); nothing secret is shown. "
+                       "Run with VAULT_DEBUG=1 for a traceback (it may contain data).", err=True)
+        code = CHECK_UNKNOWN if check else exit_code_for(e)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""One rendering path: the same data as a table for people or JSON for programs."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from domain.secret_value import SecretValue
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, SecretValue):
+        return "<redacted>"  # a secret reaches output only when a command reveals it on purpose
+    return str(value)
+
+
+def to_json(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=False, default=_default)
+
+
+def console():
+    from rich.console import Console
+
+    return Console(width=None if sys.stdout.isatty() else 200, soft_wrap=False,
+                   highlight=False)
+
+
+def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]],
+          empty: str = "(none)") -> None:
+    if not rows:
+        if title:
+            click.echo(f"{title}: {empty}")
+        else:
+            click.echo(empty)
+        return
+    from rich.table import Table
+    from rich.text import Text
+
+    t = Table(title=Text(title) if title else None, title_justify="left", show_lines=False,
+              box=None, pad_edge=False)
+    for column in columns:
+        t.add_column(column, overflow="fold")
+    for row in rows:
+        t.add_row(*(Text("" if v is None else str(v)) for v in row))  # data, never markup
+    console().print(t)
+
+
+def fields(title: str | None, pairs: Sequence[tuple[str, Any]]) -> None:
+    if title:
+        click.echo(title)
+    width = max((len(k) for k, _ in pairs), default=0)
+    for key, value in pairs:
+        shown = "" if value is None else (
+            ", ".join(map(str, value)) if isinstance(value, list) else value)
+        click.echo(f"  {key.ljust(width)}  {shown}")
+
+
+def emit(data: Any, fmt: str, render_table) -> None:
+    if fmt == "json":
+        click.echo(to_json(data))
+    else:
+        render_table(data)
+
+
+def days(n: int | None) -> str:
+    if n is None:
+        return ""
+    if n < 0:
+        return f"{-n}d ago"
+    return "today" if n == 0 else f"in {n}d"

@@ -1,0 +1,132 @@
+"""`vault status`, `vault expiry`, `vault history`."""
+
+from __future__ import annotations
+
+import click
+
+from vault.cli.inputs import parse_date
+from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
+from vault.cli.render import days, emit, fields, table, to_json
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(status)
+    cli.add_command(expiry)
+    cli.add_command(history)
+
+
+@click.command()
+@output_format
+@pass_cli
+def status(state: CliContext, fmt: str, as_json: bool) -> None:
+    """One overview: clients, secrets, grants, token state, what expires next."""
+    data = state.app().status()
+
+    def render(d: dict) -> None:
+        table("clients", ["NAME", "PROVIDER", "CLOUD", "TENANT", "SECRETS", "SECRET DUE", ""],
+              [[c["name"], c["provider"], c["cloud"], c["tenant"], c["active_secrets"],
+                (c["next_due"] or "") + (" (assumed)" if c["next_due_assumed"] else ""),
+                days(c["days_left"])] for c in d["clients"]])
+        click.echo()
+        table("grants", ["MAILBOX", "CLIENT", "PROTOCOLS", "STATUS", "ACCESS EXPIRES",
+                         "LAST REFRESH", "IDLE", "TOKEN DUE"],
+              [[g["mailbox"], g["client"], g["protocols"], g["status"],
+                (g["access_expires"] or "")[:16], (g["last_refresh_at"] or "")[:16],
+                "" if g["idle_days"] is None else f"{g['idle_days']}d",
+                g["refresh_token_due"]] for g in d["grants"]])
+        click.echo()
+        nxt = d["next_expiry"]
+        counts = d["findings"]
+        click.echo("next expiry: " + (
+            f"{nxt['due']} ({days(nxt['days_left'])}) {nxt['kind'].replace('_', ' ')} of "
+            f"{nxt['mailbox'] or nxt['client']}" + (" (assumed)" if nxt["assumed"] else "")
+            if nxt else "nothing dated"))
+        click.echo(f"findings: {counts['critical']} critical, {counts['warning']} warning, "
+                   f"{counts['info']} info (details: vault expiry)")
+
+    emit(data, chosen_format(fmt, as_json), render)
+
+
+@click.command()
+@click.option("--as-of", metavar="DATE", help="Evaluate as of this UTC date [default: today].")
+@click.option("--within", type=int, metavar="DAYS",
+              help="Also list anything due within DAYS; leave out what is due later.")
+@click.option("--check", is_flag=True,
+              help="Monitoring-plugin mode: one status line; exit 0 ok, 1 warning, 2 critical, "
+                   "3 unknown (any error).")
+@output_format
+@pass_cli
+def expiry(state: CliContext, as_of: str | None, within: int | None, check: bool, fmt: str,
+           as_json: bool) -> None:
+    """What will stop working, and when: secrets, refresh tokens, broken grants."""
+    data = state.app().expiry(as_of=parse_date(as_of, "--as-of"), within=within)
+    findings = data["findings"]
+    fmt = chosen_format(fmt, as_json)
+    if check:
+        worst = next((s for s in ("critical", "warning") if any(
+            f["severity"] == s for f in findings)), None)
+        code = {"critical": 2, "warning": 1, None: 0}[worst]
+        if fmt == "json":
+            click.echo(to_json({**data, "status": worst or "ok", "exit_code": code}))
+        else:
+            alarming = [f for f in findings if f["severity"] in ("critical", "warning")]
+            summary = "; ".join(f"{f['mailbox'] or f['client']}: {f['kind'].replace('_', ' ')} "
+                                f"{days(f['days_left'])}" for f in alarming[:5])
+            counts = (f"{sum(f['severity'] == 'critical' for f in findings)} critical, "
+                      f"{sum(f['severity'] == 'warning' for f in findings)} warning")
+            click.echo(f"VAULT {(worst or 'ok').upper()} - {counts}"
+                       + (f" - {summary}" if summary else "")
+                       + f" | critical={sum(f['severity'] == 'critical' for f in findings)}"
+                       f" warning={sum(f['severity'] == 'warning' for f in findings)}")
+        raise click.exceptions.Exit(code)
+
+    def render(d: dict) -> None:
+        table(f"expiry as of {d['as_of']}", ["SEVERITY", "KIND", "CLIENT", "MAILBOX", "DUE",
+                                              "", "ADVICE"],
+              [[f["severity"] + (" (expired)" if f["expired"] else ""), f["kind"], f["client"],
+                f["mailbox"], (f["due"] or "") + (" (assumed)" if f["assumed"] else ""),
+                days(f["days_left"]), f["advice"]] for f in d["findings"]],
+              empty="nothing expires soon")
+
+    emit(data, fmt, render)
+
+
+@click.command()
+@click.argument("subject")
+@click.option("--client", "client_name", metavar="NAME",
+              help="When SUBJECT is a mailbox granted under several clients.")
+@click.option("--as-of", metavar="DATE", help="Show the state as it was at the end of DATE (UTC).")
+@click.option("--limit", type=int, default=50, show_default=True,
+              help="Show at most this many (most recent) events.")
+@output_format
+@pass_cli
+def history(state: CliContext, subject: str, client_name: str | None, as_of: str | None,
+            limit: int, fmt: str, as_json: bool) -> None:
+    """The event history of a client or mailbox, and its state as of a date (secrets redacted)."""
+    data = state.app().history(subject, client=client_name, as_of=parse_date(as_of, "--as-of"),
+                               limit=limit)
+
+    def render(d: dict) -> None:
+        shown = len(d["events"])
+        table(f"history of {d['kind']} {d['subject']}"
+              + (f" up to {d['as_of']}" if d["as_of"] else "")
+              + (f" (last {shown} of {d['total_events']} events)"
+                 if shown < d["total_events"] else ""),
+              ["AT", "EVENT", "DETAILS"],
+              [[e["at"][:19], e["event"], _summary(e["data"])] for e in d["events"]],
+              empty="no events up to that date")
+        if d["state"] is not None:
+            click.echo()
+            fields(f"state{' as of ' + d['as_of'] if d['as_of'] else ''}",
+                   [(k, _summary(v) if isinstance(v, dict | list) else v)
+                    for k, v in d["state"].items()])
+
+    emit(data, chosen_format(fmt, as_json), render)
+
+
+def _summary(value: object) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_summary(v)}" for k, v in value.items() if v not in (None, {}, []))
+    if isinstance(value, list):
+        return "[" + ", ".join(_summary(v) for v in value) + "]"
+    return str(value)

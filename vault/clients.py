@@ -1,0 +1,202 @@
+"""Use cases for client credentials: add, list, show (optionally revealing), rotate, retire, remove."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from eventsourcing.persistence import IntegrityError
+
+from adapters.store import Changes
+from domain.credentials import ClientCredential, check_client_name
+from domain.secret_value import SecretValue
+from vault.application import VaultCore, apply_views, use_case
+from vault.errors import AlreadyExists, NotFound, VaultError
+from vault.projections import client_changes, client_name_key, client_removal
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if value is not None else None
+
+
+def secret_summary(secret: dict[str, Any], current_ref: str | None) -> dict[str, Any]:
+    return {
+        "ref": secret["ref"], "secret_id": secret["secret_id"],
+        "created_on": _iso(secret["created_on"]), "expires_on": _iso(secret["expires_on"]),
+        "added_at": _iso(secret["added_at"]), "retired_at": _iso(secret["retired_at"]),
+        "current": secret["ref"] == current_ref,
+    }
+
+
+def client_summary(client: ClientCredential) -> dict[str, Any]:
+    current = client.current_secret()
+    return {
+        "name": client.name, "provider": client.provider, "cloud": client.cloud,
+        "tenant": client.tenant, "client_id": client.client_id,
+        "status": "removed" if client.is_removed else "active",
+        "endpoints": client.endpoints, "redirect_uri": client.redirect_uri,
+        "scopes": client.scopes, "google_testing": client.google_testing,
+        "registered_at": _iso(client.created_on),
+        "secrets": [secret_summary(s, current["ref"] if current else None)
+                    for s in client.secrets],
+    }
+
+
+class ClientUseCases(VaultCore):
+    def client_row(self, name: str) -> dict[str, Any]:
+        rows = self.views("SELECT * FROM view_clients WHERE name_key = ?",
+                          (client_name_key(name),))
+        if not rows:
+            raise NotFound(f"no client named {name!r} (see `vault client list`)")
+        return rows[0]
+
+    def _client(self, name: str) -> ClientCredential:
+        row = self.client_row(name)
+        self.audit_record.subject.update({"client": row["name"]})
+        return self.load_client(row["client_uuid"])
+
+    def _save_client(self, client: ClientCredential) -> None:
+        self.commit(client, changes=apply_views(Changes(), client_changes(client)))
+
+    @use_case("client add")
+    def add_client(
+        self, *, name: str, provider: str, client_id: str, cloud: str | None = None,
+        tenant: str | None = None, secret: SecretValue | None = None,
+        secret_id: str | None = None, secret_created: date | None = None,
+        secret_expires: date | None = None, redirect_uri: str | None = None,
+        scopes: tuple[str, ...] = (), endpoints: dict[str, str | None] | None = None,
+        google_testing: bool = False,
+    ) -> dict[str, Any]:
+        name = check_client_name(name)
+        self.audit_record.subject.update({"client": name})
+        if self.views("SELECT name FROM view_clients WHERE name_key = ?",
+                      (client_name_key(name),)):
+            raise AlreadyExists(f"a client named {name!r} already exists")
+        now = self.now()
+        client = ClientCredential.register(
+            aggregate_id=self.new_id(), now=now, name=name, provider=provider, cloud=cloud,
+            tenant=tenant, client_id=client_id, endpoints=endpoints, redirect_uri=redirect_uri,
+            scopes=scopes, google_testing=google_testing,
+        )
+        if secret is not None:
+            client.add_secret(now=now, value=secret, secret_id=secret_id,
+                              created_on=secret_created, expires_on=secret_expires)
+        self.audit_record.detail.update({"provider": client.provider, "cloud": client.cloud,
+                                         "secret": client.current_secret() is not None})
+        changes = apply_views(Changes(keys=self.new_key_rows(client.id, client.id)),
+                              client_changes(client))
+        try:
+            self.commit(client, changes=changes)
+        except IntegrityError:
+            # Two `client add` at once: the unique name in the read model lets one through.
+            raise AlreadyExists(f"a client named {name!r} already exists") from None
+        return client_summary(client)
+
+    @use_case("client list")
+    def list_clients(self) -> list[dict[str, Any]]:
+        clients = self.views("SELECT * FROM view_clients ORDER BY name_key")
+        secrets = self.views("SELECT * FROM view_secrets WHERE retired_at IS NULL "
+                             "ORDER BY client_uuid, added_at")
+        by_client: dict[str, list[dict[str, Any]]] = {}
+        for s in secrets:
+            by_client.setdefault(s["client_uuid"], []).append(s)
+        result = []
+        for c in clients:
+            current = next((s for s in by_client.get(c["client_uuid"], []) if s["is_current"]),
+                           None)
+            result.append({
+                "name": c["name"], "provider": c["provider"], "cloud": c["cloud"],
+                "tenant": c["tenant"], "client_id": c["client_id"], "status": c["status"],
+                "active_secrets": c["active_secrets"],
+                "current_secret": current["ref"] if current else None,
+                "current_secret_expires": current["expires_on"] if current else None,
+            })
+        return result
+
+    @use_case("client show")
+    def show_client(self, name: str, *, reveal_secret: bool = False) -> dict[str, Any]:
+        client = self._client(name)
+        summary = client_summary(client)
+        if reveal_secret:
+            current = client.current_secret()
+            if current is None:
+                raise VaultError(f"client {client.name!r} holds no active secret")
+            self.audit_record.action = "client show --reveal-secret"
+            self.audit_record.detail.update({"revealed": "client_secret", "ref": current["ref"]})
+            summary["secret"] = current["value"]
+        return summary
+
+    @use_case("client rotate-secret")
+    def rotate_secret(
+        self, name: str, *, secret: SecretValue, secret_id: str | None = None,
+        created_on: date | None = None, expires_on: date | None = None, overlap: bool = False,
+    ) -> dict[str, Any]:
+        def attempt() -> str:
+            client = self._client(name)
+            ref = client.rotate_secret(now=self.now(), value=secret, secret_id=secret_id,
+                                       created_on=created_on, expires_on=expires_on,
+                                       overlap=overlap)
+            self.audit_record.detail.update({"new_secret": ref, "overlap": overlap})
+            self._save_client(client)
+            return ref
+
+        ref = self.retrying(attempt)
+        return {"client": name, "new_secret": ref, "overlap": overlap}
+
+    @use_case("client retire-secret")
+    def retire_secret(self, name: str, ref: str, *, reason: str = "retired by admin") -> None:
+        def attempt() -> None:
+            client = self._client(name)
+            client.retire_secret(now=self.now(), ref=ref, reason=reason)
+            self._save_client(client)
+
+        self.audit_record.detail.update({"secret": ref})
+        self.retrying(attempt)
+
+    @use_case("client set-secret-dates")
+    def set_secret_dates(
+        self, name: str, ref: str, *, created_on: date | None, expires_on: date | None
+    ) -> None:
+        def attempt() -> None:
+            client = self._client(name)
+            client.record_secret_dates(now=self.now(), ref=ref, created_on=created_on,
+                                       expires_on=expires_on)
+            self._save_client(client)
+
+        self.audit_record.detail.update({"secret": ref, "expires_on": _iso(expires_on)})
+        self.retrying(attempt)
+
+    @use_case("client remove")
+    def remove_client(self, name: str, *, reason: str, purge: bool = False) -> dict[str, Any]:
+        row = self.client_row(name)
+        self.audit_record.subject.update({"client": row["name"]})
+        live = self.views("SELECT mailbox FROM view_grants WHERE client_uuid = ? "
+                          "AND status <> 'revoked' ORDER BY mailbox_key", (row["client_uuid"],))
+        if live:
+            raise VaultError(
+                f"client {row['name']!r} still has grants ({', '.join(g['mailbox'] for g in live)}):"
+                " revoke them first (`vault grant revoke MAILBOX --client "
+                f"{row['name']} --reason ...`)"
+            )
+        if purge and self.views("SELECT grant_uuid FROM view_grants WHERE client_uuid = ?",
+                                (row["client_uuid"],)):
+            raise VaultError(f"purge the revoked grants of {row['name']!r} first "
+                             "(`vault grant revoke MAILBOX --purge`)")
+        client = self.load_client(row["client_uuid"])
+        if client.is_removed and not purge:
+            raise VaultError(f"client {client.name!r} is already removed (add --purge to shred it)")
+        if not client.is_removed:
+            client.remove(now=self.now(), reason=reason)
+        changes = Changes()
+        if purge:
+            changes.shred_subjects.append(row["client_uuid"])
+            changes.shredded_at = self.now().isoformat()
+            apply_views(changes, client_removal(row["client_uuid"]))
+        else:
+            apply_views(changes, client_changes(client))
+        self.audit_record.detail.update({"reason": reason, "purged": purge})
+        self.commit(client, changes=changes)
+        if purge:
+            self.keyring.forget([row["client_uuid"]])
+            self.store.after_purge()
+        return {"client": client.name, "removed": True, "purged": purge}

@@ -1,0 +1,199 @@
+"""Use cases for consent grants: import a refresh token, list, show, revoke (and purge).
+
+A grant is identified by (client, mailbox); a command naming only a mailbox that two clients
+share asks for --client.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import IntegrityError
+
+from adapters.store import Changes
+from domain.grants import ConsentGrant, check_mailbox, mailbox_key
+from domain.rotation import TokenRotation, rotation_id_for
+from domain.secret_value import SecretValue
+from vault.application import VaultCore, apply_views, use_case
+from vault.clients import ClientUseCases
+from vault.errors import AlreadyExists, AmbiguousMailbox, NotFound
+from vault.projections import client_name_key, grant_changes, grant_removal, rotation_changes
+
+
+def _iso(value: Any) -> Any:
+    return value.isoformat() if value is not None else None
+
+
+def rotation_summary(rotation: TokenRotation) -> dict[str, Any]:
+    failure = rotation.last_failure
+    return {
+        "refresh_token": "held" if rotation.refresh_token is not None else "none",
+        "generation": rotation.generation,
+        "refresh_token_issued_at": _iso(rotation.refresh_issued_at),
+        "refresh_token_last_used_at": _iso(rotation.refresh_last_used_at),
+        "last_refresh_at": _iso(rotation.last_refresh_at),
+        "refreshes": rotation.refreshes,
+        "access_tokens": {r: {"expires_at": _iso(a["expires_at"]), "scope": a["scope"]}
+                          for r, a in rotation.access.items()},
+        "interrupted_attempt": bool(rotation.pending),
+        "last_failure": ({**failure, "at": _iso(failure["at"])} if failure else None),
+    }
+
+
+def grant_summary(grant: ConsentGrant) -> dict[str, Any]:
+    return {
+        "mailbox": grant.mailbox, "client": grant.client_name, "protocols": grant.protocols,
+        "scopes": grant.scopes, "status": grant.status, "status_reason": grant.status_reason,
+        "method": grant.method, "granted_at": _iso(grant.granted_at),
+        "granted_by": grant.granted_by,
+        "probes": {p: {**r, "at": _iso(r["at"])} for p, r in grant.probes.items()},
+    }
+
+
+class GrantUseCases(ClientUseCases, VaultCore):
+    def grant_row(self, mailbox: str, client: str | None = None) -> dict[str, Any]:
+        sql = "SELECT * FROM view_grants WHERE mailbox_key = ?"
+        params: tuple = (mailbox_key(mailbox.strip()),)
+        if client:
+            sql += " AND client_uuid = ?"
+            params += (self.client_row(client)["client_uuid"],)
+        rows = self.views(sql + " ORDER BY client_name", params)
+        if not rows:
+            under = f" under client {client!r}" if client else ""
+            raise NotFound(f"no grant for {mailbox}{under} (see `vault grant list`)")
+        if len(rows) > 1:
+            raise AmbiguousMailbox(
+                f"{mailbox} is granted under several clients "
+                f"({', '.join(r['client_name'] for r in rows)}): add --client NAME"
+            )
+        row = rows[0]
+        self.audit_record.subject.update({"client": row["client_name"], "mailbox": row["mailbox"]})
+        return row
+
+    @use_case("grant import")
+    def import_grant(
+        self, *, client: str, mailbox: str, protocols: tuple[str, ...],
+        refresh_token: SecretValue, scopes: tuple[str, ...] | None = None,
+        granted_at: datetime | None = None,
+    ) -> dict[str, Any]:
+        mailbox = check_mailbox(mailbox)
+        crow = self.client_row(client)
+        self.audit_record.subject.update({"client": crow["name"], "mailbox": mailbox})
+        credential = self.load_client(crow["client_uuid"])
+        now = self.now()
+        self.audit_record.detail.update({"protocols": list(protocols), "method": "import"})
+        existing = self.views(
+            "SELECT grant_uuid FROM view_grants WHERE client_uuid = ? AND mailbox_key = ?",
+            (crow["client_uuid"], mailbox_key(mailbox)))
+        if existing:
+            def attempt() -> ConsentGrant:
+                grant = self.load_grant(existing[0]["grant_uuid"])
+                rotation = self.load(grant.rotation_id)
+                grant.regrant(now=now, client=credential, protocols=protocols, scopes=scopes,
+                              method="import", granted_at=granted_at, granted_by=self.actor["user"])
+                rotation.reseed(now=now, refresh_token=refresh_token,
+                                issued_at=grant.granted_at, source="import")
+                self._save_grant(grant, rotation, credential)
+                return grant
+
+            grant = self.retrying(attempt)
+        else:
+            grant_id = self.new_id()
+            grant = ConsentGrant.grant(
+                aggregate_id=grant_id, rotation_id=rotation_id_for(grant_id), now=now,
+                client=credential, mailbox=mailbox, protocols=protocols, scopes=scopes,
+                method="import", granted_at=granted_at, granted_by=self.actor["user"],
+            )
+            rotation = TokenRotation.start(grant_id=grant_id, now=now,
+                                           refresh_token=refresh_token,
+                                           issued_at=grant.granted_at, source="import")
+            keys = self.new_key_rows(grant.id, grant.id) + self.new_key_rows(rotation.id, grant.id)
+            try:
+                self._save_grant(grant, rotation, credential, Changes(keys=keys))
+            except IntegrityError:
+                raise AlreadyExists(f"{mailbox} was granted under {crow['name']!r} meanwhile") from None
+        return grant_summary(grant)
+
+    def _save_grant(self, grant: ConsentGrant, rotation: TokenRotation, credential: Any,
+                    changes: Changes | None = None) -> None:
+        changes = apply_views(changes or Changes(),
+                              grant_changes(grant, credential.provider, credential.google_testing),
+                              rotation_changes(rotation))
+        self.commit(grant, rotation, changes=changes)
+
+    @use_case("grant list")
+    def list_grants(self, client: str | None = None) -> list[dict[str, Any]]:
+        sql, params = "SELECT * FROM view_grants", ()
+        if client:
+            sql += " WHERE client_uuid = ?"
+            params = (self.client_row(client)["client_uuid"],)
+        return [grant_listing(r) for r in self.views(sql + " ORDER BY mailbox_key, client_name",
+                                                     params)]
+
+    @use_case("grant show")
+    def show_grant(self, mailbox: str, *, client: str | None = None) -> dict[str, Any]:
+        row = self.grant_row(mailbox, client)
+        grant = self.load_grant(row["grant_uuid"])
+        rotation = self.load(UUID(row["rotation_uuid"]))
+        return {**grant_summary(grant), "tokens": rotation_summary(rotation)}
+
+    @use_case("grant revoke")
+    def revoke_grant(
+        self, mailbox: str, *, reason: str, client: str | None = None, purge: bool = False
+    ) -> dict[str, Any]:
+        row = self.grant_row(mailbox, client)
+        self.audit_record.detail.update({"reason": reason, "purged": purge})
+
+        def attempt() -> ConsentGrant:
+            grant = self.load_grant(row["grant_uuid"])
+            rotation = self.load(grant.rotation_id)
+            now = self.now()
+            if grant.status != "revoked" or not purge:  # a second revoke is refused
+                grant.revoke(now=now, reason=reason, revoked_by=self.actor["user"])
+            rotation.discard_tokens(now=now, reason="grant revoked")
+            changes = Changes()
+            if purge:
+                changes.shred_subjects.append(row["grant_uuid"])
+                changes.shredded_at = now.isoformat()
+                apply_views(changes, grant_removal(row["grant_uuid"]))
+            else:
+                apply_views(changes, grant_changes(grant, row["provider"],
+                                                   bool(row["google_testing"])),
+                            rotation_changes(rotation))
+            self.commit(grant, rotation, changes=changes)
+            return grant
+
+        grant = self.retrying(attempt)
+        if purge:
+            self.keyring.forget([row["grant_uuid"], row["rotation_uuid"]])
+            self.store.after_purge()
+        return {"mailbox": grant.mailbox, "client": grant.client_name, "revoked": True,
+                "purged": purge,
+                "provider_revocation": PROVIDER_REVOCATION_ADVICE.get(row["provider"], "")}
+
+
+PROVIDER_REVOCATION_ADVICE = {
+    "microsoft": "tokens already issued stay valid until they expire; to cut them off now, "
+                 "revoke the user's sessions in Entra ID (Revoke-MgUserSignInSession)",
+    "google": "revoke the app's access at https://myaccount.google.com/permissions "
+              "(or the Admin console for Workspace)",
+    "custom": "revoke the refresh token at the provider if it offers a revocation endpoint",
+}
+
+
+def grant_listing(r: dict[str, Any]) -> dict[str, Any]:
+    access = json.loads(r["access_expires"] or "{}")
+    return {
+        "mailbox": r["mailbox"], "client": r["client_name"], "protocols": r["protocols"],
+        "status": r["status"], "status_reason": r["status_reason"], "method": r["method"],
+        "granted_at": r["granted_at"], "refresh_token_issued_at": r["rt_issued_at"],
+        "last_refresh_at": r["last_refresh_at"],
+        "access_expires": min(access.values()) if access else None,
+        "last_error": r["last_error"],
+    }
+
+
+__all__ = ["GrantUseCases", "client_name_key"]

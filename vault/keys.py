@@ -1,0 +1,132 @@
+"""Use cases for the vault's own keys: keyslots (passphrases, key files) and root-key rotation.
+
+- add-passphrase / add-keyfile / remove / passwd change only the header: the root key is wrapped
+  into (or out of) a slot; no data is re-encrypted.
+- rotate makes a new root-key term and rewraps every data key under it, in one transaction with
+  the new header. Like `cryptsetup reencrypt`, every remaining keyslot must be opened to receive
+  the new root key: slots nobody opens are kept only if listed to drop (--drop-slot), else refused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from adapters import crypto
+from adapters.keyslots import (
+    KDF_PROFILES,
+    Header,
+    Keyslot,
+    Passphrase,
+    RootKey,
+    UnlockMaterial,
+    new_slot,
+    open_slot,
+    rewrap_slot,
+    seal_header,
+)
+from adapters.store import Changes
+from vault.application import VaultCore, use_case
+from vault.errors import BadInput, NotFound, VaultError
+
+
+def slot_summary(slot: Keyslot, unlocked_with: Keyslot) -> dict[str, Any]:
+    return {"id": slot.slot_id, "kind": slot.kind, "label": slot.label,
+            "kdf": slot.kdf_description(), "created_at": slot.created_at,
+            "used_now": slot.slot_id == unlocked_with.slot_id}
+
+
+class KeyUseCases(VaultCore):
+    unlock_material: UnlockMaterial
+
+    def _replace_header(self, header: Header, root: RootKey, changes: Changes | None = None) -> None:
+        changes = changes or Changes()
+        old_checksum = self.store.read_header().checksum
+        changes.header = (old_checksum, seal_header(header, root))
+        self.commit(changes=changes)
+        self.header = header
+
+    @use_case("key list")
+    def list_keyslots(self) -> list[dict[str, Any]]:
+        return [slot_summary(s, self.unlocked_with) for s in self.header.keyslots]
+
+    @use_case("key add")
+    def add_keyslot(self, material: UnlockMaterial, *, label: str, kdf: str = "moderate") -> dict:
+        if kdf not in KDF_PROFILES:
+            raise BadInput(f"--kdf must be one of {', '.join(KDF_PROFILES)}")
+        self.audit_record.action = f"key add-{material.kind}"
+        slot = new_slot(self.header, self.root, self.header.vault_id, material, label,
+                        self.now().isoformat(), kdf=kdf)
+        self.audit_record.detail.update({"slot": slot.slot_id, "kind": slot.kind,
+                                         "label": label})
+        self._replace_header(replace(self.header, keyslots=(*self.header.keyslots, slot)),
+                             self.root)
+        return slot_summary(slot, self.unlocked_with)
+
+    @use_case("key remove")
+    def remove_keyslot(self, slot_id: int) -> dict[str, Any]:
+        slots = [s for s in self.header.keyslots if s.slot_id != slot_id]
+        if len(slots) == len(self.header.keyslots):
+            raise NotFound(f"no keyslot {slot_id} (see `vault key list`)")
+        if not slots:
+            raise VaultError("refusing to remove the last keyslot: the vault could never be "
+                             "opened again")
+        self.audit_record.detail.update({"slot": slot_id})
+        self._replace_header(replace(self.header, keyslots=tuple(slots)), self.root)
+        return {"removed": slot_id, "remaining": [s.slot_id for s in slots]}
+
+    @use_case("key passwd")
+    def change_passphrase(self, new: Passphrase, *, kdf: str | None = None) -> dict[str, Any]:
+        """Rewrap the root key in the passphrase slot that opened the vault; nothing else moves."""
+        old = self.unlocked_with
+        if old.kind != "passphrase":
+            raise BadInput("unlock with the passphrase you want to change (not a key file)")
+        profile = kdf or _profile_of(old)
+        slot = new_slot(self.header, self.root, self.header.vault_id, new, old.label,
+                        self.now().isoformat(), kdf=profile, slot_id=old.slot_id)
+        slots = tuple(slot if s.slot_id == old.slot_id else s for s in self.header.keyslots)
+        self.audit_record.detail.update({"slot": slot.slot_id, "kdf": profile})
+        self._replace_header(replace(self.header, keyslots=slots), self.root)
+        self.unlocked_with, self.unlock_material = slot, new
+        return {"slot": slot.slot_id, "kdf": slot.kdf_description()}
+
+    @use_case("key rotate")
+    def rotate_root_key(
+        self, others: list[UnlockMaterial], *, drop: tuple[int, ...] = ()
+    ) -> dict[str, Any]:
+        new_root = RootKey(term=self.root.term + 1, key=crypto.new_key())
+        new_header = replace(self.header, root_term=new_root.term)
+        materials = [self.unlock_material, *others]
+        slots, missing, dropped = [], [], []
+        for slot in self.header.keyslots:
+            material = next((m for m in materials if slot.kind == m.kind
+                             and open_slot(slot, self.header, m) is not None), None)
+            if material is not None:
+                slots.append(rewrap_slot(slot, self.header, material, new_root))
+            elif slot.slot_id in drop:
+                dropped.append(slot.slot_id)
+            else:
+                missing.append(f"{slot.slot_id} ({slot.kind} '{slot.label}')")
+        if missing:
+            raise BadInput(
+                "a new root key must be wrapped into every keyslot; nothing opens keyslot(s) "
+                f"{', '.join(missing)}: give their key files (--other-key-file) or passphrase "
+                "files (--other-passphrase-file), or remove them with --drop-slot"
+            )
+        new_header = replace(new_header, keyslots=tuple(slots))
+        rekeys = self.keyring.rewrapped(new_root)
+        self.audit_record.detail.update({"term": new_root.term, "data_keys": len(rekeys),
+                                         "dropped_slots": dropped})
+        self._replace_header(new_header, new_root, Changes(rekeys=rekeys))
+        self.root = new_root
+        self.keyring.root = new_root
+        self.unlocked_with = next(s for s in slots if s.slot_id == self.unlocked_with.slot_id)
+        return {"root_term": new_root.term, "data_keys_rewrapped": len(rekeys),
+                "keyslots": [s.slot_id for s in slots], "dropped": dropped}
+
+
+def _profile_of(slot: Keyslot) -> str:
+    for name, (ops, mem) in KDF_PROFILES.items():
+        if (ops, mem) == (slot.opslimit, slot.memlimit):
+            return name
+    return "moderate"

@@ -1,0 +1,245 @@
+"""Read-side use cases: status, expiry findings, history, and the expiry thresholds setting.
+
+Status and expiry read the read models only (never replay aggregates), so they stay fast with
+10,000 grants. History replays one subject's events, which is what event sourcing is for: what
+was true on a given day, and who changed it.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from uuid import UUID
+
+from adapters.store import Changes
+from domain.expiry import (
+    ExpiryThresholds,
+    GrantFacts,
+    SecretFacts,
+    due_items,
+    evaluate,
+)
+from domain.secret_value import SecretValue
+from vault.application import VaultCore, use_case
+from vault.clients import client_summary
+from vault.errors import BadInput, NotFound
+from vault.grants import GrantUseCases, grant_summary, rotation_summary
+
+THRESHOLDS_KEY = "expiry_thresholds"
+_EVENT_META = {"originator_id", "originator_version", "timestamp", "originator_topic"}
+
+
+def _date(value: str | None) -> date | None:
+    if not value:
+        return None
+    return (datetime.fromisoformat(value).astimezone(UTC).date() if "T" in value
+            else date.fromisoformat(value))
+
+
+def redact(value: Any) -> Any:
+    """Event data for display: secrets redacted, ids and times as text."""
+    if isinstance(value, SecretValue):
+        return "<redacted>"
+    if isinstance(value, dict):
+        return {k: redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v) for v in value]
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    if isinstance(value, UUID):
+        return str(value)
+    return value
+
+
+def describe_event(event: Any) -> dict[str, Any]:
+    return {
+        "version": event.originator_version, "at": event.timestamp.isoformat(),
+        "event": type(event).__name__,
+        "data": {k: redact(v) for k, v in vars(event).items() if k not in _EVENT_META},
+    }
+
+
+class ReportUseCases(GrantUseCases, VaultCore):
+    # -- thresholds --------------------------------------------------------------------------
+
+    def thresholds(self) -> ExpiryThresholds:
+        stored = self.store.settings().get(THRESHOLDS_KEY)
+        if not stored:
+            return ExpiryThresholds()
+        try:
+            return ExpiryThresholds().with_changes(**json.loads(stored))
+        except (ValueError, TypeError) as e:
+            raise BadInput(f"stored expiry thresholds are invalid: {e}") from None
+
+    @use_case("config show")
+    def show_config(self) -> dict[str, Any]:
+        return {"expiry_thresholds": self.thresholds().as_dict()}
+
+    @use_case("config set")
+    def set_threshold(self, key: str, value: int) -> dict[str, Any]:
+        try:
+            updated = self.thresholds().with_changes(**{key: value})
+        except (ValueError, TypeError) as e:
+            raise BadInput(str(e)) from None
+        self.audit_record.subject.update({"setting": key})
+        self.audit_record.detail.update({"value": value})
+        self.commit(changes=Changes(settings={THRESHOLDS_KEY: json.dumps(
+            {k: v for k, v in updated.as_dict().items()
+             if v != getattr(ExpiryThresholds(), k)}, sort_keys=True)}))
+        return {"expiry_thresholds": updated.as_dict()}
+
+    # -- facts from the read models ----------------------------------------------------------
+
+    def expiry_facts(self) -> tuple[list[SecretFacts], list[GrantFacts]]:
+        secrets = [
+            SecretFacts(client=r["name"], provider=r["provider"], ref=r["ref"],
+                        secret_id=r["secret_id"], created_on=_date(r["created_on"]),
+                        expires_on=_date(r["expires_on"]))
+            for r in self.views(
+                "SELECT s.ref, s.secret_id, s.created_on, s.expires_on, c.name, c.provider "
+                "FROM view_secrets s JOIN view_clients c ON c.client_uuid = s.client_uuid "
+                "WHERE s.retired_at IS NULL AND c.status = 'active' ORDER BY c.name_key, s.ref")
+        ]
+        grants = []
+        for r in self.views("SELECT * FROM view_grants WHERE status <> 'revoked' "
+                            "ORDER BY mailbox_key, client_name"):
+            activity = [d for d in (_date(r["rt_issued_at"]), _date(r["rt_last_used_at"])) if d]
+            grants.append(GrantFacts(
+                client=r["client_name"], mailbox=r["mailbox"], provider=r["provider"],
+                status=r["status"], status_reason=r["status_reason"],
+                status_changed_on=_date(r["status_changed_at"]),
+                granted_on=_date(r["granted_at"]) or date.min,
+                last_activity_on=max(activity) if activity else None,
+                google_testing=bool(r["google_testing"]), app_only=r["method"] == "app-only",
+            ))
+        return secrets, grants
+
+    # -- use cases ---------------------------------------------------------------------------
+
+    @use_case("expiry")
+    def expiry(self, *, as_of: date | None = None, within: int | None = None) -> dict[str, Any]:
+        as_of = as_of or self.now().date()
+        if within is not None and within < 0:
+            raise BadInput("--within takes a number of days >= 0")
+        secrets, grants = self.expiry_facts()
+        findings = evaluate(secrets, grants, as_of, self.thresholds(), within)
+        self.audit_record.detail.update({"as_of": as_of.isoformat(), "findings": len(findings)})
+        return {"as_of": as_of.isoformat(), "findings": [f.as_dict() for f in findings]}
+
+    @use_case("status")
+    def status(self) -> dict[str, Any]:
+        today = self.now().date()
+        t = self.thresholds()
+        secrets, grants = self.expiry_facts()
+        findings = evaluate(secrets, grants, today, t)
+        items = due_items(secrets, grants, t)
+        clients = self.list_clients()
+        due_by_client = {}
+        for item in items:
+            if item.mailbox is None:
+                due_by_client.setdefault(item.client, item)
+        for c in clients:
+            item = due_by_client.get(c["name"])
+            c["next_due"] = item.due.isoformat() if item else None
+            c["next_due_assumed"] = bool(item and item.assumed)
+            c["days_left"] = (item.due - today).days if item else None
+        grant_rows = self.list_grants()
+        idle_due = {(i.client, i.mailbox): i for i in items if i.kind == "refresh_token_idle"}
+        for g, facts in zip(grant_rows, self._facts_for(grant_rows, grants), strict=True):
+            last = facts.last_activity_on if facts else None
+            g["idle_days"] = (today - last).days if last else None
+            item = idle_due.get((g["client"], g["mailbox"]))
+            g["refresh_token_due"] = item.due.isoformat() if item else None
+        upcoming = [i for i in items if i.due >= today]
+        nxt = upcoming[0] if upcoming else None
+        counts = {s: sum(1 for f in findings if f.severity == s)
+                  for s in ("critical", "warning", "info")}
+        return {
+            "as_of": today.isoformat(), "clients": clients, "grants": grant_rows,
+            "next_expiry": ({"kind": nxt.kind, "client": nxt.client, "mailbox": nxt.mailbox,
+                             "due": nxt.due.isoformat(), "days_left": (nxt.due - today).days,
+                             "assumed": nxt.assumed} if nxt else None),
+            "findings": counts,
+        }
+
+    @staticmethod
+    def _facts_for(rows: list[dict[str, Any]], facts: list[GrantFacts]) -> list[GrantFacts | None]:
+        by_key = {(f.client, f.mailbox): f for f in facts}
+        return [by_key.get((r["client"], r["mailbox"])) for r in rows]
+
+    @use_case("history")
+    def history(
+        self, subject: str, *, client: str | None = None, as_of: date | None = None,
+        limit: int = 50,
+    ) -> dict[str, Any]:
+        if limit < 1:
+            raise BadInput("--limit takes a number >= 1")
+        cutoff = (datetime.combine(as_of + timedelta(days=1), time.min, tzinfo=UTC)
+                  if as_of else None)
+        if "@" in subject and self._has_grant(subject, client):
+            return self._grant_history(subject, client, cutoff, as_of, limit)
+        try:
+            row = self.client_row(subject)
+        except NotFound:
+            if "@" in subject:
+                raise NotFound(f"no grant or client named {subject!r}") from None
+            raise
+        self.audit_record.subject.update({"client": row["name"]})
+        client_id = UUID(row["client_uuid"])
+        version = self._version_as_of(client_id, cutoff)
+        events = list(self.events.get(client_id, lte=version)) if version else []
+        state = client_summary(self.load(client_id, version)) if version else None
+        return {"kind": "client", "subject": row["name"], "as_of": _iso_or_none(as_of),
+                "total_events": len(events), "events": [describe_event(e) for e in
+                                                       events[-limit:]],
+                "state": state}
+
+    def _has_grant(self, mailbox: str, client: str | None) -> bool:
+        try:
+            self.grant_row(mailbox, client)
+        except NotFound:
+            return False
+        return True
+
+    def _grant_history(self, mailbox: str, client: str | None, cutoff: datetime | None,
+                       as_of: date | None, limit: int) -> dict[str, Any]:
+        row = self.grant_row(mailbox, client)
+        grant_id, rotation_id = UUID(row["grant_uuid"]), UUID(row["rotation_uuid"])
+        g_version = self._version_as_of(grant_id, cutoff)
+        r_version = self._version_as_of(rotation_id, cutoff)
+        grant_events = list(self.events.get(grant_id, lte=g_version)) if g_version else []
+        rotation_events = (list(self.events.get(rotation_id, lte=r_version, desc=True,
+                                                limit=limit)) if r_version else [])
+        merged = sorted(grant_events + rotation_events, key=lambda e: e.timestamp)
+        state = None
+        if g_version:
+            state = grant_summary(self.load(grant_id, g_version))
+            if r_version:
+                state["tokens"] = rotation_summary(self.load(rotation_id, r_version))
+        return {"kind": "grant", "subject": f"{row['mailbox']} ({row['client_name']})",
+                "as_of": _iso_or_none(as_of),
+                "total_events": len(grant_events) + (r_version or 0),
+                "events": [describe_event(e) for e in merged[-limit:]], "state": state}
+
+    def _version_as_of(self, aggregate_id: UUID, cutoff: datetime | None) -> int | None:
+        """The last version recorded before `cutoff` (binary search: one event read per step)."""
+        newest = self.recorder.select_events(aggregate_id, desc=True, limit=1)
+        if not newest:
+            return None
+        high = newest[0].originator_version
+        if cutoff is None:
+            return high
+        low, found = 1, None
+        while low <= high:
+            mid = (low + high) // 2
+            event = next(iter(self.events.get(aggregate_id, gt=mid - 1, lte=mid)))
+            if event.timestamp < cutoff:
+                found, low = mid, mid + 1
+            else:
+                high = mid - 1
+        return found
+
+
+def _iso_or_none(value: date | None) -> str | None:
+    return value.isoformat() if value else None
