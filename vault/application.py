@@ -99,6 +99,9 @@ class _StoreFactory(InfrastructureFactory):
     def is_snapshotting_enabled(self) -> bool:
         return True
 
+    def close(self) -> None:
+        self.store.close()
+
 
 def use_case(action: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
     """Run a use case under one audit record (the audit broker)."""
@@ -262,9 +265,6 @@ class VaultCore(Application[UUID]):
 
     def views(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
         return self.store.query(sql, params)
-
-    def close(self) -> None:
-        super().close()
 
 
 def apply_views(changes: Changes, *groups: list[ViewChange]) -> Changes:

@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from eventsourcing.persistence import OperationalError
 from eventsourcing.postgres import (
     PostgresAggregateRecorder,
     PostgresApplicationRecorder,
@@ -77,19 +78,23 @@ class PostgresStore(Store):
 
     def __init__(self, url: str) -> None:
         super().__init__()
-        params = parse_url(url)
+        params = self.params = parse_url(url)
         self.description = redact_url(url)
         self.schema = params["schema"]
         self.datastore = _Datastore(
             dbname=params["dbname"], host=params["host"], port=params["port"],
             user=params["user"], password=params["password"], schema=self.schema,
-            connect_timeout=10, pool_size=2, max_overflow=4, pool_open_timeout=10,
+            connect_timeout=5, pool_size=2, max_overflow=4, pool_open_timeout=5,
             idle_in_transaction_session_timeout=IDLE_IN_TRANSACTION_TIMEOUT_S,
             lock_timeout=LOCK_TIMEOUT_S,
         )
-        self.recorder = _Recorder(self.datastore, store=self)
-        self.snapshot_recorder = PostgresAggregateRecorder(
-            self.datastore, events_table_name="stored_snapshots")
+        try:  # the recorders look up their composite types, which connects
+            self.recorder = _Recorder(self.datastore, store=self)
+            self.snapshot_recorder = PostgresAggregateRecorder(
+                self.datastore, events_table_name="stored_snapshots")
+        except OperationalError:
+            self.datastore.close()
+            raise StoreUnavailable(self._why_unreachable()) from None
 
     def create_event_tables(self) -> None:
         with self.datastore.transaction(commit=True) as curs:
@@ -105,8 +110,33 @@ class PostgresStore(Store):
 
     @contextmanager
     def _transaction(self, commit: bool) -> Iterator[Tx]:
-        with self.datastore.get_connection() as conn, conn.transaction(force_rollback=not commit):
-            yield Tx(conn.cursor(), placeholder="%s")
+        try:
+            connection = self.datastore.get_connection()
+            conn = connection.__enter__()
+        except OperationalError:
+            raise StoreUnavailable(self._why_unreachable()) from None
+        try:
+            with conn.transaction(force_rollback=not commit):
+                yield Tx(conn.cursor(), placeholder="%s")
+        except BaseException as e:
+            if not connection.__exit__(type(e), e, e.__traceback__):
+                raise
+        else:
+            connection.__exit__(None, None, None)
+
+    def _why_unreachable(self) -> str:
+        """The pool only says it timed out; one direct attempt tells the admin why."""
+        import psycopg
+
+        p = self.params
+        try:
+            psycopg.connect(dbname=p["dbname"], host=p["host"], port=p["port"], user=p["user"],
+                            password=p["password"], connect_timeout=3).close()
+        except psycopg.Error as e:
+            reason = " ".join(str(e).split())
+        else:
+            reason = "the connection pool timed out"
+        return f"cannot reach the database {self.description}: {reason}"
 
     def write(self):
         return self._transaction(commit=True)

@@ -25,7 +25,7 @@ from eventsourcing.sqlite import (
     SQLiteDatastore,
 )
 
-from adapters.errors import StoreUnavailable, UnsafeFile
+from adapters.errors import NotInitialised, StoreUnavailable, UnsafeFile
 from adapters.store.base import Changes, Store, Tx
 from adapters.store.schema import ddl
 
@@ -165,7 +165,7 @@ def _check_private_dir(home: Path) -> None:
     try:
         info = home.stat()
     except FileNotFoundError:
-        raise StoreUnavailable(f"no vault at {home} (run `vault init`, or set VAULT_HOME)") from None
+        raise NotInitialised(f"no vault at {home} (run `vault init`, or set VAULT_HOME)") from None
     if not stat.S_ISDIR(info.st_mode):
         raise StoreUnavailable(f"{home} is not a directory")
     if info.st_mode & 0o077:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 
 import click
@@ -102,7 +101,7 @@ def audit_checkpoint(state: CliContext, export_file: str) -> None:
                                  "verify: " + "; ".join(report.problems))
     text = export_checkpoint(header.vault_id, header.audit_public_key, checkpoint)
     if export_file == "-":
-        sys.stdout.write(text)
+        click.echo(text, nl=False)
         return
     directory = os.path.dirname(os.path.abspath(export_file))
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=".checkpoint-")

@@ -46,7 +46,6 @@ class CliContext:
     def close(self) -> None:
         if self._app is not None:
             self._app.close()
-            self._app.store.close()
             self._app = None
 
 
@@ -129,6 +128,9 @@ def main(args: list[str] | None = None) -> None:
         code = cli.main(args=args, prog_name="vault", standalone_mode=False)
     except click.exceptions.Exit as e:
         code = e.exit_code
+    except click.exceptions.NoArgsIsHelpError as e:
+        click.echo(e.ctx.get_help())
+        code = CHECK_UNKNOWN if check else codes.BAD_INPUT
     except click.UsageError as e:
         click.echo(e.format_message() if e.ctx is None else
                    f"{e.ctx.get_usage()}\nTry '{e.ctx.command_path} -h' for help.\n\n"
@@ -144,10 +146,16 @@ def main(args: list[str] | None = None) -> None:
         click.echo("vault: interrupted", err=True)
         code = CHECK_UNKNOWN if check else 130
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, no traceback
-        from adapters.errors import AdapterError
+        from eventsourcing.persistence import PersistenceError
+
+        from adapters.errors import AdapterError, IntegrityViolation
         from domain.errors import DomainError
 
-        if isinstance(e, codes.VaultError | AdapterError | DomainError):
+        if isinstance(e, IntegrityViolation):
+            click.echo(f"vault: integrity violation: {_one_line(str(e))}", err=True)
+        elif isinstance(e, PersistenceError):
+            click.echo(f"vault: error: the database failed: {_one_line(str(e))[:300]}", err=True)
+        elif isinstance(e, codes.VaultError | AdapterError | DomainError):
             click.echo(f"vault: error: {_one_line(str(e))}", err=True)
         else:
             if os.environ.get("VAULT_DEBUG") == "1":

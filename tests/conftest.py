@@ -1,0 +1,253 @@
+"""Fixtures: a fresh vault per test on each store, the CLI run in-process, real PostgreSQL.
+
+PostgreSQL runs on 127.0.0.1:5432 on these machines (VAULT_TEST_PG overrides the server URL).
+The suite starts it if it is down, creates one database per session and one schema per test, and
+fails loudly (never skips) when it cannot.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from adapters.keyslots import read_key_file
+from vault.bootstrap import Settings, open_vault
+
+PG_SERVER = os.environ.get("VAULT_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
+VAULT_ENV = ("VAULT_HOME", "VAULT_STORE", "VAULT_KEY_FILE", "VAULT_PASSPHRASE",
+             "VAULT_NEW_PASSPHRASE", "VAULT_DEBUG")
+PASSPHRASE = "correct horse battery staple"
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in VAULT_ENV:
+        monkeypatch.delenv(name, raising=False)
+
+
+def _pg_connect(dbname: str = "postgres"):
+    import psycopg
+
+    return psycopg.connect(f"{PG_SERVER}/{dbname}", autocommit=True, connect_timeout=5)
+
+
+def _ensure_postgres_running() -> None:
+    try:
+        _pg_connect().close()
+        return
+    except Exception:
+        pass
+    versions = sorted(os.listdir("/etc/postgresql")) if os.path.isdir("/etc/postgresql") else []
+    if versions and shutil.which("pg_ctlcluster"):
+        subprocess.run(["pg_ctlcluster", "--skip-systemctl-redirect", versions[-1], "main",
+                        "start"], check=False, capture_output=True)
+        for _ in range(50):
+            try:
+                _pg_connect().close()
+                return
+            except Exception:
+                time.sleep(0.2)
+    pytest.fail(f"PostgreSQL is not reachable at {PG_SERVER} and could not be started: the "
+                "PostgreSQL tests need it (they are never skipped)")
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    _ensure_postgres_running()
+    name = f"vault_test_{secrets.token_hex(4)}"
+    with _pg_connect() as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    yield name
+    with _pg_connect() as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def text(self) -> str:
+        return self.out + self.err
+
+
+@dataclass
+class Harness:
+    """One vault under test: how to reach it, run commands on it, and look at its raw bytes."""
+
+    kind: str
+    home: Path
+    store_url: str | None
+    key_file: Path
+    schema: str | None = None
+    pg_database: str | None = None
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return Settings(home=self.home, store_url=self.store_url)
+
+    def env(self, **extra: str | None) -> dict[str, str | None]:
+        env: dict[str, str | None] = {"VAULT_HOME": str(self.home),
+                                      "VAULT_STORE": self.store_url,
+                                      "VAULT_KEY_FILE": str(self.key_file)}
+        env.update(extra)
+        return env
+
+    def run(self, *args: str, input: str | None = None, **env: str | None) -> Result:
+        """Run the CLI in-process exactly as `vault ARGS` would (same error handling)."""
+        from vault.cli.main import main
+
+        runner = CliRunner()
+        with runner.isolation(input=input, env=self.env(**env)) as (out, err, _):
+            try:
+                main(list(args))
+                code = 0
+            except SystemExit as e:
+                code = e.code if isinstance(e.code, int) else 1
+            result = Result(code, out.getvalue().decode(), err.getvalue().decode())
+        self.outputs.append(result.text)
+        return result
+
+    def ok(self, *args: str, input: str | None = None, **env: str | None) -> Result:
+        result = self.run(*args, input=input, **env)
+        assert result.code == 0, f"vault {' '.join(args)} -> {result.code}: {result.text}"
+        return result
+
+    def spawn(self, *args: str, input: str | None = None, **env: str) -> subprocess.Popen:
+        """A separate `vault` process (for concurrency)."""
+        full_env = {k: v for k, v in os.environ.items() if k not in VAULT_ENV}
+        full_env.update({k: v for k, v in self.env(**env).items() if v is not None})
+        return subprocess.Popen([sys.executable, "-m", "vault", *args], env=full_env,
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    def app(self, clock=None, **kwargs: Any):
+        material = read_key_file(str(self.key_file))
+        return open_vault(self.settings, lambda header: material,
+                          clock=clock or (lambda: datetime.now(UTC)), **kwargs)
+
+    def sql(self, statement: str, params: tuple = ()) -> list[tuple]:
+        """Raw SQL on the vault's database, as an attacker or a broken disk would."""
+        if self.kind == "sqlite":
+            import sqlite3
+
+            conn = sqlite3.connect(self.home / "vault.db")
+            try:
+                rows = conn.execute(statement, params).fetchall()
+                conn.commit()
+                return rows
+            finally:
+                conn.close()
+        with _pg_connect(self.pg_database) as conn:
+            conn.execute(f"SET search_path TO {self.schema}")
+            cur = conn.execute(statement.replace("?", "%s"), params)
+            return cur.fetchall() if cur.description else []
+
+    def stored_bytes(self) -> bytes:
+        """Every byte the vault has stored: the SQLite files, or every PostgreSQL table."""
+        if self.kind == "sqlite":
+            return b"".join(p.read_bytes() for p in sorted(self.home.iterdir()) if p.is_file())
+        chunks = []
+        with _pg_connect(self.pg_database) as conn:
+            tables = [r[0] for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                (self.schema,))]
+            for table in tables:
+                with conn.cursor().copy(
+                        f'COPY "{self.schema}"."{table}" TO STDOUT') as copy:
+                    for data in copy:
+                        chunks.append(bytes(data))
+        return b"".join(chunks)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_kind(request: pytest.FixtureRequest) -> str:
+    return request.param
+
+
+def make_harness(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Harness:
+    home = tmp_path / "vault-home"
+    key_file = tmp_path / "service.key"
+    if kind == "sqlite":
+        return Harness(kind, home, None, key_file)
+    database = request.getfixturevalue("pg_database")
+    schema = f"t_{secrets.token_hex(6)}"
+    url = f"{PG_SERVER}/{database}?schema={schema}"
+    return Harness(kind, home, url, key_file, schema=schema, pg_database=database)
+
+
+@pytest.fixture
+def blank(store_kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> Harness:
+    """A store with no vault in it yet."""
+    return make_harness(store_kind, tmp_path, request)
+
+
+@pytest.fixture
+def vault(blank: Harness) -> Harness:
+    """An initialised vault with a passphrase keyslot and a key-file keyslot."""
+    blank.ok("init", "--kdf", "interactive", "--key-file", str(blank.key_file),
+             VAULT_PASSPHRASE=PASSPHRASE, VAULT_KEY_FILE=None)
+    return blank
+
+
+@pytest.fixture
+def sqlite_vault(tmp_path: Path, request: pytest.FixtureRequest) -> Harness:
+    harness = make_harness("sqlite", tmp_path, request)
+    harness.ok("init", "--kdf", "interactive", "--key-file", str(harness.key_file),
+               VAULT_PASSPHRASE=PASSPHRASE, VAULT_KEY_FILE=None)
+    return harness
+
+
+MS_TENANT = "contoso.onmicrosoft.com"
+MS_CLIENT_ID = "11111111-2222-3333-4444-555555555555"
+
+
+def add_client(h: Harness, name: str = "jira", secret: str = "Abc~defghijklmnopqrstuvwxyz0123",
+               *extra: str) -> Result:
+    return h.ok("client", "add", name, "--provider", "microsoft", "--tenant", MS_TENANT,
+                "--client-id", MS_CLIENT_ID, "--secret-stdin", *extra, input=secret)
+
+
+def import_grant(h: Harness, mailbox: str = "help@contoso.com", client: str = "jira",
+                 token: str = "M.R3_BAY.refresh-token-0123456789", *extra: str) -> Result:
+    return h.ok("grant", "import", "--client", client, "--mailbox", mailbox, "--protocols",
+                "imap,smtp", "--refresh-token-stdin", *extra, input=token)
+
+
+def record_refreshes(app, mailbox: str, count: int, token_prefix: str = "RT") -> None:
+    """Record `count` successful refreshes on a grant, as the rotation protocol would."""
+    from datetime import timedelta
+    from uuid import UUID
+
+    from adapters.store import Changes
+    from domain.secret_value import SecretValue
+    from vault.application import apply_views, use_case
+    from vault.projections import rotation_changes
+
+    @use_case("test: record refreshes")
+    def run(app) -> None:
+        rotation_id = UUID(app.grant_row(mailbox)["rotation_uuid"])
+        for i in range(count):
+            rotation = app.load(rotation_id)
+            rotation.record_tokens(
+                now=app.now() + timedelta(seconds=i), attempt_id=None, resource="mail",
+                access_token=SecretValue(f"AT-{token_prefix}-{i:06d}-access"), expires_in=3600,
+                refresh_token=SecretValue(f"{token_prefix}-{i:06d}-refresh-token"), scope="mail")
+            app.commit(rotation, changes=apply_views(Changes(), rotation_changes(rotation)))
+
+    run(app)
