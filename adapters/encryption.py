@@ -27,7 +27,7 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import TopicError, resolve_topic
 
 from adapters import crypto
-from adapters.errors import IntegrityViolation, SubjectPurged
+from adapters.errors import ConcurrentChange, IntegrityViolation, SubjectPurged
 from adapters.keyslots import RootKey
 from adapters.store import KeyRow, Store
 from domain.secret_value import SecretValue
@@ -100,6 +100,9 @@ class Keyring:
         root = root or self.root
         if row.wrapped is None:
             raise SubjectPurged(f"{row.originator_id} was purged (its data key is destroyed)")
+        if row.term > root.term:
+            raise ConcurrentChange("the root key was rotated since this command unlocked the "
+                                   "vault; nothing was changed, run it again")
         if row.term != root.term:
             raise IntegrityViolation(f"data key of {row.originator_id} has root-key term "
                                      f"{row.term}, the vault is at term {root.term}")
@@ -117,17 +120,30 @@ class Keyring:
         self._keys[originator_id] = key
         return KeyRow(originator_id, subject_id, self.root.term, wrapped, created_at)
 
-    def rewrapped(self, new_root: RootKey) -> list[KeyRow]:
-        """Every live key row wrapped again under a new root key (key rotation)."""
-        rows = []
-        for row in self.store.key_rows():
-            if row.wrapped is None:
-                continue
-            key = self.unwrap(row)
-            wrapped = crypto.seal(new_root.key, key,
-                                  self._aad(row, new_root.term))
-            rows.append(replace(row, term=new_root.term, wrapped=wrapped))
-        return rows
+    def rewrap(self, rows: list[KeyRow], new_root: RootKey) -> list[KeyRow]:
+        """The given live key rows wrapped again under a new root key (key rotation)."""
+        return [replace(row, term=new_root.term,
+                        wrapped=crypto.seal(new_root.key, self.unwrap(row),
+                                            self._aad(row, new_root.term)))
+                for row in rows]
+
+    def head_mac(self, originator_id: str, version: int) -> bytes:
+        """Authenticates an aggregate's newest version (key: derived from its data key)."""
+        key = crypto.subkey(self.key(originator_id), b"vault-head")
+        return crypto.mac(key, crypto.aad(b"vault-head-v1", originator_id, version))
+
+    def recorded_head(self, originator_id: str) -> int:
+        """The newest version recorded for an aggregate, after checking its MAC."""
+        row = self.store.key_row(originator_id)
+        if row is None:
+            raise IntegrityViolation(f"no data key for {originator_id}: the key table was edited")
+        if row.wrapped is None:
+            raise SubjectPurged(f"{originator_id} was purged (its data key is destroyed)")
+        if row.head_version is None or row.head_mac is None:
+            raise IntegrityViolation(f"{originator_id} has no recorded head version")
+        if not crypto.same(self.head_mac(originator_id, row.head_version), row.head_mac):
+            raise IntegrityViolation(f"the recorded head version of {originator_id} was forged")
+        return row.head_version
 
     def forget(self, subject_originators: list[str]) -> None:
         for originator in subject_originators:

@@ -31,3 +31,7 @@ class NotInitialised(AdapterError):
 
 class AuditAppendFailed(AdapterError):
     """The audit entry could not be appended; the transaction it belonged to was rolled back."""
+
+
+class ConcurrentChange(AdapterError):
+    """Another process changed the keys or header this command relied on; nothing was changed."""

@@ -36,6 +36,7 @@ MEMLIMIT_BOUNDS = (64 * 1024 * 1024, 1024 * 1024 * 1024)
 SALT_BYTES = 16
 KEYFILE_PREFIX = "vault-keyfile-v1:"
 MIN_PASSPHRASE = 8
+MAX_KEYSLOTS = 16
 
 
 def _b64(data: bytes) -> str:
@@ -146,6 +147,9 @@ class Header:
         slots = body.get("keyslots")
         if not isinstance(slots, list) or not slots:
             raise IntegrityViolation("vault header has no keyslots")
+        if len(slots) > MAX_KEYSLOTS:  # each passphrase slot may cost a KDF run: bounded
+            raise IntegrityViolation(f"vault header has {len(slots)} keyslots (at most "
+                                     f"{MAX_KEYSLOTS})")
         return cls(
             vault_id=str(body.get("vault_id")), created_at=str(body.get("created_at")),
             root_term=_int(body.get("root_term"), "root term"), audit_public_key=public_key,
@@ -314,7 +318,8 @@ def write_key_file(path: str) -> KeyFile:
 def read_key_file(path: str) -> KeyFile:
     """Read a key file, refusing one that others could read (like ssh does)."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        # O_NONBLOCK: a FIFO planted at the path must not hang the command.
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
         raise UnlockFailed(f"key file {path} does not exist") from None
     except OSError as e:

@@ -5,7 +5,7 @@ Several secrets may be active at once while a rotation overlaps; the newest acti
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -195,7 +195,7 @@ class ClientCredential(VaultAggregate):
             secret_id = secret_id.strip("{}").lower()
             if any(s["secret_id"] == secret_id for s in self.secrets):
                 raise InvalidInput(f"client {self.name!r} already has secret ID {secret_id}")
-        _check_secret_dates(created_on, expires_on)
+        _check_secret_dates(created_on, expires_on, now)
         if any(s["value"] == value for s in self.active_secrets()):
             raise InvalidInput(f"client {self.name!r} already holds this secret")
         ref = f"s{len(self.secrets) + 1}"
@@ -232,7 +232,7 @@ class ClientCredential(VaultAggregate):
     ) -> None:
         self._check_not_removed()
         secret = self.secret(ref)
-        _check_secret_dates(created_on, expires_on)
+        _check_secret_dates(created_on, expires_on, now)
         self._trigger(
             self.SecretDatesRecorded, now, ref=secret["ref"], created_on=created_on,
             expires_on=expires_on,
@@ -243,7 +243,18 @@ class ClientCredential(VaultAggregate):
         self._trigger(self.Removed, now, reason=reason)
 
 
-def _check_secret_dates(created_on: date | None, expires_on: date | None) -> None:
+EARLIEST, LATEST = date(2000, 1, 1), date(2199, 12, 31)
+
+
+def check_plausible_date(value: date | None, what: str, *, not_after: date = LATEST) -> None:
+    if value is not None and not EARLIEST <= value <= not_after:
+        raise InvalidInput(f"{what} {value} is not plausible (between {EARLIEST} and {not_after})")
+
+
+def _check_secret_dates(created_on: date | None, expires_on: date | None, now: datetime) -> None:
+    check_plausible_date(created_on, "the secret's creation date",
+                         not_after=now.date() + timedelta(days=1))
+    check_plausible_date(expires_on, "the secret's expiry date")
     if created_on and expires_on and expires_on <= created_on:
         raise InvalidInput("the secret's expiry date must be after its creation date")
 

@@ -1,10 +1,10 @@
 """Expiry policy: pure functions of recorded facts and a date. What will stop working, and when.
 
-Days are UTC calendar days and thresholds are inclusive. Two kinds of due date:
-- an end date (a client secret or certificate): valid through that day; the day itself is
-  critical and the finding is `expired` from the next day;
-- an idle or lifetime window (refresh tokens): the due date is the day the provider stops
-  accepting the token, so the finding is `expired` from that day on (Microsoft: idle 90 days).
+Days are UTC calendar days and thresholds are inclusive. The due date is always the last day
+something still works: the due day itself is critical, and a finding is `expired` once past it.
+- an end date (a client secret or certificate) is valid through that day;
+- an idle or lifetime window (refresh tokens) of N days, counted from its start, ends on day N-1:
+  a Microsoft refresh token idle 89 days still works, idle 90 days it is dead.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import date, timedelta
 
 INFO, WARNING, CRITICAL = "info", "warning", "critical"
+MAX_THRESHOLD_DAYS = 3650
 SEVERITY_RANK = {INFO: 0, WARNING: 1, CRITICAL: 2}
 
 
@@ -33,8 +34,10 @@ class ExpiryThresholds:
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            if not isinstance(getattr(self, f.name), int) or getattr(self, f.name) < 0:
-                raise ValueError(f"{f.name} must be a whole number of days >= 0")
+            value = getattr(self, f.name)
+            if not isinstance(value, int) or not 0 <= value <= MAX_THRESHOLD_DAYS:
+                raise ValueError(f"{f.name} must be a whole number of days from 0 to "
+                                 f"{MAX_THRESHOLD_DAYS}")
         windows = [
             ("secret", self.secret_critical_days, self.secret_warning_days, None),
             ("microsoft_idle", self.microsoft_idle_warning_days,
@@ -139,14 +142,15 @@ def credential_findings(
         return []
     dated = [(secret_due(s, t), s) for s in secrets]
     known = [(due, assumed, s) for (due, assumed), s in dated if due is not None]
-    unknown = [s for (due, _), s in dated if due is None and s.provider != "google"]
+    unknown = [s for (due, _), s in dated if due is None]
     findings: list[Finding] = []
     for s in unknown:
         what = "certificate" if s.kind == "certificate" else "secret"
+        missing = "expiry date" if s.created_on else "creation or expiry date"
         findings.append(Finding(
             severity=INFO, kind=f"{s.kind}_expiry_unknown", client=s.client, mailbox=None,
             due=None, days_left=None, expired=False, ref=s.ref,
-            advice=(f"no creation or expiry date recorded for {what} {s.ref}: record it with "
+            advice=(f"no {missing} recorded for {what} {s.ref}: record it with "
                     f"`vault client set-secret-dates {s.client} {s.ref} --expires DATE`"),
         ))
     if not known:
@@ -188,11 +192,16 @@ def _window_finding(
     severity = _window_severity(elapsed, warning, critical)
     if severity is None:
         return None
-    due = start + timedelta(days=limit)
+    due = window_end(start, limit)
     return Finding(
         severity=severity, kind=kind, client=g.client, mailbox=g.mailbox, due=due,
-        days_left=(due - as_of).days, expired=elapsed >= limit, advice=advice,
+        days_left=(due - as_of).days, expired=as_of > due, advice=advice,
     )
+
+
+def window_end(start: date, limit_days: int) -> date:
+    """The last day a token with an N-day window still works."""
+    return start + timedelta(days=limit_days - 1)
 
 
 def grant_findings(g: GrantFacts, as_of: date, t: ExpiryThresholds) -> list[Finding]:
@@ -292,13 +301,13 @@ def due_items(
         last = g.last_activity_on or g.granted_on
         if g.provider == "microsoft":
             items.append(DueItem("refresh_token_idle", g.client, g.mailbox,
-                                 last + timedelta(days=t.microsoft_idle_limit_days)))
+                                 window_end(last, t.microsoft_idle_limit_days)))
         elif g.provider == "google":
             items.append(DueItem("refresh_token_idle", g.client, g.mailbox,
-                                 last + timedelta(days=t.google_idle_limit_days)))
+                                 window_end(last, t.google_idle_limit_days)))
             if g.google_testing:
                 items.append(DueItem("google_testing_expiry", g.client, g.mailbox,
-                                     g.granted_on + timedelta(days=t.google_testing_limit_days)))
+                                     window_end(g.granted_on, t.google_testing_limit_days)))
     return sorted(items, key=lambda i: i.due)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from uuid import UUID
 
 from domain.base import AggregateCreated, VaultAggregate, stable_snapshot
-from domain.credentials import ClientCredential
+from domain.credentials import ClientCredential, check_plausible_date
 from domain.errors import ClientRemoved, GrantNotActive, InvalidInput, RuleViolation
 from domain.scopes import plan_scopes
 
@@ -192,4 +192,5 @@ def _check_granted_at(granted_at: datetime | None, now: datetime) -> datetime:
         return now
     if granted_at > now:
         raise InvalidInput("--granted-at lies in the future")
+    check_plausible_date(granted_at.date(), "--granted-at")
     return granted_at

@@ -58,9 +58,25 @@ def test_verify_needs_no_key_and_writes_nothing(busy: Harness) -> None:
     before = _count(busy)
     result = busy.ok("audit", "verify", VAULT_KEY_FILE=None)
     assert f"{before} entries" in result.out
-    exported = busy.ok("audit", "checkpoint", "--export", "-", VAULT_KEY_FILE=None).out
-    assert exported.startswith("vault-audit-checkpoint-v1") and f"size: {before}" in exported
     assert _count(busy) == before
+
+
+def test_a_checkpoint_is_exported_only_from_an_unlocked_vault(busy: Harness, tmp_path) -> None:
+    """Unlocking checks the header's MAC, so the exported public key is the vault's own."""
+    assert busy.run("audit", "checkpoint", "--export", "-", VAULT_KEY_FILE=None).code == 3
+    before = _count(busy)
+    exported = busy.ok("audit", "checkpoint", "--export", "-").out
+    assert exported.startswith("vault-audit-checkpoint-v1") and f"size: {before}" in exported
+    assert _entries(busy)[-1]["action"] == "audit checkpoint"
+    missing = busy.run("audit", "checkpoint", "--export", str(tmp_path / "no" / "such" / "file"))
+    assert missing.code == 2 and "cannot write" in missing.err
+
+
+def test_a_wiped_log_does_not_verify(busy: Harness) -> None:
+    busy.sql("DELETE FROM vault_audit")
+    busy.sql("DELETE FROM vault_audit_checkpoint")
+    result = _verify(busy)
+    assert result.code == 5 and "wiped" in result.err and "checkpoint is missing" in result.err
 
 
 def _verify(h: Harness, *extra: str):

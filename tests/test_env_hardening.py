@@ -57,8 +57,10 @@ def test_the_application_refuses_to_start_with_another_mapper(vault: Harness) ->
     from vault.bootstrap import open_settings_store
 
     store = open_settings_store(vault.settings)
-    header = store.read_header().parse()
+    sealed = store.read_header()
+    header = sealed.parse()
     root, slot = unlock(header, read_key_file(str(vault.key_file)))
     with pytest.raises(WiringError, match="mapper is Mapper"):
-        Plain(store=store, header=header, root=root, unlocked_with=slot)
+        Plain(store=store, header=header, header_checksum=sealed.checksum, root=root,
+              unlocked_with=slot)
     store.close()

@@ -1,7 +1,7 @@
 """Expiry rules with a frozen clock: T-31, T-30, T-8, T-7, T-1, T0 and T+1 days for each rule.
 
-Findings are (severity, expired) or None. An end date (secret, certificate) is valid through its
-day; an idle or lifetime window is dead from its due day on.
+Findings are (severity, expired) or None. T, the due date, is the last day something still works:
+critical on the day, expired after it. An N-day token window ends on its day N-1.
 """
 
 from __future__ import annotations
@@ -83,8 +83,9 @@ def test_a_secret_with_no_date_gets_one_info_finding_asking_for_it() -> None:
     findings = credential_findings([_secret()], T, DEFAULT)
     assert [(f.severity, f.kind) for f in findings] == [("info", "client_secret_expiry_unknown")]
     assert "--expires" in findings[0].advice
-    google = credential_findings([_secret(provider="google")], T, DEFAULT)
-    assert google == []  # Google client secrets do not expire
+    created = credential_findings([_secret(provider="custom", created_on=T)], T, DEFAULT)
+    assert [f.kind for f in created] == ["client_secret_expiry_unknown"]
+    assert "no expiry date recorded" in created[0].advice
 
 
 def test_the_longest_lasting_secret_decides_and_older_ones_are_superseded() -> None:
@@ -95,12 +96,12 @@ def test_the_longest_lasting_secret_decides_and_older_ones_are_superseded() -> N
 
 
 def test_microsoft_refresh_token_idle_window() -> None:
-    last = T - timedelta(days=90)
-    grant = _grant(last_activity_on=last)
+    grant = _grant(last_activity_on=T - timedelta(days=89))  # idle 89 on T: its last day
     _check(lambda d: grant_findings(grant, d, DEFAULT), "refresh_token_idle", {
         -31: None, -30: None, -8: ("warning", False), -7: ("warning", False),
-        -1: ("critical", False), 0: ("critical", True), 1: ("critical", True),
+        -1: ("critical", False), 0: ("critical", False), 1: ("critical", True),
     })
+    assert grant_findings(grant, T, DEFAULT)[0].due == T
 
 
 @pytest.mark.parametrize("idle,expected", [
@@ -118,12 +119,12 @@ def test_idle_counts_from_the_grant_when_the_token_was_never_used() -> None:
 
 
 def test_google_testing_app_tokens_die_seven_days_after_consent() -> None:
-    consent = T - timedelta(days=7)
+    consent = T - timedelta(days=6)  # day 6 after consent is the last day
     grant = _grant(provider="google", google_testing=True, granted_on=consent,
                    last_activity_on=consent)
     _check(lambda d: grant_findings(grant, d, DEFAULT), "google_testing_expiry", {
         -31: None, -30: None, -8: None, -7: None,
-        -1: ("critical", False), 0: ("critical", True), 1: ("critical", True),
+        -1: ("warning", False), 0: ("critical", False), 1: ("critical", True),
     })
     day5 = grant_findings(grant, consent + timedelta(days=5), DEFAULT)
     day4 = grant_findings(grant, consent + timedelta(days=4), DEFAULT)
@@ -132,17 +133,16 @@ def test_google_testing_app_tokens_die_seven_days_after_consent() -> None:
 
 
 def test_google_refresh_token_idle_window() -> None:
-    grant = _grant(provider="google", last_activity_on=T - timedelta(days=180))
+    last = T - timedelta(days=179)
+    grant = _grant(provider="google", last_activity_on=last)
     _check(lambda d: grant_findings(grant, d, DEFAULT), "refresh_token_idle", {
-        -31: None, -30: ("warning", False), -8: ("critical", False), -7: ("critical", False),
-        -1: ("critical", False), 0: ("critical", True), 1: ("critical", True),
+        -31: None, -30: None, -8: ("critical", False), -7: ("critical", False),
+        -1: ("critical", False), 0: ("critical", False), 1: ("critical", True),
     })
-    assert _outcome(grant_findings(grant, T - timedelta(days=11), DEFAULT),
-                    "refresh_token_idle") == ("warning", False)  # idle 169
-    assert _outcome(grant_findings(grant, T - timedelta(days=10), DEFAULT),
-                    "refresh_token_idle") == ("critical", False)  # idle 170
-    assert _outcome(grant_findings(grant, T - timedelta(days=31), DEFAULT),
-                    "refresh_token_idle") is None
+    for idle, expected in ((149, None), (150, ("warning", False)), (169, ("warning", False)),
+                           (170, ("critical", False))):
+        at = last + timedelta(days=idle)
+        assert _outcome(grant_findings(grant, at, DEFAULT), "refresh_token_idle") == expected
 
 
 def test_a_broken_grant_is_critical_and_a_revoked_one_is_silent() -> None:

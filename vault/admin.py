@@ -12,7 +12,7 @@ from adapters.store import Changes
 from domain.credentials import ClientCredential
 from domain.grants import ConsentGrant
 from vault.application import VaultCore, use_case
-from vault.audit import decrypt_entry, raise_if_broken, verify_log
+from vault.audit import decrypt_entry, export_checkpoint, raise_if_broken, verify_log
 from vault.errors import BadInput
 from vault.projections import client_changes, grant_changes, rotation_changes
 
@@ -40,9 +40,53 @@ class AdminUseCases(VaultCore):
         self.audit_record.detail.update({"entries_shown": len(entries)})
         return entries
 
+    @use_case("audit checkpoint")
+    def export_checkpoint(self) -> tuple[str, int]:
+        """The signed head of a log that verifies, with the public key this unlock authenticated
+        (the header's MAC covers it), to keep elsewhere as a trusted checkpoint."""
+        checkpoint = self.store.checkpoint()
+        raise_if_broken(verify_log(self.store.audit_rows(), checkpoint, self.header.vault_id,
+                                   self.header.audit_public_key))
+        assert checkpoint is not None
+        self.audit_record.detail.update({"size": checkpoint.size})
+        return (export_checkpoint(self.header.vault_id, self.header.audit_public_key, checkpoint),
+                checkpoint.size)
+
     @use_case("admin rebuild-projections")
     def rebuild_projections(self, progress: Progress | None = None) -> dict[str, int]:
-        """Clear the read models and replay every aggregate, in one transaction."""
+        """Clear the read models and replay every aggregate, in one transaction during which
+        other writers wait (nothing committed meanwhile can be missed)."""
+        result: dict[str, int] = {}
+
+        def replay(changes: Changes) -> None:
+            ids = self._aggregate_ids()
+            total, done, purged = len(ids["client"]) + len(ids["grant"]), 0, 0
+            providers: dict[UUID, tuple[str, bool]] = {}
+            for kind in ("client", "grant"):
+                for aggregate_id in ids[kind]:
+                    try:
+                        if kind == "client":
+                            client = self.load(aggregate_id)
+                            changes.views.extend(client_changes(client))
+                            providers[client.id] = (client.provider, client.google_testing)
+                        else:
+                            grant = self.load(aggregate_id)
+                            provider, testing = providers.get(grant.client_id, ("custom", False))
+                            changes.views.extend(grant_changes(grant, provider, testing))
+                            changes.views.extend(rotation_changes(self.load(grant.rotation_id)))
+                    except SubjectPurged:
+                        purged += 1
+                    done += 1
+                    if progress:
+                        progress(done, total)
+            result.update(clients=len(ids["client"]), grants=len(ids["grant"]), purged=purged)
+            self.audit_record.detail.update(result)
+
+        self.commit(changes=Changes(clear_views=True, prepare=replay))
+        return result
+
+    def _aggregate_ids(self) -> dict[str, list[UUID]]:
+        """Every client and grant ever created, found from their creation events' topics."""
         creations = {ClientCredential.Registered.TOPIC: "client",
                      ConsentGrant.Granted.TOPIC: "grant"}
         ids: dict[str, list[UUID]] = {"client": [], "grant": []}
@@ -52,37 +96,5 @@ class AdminUseCases(VaultCore):
             for n in batch:
                 ids[creations[n.topic]].append(n.originator_id)
             if len(batch) < 1000:
-                break
+                return ids
             start = batch[-1].id + 1
-        total = len(ids["client"]) + len(ids["grant"])
-        changes = Changes(clear_views=True)
-        done = purged = 0
-        providers: dict[UUID, tuple[str, bool]] = {}
-        for client_id in ids["client"]:
-            try:
-                client = self.load(client_id)
-            except SubjectPurged:
-                purged += 1
-            else:
-                changes.views.extend(client_changes(client))
-                providers[client.id] = (client.provider, client.google_testing)
-            done += 1
-            if progress:
-                progress(done, total)
-        for grant_id in ids["grant"]:
-            try:
-                grant = self.load(grant_id)
-                rotation = self.load(grant.rotation_id)
-            except SubjectPurged:
-                purged += 1
-            else:
-                provider, testing = providers.get(grant.client_id, ("custom", False))
-                changes.views.extend(grant_changes(grant, provider, testing))
-                changes.views.extend(rotation_changes(rotation))
-            done += 1
-            if progress:
-                progress(done, total)
-        result = {"clients": len(ids["client"]), "grants": len(ids["grant"]), "purged": purged}
-        self.audit_record.detail.update(result)
-        self.commit(changes=changes)
-        return result

@@ -32,6 +32,7 @@ from eventsourcing.persistence import (
     EventStore,
     InfrastructureFactory,
     IntegrityError,
+    PersistenceError,
     ProcessRecorder,
     TrackingRecorder,
 )
@@ -46,7 +47,7 @@ from adapters.encryption import (
 )
 from adapters.errors import AdapterError, AuditAppendFailed, IntegrityViolation
 from adapters.keyslots import Header, Keyslot, RootKey
-from adapters.store import Changes, KeyRow, Store, ViewChange
+from adapters.store import Changes, Head, KeyRow, Store, ViewChange
 from domain.credentials import ClientCredential
 from domain.errors import DomainError
 from domain.grants import ConsentGrant
@@ -149,12 +150,13 @@ class VaultCore(Application[UUID]):
     snapshotting_projectors = {TokenRotation: project_events}
 
     def __init__(
-        self, *, store: Store, header: Header, root: RootKey, unlocked_with: Keyslot,
-        clock: Callable[[], datetime] = system_clock,
+        self, *, store: Store, header: Header, header_checksum: str, root: RootKey,
+        unlocked_with: Keyslot, clock: Callable[[], datetime] = system_clock,
         actor: dict[str, Any] | None = None, new_id: Callable[[], UUID] = uuid4,
     ) -> None:
         self.store = store
         self.header = header
+        self.header_checksum = header_checksum  # compare-and-swap base for header changes
         self.root = root
         self.unlocked_with = unlocked_with
         self.clock = clock
@@ -162,6 +164,7 @@ class VaultCore(Application[UUID]):
         self.new_id = new_id
         self.keyring = Keyring(store, root, header.vault_id)
         self._audit: AuditRecord | None = None
+        self.warnings: list[str] = []  # for the admin, printed after the command's output
         super().__init__()
         self._check_wiring()
 
@@ -215,19 +218,20 @@ class VaultCore(Application[UUID]):
     def _sealer(self, record: AuditRecord) -> AuditSealer:
         return AuditSealer(
             audit_key=self.keyring.key(AUDIT_KEY_ID), signing_seed=self.keyring.key(SIGNING_KEY_ID),
-            vault_id=self.header.vault_id, content=record.content(self.actor, self.now()),
-            at=self.now(),
+            vault_id=self.header.vault_id, record=record, actor=self.actor, at=self.now(),
         )
 
     def _write_standalone_audit(self, record: AuditRecord, quiet: bool = False) -> None:
         try:
             self.store.commit([], Changes(audit=self._sealer(record)))
             record.written = True
-        except (AuditAppendFailed, IntegrityError) as e:
+        except Exception as e:
             if quiet:
                 return  # the original error is what the admin needs to see
-            raise AuditWriteFailed(
-                "the audit log could not be written; nothing was shown or changed") from e
+            if isinstance(e, AuditAppendFailed | PersistenceError):
+                raise AuditWriteFailed(
+                    "the audit log could not be written; nothing was shown or changed") from e
+            raise
 
     # -- the one way to change anything -------------------------------------------------------
 
@@ -236,7 +240,13 @@ class VaultCore(Application[UUID]):
         changes = changes or Changes()
         record = self.audit_record
         changes.audit = self._sealer(record)
+        changes.key_term = self.root.term
         events = [e for agg in aggregates for e in agg.pending_events]
+        newest: dict[str, int] = {}
+        for event in events:
+            newest[str(event.originator_id)] = event.originator_version
+        changes.heads = [Head(originator, version, self.keyring.head_mac(originator, version))
+                         for originator, version in newest.items()]
         try:
             if events:
                 self.save(*aggregates, changes=changes)
@@ -257,16 +267,31 @@ class VaultCore(Application[UUID]):
                 time.sleep(random.uniform(0.01, 0.05) * (n + 1))  # noqa: S311 - jitter only
         raise Conflict("another process kept changing the same record; try again")
 
+    def wipe_freed_pages(self) -> None:
+        warning = self.store.wipe_freed_pages()
+        if warning:
+            self.warnings.append(warning)
+
     def new_key_rows(self, aggregate_id: UUID, subject_id: UUID) -> list[KeyRow]:
         return [self.keyring.create(str(aggregate_id), str(subject_id), self.now().isoformat())]
 
     # -- loading -----------------------------------------------------------------------------
 
     def load(self, aggregate_id: UUID, version: int | None = None) -> Any:
+        """An aggregate from its snapshot and newer events. It must reach the version recorded with
+        a MAC, so deleting (or rolling back) its newest events is detected. The head is read first:
+        another process may commit in between, which only makes the events newer."""
+        head = self.keyring.recorded_head(str(aggregate_id)) if version is None else None
         try:
-            return self.repository.get(aggregate_id, version=version, projector_func=project_events)
+            aggregate = self.repository.get(aggregate_id, version=version,
+                                            projector_func=project_events)
         except AggregateNotFoundError:
             raise NotFound(f"no record {aggregate_id}") from None
+        if head is not None and aggregate.version < head:
+            raise IntegrityViolation(
+                f"{aggregate_id} ends at version {aggregate.version} but version {head} was "
+                "recorded: its newest events were deleted or rolled back")
+        return aggregate
 
     def load_client(self, client_uuid: str) -> ClientCredential:
         return self.load(UUID(client_uuid))

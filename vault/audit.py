@@ -61,18 +61,24 @@ class AuditRecord:
 
 
 class AuditSealer(AuditAppender):
+    """Seals the record as it stands when its transaction appends it (details filled in by the
+    command up to that moment are included)."""
+
     def __init__(self, audit_key: bytes, signing_seed: bytes, vault_id: str,
-                 content: dict[str, Any], at: datetime) -> None:
+                 record: AuditRecord, actor: dict[str, Any], at: datetime) -> None:
         self.audit_key = audit_key
         self.signing_seed = signing_seed
         self.vault_id = vault_id
-        self.content = content
+        self.record = record
+        self.actor = actor
+        self.moment = at
         self.at = at.isoformat()
 
     def seal(self, seq: int, prev_hash: bytes | None) -> AuditRow:
         prev = prev_hash if prev_hash is not None else genesis(self.vault_id)
         header = json.dumps({"v": 1, "at": self.at}, sort_keys=True, separators=(",", ":"))
-        plaintext = json.dumps(self.content, sort_keys=True, separators=(",", ":")).encode()
+        content = self.record.content(self.actor, self.moment)
+        plaintext = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
         blob = crypto.seal(self.audit_key, plaintext, _entry_aad(self.vault_id, seq, prev, header))
         nonce, ciphertext = blob[: crypto.NONCE_BYTES], blob[crypto.NONCE_BYTES:]
         return AuditRow(seq, prev, header, nonce, ciphertext,
@@ -175,9 +181,11 @@ def verify_log(
         report.entries = row.seq
         expected_seq += 1
 
+    if report.entries == 0 and not report.problems:
+        report.problems.append("the audit log is empty: every vault starts with its init entry, "
+                               "so the log was wiped")
     if checkpoint is None:
-        if report.entries:
-            report.problems.append("the signed checkpoint is missing")
+        report.problems.append("the signed checkpoint is missing")
     else:
         report.checkpoint_size = checkpoint.size
         message = checkpoint_message(vault_id, checkpoint.size, checkpoint.head_hash,

@@ -95,11 +95,10 @@ def init_vault(
                                             (SIGNING_KEY_ID, signing_seed))]
         record = AuditRecord("init", detail={
             "keyslots": [f"{s.slot_id}:{s.kind}" for s in slots], "kdf": kdf})
-        sealer = AuditSealer(audit_key, signing_seed, vault_id,
-                             record.content(actor or os_actor(), now), now)
+        sealer = AuditSealer(audit_key, signing_seed, vault_id, record, actor or os_actor(), now)
         try:
             store.commit([], Changes(header=(None, seal_header(header, root)),
-                                     keys=keyring_rows, audit=sealer))
+                                     keys=keyring_rows, key_term=root.term, audit=sealer))
         except Exception as e:
             if store.is_initialised():
                 raise AlreadyExists(f"a vault already exists in {settings.location}") from e
@@ -132,8 +131,8 @@ def open_vault(
         material = material_source(header)
         root, slot = unlock(header, material, slot_id)
         sealed.verify_mac(root)
-        app = VaultApplication(store=store, header=header, root=root, unlocked_with=slot,
-                               clock=clock, actor=actor)
+        app = VaultApplication(store=store, header=header, header_checksum=sealed.checksum,
+                               root=root, unlocked_with=slot, clock=clock, actor=actor)
         app.unlock_material = material
         return app
     except BaseException:

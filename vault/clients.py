@@ -198,5 +198,5 @@ class ClientUseCases(VaultCore):
         self.commit(client, changes=changes)
         if purge:
             self.keyring.forget([row["client_uuid"]])
-            self.store.after_purge()
+            self.wipe_freed_pages()
         return {"client": client.name, "removed": True, "purged": purge}

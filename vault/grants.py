@@ -169,7 +169,7 @@ class GrantUseCases(ClientUseCases, VaultCore):
         grant = self.retrying(attempt)
         if purge:
             self.keyring.forget([row["grant_uuid"], row["rotation_uuid"]])
-            self.store.after_purge()
+            self.wipe_freed_pages()
         return {"mailbox": grant.mailbox, "client": grant.client_name, "revoked": True,
                 "purged": purge,
                 "provider_revocation": PROVIDER_REVOCATION_ADVICE.get(row["provider"], "")}

@@ -15,6 +15,7 @@ from typing import Any
 from adapters import crypto
 from adapters.keyslots import (
     KDF_PROFILES,
+    MAX_KEYSLOTS,
     Header,
     Keyslot,
     Passphrase,
@@ -40,11 +41,13 @@ class KeyUseCases(VaultCore):
     unlock_material: UnlockMaterial
 
     def _replace_header(self, header: Header, root: RootKey, changes: Changes | None = None) -> None:
+        """Write a new header if nobody changed it since this command unlocked the vault."""
         changes = changes or Changes()
-        old_checksum = self.store.read_header().checksum
-        changes.header = (old_checksum, seal_header(header, root))
+        sealed = seal_header(header, root)
+        changes.header = (self.header_checksum, sealed)
         self.commit(changes=changes)
-        self.header = header
+        self.header, self.header_checksum = header, sealed.checksum
+        self.wipe_freed_pages()  # the old wraps of a removed or changed keyslot
 
     @use_case("key list")
     def list_keyslots(self) -> list[dict[str, Any]]:
@@ -55,6 +58,8 @@ class KeyUseCases(VaultCore):
         if kdf not in KDF_PROFILES:
             raise BadInput(f"--kdf must be one of {', '.join(KDF_PROFILES)}")
         self.audit_record.action = f"key add-{material.kind}"
+        if len(self.header.keyslots) >= MAX_KEYSLOTS:
+            raise BadInput(f"a vault has at most {MAX_KEYSLOTS} keyslots")
         slot = new_slot(self.header, self.root, self.header.vault_id, material, label,
                         self.now().isoformat(), kdf=kdf)
         self.audit_record.detail.update({"slot": slot.slot_id, "kind": slot.kind,
@@ -114,14 +119,18 @@ class KeyUseCases(VaultCore):
                 "files (--other-passphrase-file), or remove them with --drop-slot"
             )
         new_header = replace(new_header, keyslots=tuple(slots))
-        rekeys = self.keyring.rewrapped(new_root)
-        self.audit_record.detail.update({"term": new_root.term, "data_keys": len(rekeys),
-                                         "dropped_slots": dropped})
-        self._replace_header(new_header, new_root, Changes(rekeys=rekeys))
+        rewrapped: list[int] = []
+
+        def rekey(rows: list) -> list:
+            rewrapped.append(len(rows))
+            return self.keyring.rewrap(rows, new_root)
+
+        self.audit_record.detail.update({"term": new_root.term, "dropped_slots": dropped})
+        self._replace_header(new_header, new_root, Changes(rekey=rekey))
         self.root = new_root
         self.keyring.root = new_root
         self.unlocked_with = next(s for s in slots if s.slot_id == self.unlocked_with.slot_id)
-        return {"root_term": new_root.term, "data_keys_rewrapped": len(rekeys),
+        return {"root_term": new_root.term, "data_keys_rewrapped": rewrapped[0],
                 "keyslots": [s.slot_id for s in slots], "dropped": dropped}
 
 

@@ -10,6 +10,7 @@ from adapters.store.base import (
     Changes,
     Checkpoint,
     Delete,
+    Head,
     KeyRow,
     Store,
     Tx,
@@ -19,7 +20,7 @@ from adapters.store.base import (
 )
 
 __all__ = [
-    "AuditAppender", "AuditRow", "Changes", "Checkpoint", "Delete", "KeyRow", "Store", "Tx",
+    "AuditAppender", "AuditRow", "Changes", "Checkpoint", "Delete", "Head", "KeyRow", "Store", "Tx",
     "Update", "Upsert", "ViewChange", "open_store",
 ]
 

@@ -8,12 +8,18 @@ and is audited, or nothing happens at all.
 from __future__ import annotations
 
 import contextlib
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters.errors import AuditAppendFailed, IntegrityViolation, NotInitialised
+from adapters.errors import (
+    AuditAppendFailed,
+    ConcurrentChange,
+    NotInitialised,
+    SubjectPurged,
+)
 from adapters.keyslots import SealedHeader
 from adapters.store.schema import SCHEMA_VERSION, VIEW_TABLES
 
@@ -51,6 +57,8 @@ class KeyRow:
     wrapped: bytes | None
     created_at: str
     shredded_at: str | None = None
+    head_version: int | None = None
+    head_mac: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -105,20 +113,33 @@ class AuditAppender(ABC):
     def sign(self, size: int, head_hash: bytes) -> Checkpoint: ...
 
 
+@dataclass(frozen=True)
+class Head:
+    """The newest version of an aggregate, authenticated: deleting its last events shows."""
+
+    originator_id: str
+    version: int
+    mac: bytes
+
+
 @dataclass
 class Changes:
     """Everything that commits together with a batch of events."""
 
     keys: list[KeyRow] = field(default_factory=list)
-    rekeys: list[KeyRow] = field(default_factory=list)
+    key_term: int | None = None  # root-key term the new keys are wrapped under
+    heads: list[Head] = field(default_factory=list)
+    # Rewraps every live key row under a new root key (key rotation); run inside the transaction.
+    rekey: Callable[[list[KeyRow]], list[KeyRow]] | None = None
     shred_subjects: list[str] = field(default_factory=list)
     shredded_at: str | None = None
     views: list[ViewChange] = field(default_factory=list)
     clear_views: bool = False
+    # Runs first inside the transaction, with every other writer waiting (read-model rebuild).
+    prepare: Callable[[Changes], None] | None = None
     settings: dict[str, str] = field(default_factory=dict)
     header: tuple[str, SealedHeader] | None = None  # (expected old checksum, new header)
     audit: AuditAppender | None = None
-    after_insert: list[Callable[[Tx], None]] = field(default_factory=list)
 
 
 def _check_identifier(name: str) -> str:
@@ -140,8 +161,10 @@ class Store(ABC):
     # -- transactions (per database) -------------------------------------------------------
 
     @abstractmethod
-    def write(self) -> contextlib.AbstractContextManager[Tx]:
-        """A serialised write transaction (SQLite BEGIN IMMEDIATE; PostgreSQL, audit row lock)."""
+    def write(self, *, long: bool = False) -> contextlib.AbstractContextManager[Tx]:
+        """A write transaction; writers are serialised (SQLite BEGIN IMMEDIATE; PostgreSQL, the
+        events table's EXCLUSIVE lock, which eventsourcing takes anyway), so no two can deadlock.
+        `long`: the transaction may wait on other work (PostgreSQL lifts its idle timeout)."""
 
     @abstractmethod
     def read(self) -> contextlib.AbstractContextManager[Tx]: ...
@@ -155,11 +178,10 @@ class Store(ABC):
     @abstractmethod
     def _schema_statements(self) -> list[str]: ...
 
-    @abstractmethod
-    def lock_audit(self, tx: Tx) -> None: ...
-
-    def after_purge(self) -> None:  # noqa: B027 - optional hook
-        """Wipe what a purge freed (SQLite: checkpoint the WAL); nothing to do elsewhere."""
+    def wipe_freed_pages(self) -> str | None:
+        """After a purge or a keyslot change: make freed pages unreadable where the store can.
+        Returns a warning for the admin when it could not."""
+        return None
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
@@ -219,25 +241,39 @@ class Store(ABC):
                    "WHERE id = 1 AND checksum = ?",
                    (sealed.body, sealed.checksum, sealed.mac, expected_checksum))
         if tx.cursor.rowcount != 1:
-            raise IntegrityViolation("the vault header changed meanwhile (another key command?); "
-                                     "nothing was changed, try again")
+            raise ConcurrentChange("the vault's keyslots changed since this command unlocked it "
+                                   "(another key command?); nothing was changed, run it again")
+
+    def _root_term(self, tx: Tx) -> int:
+        row = tx.one("SELECT body FROM vault_header WHERE id = 1")
+        return int(json.loads(row["body"])["root_term"])
 
     # -- the one write path ------------------------------------------------------------------
 
     def commit(self, stored_events: Sequence[Any], changes: Changes) -> list[int]:
-        with self.write() as tx:
+        with self.write(long=changes.prepare is not None) as tx:
             return self.commit_in(tx, stored_events, changes)
 
     def commit_in(self, tx: Tx, stored_events: Sequence[Any], changes: Changes) -> list[int]:
+        if changes.prepare is not None:
+            changes.prepare(changes)
         if changes.header is not None:
             self._write_header(tx, *changes.header)
+        if changes.rekey is not None:
+            self._rekey(tx, changes.rekey)
+        if changes.keys and changes.key_term != self._root_term(tx):
+            raise ConcurrentChange("the root key was rotated since this command unlocked the "
+                                   "vault; nothing was changed, run it again")
         self._insert_keys(tx, changes.keys)
-        for row in changes.rekeys:
-            tx.execute("UPDATE vault_keys SET term = ?, wrapped = ? WHERE originator_id = ?",
-                       (row.term, row.wrapped, row.originator_id))
         ids = self.insert_stored_events(tx, stored_events) if stored_events else []
+        for head in changes.heads:
+            tx.execute("UPDATE vault_keys SET head_version = ?, head_mac = ? "
+                       "WHERE originator_id = ? AND wrapped IS NOT NULL",
+                       (head.version, head.mac, head.originator_id))
+            if tx.cursor.rowcount != 1:
+                raise SubjectPurged(f"{head.originator_id} was purged meanwhile; nothing changed")
         for subject in changes.shred_subjects:
-            tx.execute("UPDATE vault_keys SET wrapped = NULL, shredded_at = ? "
+            tx.execute("UPDATE vault_keys SET wrapped = NULL, head_mac = NULL, shredded_at = ? "
                        "WHERE subject_id = ?", (changes.shredded_at, subject))
         if changes.clear_views:
             for table in VIEW_TABLES:
@@ -246,11 +282,20 @@ class Store(ABC):
             self._apply_view_change(tx, change)
         for key, value in changes.settings.items():
             tx.execute(self.upsert_sql("vault_settings", ["key"], ["value"]), (key, value))
-        for step in changes.after_insert:
-            step(tx)
         if changes.audit is not None:
             self._append_audit(tx, changes.audit)
         return ids
+
+    def _rekey(self, tx: Tx, rekey: Callable[[list[KeyRow]], list[KeyRow]]) -> None:
+        """Rewrap every live key under the writer lock, so no purge or new key slips between."""
+        live = [_key_row(r) for r in tx.all(
+            "SELECT * FROM vault_keys WHERE wrapped IS NOT NULL ORDER BY originator_id")]
+        for old, new in zip(live, rekey(live), strict=True):
+            tx.execute("UPDATE vault_keys SET term = ?, wrapped = ? "
+                       "WHERE originator_id = ? AND term = ? AND wrapped IS NOT NULL",
+                       (new.term, new.wrapped, old.originator_id, old.term))
+            if tx.cursor.rowcount != 1:
+                raise ConcurrentChange(f"data key of {old.originator_id} changed meanwhile")
 
     def _insert_keys(self, tx: Tx, rows: list[KeyRow]) -> None:
         tx.executemany(
@@ -279,7 +324,6 @@ class Store(ABC):
             raise AuditAppendFailed(f"audit entry not written: {type(e).__name__}") from e
 
     def _append_audit_row(self, tx: Tx, appender: AuditAppender) -> None:
-        self.lock_audit(tx)
         last = tx.one("SELECT seq, entry_hash FROM vault_audit ORDER BY seq DESC LIMIT 1")
         seq, prev = (last["seq"], bytes(last["entry_hash"])) if last else (0, None)
         row = appender.seal(seq + 1, prev)
@@ -335,7 +379,8 @@ class Store(ABC):
 
 
 def _key_row(r: Any) -> KeyRow:
-    wrapped = r["wrapped"]
+    wrapped, head_mac = r["wrapped"], r["head_mac"]
     return KeyRow(r["originator_id"], r["subject_id"], r["term"],
                   bytes(wrapped) if wrapped is not None else None, r["created_at"],
-                  r["shredded_at"])
+                  r["shredded_at"], r["head_version"],
+                  bytes(head_mac) if head_mac is not None else None)

@@ -84,7 +84,7 @@ class PostgresStore(Store):
         self.datastore = _Datastore(
             dbname=params["dbname"], host=params["host"], port=params["port"],
             user=params["user"], password=params["password"], schema=self.schema,
-            connect_timeout=5, pool_size=2, max_overflow=4, pool_open_timeout=5,
+            connect_timeout=5, pool_size=2, max_overflow=4,
             idle_in_transaction_session_timeout=IDLE_IN_TRANSACTION_TIMEOUT_S,
             lock_timeout=LOCK_TIMEOUT_S,
         )
@@ -105,11 +105,8 @@ class PostgresStore(Store):
     def _schema_statements(self) -> list[str]:
         return ddl(blob="BYTEA", integer="BIGINT")
 
-    def lock_audit(self, tx: Tx) -> None:
-        tx.execute("SELECT size FROM vault_audit_checkpoint WHERE id = 1 FOR UPDATE")
-
     @contextmanager
-    def _transaction(self, commit: bool) -> Iterator[Tx]:
+    def _transaction(self, commit: bool, long: bool = False) -> Iterator[Tx]:
         try:
             connection = self.datastore.get_connection()
             conn = connection.__enter__()
@@ -117,7 +114,13 @@ class PostgresStore(Store):
             raise StoreUnavailable(self._why_unreachable()) from None
         try:
             with conn.transaction(force_rollback=not commit):
-                yield Tx(conn.cursor(), placeholder="%s")
+                tx = Tx(conn.cursor(), placeholder="%s")
+                if commit:
+                    if long:
+                        tx.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
+                    for statement in self.recorder.lock_table_statements:
+                        tx.cursor.execute(statement)  # one writer at a time, as on SQLite
+                yield tx
         except BaseException as e:
             if not connection.__exit__(type(e), e, e.__traceback__):
                 raise
@@ -138,8 +141,8 @@ class PostgresStore(Store):
             reason = "the connection pool timed out"
         return f"cannot reach the database {self.description}: {reason}"
 
-    def write(self):
-        return self._transaction(commit=True)
+    def write(self, *, long: bool = False):
+        return self._transaction(commit=True, long=long)
 
     def read(self):
         return self._transaction(commit=False)

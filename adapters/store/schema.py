@@ -3,7 +3,8 @@
 Written once for both databases: `{blob}` and `{int}` become BLOB/BYTEA and INTEGER/BIGINT.
 - vault_header: the header JSON, its checksum and HMAC (keyslots live in the JSON).
 - vault_keys: one wrapped data key per aggregate (TokenRotation rows repeat their grant's key under
-  the grant's subject id); deleting a subject's rows crypto-shreds its events.
+  the grant's subject id); deleting a subject's rows crypto-shreds its events. Each row also holds
+  the aggregate's newest version with a MAC, so deleting its last events is detected.
 - vault_settings: non-secret settings shared by every host (expiry thresholds).
 - vault_audit / vault_audit_checkpoint: the encrypted, hash-chained audit log and its signed head.
 - view_*: read models, maintained in the same transaction as the events they follow.
@@ -26,7 +27,9 @@ TABLES = [
         term {int} NOT NULL,
         wrapped {blob},
         created_at TEXT NOT NULL,
-        shredded_at TEXT)""",
+        shredded_at TEXT,
+        head_version {int},
+        head_mac {blob})""",
     "CREATE INDEX IF NOT EXISTS vault_keys_subject ON vault_keys (subject_id)",
     """CREATE TABLE IF NOT EXISTS vault_settings (
         key TEXT PRIMARY KEY,

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from eventsourcing.persistence import IntegrityError, OperationalError, PersistenceError
 from eventsourcing.sqlite import (
@@ -88,7 +89,8 @@ class SQLiteStore(Store):
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         else:
             _check_private_dir(home)
-        uri = f"file:{self.path}?mode=ro" if read_only else f"file:{self.path}"
+        quoted = quote(str(self.path))  # '#', '?' and '%' in a path must not end the file name
+        uri = f"file:{quoted}?mode=ro" if read_only else f"file:{quoted}"
         self.datastore = _Datastore(uri, read_only=read_only)
         self.recorder = _Recorder(self.datastore, store=self)
         self.snapshot_recorder = SQLiteAggregateRecorder(
@@ -100,9 +102,6 @@ class SQLiteStore(Store):
 
     def _schema_statements(self) -> list[str]:
         return ddl(blob="BLOB", integer="INTEGER")
-
-    def lock_audit(self, tx: Tx) -> None:
-        """BEGIN IMMEDIATE already serialises every writer."""
 
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[Tx]:
@@ -126,7 +125,7 @@ class SQLiteStore(Store):
                 raw.rollback()
                 raise _translate(e) from None
 
-    def write(self):
+    def write(self, *, long: bool = False):
         return self._transaction("BEGIN IMMEDIATE")
 
     def read(self):
@@ -136,10 +135,15 @@ class SQLiteStore(Store):
         return list(SQLiteApplicationRecorder._insert_events(
             self.recorder, SQLiteCursor(tx.cursor), stored_events) or [])
 
-    def after_purge(self) -> None:
+    def wipe_freed_pages(self) -> str | None:
         """Move the WAL into the database (whose freed pages secure_delete zeroed) and empty it."""
         with self.datastore.get_connection(commit=True) as conn:
-            conn._sqlite_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            busy, _, _ = conn._sqlite_conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        if busy:
+            return ("another process is reading the vault, so the write-ahead log still holds "
+                    "old pages; they are overwritten as the vault is used, or run any command "
+                    "again when it is idle")
+        return None
 
     def close(self) -> None:
         self.datastore.close()

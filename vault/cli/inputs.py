@@ -54,28 +54,37 @@ def read_secret(what: str, use_stdin: bool, path: str | None) -> SecretValue:
     return SecretValue(value)
 
 
+EARLIEST, LATEST = date(1970, 1, 1), date(2199, 12, 31)
+
+
+def _in_range(day: date, value: str, option: str) -> None:
+    if not EARLIEST <= day <= LATEST:
+        raise click.BadParameter(f"{value!r} is outside {EARLIEST}..{LATEST}", param_hint=option)
+
+
 def parse_date(value: str | None, option: str) -> date | None:
     if value is None:
         return None
     try:
         if len(value) == 10:
-            return date.fromisoformat(value)
-        moment = datetime.fromisoformat(value)
-    except ValueError:
+            day = date.fromisoformat(value)
+        else:
+            moment = datetime.fromisoformat(value)
+            day = (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).date()
+    except (ValueError, OverflowError):
         raise click.BadParameter(f"{value!r} is not a date (YYYY-MM-DD)", param_hint=option) from None
-    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC).date()
+    _in_range(day, value, option)
+    return day
 
 
 def parse_moment(value: str | None, option: str) -> datetime | None:
     """A date (midnight UTC) or an ISO date-time (UTC unless it says otherwise)."""
-    if value is None:
+    day = parse_date(value, option)
+    if day is None:
         return None
-    try:
-        if len(value) == 10:
-            return datetime.combine(date.fromisoformat(value), datetime.min.time(), tzinfo=UTC)
-        moment = datetime.fromisoformat(value)
-    except ValueError:
-        raise click.BadParameter(f"{value!r} is not a date or date-time", param_hint=option) from None
+    if len(value) == 10:
+        return datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+    moment = datetime.fromisoformat(value)
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 

@@ -45,6 +45,8 @@ class CliContext:
 
     def close(self) -> None:
         if self._app is not None:
+            for warning in self._app.warnings:
+                click.echo(f"vault: warning: {warning}", err=True)
             self._app.close()
             self._app = None
 
@@ -105,7 +107,7 @@ def exit_code_for(error: BaseException) -> int:
         return codes.INTEGRITY
     if isinstance(error, adapter_errors.SubjectPurged | adapter_errors.NotInitialised):
         return codes.NOT_FOUND
-    if isinstance(error, InvalidInput):
+    if isinstance(error, InvalidInput | OverflowError):
         return codes.BAD_INPUT
     if isinstance(error, RuleViolation):
         return codes.FAILED
@@ -117,7 +119,8 @@ def _one_line(text: str) -> str:
 
 
 def _is_check_mode(args: list[str]) -> bool:
-    return "expiry" in args and "--check" in args
+    """`vault [global options] expiry ... --check`: errors must then exit 3 (unknown)."""
+    return "expiry" in args and "--check" in args[args.index("expiry"):]
 
 
 def main(args: list[str] | None = None) -> None:
@@ -157,6 +160,8 @@ def main(args: list[str] | None = None) -> None:
             click.echo(f"vault: error: the database failed: {_one_line(str(e))[:300]}", err=True)
         elif isinstance(e, codes.VaultError | AdapterError | DomainError):
             click.echo(f"vault: error: {_one_line(str(e))}", err=True)
+        elif isinstance(e, OverflowError):
+            click.echo("vault: error: a date or number is out of range", err=True)
         else:
             if os.environ.get("VAULT_DEBUG") == "1":
                 import traceback
