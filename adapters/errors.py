@@ -35,3 +35,7 @@ class AuditAppendFailed(AdapterError):
 
 class ConcurrentChange(AdapterError):
     """Another process changed the keys or header this command relied on; nothing was changed."""
+
+
+class LockTimeout(AdapterError):
+    """Another process held the grant's lock for too long."""

@@ -15,6 +15,8 @@ from domain.errors import ClientRemoved, InvalidInput, RuleViolation, SecretLook
 from domain.secret_value import SecretValue
 
 MICROSOFT_SECRET_MAX_DAYS = 730
+AUTH_METHODS = ("client_secret_post", "client_secret_basic", "private_key_jwt", "none")
+CLIENT_SECRET, CERTIFICATE = "client_secret", "certificate"
 
 
 def check_secret_value(secret: SecretValue) -> None:
@@ -46,6 +48,7 @@ class ClientCredential(VaultAggregate):
 
     class Registered(VaultAggregate.Event, AggregateCreated):
         TOPIC = "vault.ClientCredential.Registered"
+        class_version = 2
         name: str
         provider: str
         cloud: str
@@ -55,6 +58,12 @@ class ClientCredential(VaultAggregate):
         redirect_uri: str | None
         scopes: list
         google_testing: bool
+        auth_method: str
+
+        @staticmethod
+        def upcast_v1_v2(state: dict) -> None:
+            """Version 1 had no choice of client authentication: it always posted the secret."""
+            state["auth_method"] = "client_secret_post"
 
     class SecretAdded(VaultAggregate.Event):
         TOPIC = "vault.ClientCredential.SecretAdded"
@@ -66,9 +75,29 @@ class ClientCredential(VaultAggregate):
 
         def apply(self, client: ClientCredential) -> None:
             client.secrets.append({
-                "ref": self.ref, "value": self.value, "secret_id": self.secret_id,
-                "created_on": self.created_on, "expires_on": self.expires_on,
-                "added_at": self.timestamp, "retired_at": None, "retired_reason": None,
+                "ref": self.ref, "kind": CLIENT_SECRET, "value": self.value,
+                "secret_id": self.secret_id, "created_on": self.created_on,
+                "expires_on": self.expires_on, "added_at": self.timestamp, "retired_at": None,
+                "retired_reason": None,
+            })
+
+    class CertificateAdded(VaultAggregate.Event):
+        """A certificate credential (private_key_jwt): the private key is the secret part."""
+
+        TOPIC = "vault.ClientCredential.CertificateAdded"
+        ref: str
+        private_key: SecretValue
+        thumbprint: str  # SHA-1 of the DER certificate, hex (what Entra ID shows)
+        subject: str
+        not_before: date
+        not_after: date
+
+        def apply(self, client: ClientCredential) -> None:
+            client.secrets.append({
+                "ref": self.ref, "kind": CERTIFICATE, "value": self.private_key,
+                "secret_id": self.thumbprint, "created_on": self.not_before,
+                "expires_on": self.not_after, "added_at": self.timestamp, "retired_at": None,
+                "retired_reason": None, "subject": self.subject,
             })
 
     class SecretRetired(VaultAggregate.Event):
@@ -103,6 +132,7 @@ class ClientCredential(VaultAggregate):
     def __init__(
         self, name: str, provider: str, cloud: str, tenant: str | None, client_id: str,
         endpoints: dict, redirect_uri: str | None, scopes: list, google_testing: bool,
+        auth_method: str,
     ) -> None:
         self.name = name
         self.provider = provider
@@ -113,6 +143,7 @@ class ClientCredential(VaultAggregate):
         self.redirect_uri = redirect_uri
         self.scopes = scopes
         self.google_testing = google_testing
+        self.auth_method = auth_method
         self.secrets: list[dict[str, Any]] = []
         self.removed_at: datetime | None = None
         self.removed_reason: str | None = None
@@ -124,7 +155,7 @@ class ClientCredential(VaultAggregate):
         cls, *, aggregate_id: UUID, now: datetime, name: str, provider: str, cloud: str | None,
         tenant: str | None, client_id: str, endpoints: dict[str, str | None] | None = None,
         redirect_uri: str | None = None, scopes: tuple[str, ...] = (),
-        google_testing: bool = False,
+        google_testing: bool = False, auth_method: str = "client_secret_post",
     ) -> ClientCredential:
         name = check_client_name(name)
         profile = profile_for(provider, cloud)
@@ -139,6 +170,11 @@ class ClientCredential(VaultAggregate):
             )
         if google_testing and profile.provider != "google":
             raise InvalidInput("--google-testing applies to Google clients only")
+        if auth_method not in AUTH_METHODS:
+            raise InvalidInput(f"--auth-method must be one of {', '.join(AUTH_METHODS)}")
+        if redirect_uri is not None and not (redirect_uri.startswith("https://")
+                                             or _is_loopback_http(redirect_uri)):
+            raise InvalidInput("--redirect-uri must be https:// or a loopback http:// address")
         resolved = {k: v for k, v in profile.endpoints(tenant).as_dict().items()}
         for key, value in (endpoints or {}).items():
             if value:
@@ -151,6 +187,7 @@ class ClientCredential(VaultAggregate):
             cls.Registered, aggregate_id, now, name=name, provider=profile.provider,
             cloud=profile.cloud, tenant=tenant, client_id=client_id, endpoints=resolved,
             redirect_uri=redirect_uri, scopes=list(scopes), google_testing=google_testing,
+            auth_method=auth_method,
         )
 
     # -- queries ----------------------------------------------------------------------------
@@ -169,12 +206,16 @@ class ClientCredential(VaultAggregate):
                 return secret
         raise InvalidInput(f"client {self.name!r} has no secret {ref!r}")
 
-    def active_secrets(self) -> list[dict[str, Any]]:
-        return [s for s in self.secrets if s["retired_at"] is None]
+    def active_secrets(self, kind: str | None = None) -> list[dict[str, Any]]:
+        return [s for s in self.secrets
+                if s["retired_at"] is None and (kind is None or s["kind"] == kind)]
 
-    def current_secret(self) -> dict[str, Any] | None:
-        """The secret token requests use: the newest active one."""
-        active = self.active_secrets()
+    def current_secret(self, kind: str | None = None) -> dict[str, Any] | None:
+        """The credential token requests use: the newest active one of the kind the client
+        authenticates with (a certificate for private_key_jwt, else a client secret)."""
+        if kind is None:
+            kind = CERTIFICATE if self.auth_method == "private_key_jwt" else CLIENT_SECRET
+        active = self.active_secrets(kind)
         return active[-1] if active else None
 
     # -- commands ---------------------------------------------------------------------------
@@ -196,9 +237,9 @@ class ClientCredential(VaultAggregate):
             if any(s["secret_id"] == secret_id for s in self.secrets):
                 raise InvalidInput(f"client {self.name!r} already has secret ID {secret_id}")
         _check_secret_dates(created_on, expires_on, now)
-        if any(s["value"] == value for s in self.active_secrets()):
+        if any(s["value"] == value for s in self.active_secrets(CLIENT_SECRET)):
             raise InvalidInput(f"client {self.name!r} already holds this secret")
-        ref = f"s{len(self.secrets) + 1}"
+        ref = f"s{sum(1 for s in self.secrets if s['kind'] == CLIENT_SECRET) + 1}"
         self._trigger(
             self.SecretAdded, now, ref=ref, value=value, secret_id=secret_id,
             created_on=created_on, expires_on=expires_on,
@@ -212,12 +253,38 @@ class ClientCredential(VaultAggregate):
             raise RuleViolation(f"secret {secret['ref']} of {self.name!r} is already retired")
         self._trigger(self.SecretRetired, now, ref=secret["ref"], reason=reason)
 
+    def add_certificate(
+        self, *, now: datetime, private_key: SecretValue, thumbprint: str, subject: str,
+        not_before: date, not_after: date, overlap: bool = False,
+    ) -> str:
+        """Add a certificate credential as current; older certificates retire unless overlap."""
+        self._check_not_removed()
+        thumbprint = thumbprint.replace(":", "").lower()
+        if len(thumbprint) != 40 or any(c not in "0123456789abcdef" for c in thumbprint):
+            raise InvalidInput("a certificate thumbprint is 40 hex digits (SHA-1)")
+        if any(s["secret_id"] == thumbprint for s in self.active_secrets(CERTIFICATE)):
+            raise InvalidInput(f"client {self.name!r} already holds certificate {thumbprint}")
+        check_plausible_date(not_after, "the certificate's end date")
+        if not_after <= not_before:
+            raise InvalidInput("the certificate's end date is not after its start date")
+        if not_after < now.date():
+            raise InvalidInput(f"the certificate expired on {not_after}")
+        older = [s["ref"] for s in self.active_secrets(CERTIFICATE)]
+        ref = f"c{sum(1 for s in self.secrets if s['kind'] == CERTIFICATE) + 1}"
+        self._trigger(self.CertificateAdded, now, ref=ref, private_key=private_key,
+                      thumbprint=thumbprint, subject=subject, not_before=not_before,
+                      not_after=not_after)
+        if not overlap:
+            for old in older:
+                self.retire_secret(now=now, ref=old, reason=f"replaced by {ref}")
+        return ref
+
     def rotate_secret(
         self, *, now: datetime, value: SecretValue, secret_id: str | None = None,
         created_on: date | None = None, expires_on: date | None = None, overlap: bool = False,
     ) -> str:
         """Add the new secret as current; retire the older ones unless they should overlap."""
-        older = [s["ref"] for s in self.active_secrets()]
+        older = [s["ref"] for s in self.active_secrets(CLIENT_SECRET)]
         ref = self.add_secret(
             now=now, value=value, secret_id=secret_id, created_on=created_on,
             expires_on=expires_on,

@@ -12,9 +12,10 @@ from typing import Any
 from uuid import UUID
 
 from domain.base import AggregateCreated, VaultAggregate, stable_snapshot
+from domain.clouds import require_concrete_tenant
 from domain.credentials import ClientCredential, check_plausible_date
 from domain.errors import ClientRemoved, GrantNotActive, InvalidInput, RuleViolation
-from domain.scopes import plan_scopes
+from domain.scopes import plan_app_only, plan_scopes
 
 ACTIVE = "active"
 NEEDS_RECONSENT = "needs-reconsent"
@@ -143,7 +144,7 @@ class ConsentGrant(VaultAggregate):
             raise ClientRemoved(f"client {client.name!r} was removed")
         if method not in METHODS:
             raise InvalidInput(f"unknown consent method {method!r}")
-        plan = plan_scopes(client.profile, protocols, scopes or tuple(client.scopes) or None)
+        plan = _plan(client, protocols, scopes, method)
         granted_at = _check_granted_at(granted_at, now)
         return cls._start(
             cls.Granted, aggregate_id, now, client_id=client.id, client_name=client.name,
@@ -154,6 +155,10 @@ class ConsentGrant(VaultAggregate):
     @property
     def is_active(self) -> bool:
         return self.status == ACTIVE
+
+    @property
+    def app_only(self) -> bool:
+        return self.method == "app-only"
 
     def regrant(
         self, *, now: datetime, client: ClientCredential, protocols: tuple[str, ...],
@@ -168,7 +173,7 @@ class ConsentGrant(VaultAggregate):
             )
         if client.is_removed:
             raise ClientRemoved(f"client {client.name!r} was removed")
-        plan = plan_scopes(client.profile, protocols, scopes or tuple(client.scopes) or None)
+        plan = _plan(client, protocols, scopes, method)
         self._trigger(
             self.Regranted, now, protocols=list(protocols), scopes=plan, method=method,
             granted_at=_check_granted_at(granted_at, now), granted_by=granted_by,
@@ -185,6 +190,18 @@ class ConsentGrant(VaultAggregate):
         if not reason.strip():
             raise InvalidInput("a revocation needs a reason (--reason)")
         self._trigger(self.Revoked, now, reason=reason.strip(), revoked_by=revoked_by)
+
+
+def _plan(client: ClientCredential, protocols: tuple[str, ...], scopes: tuple[str, ...] | None,
+          method: str) -> dict[str, list[str]]:
+    if method == "app-only":
+        if client.profile.is_microsoft:
+            require_concrete_tenant(client.tenant)
+        if client.auth_method == "none":
+            raise InvalidInput(f"client {client.name!r} is public: app-only access needs a "
+                               "secret or certificate")
+        return plan_app_only(client.profile, protocols, scopes)
+    return plan_scopes(client.profile, protocols, scopes or tuple(client.scopes) or None)
 
 
 def _check_granted_at(granted_at: datetime | None, now: datetime) -> datetime:

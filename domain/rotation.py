@@ -45,6 +45,7 @@ class TokenRotation(VaultAggregate):
         source: str
 
         def apply(self, rotation: TokenRotation) -> None:
+            rotation.source = self.source
             rotation._seed(self.refresh_token, self.issued_at)
 
     class RotationStarted(VaultAggregate.Event):
@@ -120,6 +121,7 @@ class TokenRotation(VaultAggregate):
         self, grant_id: UUID, refresh_token: SecretValue | None, issued_at: datetime, source: str
     ) -> None:
         self.grant_id = grant_id
+        self.source = source  # import | consent | app-only
         self.refresh_token: SecretValue | None = None
         self.generation = 0
         self.refresh_issued_at: datetime | None = None
@@ -147,7 +149,7 @@ class TokenRotation(VaultAggregate):
         cls, *, grant_id: UUID, now: datetime, refresh_token: SecretValue | None,
         issued_at: datetime, source: str,
     ) -> TokenRotation:
-        _check_refresh_token(refresh_token)
+        check_seed(refresh_token, source)
         return cls._start(
             cls.Started, rotation_id_for(grant_id), now, grant_id=grant_id,
             refresh_token=refresh_token, issued_at=issued_at, source=source,
@@ -157,7 +159,7 @@ class TokenRotation(VaultAggregate):
         self, *, now: datetime, refresh_token: SecretValue | None, issued_at: datetime,
         source: str,
     ) -> None:
-        _check_refresh_token(refresh_token)
+        check_seed(refresh_token, source)
         self._trigger(
             self.Reseeded, now, refresh_token=refresh_token, issued_at=issued_at, source=source
         )
@@ -190,7 +192,7 @@ class TokenRotation(VaultAggregate):
     # -- commands ---------------------------------------------------------------------------
 
     def begin_rotation(self, *, now: datetime, attempt_id: str, resource: str) -> None:
-        if self.refresh_token is None:
+        if self.refresh_token is None and self.source != "app-only":
             raise RuleViolation("this grant holds no refresh token; run a new consent")
         self._trigger(
             self.RotationStarted, now, attempt_id=attempt_id, generation=self.generation,
@@ -227,6 +229,12 @@ class TokenRotation(VaultAggregate):
         if self.refresh_token is None and not self.access:
             return
         self._trigger(self.TokensDiscarded, now, reason=reason)
+
+
+def check_seed(token: SecretValue | None, source: str) -> None:
+    if (token is None) != (source == "app-only"):
+        raise InvalidInput("a grant has a refresh token unless it is app-only")
+    _check_refresh_token(token)
 
 
 def _check_refresh_token(token: SecretValue | None) -> None:

@@ -139,3 +139,39 @@ def plan_scopes(
 
 def resource_for_protocol(protocol: str) -> str:
     return GRAPH if protocol == "graph" else MAIL
+
+
+def plan_app_only(
+    profile: CloudProfile, protocols: tuple[str, ...], scopes: tuple[str, ...] | None = None
+) -> dict[str, list[str]]:
+    """Client-credentials (app-only) scopes: `<resource>/.default`, one request per resource."""
+    if scopes:
+        plan: dict[str, list[str]] = {}
+        for scope in scopes:
+            resource = resource_of(profile, scope)
+            if resource is not None:
+                plan.setdefault(resource, []).append(scope)
+        if not plan:
+            raise InvalidInput("app-only access needs a resource scope such as .../.default")
+        return plan
+    if profile.provider == "google":
+        raise InvalidInput("Google mailboxes are reached app-only through service accounts, "
+                           "which vault does not manage; use a consent grant")
+    if not profile.is_microsoft:
+        raise InvalidInput("a custom provider's app-only scopes must be given with --scopes")
+    plan = {}
+    if any(p in MAIL_PROTOCOLS for p in protocols):
+        plan[MAIL] = [profile.app_only_mail_scope or ""]
+    if "graph" in protocols:
+        plan[GRAPH] = [f"{profile.graph_resource}.default"]
+    return plan
+
+
+def resource_for(plan: dict[str, list[str]], protocol: str) -> str:
+    """Which of a grant's token resources serves a protocol."""
+    wanted = resource_for_protocol(protocol)
+    if wanted in plan:
+        return wanted
+    if len(plan) == 1:  # a custom provider: one resource serves every protocol
+        return next(iter(plan))
+    raise InvalidInput(f"this grant has no {wanted} scopes for {protocol}")

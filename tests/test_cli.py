@@ -48,7 +48,7 @@ def test_the_secret_id_instead_of_the_value_is_refused_with_the_hint(vault: Harn
     (("client", "add", "x", "--provider", "microsoft", "--client-id", MS_CLIENT_ID,
       "--secret-stdin"), "need --tenant"),
     (("client", "add", "x", "--provider", "microsoft", "--tenant", "contoso.com",
-      "--client-id", MS_CLIENT_ID), "exactly one of --secret-stdin or --secret-file"),
+      "--client-id", MS_CLIENT_ID), "exactly one of --secret-stdin, --secret-file"),
     (("client", "add", "x", "--provider", "google", "--client-id", "x", "--secret-file",
       "/nonexistent/file"), "cannot read secret file"),
     (("client", "add", "bad name!", "--provider", "google", "--client-id", "x",

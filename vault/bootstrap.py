@@ -31,12 +31,13 @@ from adapters.store import Changes, KeyRow, Store, open_store
 from vault.admin import AdminUseCases
 from vault.application import os_actor, system_clock
 from vault.audit import AuditRecord, AuditSealer
+from vault.consent import ConsentUseCases
 from vault.errors import AlreadyExists
 from vault.keys import KeyUseCases
 from vault.reports import ReportUseCases
 
 
-class VaultApplication(ReportUseCases, KeyUseCases, AdminUseCases):
+class VaultApplication(ConsentUseCases, ReportUseCases, KeyUseCases, AdminUseCases):
     """Every use case of the vault, over one encrypted event store."""
 
 

@@ -21,7 +21,7 @@ def _iso(value: Any) -> Any:
 
 def secret_summary(secret: dict[str, Any], current_ref: str | None) -> dict[str, Any]:
     return {
-        "ref": secret["ref"], "secret_id": secret["secret_id"],
+        "ref": secret["ref"], "kind": secret["kind"], "secret_id": secret["secret_id"],
         "created_on": _iso(secret["created_on"]), "expires_on": _iso(secret["expires_on"]),
         "added_at": _iso(secret["added_at"]), "retired_at": _iso(secret["retired_at"]),
         "current": secret["ref"] == current_ref,
@@ -33,7 +33,7 @@ def client_summary(client: ClientCredential) -> dict[str, Any]:
     return {
         "name": client.name, "provider": client.provider, "cloud": client.cloud,
         "tenant": client.tenant, "client_id": client.client_id,
-        "status": "removed" if client.is_removed else "active",
+        "auth_method": client.auth_method, "status": "removed" if client.is_removed else "active",
         "endpoints": client.endpoints, "redirect_uri": client.redirect_uri,
         "scopes": client.scopes, "google_testing": client.google_testing,
         "registered_at": _iso(client.created_on),
@@ -65,7 +65,8 @@ class ClientUseCases(VaultCore):
         secret_id: str | None = None, secret_created: date | None = None,
         secret_expires: date | None = None, redirect_uri: str | None = None,
         scopes: tuple[str, ...] = (), endpoints: dict[str, str | None] | None = None,
-        google_testing: bool = False,
+        google_testing: bool = False, auth_method: str | None = None,
+        certificate: Any = None,
     ) -> dict[str, Any]:
         name = check_client_name(name)
         self.audit_record.subject.update({"client": name})
@@ -77,10 +78,17 @@ class ClientUseCases(VaultCore):
             aggregate_id=self.new_id(), now=now, name=name, provider=provider, cloud=cloud,
             tenant=tenant, client_id=client_id, endpoints=endpoints, redirect_uri=redirect_uri,
             scopes=scopes, google_testing=google_testing,
+            auth_method=auth_method or ("none" if secret is None and certificate is None
+                                        else "client_secret_post"),
         )
         if secret is not None:
             client.add_secret(now=now, value=secret, secret_id=secret_id,
                               created_on=secret_created, expires_on=secret_expires)
+        if certificate is not None:
+            client.add_certificate(
+                now=now, private_key=certificate.private_key,
+                thumbprint=certificate.thumbprint_sha1, subject=certificate.subject,
+                not_before=certificate.not_before, not_after=certificate.not_after)
         self.audit_record.detail.update({"provider": client.provider, "cloud": client.cloud,
                                          "secret": client.current_secret() is not None})
         changes = apply_views(Changes(keys=self.new_key_rows(client.id, client.id)),
@@ -142,6 +150,24 @@ class ClientUseCases(VaultCore):
 
         ref = self.retrying(attempt)
         return {"client": name, "new_secret": ref, "overlap": overlap}
+
+    @use_case("client add-certificate")
+    def add_certificate(self, name: str, certificate: Any, *, overlap: bool = False) -> dict:
+        def attempt() -> str:
+            client = self._client(name)
+            ref = client.add_certificate(
+                now=self.now(), private_key=certificate.private_key,
+                thumbprint=certificate.thumbprint_sha1, subject=certificate.subject,
+                not_before=certificate.not_before, not_after=certificate.not_after,
+                overlap=overlap)
+            self.audit_record.detail.update({"certificate": ref,
+                                             "thumbprint": certificate.thumbprint_sha1})
+            self._save_client(client)
+            return ref
+
+        ref = self.retrying(attempt)
+        return {"client": name, "ref": ref, "thumbprint": certificate.thumbprint_sha1,
+                "not_after": certificate.not_after.isoformat()}
 
     @use_case("client retire-secret")
     def retire_secret(self, name: str, ref: str, *, reason: str = "retired by admin") -> None:

@@ -124,6 +124,34 @@ class GrantUseCases(ClientUseCases, VaultCore):
                               rotation_changes(rotation))
         self.commit(grant, rotation, changes=changes)
 
+    @use_case("grant add-app")
+    def add_app_grant(self, *, client: str, mailbox: str, protocols: tuple[str, ...],
+                      scopes: tuple[str, ...] | None = None) -> dict[str, Any]:
+        """Record that an app reaches a mailbox app-only (client credentials): in Exchange, a
+        service principal of the Enterprise Application with permission on the mailbox."""
+        mailbox = check_mailbox(mailbox)
+        crow = self.client_row(client)
+        self.audit_record.subject.update({"client": crow["name"], "mailbox": mailbox})
+        self.audit_record.detail.update({"protocols": list(protocols), "method": "app-only"})
+        credential = self.load_client(crow["client_uuid"])
+        now = self.now()
+        if self.views("SELECT grant_uuid FROM view_grants WHERE client_uuid = ? "
+                      "AND mailbox_key = ?", (crow["client_uuid"], mailbox_key(mailbox))):
+            raise AlreadyExists(f"{mailbox} already has a grant under {crow['name']!r}")
+        grant_id = self.new_id()
+        grant = ConsentGrant.grant(
+            aggregate_id=grant_id, rotation_id=rotation_id_for(grant_id), now=now,
+            client=credential, mailbox=mailbox, protocols=protocols, scopes=scopes,
+            method="app-only", granted_at=now, granted_by=self.actor["user"])
+        rotation = TokenRotation.start(grant_id=grant_id, now=now, refresh_token=None,
+                                       issued_at=now, source="app-only")
+        keys = self.new_key_rows(grant.id, grant.id) + self.new_key_rows(rotation.id, grant.id)
+        try:
+            self._save_grant(grant, rotation, credential, Changes(keys=keys))
+        except IntegrityError:
+            raise AlreadyExists(f"{mailbox} was granted under {crow['name']!r} meanwhile") from None
+        return grant_summary(grant)
+
     @use_case("grant list")
     def list_grants(self, client: str | None = None) -> list[dict[str, Any]]:
         sql, params = "SELECT * FROM view_grants", ()

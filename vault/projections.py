@@ -31,7 +31,8 @@ def client_changes(client: ClientCredential) -> list[ViewChange]:
     changes: list[ViewChange] = [Upsert("view_clients", key, {
         "name": client.name, "name_key": client_name_key(client.name),
         "provider": client.provider, "cloud": client.cloud, "tenant": client.tenant,
-        "client_id": client.client_id, "status": "removed" if client.is_removed else "active",
+        "client_id": client.client_id, "auth_method": client.auth_method,
+        "status": "removed" if client.is_removed else "active",
         "google_testing": int(client.google_testing),
         "active_secrets": len(client.active_secrets()),
         "registered_at": _iso(client.created_on), "updated_at": _iso(client.modified_on),
@@ -39,7 +40,8 @@ def client_changes(client: ClientCredential) -> list[ViewChange]:
     })]
     for secret in client.secrets:
         changes.append(Upsert("view_secrets", {**key, "ref": secret["ref"]}, {
-            "secret_id": secret["secret_id"], "created_on": _iso(secret["created_on"]),
+            "kind": secret["kind"], "secret_id": secret["secret_id"],
+            "created_on": _iso(secret["created_on"]),
             "expires_on": _iso(secret["expires_on"]), "added_at": _iso(secret["added_at"]),
             "retired_at": _iso(secret["retired_at"]),
             "is_current": int(current is not None and current["ref"] == secret["ref"]),

@@ -95,9 +95,10 @@ class ReportUseCases(GrantUseCases, VaultCore):
         secrets = [
             SecretFacts(client=r["name"], provider=r["provider"], ref=r["ref"],
                         secret_id=r["secret_id"], created_on=_date(r["created_on"]),
-                        expires_on=_date(r["expires_on"]))
+                        expires_on=_date(r["expires_on"]), kind=r["kind"])
             for r in self.views(
-                "SELECT s.ref, s.secret_id, s.created_on, s.expires_on, c.name, c.provider "
+                "SELECT s.ref, s.kind, s.secret_id, s.created_on, s.expires_on, c.name, "
+                "c.provider "
                 "FROM view_secrets s JOIN view_clients c ON c.client_uuid = s.client_uuid "
                 "WHERE s.retired_at IS NULL AND c.status = 'active' ORDER BY c.name_key, s.ref")
         ]

@@ -178,6 +178,12 @@ class Store(ABC):
     @abstractmethod
     def _schema_statements(self) -> list[str]: ...
 
+    @abstractmethod
+    def grant_lock(self, grant_id: str, timeout: float) -> contextlib.AbstractContextManager[None]:
+        """A lock per grant, held across a token refresh's network call, shared by every process
+        (and host, on PostgreSQL). It is not a database transaction: other commands keep writing.
+        Raises LockTimeout after `timeout` seconds."""
+
     def wipe_freed_pages(self) -> str | None:
         """After a purge or a keyslot change: make freed pages unreadable where the store can.
         Returns a warning for the admin when it could not."""

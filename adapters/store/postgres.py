@@ -8,6 +8,8 @@ the audit log serialise on the checkpoint row (SELECT ... FOR UPDATE).
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -21,7 +23,7 @@ from eventsourcing.postgres import (
 )
 from psycopg.sql import SQL, Identifier
 
-from adapters.errors import StoreUnavailable
+from adapters.errors import LockTimeout, StoreUnavailable
 from adapters.store.base import Changes, Store, Tx
 from adapters.store.schema import ddl
 
@@ -126,6 +128,36 @@ class PostgresStore(Store):
                 raise
         else:
             connection.__exit__(None, None, None)
+
+    @contextmanager
+    def grant_lock(self, grant_id: str, timeout: float) -> Iterator[None]:
+        """A session-level advisory lock on a connection of its own: no transaction stays open
+        across the network call (eventsourcing's 5 s idle-in-transaction timeout would end it),
+        and the server releases the lock if this process dies."""
+        import psycopg
+
+        key = int.from_bytes(hashlib.sha256(f"vault-grant:{grant_id}".encode()).digest()[:8],
+                             "big", signed=True)
+        p = self.params
+        try:
+            conn = psycopg.connect(dbname=p["dbname"], host=p["host"], port=p["port"],
+                                   user=p["user"], password=p["password"], autocommit=True,
+                                   connect_timeout=5)
+        except psycopg.Error:
+            raise StoreUnavailable(self._why_unreachable()) from None
+        try:
+            deadline = time.monotonic() + timeout
+            while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
+                if time.monotonic() >= deadline:
+                    raise LockTimeout(f"another process has been refreshing this grant for "
+                                      f"over {timeout:.0f} s")
+                time.sleep(0.02)
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        finally:
+            conn.close()
 
     def _why_unreachable(self) -> str:
         """The pool only says it timed out; one direct attempt tells the admin why."""

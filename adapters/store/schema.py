@@ -55,6 +55,7 @@ TABLES = [
         cloud TEXT NOT NULL,
         tenant TEXT,
         client_id TEXT NOT NULL,
+        auth_method TEXT NOT NULL,
         status TEXT NOT NULL,
         google_testing {int} NOT NULL,
         active_secrets {int} NOT NULL,
@@ -64,6 +65,7 @@ TABLES = [
     """CREATE TABLE IF NOT EXISTS view_secrets (
         client_uuid TEXT NOT NULL,
         ref TEXT NOT NULL,
+        kind TEXT NOT NULL,
         secret_id TEXT,
         created_on TEXT,
         expires_on TEXT,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -26,7 +27,7 @@ from eventsourcing.sqlite import (
     SQLiteDatastore,
 )
 
-from adapters.errors import NotInitialised, StoreUnavailable, UnsafeFile
+from adapters.errors import LockTimeout, NotInitialised, StoreUnavailable, UnsafeFile
 from adapters.store.base import Changes, Store, Tx
 from adapters.store.schema import ddl
 
@@ -134,6 +135,32 @@ class SQLiteStore(Store):
     def insert_stored_events(self, tx: Tx, stored_events: Sequence[Any]) -> list[int]:
         return list(SQLiteApplicationRecorder._insert_events(
             self.recorder, SQLiteCursor(tx.cursor), stored_events) or [])
+
+    @contextmanager
+    def grant_lock(self, grant_id: str, timeout: float) -> Iterator[None]:
+        """flock on VAULT_HOME/locks/<grant>.lock: released by the kernel if the process dies."""
+        import fcntl
+
+        directory = self.home / "locks"
+        directory.mkdir(mode=0o700, exist_ok=True)
+        fd = os.open(directory / f"{grant_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise LockTimeout(f"another process has been refreshing this grant for "
+                                          f"over {timeout:.0f} s") from None
+                    time.sleep(0.02)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
 
     def wipe_freed_pages(self) -> str | None:
         """Move the WAL into the database (whose freed pages secure_delete zeroed) and empty it."""

@@ -118,21 +118,11 @@ def admin() -> None:
 @pass_cli
 def rebuild_projections(state: CliContext) -> None:
     """Clear the read models and rebuild them from the events (one transaction)."""
-    from rich.progress import Progress
+    from vault.cli.render import progress_bar
 
     app = state.app()
-    with Progress(transient=True, console=_stderr_console()) as progress:
-        task = progress.add_task("replaying aggregates", total=None)
-
-        def advance(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
-
+    with progress_bar("replaying aggregates") as advance:
         result = app.rebuild_projections(advance)
     click.echo(f"read models rebuilt: {result['clients']} clients, {result['grants']} grants"
                + (f" ({result['purged']} purged, skipped)" if result["purged"] else ""))
 
-
-def _stderr_console():
-    from rich.console import Console
-
-    return Console(stderr=True)

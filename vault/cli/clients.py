@@ -41,6 +41,12 @@ def client() -> None:
 @click.option("--client-id", required=True, help="The Application (client) ID.")
 @secret_options
 @click.option("--no-secret", is_flag=True, help="A public client without a secret.")
+@click.option("--certificate-file", metavar="PEM",
+              help="Authenticate with a certificate (private_key_jwt): a PEM file holding the "
+                   "private key and its certificate.")
+@click.option("--auth-method",
+              type=click.Choice(["client_secret_post", "client_secret_basic"]),
+              help="How to send the secret [default: basic for custom providers, else post].")
 @click.option("--redirect-uri", help="Redirect URI registered for consent flows.")
 @click.option("--scopes", help="Default scopes (space or comma separated); custom providers.")
 @click.option("--authorize-url", help="Custom provider: authorization endpoint.")
@@ -52,19 +58,29 @@ def client() -> None:
 def client_add(state: CliContext, name: str, provider: str, cloud: str | None,
                tenant: str | None, client_id: str, secret_stdin: bool, secret_file: str | None,
                secret_id: str | None, secret_created: str | None, secret_expires: str | None,
-               no_secret: bool, redirect_uri: str | None, scopes: str | None,
-               authorize_url: str | None, token_url: str | None, issuer: str | None,
-               google_testing: bool) -> None:
+               no_secret: bool, certificate_file: str | None, auth_method: str | None,
+               redirect_uri: str | None, scopes: str | None, authorize_url: str | None,
+               token_url: str | None, issuer: str | None, google_testing: bool) -> None:
     """Register client NAME; its secret comes from stdin or a file, never the command line."""
     from domain.scopes import parse_scopes
 
-    if no_secret and (secret_stdin or secret_file):
-        raise BadInput("--no-secret contradicts --secret-stdin/--secret-file")
-    secret = None if no_secret else read_secret("secret", secret_stdin, secret_file)
+    if sum(map(bool, (no_secret, certificate_file, secret_stdin or secret_file))) != 1:
+        raise BadInput("give exactly one of --secret-stdin, --secret-file, --certificate-file "
+                       "or --no-secret")
+    secret = certificate = None
+    if certificate_file:
+        certificate = _read_certificate(certificate_file)
+        auth_method = "private_key_jwt"
+    elif no_secret:
+        auth_method = "none"
+    else:
+        secret = read_secret("secret", secret_stdin, secret_file)
+        auth_method = auth_method or ("client_secret_basic" if provider == "custom"
+                                      else "client_secret_post")
     app = state.app()
     result = app.add_client(
         name=name, provider=provider, cloud=cloud, tenant=tenant, client_id=client_id,
-        secret=secret, secret_id=secret_id,
+        secret=secret, certificate=certificate, auth_method=auth_method, secret_id=secret_id,
         secret_created=parse_date(secret_created, "--secret-created"),
         secret_expires=parse_date(secret_expires, "--secret-expires"),
         redirect_uri=redirect_uri, scopes=parse_scopes(scopes) if scopes else (),
@@ -128,19 +144,51 @@ def client_show(state: CliContext, name: str, reveal_secret: bool, fmt: str,
 @secret_options
 @click.option("--overlap", is_flag=True,
               help="Keep the older secrets active until `client retire-secret`.")
+@click.option("--verify", is_flag=True,
+              help="First check the new secret at the token endpoint (client credentials), "
+                   "retrying while a new Microsoft secret propagates; nothing changes if it fails.")
+@click.option("--verify-timeout", type=click.IntRange(0, 900), default=180, show_default=True,
+              metavar="SECONDS")
 @pass_cli
 def client_rotate_secret(state: CliContext, name: str, secret_stdin: bool,
                          secret_file: str | None, secret_id: str | None,
                          secret_created: str | None, secret_expires: str | None,
-                         overlap: bool) -> None:
+                         overlap: bool, verify: bool, verify_timeout: int) -> None:
     """Add a new secret to NAME as its current one (older ones retire unless --overlap)."""
     secret = read_secret("secret", secret_stdin, secret_file)
-    result = state.app().rotate_secret(
-        name, secret=secret, secret_id=secret_id,
-        created_on=parse_date(secret_created, "--secret-created"),
-        expires_on=parse_date(secret_expires, "--secret-expires"), overlap=overlap)
+    options = dict(secret_id=secret_id,
+                   created_on=parse_date(secret_created, "--secret-created"),
+                   expires_on=parse_date(secret_expires, "--secret-expires"), overlap=overlap)
+    app = state.app()
+    if verify:
+        result = app.rotate_secret_verified(name, secret=secret, verify_for=verify_timeout,
+                                            **options)
+    else:
+        result = app.rotate_secret(name, secret=secret, **options)
     click.echo(f"Client {name}: secret {result['new_secret']} is now current"
+               + (" (checked at the token endpoint)" if verify else "")
                + (" (older secrets stay active)" if overlap else ""))
+
+
+@client.command("add-certificate")
+@click.argument("name")
+@click.option("--certificate-file", required=True, metavar="PEM",
+              help="PEM file holding the private key and its certificate.")
+@click.option("--overlap", is_flag=True, help="Keep older certificates active.")
+@pass_cli
+def client_add_certificate(state: CliContext, name: str, certificate_file: str,
+                           overlap: bool) -> None:
+    """Add a certificate credential to NAME as its current one (private_key_jwt)."""
+    result = state.app().add_certificate(name, _read_certificate(certificate_file),
+                                         overlap=overlap)
+    click.echo(f"Client {name}: certificate {result['ref']} ({result['thumbprint']}) is current, "
+               f"valid until {result['not_after']}")
+
+
+def _read_certificate(path: str):
+    from adapters.certificates import load_certificate_credential
+
+    return load_certificate_credential(read_secret("certificate", False, path))
 
 
 @client.command("retire-secret")

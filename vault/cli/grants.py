@@ -44,6 +44,27 @@ def grant_import(state: CliContext, client_name: str, mailbox: str, protocols: s
     click.echo(f"Imported grant for {result['mailbox']} under {result['client']} ({resources})")
 
 
+@grant.command("add-app")
+@click.option("--client", "client_name", required=True, metavar="NAME")
+@click.option("--mailbox", required=True, metavar="ADDR")
+@click.option("--protocols", required=True, metavar="LIST", help="e.g. imap,smtp or graph")
+@click.option("--scopes", help="Override the app-only scopes (custom providers).")
+@pass_cli
+def grant_add_app(state: CliContext, client_name: str, mailbox: str, protocols: str,
+                  scopes: str | None) -> None:
+    """Record that CLIENT reaches MAILBOX app-only (client credentials, no user consent).
+
+    In Exchange Online this needs a service principal made from the Enterprise Application's
+    object id (not the App Registration's) and mailbox permission for it.
+    """
+    from domain.scopes import parse_protocols, parse_scopes
+
+    result = state.app().add_app_grant(client=client_name, mailbox=mailbox,
+                                       protocols=parse_protocols(protocols),
+                                       scopes=parse_scopes(scopes) if scopes else None)
+    click.echo(f"Recorded app-only access of {result['client']} to {result['mailbox']}")
+
+
 @grant.command("list")
 @click.option("--client", "client_name", metavar="NAME", help="Only this client's grants.")
 @output_format
@@ -99,7 +120,8 @@ def grant_show(state: CliContext, mailbox: str, client_name: str | None, fmt: st
 def grant_revoke(state: CliContext, mailbox: str, client_name: str | None, reason: str,
                  purge: bool) -> None:
     """Revoke the grant of MAILBOX: vault stops handing out its tokens."""
-    result = state.app().revoke_grant(mailbox, client=client_name, reason=reason, purge=purge)
+    result = state.app().revoke_everywhere(mailbox, client=client_name, reason=reason,
+                                           purge=purge)
     click.echo(f"Revoked grant of {result['mailbox']} under {result['client']}"
                + (" and purged it" if purge else ""))
     if result["provider_revocation"]:

@@ -73,22 +73,28 @@ pass_cli = click.make_pass_decorator(CliContext)
               help="Unlock with this key file [env: VAULT_KEY_FILE]. Otherwise VAULT_PASSPHRASE "
                    "or a prompt.")
 @click.option("--keyslot", type=int, metavar="N", help="Try only this keyslot when unlocking.")
+@click.option("--ca-file", metavar="PEM",
+              help="Also trust this CA for HTTPS (a private CA or a TLS-inspecting proxy) "
+                   "[env: VAULT_CA_FILE]. Public roots, or SSL_CERT_FILE, stay trusted.")
 @click.version_option(package_name="mail-oauth-vault", prog_name="vault")
 @click.pass_context
-def cli(ctx: click.Context, home: str | None, key_file: str | None, keyslot: int | None) -> None:
+def cli(ctx: click.Context, home: str | None, key_file: str | None, keyslot: int | None,
+        ca_file: str | None) -> None:
     """vault: an event-sourced, encrypted vault for the OAuth2 credentials of mail integrations.
 
     Secrets are read from stdin, a file or the environment, never from the command line.
     """
+    if ca_file:
+        os.environ["VAULT_CA_FILE"] = ca_file  # read where the one HTTP client is built
     state = CliContext(home=home, key_file=key_file, keyslot=keyslot)
     ctx.obj = state
     ctx.call_on_close(state.close)
 
 
 def _register_commands() -> None:
-    from vault.cli import admin, clients, grants, reports, setup
+    from vault.cli import admin, clients, grants, reports, setup, tokens
 
-    for module in (setup, clients, grants, reports, admin):
+    for module in (setup, clients, grants, reports, tokens, admin):
         module.register(cli)
 
 

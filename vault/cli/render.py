@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import click
@@ -72,3 +73,22 @@ def days(n: int | None) -> str:
     if n < 0:
         return f"{-n}d ago"
     return "today" if n == 0 else f"in {n}d"
+
+
+@contextmanager
+def progress_bar(what: str) -> Iterator[Callable[..., None]]:
+    """Progress on stderr for long runs, when a person is watching; silent under cron."""
+    if not sys.stderr.isatty():
+        yield lambda *args: None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(transient=True, console=Console(stderr=True)) as progress:
+        task = progress.add_task(what, total=None)
+
+        def advance(done: int, total: int, label: str = "") -> None:
+            progress.update(task, completed=done, total=total,
+                            description=f"{what} {label}".strip())
+
+        yield advance

@@ -1,0 +1,166 @@
+"""`vault token`, `vault refresh`, `vault app-token`, `vault consent`, `vault grant add-app`.
+
+`vault token` is the credential helper mail clients call (mutt, msmtp, mbsync, offlineimap,
+getmail): only the token on stdout, nothing there on failure (the reason goes to stderr).
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import sys
+from datetime import timedelta
+
+import click
+
+from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
+from vault.cli.render import emit, table, to_json
+
+PROTOCOL = click.Choice(["imap", "pop", "smtp", "graph"])
+
+
+def register(cli: click.Group) -> None:
+    for command in (token, refresh, app_token, consent):
+        cli.add_command(command)
+
+
+def sasl(kind: str, user: str, access_token: str) -> str:
+    if kind == "xoauth2":
+        raw = f"user={user}\x01auth=Bearer {access_token}\x01\x01"
+    else:  # oauthbearer, RFC 7628 (host and port are optional)
+        raw = f"n,a={user},\x01auth=Bearer {access_token}\x01\x01"
+    return base64.b64encode(raw.encode()).decode()
+
+
+@click.command()
+@click.argument("mailbox")
+@click.option("--client", "client_name", metavar="NAME")
+@click.option("--protocol", type=PROTOCOL, default="imap", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["token", "xoauth2", "oauthbearer", "json"]),
+              default="token", show_default=True,
+              help="token: the bare access token; xoauth2/oauthbearer: the SASL initial response.")
+@click.option("--min-valid", type=click.IntRange(0, 3000), default=300, show_default=True,
+              metavar="SECONDS", help="Refresh if the cached token expires sooner than this.")
+@pass_cli
+def token(state: CliContext, mailbox: str, client_name: str | None, protocol: str, fmt: str,
+          min_valid: int) -> None:
+    """Print an access token for MAILBOX (refreshing only when needed)."""
+    result = state.app().access_token(mailbox, client=client_name, protocol=protocol,
+                                      min_valid=timedelta(seconds=min_valid))
+    value = result.token.reveal()
+    if fmt == "token":
+        click.echo(value)
+    elif fmt == "json":
+        click.echo(to_json({"access_token": value, "token_type": "Bearer",
+                            "expires_at": result.expires_at.isoformat(),
+                            "mailbox": result.mailbox, "resource": result.resource,
+                            "refreshed": result.refreshed}))
+    else:
+        click.echo(sasl(fmt, result.mailbox, value))
+
+
+@click.command()
+@click.argument("mailbox", required=False)
+@click.option("--client", "client_name", metavar="NAME")
+@click.option("--due", is_flag=True,
+              help="Only what needs it: access tokens about to expire, refresh tokens idle for "
+                   "--keepalive-days.")
+@click.option("--all", "everything", is_flag=True, help="Every active grant.")
+@click.option("--keepalive-days", type=click.IntRange(1, 80), default=14, show_default=True,
+              help="Refresh a token idle this long (Microsoft drops it after 90 days idle).")
+@output_format
+@pass_cli
+def refresh(state: CliContext, mailbox: str | None, client_name: str | None, due: bool,
+            everything: bool, keepalive_days: int, fmt: str, as_json: bool) -> None:
+    """Refresh a grant's tokens now, or every grant (--all), or those due (--due, for cron)."""
+    from vault.cli.render import progress_bar
+
+    with progress_bar("refreshing") as advance:
+        results = state.app().refresh(mailbox, client=client_name, due=due,
+                                      everything=everything, keepalive_days=keepalive_days,
+                                      progress=advance)
+    emit(results, chosen_format(fmt, as_json), lambda data: table(
+        None, ["MAILBOX", "CLIENT", "RESOURCE", "OUTCOME", "EXPIRES / ERROR"],
+        [[r["mailbox"], r["client"], r["resource"], r["outcome"],
+          r.get("expires_at", "")[:19] or r.get("error", "")] for r in data],
+        empty="nothing was due"))
+    if any(r["outcome"] == "failed" for r in results):
+        raise click.exceptions.Exit(1)
+
+
+@click.command("app-token")
+@click.argument("client_name", metavar="CLIENT")
+@click.option("--resource", type=PROTOCOL, default="imap", show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["token", "json"]), default="token",
+              show_default=True)
+@pass_cli
+def app_token(state: CliContext, client_name: str, resource: str, fmt: str) -> None:
+    """Print an app-only (client credentials) access token; needs a concrete tenant."""
+    result = state.app().app_token(client_name, resource=resource)
+    if fmt == "json":
+        click.echo(to_json({"access_token": result.token.reveal(), "token_type": "Bearer",
+                            "expires_at": result.expires_at.isoformat(),
+                            "resource": result.resource}))
+    else:
+        click.echo(result.token.reveal())
+
+
+class TerminalConsentUI:
+    """Talks to the person on stderr, so stdout carries only the result."""
+
+    def open_browser(self, url: str) -> bool:
+        import webbrowser
+
+        for name in ("VAULT_PASSPHRASE", "VAULT_NEW_PASSPHRASE"):
+            os.environ.pop(name, None)  # the browser inherits our environment
+        try:
+            return webbrowser.open(url, new=1)
+        except webbrowser.Error:
+            return False
+
+    def show_authorize_url(self, url: str, opened: bool) -> None:
+        if opened:
+            click.echo("A browser window asks for the mailbox's consent. If it did not open, "
+                       "visit:", err=True)
+        else:
+            click.echo("Open this URL in a browser, sign in as the mailbox and accept:", err=True)
+        click.echo(url, err=True)
+
+    def read_redirect_url(self) -> str:
+        click.echo("After accepting, the browser is sent to an address that may not load. "
+                   "Paste that whole address here:", err=True)
+        line = sys.stdin.readline()
+        if not line.strip():
+            from vault.errors import BadInput
+
+            raise BadInput("no redirect URL was pasted")
+        return line
+
+    def show_device_code(self, device) -> None:
+        click.echo(f"On any device, open {device.verification_uri} and enter the code "
+                   f"{device.user_code} (valid {device.expires_in // 60} minutes).", err=True)
+
+
+@click.command()
+@click.argument("client_name", metavar="CLIENT")
+@click.option("--mailbox", required=True, metavar="ADDR")
+@click.option("--protocols", required=True, metavar="LIST", help="e.g. imap,smtp or graph")
+@click.option("--flow", type=click.Choice(["browser", "manual", "device"]), default="browser",
+              show_default=True,
+              help="browser: loopback redirect; manual: paste the redirect URL; device: a code.")
+@click.option("--no-open", is_flag=True, help="Print the URL instead of opening a browser.")
+@click.option("--timeout", type=click.IntRange(10, 3600), default=300, show_default=True,
+              metavar="SECONDS", help="How long the browser flow waits for the redirect.")
+@click.option("--replace", is_flag=True, help="Consent again for a grant that is active.")
+@pass_cli
+def consent(state: CliContext, client_name: str, mailbox: str, protocols: str, flow: str,
+            no_open: bool, timeout: int, replace: bool) -> None:
+    """Ask MAILBOX's consent for CLIENT and keep the refresh token it yields."""
+    from domain.scopes import parse_protocols
+
+    result = state.app().consent(client_name, mailbox=mailbox,
+                                 protocols=parse_protocols(protocols), flow=flow,
+                                 ui=TerminalConsentUI(), open_browser=not no_open,
+                                 timeout=timeout, replace=replace)
+    click.echo(f"Consent recorded for {result['mailbox']} under {result['client']} "
+               f"({', '.join(result['protocols'])})")

@@ -1,0 +1,174 @@
+"""The consent use case: authorization code with PKCE (browser or manual) or device code, ending in
+a ConsentGrant and the first tokens in its TokenRotation, audited.
+
+The code is redeemed once and never retried (AADSTS54005). The `state` is checked in constant
+time. Talking to the person (printing the URL, opening the browser, reading a pasted redirect)
+is the caller's: a `ConsentUI`.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from typing import Any, Protocol
+
+from adapters.loopback import LoopbackListener, Redirect, parse_redirect
+from adapters.oauth import DeviceAuthorization, OAuthFailure, pkce_pair
+from adapters.store import Changes
+from domain.clouds import OIDC_SCOPES
+from domain.credentials import ClientCredential
+from domain.diagnosis import CODE, classify
+from domain.grants import ConsentGrant, check_mailbox, mailbox_key
+from domain.rotation import TokenRotation, rotation_id_for
+from domain.scopes import MAIL, plan_scopes
+from domain.secret_value import SecretValue
+from vault.application import apply_views, use_case
+from vault.errors import AlreadyExists, BadInput, VaultError
+from vault.grants import grant_summary
+from vault.projections import grant_changes, rotation_changes
+from vault.tokens import TokenRefreshFailed, TokenUseCases
+
+FLOWS = ("browser", "manual", "device")
+MANUAL_REDIRECT = "http://127.0.0.1/callback"
+
+
+class ConsentUI(Protocol):
+    def open_browser(self, url: str) -> bool: ...
+
+    def show_authorize_url(self, url: str, opened: bool) -> None: ...
+
+    def read_redirect_url(self) -> str: ...
+
+    def show_device_code(self, device: DeviceAuthorization) -> None: ...
+
+
+class ConsentFailed(VaultError):
+    pass
+
+
+def _loopback_target(redirect_uri: str | None) -> tuple[str, int]:
+    """The path and port of a registered loopback redirect URI (port 0: any free port)."""
+    if redirect_uri and redirect_uri.startswith(("http://127.0.0.1", "http://localhost")):
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(redirect_uri)
+        return parts.path or "/", parts.port or 0
+    return "/callback", 0
+
+
+class ConsentUseCases(TokenUseCases):
+    @use_case("consent")
+    def consent(
+        self, client: str, *, mailbox: str, protocols: tuple[str, ...], flow: str,
+        ui: ConsentUI, open_browser: bool = True, timeout: float = 300.0,
+        replace: bool = False,
+    ) -> dict[str, Any]:
+        if flow not in FLOWS:
+            raise BadInput(f"--flow must be one of {', '.join(FLOWS)}")
+        mailbox = check_mailbox(mailbox)
+        credential: ClientCredential = self._client(client)
+        self.audit_record.subject["mailbox"] = mailbox
+        self.audit_record.detail.update({"flow": flow, "protocols": list(protocols)})
+        plan = plan_scopes(credential.profile, protocols, tuple(credential.scopes) or None)
+        if flow == "device" and credential.provider == "google":
+            raise BadInput("Google's device flow does not allow the Gmail scope: use "
+                           "--flow browser or --flow manual")
+        existing = self.views(
+            "SELECT grant_uuid, status FROM view_grants WHERE client_uuid = ? "
+            "AND mailbox_key = ?", (str(credential.id), mailbox_key(mailbox)))
+        if existing and existing[0]["status"] == "active" and not replace:
+            raise AlreadyExists(f"{mailbox} already has an active grant under "
+                                f"{credential.name!r}: add --replace to consent again")
+        first = MAIL if MAIL in plan else next(iter(plan))
+        oauth = self.oauth(credential)
+        every_scope = list(dict.fromkeys(s for scopes in plan.values() for s in scopes))
+        try:
+            if flow == "device":
+                device = oauth.start_device(every_scope)
+                ui.show_device_code(device)
+                tokens = oauth.poll_device(device, self.sleep)
+            else:
+                tokens = self._authorization_code(oauth, credential, mailbox, every_scope,
+                                                  plan[first], flow, ui, open_browser, timeout)
+        except OAuthFailure as failure:
+            raise TokenRefreshFailed(failure.diagnosis, False, mailbox) from None
+        if tokens.refresh_token is None:
+            raise ConsentFailed("the provider issued no refresh token: the grant would die "
+                                "within the hour (is offline_access allowed for the app?)")
+        return self._record_consent(credential, mailbox, protocols, flow, tokens, first,
+                                    existing[0]["grant_uuid"] if existing else None)
+
+    def _authorization_code(self, oauth, credential: ClientCredential, mailbox: str,
+                            every_scope: list[str], first_scopes: list[str], flow: str,
+                            ui: ConsentUI, open_browser: bool, timeout: float):
+        verifier, challenge = pkce_pair()
+        state = secrets.token_urlsafe(24)
+        extra = ({"access_type": "offline", "prompt": "consent"}
+                 if credential.provider == "google" else {})
+        if flow == "browser":
+            path, port = _loopback_target(credential.redirect_uri)
+            with LoopbackListener(path, port) as listener:
+                redirect_uri = listener.redirect_uri
+                url = oauth.authorize_url(redirect_uri=redirect_uri, scopes=every_scope,
+                                          state=state, challenge=challenge, login_hint=mailbox,
+                                          extra=extra)
+                opened = open_browser and ui.open_browser(url)
+                ui.show_authorize_url(url, opened)
+                redirect = listener.wait(timeout)
+            if redirect is None:
+                raise ConsentFailed(f"no answer from the browser within {timeout:.0f} s: the "
+                                    "consent was not completed (run the command again)")
+        else:
+            redirect_uri = credential.redirect_uri or MANUAL_REDIRECT
+            url = oauth.authorize_url(redirect_uri=redirect_uri, scopes=every_scope, state=state,
+                                      challenge=challenge, login_hint=mailbox, extra=extra)
+            ui.show_authorize_url(url, False)
+            redirect = parse_redirect(ui.read_redirect_url())
+        code = self._checked_code(redirect, state)
+        redeem_scopes = [s for s in first_scopes if s not in OIDC_SCOPES or s == "offline_access"]
+        return oauth.redeem_code(code, redirect_uri, verifier, redeem_scopes)
+
+    @staticmethod
+    def _checked_code(redirect: Redirect, state: str) -> SecretValue:
+        if redirect.error:
+            raise OAuthFailure(classify(http_status=400, error=redirect.error, context=CODE))
+        if not redirect.state or not hmac.compare_digest(redirect.state, state):
+            raise ConsentFailed("the redirect's state does not match this consent: it belongs "
+                                "to another attempt (or was forged); nothing was redeemed")
+        if not redirect.code:
+            raise ConsentFailed("the redirect carries no authorization code")
+        return SecretValue(redirect.code)
+
+    def _record_consent(self, credential: ClientCredential, mailbox: str,
+                        protocols: tuple[str, ...], flow: str, tokens, first: str,
+                        existing_uuid: str | None) -> dict[str, Any]:
+        now = self.now()
+        changes = Changes()
+        if existing_uuid:
+            grant: ConsentGrant = self.load_grant(existing_uuid)
+            rotation: TokenRotation = self.load(grant.rotation_id)
+            if grant.is_active:
+                grant.revoke(now=now, reason="replaced by a new consent",
+                             revoked_by=self.actor["user"])
+            grant.regrant(now=now, client=credential, protocols=protocols, scopes=None,
+                          method=flow, granted_at=now, granted_by=self.actor["user"])
+            rotation.reseed(now=now, refresh_token=tokens.refresh_token, issued_at=now,
+                            source="consent")
+        else:
+            grant_id = self.new_id()
+            grant = ConsentGrant.grant(
+                aggregate_id=grant_id, rotation_id=rotation_id_for(grant_id), now=now,
+                client=credential, mailbox=mailbox, protocols=protocols, scopes=None,
+                method=flow, granted_at=now, granted_by=self.actor["user"])
+            rotation = TokenRotation.start(grant_id=grant_id, now=now,
+                                           refresh_token=tokens.refresh_token, issued_at=now,
+                                           source="consent")
+            changes.keys = (self.new_key_rows(grant.id, grant.id)
+                            + self.new_key_rows(rotation.id, grant.id))
+        rotation.record_tokens(now=now, attempt_id=None, resource=first,
+                               access_token=tokens.access_token, expires_in=tokens.expires_in,
+                               refresh_token=None, scope=tokens.scope)
+        apply_views(changes, grant_changes(grant, credential.provider, credential.google_testing),
+                    rotation_changes(rotation))
+        self.commit(grant, rotation, changes=changes)
+        return grant_summary(grant)
