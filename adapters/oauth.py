@@ -159,7 +159,7 @@ class OAuthClient:
         return url
 
     def _post(self, url: str, form: dict[str, str], context: str,
-              authenticate: bool = True) -> dict[str, Any]:
+              authenticate: bool = True, expect_json: bool = True) -> dict[str, Any]:
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         if authenticate:
             self.auth.apply(form, headers, audience=url)
@@ -170,7 +170,7 @@ class OAuthClient:
         if response.status_code != 200:
             raise OAuthFailure(diagnose(response, context))
         body = _error_json(response)
-        if not body:
+        if not body and expect_json:
             raise OAuthFailure(classify(http_status=502, error="server_error", context=context))
         return body
 
@@ -261,8 +261,9 @@ class OAuthClient:
                                             context=DEVICE))
 
     def revoke(self, token: SecretValue, hint: str = "refresh_token") -> None:
+        """RFC 7009: an empty 200 answer means revoked (or already invalid)."""
         self._post(self._url("revoke_url"), {"token": token.reveal(), "token_type_hint": hint},
-                   REFRESH)
+                   REFRESH, expect_json=False)
 
 
 def discover(http: httpx.Client, issuer: str) -> dict[str, str | None]:

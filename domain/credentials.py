@@ -264,7 +264,8 @@ class ClientCredential(VaultAggregate):
             raise InvalidInput("a certificate thumbprint is 40 hex digits (SHA-1)")
         if any(s["secret_id"] == thumbprint for s in self.active_secrets(CERTIFICATE)):
             raise InvalidInput(f"client {self.name!r} already holds certificate {thumbprint}")
-        check_plausible_date(not_after, "the certificate's end date")
+        # Self-signed certificates often run to 3000 or 9999; only overflow is refused.
+        check_plausible_date(not_after, "the certificate's end date", not_after=date(9000, 1, 1))
         if not_after <= not_before:
             raise InvalidInput("the certificate's end date is not after its start date")
         if not_after < now.date():

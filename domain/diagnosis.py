@@ -80,7 +80,7 @@ CLASSES: dict[str, ErrorClass] = {c.name: c for c in (
 
 _AADSTS: dict[int, str] = {}
 for _class, _codes in {
-    "secret_invalid": (7000215, 70002), "secret_expired": (7000222,),
+    "secret_invalid": (7000215, 70002, 700027), "secret_expired": (7000222,),
     "client_type": (7000218, 700025), "app_or_tenant_not_found": (700016, 90002, 90038),
     "tenant_endpoint": (50194, 9001023, 700005), "resource": (500011, 650057),
     "consent_required": (65001, 65004, 90094, 90095),

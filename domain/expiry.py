@@ -84,6 +84,12 @@ class GrantFacts:
     last_activity_on: date | None  # refresh token issued or last redeemed
     google_testing: bool = False
     app_only: bool = False
+    protocols: str = "imap"
+
+    @property
+    def reconsent(self) -> str:
+        return (f"`vault consent {self.client} --mailbox {self.mailbox} --protocols "
+                f"{self.protocols} --replace`")
 
 
 @dataclass(frozen=True)
@@ -214,7 +220,7 @@ def grant_findings(g: GrantFacts, as_of: date, t: ExpiryThresholds) -> list[Find
             due=since, days_left=(since - as_of).days, expired=True,
             advice=(f"the grant of {g.mailbox} stopped working"
                     f"{': ' + g.status_reason if g.status_reason else ''}; run a new consent "
-                    f"(`vault consent {g.client} --mailbox {g.mailbox}`)"),
+                    f"({g.reconsent})"),
         )]
     if g.app_only:
         return []
@@ -232,7 +238,7 @@ def grant_findings(g: GrantFacts, as_of: date, t: ExpiryThresholds) -> list[Find
         if f and f.expired:
             f = replace(f, advice=(f"the refresh token of {g.mailbox} was idle {idle} day(s) and "
                                    "Microsoft no longer accepts it (AADSTS700082): run a new "
-                                   f"consent (`vault consent {g.client} --mailbox {g.mailbox}`)"))
+                                   f"consent ({g.reconsent})"))
         findings += [f] if f else []
     elif g.provider == "google":
         if g.google_testing:

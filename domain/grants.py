@@ -181,7 +181,7 @@ class ConsentGrant(VaultAggregate):
 
     def mark_broken(self, *, now: datetime, reason: str, error_class: str | None = None) -> None:
         if not self.is_active:
-            raise GrantNotActive(f"the grant of {self.mailbox} is {self.status}")
+            raise GrantNotActive(f"the grant of {self.mailbox} is already {self.status}")
         self._trigger(self.MarkedBroken, now, reason=reason, error_class=error_class)
 
     def revoke(self, *, now: datetime, reason: str, revoked_by: str) -> None:

@@ -251,3 +251,98 @@ def record_refreshes(app, mailbox: str, count: int, token_prefix: str = "RT") ->
             app.commit(rotation, changes=apply_views(Changes(), rotation_changes(rotation)))
 
     run(app)
+
+
+# -- authorization servers -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def oidc():
+    """A real oidc-provider on loopback (rotation with reuse detection), once per session."""
+    from tests.peers.oidc_peer import OidcPeer
+
+    peer = OidcPeer.start()
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture
+def sandbox():
+    """vault's own Microsoft-like identity provider, in-process, fresh per test."""
+    from adapters.sandbox import SandboxServer
+
+    server = SandboxServer().start()
+    yield server
+    server.stop()
+
+
+def add_oidc_client(h: Harness, peer, name: str = "idp", client_id: str = "vault-basic",
+                    scopes: str = "openid offline_access mail.imap mail.smtp") -> Result:
+    from tests.peers.oidc_peer import CLIENTS
+
+    client = CLIENTS[client_id]
+    return h.ok("client", "add", name, "--provider", "custom", "--client-id", client_id,
+                "--secret-stdin", "--issuer", peer.issuer, "--auth-method", client.auth_method,
+                "--scopes", scopes, input=client.client_secret)
+
+
+def add_sandbox_client(h: Harness, server, name: str = "demo") -> Result:
+    import json as _json
+
+    from adapters.sandbox import settings_line
+
+    s = _json.loads(settings_line(server))
+    return h.ok("client", "add", name, "--provider", "microsoft", "--tenant", s["tenant"],
+                "--client-id", s["client_id"], "--secret-stdin", "--authorize-url",
+                s["authorize_url"], "--token-url", s["token_url"], "--device-url",
+                s["device_url"], input=s["client_secret"])
+
+
+class ScriptedConsent:
+    """The person at the browser, scripted: signs in over HTTP and lets the redirect reach
+    vault's loopback listener (browser flow), or pastes it back (manual flow)."""
+
+    def __init__(self, sign_in, username: str, password: str) -> None:
+        self.sign_in = sign_in  # (authorize_url, username, password) -> final redirect URL
+        self.username, self.password = username, password
+        self.redirect: str | None = None
+        self.device_approver = None
+
+    def open_browser(self, url: str) -> bool:
+        import threading
+
+        import httpx
+
+        def person() -> None:
+            redirect = self.sign_in(url, self.username, self.password)
+            httpx.get(redirect, timeout=10)
+
+        threading.Thread(target=person, daemon=True).start()
+        return True
+
+    def show_authorize_url(self, url: str, opened: bool) -> None:
+        if not opened:
+            self.redirect = self.sign_in(url, self.username, self.password)
+
+    def read_redirect_url(self) -> str:
+        assert self.redirect is not None
+        return self.redirect
+
+    def show_device_code(self, device) -> None:
+        self.device_approver(device.verification_uri, device.user_code, self.username,
+                             self.password)
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Debian's Chromium, installed by the suite when it is missing (never skipped)."""
+    path = shutil.which("chromium")
+    if path is None and os.geteuid() == 0 and shutil.which("apt-get"):
+        for command in (["apt-get", "update", "-q"],
+                        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]):
+            subprocess.run(command, check=False, capture_output=True,
+                           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        path = shutil.which("chromium")
+    if path is None:
+        pytest.fail("Chromium is needed for the browser consent test: apt-get install chromium")
+    return path

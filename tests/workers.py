@@ -19,10 +19,35 @@ def rotate(home: str, store_url: str, key_file: str, client: str, count: int, ta
                               overlap=True)
 
 
+def crash_after_token_response(home: str, store_url: str, key_file: str, mailbox: str) -> None:
+    """Ask for a token whose refresh reaches the provider, then die (like a kill -9) as soon as
+    the provider's answer arrives: after the provider rotated, before vault committed."""
+    import os
+
+    import httpx
+
+    from adapters.http import tls_context
+
+    def die_on_token_answer(response: httpx.Response) -> None:
+        if response.request.url.path.endswith("/token") and response.status_code == 200:
+            response.read()
+            os._exit(17)
+
+    settings = Settings(home=Path(home), store_url=store_url or None)
+    material = read_key_file(key_file)
+    with open_vault(settings, lambda header: material) as app:
+        app.http_factory = lambda: httpx.Client(
+            verify=tls_context(), event_hooks={"response": [die_on_token_answer]})
+        app.access_token(mailbox)
+    raise SystemExit("the token request never reached the provider")
+
+
 if __name__ == "__main__":
     command, *args = sys.argv[1:]
     if command == "rotate":
         home, store_url, key_file, client, count, tag = args
         rotate(home, store_url, key_file, client, int(count), tag)
+    elif command == "crash-after-token-response":
+        crash_after_token_response(*args)
     else:
         raise SystemExit(f"unknown worker command {command}")

@@ -113,6 +113,7 @@ class ReportUseCases(GrantUseCases, VaultCore):
                 granted_on=_date(r["granted_at"]) or date.min,
                 last_activity_on=max(activity) if activity else None,
                 google_testing=bool(r["google_testing"]), app_only=r["method"] == "app-only",
+                protocols=r["protocols"],
             ))
         return secrets, grants
 

@@ -31,7 +31,7 @@ from domain.credentials import CERTIFICATE, ClientCredential
 from domain.diagnosis import Diagnosis
 from domain.grants import ConsentGrant
 from domain.rotation import TokenRotation
-from domain.scopes import GRAPH, MAIL, resource_for
+from domain.scopes import resource_for
 from domain.secret_value import SecretValue
 from vault.application import VaultCore, apply_views, use_case
 from vault.errors import BadInput, VaultError
@@ -119,10 +119,13 @@ class TokenUseCases(GrantUseCases, VaultCore):
             raise BadInput(f"the grant of {row['mailbox']} covers {row['protocols']}, "
                            f"not {protocol}")
         if row["status"] != "active":
+            state = "needs a new consent" if row["status"] == "needs-reconsent" else "was revoked"
             raise GrantUnusable(
-                f"the grant of {row['mailbox']} is {row['status']}"
+                f"the grant of {row['mailbox']} {state}"
                 + (f" ({row['status_reason']})" if row["status_reason"] else "")
-                + (": run a new consent" if row["status"] == "needs-reconsent" else ""))
+                + (f": run `vault consent {row['client_name']} --mailbox {row['mailbox']} "
+                   f"--protocols {row['protocols']} --replace`"
+                   if row["status"] == "needs-reconsent" else ""))
         rotation: TokenRotation = self.load(UUID(row["rotation_uuid"]))
         grant: ConsentGrant = self.load_grant(row["grant_uuid"])
         resource = resource_for(grant.scopes, protocol)
@@ -160,7 +163,10 @@ class TokenUseCases(GrantUseCases, VaultCore):
                 "vault tries it again")
             self.audit_record.detail["interrupted_attempt"] = interrupted["attempt_id"]
         oauth = self.oauth(credential)
-        scopes = grant.scopes[resource]
+        # One token per resource: Microsoft needs the resource's scopes on every refresh; a
+        # single-resource grant elsewhere refreshes with the scopes it was granted (RFC 6749).
+        scopes = grant.scopes[resource] if (credential.profile.is_microsoft
+                                            or len(grant.scopes) > 1) else []
         waited = 0.0
         attempt = 0
         retried_once = False
@@ -171,7 +177,8 @@ class TokenUseCases(GrantUseCases, VaultCore):
             self.audit_record.detail["step"] = "refresh started"
             self._save_rotation(rotation)
             try:
-                tokens = (oauth.client_credentials(" ".join(scopes)) if grant.app_only
+                tokens = (oauth.client_credentials(" ".join(grant.scopes[resource]))
+                          if grant.app_only
                           else oauth.refresh(rotation.refresh_token, scopes))
             except OAuthFailure as failure:
                 d = failure.diagnosis
@@ -179,8 +186,8 @@ class TokenUseCases(GrantUseCases, VaultCore):
                     now=self.now(), attempt_id=attempt_id, error_class=d.name, error_code=d.code,
                     transient=d.transient, invalid_grant=d.invalid_grant, trace_id=d.trace_id,
                     correlation_id=d.correlation_id)
-                broken = d.invalid_grant and (rotation.should_mark_broken()
-                                              or interrupted is not None)
+                broken = grant.is_active and d.invalid_grant and (
+                    rotation.should_mark_broken() or interrupted is not None)
                 self.audit_record.outcome = "failed"
                 self.audit_record.detail.update({"step": "refresh failed", "error": d.name,
                                                  "code": d.code})
@@ -193,7 +200,7 @@ class TokenUseCases(GrantUseCases, VaultCore):
                     self.commit(rotation, grant, changes=changes)
                 else:
                     self.commit(rotation, changes=changes)
-                delay = self._retry_delay(d, attempt, retried_once)
+                delay = None if broken else self._retry_delay(d, attempt, retried_once)
                 if delay is not None and waited + delay <= RETRY_BUDGET_S:
                     retried_once = retried_once or d.error_class.retry == "once"
                     waited += delay
@@ -288,16 +295,16 @@ class TokenUseCases(GrantUseCases, VaultCore):
     # -- app-only ------------------------------------------------------------------------------
 
     @use_case("app-token")
-    def app_token(self, client: str, *, resource: str = "imap") -> AccessToken:
+    def app_token(self, client: str, *, resource: str = "imap",
+                  scopes: tuple[str, ...] | None = None) -> AccessToken:
         """A client-credentials token; not cached (use `grant add-app` to have one cached)."""
         credential: ClientCredential = self._client(client)
         if credential.profile.is_microsoft:
             require_concrete_tenant(credential.tenant)
         from domain.scopes import plan_app_only
 
-        protocol = "graph" if resource == "graph" else resource
-        plan = plan_app_only(credential.profile, (protocol,), None)
-        key = GRAPH if protocol == "graph" else MAIL
+        plan = plan_app_only(credential.profile, (resource,), scopes)
+        key = resource_for(plan, resource)
         self.audit_record.detail.update({"resource": key, "revealed": "app_access_token"})
         try:
             tokens: Tokens = self.oauth(credential).client_credentials(" ".join(plan[key]))

@@ -52,6 +52,8 @@ def client() -> None:
 @click.option("--authorize-url", help="Custom provider: authorization endpoint.")
 @click.option("--token-url", help="Custom provider: token endpoint.")
 @click.option("--issuer", help="Custom provider: OpenID issuer (for discovery).")
+@click.option("--device-url", help="Device authorization endpoint (overrides the profile's).")
+@click.option("--revoke-url", help="Token revocation endpoint, RFC 7009.")
 @click.option("--google-testing", is_flag=True,
               help="Google: the OAuth app is External and in Testing status (7-day tokens).")
 @pass_cli
@@ -60,7 +62,8 @@ def client_add(state: CliContext, name: str, provider: str, cloud: str | None,
                secret_id: str | None, secret_created: str | None, secret_expires: str | None,
                no_secret: bool, certificate_file: str | None, auth_method: str | None,
                redirect_uri: str | None, scopes: str | None, authorize_url: str | None,
-               token_url: str | None, issuer: str | None, google_testing: bool) -> None:
+               token_url: str | None, issuer: str | None, device_url: str | None,
+               revoke_url: str | None, google_testing: bool) -> None:
     """Register client NAME; its secret comes from stdin or a file, never the command line."""
     from domain.scopes import parse_scopes
 
@@ -77,6 +80,15 @@ def client_add(state: CliContext, name: str, provider: str, cloud: str | None,
         secret = read_secret("secret", secret_stdin, secret_file)
         auth_method = auth_method or ("client_secret_basic" if provider == "custom"
                                       else "client_secret_post")
+    endpoints = {"authorize_url": authorize_url, "token_url": token_url, "issuer": issuer,
+                 "device_url": device_url, "revoke_url": revoke_url}
+    if issuer and not token_url:
+        from adapters.http import http_client
+        from adapters.oauth import discover
+
+        with http_client() as http:  # OpenID discovery, once, when the client is registered
+            found = discover(http, issuer)
+        endpoints = {k: v or found.get(k) for k, v in endpoints.items()}
     app = state.app()
     result = app.add_client(
         name=name, provider=provider, cloud=cloud, tenant=tenant, client_id=client_id,
@@ -84,7 +96,7 @@ def client_add(state: CliContext, name: str, provider: str, cloud: str | None,
         secret_created=parse_date(secret_created, "--secret-created"),
         secret_expires=parse_date(secret_expires, "--secret-expires"),
         redirect_uri=redirect_uri, scopes=parse_scopes(scopes) if scopes else (),
-        endpoints={"authorize_url": authorize_url, "token_url": token_url, "issuer": issuer},
+        endpoints=endpoints,
         google_testing=google_testing,
     )
     click.echo(f"Added client {result['name']} ({result['provider']}, {result['cloud']})")
@@ -186,9 +198,12 @@ def client_add_certificate(state: CliContext, name: str, certificate_file: str,
 
 
 def _read_certificate(path: str):
-    from adapters.certificates import load_certificate_credential
+    from adapters.certificates import CertificateError, load_certificate_credential
 
-    return load_certificate_credential(read_secret("certificate", False, path))
+    try:
+        return load_certificate_credential(read_secret("certificate", False, path))
+    except CertificateError as e:
+        raise BadInput(f"{path}: {e}") from None
 
 
 @client.command("retire-secret")

@@ -92,9 +92,9 @@ def cli(ctx: click.Context, home: str | None, key_file: str | None, keyslot: int
 
 
 def _register_commands() -> None:
-    from vault.cli import admin, clients, grants, reports, setup, tokens
+    from vault.cli import admin, clients, grants, reports, sandbox, setup, tokens
 
-    for module in (setup, clients, grants, reports, tokens, admin):
+    for module in (setup, clients, grants, reports, tokens, admin, sandbox):
         module.register(cli)
 
 

@@ -91,12 +91,17 @@ def refresh(state: CliContext, mailbox: str | None, client_name: str | None, due
 @click.command("app-token")
 @click.argument("client_name", metavar="CLIENT")
 @click.option("--resource", type=PROTOCOL, default="imap", show_default=True)
+@click.option("--scopes", help="App-only scopes (custom providers; Microsoft: <resource>/.default).")
 @click.option("--format", "fmt", type=click.Choice(["token", "json"]), default="token",
               show_default=True)
 @pass_cli
-def app_token(state: CliContext, client_name: str, resource: str, fmt: str) -> None:
+def app_token(state: CliContext, client_name: str, resource: str, scopes: str | None,
+              fmt: str) -> None:
     """Print an app-only (client credentials) access token; needs a concrete tenant."""
-    result = state.app().app_token(client_name, resource=resource)
+    from domain.scopes import parse_scopes
+
+    result = state.app().app_token(client_name, resource=resource,
+                                   scopes=parse_scopes(scopes) if scopes else None)
     if fmt == "json":
         click.echo(to_json({"access_token": result.token.reveal(), "token_type": "Bearer",
                             "expires_at": result.expires_at.isoformat(),

@@ -1,0 +1,463 @@
+"""`vault sandbox`: a local identity provider that behaves like Microsoft's v2.0 endpoints.
+
+For trying vault without a tenant, and for tests: authorization code with PKCE behind a simple
+sign-in page, refresh with rotation where old refresh tokens stay valid (as at Microsoft), device
+code, client credentials, and Microsoft's error JSON (AADSTS codes, trace and correlation ids).
+Switches make it answer a chosen AADSTS error. Everything is in memory, on 127.0.0.1 only.
+
+Test hooks (POST, loopback only): /sandbox/fail?code=N&count=K&status=S  /sandbox/revoke?user=U
+GET /sandbox/stats. The sign-in password of every user is "sandbox".
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import html
+import json
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, quote, urlencode, urlsplit
+
+SANDBOX_CLIENT_ID = "5a1db0c0-0000-4000-8000-00000000c11e"
+SANDBOX_SECRET = "Sandbox~Secret.Value-not-for-real-use-0123"
+PASSWORD = "sandbox"
+ACCESS_TTL = 3600
+
+MESSAGES = {
+    7000215: (401, "invalid_client", "Invalid client secret provided. Ensure the secret being "
+              "sent in the request is the client secret value, not the client secret ID."),
+    7000222: (401, "invalid_client", "The provided client secret keys are expired."),
+    700016: (400, "unauthorized_client", "Application was not found in the directory."),
+    90002: (400, "invalid_request", "Tenant not found."),
+    9001023: (400, "invalid_request", "The grant type is not supported over the /common or "
+              "/consumers endpoints."),
+    65001: (400, "invalid_grant", "The user or administrator has not consented to use the "
+            "application."),
+    700022: (400, "invalid_scope", "The provided value for the input parameter scope is not "
+             "valid because it contains more than one resource."),
+    700082: (400, "invalid_grant", "The refresh token has expired due to inactivity."),
+    70008: (400, "invalid_grant", "The provided authorization code or refresh token has "
+            "expired due to inactivity."),
+    50173: (400, "invalid_grant", "The provided grant has expired due to it being revoked."),
+    70000: (400, "invalid_grant", "Provided grant is invalid or malformed."),
+    700027: (401, "invalid_client", "Client assertion failed signature validation."),
+    54005: (400, "invalid_grant", "OAuth2 Authorization code was already redeemed."),
+    50011: (400, "invalid_request", "The redirect URI specified in the request does not match "
+            "the redirect URIs configured for the application."),
+    50148: (400, "invalid_grant", "The code_verifier does not match the code_challenge."),
+    53003: (400, "invalid_grant", "Access has been blocked by Conditional Access policies."),
+    50196: (400, "temporarily_unavailable", "The server terminated an operation because it "
+            "encountered a client request loop."),
+    90055: (400, "temporarily_unavailable", "The request was throttled."),
+}
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+@dataclass
+class _Grant:
+    user: str
+    scopes: list[str]
+    revoked: bool = False
+
+
+@dataclass
+class SandboxState:
+    client_id: str = SANDBOX_CLIENT_ID
+    secret: str = SANDBOX_SECRET
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    codes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refresh_tokens: dict[str, _Grant] = field(default_factory=dict)
+    devices: dict[str, dict[str, Any]] = field(default_factory=dict)
+    failures: list[tuple[int, int | None]] = field(default_factory=list)  # (AADSTS, HTTP)
+    revoked_users: set[str] = field(default_factory=set)
+    certificates: list[Any] = field(default_factory=list)  # cryptography x509 certificates
+    stats: dict[str, int] = field(default_factory=lambda: {"token": 0, "refresh_token": 0,
+                                                           "authorization_code": 0,
+                                                           "client_credentials": 0})
+
+
+class SandboxError(Exception):
+    def __init__(self, code: int, status: int | None = None) -> None:
+        super().__init__(code)
+        self.code = code
+        self.status = status
+
+
+def error_body(code: int) -> tuple[int, dict[str, Any]]:
+    status, error, text = MESSAGES.get(code, (400, "invalid_request", "Request failed."))
+    trace, correlation = str(uuid.uuid4()), str(uuid.uuid4())
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+    return status, {
+        "error": error,
+        "error_description": f"AADSTS{code}: {text}\r\nTrace ID: {trace}\r\n"
+                             f"Correlation ID: {correlation}\r\nTimestamp: {stamp}",
+        "error_codes": [code], "timestamp": stamp, "trace_id": trace,
+        "correlation_id": correlation,
+        "error_uri": f"https://login.microsoftonline.com/error?code={code}",
+    }
+
+
+def _resource(scope: str) -> str | None:
+    if scope in ("offline_access", "openid", "profile", "email"):
+        return None
+    if "://" in scope:
+        parts = urlsplit(scope)
+        return f"{parts.scheme}://{parts.netloc}/"
+    return "https://graph.microsoft.com/"
+
+
+class SandboxHandler(BaseHTTPRequestHandler):
+    server: SandboxServer
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: requests carry codes and tokens."""
+
+    # -- plumbing ----------------------------------------------------------------------------
+
+    def _send(self, status: int, body: bytes, content_type: str,
+              headers: dict[str, str] | None = None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Cache-Control", "no-store")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _json(self, status: int, payload: dict[str, Any],
+              headers: dict[str, str] | None = None) -> None:
+        self._send(status, json.dumps(payload).encode(), "application/json", headers)
+
+    def _html(self, body: str) -> None:
+        page = (f"<!doctype html><html><head><meta charset='utf-8'><title>vault sandbox</title>"
+                f"</head><body style='font-family:sans-serif;max-width:32em;margin:3em auto'>"
+                f"<h1>vault sandbox sign-in</h1>{body}</body></html>")
+        self._send(200, page.encode(), "text/html; charset=utf-8")
+
+    def _form(self) -> dict[str, str]:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length).decode() if length else ""
+        return {k: v[0] for k, v in parse_qs(raw, keep_blank_values=True).items()}
+
+    @property
+    def state(self) -> SandboxState:
+        return self.server.state
+
+    # -- routes --------------------------------------------------------------------------------
+
+    def do_GET(self) -> None:
+        parts = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        segments = parts.path.strip("/").split("/")
+        if parts.path == "/sandbox/stats":
+            with self.state.lock:
+                self._json(200, dict(self.state.stats))
+        elif len(segments) == 4 and segments[1:] == ["oauth2", "v2.0", "authorize"]:
+            self._sign_in_page(query, error=None)
+        elif parts.path == "/devicelogin":
+            self._device_page(error=None)
+        elif (len(segments) == 3 and segments[1:] == ["v2.0", ".well-known"]) or \
+                parts.path.endswith("/v2.0/.well-known/openid-configuration"):
+            self._discovery(segments[0])
+        else:
+            self._send(404, b"not found", "text/plain")
+
+    def do_POST(self) -> None:
+        parts = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        segments = parts.path.strip("/").split("/")
+        if parts.path == "/sandbox/fail":
+            with self.state.lock:
+                for _ in range(int(query.get("count", "1"))):
+                    status = int(query["status"]) if query.get("status") else None
+                    self.state.failures.append((int(query.get("code", "0")), status))
+            self._json(200, {"queued": len(self.state.failures)})
+        elif parts.path == "/sandbox/revoke":
+            with self.state.lock:
+                self.state.revoked_users.add(query.get("user", "").lower())
+            self._json(200, {"revoked": query.get("user")})
+        elif len(segments) == 4 and segments[1:] == ["oauth2", "v2.0", "authorize"]:
+            self._sign_in(self._form())
+        elif len(segments) == 4 and segments[1:] == ["oauth2", "v2.0", "token"]:
+            self._token(segments[0], self._form())
+        elif len(segments) == 4 and segments[1:] == ["oauth2", "v2.0", "devicecode"]:
+            self._device_code(self._form())
+        elif parts.path == "/devicelogin":
+            self._device_approve(self._form())
+        else:
+            self._send(404, b"not found", "text/plain")
+
+    def _discovery(self, tenant: str) -> None:
+        base = f"{self.server.base_url}/{tenant}"
+        self._json(200, {
+            "issuer": f"{base}/v2.0",
+            "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+            "token_endpoint": f"{base}/oauth2/v2.0/token",
+            "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+        })
+
+    # -- sign-in --------------------------------------------------------------------------------
+
+    def _sign_in_page(self, params: dict[str, str], error: str | None) -> None:
+        hidden = "".join(f"<input type='hidden' name='{html.escape(k)}' value='{html.escape(v)}'>"
+                         for k, v in params.items() if k not in ("username", "password"))
+        hint = html.escape(params.get("login_hint", ""))
+        self._html(
+            (f"<p style='color:#b00'>{html.escape(error)}</p>" if error else "")
+            + f"<p>Application {html.escape(params.get('client_id', ''))} asks for: "
+              f"{html.escape(params.get('scope', ''))}</p>"
+            + f"<form method='post'>{hidden}<label>Mailbox <input id='username' name='username' "
+              f"value='{hint}'></label><br><label>Password <input id='password' "
+              f"name='password' type='password'></label> (every password is "
+              f"<code>{PASSWORD}</code>)<br><button id='login' type='submit'>Sign in and accept"
+              f"</button></form>")
+
+    def _sign_in(self, form: dict[str, str]) -> None:
+        if form.get("password") != PASSWORD or "@" not in form.get("username", ""):
+            self._sign_in_page(form, error="Wrong mailbox or password.")
+            return
+        redirect_uri = form.get("redirect_uri", "")
+        if form.get("client_id") != self.state.client_id:
+            self._json(*error_body(700016))
+            return
+        if not redirect_uri.startswith(("http://127.0.0.1", "http://localhost", "https://")):
+            self._json(*error_body(50011))
+            return
+        code = secrets.token_urlsafe(32)
+        with self.state.lock:
+            self.state.codes[code] = {
+                "user": form["username"].lower(), "scopes": form.get("scope", "").split(),
+                "redirect_uri": redirect_uri, "challenge": form.get("code_challenge"),
+                "issued": time.monotonic(), "used": False,
+            }
+        target = redirect_uri + ("&" if "?" in redirect_uri else "?") + urlencode(
+            {"code": code, "state": form.get("state", ""), "session_state": str(uuid.uuid4())})
+        self.send_response(302)
+        self.send_header("Location", target)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    # -- token endpoint ---------------------------------------------------------------------------
+
+    def _client_authenticated(self, form: dict[str, str]) -> bool:
+        if form.get("client_assertion_type") == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer":
+            return self._assertion_valid(form)
+        client_id, secret = form.get("client_id"), form.get("client_secret")
+        header = self.headers.get("Authorization", "")
+        if header.startswith("Basic "):
+            try:
+                pair = base64.b64decode(header[6:]).decode()
+            except ValueError:
+                return False
+            from urllib.parse import unquote
+
+            left, _, right = pair.partition(":")
+            client_id, secret = unquote(left), unquote(right)
+        if client_id != self.state.client_id:
+            raise SandboxError(700016)
+        if secret is None or not hmac.compare_digest(secret.encode(), self.state.secret.encode()):
+            raise SandboxError(7000215)
+        return True
+
+    def _assertion_valid(self, form: dict[str, str]) -> bool:
+        """private_key_jwt: RS256 over header.claims, by a registered certificate (x5t)."""
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        try:
+            head, body, signature = form.get("client_assertion", "").split(".")
+            header = json.loads(base64.urlsafe_b64decode(head + "=" * (-len(head) % 4)))
+            claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+            raw_signature = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
+        except ValueError:
+            raise SandboxError(700027) from None
+        if claims.get("iss") != self.state.client_id or claims.get("sub") != self.state.client_id:
+            raise SandboxError(700016)
+        if not str(claims.get("aud", "")).endswith(self.path.split("?")[0]) or \
+                claims.get("exp", 0) < time.time():
+            raise SandboxError(700027)
+        for certificate in self.state.certificates:
+            thumbprint = _b64url(certificate.fingerprint(hashes.SHA1()))  # noqa: S303 - x5t
+            if thumbprint != header.get("x5t"):
+                continue
+            try:
+                certificate.public_key().verify(raw_signature, f"{head}.{body}".encode(),
+                                                padding.PKCS1v15(), hashes.SHA256())
+            except InvalidSignature:
+                raise SandboxError(700027) from None
+            return True
+        raise SandboxError(700027)
+
+    def _token(self, tenant: str, form: dict[str, str]) -> None:
+        grant_type = form.get("grant_type", "")
+        with self.state.lock:
+            self.state.stats["token"] += 1
+            if grant_type in self.state.stats:
+                self.state.stats[grant_type] += 1
+            failure = self.state.failures.pop(0) if self.state.failures else None
+        try:
+            if failure is not None:
+                code, status = failure
+                if status is not None and code == 0:
+                    self._json(status, {"error": "temporarily_unavailable"},
+                               {"Retry-After": "1"} if status == 429 else None)
+                    return
+                raise SandboxError(code, status)
+            self._client_authenticated(form)
+            scopes = form.get("scope", "").split()
+            resources = {r for r in map(_resource, scopes) if r}
+            if len(resources) > 1:
+                raise SandboxError(700022)
+            if grant_type == "authorization_code":
+                payload = self._redeem(form, scopes)
+            elif grant_type == "refresh_token":
+                payload = self._refresh(form, scopes)
+            elif grant_type == "client_credentials":
+                if tenant in ("common", "organizations", "consumers"):
+                    raise SandboxError(9001023)
+                if not scopes or not all(s.endswith("/.default") for s in scopes):
+                    raise SandboxError(70011)
+                payload = {"token_type": "Bearer", "expires_in": ACCESS_TTL,
+                           "access_token": "sbx-app." + secrets.token_urlsafe(32)}
+            elif grant_type == "urn:ietf:params:oauth:grant-type:device_code":
+                payload = self._device_token(form)
+                if payload is None:
+                    return
+            else:
+                self._json(400, {"error": "unsupported_grant_type"})
+                return
+        except SandboxError as e:
+            status, body = error_body(e.code)
+            self._json(e.status or status, body)
+            return
+        self._json(200, payload)
+
+    def _issue(self, user: str, scopes: list[str]) -> dict[str, Any]:
+        refresh = "sbx-rt." + secrets.token_urlsafe(48)
+        with self.state.lock:
+            self.state.refresh_tokens[refresh] = _Grant(user, scopes)
+        return {"token_type": "Bearer", "scope": " ".join(s for s in scopes),
+                "expires_in": ACCESS_TTL, "ext_expires_in": ACCESS_TTL,
+                "access_token": f"sbx-at.{_b64url(user.encode())}.{secrets.token_urlsafe(32)}",
+                "refresh_token": refresh}
+
+    def _redeem(self, form: dict[str, str], scopes: list[str]) -> dict[str, Any]:
+        with self.state.lock:
+            entry = self.state.codes.get(form.get("code", ""))
+            if entry is None:
+                raise SandboxError(70008)
+            if entry["used"]:
+                raise SandboxError(54005)
+            entry["used"] = True
+        if time.monotonic() - entry["issued"] > 600:
+            raise SandboxError(70008)
+        if form.get("redirect_uri") != entry["redirect_uri"]:
+            raise SandboxError(50011)
+        verifier = form.get("code_verifier", "")
+        expected = _b64url(hashlib.sha256(verifier.encode()).digest())
+        if not entry["challenge"] or not hmac.compare_digest(expected, entry["challenge"]):
+            raise SandboxError(50148)
+        return self._issue(entry["user"], scopes or entry["scopes"])
+
+    def _refresh(self, form: dict[str, str], scopes: list[str]) -> dict[str, Any]:
+        with self.state.lock:
+            grant = self.state.refresh_tokens.get(form.get("refresh_token", ""))
+            if grant is None:
+                raise SandboxError(70000)
+            if grant.revoked or grant.user in self.state.revoked_users:
+                raise SandboxError(50173)
+        # Like Microsoft: a new refresh token each time, and the old one stays valid.
+        return self._issue(grant.user, scopes or grant.scopes)
+
+    # -- device code ------------------------------------------------------------------------------
+
+    def _device_code(self, form: dict[str, str]) -> None:
+        if form.get("client_id") != self.state.client_id:
+            self._json(*error_body(700016))
+            return
+        device_code = secrets.token_urlsafe(32)
+        user_code = "".join(secrets.choice("BCDFGHJKLMNPQRSTVWXZ") for _ in range(8))
+        with self.state.lock:
+            self.state.devices[user_code] = {"device_code": device_code, "user": None,
+                                             "scopes": form.get("scope", "").split(),
+                                             "issued": time.monotonic()}
+        uri = f"{self.server.base_url}/devicelogin"
+        self._json(200, {"device_code": device_code, "user_code": user_code,
+                         "verification_uri": uri, "expires_in": 900, "interval": 1,
+                         "message": f"To sign in, open {uri} and enter the code {user_code}."})
+
+    def _device_page(self, error: str | None) -> None:
+        self._html((f"<p style='color:#b00'>{html.escape(error)}</p>" if error else "")
+                   + "<form method='post'><label>Code <input id='user_code' name='user_code'>"
+                     "</label><br><label>Mailbox <input id='username' name='username'></label>"
+                     "<br><label>Password <input id='password' name='password' type='password'>"
+                     "</label><br><button id='login' type='submit'>Sign in</button></form>")
+
+    def _device_approve(self, form: dict[str, str]) -> None:
+        with self.state.lock:
+            entry = self.state.devices.get(form.get("user_code", "").strip().upper())
+            ok = entry is not None and form.get("password") == PASSWORD and \
+                "@" in form.get("username", "")
+            if ok:
+                entry["user"] = form["username"].lower()
+        if ok:
+            self._html("<p>Signed in. You can return to vault.</p>")
+        else:
+            self._device_page(error="Wrong code, mailbox or password.")
+
+    def _device_token(self, form: dict[str, str]) -> dict[str, Any] | None:
+        with self.state.lock:
+            entry = next((e for e in self.state.devices.values()
+                          if e["device_code"] == form.get("device_code")), None)
+        if entry is None:
+            self._json(400, {"error": "expired_token"})
+            return None
+        if entry["user"] is None:
+            self._json(400, {"error": "authorization_pending"})
+            return None
+        return self._issue(entry["user"], entry["scopes"])
+
+
+class SandboxServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, port: int = 0, state: SandboxState | None = None) -> None:
+        super().__init__(("127.0.0.1", port), SandboxHandler)
+        self.state = state or SandboxState()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+    def start(self) -> SandboxServer:
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        self.shutdown()
+        self.server_close()
+
+
+def settings_line(server: SandboxServer, tenant: str = "sandbox.onmicrosoft.com") -> str:
+    """What a `vault client add` needs to use the sandbox (the secret is not a real one)."""
+    base = server.base_url
+    return json.dumps({
+        "base_url": base, "tenant": tenant, "client_id": server.state.client_id,
+        "client_secret": server.state.secret,
+        "authorize_url": f"{base}/{quote(tenant)}/oauth2/v2.0/authorize",
+        "token_url": f"{base}/{quote(tenant)}/oauth2/v2.0/token",
+        "device_url": f"{base}/{quote(tenant)}/oauth2/v2.0/devicecode",
+    })

@@ -1,0 +1,40 @@
+"""`vault sandbox`: run the local Microsoft-like identity provider in the foreground."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(sandbox)
+
+
+@click.command()
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port on 127.0.0.1 (0: any free port).")
+@click.option("--tenant", default="sandbox.onmicrosoft.com", show_default=True)
+@click.option("--fail", "failures", multiple=True, type=int, metavar="AADSTS",
+              help="Answer the next token request with this AADSTS error (repeatable, in order).")
+def sandbox(port: int, tenant: str, failures: tuple[int, ...]) -> None:
+    """A local identity provider behaving like Microsoft's v2.0 endpoints, for trying vault
+    without a tenant. Prints one JSON line of settings, then serves until interrupted.
+
+    Every password is "sandbox"; the client secret it prints is not a secret. Inject errors
+    while it runs: curl -X POST 'http://127.0.0.1:PORT/sandbox/fail?code=700082'.
+    """
+    from adapters.sandbox import SandboxServer, settings_line
+
+    server = SandboxServer(port)
+    server.state.failures.extend((code, None) for code in failures)
+    click.echo(settings_line(server, tenant))
+    sys.stdout.flush()
+    click.echo(f"vault sandbox on {server.base_url} (tenant {tenant}); Ctrl-C stops it",
+               err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
