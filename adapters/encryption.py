@@ -1,9 +1,7 @@
 """Encryption at rest for events and snapshots: a data key per subject, each ciphertext bound to
 its place.
 
-- Data keys (one per credential or grant; a TokenRotation reuses its grant's key) are random,
-  wrapped by the root key with AAD = (vault id, originator id, subject id, root-key term) and kept
-  in `vault_keys`, outside the event store. Destroying a subject's rows crypto-shreds it.
+- Data keys (adapters/keyring.py) are per subject and kept outside the event store.
 - Event state is sealed with AAD = (originator id, version, topic, format), so a ciphertext copied
   onto another row, another version or another event type fails to decrypt. eventsourcing's stock
   AESCipher binds nothing (one key, no associated data) and is not used.
@@ -27,14 +25,9 @@ from eventsourcing.persistence import (
 from eventsourcing.utils import TopicError, resolve_topic
 
 from adapters import crypto
-from adapters.errors import ConcurrentChange, IntegrityViolation, SubjectPurged
-from adapters.keyslots import RootKey
-from adapters.store import KeyRow, Store
+from adapters.errors import IntegrityViolation
+from adapters.keyring import AUDIT_KEY_ID, EVENT_FORMAT, SIGNING_KEY_ID, Keyring, event_aad
 from domain.secret_value import SecretValue
-
-EVENT_FORMAT = 1
-AUDIT_KEY_ID = "system:audit"
-SIGNING_KEY_ID = "system:signing"
 
 
 class SecretAsText(Transcoding):
@@ -68,91 +61,8 @@ def transcoder() -> JSONTranscoder:
     return t
 
 
-class Keyring:
-    """Data keys, unwrapped on demand with the root key and cached for this process only."""
-
-    def __init__(self, store: Store, root: RootKey, vault_id: str) -> None:
-        self.store = store
-        self.root = root
-        self.vault_id = vault_id
-        self._keys: dict[str, bytes] = {}
-
-    def _aad(self, row_or_ids: KeyRow | tuple[str, str], term: int) -> bytes:
-        originator, subject = (
-            (row_or_ids.originator_id, row_or_ids.subject_id)
-            if isinstance(row_or_ids, KeyRow) else row_or_ids
-        )
-        return crypto.aad(b"vault-data-key-v1", self.vault_id, originator, subject, term)
-
-    def key(self, originator_id: str) -> bytes:
-        try:
-            return self._keys[originator_id]
-        except KeyError:
-            pass
-        row = self.store.key_row(originator_id)
-        if row is None:
-            raise IntegrityViolation(f"no data key for {originator_id}: the key table was edited")
-        key = self.unwrap(row)
-        self._keys[originator_id] = key
-        return key
-
-    def unwrap(self, row: KeyRow, root: RootKey | None = None) -> bytes:
-        root = root or self.root
-        if row.wrapped is None:
-            raise SubjectPurged(f"{row.originator_id} was purged (its data key is destroyed)")
-        if row.term > root.term:
-            raise ConcurrentChange("the root key was rotated since this command unlocked the "
-                                   "vault; nothing was changed, run it again")
-        if row.term != root.term:
-            raise IntegrityViolation(f"data key of {row.originator_id} has root-key term "
-                                     f"{row.term}, the vault is at term {root.term}")
-        return crypto.unseal(root.key, row.wrapped, self._aad(row, row.term),
-                             f"data key of {row.originator_id}")
-
-    def create(self, originator_id: str, subject_id: str, created_at: str) -> KeyRow:
-        """A new data key for a subject, or the subject's own key for a related aggregate."""
-        key = self.key(subject_id) if subject_id != originator_id else crypto.new_key()
-        return self._wrap(originator_id, subject_id, key, created_at)
-
-    def _wrap(self, originator_id: str, subject_id: str, key: bytes, created_at: str) -> KeyRow:
-        wrapped = crypto.seal(self.root.key, key, self._aad((originator_id, subject_id),
-                                                            self.root.term))
-        self._keys[originator_id] = key
-        return KeyRow(originator_id, subject_id, self.root.term, wrapped, created_at)
-
-    def rewrap(self, rows: list[KeyRow], new_root: RootKey) -> list[KeyRow]:
-        """The given live key rows wrapped again under a new root key (key rotation)."""
-        return [replace(row, term=new_root.term,
-                        wrapped=crypto.seal(new_root.key, self.unwrap(row),
-                                            self._aad(row, new_root.term)))
-                for row in rows]
-
-    def head_mac(self, originator_id: str, version: int) -> bytes:
-        """Authenticates an aggregate's newest version (key: derived from its data key)."""
-        key = crypto.subkey(self.key(originator_id), b"vault-head")
-        return crypto.mac(key, crypto.aad(b"vault-head-v1", originator_id, version))
-
-    def recorded_head(self, originator_id: str) -> int:
-        """The newest version recorded for an aggregate, after checking its MAC."""
-        row = self.store.key_row(originator_id)
-        if row is None:
-            raise IntegrityViolation(f"no data key for {originator_id}: the key table was edited")
-        if row.wrapped is None:
-            raise SubjectPurged(f"{originator_id} was purged (its data key is destroyed)")
-        if row.head_version is None or row.head_mac is None:
-            raise IntegrityViolation(f"{originator_id} has no recorded head version")
-        if not crypto.same(self.head_mac(originator_id, row.head_version), row.head_mac):
-            raise IntegrityViolation(f"the recorded head version of {originator_id} was forged")
-        return row.head_version
-
-    def forget(self, subject_originators: list[str]) -> None:
-        for originator in subject_originators:
-            self._keys.pop(originator, None)
-
-
-def event_aad(stored: StoredEvent) -> bytes:
-    return crypto.aad(b"vault-event-v1", EVENT_FORMAT, str(stored.originator_id),
-                      stored.originator_version, stored.topic)
+def stored_event_aad(stored: StoredEvent) -> bytes:
+    return event_aad(str(stored.originator_id), stored.originator_version, stored.topic)
 
 
 class EncryptedMapper(Mapper):
@@ -168,7 +78,7 @@ class EncryptedMapper(Mapper):
     def to_stored_event(self, domain_event: Any) -> StoredEvent:
         plain = super().to_stored_event(domain_event)
         key = self.keyring.key(str(plain.originator_id))
-        blob = bytes([EVENT_FORMAT]) + crypto.seal(key, plain.state, event_aad(plain))
+        blob = bytes([EVENT_FORMAT]) + crypto.seal(key, plain.state, stored_event_aad(plain))
         return replace(plain, state=blob)
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
@@ -182,5 +92,9 @@ class EncryptedMapper(Mapper):
         if not blob or blob[0] != EVENT_FORMAT:
             raise IntegrityViolation(f"{where} has an unknown format")
         key = self.keyring.key(str(stored_event.originator_id))
-        plain = crypto.unseal(key, blob[1:], event_aad(stored_event), where)
+        plain = crypto.unseal(key, blob[1:], stored_event_aad(stored_event), where)
         return super().to_domain_event(replace(stored_event, state=plain))
+
+
+__all__ = ["AUDIT_KEY_ID", "SIGNING_KEY_ID", "EncryptedMapper", "Keyring", "event_aad",
+           "transcoder"]

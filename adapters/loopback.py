@@ -44,8 +44,12 @@ def parse_redirect(url: str) -> Redirect:
 
 
 class LoopbackListener:
-    def __init__(self, path: str = "/callback", port: int = 0) -> None:
+    """Binds 127.0.0.1; `host_name` is how the redirect URI names it (as registered)."""
+
+    def __init__(self, path: str = "/callback", port: int = 0,
+                 host_name: str = "127.0.0.1") -> None:
         self.path = path
+        self.host_name = host_name
         self._result: Redirect | None = None
         self._received = threading.Event()
         listener = self
@@ -85,7 +89,7 @@ class LoopbackListener:
 
     @property
     def redirect_uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}{self.path}"
+        return f"http://{self.host_name}:{self.port}{self.path}"
 
     def wait(self, timeout: float) -> Redirect | None:
         """The redirect, or None when nobody came back within `timeout` seconds."""

@@ -82,6 +82,7 @@ class SandboxState:
     failures: list[tuple[int, int | None]] = field(default_factory=list)  # (AADSTS, HTTP)
     revoked_users: set[str] = field(default_factory=set)
     certificates: list[Any] = field(default_factory=list)  # cryptography x509 certificates
+    slow_downs: int = 0  # answer this many device-code polls with slow_down (RFC 8628)
     stats: dict[str, int] = field(default_factory=lambda: {"token": 0, "refresh_token": 0,
                                                            "authorization_code": 0,
                                                            "client_credentials": 0})
@@ -424,6 +425,12 @@ class SandboxHandler(BaseHTTPRequestHandler):
                           if e["device_code"] == form.get("device_code")), None)
         if entry is None:
             self._json(400, {"error": "expired_token"})
+            return None
+        with self.state.lock:
+            slow = self.state.slow_downs > 0
+            self.state.slow_downs -= int(slow)
+        if slow:
+            self._json(400, {"error": "slow_down"})
             return None
         if entry["user"] is None:
             self._json(400, {"error": "authorization_pending"})

@@ -59,4 +59,37 @@ run vault audit checkpoint --export "$tmp/checkpoint.txt"
 step "vault audit verify --trusted $tmp/checkpoint.txt   # needs no key"
 env -u VAULT_KEY_FILE vault audit verify --trusted "$tmp/checkpoint.txt"
 
+# 7. OAuth for real, against `vault sandbox`: a local identity provider that behaves like
+#    Microsoft's v2.0 endpoints (every password is "sandbox").
+vault sandbox > "$tmp/sandbox.json" 2>/dev/null &
+sandbox_pid=$!
+trap 'kill $sandbox_pid 2>/dev/null; rm -rf "$tmp"' EXIT
+for _ in $(seq 50); do [ -s "$tmp/sandbox.json" ] && break; sleep 0.1; done
+setting() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$tmp/sandbox.json" "$1"; }
+base="$(setting base_url)"
+
+step "vault client add demo --provider microsoft --tenant $(setting tenant) ... (sandbox endpoints)"
+setting client_secret | vault client add demo --provider microsoft --tenant "$(setting tenant)" \
+  --client-id "$(setting client_id)" --secret-stdin --authorize-url "$(setting authorize_url)" \
+  --token-url "$(setting token_url)" --device-url "$(setting device_url)"
+
+step "vault consent demo --mailbox dave@contoso.com --protocols imap,smtp --flow device"
+vault consent demo --mailbox dave@contoso.com --protocols imap,smtp --flow device \
+  2> "$tmp/consent.err" &
+consent_pid=$!
+for _ in $(seq 100); do grep -q "enter the code" "$tmp/consent.err" && break; sleep 0.1; done
+cat "$tmp/consent.err"
+code=$(sed -n 's/.*enter the code \([A-Z]*\).*/\1/p' "$tmp/consent.err")
+echo "(the person at the browser signs in as dave@contoso.com with the code $code)"
+python3 -c 'import sys, urllib.parse, urllib.request; urllib.request.urlopen(sys.argv[1], urllib.parse.urlencode({"user_code": sys.argv[2], "username": "dave@contoso.com", "password": "sandbox"}).encode()).read()' "$base/devicelogin" "$code"
+wait $consent_pid
+
+step "vault token dave@contoso.com   # what mutt's imap_oauth_refresh_command runs"
+vault token dave@contoso.com | cut -c1-32 | sed 's/$/... (cut short)/'
+run vault refresh dave@contoso.com
+step "# the provider now answers AADSTS700082 (refresh token idle too long):"
+python3 -c 'import sys, urllib.request; urllib.request.urlopen(urllib.request.Request(sys.argv[1], method="POST")).read()' "$base/sandbox/fail?code=700082"
+step "vault refresh dave@contoso.com"
+vault refresh dave@contoso.com || echo "(exit code $?)"
+
 printf '\nTour done: the temporary vault is removed now.\n'

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import NAMESPACE_URL, UUID, uuid5
 
+from domain import topics
 from domain.base import AggregateCreated, VaultAggregate, stable_snapshot
 from domain.errors import InvalidInput, RuleViolation
 from domain.secret_value import SecretValue
@@ -28,18 +29,18 @@ def rotation_id_for(grant_id: UUID) -> UUID:
 
 
 class TokenRotation(VaultAggregate):
-    TOPIC = "vault.TokenRotation"
+    TOPIC = topics.TOKEN_ROTATION
     Snapshot = stable_snapshot("vault.TokenRotation.Snapshot")
 
     class Started(VaultAggregate.Event, AggregateCreated):
-        TOPIC = "vault.TokenRotation.Started"
+        TOPIC = topics.LINEAGE_STARTED
         grant_id: UUID
         refresh_token: SecretValue | None
         issued_at: datetime
         source: str
 
     class Reseeded(VaultAggregate.Event):
-        TOPIC = "vault.TokenRotation.Reseeded"
+        TOPIC = topics.ROTATION_RESEEDED
         refresh_token: SecretValue | None
         issued_at: datetime
         source: str
@@ -61,7 +62,7 @@ class TokenRotation(VaultAggregate):
             }
 
     class TokensIssued(VaultAggregate.Event):
-        TOPIC = "vault.TokenRotation.TokensIssued"
+        TOPIC = topics.TOKENS_ISSUED
         attempt_id: str | None
         resource: str
         access_token: SecretValue
@@ -109,7 +110,7 @@ class TokenRotation(VaultAggregate):
             }
 
     class TokensDiscarded(VaultAggregate.Event):
-        TOPIC = "vault.TokenRotation.TokensDiscarded"
+        TOPIC = topics.TOKENS_DISCARDED
         reason: str
 
         def apply(self, rotation: TokenRotation) -> None:

@@ -109,8 +109,8 @@ class Harness:
         return env
 
     def run(self, *args: str, input: str | None = None, **env: str | None) -> Result:
-        """Run the CLI in-process exactly as `vault ARGS` would (same error handling)."""
-        from vault.cli.main import main
+        """Run the CLI in-process exactly as `vault ARGS` would (same entry, same errors)."""
+        from vault.entry import main
 
         runner = CliRunner()
         with runner.isolation(input=input, env=self.env(**env)) as (out, err, _):

@@ -226,3 +226,16 @@ def test_a_certificate_credential_signs_its_client_assertions(vault: Harness, sa
     expiry = json.loads(vault.ok("expiry", "--json").out)["findings"]
     assert [(f["kind"], f["severity"], f["days_left"]) for f in expiry] == [
         ("certificate_expiry", "warning", 20)]
+
+
+def test_device_polling_honours_slow_down(vault: Harness, sandbox) -> None:
+    add_sandbox_client(vault, sandbox)
+    sandbox.state.slow_downs = 2
+    ui = ScriptedConsent(sign_in, MAILBOX, "sandbox")
+    ui.device_approver = lambda uri, code, user, password: httpx.post(
+        uri, data={"user_code": code, "username": user, "password": password})
+    sleeps: list[float] = []
+    with vault.app() as app:
+        app.sleep = sleeps.append
+        app.consent("demo", mailbox=MAILBOX, protocols=("imap",), flow="device", ui=ui)
+    assert sleeps == [1, 6, 11]  # the given interval, then +5 s for each slow_down

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
-from adapters.encryption import AUDIT_KEY_ID
 from adapters.errors import SubjectPurged
+from adapters.keyring import AUDIT_KEY_ID
 from adapters.store import Changes
 from domain.credentials import ClientCredential
 from domain.grants import ConsentGrant

@@ -15,10 +15,7 @@ anything is returned). If the audit entry cannot be written, nothing happens.
 from __future__ import annotations
 
 import functools
-import getpass
-import os
 import random
-import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -52,7 +49,7 @@ from domain.credentials import ClientCredential
 from domain.errors import DomainError
 from domain.grants import ConsentGrant
 from domain.rotation import TokenRotation
-from vault.audit import AuditRecord, AuditSealer
+from vault.audit import AuditRecord, AuditSealer, os_actor
 from vault.errors import AuditWriteFailed, Conflict, NotFound, VaultError, WiringError
 
 T = TypeVar("T")
@@ -72,18 +69,6 @@ def project_events(aggregate: Any, events: Any) -> Any:
 
 def system_clock() -> datetime:
     return datetime.now(UTC)
-
-
-def os_actor() -> dict[str, Any]:
-    """Who runs this command: the OS user (and the sudo caller), the host, the process."""
-    try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = f"uid:{os.getuid()}"
-    actor: dict[str, Any] = {"user": user, "host": socket.gethostname(), "pid": os.getpid()}
-    if os.environ.get("SUDO_USER"):
-        actor["sudo_user"] = os.environ["SUDO_USER"]
-    return actor
 
 
 class _StoreFactory(InfrastructureFactory):

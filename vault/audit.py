@@ -11,7 +11,10 @@ earlier and kept elsewhere (`vault audit checkpoint --export`, `vault audit veri
 from __future__ import annotations
 
 import base64
+import getpass
 import json
+import os
+import socket
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -23,6 +26,18 @@ from adapters.errors import IntegrityViolation
 from adapters.store import AuditAppender, AuditRow, Checkpoint
 
 CHECKPOINT_FILE_HEADER = "vault-audit-checkpoint-v1"
+
+
+def os_actor() -> dict[str, Any]:
+    """Who runs this command: the OS user (and the sudo caller), the host, the process."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = f"uid:{os.getuid()}"
+    actor: dict[str, Any] = {"user": user, "host": socket.gethostname(), "pid": os.getpid()}
+    if os.environ.get("SUDO_USER"):
+        actor["sudo_user"] = os.environ["SUDO_USER"]
+    return actor
 
 
 def genesis(vault_id: str) -> bytes:

@@ -15,8 +15,8 @@ from typing import Any
 from uuid import uuid4
 
 from adapters import crypto
-from adapters.encryption import AUDIT_KEY_ID, SIGNING_KEY_ID
 from adapters.errors import IntegrityViolation
+from adapters.keyring import AUDIT_KEY_ID, SIGNING_KEY_ID
 from adapters.keyslots import (
     Header,
     KeyFile,
@@ -29,8 +29,8 @@ from adapters.keyslots import (
 )
 from adapters.store import Changes, KeyRow, Store, open_store
 from vault.admin import AdminUseCases
-from vault.application import os_actor, system_clock
-from vault.audit import AuditRecord, AuditSealer
+from vault.application import system_clock
+from vault.audit import AuditRecord, AuditSealer, os_actor
 from vault.consent import ConsentUseCases
 from vault.errors import AlreadyExists
 from vault.keys import KeyUseCases

@@ -46,14 +46,14 @@ class ConsentFailed(VaultError):
     pass
 
 
-def _loopback_target(redirect_uri: str | None) -> tuple[str, int]:
-    """The path and port of a registered loopback redirect URI (port 0: any free port)."""
+def _loopback_target(redirect_uri: str | None) -> tuple[str, int, str]:
+    """Path, port (0: any free port) and host name of the registered loopback redirect URI."""
     if redirect_uri and redirect_uri.startswith(("http://127.0.0.1", "http://localhost")):
         from urllib.parse import urlsplit
 
         parts = urlsplit(redirect_uri)
-        return parts.path or "/", parts.port or 0
-    return "/callback", 0
+        return parts.path or "/", parts.port or 0, parts.hostname or "127.0.0.1"
+    return "/callback", 0, "127.0.0.1"
 
 
 class ConsentUseCases(TokenUseCases):
@@ -106,8 +106,8 @@ class ConsentUseCases(TokenUseCases):
         extra = ({"access_type": "offline", "prompt": "consent"}
                  if credential.provider == "google" else {})
         if flow == "browser":
-            path, port = _loopback_target(credential.redirect_uri)
-            with LoopbackListener(path, port) as listener:
+            path, port, host_name = _loopback_target(credential.redirect_uri)
+            with LoopbackListener(path, port, host_name) as listener:
                 redirect_uri = listener.redirect_uri
                 url = oauth.authorize_url(redirect_uri=redirect_uri, scopes=every_scope,
                                           state=state, challenge=challenge, login_hint=mailbox,

@@ -14,6 +14,7 @@ from adapters.store import Delete, Update, Upsert, ViewChange
 from domain.credentials import ClientCredential
 from domain.grants import ConsentGrant, mailbox_key
 from domain.rotation import TokenRotation
+from domain.scopes import resource_for
 
 
 def _iso(value: datetime | date | None) -> str | None:
@@ -60,6 +61,8 @@ def grant_changes(grant: ConsentGrant, provider: str, google_testing: bool) -> l
         "client_name": grant.client_name, "provider": provider,
         "google_testing": int(google_testing), "mailbox": grant.mailbox,
         "mailbox_key": mailbox_key(grant.mailbox), "protocols": ",".join(grant.protocols),
+        "resources": json.dumps({p: resource_for(grant.scopes, p) for p in grant.protocols},
+                                sort_keys=True),
         "status": grant.status, "status_reason": grant.status_reason,
         "status_changed_at": _iso(grant.status_changed_at), "method": grant.method,
         "granted_at": _iso(grant.granted_at), "granted_by": grant.granted_by,

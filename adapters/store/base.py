@@ -217,12 +217,7 @@ class Store(ABC):
         return "no such table" in text or "does not exist" in text
 
     def upsert_sql(self, table: str, key_cols: list[str], value_cols: list[str]) -> str:
-        cols = [_check_identifier(c) for c in key_cols + value_cols]
-        placeholders = ", ".join("?" for _ in cols)
-        updates = ", ".join(f"{c} = excluded.{c}" for c in value_cols) or None
-        conflict = (f"DO UPDATE SET {updates}" if updates else "DO NOTHING")
-        return (f"INSERT INTO {_check_identifier(table)} ({', '.join(cols)}) "
-                f"VALUES ({placeholders}) ON CONFLICT ({', '.join(key_cols)}) {conflict}")
+        return upsert_sql(table, key_cols, value_cols)
 
     # -- header ------------------------------------------------------------------------------
 
@@ -324,24 +319,7 @@ class Store(ABC):
             tx.execute(sql, [*change.key.values(), *change.values.values()])
 
     def _append_audit(self, tx: Tx, appender: AuditAppender) -> None:
-        try:
-            self._append_audit_row(tx, appender)
-        except Exception as e:
-            raise AuditAppendFailed(f"audit entry not written: {type(e).__name__}") from e
-
-    def _append_audit_row(self, tx: Tx, appender: AuditAppender) -> None:
-        last = tx.one("SELECT seq, entry_hash FROM vault_audit ORDER BY seq DESC LIMIT 1")
-        seq, prev = (last["seq"], bytes(last["entry_hash"])) if last else (0, None)
-        row = appender.seal(seq + 1, prev)
-        tx.execute(
-            "INSERT INTO vault_audit (seq, prev_hash, header, nonce, ciphertext, entry_hash) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (row.seq, row.prev_hash, row.header, row.nonce, row.ciphertext, row.entry_hash),
-        )
-        cp = appender.sign(row.seq, row.entry_hash)
-        tx.execute(self.upsert_sql("vault_audit_checkpoint", ["id"],
-                                   ["size", "head_hash", "signed_at", "signature"]),
-                   (1, cp.size, cp.head_hash, cp.signed_at, cp.signature))
+        append_audit(tx, appender)
 
     # -- keys --------------------------------------------------------------------------------
 
@@ -390,3 +368,34 @@ def _key_row(r: Any) -> KeyRow:
                   bytes(wrapped) if wrapped is not None else None, r["created_at"],
                   r["shredded_at"], r["head_version"],
                   bytes(head_mac) if head_mac is not None else None)
+
+
+def upsert_sql(table: str, key_cols: list[str], value_cols: list[str]) -> str:
+    cols = [_check_identifier(c) for c in key_cols + value_cols]
+    placeholders = ", ".join("?" for _ in cols)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in value_cols) or None
+    conflict = (f"DO UPDATE SET {updates}" if updates else "DO NOTHING")
+    return (f"INSERT INTO {_check_identifier(table)} ({', '.join(cols)}) "
+            f"VALUES ({placeholders}) ON CONFLICT ({', '.join(key_cols)}) {conflict}")
+
+
+CHECKPOINT_UPSERT = upsert_sql("vault_audit_checkpoint", ["id"],
+                               ["size", "head_hash", "signed_at", "signature"])
+
+
+def append_audit(tx: Tx, appender: AuditAppender) -> None:
+    """Append one audit entry after the last one and re-sign the head, inside `tx` (whose
+    writer lock serialises appenders). Any failure fails the whole transaction."""
+    try:
+        last = tx.one("SELECT seq, entry_hash FROM vault_audit ORDER BY seq DESC LIMIT 1")
+        seq, prev = (last["seq"], bytes(last["entry_hash"])) if last else (0, None)
+        row = appender.seal(seq + 1, prev)
+        tx.execute(
+            "INSERT INTO vault_audit (seq, prev_hash, header, nonce, ciphertext, entry_hash) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            (row.seq, row.prev_hash, row.header, row.nonce, row.ciphertext, row.entry_hash),
+        )
+        cp = appender.sign(row.seq, row.entry_hash)
+        tx.execute(CHECKPOINT_UPSERT, (1, cp.size, cp.head_hash, cp.signed_at, cp.signature))
+    except Exception as e:
+        raise AuditAppendFailed(f"audit entry not written: {type(e).__name__}") from e

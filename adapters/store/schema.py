@@ -83,6 +83,7 @@ TABLES = [
         mailbox TEXT NOT NULL,
         mailbox_key TEXT NOT NULL,
         protocols TEXT NOT NULL,
+        resources TEXT NOT NULL,
         status TEXT NOT NULL,
         status_reason TEXT,
         status_changed_at TEXT,

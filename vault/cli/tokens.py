@@ -6,7 +6,6 @@ getmail): only the token on stdout, nothing there on failure (the reason goes to
 
 from __future__ import annotations
 
-import base64
 import os
 import sys
 from datetime import timedelta
@@ -24,14 +23,6 @@ def register(cli: click.Group) -> None:
         cli.add_command(command)
 
 
-def sasl(kind: str, user: str, access_token: str) -> str:
-    if kind == "xoauth2":
-        raw = f"user={user}\x01auth=Bearer {access_token}\x01\x01"
-    else:  # oauthbearer, RFC 7628 (host and port are optional)
-        raw = f"n,a={user},\x01auth=Bearer {access_token}\x01\x01"
-    return base64.b64encode(raw.encode()).decode()
-
-
 @click.command()
 @click.argument("mailbox")
 @click.option("--client", "client_name", metavar="NAME")
@@ -45,18 +36,13 @@ def sasl(kind: str, user: str, access_token: str) -> str:
 def token(state: CliContext, mailbox: str, client_name: str | None, protocol: str, fmt: str,
           min_valid: int) -> None:
     """Print an access token for MAILBOX (refreshing only when needed)."""
+    from vault.fastpath import render_token
+
     result = state.app().access_token(mailbox, client=client_name, protocol=protocol,
                                       min_valid=timedelta(seconds=min_valid))
-    value = result.token.reveal()
-    if fmt == "token":
-        click.echo(value)
-    elif fmt == "json":
-        click.echo(to_json({"access_token": value, "token_type": "Bearer",
-                            "expires_at": result.expires_at.isoformat(),
-                            "mailbox": result.mailbox, "resource": result.resource,
-                            "refreshed": result.refreshed}))
-    else:
-        click.echo(sasl(fmt, result.mailbox, value))
+    click.echo(render_token(fmt, token=result.token.reveal(), mailbox=result.mailbox,
+                            expires_at=result.expires_at, resource=result.resource,
+                            refreshed=result.refreshed))
 
 
 @click.command()

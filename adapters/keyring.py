@@ -1,0 +1,106 @@
+"""Data keys: one random key per subject (credential or grant; a TokenRotation reuses its grant's
+key), wrapped by the root key with AAD = (vault id, originator id, subject id, root-key term) and
+kept in `vault_keys`, outside the event store. Destroying a subject's rows crypto-shreds it.
+
+Imports nothing of eventsourcing, so the cached-token path (vault/fastpath.py) stays light.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from adapters import crypto
+from adapters.errors import ConcurrentChange, IntegrityViolation, SubjectPurged
+from adapters.keyslots import RootKey
+from adapters.store.base import KeyRow, Store
+
+AUDIT_KEY_ID = "system:audit"
+SIGNING_KEY_ID = "system:signing"
+EVENT_FORMAT = 1
+
+
+def event_aad(originator_id: str, version: int, topic: str) -> bytes:
+    """What a stored event's ciphertext is bound to: its aggregate, version and type."""
+    return crypto.aad(b"vault-event-v1", EVENT_FORMAT, originator_id, version, topic)
+
+
+class Keyring:
+    """Data keys, unwrapped on demand with the root key and cached for this process only."""
+
+    def __init__(self, store: Store, root: RootKey, vault_id: str) -> None:
+        self.store = store
+        self.root = root
+        self.vault_id = vault_id
+        self._keys: dict[str, bytes] = {}
+
+    def _aad(self, row_or_ids: KeyRow | tuple[str, str], term: int) -> bytes:
+        originator, subject = (
+            (row_or_ids.originator_id, row_or_ids.subject_id)
+            if isinstance(row_or_ids, KeyRow) else row_or_ids
+        )
+        return crypto.aad(b"vault-data-key-v1", self.vault_id, originator, subject, term)
+
+    def key(self, originator_id: str) -> bytes:
+        try:
+            return self._keys[originator_id]
+        except KeyError:
+            pass
+        row = self.store.key_row(originator_id)
+        if row is None:
+            raise IntegrityViolation(f"no data key for {originator_id}: the key table was edited")
+        key = self.unwrap(row)
+        self._keys[originator_id] = key
+        return key
+
+    def unwrap(self, row: KeyRow, root: RootKey | None = None) -> bytes:
+        root = root or self.root
+        if row.wrapped is None:
+            raise SubjectPurged(f"{row.originator_id} was purged (its data key is destroyed)")
+        if row.term > root.term:
+            raise ConcurrentChange("the root key was rotated since this command unlocked the "
+                                   "vault; nothing was changed, run it again")
+        if row.term != root.term:
+            raise IntegrityViolation(f"data key of {row.originator_id} has root-key term "
+                                     f"{row.term}, the vault is at term {root.term}")
+        return crypto.unseal(root.key, row.wrapped, self._aad(row, row.term),
+                             f"data key of {row.originator_id}")
+
+    def create(self, originator_id: str, subject_id: str, created_at: str) -> KeyRow:
+        """A new data key for a subject, or the subject's own key for a related aggregate."""
+        key = self.key(subject_id) if subject_id != originator_id else crypto.new_key()
+        return self._wrap(originator_id, subject_id, key, created_at)
+
+    def _wrap(self, originator_id: str, subject_id: str, key: bytes, created_at: str) -> KeyRow:
+        wrapped = crypto.seal(self.root.key, key, self._aad((originator_id, subject_id),
+                                                            self.root.term))
+        self._keys[originator_id] = key
+        return KeyRow(originator_id, subject_id, self.root.term, wrapped, created_at)
+
+    def rewrap(self, rows: list[KeyRow], new_root: RootKey) -> list[KeyRow]:
+        """The given live key rows wrapped again under a new root key (key rotation)."""
+        return [replace(row, term=new_root.term,
+                        wrapped=crypto.seal(new_root.key, self.unwrap(row),
+                                            self._aad(row, new_root.term)))
+                for row in rows]
+
+    def head_mac(self, originator_id: str, version: int) -> bytes:
+        """Authenticates an aggregate's newest version (key: derived from its data key)."""
+        key = crypto.subkey(self.key(originator_id), b"vault-head")
+        return crypto.mac(key, crypto.aad(b"vault-head-v1", originator_id, version))
+
+    def recorded_head(self, originator_id: str) -> int:
+        """The newest version recorded for an aggregate, after checking its MAC."""
+        row = self.store.key_row(originator_id)
+        if row is None:
+            raise IntegrityViolation(f"no data key for {originator_id}: the key table was edited")
+        if row.wrapped is None:
+            raise SubjectPurged(f"{originator_id} was purged (its data key is destroyed)")
+        if row.head_version is None or row.head_mac is None:
+            raise IntegrityViolation(f"{originator_id} has no recorded head version")
+        if not crypto.same(self.head_mac(originator_id, row.head_version), row.head_mac):
+            raise IntegrityViolation(f"the recorded head version of {originator_id} was forged")
+        return row.head_version
+
+    def forget(self, subject_originators: list[str]) -> None:
+        for originator in subject_originators:
+            self._keys.pop(originator, None)

@@ -1,0 +1,218 @@
+"""The cached-token path of `vault token`, kept light: mail clients call it for every connection.
+
+It handles exactly one case: the embedded SQLite store, a key-file unlock, and an access token
+still valid for --min-valid. It reads the header, unlocks, finds the grant in the read model,
+decrypts the newest events of its TokenRotation (checking the recorded head version), writes the
+audit entry, and prints. It imports no eventsourcing, click or HTTP code. Anything else (a
+refresh, a passphrase, PostgreSQL, an error of any kind) returns None, and the full CLI runs the
+same command from the start with everything it needs, errors and messages included.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from domain import topics
+
+GLOBAL_OPTIONS = {"--home", "--key-file", "--keyslot", "--ca-file"}
+TOKEN_OPTIONS = {"--client", "--protocol", "--format", "--min-valid"}
+PROTOCOLS = ("imap", "pop", "smtp", "graph")
+FORMATS = ("token", "xoauth2", "oauthbearer", "json")
+EVENTS_SCANNED = 64
+
+
+def sasl(kind: str, user: str, access_token: str) -> str:
+    """The SASL initial response: XOAUTH2, or OAUTHBEARER (RFC 7628, host/port omitted)."""
+    if kind == "xoauth2":
+        raw = f"user={user}\x01auth=Bearer {access_token}\x01\x01"
+    else:
+        raw = f"n,a={user},\x01auth=Bearer {access_token}\x01\x01"
+    return base64.b64encode(raw.encode()).decode()
+
+
+def render_token(fmt: str, *, token: str, mailbox: str, expires_at: datetime, resource: str,
+                 refreshed: bool) -> str:
+    if fmt == "token":
+        return token
+    if fmt == "json":
+        return json.dumps({"access_token": token, "token_type": "Bearer",
+                           "expires_at": expires_at.isoformat(), "mailbox": mailbox,
+                           "resource": resource, "refreshed": refreshed}, indent=2)
+    return sasl(fmt, mailbox, token)
+
+
+def _parse(args: list[str]) -> dict[str, str] | None:
+    """`[global options] token MAILBOX [options]`, or None for anything else."""
+    options: dict[str, str] = {}
+    positional: list[str] = []
+    i, seen_command = 0, False
+    while i < len(args):
+        arg = args[i]
+        if arg.startswith("--"):
+            name, _, value = arg.partition("=")
+            allowed = TOKEN_OPTIONS if seen_command else GLOBAL_OPTIONS
+            if name not in allowed:
+                return None
+            if not value:
+                if i + 1 >= len(args):
+                    return None
+                value = args[i + 1]
+                i += 1
+            options[name] = value
+        elif not seen_command:
+            if arg != "token":
+                return None
+            seen_command = True
+        else:
+            positional.append(arg)
+        i += 1
+    if not seen_command or len(positional) != 1:
+        return None
+    options["mailbox"] = positional[0]
+    return options
+
+
+def _decode(data: bytes) -> dict[str, Any]:
+    """eventsourcing's JSON transcoding, for the few types a TokensIssued event holds."""
+    from domain.secret_value import SecretValue
+
+    def hook(obj: dict[str, Any]) -> Any:
+        if len(obj) == 2 and "_type_" in obj and "_data_" in obj:
+            kind, value = obj["_type_"], obj["_data_"]
+            if kind == "secret":
+                return SecretValue(value)
+            if kind == "datetime_iso":
+                return datetime.fromisoformat(value)
+            return value
+        return obj
+
+    return json.loads(data, object_hook=hook)
+
+
+def cached_token(args: list[str]) -> str | None:
+    """The command's whole output when the cached path applies, else None (run the full CLI)."""
+    options = _parse(args)
+    if options is None or os.environ.get("VAULT_STORE"):
+        return None
+    key_file = options.get("--key-file") or os.environ.get("VAULT_KEY_FILE")
+    protocol = options.get("--protocol", "imap")
+    fmt = options.get("--format", "token")
+    try:
+        min_valid = timedelta(seconds=int(options.get("--min-valid", "300")))
+        slot_id = int(options["--keyslot"]) if "--keyslot" in options else None
+    except ValueError:
+        return None
+    if not key_file or protocol not in PROTOCOLS or fmt not in FORMATS or \
+            not 0 <= min_valid.total_seconds() <= 3000:
+        return None
+    home = options.get("--home") or os.environ.get("VAULT_HOME")
+    if home is None:
+        from platformdirs import user_data_path
+
+        home_path = user_data_path("vault", appauthor=False)
+    else:
+        home_path = Path(home).expanduser()
+    if not (home_path / "vault.db").is_file() or home_path.stat().st_mode & 0o077:
+        return None
+    try:
+        conn = sqlite3.connect(f"file:{quote(str(home_path / 'vault.db'))}", uri=True,
+                               isolation_level=None, timeout=30)
+    except sqlite3.Error:
+        return None
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 30000")
+        conn.execute("PRAGMA synchronous = FULL")
+        return _serve(conn, key_file, slot_id, options, protocol, fmt, min_valid)
+    except Exception:  # noqa: BLE001 - any surprise: the full CLI does it properly
+        return None
+    finally:
+        conn.close()
+
+
+def _serve(conn: sqlite3.Connection, key_file: str, slot_id: int | None,
+           options: dict[str, str], protocol: str, fmt: str, min_valid: timedelta) -> str | None:
+    from adapters import crypto
+    from adapters.keyring import AUDIT_KEY_ID, SIGNING_KEY_ID, Keyring, event_aad
+    from adapters.keyslots import SealedHeader, read_key_file, unlock
+    from adapters.store.base import Tx, _key_row, append_audit
+    from vault.audit import AuditRecord, AuditSealer, os_actor
+
+    header_row = conn.execute("SELECT body, checksum, mac FROM vault_header WHERE id = 1").fetchone()
+    sealed = SealedHeader(header_row["body"], header_row["checksum"], header_row["mac"])
+    header = sealed.parse()
+    root, _ = unlock(header, read_key_file(key_file), slot_id)
+    sealed.verify_mac(root)
+
+    sql = "SELECT * FROM view_grants WHERE mailbox_key = ?"
+    params: tuple = (options["mailbox"].strip().casefold(),)
+    if "--client" in options:
+        sql += " AND client_uuid = (SELECT client_uuid FROM view_clients WHERE name_key = ?)"
+        params += (options["--client"].casefold(),)
+    rows = conn.execute(sql, params).fetchall()
+    if len(rows) != 1:
+        return None
+    grant = rows[0]
+    if grant["status"] != "active" or protocol not in grant["protocols"].split(","):
+        return None
+    resource = json.loads(grant["resources"])[protocol]
+    rotation_id = grant["rotation_uuid"]
+
+    keyring = Keyring(None, root, header.vault_id)  # type: ignore[arg-type]
+    keys = {r["originator_id"]: _key_row(r) for r in conn.execute(
+        "SELECT * FROM vault_keys WHERE originator_id IN (?, ?, ?)",
+        (rotation_id, AUDIT_KEY_ID, SIGNING_KEY_ID))}
+    for originator, row in keys.items():
+        keyring._keys[originator] = keyring.unwrap(row)
+    head = keys[rotation_id]
+    if head.head_version is None or head.head_mac is None or not crypto.same(
+            keyring.head_mac(rotation_id, head.head_version), head.head_mac):
+        return None
+
+    events = conn.execute(
+        "SELECT originator_version, topic, state FROM stored_events WHERE originator_id = ? "
+        "ORDER BY originator_version DESC LIMIT ?",
+        (rotation_id.replace("-", ""), EVENTS_SCANNED)).fetchall()
+    if not events or events[0]["originator_version"] < head.head_version:
+        return None
+    found = None
+    for event in events:
+        topic = event["topic"]
+        if topic in (topics.TOKENS_DISCARDED, topics.ROTATION_RESEEDED, topics.LINEAGE_STARTED):
+            return None
+        if topic != topics.TOKENS_ISSUED:
+            continue
+        blob = bytes(event["state"])
+        state = _decode(crypto.unseal(
+            keyring._keys[rotation_id], blob[1:],
+            event_aad(rotation_id, event["originator_version"], topic), "stored event"))
+        if state["resource"] == resource:
+            found = state
+            break
+    now = datetime.now(UTC)
+    if found is None or found["access_expires_at"] - min_valid <= now:
+        return None
+
+    record = AuditRecord(
+        "token", subject={"client": grant["client_name"], "mailbox": grant["mailbox"]},
+        detail={"protocol": protocol, "revealed": "access_token", "resource": resource,
+                "refreshed": False})
+    sealer = AuditSealer(keyring._keys[AUDIT_KEY_ID], keyring._keys[SIGNING_KEY_ID],
+                         header.vault_id, record, os_actor(), now)
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        append_audit(Tx(conn.cursor()), sealer)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return render_token(fmt, token=found["access_token"].reveal(), mailbox=grant["mailbox"],
+                        expires_at=found["access_expires_at"], resource=resource,
+                        refreshed=False)
