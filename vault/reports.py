@@ -24,7 +24,13 @@ from domain.secret_value import SecretValue
 from vault.application import VaultCore, use_case
 from vault.clients import client_summary
 from vault.errors import BadInput, NotFound
-from vault.grants import GrantUseCases, grant_summary, rotation_summary
+from vault.grants import (
+    GRANT_COLUMNS,
+    GrantUseCases,
+    grant_listing,
+    grant_summary,
+    rotation_summary,
+)
 
 THRESHOLDS_KEY = "expiry_thresholds"
 _EVENT_META = {"originator_id", "originator_version", "timestamp", "originator_topic"}
@@ -91,7 +97,9 @@ class ReportUseCases(GrantUseCases, VaultCore):
 
     # -- facts from the read models ----------------------------------------------------------
 
-    def expiry_facts(self) -> tuple[list[SecretFacts], list[GrantFacts]]:
+    def expiry_facts(
+        self, grant_rows: list[dict[str, Any]] | None = None
+    ) -> tuple[list[SecretFacts], list[GrantFacts]]:
         secrets = [
             SecretFacts(client=r["name"], provider=r["provider"], ref=r["ref"],
                         secret_id=r["secret_id"], created_on=_date(r["created_on"]),
@@ -102,9 +110,13 @@ class ReportUseCases(GrantUseCases, VaultCore):
                 "FROM view_secrets s JOIN view_clients c ON c.client_uuid = s.client_uuid "
                 "WHERE s.retired_at IS NULL AND c.status = 'active' ORDER BY c.name_key, s.ref")
         ]
+        if grant_rows is None:
+            grant_rows = self.views(f"SELECT {GRANT_COLUMNS} FROM view_grants "
+                                    "ORDER BY mailbox_key, client_name")
         grants = []
-        for r in self.views("SELECT * FROM view_grants WHERE status <> 'revoked' "
-                            "ORDER BY mailbox_key, client_name"):
+        for r in grant_rows:
+            if r["status"] == "revoked":
+                continue
             activity = [d for d in (_date(r["rt_issued_at"]), _date(r["rt_last_used_at"])) if d]
             grants.append(GrantFacts(
                 client=r["client_name"], mailbox=r["mailbox"], provider=r["provider"],
@@ -133,7 +145,9 @@ class ReportUseCases(GrantUseCases, VaultCore):
     def status(self) -> dict[str, Any]:
         today = self.now().date()
         t = self.thresholds()
-        secrets, grants = self.expiry_facts()
+        grant_rows = self.views(f"SELECT {GRANT_COLUMNS} FROM view_grants "
+                                "ORDER BY mailbox_key, client_name")
+        secrets, grants = self.expiry_facts(grant_rows)
         findings = evaluate(secrets, grants, today, t)
         items = due_items(secrets, grants, t)
         clients = self.list_clients()
@@ -146,7 +160,7 @@ class ReportUseCases(GrantUseCases, VaultCore):
             c["next_due"] = item.due.isoformat() if item else None
             c["next_due_assumed"] = bool(item and item.assumed)
             c["days_left"] = (item.due - today).days if item else None
-        grant_rows = self.list_grants()
+        grant_rows = [grant_listing(r) for r in grant_rows]
         idle_due = {(i.client, i.mailbox): i for i in items if i.kind == "refresh_token_idle"}
         for g, facts in zip(grant_rows, self._facts_for(grant_rows, grants), strict=True):
             last = facts.last_activity_on if facts else None
