@@ -2,10 +2,13 @@
 
     python bench/bench.py                       # SQLite and PostgreSQL, full sizes
     python bench/bench.py --store sqlite --quick
+    python bench/bench.py --token-only          # the cached `vault token` latency
 
 Measures, on each store:
-- append: a grant's token lineage grows to 52,560 refreshes (one a 10 minutes for a year), each
-  in its own transaction with its audit entry and read-model update, snapshots every 100;
+- `vault token` on a cached token (SQLite, key file; a new process each run, as mail clients do),
+  beside `python3 -c pass`;
+- append: a grant's token lineage grows to 52,560 refreshes (one every 10 minutes for a year),
+  each in its own transaction with its audit entry and read-model update, snapshots every 20;
 - load: rebuilding that TokenRotation from snapshot + tail, against a full replay;
 - `vault status` and `vault expiry` over 10,000 grants, as a process (start-up and unlock
   with a key file included) and as the use case alone;
@@ -195,6 +198,41 @@ def bench_audit(b: Bench, total: int) -> dict:
             "vault_audit_verify_process_s": round(b.cli("audit", "verify", repeat=3), 2)}
 
 
+def bench_token(b: Bench, runs: int = 30) -> dict:
+    """`vault token` on a cached token, as a mail client runs it: a new process each time,
+    unlocked with the key file. Against `vault sandbox` for the one consent it needs."""
+    import re
+    from html import unescape
+
+    import httpx
+
+    from adapters.sandbox import SandboxServer, settings_line
+    from tests.conftest import ScriptedConsent
+
+    server = SandboxServer().start()
+    s = json.loads(settings_line(server))
+
+    def sign_in(url: str, user: str, password: str) -> str:
+        page = httpx.get(url).text
+        form = {k: unescape(v) for k, v in re.findall(r"name='([^']+)' value='([^']*)'", page)}
+        form.update(username=user, password="sandbox")
+        return httpx.post(url.split("?")[0], data=form).headers["location"]
+
+    try:
+        with b.app() as app:
+            b.clock = datetime.now(UTC)
+            app.add_client(name="demo", provider="microsoft", tenant=s["tenant"],
+                           client_id=s["client_id"], secret=SecretValue(s["client_secret"]),
+                           endpoints={"authorize_url": s["authorize_url"],
+                                      "token_url": s["token_url"]})
+            app.consent("demo", mailbox="carol@contoso.com", protocols=("imap",),
+                        flow="manual", ui=ScriptedConsent(sign_in, "carol@contoso.com", "x"))
+        cached = b.cli("token", "carol@contoso.com", repeat=runs)
+    finally:
+        server.stop()
+    return {"runs": runs, "vault_token_cached_ms": round(cached * 1000, 1)}
+
+
 def python_startup_ms() -> float:
     return round(median_seconds(lambda: subprocess.run([sys.executable, "-c", "pass"],
                                                        check=True), 10) * 1000, 1)
@@ -204,7 +242,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--store", choices=["sqlite", "postgresql", "both"], default="both")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    parser.add_argument("--token-only", action="store_true",
+                        help="only the cached `vault token` latency (SQLite)")
     args = parser.parse_args()
+    if args.token_only:
+        with tempfile.TemporaryDirectory() as tmp:
+            result = {"python_c_pass_ms": python_startup_ms(),
+                      "sqlite": {"token": bench_token(Bench("sqlite", Path(tmp)))}}
+        print(json.dumps(result, indent=2))
+        return
     sizes = ({"rotations": 2000, "grants": 1000, "audit": 10000} if args.quick
              else {"rotations": 52560, "grants": 10000, "audit": 100000})
     kinds = ["sqlite", "postgresql"] if args.store == "both" else [args.store]
@@ -214,6 +260,7 @@ def main() -> None:
             b = Bench(kind, Path(tmp))
             try:
                 results[kind] = {
+                    "token": bench_token(b) if kind == "sqlite" else None,
                     "rotations": bench_rotations(b, sizes["rotations"]),
                     "grants": bench_grants(b, sizes["grants"]),
                     "audit": bench_audit(b, sizes["audit"]),

@@ -89,6 +89,15 @@ def resource_of(profile: CloudProfile, scope: str) -> str | None:
     return origin or DEFAULT
 
 
+def _by_resource(profile: CloudProfile, scopes: tuple[str, ...]) -> dict[str, list[str]]:
+    plan: dict[str, list[str]] = {}
+    for scope in scopes:
+        resource = resource_of(profile, scope)
+        if resource is not None:
+            plan.setdefault(resource, []).append(scope)
+    return plan
+
+
 def plan_scopes(
     profile: CloudProfile,
     protocols: tuple[str, ...],
@@ -111,11 +120,7 @@ def plan_scopes(
     oidc = [s for s in scopes if s in OIDC_SCOPES]
     if profile.is_microsoft and "offline_access" not in oidc:
         raise MissingOfflineAccess()
-    plan: dict[str, list[str]] = {}
-    for scope in scopes:
-        resource = resource_of(profile, scope)
-        if resource is not None:
-            plan.setdefault(resource, []).append(scope)
+    plan = _by_resource(profile, scopes)
     if not plan:
         raise InvalidInput("no resource scope given: only OpenID scopes such as offline_access")
     for resource, group in plan.items():
@@ -146,11 +151,7 @@ def plan_app_only(
 ) -> dict[str, list[str]]:
     """Client-credentials (app-only) scopes: `<resource>/.default`, one request per resource."""
     if scopes:
-        plan: dict[str, list[str]] = {}
-        for scope in scopes:
-            resource = resource_of(profile, scope)
-            if resource is not None:
-                plan.setdefault(resource, []).append(scope)
+        plan = _by_resource(profile, scopes)
         if not plan:
             raise InvalidInput("app-only access needs a resource scope such as .../.default")
         return plan
@@ -159,7 +160,7 @@ def plan_app_only(
                            "which vault does not manage; use a consent grant")
     if not profile.is_microsoft:
         raise InvalidInput("a custom provider's app-only scopes must be given with --scopes")
-    plan = {}
+    plan: dict[str, list[str]] = {}
     if any(p in MAIL_PROTOCOLS for p in protocols):
         plan[MAIL] = [profile.app_only_mail_scope or ""]
     if "graph" in protocols:

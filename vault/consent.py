@@ -19,7 +19,7 @@ from domain.clouds import OIDC_SCOPES
 from domain.credentials import ClientCredential
 from domain.diagnosis import CODE, classify
 from domain.grants import ConsentGrant, check_mailbox, mailbox_key
-from domain.rotation import TokenRotation, rotation_id_for
+from domain.rotation import TokenRotation
 from domain.scopes import MAIL, plan_scopes
 from domain.secret_value import SecretValue
 from vault.application import apply_views, use_case
@@ -155,16 +155,9 @@ class ConsentUseCases(TokenUseCases):
             rotation.reseed(now=now, refresh_token=tokens.refresh_token, issued_at=now,
                             source="consent")
         else:
-            grant_id = self.new_id()
-            grant = ConsentGrant.grant(
-                aggregate_id=grant_id, rotation_id=rotation_id_for(grant_id), now=now,
-                client=credential, mailbox=mailbox, protocols=protocols, scopes=None,
-                method=flow, granted_at=now, granted_by=self.actor["user"])
-            rotation = TokenRotation.start(grant_id=grant_id, now=now,
-                                           refresh_token=tokens.refresh_token, issued_at=now,
-                                           source="consent")
-            changes.keys = (self.new_key_rows(grant.id, grant.id)
-                            + self.new_key_rows(rotation.id, grant.id))
+            grant, rotation, changes.keys = self.new_grant(
+                credential, mailbox, protocols, None, method=flow, granted_at=now,
+                refresh_token=tokens.refresh_token)
         rotation.record_tokens(now=now, attempt_id=None, resource=first,
                                access_token=tokens.access_token, expires_in=tokens.expires_in,
                                refresh_token=None, scope=tokens.scope)

@@ -101,21 +101,38 @@ class GrantUseCases(ClientUseCases, VaultCore):
 
             grant = self.retrying(attempt)
         else:
-            grant_id = self.new_id()
-            grant = ConsentGrant.grant(
-                aggregate_id=grant_id, rotation_id=rotation_id_for(grant_id), now=now,
-                client=credential, mailbox=mailbox, protocols=protocols, scopes=scopes,
-                method="import", granted_at=granted_at, granted_by=self.actor["user"],
-            )
-            rotation = TokenRotation.start(grant_id=grant_id, now=now,
-                                           refresh_token=refresh_token,
-                                           issued_at=grant.granted_at, source="import")
-            keys = self.new_key_rows(grant.id, grant.id) + self.new_key_rows(rotation.id, grant.id)
-            try:
-                self._save_grant(grant, rotation, credential, Changes(keys=keys))
-            except IntegrityError:
-                raise AlreadyExists(f"{mailbox} was granted under {crow['name']!r} meanwhile") from None
+            grant, rotation, keys = self.new_grant(
+                credential, mailbox, protocols, scopes, method="import", granted_at=granted_at,
+                refresh_token=refresh_token)
+            self._save_new_grant(grant, rotation, credential, keys)
         return grant_summary(grant)
+
+    def new_grant(
+        self, credential: Any, mailbox: str, protocols: tuple[str, ...],
+        scopes: tuple[str, ...] | None, *, method: str, granted_at: datetime | None,
+        refresh_token: SecretValue | None,
+    ) -> tuple[ConsentGrant, TokenRotation, list]:
+        """A new grant, its token lineage and their data keys (one subject: the grant)."""
+        grant_id = self.new_id()
+        grant = ConsentGrant.grant(
+            aggregate_id=grant_id, rotation_id=rotation_id_for(grant_id), now=self.now(),
+            client=credential, mailbox=mailbox, protocols=protocols, scopes=scopes,
+            method=method, granted_at=granted_at, granted_by=self.actor["user"])
+        source = {"import": "import", "app-only": "app-only"}.get(method, "consent")
+        rotation = TokenRotation.start(grant_id=grant_id, now=self.now(),
+                                       refresh_token=refresh_token, issued_at=grant.granted_at,
+                                       source=source)
+        keys = self.new_key_rows(grant.id, grant.id) + self.new_key_rows(rotation.id, grant.id)
+        return grant, rotation, keys
+
+    def _save_new_grant(self, grant: ConsentGrant, rotation: TokenRotation, credential: Any,
+                        keys: list) -> None:
+        try:
+            self._save_grant(grant, rotation, credential, Changes(keys=keys))
+        except IntegrityError:
+            # The read model's unique (client, mailbox) let another process through first.
+            raise AlreadyExists(f"{grant.mailbox} was granted under {grant.client_name!r} "
+                                "meanwhile") from None
 
     def _save_grant(self, grant: ConsentGrant, rotation: TokenRotation, credential: Any,
                     changes: Changes | None = None) -> None:
@@ -134,22 +151,13 @@ class GrantUseCases(ClientUseCases, VaultCore):
         self.audit_record.subject.update({"client": crow["name"], "mailbox": mailbox})
         self.audit_record.detail.update({"protocols": list(protocols), "method": "app-only"})
         credential = self.load_client(crow["client_uuid"])
-        now = self.now()
         if self.views("SELECT grant_uuid FROM view_grants WHERE client_uuid = ? "
                       "AND mailbox_key = ?", (crow["client_uuid"], mailbox_key(mailbox))):
             raise AlreadyExists(f"{mailbox} already has a grant under {crow['name']!r}")
-        grant_id = self.new_id()
-        grant = ConsentGrant.grant(
-            aggregate_id=grant_id, rotation_id=rotation_id_for(grant_id), now=now,
-            client=credential, mailbox=mailbox, protocols=protocols, scopes=scopes,
-            method="app-only", granted_at=now, granted_by=self.actor["user"])
-        rotation = TokenRotation.start(grant_id=grant_id, now=now, refresh_token=None,
-                                       issued_at=now, source="app-only")
-        keys = self.new_key_rows(grant.id, grant.id) + self.new_key_rows(rotation.id, grant.id)
-        try:
-            self._save_grant(grant, rotation, credential, Changes(keys=keys))
-        except IntegrityError:
-            raise AlreadyExists(f"{mailbox} was granted under {crow['name']!r} meanwhile") from None
+        grant, rotation, keys = self.new_grant(credential, mailbox, protocols, scopes,
+                                               method="app-only", granted_at=None,
+                                               refresh_token=None)
+        self._save_new_grant(grant, rotation, credential, keys)
         return grant_summary(grant)
 
     @use_case("grant list")
