@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from domain.diagnosis import CLASSES, classify
+from domain.secret_value import SecretValue
 from tests.conftest import Harness, ScriptedConsent, add_sandbox_client
 
 MAILBOX = "carol@contoso.com"
@@ -179,9 +180,8 @@ def test_rotate_secret_verify_waits_for_a_new_secret_to_work(vault: Harness, san
         sleeps: list[float] = []
         app.sleep = sleeps.append
         fail_next(sandbox, 7000215, count=2)  # not working yet: it is still propagating
-        result = app.rotate_secret_verified("demo", secret=__import__(
-            "domain.secret_value", fromlist=["SecretValue"]).SecretValue(new_secret),
-            verify_for=60)
+        result = app.rotate_secret_verified("demo", secret=SecretValue(new_secret),
+                                            verify_for=60)
     assert result["verified"] and sleeps == [5.0, 5.0]
     secrets = json.loads(vault.ok("client", "show", "demo", "--json").out)["secrets"]
     assert [(s["ref"], s["current"], s["retired_at"] is None) for s in secrets] == [
