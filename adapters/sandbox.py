@@ -83,6 +83,7 @@ class SandboxState:
     revoked_users: set[str] = field(default_factory=set)
     certificates: list[Any] = field(default_factory=list)  # cryptography x509 certificates
     slow_downs: int = 0  # answer this many device-code polls with slow_down (RFC 8628)
+    access_tokens: dict[str, dict[str, Any]] = field(default_factory=dict)  # for the Graph API
     stats: dict[str, int] = field(default_factory=lambda: {"token": 0, "refresh_token": 0,
                                                            "authorization_code": 0,
                                                            "client_credentials": 0})
@@ -162,7 +163,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         segments = parts.path.strip("/").split("/")
-        if parts.path == "/sandbox/stats":
+        if parts.path.startswith("/v1.0/"):
+            self._graph(parts.path)
+        elif parts.path == "/sandbox/stats":
             with self.state.lock:
                 self._json(200, dict(self.state.stats))
         elif len(segments) == 4 and segments[1:] == ["oauth2", "v2.0", "authorize"]:
@@ -208,6 +211,37 @@ class SandboxHandler(BaseHTTPRequestHandler):
             "token_endpoint": f"{base}/oauth2/v2.0/token",
             "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
         })
+
+    # -- a sliver of Microsoft Graph ------------------------------------------------------------
+
+    def _graph(self, path: str) -> None:
+        """GET /v1.0/me/mailFolders/inbox (delegated) or /v1.0/users/{mailbox}/... (app-only),
+        with Graph's error shape; the token must be one this sandbox issued for Graph."""
+        def refuse(status: int, code: str, message: str) -> None:
+            self._json(status, {"error": {"code": code, "message": message,
+                                          "innerError": {"request-id": str(uuid.uuid4())}}})
+
+        header = self.headers.get("Authorization", "")
+        with self.state.lock:
+            token = self.state.access_tokens.get(header.removeprefix("Bearer ").strip())
+        if token is None:
+            refuse(401, "InvalidAuthenticationToken", "Access token is empty or invalid.")
+            return
+        if not any(_resource(s) == "https://graph.microsoft.com/" for s in token["scopes"]):
+            refuse(401, "InvalidAuthenticationToken",
+                   "Access token validation failure. Invalid audience.")
+            return
+        segments = path.strip("/").split("/")
+        if segments[1:] == ["me", "mailFolders", "inbox"] and not token["app"]:
+            user = token["user"]
+        elif len(segments) == 5 and segments[1] == "users" and segments[3:] == [
+                "mailFolders", "inbox"] and token["app"]:
+            user = segments[2].lower()
+        else:
+            refuse(403, "ErrorAccessDenied", "Access is denied. Check credentials and try again.")
+            return
+        self._json(200, {"id": _b64url(f"inbox:{user}".encode()), "displayName": "Inbox",
+                         "totalItemCount": 3, "unreadItemCount": 1, "childFolderCount": 0})
 
     # -- sign-in --------------------------------------------------------------------------------
 
@@ -331,8 +365,12 @@ class SandboxHandler(BaseHTTPRequestHandler):
                     raise SandboxError(9001023)
                 if not scopes or not all(s.endswith("/.default") for s in scopes):
                     raise SandboxError(70011)
+                access = "sbx-app." + secrets.token_urlsafe(32)
+                with self.state.lock:
+                    self.state.access_tokens[access] = {"user": None, "scopes": scopes,
+                                                        "app": True}
                 payload = {"token_type": "Bearer", "expires_in": ACCESS_TTL,
-                           "access_token": "sbx-app." + secrets.token_urlsafe(32)}
+                           "access_token": access}
             elif grant_type == "urn:ietf:params:oauth:grant-type:device_code":
                 payload = self._device_token(form)
                 if payload is None:
@@ -348,12 +386,13 @@ class SandboxHandler(BaseHTTPRequestHandler):
 
     def _issue(self, user: str, scopes: list[str]) -> dict[str, Any]:
         refresh = "sbx-rt." + secrets.token_urlsafe(48)
+        access = f"sbx-at.{_b64url(user.encode())}.{secrets.token_urlsafe(32)}"
         with self.state.lock:
             self.state.refresh_tokens[refresh] = _Grant(user, scopes)
+            self.state.access_tokens[access] = {"user": user, "scopes": scopes, "app": False}
         return {"token_type": "Bearer", "scope": " ".join(s for s in scopes),
                 "expires_in": ACCESS_TTL, "ext_expires_in": ACCESS_TTL,
-                "access_token": f"sbx-at.{_b64url(user.encode())}.{secrets.token_urlsafe(32)}",
-                "refresh_token": refresh}
+                "access_token": access, "refresh_token": refresh}
 
     def _redeem(self, form: dict[str, str], scopes: list[str]) -> dict[str, Any]:
         with self.state.lock:

@@ -10,7 +10,7 @@ from typing import Any
 from uuid import UUID
 
 from domain.base import AggregateCreated, VaultAggregate, stable_snapshot
-from domain.clouds import CloudProfile, check_tenant, is_guid, profile_for
+from domain.clouds import PROTOCOLS, CloudProfile, check_tenant, is_guid, profile_for
 from domain.errors import ClientRemoved, InvalidInput, RuleViolation, SecretLooksLikeId
 from domain.secret_value import SecretValue
 
@@ -121,6 +121,16 @@ class ClientCredential(VaultAggregate):
             secret["created_on"] = self.created_on
             secret["expires_on"] = self.expires_on
 
+    class MailServersSet(VaultAggregate.Event):
+        """Where this client's mailboxes are served, when the cloud profile does not say (a
+        custom provider) or says otherwise: {protocol: {host, port, tls}}."""
+
+        TOPIC = "vault.ClientCredential.MailServersSet"
+        servers: dict
+
+        def apply(self, client: ClientCredential) -> None:
+            client.mail_servers = self.servers
+
     class Removed(VaultAggregate.Event):
         TOPIC = "vault.ClientCredential.Removed"
         reason: str
@@ -144,6 +154,7 @@ class ClientCredential(VaultAggregate):
         self.scopes = scopes
         self.google_testing = google_testing
         self.auth_method = auth_method
+        self.mail_servers: dict[str, dict[str, Any]] = {}
         self.secrets: list[dict[str, Any]] = []
         self.removed_at: datetime | None = None
         self.removed_reason: str | None = None
@@ -305,6 +316,25 @@ class ClientCredential(VaultAggregate):
             self.SecretDatesRecorded, now, ref=secret["ref"], created_on=created_on,
             expires_on=expires_on,
         )
+
+    def set_mail_servers(self, *, now: datetime, servers: dict[str, str]) -> None:
+        """`servers`: {protocol: "host:port[/implicit|starttls|plain]"}; empty text clears one."""
+        self._check_not_removed()
+        merged = dict(self.mail_servers)
+        for protocol, text in servers.items():
+            if protocol not in PROTOCOLS:
+                raise InvalidInput(f"unknown protocol {protocol!r}")
+            if not text:
+                merged.pop(protocol, None)
+                continue
+            address, _, tls = text.partition("/")
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536 or \
+                    tls not in ("", "implicit", "starttls", "plain"):
+                raise InvalidInput(f"--{protocol} takes HOST:PORT[/implicit|starttls|plain], "
+                                   f"not {text!r}")
+            merged[protocol] = {"host": host.strip("[]"), "port": int(port), "tls": tls or None}
+        self._trigger(self.MailServersSet, now, servers=merged)
 
     def remove(self, *, now: datetime, reason: str) -> None:
         self._check_not_removed()

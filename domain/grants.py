@@ -179,6 +179,15 @@ class ConsentGrant(VaultAggregate):
             granted_at=_check_granted_at(granted_at, now), granted_by=granted_by,
         )
 
+    def record_probe(self, *, now: datetime, protocol: str, outcome: str,
+                     latency_ms: int | None, greeting: str | None,
+                     diagnosis: str | None) -> None:
+        if protocol not in self.protocols:
+            raise InvalidInput(f"the grant of {self.mailbox} does not cover {protocol}")
+        self._trigger(self.ProbeRecorded, now, protocol=protocol, outcome=outcome,
+                      latency_ms=latency_ms, greeting=(greeting or "")[:200] or None,
+                      diagnosis=(diagnosis or "")[:500] or None)
+
     def mark_broken(self, *, now: datetime, reason: str, error_class: str | None = None) -> None:
         if not self.is_active:
             raise GrantNotActive(f"the grant of {self.mailbox} is already {self.status}")

@@ -346,3 +346,61 @@ def chromium() -> str:
     if path is None:
         pytest.fail("Chromium is needed for the browser consent test: apt-get install chromium")
     return path
+
+
+# -- mail server ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def mail_ca(tmp_path_factory):
+    from tests.peers.dovecot_peer import TestCA
+
+    return TestCA(tmp_path_factory.mktemp("mail-ca"))
+
+
+@pytest.fixture(scope="session")
+def mail_sink():
+    from tests.peers.dovecot_peer import MailSink
+
+    sink = MailSink().start()
+    yield sink
+    sink.stop()
+
+
+@pytest.fixture(scope="session")
+def dovecot(oidc, mail_ca, mail_sink):
+    """Dovecot on loopback: IMAP, POP3 and submission, checking tokens by introspection at the
+    session's oidc-provider (a token must carry mail.imap)."""
+    from tests.peers.dovecot_peer import DovecotPeer, ensure_dovecot_installed
+
+    ensure_dovecot_installed()
+    peer = DovecotPeer.start(introspection_url=oidc.introspection_url, ca=mail_ca,
+                             relay_port=mail_sink.port)
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture(scope="session")
+def dovecot_without_idp(mail_ca, mail_sink):
+    """The same, but its authorization server is unreachable: it can only fail temporarily."""
+    import socket
+
+    from tests.peers.dovecot_peer import DovecotPeer, ensure_dovecot_installed
+
+    ensure_dovecot_installed()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = s.getsockname()[1]
+    peer = DovecotPeer.start(introspection_url=f"http://127.0.0.1:{dead}/token/introspection",
+                             ca=mail_ca, relay_port=mail_sink.port, introspection_timeout=2)
+    yield peer
+    peer.stop()
+
+
+def point_at(h: Harness, peer, client: str = "idp", tls: str = "implicit") -> None:
+    """Record the Dovecot peer's ports as the client's mail servers."""
+    imap, pop, smtp = ((peer.imaps_port, peer.pop3s_port, peer.submissions_port)
+                       if tls == "implicit" else
+                       (peer.imap_port, peer.pop3_port, peer.submission_port))
+    h.ok("client", "set-servers", client, "--imap", f"127.0.0.1:{imap}/{tls}",
+         "--pop", f"127.0.0.1:{pop}/{tls}", "--smtp", f"127.0.0.1:{smtp}/{tls}")

@@ -64,3 +64,17 @@ def test_the_application_refuses_to_start_with_another_mapper(vault: Harness) ->
         Plain(store=store, header=header, header_checksum=sealed.checksum, root=root,
               unlocked_with=slot)
     store.close()
+
+
+def test_use_cases_never_override_eventsourcing_application_methods() -> None:
+    """A use-case mixin method named like one of Application's (`_record` once was) would
+    silently replace the library's persistence step."""
+    from eventsourcing.application import Application
+
+    overridden = {"__init__", "close", "construct_env", "construct_factory", "construct_mapper",
+                  "construct_recorder", "construct_snapshot_store", "name",
+                  "snapshotting_intervals", "snapshotting_projectors"}
+    ours = {name for cls in VaultApplication.__mro__
+            if cls.__module__.split(".")[0] in ("vault", "domain", "adapters")
+            for name in vars(cls) if not name.startswith("__")}
+    assert (ours & set(dir(Application))) - overridden == set()

@@ -34,10 +34,12 @@ from vault.audit import AuditRecord, AuditSealer, os_actor
 from vault.consent import ConsentUseCases
 from vault.errors import AlreadyExists
 from vault.keys import KeyUseCases
+from vault.probes import ProbeUseCases
 from vault.reports import ReportUseCases
 
 
-class VaultApplication(ConsentUseCases, ReportUseCases, KeyUseCases, AdminUseCases):
+class VaultApplication(ProbeUseCases, ConsentUseCases, ReportUseCases, KeyUseCases,
+                       AdminUseCases):
     """Every use case of the vault, over one encrypted event store."""
 
 

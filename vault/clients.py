@@ -36,6 +36,7 @@ def client_summary(client: ClientCredential) -> dict[str, Any]:
         "auth_method": client.auth_method, "status": "removed" if client.is_removed else "active",
         "endpoints": client.endpoints, "redirect_uri": client.redirect_uri,
         "scopes": client.scopes, "google_testing": client.google_testing,
+        "mail_servers": client.mail_servers,
         "registered_at": _iso(client.created_on),
         "secrets": [secret_summary(s, current["ref"] if current else None)
                     for s in client.secrets],
@@ -191,6 +192,17 @@ class ClientUseCases(VaultCore):
 
         self.audit_record.detail.update({"secret": ref, "expires_on": _iso(expires_on)})
         self.retrying(attempt)
+
+    @use_case("client set-servers")
+    def set_mail_servers(self, name: str, servers: dict[str, str]) -> dict[str, Any]:
+        def attempt() -> dict[str, Any]:
+            client = self._client(name)
+            client.set_mail_servers(now=self.now(), servers=servers)
+            self._save_client(client)
+            return client.mail_servers
+
+        self.audit_record.detail["servers"] = servers
+        return self.retrying(attempt)
 
     @use_case("client remove")
     def remove_client(self, name: str, *, reason: str, purge: bool = False) -> dict[str, Any]:

@@ -223,7 +223,7 @@ PROVIDER_REVOCATION_ADVICE = {
 # What listings, status and expiry read of a grant row (not the whole row: 10,000 rows add up).
 GRANT_COLUMNS = ("mailbox, client_name, provider, google_testing, protocols, status, "
                  "status_reason, status_changed_at, method, granted_at, rt_issued_at, "
-                 "rt_last_used_at, last_refresh_at, access_expires, last_error")
+                 "rt_last_used_at, last_refresh_at, access_expires, last_error, probes")
 
 
 def grant_listing(r: dict[str, Any]) -> dict[str, Any]:
@@ -235,6 +235,7 @@ def grant_listing(r: dict[str, Any]) -> dict[str, Any]:
         "last_refresh_at": r["last_refresh_at"],
         "access_expires": min(access.values()) if access else None,
         "last_error": r["last_error"],
+        "probes": {p: v["outcome"] for p, v in json.loads(r["probes"] or "{}").items()},
     }
 
 

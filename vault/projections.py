@@ -66,6 +66,9 @@ def grant_changes(grant: ConsentGrant, provider: str, google_testing: bool) -> l
         "status": grant.status, "status_reason": grant.status_reason,
         "status_changed_at": _iso(grant.status_changed_at), "method": grant.method,
         "granted_at": _iso(grant.granted_at), "granted_by": grant.granted_by,
+        "probes": json.dumps({p: {"outcome": r["outcome"], "at": _iso(r["at"]),
+                                  "latency_ms": r["latency_ms"]}
+                              for p, r in grant.probes.items()}, sort_keys=True),
         "updated_at": _iso(grant.modified_on),
     })]
 

@@ -115,6 +115,11 @@ class TokenUseCases(GrantUseCases, VaultCore):
     ) -> AccessToken:
         row = self.grant_row(mailbox, client)
         self.audit_record.detail.update({"protocol": protocol, "revealed": "access_token"})
+        return self.usable_token(row, protocol, min_valid)
+
+    def usable_token(self, row: dict[str, Any], protocol: str,
+                     min_valid: timedelta = DEFAULT_MIN_VALID) -> AccessToken:
+        """A grant's access token for a protocol, refreshed under the protocol when needed."""
         if protocol not in row["protocols"].split(","):
             raise BadInput(f"the grant of {row['mailbox']} covers {row['protocols']}, "
                            f"not {protocol}")

@@ -99,6 +99,7 @@ TABLES = [
         access_expires TEXT,
         last_error TEXT,
         pending_attempt {int},
+        probes TEXT,
         updated_at TEXT NOT NULL,
         UNIQUE (client_uuid, mailbox_key))""",
     "CREATE INDEX IF NOT EXISTS view_grants_mailbox ON view_grants (mailbox_key)",

@@ -311,6 +311,12 @@ class OidcPeer:
         resp.raise_for_status()
         return int(resp.json()["revoked_grants"])
 
+    def expire_access_tokens(self, sub: str) -> int:
+        """Make the user's live access tokens expired now (introspection: active false)."""
+        resp = self.http.post(f"{self.issuer}/test/expire-access-tokens", params={"sub": sub})
+        resp.raise_for_status()
+        return int(resp.json()["expired_access_tokens"])
+
     def expire_codes(self) -> int:
         """Expire every outstanding authorization code now. Returns how many."""
         resp = self.http.post(f"{self.issuer}/test/expire-codes")

@@ -379,3 +379,26 @@ def test_revoke_grants_makes_the_refresh_token_fail(peer: OidcPeer) -> None:
     assert refresh(peer, "vault-basic", bob["refresh_token"]).status_code == 200
     # and alice can consent again
     assert code_tokens(peer, "vault-basic", user=ALICE)["refresh_token"]
+
+
+def test_expire_access_tokens_endpoint(peer: OidcPeer) -> None:
+    alice = code_tokens(peer, "vault-basic", user=ALICE)
+    bob = code_tokens(peer, "vault-basic", user=BOB)
+    assert peer.introspect(alice["access_token"])["active"] is True
+
+    resp = peer.http.post(f"{peer.issuer}/test/expire-access-tokens", params={"sub": ALICE})
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["expired_access_tokens"] >= 1
+
+    # expired at once: no waiting for the TTL
+    assert peer.introspect(alice["access_token"]) == {"active": False}
+    # only that user's access tokens: other users, refresh tokens and the grant are untouched
+    assert peer.introspect(bob["access_token"])["active"] is True
+    assert peer.introspect(alice["refresh_token"])["active"] is True
+    resp = refresh(peer, "vault-basic", alice["refresh_token"])
+    assert resp.status_code == 200, resp.text
+    assert peer.introspect(resp.json()["access_token"])["active"] is True
+    # nothing left to expire for a user without live access tokens; sub is required
+    assert peer.http.post(f"{peer.issuer}/test/expire-access-tokens",
+                          params={"sub": "carol@example.test"}).json() == {"expired_access_tokens": 0}
+    assert peer.http.post(f"{peer.issuer}/test/expire-access-tokens").status_code == 400

@@ -232,6 +232,26 @@ def client_set_secret_dates(state: CliContext, name: str, ref: str, created: str
     click.echo(f"Client {name}: dates of secret {ref} recorded")
 
 
+@client.command("set-servers")
+@click.argument("name")
+@click.option("--imap", metavar="HOST:PORT[/TLS]", help="TLS: implicit, starttls or plain.")
+@click.option("--pop", metavar="HOST:PORT[/TLS]")
+@click.option("--smtp", metavar="HOST:PORT[/TLS]")
+@click.option("--graph", metavar="HOST:PORT[/TLS]")
+@pass_cli
+def client_set_servers(state: CliContext, name: str, imap: str | None, pop: str | None,
+                       smtp: str | None, graph: str | None) -> None:
+    """Record where NAME's mailboxes are served (probes use it; '' clears one)."""
+    given = {k: v for k, v in {"imap": imap, "pop": pop, "smtp": smtp, "graph": graph}.items()
+             if v is not None}
+    if not given:
+        raise BadInput("give at least one of --imap, --pop, --smtp, --graph")
+    servers = state.app().set_mail_servers(name, given)
+    for protocol, server in sorted(servers.items()):
+        click.echo(f"{protocol}: {server['host']}:{server['port']}"
+                   + (f" ({server['tls']})" if server["tls"] else ""))
+
+
 @client.command("remove")
 @click.argument("name")
 @click.option("--reason", default="removed by admin", show_default=True)

@@ -107,6 +107,8 @@ def grant_show(state: CliContext, mailbox: str, client_name: str | None, fmt: st
           for r, a in tokens["access_tokens"].items()],
         ("last failure", (f"{tokens['last_failure']['error_class']} at "
                           f"{tokens['last_failure']['at']}") if tokens["last_failure"] else None),
+        *[(f"probe [{p}]", f"{r['outcome']} at {r['at']} ({r['latency_ms']} ms)"
+           + (f": {r['diagnosis']}" if r["diagnosis"] else "")) for p, r in data["probes"].items()],
     ])
 
 

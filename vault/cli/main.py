@@ -92,9 +92,9 @@ def cli(ctx: click.Context, home: str | None, key_file: str | None, keyslot: int
 
 
 def _register_commands() -> None:
-    from vault.cli import admin, clients, grants, reports, sandbox, setup, tokens
+    from vault.cli import admin, clients, grants, probes, reports, sandbox, setup, tokens
 
-    for module in (setup, clients, grants, reports, tokens, admin, sandbox):
+    for module in (setup, clients, grants, reports, tokens, probes, admin, sandbox):
         module.register(cli)
 
 

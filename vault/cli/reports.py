@@ -29,11 +29,12 @@ def status(state: CliContext, fmt: str, as_json: bool) -> None:
                 days(c["days_left"])] for c in d["clients"]])
         click.echo()
         table("grants", ["MAILBOX", "CLIENT", "PROTOCOLS", "STATUS", "ACCESS EXPIRES",
-                         "LAST REFRESH", "IDLE", "TOKEN DUE"],
+                         "LAST REFRESH", "IDLE", "TOKEN DUE", "LAST PROBE"],
               [[g["mailbox"], g["client"], g["protocols"], g["status"],
                 (g["access_expires"] or "")[:16], (g["last_refresh_at"] or "")[:16],
                 "" if g["idle_days"] is None else f"{g['idle_days']}d",
-                g["refresh_token_due"]] for g in d["grants"]])
+                g["refresh_token_due"],
+                " ".join(f"{p}:{o}" for p, o in g["probes"].items())] for g in d["grants"]])
         click.echo()
         nxt = d["next_expiry"]
         counts = d["findings"]

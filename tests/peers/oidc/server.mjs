@@ -478,6 +478,20 @@ function expireCodes() {
   return count;
 }
 
+// "The access token expired": make the user's outstanding access tokens (optionally of one client)
+// expired now, as if their TTL had passed, so introspection answers {"active":false} at once. Refresh
+// tokens and grants stay valid: refreshing gets a fresh access token.
+function expireAccessTokens(sub, clientId) {
+  let count = 0;
+  for (const [, payload] of entriesOf('AccessToken')) {
+    if (payload.accountId === sub && (!clientId || payload.clientId === clientId) && payload.exp > now()) {
+      payload.exp = payload.iat; // exp <= now: oidc-provider treats the token as expired
+      count += 1;
+    }
+  }
+  return count;
+}
+
 async function handleTest(req, res, url) {
   if (req.method !== 'POST') {
     send(res, 405, '{"error":"method_not_allowed"}', 'application/json');
@@ -491,6 +505,16 @@ async function handleTest(req, res, url) {
     }
     const revoked = await revokeGrants(sub, url.searchParams.get('client_id'));
     send(res, 200, JSON.stringify({ revoked_grants: revoked }), 'application/json');
+    return;
+  }
+  if (url.pathname === '/test/expire-access-tokens') {
+    const sub = url.searchParams.get('sub');
+    if (!sub) {
+      send(res, 400, '{"error":"sub is required"}', 'application/json');
+      return;
+    }
+    const expired = expireAccessTokens(sub, url.searchParams.get('client_id'));
+    send(res, 200, JSON.stringify({ expired_access_tokens: expired }), 'application/json');
     return;
   }
   if (url.pathname === '/test/expire-codes') {

@@ -1,0 +1,73 @@
+"""What a mailbox probe's answer means, and what the admin should check. Pure: the wire talk is
+in adapters/mail.py. Facts: shared/reference/providers.md section 6.
+
+Outcomes: ok; refused (the server does not accept this credential for this mailbox); temporary
+(the server could not check it now: never reported as a bad credential); tls (certificate not
+trusted or handshake failed); network (no connection, timeout); protocol (an unexpected answer).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import dataclass, field
+
+OK, REFUSED, TEMPORARY, TLS, NETWORK, PROTOCOL = (
+    "ok", "refused", "temporary", "tls", "network", "protocol")
+
+DEFAULT_PORTS = {  # (port, tls) when the cloud profile names only a host
+    "imap": (993, "implicit"), "pop": (995, "implicit"), "smtp": (587, "starttls"),
+    "graph": (443, "implicit"),
+}
+
+EXCHANGE_CHECKLIST = (
+    "the token's audience: IMAP/POP/SMTP need Outlook scopes (https://outlook.office.com/...), "
+    "a Graph token is refused",
+    "the protocol is enabled for the mailbox (Exchange: Set-CASMailbox -ImapEnabled/-PopEnabled "
+    "$true; SMTP AUTH per mailbox)",
+    "the user= address is the mailbox the token was issued for (or one it has FullAccess to)",
+    "app-only: a service principal created from the Enterprise Application's object id, with "
+    "permission on this mailbox (Add-MailboxPermission)",
+)
+
+
+@dataclass(frozen=True)
+class MailVerdict:
+    outcome: str
+    diagnosis: str
+    checklist: tuple[str, ...] = field(default=())
+
+
+def decode_challenge(data: str) -> dict[str, str] | None:
+    """The base64 JSON error challenge Dovecot and Google send before failing the command."""
+    try:
+        decoded = json.loads(base64.b64decode(data.strip(), validate=True))
+    except ValueError:
+        return None
+    return decoded if isinstance(decoded, dict) else None
+
+
+def judge_refusal(protocol: str, reply: str, challenge: dict[str, str] | None) -> MailVerdict:
+    """Classify the server's final answer to AUTHENTICATE / AUTH."""
+    upper = reply.upper()
+    if any(mark in upper for mark in ("[UNAVAILABLE]", "[SYS/TEMP]", "[TEMPFAIL]")) or \
+            (protocol == "smtp" and reply[:1] == "4"):
+        return MailVerdict(TEMPORARY, "the server could not check the token right now (its "
+                                      "authorization service is unreachable or failing); this "
+                                      "says nothing about the credential: try again later")
+    if "5.7.139" in reply:
+        return MailVerdict(REFUSED, "SMTP AUTH is disabled for the tenant or the mailbox "
+                                    "(535 5.7.139): enable authenticated SMTP in Exchange "
+                                    "(Set-CASMailbox -SmtpClientAuthenticationDisabled $false)")
+    detail = ""
+    if challenge:
+        status = challenge.get("status", "")
+        scope = challenge.get("scope")
+        detail = f" (server: status {status}" + (f", scope {scope}" if scope else "") + ")"
+    if "AUTHENTICATE FAILED" in upper or "5.7.3" in reply:
+        return MailVerdict(REFUSED, "Exchange refused the token" + detail, EXCHANGE_CHECKLIST)
+    return MailVerdict(
+        REFUSED,
+        "the server refused the token" + detail + ": it may have expired or been revoked, be "
+        "for another resource or lack the mail scope, or belong to another mailbox than user=",
+        EXCHANGE_CHECKLIST if protocol != "graph" else ())

@@ -1,0 +1,39 @@
+"""What mail servers answer, and what vault makes of it (answers as Exchange, Gmail and Dovecot
+send them; pure, no server)."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from domain.probes import REFUSED, TEMPORARY, decode_challenge, judge_refusal
+
+
+@pytest.mark.parametrize("protocol,reply,outcome,words", [
+    ("imap", "v4 NO AUTHENTICATE failed.", REFUSED, "Exchange refused the token"),
+    ("smtp", "535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled "
+             "for the Tenant.", REFUSED, "SMTP AUTH is disabled"),
+    ("smtp", "535 5.7.3 Authentication unsuccessful", REFUSED, "Exchange refused the token"),
+    ("pop", "-ERR Authentication failure: unknown user name or bad password.", REFUSED,
+     "refused the token"),
+    ("imap", "v4 NO [UNAVAILABLE] Temporary authentication failure.", TEMPORARY,
+     "says nothing about the credential"),
+    ("pop", "-ERR [SYS/TEMP] Temporary authentication failure.", TEMPORARY, "try again later"),
+    ("smtp", "454 4.7.0 Temporary authentication failure.", TEMPORARY, "try again later"),
+])
+def test_server_answers_are_judged(protocol: str, reply: str, outcome: str, words: str) -> None:
+    verdict = judge_refusal(protocol, reply, None)
+    assert verdict.outcome == outcome and words in verdict.diagnosis
+    if outcome == REFUSED and "5.7.139" not in reply:
+        assert any("user= address" in item for item in verdict.checklist)
+
+
+def test_error_challenges_are_decoded() -> None:
+    gmail = base64.b64encode(b'{"status":"400","schemes":"Bearer",'
+                             b'"scope":"https://mail.google.com/"}').decode()
+    assert decode_challenge(gmail)["scope"] == "https://mail.google.com/"
+    verdict = judge_refusal("imap", "v4 NO [AUTHENTICATIONFAILED] Invalid credentials",
+                            decode_challenge(gmail))
+    assert "status 400, scope https://mail.google.com/" in verdict.diagnosis
+    assert decode_challenge("not base64!") is None

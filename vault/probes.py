@@ -1,0 +1,97 @@
+"""The probe use case: can this grant read or send mail, and if not, why. Each result is recorded
+on the grant (ProbeRecorded) and shown by `vault status` and `vault grant show`."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from uuid import UUID
+
+from adapters.mail import ProbeResult, Target, probe, probe_graph
+from adapters.store import Changes
+from domain.credentials import ClientCredential
+from domain.grants import ConsentGrant
+from domain.probes import DEFAULT_PORTS, NETWORK, OK
+from vault.application import apply_views, use_case
+from vault.errors import BadInput
+from vault.projections import grant_changes
+from vault.tokens import TokenUseCases
+
+MECHANISMS = ("xoauth2", "oauthbearer")
+TLS_MODES = ("implicit", "starttls", "plain")
+
+
+class ProbeUseCases(TokenUseCases):
+    @use_case("probe")
+    def probe(
+        self, mailbox: str, *, client: str | None = None, protocol: str = "all",
+        host: str | None = None, port: int | None = None, tls: str | None = None,
+        mechanism: str = "xoauth2", send_test: bool = False, timeout: float = 20.0,
+    ) -> list[dict[str, Any]]:
+        row = self.grant_row(mailbox, client)
+        grant: ConsentGrant = self.load_grant(row["grant_uuid"])
+        credential: ClientCredential = self.load_client(row["client_uuid"])
+        protocols = list(grant.protocols) if protocol == "all" else [protocol]
+        if protocol != "all" and protocol not in grant.protocols:
+            raise BadInput(f"the grant of {grant.mailbox} covers {', '.join(grant.protocols)}, "
+                           f"not {protocol}")
+        if port is not None and len(protocols) > 1:
+            raise BadInput("--port applies to one protocol: add --protocol")
+        if mechanism not in MECHANISMS or (tls is not None and tls not in TLS_MODES):
+            raise BadInput("--mechanism is xoauth2 or oauthbearer; --tls implicit, starttls "
+                           "or plain")
+        self.audit_record.detail.update({"protocols": protocols, "send_test": send_test})
+        jobs = []
+        for name in protocols:
+            target = self._target(credential, grant, name, host, port, tls, mechanism, timeout)
+            jobs.append((target, self.usable_token(row, name).token))
+        with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
+            results = list(pool.map(lambda job: self._run(grant, credential, *job, send_test),
+                                    jobs))
+        self._record_probes(grant, credential, results)
+        self.audit_record.detail["outcomes"] = {r.protocol: r.outcome for r in results}
+        if any(r.outcome != OK for r in results):
+            self.audit_record.outcome = "failed"
+        return [r.as_dict() for r in results]
+
+    def _target(self, credential: ClientCredential, grant: ConsentGrant, protocol: str,
+                host: str | None, port: int | None, tls: str | None, mechanism: str,
+                timeout: float) -> Target:
+        default_port, default_tls = DEFAULT_PORTS[protocol]
+        recorded = credential.mail_servers.get(protocol, {})
+        host = host or recorded.get("host") or getattr(credential.profile.hosts, protocol)
+        if not host:
+            raise BadInput(f"no {protocol} server is known for client {credential.name!r}: give "
+                           f"--host, or record it with `vault client set-servers`")
+        return Target(protocol=protocol, host=host,
+                      port=port or recorded.get("port") or default_port,
+                      tls=tls or recorded.get("tls") or default_tls, mechanism=mechanism,
+                      user=grant.mailbox, timeout=timeout)
+
+    def _run(self, grant: ConsentGrant, credential: ClientCredential, target: Target,
+             token: Any, send_test: bool) -> ProbeResult:
+        from adapters.http import tls_context
+
+        try:
+            context = tls_context()
+        except Exception as e:  # noqa: BLE001 - reported as the probe's outcome
+            return ProbeResult(target.protocol, NETWORK, diagnosis=str(e))
+        if target.protocol != "graph":
+            return probe(target, token, context, send_test=send_test and target.protocol == "smtp")
+        scheme = "http" if target.tls == "plain" else "https"
+        base = f"{scheme}://{target.host}" + (f":{target.port}" if target.port != 443 else "")
+        with self.http() as http:
+            return probe_graph(http, base, grant.mailbox, token, app_only=grant.app_only)
+
+    def _record_probes(self, grant: ConsentGrant, credential: ClientCredential,
+                results: list[ProbeResult]) -> None:
+        def attempt() -> None:
+            fresh: ConsentGrant = self.load(UUID(str(grant.id)))
+            for r in results:
+                fresh.record_probe(now=self.now(), protocol=r.protocol, outcome=r.outcome,
+                                   latency_ms=r.latency_ms, greeting=r.greeting,
+                                   diagnosis=r.diagnosis)
+            self.commit(fresh, changes=apply_views(Changes(), grant_changes(
+                fresh, credential.provider, credential.google_testing)))
+
+        self.retrying(attempt)
