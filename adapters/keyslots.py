@@ -315,6 +315,22 @@ def write_key_file(path: str) -> KeyFile:
     return KeyFile(path=str(target), secret=secret)
 
 
+SYSTEMD_CREDENTIAL = "vault.key"
+
+
+def key_file_from_environment() -> str | None:
+    """VAULT_KEY_FILE; else the key systemd handed this service with
+    `LoadCredential=vault.key:/etc/vault/service.key` (in $CREDENTIALS_DIRECTORY, a directory
+    only the service can read, on a non-swappable file system, gone when the service stops)."""
+    path = os.environ.get("VAULT_KEY_FILE")
+    if path:
+        return path
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if credentials and os.path.isfile(os.path.join(credentials, SYSTEMD_CREDENTIAL)):
+        return os.path.join(credentials, SYSTEMD_CREDENTIAL)
+    return None
+
+
 def read_key_file(path: str) -> KeyFile:
     """Read a key file, refusing one that others could read (like ssh does)."""
     try:

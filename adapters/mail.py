@@ -113,15 +113,18 @@ class _Line:
 
 
 def probe(target: Target, token: SecretValue, context: ssl.SSLContext | None,
-          send_test: bool = False) -> ProbeResult:
-    """Probe one protocol; never raises for what the server or network does."""
+          send_test: bool = False, message: EmailMessage | None = None) -> ProbeResult:
+    """Probe one protocol; never raises for what the server or network does. SMTP sends
+    `message` (or, with `send_test`, a short test message to the mailbox itself)."""
+    if send_test and message is None and target.protocol == "smtp":
+        message = test_message(target.user)
     started = time.monotonic()
     result = ProbeResult(target.protocol, OK)
     conn: _Line | None = None
     try:
         conn = _Line(target, context if target.tls != "plain" else None)
         talk = {"imap": _imap, "pop": _pop, "smtp": _smtp}[target.protocol]
-        talk(conn, target, token, result, send_test)
+        talk(conn, target, token, result, message)
     except _Refused as refused:
         verdict = judge_refusal(target.protocol, refused.reply, refused.challenge)
         result.outcome, result.diagnosis = verdict.outcome, verdict.diagnosis
@@ -176,7 +179,7 @@ def _imap_capabilities(conn: _Line, tag: str) -> set[str]:
 
 
 def _imap(conn: _Line, target: Target, token: SecretValue, result: ProbeResult,
-          send_test: bool) -> None:
+          message: EmailMessage | None) -> None:
     result.greeting = _expect(conn.readline(), "* OK", "* PREAUTH")[:200]
     caps = _imap_capabilities(conn, "v1")
     if target.tls == "starttls":
@@ -220,7 +223,7 @@ def _imap(conn: _Line, target: Target, token: SecretValue, result: ProbeResult,
 
 
 def _pop(conn: _Line, target: Target, token: SecretValue, result: ProbeResult,
-         send_test: bool) -> None:
+         message: EmailMessage | None) -> None:
     result.greeting = _expect(conn.readline(), "+OK")[:200]
     if target.tls == "starttls":
         conn.send("STLS")
@@ -269,8 +272,17 @@ def _smtp_ok(conn: _Line, command: str | None, *codes: int) -> list[str]:
     return lines
 
 
+def test_message(mailbox: str) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = message["To"] = mailbox
+    message["Subject"] = "vault probe: test message"
+    message.set_content("This message was sent by `vault probe --send-test` to check that "
+                        "this mailbox can send mail with its OAuth grant.\n")
+    return message
+
+
 def _smtp(conn: _Line, target: Target, token: SecretValue, result: ProbeResult,
-          send_test: bool) -> None:
+          message: EmailMessage | None) -> None:
     result.greeting = _smtp_ok(conn, None, 220)[-1][:200]
     lines = _smtp_ok(conn, "EHLO vault-probe.localhost", 250)
     if target.tls == "starttls":
@@ -291,16 +303,16 @@ def _smtp(conn: _Line, target: Target, token: SecretValue, result: ProbeResult,
         code, reply = _smtp_reply(conn)
     if code != 235:
         raise _Refused(reply[-1][:300], challenge)
-    if send_test:
-        message = EmailMessage()
-        message["From"] = message["To"] = target.user
-        message["Subject"] = "vault probe: test message"
-        message["Date"] = formatdate(usegmt=True)
-        message["Message-ID"] = make_msgid(domain="vault-probe.localhost")
-        message.set_content("This message was sent by `vault probe --send-test` to check that "
-                            "this mailbox can send mail with its OAuth grant.\n")
+    if message is not None:
+        if "Date" not in message:
+            message["Date"] = formatdate(usegmt=True)
+        if "Message-ID" not in message:
+            message["Message-ID"] = make_msgid(domain="vault.localhost")
+        recipients = [a.strip() for a in str(message["To"]).split(",") if a.strip()]
         _smtp_ok(conn, f"MAIL FROM:<{target.user}>", 250)
-        _smtp_ok(conn, f"RCPT TO:<{target.user}>", 250, 251)
+        for recipient in recipients:
+            address = recipient.rsplit("<", 1)[-1].rstrip(">")
+            _smtp_ok(conn, f"RCPT TO:<{address}>", 250, 251)
         _smtp_ok(conn, "DATA", 354)
         body = message.as_string().replace("\r\n", "\n").split("\n")
         for line in body:

@@ -102,8 +102,15 @@ class ClientCredential(VaultAggregate):
 
     class SecretRetired(VaultAggregate.Event):
         TOPIC = "vault.ClientCredential.SecretRetired"
+        class_version = 2
         ref: str
         reason: str
+        by: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict) -> None:
+            """Version 1 did not say who retired it (the audit log still does)."""
+            state["by"] = None
 
         def apply(self, client: ClientCredential) -> None:
             secret = client.secret(self.ref)
@@ -133,7 +140,13 @@ class ClientCredential(VaultAggregate):
 
     class Removed(VaultAggregate.Event):
         TOPIC = "vault.ClientCredential.Removed"
+        class_version = 2
         reason: str
+        by: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict) -> None:
+            state["by"] = None
 
         def apply(self, client: ClientCredential) -> None:
             client.removed_at = self.timestamp
@@ -257,16 +270,17 @@ class ClientCredential(VaultAggregate):
         )
         return ref
 
-    def retire_secret(self, *, now: datetime, ref: str, reason: str) -> None:
+    def retire_secret(self, *, now: datetime, ref: str, reason: str,
+                      by: str | None = None) -> None:
         self._check_not_removed()
         secret = self.secret(ref)
         if secret["retired_at"] is not None:
             raise RuleViolation(f"secret {secret['ref']} of {self.name!r} is already retired")
-        self._trigger(self.SecretRetired, now, ref=secret["ref"], reason=reason)
+        self._trigger(self.SecretRetired, now, ref=secret["ref"], reason=reason, by=by)
 
     def add_certificate(
         self, *, now: datetime, private_key: SecretValue, thumbprint: str, subject: str,
-        not_before: date, not_after: date, overlap: bool = False,
+        not_before: date, not_after: date, overlap: bool = False, by: str | None = None,
     ) -> str:
         """Add a certificate credential as current; older certificates retire unless overlap."""
         self._check_not_removed()
@@ -288,12 +302,13 @@ class ClientCredential(VaultAggregate):
                       not_after=not_after)
         if not overlap:
             for old in older:
-                self.retire_secret(now=now, ref=old, reason=f"replaced by {ref}")
+                self.retire_secret(now=now, ref=old, reason=f"replaced by {ref}", by=by)
         return ref
 
     def rotate_secret(
         self, *, now: datetime, value: SecretValue, secret_id: str | None = None,
         created_on: date | None = None, expires_on: date | None = None, overlap: bool = False,
+        by: str | None = None,
     ) -> str:
         """Add the new secret as current; retire the older ones unless they should overlap."""
         older = [s["ref"] for s in self.active_secrets(CLIENT_SECRET)]
@@ -303,7 +318,7 @@ class ClientCredential(VaultAggregate):
         )
         if not overlap:
             for old in older:
-                self.retire_secret(now=now, ref=old, reason=f"replaced by {ref}")
+                self.retire_secret(now=now, ref=old, reason=f"replaced by {ref}", by=by)
         return ref
 
     def record_secret_dates(
@@ -336,9 +351,9 @@ class ClientCredential(VaultAggregate):
             merged[protocol] = {"host": host.strip("[]"), "port": int(port), "tls": tls or None}
         self._trigger(self.MailServersSet, now, servers=merged)
 
-    def remove(self, *, now: datetime, reason: str) -> None:
+    def remove(self, *, now: datetime, reason: str, by: str | None = None) -> None:
         self._check_not_removed()
-        self._trigger(self.Removed, now, reason=reason)
+        self._trigger(self.Removed, now, reason=reason, by=by)
 
 
 EARLIEST, LATEST = date(2000, 1, 1), date(2199, 12, 31)

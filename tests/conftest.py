@@ -27,7 +27,8 @@ from vault.bootstrap import Settings, open_vault
 
 PG_SERVER = os.environ.get("VAULT_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 VAULT_ENV = ("VAULT_HOME", "VAULT_STORE", "VAULT_KEY_FILE", "VAULT_PASSPHRASE",
-             "VAULT_NEW_PASSPHRASE", "VAULT_DEBUG")
+             "VAULT_NEW_PASSPHRASE", "VAULT_DEBUG", "VAULT_WEBHOOK_URL", "VAULT_METRICS_FILE",
+             "VAULT_CHECKPOINT_DIR", "VAULT_CA_FILE", "CREDENTIALS_DIRECTORY")
 PASSPHRASE = "correct horse battery staple"
 
 
@@ -404,3 +405,13 @@ def point_at(h: Harness, peer, client: str = "idp", tls: str = "implicit") -> No
                        (peer.imap_port, peer.pop3_port, peer.submission_port))
     h.ok("client", "set-servers", client, "--imap", f"127.0.0.1:{imap}/{tls}",
          "--pop", f"127.0.0.1:{pop}/{tls}", "--smtp", f"127.0.0.1:{smtp}/{tls}")
+
+
+@pytest.fixture
+def webhook():
+    """A webhook receiver on loopback (statuses scripted through `.script`)."""
+    from tests.peers.webhook_peer import WebhookReceiver
+
+    receiver = WebhookReceiver().start()
+    yield receiver
+    receiver.stop()

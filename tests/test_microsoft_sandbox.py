@@ -81,8 +81,9 @@ def sign_in(url: str, user: str, password: str) -> str:
     return httpx.post(url.split("?")[0], data=form).headers["location"]
 
 
-def consent(h: Harness, server, flow: str = "manual", clock=None, **kwargs) -> dict:
-    ui = ScriptedConsent(sign_in, MAILBOX, "sandbox")
+def consent(h: Harness, server, flow: str = "manual", clock=None, mailbox: str = MAILBOX,
+            **kwargs) -> dict:
+    ui = ScriptedConsent(sign_in, mailbox, "sandbox")
 
     def approve(uri: str, user_code: str, user: str, password: str) -> None:
         httpx.post(uri, data={"user_code": user_code, "username": user, "password": password})
@@ -90,7 +91,7 @@ def consent(h: Harness, server, flow: str = "manual", clock=None, **kwargs) -> d
     ui.device_approver = approve
     with h.app(clock=clock) as app:
         app.sleep = lambda seconds: None
-        return app.consent("demo", mailbox=MAILBOX, protocols=kwargs.pop("protocols", ("imap",)),
+        return app.consent("demo", mailbox=mailbox, protocols=kwargs.pop("protocols", ("imap",)),
                            flow=flow, ui=ui, timeout=30, **kwargs)
 
 

@@ -12,7 +12,13 @@ from adapters.store import Changes
 from domain.credentials import ClientCredential
 from domain.grants import ConsentGrant
 from vault.application import VaultCore, use_case
-from vault.audit import decrypt_entry, export_checkpoint, raise_if_broken, verify_log
+from vault.audit import (
+    TrustedCheckpoint,
+    decrypt_entry,
+    export_checkpoint,
+    raise_if_broken,
+    verify_log,
+)
 from vault.errors import BadInput
 from vault.projections import client_changes, grant_changes, rotation_changes
 
@@ -41,12 +47,13 @@ class AdminUseCases(VaultCore):
         return entries
 
     @use_case("audit checkpoint")
-    def export_checkpoint(self) -> tuple[str, int]:
-        """The signed head of a log that verifies, with the public key this unlock authenticated
-        (the header's MAC covers it), to keep elsewhere as a trusted checkpoint."""
+    def export_checkpoint(self, trusted: TrustedCheckpoint | None = None) -> tuple[str, int]:
+        """The signed head of a log that verifies (and extends `trusted`, a checkpoint exported
+        earlier), with the public key this unlock authenticated (the header's MAC covers it), to
+        keep elsewhere as a trusted checkpoint."""
         checkpoint = self.store.checkpoint()
         raise_if_broken(verify_log(self.store.audit_rows(), checkpoint, self.header.vault_id,
-                                   self.header.audit_public_key))
+                                   self.header.audit_public_key, trusted))
         assert checkpoint is not None
         self.audit_record.detail.update({"size": checkpoint.size})
         return (export_checkpoint(self.header.vault_id, self.header.audit_public_key, checkpoint),

@@ -34,12 +34,14 @@ from vault.audit import AuditRecord, AuditSealer, os_actor
 from vault.consent import ConsentUseCases
 from vault.errors import AlreadyExists
 from vault.keys import KeyUseCases
+from vault.maintenance import MaintenanceUseCases
 from vault.probes import ProbeUseCases
+from vault.reporting import ReportingUseCases
 from vault.reports import ReportUseCases
 
 
-class VaultApplication(ProbeUseCases, ConsentUseCases, ReportUseCases, KeyUseCases,
-                       AdminUseCases):
+class VaultApplication(MaintenanceUseCases, ReportingUseCases, ProbeUseCases, ConsentUseCases,
+                       ReportUseCases, KeyUseCases, AdminUseCases):
     """Every use case of the vault, over one encrypted event store."""
 
 

@@ -101,7 +101,9 @@ def cached_token(args: list[str]) -> str | None:
     options = _parse(args)
     if options is None or os.environ.get("VAULT_STORE"):
         return None
-    key_file = options.get("--key-file") or os.environ.get("VAULT_KEY_FILE")
+    from adapters.keyslots import key_file_from_environment
+
+    key_file = options.get("--key-file") or key_file_from_environment()
     protocol = options.get("--protocol", "imap")
     fmt = options.get("--format", "token")
     try:

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import click
 
+from adapters.files import write_atomically
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
 from vault.cli.render import emit, table, to_json
 from vault.errors import BadInput
@@ -92,20 +90,7 @@ def audit_checkpoint(state: CliContext, export_file: str) -> None:
     if export_file == "-":
         click.echo(text, nl=False)
         return
-    directory = os.path.dirname(os.path.abspath(export_file))
-    try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".checkpoint-")
-    except OSError as e:
-        raise BadInput(f"cannot write {export_file}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, export_file)
-    except OSError as e:
-        os.unlink(tmp)
-        raise BadInput(f"cannot write {export_file}: {e.strerror}") from None
+    write_atomically(export_file, text, 0o644)
     click.echo(f"checkpoint of {size} entries written to {export_file}")
 
 

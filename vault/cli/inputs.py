@@ -16,6 +16,7 @@ from adapters.keyslots import (
     KeyFile,
     Passphrase,
     UnlockMaterial,
+    key_file_from_environment,
     read_key_file,
 )
 from domain.secret_value import SecretValue
@@ -93,8 +94,9 @@ def _interactive() -> bool:
 
 
 def unlock_material(key_file: str | None) -> UnlockMaterial:
-    """Key file (--key-file / VAULT_KEY_FILE), else VAULT_PASSPHRASE, else a prompt."""
-    path = key_file or os.environ.get("VAULT_KEY_FILE")
+    """Key file (--key-file, VAULT_KEY_FILE or a systemd credential), else VAULT_PASSPHRASE,
+    else a prompt."""
+    path = key_file or key_file_from_environment()
     if path:
         return read_key_file(path)
     passphrase = take_env_passphrase("VAULT_PASSPHRASE")

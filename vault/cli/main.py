@@ -92,9 +92,19 @@ def cli(ctx: click.Context, home: str | None, key_file: str | None, keyslot: int
 
 
 def _register_commands() -> None:
-    from vault.cli import admin, clients, grants, probes, reports, sandbox, setup, tokens
+    from vault.cli import (
+        admin,
+        clients,
+        grants,
+        operations,
+        probes,
+        reports,
+        sandbox,
+        setup,
+        tokens,
+    )
 
-    for module in (setup, clients, grants, reports, tokens, probes, admin, sandbox):
+    for module in (setup, clients, grants, reports, tokens, probes, operations, admin, sandbox):
         module.register(cli)
 
 
@@ -103,6 +113,7 @@ _register_commands()
 
 def exit_code_for(error: BaseException) -> int:
     from adapters import errors as adapter_errors
+    from adapters.files import OutputFailed
     from domain.errors import InvalidInput, RuleViolation
 
     if isinstance(error, codes.VaultError):
@@ -113,7 +124,7 @@ def exit_code_for(error: BaseException) -> int:
         return codes.INTEGRITY
     if isinstance(error, adapter_errors.SubjectPurged | adapter_errors.NotInitialised):
         return codes.NOT_FOUND
-    if isinstance(error, InvalidInput | OverflowError):
+    if isinstance(error, InvalidInput | OverflowError | OutputFailed):
         return codes.BAD_INPUT
     if isinstance(error, RuleViolation):
         return codes.FAILED

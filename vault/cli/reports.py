@@ -55,11 +55,24 @@ def status(state: CliContext, fmt: str, as_json: bool) -> None:
 @click.option("--check", is_flag=True,
               help="Monitoring-plugin mode: one status line; exit 0 ok, 1 warning, 2 critical, "
                    "3 unknown (any error).")
-@output_format
+@click.option("--json", "as_json", is_flag=True, help="Shorthand for --format json.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "prometheus"]),
+              default="table", show_default=True,
+              help="prometheus: a textfile-collector file (with --output, written atomically).")
+@click.option("--output", "-o", metavar="FILE", help="Where to write --format prometheus.")
 @pass_cli
 def expiry(state: CliContext, as_of: str | None, within: int | None, check: bool, fmt: str,
-           as_json: bool) -> None:
+           as_json: bool, output: str | None) -> None:
     """What will stop working, and when: secrets, refresh tokens, broken grants."""
+    if fmt == "prometheus":
+        from adapters.files import write_atomically
+
+        text = state.app().prometheus()
+        if output:
+            write_atomically(output, text, 0o644)
+        else:
+            click.echo(text, nl=False)
+        return
     data = state.app().expiry(as_of=parse_date(as_of, "--as-of"), within=within)
     findings = data["findings"]
     fmt = chosen_format(fmt, as_json)

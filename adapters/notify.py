@@ -1,0 +1,52 @@
+"""Notifiers for alerts: a webhook (JSON POST, retried with back-off) and e-mail (SMTP with
+XOAUTH2, through adapters/mail.py, using one of the vault's own grants)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from adapters.errors import AdapterError
+from domain.secret_value import SecretValue
+
+ATTEMPTS = 4
+MAX_WAIT_S = 30.0
+
+
+class NotifyFailed(AdapterError):
+    pass
+
+
+def redact_url(url: str) -> str:
+    """Webhook URLs carry secrets in their path or query: show only scheme and host."""
+    parts = httpx.URL(url)
+    return f"{parts.scheme}://{parts.host}/..."
+
+
+def post_webhook(http: httpx.Client, url: SecretValue, payload: dict[str, Any],
+                 sleep: Callable[[float], None] = time.sleep) -> int:
+    """POST the payload as JSON; retry 429/5xx and network errors with back-off honouring
+    Retry-After. Returns the number of attempts it took."""
+    shown = redact_url(url.reveal())
+    last = "no attempt"
+    for attempt in range(1, ATTEMPTS + 1):
+        delay = min(2.0 ** (attempt - 1), MAX_WAIT_S)
+        try:
+            response = http.post(url.reveal(), json=payload)
+        except httpx.TransportError as e:
+            last = type(e).__name__
+        else:
+            if response.status_code < 300:
+                return attempt
+            last = f"HTTP {response.status_code}"
+            if response.status_code not in (408, 429) and response.status_code < 500:
+                break  # the receiver refuses this request: retrying will not help
+            retry_after = response.headers.get("Retry-After", "")
+            if retry_after.isdigit():
+                delay = min(float(retry_after), MAX_WAIT_S)
+        if attempt < ATTEMPTS:
+            sleep(delay)
+    raise NotifyFailed(f"webhook {shown} failed: {last}")

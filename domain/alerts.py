@@ -1,0 +1,99 @@
+"""AlertState: the alerts sent about one finding (an expiring secret, an idle token, a failed
+probe), so that every finding is announced once per severity, whichever host runs `vault alert`.
+
+Sending is claim-then-send: a host records AlertClaimed (committing it is what makes it the one
+host that sends; a second host's claim conflicts on the version and is dropped), sends, then
+records AlertSent or AlertFailed. A claim left without an outcome (the host died) expires.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from domain.base import AggregateCreated, VaultAggregate
+from domain.expiry import SEVERITY_RANK
+
+_ALERT_NAMESPACE = uuid5(NAMESPACE_URL, "urn:vault:alert")
+CLAIM_TIMEOUT = timedelta(minutes=15)
+
+
+def alert_key(kind: str, client: str, mailbox: str | None, ref: str | None) -> str:
+    return "|".join((kind, client.casefold(), (mailbox or "").casefold(), ref or ""))
+
+
+def alert_id_for(key: str) -> UUID:
+    """One AlertState per finding, found from the finding alone."""
+    return uuid5(_ALERT_NAMESPACE, key)
+
+
+def should_send(last_severity: str | None, last_sent_at: datetime | None, severity: str,
+                now: datetime, resend_after: timedelta) -> bool:
+    """New, worsened, or unchanged for longer than `resend_after`."""
+    if last_severity is None or last_sent_at is None:
+        return True
+    if SEVERITY_RANK[severity] > SEVERITY_RANK[last_severity]:
+        return True
+    return now - last_sent_at >= resend_after
+
+
+class AlertState(VaultAggregate):
+    TOPIC = "vault.AlertState"
+
+    class Opened(VaultAggregate.Event, AggregateCreated):
+        TOPIC = "vault.AlertState.Opened"
+        key: str
+
+    class AlertClaimed(VaultAggregate.Event):
+        TOPIC = "vault.AlertState.AlertClaimed"
+        severity: str
+        host: str
+
+        def apply(self, state: AlertState) -> None:
+            state.claim = {"severity": self.severity, "host": self.host, "at": self.timestamp}
+
+    class AlertSent(VaultAggregate.Event):
+        TOPIC = "vault.AlertState.AlertSent"
+        severity: str
+        channels: list
+
+        def apply(self, state: AlertState) -> None:
+            state.claim = None
+            state.last_severity = self.severity
+            state.last_sent_at = self.timestamp
+            state.sent += 1
+
+    class AlertFailed(VaultAggregate.Event):
+        TOPIC = "vault.AlertState.AlertFailed"
+        error: str
+
+        def apply(self, state: AlertState) -> None:
+            state.claim = None
+            state.failures += 1
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.claim: dict[str, Any] | None = None
+        self.last_severity: str | None = None
+        self.last_sent_at: datetime | None = None
+        self.sent = 0
+        self.failures = 0
+
+    @classmethod
+    def open(cls, *, key: str, now: datetime) -> AlertState:
+        return cls._start(cls.Opened, alert_id_for(key), now, key=key)
+
+    def due(self, severity: str, now: datetime, resend_after: timedelta) -> bool:
+        if self.claim is not None and now - self.claim["at"] < CLAIM_TIMEOUT:
+            return False  # another host is sending it right now
+        return should_send(self.last_severity, self.last_sent_at, severity, now, resend_after)
+
+    def claim_for(self, *, now: datetime, severity: str, host: str) -> None:
+        self._trigger(self.AlertClaimed, now, severity=severity, host=host)
+
+    def record_sent(self, *, now: datetime, severity: str, channels: list[str]) -> None:
+        self._trigger(self.AlertSent, now, severity=severity, channels=channels)
+
+    def record_failed(self, *, now: datetime, error: str) -> None:
+        self._trigger(self.AlertFailed, now, error=error[:300])

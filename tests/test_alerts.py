@@ -1,0 +1,246 @@
+"""Alerting against a real webhook receiver on loopback (one alert per finding, a resend when
+severity rises or after the interval, retries with back-off, nothing when nothing changed), e-mail
+through the real Dovecot submission service to the sink, and the Prometheus textfile."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from domain.secret_value import SecretValue
+from tests.conftest import Harness, add_client, add_oidc_client, import_grant, point_at
+
+T0 = datetime(2027, 1, 4, 8, 0, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+def _secret_expiring(h: Harness, client: str, on: date) -> None:
+    h.ok("client", "set-secret-dates", client, "s1", "--created", "2026-06-01",
+         "--expires", on.isoformat())
+
+
+@pytest.fixture
+def fleet(vault: Harness) -> Harness:
+    """jira's secret ends in 20 days (warning), crm's in 40 (nothing yet); one fresh grant."""
+    add_client(vault, "jira")
+    add_client(vault, "crm")
+    _secret_expiring(vault, "jira", T0.date() + timedelta(days=20))
+    _secret_expiring(vault, "crm", T0.date() + timedelta(days=40))
+    import_grant(vault, "help@contoso.com", "jira")
+    return vault
+
+
+def _alert(h: Harness, clock: Clock, receiver, sleeps: list | None = None, **kwargs) -> dict:
+    with h.app(clock=clock) as app:
+        app.sleep = sleeps.append if sleeps is not None else (lambda s: None)
+        return app.alert(webhook=SecretValue(receiver.url), **kwargs)
+
+
+def _summary(alerts: list[dict]) -> list[tuple[str, str, str]]:
+    return sorted((a["kind"], a["client"], a["severity"]) for a in alerts)
+
+
+def test_one_alert_per_finding_then_on_a_rise_then_after_the_interval(fleet: Harness,
+                                                                      webhook) -> None:
+    clock = Clock(T0)
+    assert _alert(fleet, clock, webhook)["sent"] == 1
+    assert _summary(webhook.alerts()) == [("client_secret_expiry", "jira", "warning")]
+    (payload,) = webhook.received
+    assert payload["severity"] == "warning" and payload["source"] == "vault"
+
+    clock.at = T0 + timedelta(hours=3)  # nothing changed: nothing sent
+    assert _alert(fleet, clock, webhook) == {"sent": 0, "alerts": []}
+    assert webhook.attempts == 1
+
+    webhook.clear()
+    clock.at = T0 + timedelta(days=14)  # jira 6 days left: critical; crm 26 days: warning
+    assert _alert(fleet, clock, webhook)["sent"] == 2
+    assert _summary(webhook.alerts()) == [("client_secret_expiry", "crm", "warning"),
+                                          ("client_secret_expiry", "jira", "critical")]
+    assert webhook.attempts == 1  # both in one POST
+
+    webhook.clear()
+    clock.at += timedelta(hours=23)
+    assert _alert(fleet, clock, webhook)["sent"] == 0
+    clock.at += timedelta(hours=1)  # 24 h unchanged: reminded once more
+    assert _summary(_alert(fleet, clock, webhook)["alerts"]) == [
+        ("client_secret_expiry", "crm", "warning"), ("client_secret_expiry", "jira", "critical")]
+    clock.at += timedelta(hours=4)
+    assert _alert(fleet, clock, webhook, resend_after=timedelta(hours=2))["sent"] == 2
+    assert webhook.attempts == 2
+
+    webhook.clear()
+    clock.at += timedelta(hours=1)
+    assert _alert(fleet, clock, webhook, min_severity="critical")["sent"] == 0
+    assert webhook.attempts == 0
+
+
+def test_retries_on_500_with_back_off_and_a_failed_delivery_is_sent_again(fleet: Harness,
+                                                                         webhook) -> None:
+    clock = Clock(T0)
+    webhook.script = [500, 503]
+    sleeps: list[float] = []
+    assert _alert(fleet, clock, webhook, sleeps)["sent"] == 1
+    assert webhook.attempts == 3 and len(webhook.received) == 1
+    assert sleeps == [1.0, 2.0]
+
+    webhook.clear()
+    clock.at = T0 + timedelta(days=14)
+    webhook.script = [500] * 4
+    from vault.errors import VaultError
+
+    with pytest.raises(VaultError) as failed:
+        _alert(fleet, clock, webhook, sleeps)
+    assert "HTTP 500" in str(failed.value) and "s3cr3t" not in str(failed.value)
+    assert webhook.attempts == 4 and webhook.received == []
+
+    clock.at += timedelta(minutes=10)  # the next run sends what did not get through
+    assert _alert(fleet, clock, webhook)["sent"] == 2
+    assert webhook.attempts == 5
+
+
+def test_a_refusing_receiver_is_not_retried(fleet: Harness, webhook) -> None:
+    _secret_expiring(fleet, "jira", date.today() + timedelta(days=10))
+    webhook.script = [404]
+    result = fleet.run("alert", VAULT_WEBHOOK_URL=webhook.url)
+    assert result.code == 1 and "HTTP 404" in result.err
+    assert webhook.attempts == 1
+    assert "s3cr3t" not in result.text and "Traceback" not in result.text
+
+
+def test_the_cli_reads_the_url_from_a_file_or_the_environment(fleet: Harness, webhook,
+                                                              tmp_path: Path) -> None:
+    url_file = tmp_path / "hook.url"
+    url_file.write_text(webhook.url + "\n")
+    url_file.chmod(0o600)
+    _secret_expiring(fleet, "jira", date.today() + timedelta(days=10))
+    first = fleet.ok("alert", "--webhook-file", str(url_file), "--min-severity", "info")
+    assert "alert(s) sent" in first.out and webhook.paths[0].endswith("s3cr3t-hook-token")
+    assert fleet.ok("alert", "--min-severity", "info",
+                    VAULT_WEBHOOK_URL=webhook.url).out.strip() == "nothing new to send"
+    assert webhook.attempts == 1
+    audit = fleet.ok("audit", "log", "--json").out
+    assert '"alert"' in audit and "s3cr3t" not in audit
+    assert not any("s3cr3t" in text for text in fleet.outputs)
+
+    for bad, words in (("ftp://example.com/x", "https://"),
+                       ("http://hooks.example.com/s3cr3t", "https://"), ("", "give")):
+        result = fleet.run("alert", VAULT_WEBHOOK_URL=bad)
+        assert result.code == 2 and words in result.err, result.text
+        assert "s3cr3t" not in result.text
+    assert fleet.run("alert", "--webhook", webhook.url).code == 2  # never on the command line
+
+
+def test_hosts_racing_for_one_finding_send_it_once(fleet: Harness, webhook) -> None:
+    """Two `vault alert` on one store at the same moment: claims conflict, one host sends."""
+    import threading
+
+    clock = Clock(T0)
+    barrier = threading.Barrier(4)
+    results: list[int] = []
+
+    def host() -> None:
+        with fleet.app(clock=clock) as app:
+            barrier.wait()
+            results.append(app.alert(webhook=SecretValue(webhook.url))["sent"])
+
+    threads = [threading.Thread(target=host) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [0, 0, 0, 1]
+    assert _summary(webhook.alerts()) == [("client_secret_expiry", "jira", "warning")]
+
+
+# -- e-mail ---------------------------------------------------------------------------------------
+
+ALICE = ("alice@example.test", "alice-password-123")
+
+
+def test_an_email_alert_goes_through_dovecot_submission_with_xoauth2(
+        sqlite_vault: Harness, oidc, dovecot, mail_ca, mail_sink) -> None:
+    from tests.conftest import ScriptedConsent
+
+    h = sqlite_vault
+    add_oidc_client(h, oidc, scopes="openid offline_access mail.imap mail.smtp")
+    with h.app() as app:
+        app.consent("idp", mailbox=ALICE[0], protocols=("smtp",), flow="manual",
+                    ui=ScriptedConsent(oidc.complete_authorization, *ALICE))
+    point_at(h, dovecot)
+    _secret_expiring(h, "idp", date.today() + timedelta(days=3))
+    mail_sink.clear()
+    ca = {"VAULT_CA_FILE": str(mail_ca.ca_path)}
+    sent = h.ok("alert", "--email-to", "ops@example.test", "--via", ALICE[0], **ca)
+    assert "1 alert(s) sent" in sent.out
+    (message,) = mail_sink.wait_for(1)
+    text = message.content.decode()
+    assert list(message.rcpt_tos) == ["ops@example.test"]
+    assert "[vault critical] 1 credential alert(s)" in text
+    assert "CRITICAL client secret expiry: idp" in text
+    assert "nothing new" in h.ok("alert", "--email-to", "ops@example.test", "--via", ALICE[0],
+                                 **ca).out
+    assert "--via" in h.run("alert", "--email-to", "ops@example.test").err
+
+
+# -- Prometheus -----------------------------------------------------------------------------------
+
+
+def test_the_prometheus_file_parses_and_says_what_expires(fleet: Harness,
+                                                          tmp_path: Path) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    out = tmp_path / "vault.prom"
+    fleet.ok("expiry", "--format", "prometheus", "--output", str(out))
+    assert oct(out.stat().st_mode & 0o777) == "0o644"
+    assert not list(tmp_path.glob(".vault-*"))  # the temporary file was renamed into place
+    families = {f.name: f for f in text_string_to_metric_families(out.read_text())}
+    ends = {s.labels["client"]: s.value
+            for s in families["vault_secret_expiry_timestamp_seconds"].samples}
+    jira_end = datetime.combine(T0.date() + timedelta(days=21), datetime.min.time(), tzinfo=UTC)
+    assert ends == {"jira": jira_end.timestamp(),
+                    "crm": jira_end.timestamp() + 20 * 86400}
+    (idle,) = families["vault_refresh_token_idle_days"].samples
+    assert idle.labels == {"client": "jira", "mailbox": "help@contoso.com"} and idle.value == 0
+    (status,) = families["vault_grant_status"].samples
+    assert status.labels["status"] == "active" and status.value == 1
+    assert families["vault_metrics_timestamp_seconds"].samples[0].value > 0
+    stdout = {f.name for f in text_string_to_metric_families(
+        fleet.ok("expiry", "--format", "prometheus").out)}
+    assert stdout == set(families)
+
+
+def test_failed_probes_reach_the_prometheus_file_and_alerts(sqlite_vault: Harness, oidc,
+                                                            dovecot, mail_ca, webhook) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from tests.conftest import ScriptedConsent
+
+    h = sqlite_vault
+    add_oidc_client(h, oidc, scopes="openid offline_access mail.imap mail.pop")
+    with h.app() as app:
+        app.consent("idp", mailbox=ALICE[0], protocols=("imap", "pop"), flow="manual",
+                    ui=ScriptedConsent(oidc.complete_authorization, *ALICE))
+    point_at(h, dovecot)
+    h.run("probe", ALICE[0], "--protocol", "imap", VAULT_CA_FILE=str(mail_ca.ca_path))
+    h.run("probe", ALICE[0], "--protocol", "pop")  # without the CA: a TLS failure
+    families = {f.name: f for f in text_string_to_metric_families(
+        h.ok("expiry", "--format", "prometheus").out)}
+    success = {s.labels["protocol"]: s.value for s in families["vault_probe_success"].samples}
+    assert success == {"imap": 1, "pop": 0}
+    latency = {s.labels["protocol"]: s.value
+               for s in families["vault_probe_latency_seconds"].samples}
+    assert 0 < latency["imap"] < 30
+    h.ok("alert", VAULT_WEBHOOK_URL=webhook.url)
+    (alert,) = webhook.alerts()
+    assert (alert["kind"], alert["mailbox"], alert["ref"]) == ("probe_failed", ALICE[0], "pop")
+    assert alert["severity"] == "warning" and "vault probe" in alert["advice"]

@@ -1,0 +1,193 @@
+"""Reports on a scripted history with a known clock: who did what (reads of secrets and tokens
+included), what was revoked or retired and until when its tokens stay valid, what expires when.
+CSV and JSON parse; the HTML pages render in headless Chromium without a console error."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from domain.secret_value import SecretValue
+from tests.conftest import Harness, add_sandbox_client
+from tests.test_microsoft_sandbox import MAILBOX, consent
+from vault.audit import os_actor
+
+SECOND = "dave@contoso.com"
+DAY = {n: datetime(2026, 3, n, 9, 0, tzinfo=UTC) for n in range(1, 10)}
+
+
+class Clock:
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+
+    def __call__(self) -> datetime:
+        self.at += timedelta(seconds=1)
+        return self.at
+
+
+def _history(h: Harness, server) -> None:
+    """Day 1 the client; day 2 two consents; day 3 reveals and a refresh; day 4 a rotated
+    secret; day 5 a grant revoked and a second client removed."""
+    add_sandbox_client(h, server)  # today: outside every --since/--until window below
+    clock = Clock(DAY[1])
+    with h.app(clock=clock) as app:
+        app.add_client(name="legacy", provider="microsoft", client_id="99999999-8888-7777-6666-555555555555",
+                       tenant="contoso.onmicrosoft.com", secret=SecretValue("Old~secret.value"),
+                       secret_expires=date(2026, 4, 1))
+    clock.at = DAY[2]
+    consent(h, server, clock=clock)
+    consent(h, server, clock=clock, mailbox=SECOND)
+    clock.at = DAY[3]
+    with h.app(clock=clock) as app:
+        app.sleep = lambda s: None
+        assert app.access_token(MAILBOX).token.reveal().startswith("sbx-at.")
+        app.show_client("demo", reveal_secret=True)
+        app.refresh(SECOND)
+        clock.at = DAY[4]
+        app.rotate_secret("legacy", secret=SecretValue("New~secret.value"), overlap=True)
+        ref = app.show_client("legacy")["secrets"][0]["ref"]
+        app.retire_secret("legacy", ref, reason="leaked in a ticket")
+        clock.at = DAY[5]
+        app.revoke_everywhere(SECOND, reason="mailbox decommissioned")
+        app.remove_client("legacy", reason="integration retired")
+
+
+@pytest.fixture
+def history(sqlite_vault: Harness, sandbox) -> Harness:
+    _history(sqlite_vault, sandbox)
+    return sqlite_vault
+
+
+def _rows(h: Harness, *args: str) -> list[dict]:
+    return json.loads(h.ok("report", *args, "--format", "json").out)
+
+
+def test_the_audit_report_shows_who_did_what_reads_included(history: Harness) -> None:
+    rows = _rows(history, "audit", "--since", "2026-03-01", "--until", "2026-03-05")
+    actions = [(r["at"][:10], r["action"], r["mailbox"] or r["client"], r["outcome"])
+               for r in rows if not r["action"].startswith(("client show", "grant show"))]
+    assert actions == [
+        ("2026-03-01", "client add", "legacy", "ok"),
+        ("2026-03-02", "consent", MAILBOX, "ok"),
+        ("2026-03-02", "consent", SECOND, "ok"),
+        # a refresh commits twice (started, then tokens issued): each is audited
+        ("2026-03-03", "token", MAILBOX, "ok"),
+        ("2026-03-03", "token", MAILBOX, "ok"),
+        ("2026-03-03", "refresh", SECOND, "ok"),
+        ("2026-03-03", "refresh", SECOND, "ok"),
+        ("2026-03-04", "client rotate-secret", "legacy", "ok"),
+        ("2026-03-04", "client retire-secret", "legacy", "ok"),
+        ("2026-03-05", "grant revoke", SECOND, "ok"),
+        ("2026-03-05", "client remove", "legacy", "ok"),
+    ]
+    reveals = {(r["action"], r["revealed"]) for r in rows if r["revealed"]}
+    assert reveals == {("token", "access_token"),
+                       ("client show --reveal-secret", "client_secret")}
+    assert all(r["user"] and r["host"] for r in rows)
+    assert len(rows) == rows[-1]["seq"] - rows[0]["seq"] + 1  # a contiguous slice of the log
+
+    only_day_3 = _rows(history, "audit", "--since", "2026-03-03", "--until", "2026-03-03")
+    assert {r["at"][:10] for r in only_day_3} == {"2026-03-03"} and len(only_day_3) == 5
+    steps = [r["detail"].split("step=")[-1] for r in only_day_3 if r["action"] == "refresh"]
+    assert steps == ["refresh started", "tokens issued"]
+    legacy = _rows(history, "audit", "--client", "LEGACY")
+    assert [r["action"] for r in legacy] == ["client add", "client rotate-secret", "client show",
+                                            "client retire-secret", "client remove"]
+    dave = _rows(history, "audit", "--mailbox", SECOND)
+    assert [r["action"] for r in dave] == ["consent", "refresh", "refresh", "grant revoke"]
+
+
+def test_the_revocation_report_says_when_by_whom_why_and_until_when(history: Harness) -> None:
+    rows = _rows(history, "revocations")
+    summary = [(r["at"][:10], r["kind"], r["what"], r["client"], r["mailbox"], r["reason"])
+               for r in rows]
+    retired = next(r for r in rows if r["what"].endswith("retired"))
+    assert summary == [
+        ("2026-03-04", "credential", retired["what"], "legacy", None, "leaked in a ticket"),
+        ("2026-03-05", "grant", "grant revoked", "demo", SECOND, "mailbox decommissioned"),
+        ("2026-03-05", "credential", "client removed", "legacy", None, "integration retired"),
+    ]
+    assert {r["by"] for r in rows} == {os_actor()["user"]}
+    # dave's last access token came from the refresh on day 3 and lives an hour after it:
+    # revoking the consent on day 5 did not end it early, and the report says when it ended.
+    grant = rows[1]
+    until = datetime.fromisoformat(grant["access_valid_until"])
+    assert DAY[3] < until <= DAY[3] + timedelta(hours=1, minutes=1)
+    assert rows[0]["access_valid_until"] is None
+
+
+def test_csv_parses_to_the_same_rows_as_json(history: Harness) -> None:
+    for report in ("audit", "revocations"):
+        as_json = _rows(history, report)
+        parsed = list(csv.DictReader(io.StringIO(
+            history.ok("report", report, "--format", "csv").out)))
+        if report == "audit":  # running the JSON report was itself audited
+            assert parsed.pop()["action"] == "report audit"
+        assert len(parsed) == len(as_json) > 0
+        for got, want in zip(parsed, as_json, strict=True):
+            assert got == {k: "" if want[k] is None else str(want[k]) for k in got}
+
+
+def test_an_empty_report_and_a_bad_window_are_clear(history: Harness) -> None:
+    assert _rows(history, "audit", "--since", "2030-01-01") == []
+    assert "nothing to report" in history.ok("report", "audit", "--since", "2030-01-01").out
+    bad = history.run("report", "audit", "--since", "2026-03-05", "--until", "2026-03-01")
+    assert bad.code == 2 and "--until is before --since" in bad.err
+    assert "Traceback" not in bad.text
+
+
+def test_no_report_carries_a_secret(history: Harness) -> None:
+    texts = [history.ok("report", r, "--format", f).out
+             for r in ("audit", "revocations") for f in ("json", "csv", "html", "table")]
+    texts.append(history.ok("report", "expiry", "--format", "html").out)
+    for secret in ("Old~secret.value", "New~secret.value", "sbx-at.", "sbx-rt."):
+        assert not any(secret in t for t in texts), secret
+
+
+def _render(chromium: str, page: Path, screenshot: Path) -> list[str]:
+    """Open the page in headless Chromium with the network cut off; return console errors."""
+    from playwright.sync_api import sync_playwright
+
+    errors: list[str] = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=["--no-sandbox"])
+        try:
+            context = browser.new_context()
+            requests: list[str] = []
+            context.on("request", lambda r: requests.append(r.url))
+            tab = context.new_page()
+            tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            tab.on("pageerror", lambda e: errors.append(str(e)))
+            tab.goto(page.as_uri())
+            tab.screenshot(path=str(screenshot), full_page=True)
+            body = tab.inner_text("body")
+            circles = tab.locator("svg circle").count()
+        finally:
+            browser.close()
+    assert [r for r in requests if not r.startswith("file:")] == []  # self-contained
+    return [*errors, f"circles={circles}", body]
+
+
+def test_html_reports_render_in_chromium(history: Harness, chromium: str,
+                                         tmp_path: Path) -> None:
+    expiry = tmp_path / "expiry.html"
+    history.ok("report", "expiry", "--format", "html", "--as-of", "2026-03-10",
+               "--output", str(expiry))
+    *errors, circles, body = _render(chromium, expiry, tmp_path / "expiry.png")
+    assert errors == []
+    assert (tmp_path / "expiry.png").stat().st_size > 5_000
+    assert "What expires when" in body and "Findings" in body
+    timeline = json.loads(history.ok("report", "expiry", "--format", "json",
+                                     "--as-of", "2026-03-10").out)
+    assert circles == f"circles={len(timeline['items'])}" and timeline["items"]
+
+    audit = tmp_path / "audit.html"
+    history.ok("report", "audit", "--format", "html", "--output", str(audit))
+    *errors, _, body = _render(chromium, audit, tmp_path / "audit.png")
+    assert errors == []
+    assert "client retire-secret" in body and MAILBOX in body

@@ -1,0 +1,233 @@
+"""Alerting and metrics: expiry findings and failed probes, sent once per finding and severity
+(claim-then-send, so hosts sharing a PostgreSQL store never send one twice); and a Prometheus
+textfile for node_exporter's textfile collector."""
+
+from __future__ import annotations
+
+import json
+import socket
+from datetime import UTC, date, datetime, timedelta
+from email.message import EmailMessage
+from typing import Any
+
+import httpx
+from eventsourcing.persistence import IntegrityError
+
+from adapters.errors import AdapterError
+from adapters.notify import NotifyFailed, post_webhook
+from adapters.store import Changes
+from domain.alerts import AlertState, alert_id_for, alert_key
+from domain.expiry import SEVERITY_RANK, due_items, evaluate
+from domain.secret_value import SecretValue
+from vault.application import use_case
+from vault.errors import BadInput, VaultError
+from vault.probes import ProbeUseCases
+from vault.reports import ReportUseCases
+
+RESEND_AFTER = timedelta(hours=24)
+
+
+class AlertUseCases(ProbeUseCases, ReportUseCases):
+    def alert_items(self, as_of: date, min_severity: str) -> list[dict[str, Any]]:
+        """Expiry findings and failed probes at or above `min_severity`."""
+        secrets, grants = self.expiry_facts()
+        items = [f.as_dict() for f in evaluate(secrets, grants, as_of, self.thresholds())]
+        for row in self.views("SELECT client_name, mailbox, probes FROM view_grants "
+                              "WHERE status = 'active' ORDER BY mailbox_key"):
+            for protocol, probe in json.loads(row["probes"] or "{}").items():
+                if probe["outcome"] == "ok":
+                    continue
+                items.append({
+                    "severity": "critical" if probe["outcome"] == "refused" else "warning",
+                    "kind": "probe_failed", "client": row["client_name"],
+                    "mailbox": row["mailbox"], "due": None, "days_left": None,
+                    "expired": False, "ref": protocol,
+                    "advice": f"the last {protocol} probe of {row['mailbox']} "
+                              f"({probe['at'][:16]}) was {probe['outcome']}: run "
+                              f"`vault probe {row['mailbox']} --protocol {protocol}`",
+                })
+        floor = SEVERITY_RANK[min_severity]
+        return [i for i in items if SEVERITY_RANK[i["severity"]] >= floor]
+
+    @use_case("alert")
+    def alert(
+        self, *, webhook: SecretValue | None = None, email_to: str | None = None,
+        via: str | None = None, min_severity: str = "warning",
+        resend_after: timedelta = RESEND_AFTER,
+    ) -> dict[str, Any]:
+        if webhook is None and email_to is None:
+            raise BadInput("give --webhook/--webhook-file/VAULT_WEBHOOK_URL or --email-to")
+        if email_to and not via:
+            raise BadInput("--email-to needs --via MAILBOX: the grant that sends it")
+        if min_severity not in SEVERITY_RANK:
+            raise BadInput("--min-severity is info, warning or critical")
+        if webhook is not None:
+            check_webhook_url(webhook)
+        now = self.now()
+        claimed = []
+        for item in self.alert_items(now.date(), min_severity):
+            state = self._claim(item, now, resend_after)
+            if state is not None:
+                claimed.append((item, state))
+        channels = (["webhook"] if webhook else []) + (["email"] if email_to else [])
+        self.audit_record.detail.update({"due": len(claimed), "channels": channels})
+        if not claimed:
+            return {"sent": 0, "alerts": []}
+        alerts = [item for item, _ in claimed]
+        try:
+            if webhook is not None:
+                with self.http() as http:
+                    post_webhook(http, webhook, self._payload(alerts, now), sleep=self.sleep)
+            if email_to:
+                self._email(alerts, email_to, via or "", now)
+        except (NotifyFailed, AdapterError, VaultError) as e:
+            error = str(e)
+            for _, state in claimed:
+                self._settle(state, lambda s: s.record_failed(now=self.now(), error=error))
+            self.audit_record.outcome = "failed"
+            raise VaultError(f"alerts were not delivered ({e}); they are retried next run") \
+                from None
+        for item, state in claimed:
+            self._settle(state, lambda s, sev=item["severity"]: s.record_sent(
+                now=self.now(), severity=sev, channels=channels))
+        return {"sent": len(alerts), "alerts": alerts}
+
+    def _claim(self, item: dict[str, Any], now: datetime,
+               resend_after: timedelta) -> AlertState | None:
+        key = alert_key(item["kind"], item["client"], item["mailbox"], item.get("ref"))
+        aggregate_id = alert_id_for(key)
+        changes = Changes()
+        if self.store.key_row(str(aggregate_id)) is None:  # the first alert of this finding
+            state = AlertState.open(key=key, now=now)
+            changes.keys = self.new_key_rows(state.id, state.id)
+        else:
+            state = self.load(aggregate_id)
+        if not state.due(item["severity"], now, resend_after):
+            return None
+        state.claim_for(now=now, severity=item["severity"], host=socket.gethostname())
+        try:
+            self.commit(state, changes=changes)
+        except IntegrityError:
+            return None  # another host claimed it first: it sends
+        return state
+
+    def _settle(self, state: AlertState, record) -> None:
+        def attempt() -> None:
+            fresh: AlertState = self.load(state.id)
+            record(fresh)
+            self.commit(fresh)
+
+        self.retrying(attempt)
+
+    def _payload(self, alerts: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
+        worst = max((a["severity"] for a in alerts), key=SEVERITY_RANK.__getitem__)
+        return {"source": "vault", "vault_id": self.header.vault_id, "at": now.isoformat(),
+                "severity": worst, "alerts": alerts}
+
+    def _email(self, alerts: list[dict[str, Any]], to: str, via: str, now: datetime) -> None:
+        from adapters.http import tls_context
+        from adapters.mail import probe
+
+        row = self.grant_row(via)
+        credential = self.load_client(row["client_uuid"])
+        target = self._target(credential, self.load_grant(row["grant_uuid"]), "smtp", None,
+                              None, None, "xoauth2", 30.0)
+        token = self.usable_token(row, "smtp").token
+        message = EmailMessage()
+        message["From"] = row["mailbox"]
+        message["To"] = to
+        worst = max((a["severity"] for a in alerts), key=SEVERITY_RANK.__getitem__)
+        message["Subject"] = f"[vault {worst}] {len(alerts)} credential alert(s)"
+        message.set_content("\n\n".join(
+            f"{a['severity'].upper()} {a['kind'].replace('_', ' ')}: "
+            f"{a['mailbox'] or a['client']}\n  due {a['due'] or '-'}\n  {a['advice']}"
+            for a in alerts) + f"\n\n(vault {self.header.vault_id}, {now:%Y-%m-%d %H:%M} UTC)\n")
+        result = probe(target, token, tls_context(), message=message)
+        if result.outcome != "ok":
+            raise NotifyFailed(f"e-mail via {via} failed: {result.diagnosis}")
+
+    # -- Prometheus ----------------------------------------------------------------------------
+
+    @use_case("expiry --format prometheus")
+    def prometheus(self) -> str:
+        """The textfile-collector exposition (node_exporter's --collector.textfile)."""
+        now = self.now()
+        secrets, grants = self.expiry_facts()
+        t = self.thresholds()
+        metrics = _Exposition()
+        secret_end = metrics.family("vault_secret_expiry_timestamp_seconds",
+                                    "End of a client secret or certificate (UTC, end of its "
+                                    "last valid day).")
+        for item in due_items(secrets, [], t):
+            end = datetime.combine(item.due + timedelta(days=1), datetime.min.time(), tzinfo=UTC)
+            secret_end.append(end.timestamp(), client=item.client, ref=item.ref or "",
+                              kind=item.kind, assumed=str(item.assumed).lower())
+        idle = metrics.family("vault_refresh_token_idle_days",
+                              "Days since a grant's refresh token was issued or last used.")
+        status = metrics.family("vault_grant_status", "1 for the grant's current status.")
+        for g in grants:
+            idle.append((now.date() - (g.last_activity_on or g.granted_on)).days,
+                        client=g.client, mailbox=g.mailbox)
+            status.append(1, client=g.client, mailbox=g.mailbox, status=g.status)
+        success = metrics.family("vault_probe_success", "1 if the last probe succeeded.")
+        latency = metrics.family("vault_probe_latency_seconds", "Latency of the last probe.")
+        probed = metrics.family("vault_probe_timestamp_seconds", "When the last probe ran.")
+        for row in self.views("SELECT client_name, mailbox, probes FROM view_grants "
+                              "ORDER BY mailbox_key"):
+            for protocol, probe in json.loads(row["probes"] or "{}").items():
+                labels = {"client": row["client_name"], "mailbox": row["mailbox"],
+                          "protocol": protocol}
+                success.append(int(probe["outcome"] == "ok"), **labels)
+                if probe["latency_ms"] is not None:
+                    latency.append(probe["latency_ms"] / 1000, **labels)
+                if probe["at"]:
+                    probed.append(datetime.fromisoformat(probe["at"]).timestamp(), **labels)
+        findings = evaluate(secrets, grants, now.date(), t)
+        by_severity = metrics.family("vault_expiry_findings", "Expiry findings by severity.")
+        for severity in SEVERITY_RANK:
+            by_severity.append(sum(f.severity == severity for f in findings), severity=severity)
+        metrics.family("vault_metrics_timestamp_seconds",
+                       "When vault wrote this file.").append(now.timestamp())
+        return metrics.text()
+
+
+class _Family(list):
+    def append(self, value: float, **labels: str) -> None:
+        inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
+        number = str(int(value)) if float(value).is_integer() else repr(round(value, 3))
+        super().append(f"{{{inner}}} {number}" if inner else f" {number}")
+
+
+class _Exposition:
+    """The Prometheus text format: each family's HELP, TYPE and samples together."""
+
+    def __init__(self) -> None:
+        self.families: dict[str, tuple[str, _Family]] = {}
+
+    def family(self, name: str, help_text: str) -> _Family:
+        samples = _Family()
+        self.families[name] = (help_text, samples)
+        return samples
+
+    def text(self) -> str:
+        lines = []
+        for name, (help_text, samples) in self.families.items():
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
+            lines += [name + sample for sample in samples]
+        return "\n".join(lines) + "\n"
+
+
+def check_webhook_url(url: SecretValue) -> None:
+    """HTTPS only (the URL is a credential), except to a receiver on this host."""
+    try:
+        parts = httpx.URL(url.reveal().strip())
+    except httpx.InvalidURL:
+        raise BadInput("the webhook URL is not a URL") from None
+    loopback = parts.host in ("127.0.0.1", "::1", "localhost")
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise BadInput("the webhook URL must be https:// (http:// only to this host): it "
+                       "carries a secret")
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')

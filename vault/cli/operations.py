@@ -1,0 +1,191 @@
+"""`vault report ...`, `vault alert`, `vault maintain`: what keeps vault running unattended."""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+
+import click
+
+from adapters.files import write_atomically
+from vault.cli.inputs import parse_date, read_secret
+from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
+from vault.cli.render import emit, table, to_json
+
+REPORT_FORMAT = click.Choice(["table", "json", "csv", "html"])
+AUDIT_COLUMNS = ["seq", "at", "user", "host", "action", "client", "mailbox", "outcome",
+                 "revealed", "detail"]
+REVOCATION_COLUMNS = ["at", "kind", "what", "client", "mailbox", "by", "reason",
+                      "access_valid_until"]
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(report)
+    cli.add_command(alert)
+    cli.add_command(maintain)
+
+
+def emit_report(title: str, rows: list[dict], columns: list[str], fmt: str,
+                output: str | None) -> None:
+    from vault.cli import report_formats
+
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    if fmt == "table" and output is None:
+        table(None, [c.upper().replace("_", " ") for c in columns],
+              [[r.get(c) for c in columns] for r in rows], empty="nothing to report")
+        return
+    text = {"json": lambda: to_json(rows) + "\n",
+            "csv": lambda: report_formats.to_csv(rows, columns),
+            "html": lambda: report_formats.html_table(title, rows, columns, generated),
+            "table": lambda: report_formats.to_csv(rows, columns)}[fmt]()
+    if output:
+        write_atomically(output, text)
+    else:
+        click.echo(text, nl=False)
+
+
+@click.group()
+def report() -> None:
+    """Reports for auditors and admins: audit, revocations, expiry."""
+
+
+def _report_options(f):
+    f = click.option("--output", "-o", metavar="FILE", help="Write to FILE (atomically).")(f)
+    return click.option("--format", "fmt", type=REPORT_FORMAT, default="table",
+                        show_default=True)(f)
+
+
+@report.command("audit")
+@click.option("--since", metavar="DATE")
+@click.option("--until", metavar="DATE")
+@click.option("--client", "client_name", metavar="NAME")
+@click.option("--mailbox", metavar="ADDR")
+@_report_options
+@pass_cli
+def report_audit(state: CliContext, since: str | None, until: str | None,
+                 client_name: str | None, mailbox: str | None, fmt: str,
+                 output: str | None) -> None:
+    """Who did what, when, from where, with what outcome; reads of secrets and tokens included."""
+    rows = state.app().audit_report(since=parse_date(since, "--since"),
+                                    until=parse_date(until, "--until"), client=client_name,
+                                    mailbox=mailbox)
+    emit_report("vault audit report", rows, AUDIT_COLUMNS, fmt, output)
+
+
+@report.command("revocations")
+@_report_options
+@pass_cli
+def report_revocations(state: CliContext, fmt: str, output: str | None) -> None:
+    """Revoked grants and retired or removed credentials: when, by whom, why, and until when
+    the access tokens already handed out stay valid."""
+    rows = state.app().revocation_report()
+    emit_report("vault revocations", rows, REVOCATION_COLUMNS, fmt, output)
+
+
+@report.command("expiry")
+@click.option("--as-of", metavar="DATE")
+@click.option("--horizon", type=click.IntRange(30, 3650), default=365, show_default=True,
+              metavar="DAYS")
+@click.option("--format", "fmt", type=click.Choice(["html", "json"]), default="html",
+              show_default=True)
+@click.option("--output", "-o", metavar="FILE", help="Write to FILE (atomically).")
+@pass_cli
+def report_expiry(state: CliContext, as_of: str | None, horizon: int, fmt: str,
+                  output: str | None) -> None:
+    """One self-contained page: a timeline of what expires when, and the findings."""
+    from vault.cli.report_formats import expiry_page
+
+    data = state.app().expiry_timeline(as_of=parse_date(as_of, "--as-of"), horizon_days=horizon)
+    text = (expiry_page(data, datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
+            if fmt == "html" else to_json(data) + "\n")
+    if output:
+        write_atomically(output, text)
+    else:
+        click.echo(text, nl=False)
+
+
+def webhook_secret(url_file: str | None) -> object:
+    """A webhook URL carries a secret: from a file or VAULT_WEBHOOK_URL, never argv."""
+    from domain.secret_value import SecretValue
+
+    if url_file:
+        return read_secret("webhook", False, url_file)
+    value = os.environ.get("VAULT_WEBHOOK_URL")
+    return SecretValue(value) if value else None
+
+
+def alert_options(f):
+    """The channels and policy of `vault alert`, shared with `vault maintain`."""
+    for option in reversed([
+        click.option("--webhook-file", metavar="FILE",
+                     help="File holding the webhook URL; it usually carries a secret, so it is "
+                          "never an argument [env: VAULT_WEBHOOK_URL]."),
+        click.option("--email-to", metavar="ADDR", help="Mail the alerts to ADDR ..."),
+        click.option("--via", metavar="MAILBOX",
+                     help="... sending through this mailbox's own grant (SMTP, XOAUTH2)."),
+        click.option("--min-severity", type=click.Choice(["info", "warning", "critical"]),
+                     default="warning", show_default=True),
+        click.option("--resend-after", type=click.IntRange(1, 24 * 90), default=24,
+                     show_default=True, metavar="HOURS",
+                     help="Send an unchanged finding again after this long."),
+    ]):
+        f = option(f)
+    return f
+
+
+@click.command()
+@alert_options
+@pass_cli
+def alert(state: CliContext, webhook_file: str | None, email_to: str | None, via: str | None,
+          min_severity: str, resend_after: int) -> None:
+    """Send new or worsened expiry findings and failed probes, once per finding and severity
+    (recorded as events: hosts sharing a store never send one twice)."""
+    result = state.app().alert(webhook=webhook_secret(webhook_file), email_to=email_to,
+                               via=via, min_severity=min_severity,
+                               resend_after=timedelta(hours=resend_after))
+    click.echo(f"{result['sent']} alert(s) sent" if result["sent"] else "nothing new to send")
+
+
+@click.command()
+@click.option("--keepalive-days", type=click.IntRange(1, 80), default=14, show_default=True,
+              help="Refresh a grant whose refresh token has been idle this long (Microsoft "
+                   "drops it after 90 days unused).")
+@click.option("--probe-every", type=click.IntRange(0, 24 * 30), default=24, show_default=True,
+              metavar="HOURS", help="Probe each protocol of each grant this often (0: never).")
+@alert_options
+@click.option("--metrics-file", metavar="FILE", envvar="VAULT_METRICS_FILE",
+              help="Write the Prometheus textfile here [env: VAULT_METRICS_FILE].")
+@click.option("--checkpoint-dir", metavar="DIR", envvar="VAULT_CHECKPOINT_DIR",
+              help="Export the signed audit checkpoint here, after checking that the log "
+                   "extends the one exported last time [env: VAULT_CHECKPOINT_DIR].")
+@output_format
+@pass_cli
+def maintain(state: CliContext, keepalive_days: int, probe_every: int, webhook_file: str | None,
+             email_to: str | None, via: str | None, min_severity: str, resend_after: int,
+             metrics_file: str | None, checkpoint_dir: str | None, fmt: str,
+             as_json: bool) -> None:
+    """Everything a timer should run: refresh due grants and keep idle ones alive, probe on a
+    schedule, alert, write metrics, export an audit checkpoint. Safe on several hosts at once.
+
+    Exit 0 when every step succeeded, 1 when one failed (the others still ran).
+    """
+    from vault.maintenance import MaintainPlan
+
+    plan = MaintainPlan(
+        keepalive_days=keepalive_days,
+        probe_every=timedelta(hours=probe_every) if probe_every else None,
+        webhook=webhook_secret(webhook_file), email_to=email_to, via=via,
+        min_severity=min_severity, resend_after=timedelta(hours=resend_after),
+        metrics_file=metrics_file, checkpoint_dir=checkpoint_dir)
+    steps = state.app().maintain(plan)
+
+    def render(data: list[dict]) -> None:
+        for s in data:
+            first, *rest = s["summary"].split("\n")
+            click.echo(f"{s['step']:<11}{s['outcome']:<8}{first}")
+            for line in rest:
+                click.echo(f"{'':<19}{line.strip()}")
+
+    emit(steps, chosen_format(fmt, as_json), render)
+    if any(s["outcome"] == "failed" for s in steps):
+        raise click.exceptions.Exit(1)

@@ -1,0 +1,139 @@
+"""`vault maintain`: what a timer runs, in order: refresh what is due (and keep idle refresh
+tokens alive), probe what was not probed lately, alert on new or worsened findings, write the
+metrics file, export an audit checkpoint. Each step is its own audited use case; one step failing
+does not stop the next. Safe on several hosts at once over one PostgreSQL store: refreshes are
+serialised per grant and re-checked under the lock, alerts are claimed before they are sent."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from adapters.errors import AdapterError, IntegrityViolation
+from adapters.files import write_atomically
+from domain.secret_value import SecretValue
+from vault.alerting import RESEND_AFTER, AlertUseCases, check_webhook_url
+from vault.audit import parse_checkpoint
+from vault.errors import BadInput, VaultError
+
+
+@dataclass
+class MaintainPlan:
+    keepalive_days: int = 14
+    probe_every: timedelta | None = timedelta(hours=24)  # None: no probes
+    webhook: SecretValue | None = None
+    email_to: str | None = None
+    via: str | None = None
+    min_severity: str = "warning"
+    resend_after: timedelta = RESEND_AFTER
+    metrics_file: str | None = None
+    checkpoint_dir: str | None = None
+
+    def check(self) -> None:
+        """Refuse a plan that would fail halfway, before anything is done."""
+        if self.webhook is not None:
+            check_webhook_url(self.webhook)
+        if self.email_to and not self.via:
+            raise BadInput("--email-to needs --via MAILBOX: the grant that sends it")
+        if self.checkpoint_dir and not os.path.isdir(self.checkpoint_dir):
+            raise BadInput(f"--checkpoint-dir {self.checkpoint_dir}: no such directory")
+        if self.metrics_file and not os.path.isdir(os.path.dirname(
+                os.path.abspath(self.metrics_file))):
+            raise BadInput(f"--metrics-file {self.metrics_file}: its directory does not exist")
+
+
+class MaintenanceUseCases(AlertUseCases):
+    def maintain(self, plan: MaintainPlan) -> list[dict[str, Any]]:
+        """Every step's outcome: {step, outcome: ok|failed|skipped, summary, ...}."""
+        plan.check()
+        steps: list[dict[str, Any]] = []
+
+        def step(name: str, run: Callable[[], tuple[str, dict[str, Any]]],
+                 skip: str | None = None) -> None:
+            if skip:
+                steps.append({"step": name, "outcome": "skipped", "summary": skip})
+                return
+            try:
+                summary, extra = run()
+                outcome = "failed" if extra.pop("failed", False) else "ok"
+                steps.append({"step": name, "outcome": outcome, "summary": summary, **extra})
+            except IntegrityViolation:
+                raise  # tampering stops everything: exit 5, nothing else is trusted
+            except (VaultError, AdapterError) as e:
+                steps.append({"step": name, "outcome": "failed", "summary": str(e)})
+
+        step("refresh", lambda: self._refresh_due(plan))
+        step("probe", lambda: self._probe_due(plan), None if plan.probe_every else "disabled")
+        step("alert", lambda: self._alert(plan), None if plan.webhook or plan.email_to
+             else "no --webhook-file, VAULT_WEBHOOK_URL or --email-to")
+        step("metrics", lambda: self._metrics(plan), None if plan.metrics_file
+             else "no --metrics-file")
+        step("checkpoint", lambda: self._checkpoint(plan), None if plan.checkpoint_dir
+             else "no --checkpoint-dir")
+        return steps
+
+    def _refresh_due(self, plan: MaintainPlan) -> tuple[str, dict[str, Any]]:
+        results = self.refresh(due=True, keepalive_days=plan.keepalive_days)
+        count = {o: sum(r["outcome"] == o for r in results)
+                 for o in ("refreshed", "fresh", "failed")}
+        failed = [f"{r['mailbox']}: {r['error']}" for r in results if r["outcome"] == "failed"]
+        summary = (f"{count['refreshed']} refreshed, {count['fresh']} already fresh, "
+                   f"{count['failed']} failed" + ("".join(f"\n  {f}" for f in failed)))
+        return summary, {"results": results, "failed": bool(failed)}
+
+    def probes_due(self, now: datetime, every: timedelta) -> list[tuple[str, str, str]]:
+        """(mailbox, client, protocol) of active grants not probed within `every`."""
+        due = []
+        for row in self.views("SELECT mailbox, client_name, protocols, probes FROM view_grants "
+                              "WHERE status = 'active' ORDER BY mailbox_key, client_name"):
+            last = json.loads(row["probes"] or "{}")
+            for protocol in filter(None, row["protocols"].split(",")):
+                at = last.get(protocol, {}).get("at")
+                if at is None or now - datetime.fromisoformat(at) >= every:
+                    due.append((row["mailbox"], row["client_name"], protocol))
+        return due
+
+    def _probe_due(self, plan: MaintainPlan) -> tuple[str, dict[str, Any]]:
+        assert plan.probe_every is not None
+        results, problems = [], []
+        for mailbox, client, protocol in self.probes_due(self.now(), plan.probe_every):
+            try:
+                (result,) = self.probe(mailbox, client=client, protocol=protocol)
+            except (VaultError, AdapterError) as e:  # no server known, grant unusable ...
+                result = {"protocol": protocol, "outcome": "error", "diagnosis": str(e)}
+            results.append({"mailbox": mailbox, "client": client, **result})
+            if result["outcome"] != "ok":
+                problems.append(f"{mailbox} {protocol}: {result['outcome']}")
+        summary = (f"{len(results)} probed, {len(results) - len(problems)} ok"
+                   + "".join(f"\n  {p}" for p in problems))
+        return summary, {"results": results, "failed": bool(problems)}
+
+    def _alert(self, plan: MaintainPlan) -> tuple[str, dict[str, Any]]:
+        result = self.alert(webhook=plan.webhook, email_to=plan.email_to, via=plan.via,
+                            min_severity=plan.min_severity, resend_after=plan.resend_after)
+        return (f"{result['sent']} sent" if result["sent"] else "nothing new to send"), result
+
+    def _metrics(self, plan: MaintainPlan) -> tuple[str, dict[str, Any]]:
+        assert plan.metrics_file is not None
+        write_atomically(plan.metrics_file, self.prometheus(), 0o644)
+        return f"written to {plan.metrics_file}", {}
+
+    def _checkpoint(self, plan: MaintainPlan) -> tuple[str, dict[str, Any]]:
+        assert plan.checkpoint_dir is not None
+        path = os.path.join(plan.checkpoint_dir, f"vault-{self.header.vault_id}.checkpoint")
+        try:
+            with open(path, encoding="utf-8") as f:
+                previous = parse_checkpoint(f.read(64 * 1024))
+        except FileNotFoundError:
+            previous = None
+        except (OSError, ValueError) as e:
+            raise BadInput(f"cannot read the last checkpoint {path}: {e}") from None
+        # The log must extend the last checkpoint: a store rolled back to an older copy stops
+        # here (exit 5) and the checkpoint that proves it is left in place.
+        text, size = self.export_checkpoint(previous)
+        write_atomically(path, text, 0o644)
+        return f"{size} entries, written to {path}", {"size": size}

@@ -1,0 +1,121 @@
+"""Reports: who did what (the audit log, filtered), what was revoked or retired and until when its
+tokens stay valid, and what expires when (for a timeline)."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from uuid import UUID
+
+from adapters.errors import SubjectPurged
+from adapters.keyring import AUDIT_KEY_ID
+from domain.credentials import ClientCredential
+from domain.expiry import due_items, evaluate
+from domain.grants import ConsentGrant
+from domain.rotation import TokenRotation
+from vault.admin import AdminUseCases
+from vault.application import use_case
+from vault.audit import decrypt_entry, raise_if_broken, verify_log
+from vault.errors import BadInput
+from vault.reports import ReportUseCases
+
+
+def _start(day: date | None) -> datetime | None:
+    return datetime.combine(day, time.min, tzinfo=UTC) if day else None
+
+
+class ReportingUseCases(ReportUseCases, AdminUseCases):
+    def _audit_entries(self) -> list[dict[str, Any]]:
+        rows = list(self.store.audit_rows())
+        raise_if_broken(verify_log(rows, self.store.checkpoint(), self.header.vault_id,
+                                   self.header.audit_public_key))
+        key = self.keyring.key(AUDIT_KEY_ID)
+        return [{"seq": r.seq, **decrypt_entry(key, self.header.vault_id, r)} for r in rows]
+
+    @use_case("report audit")
+    def audit_report(self, *, since: date | None = None, until: date | None = None,
+                     client: str | None = None, mailbox: str | None = None) -> list[dict]:
+        if since and until and until < since:
+            raise BadInput("--until is before --since")
+        start, end = _start(since), _start(until + timedelta(days=1) if until else None)
+        rows = []
+        for e in self._audit_entries():
+            at = datetime.fromisoformat(e["at"])
+            subject = e.get("subject", {})
+            if (start and at < start) or (end and at >= end):
+                continue
+            if client and subject.get("client", "").casefold() != client.casefold():
+                continue
+            if mailbox and subject.get("mailbox", "").casefold() != mailbox.casefold():
+                continue
+            detail = e.get("detail", {})
+            rows.append({
+                "seq": e["seq"], "at": e["at"], "user": e.get("user"), "host": e.get("host"),
+                "action": e["action"], "client": subject.get("client"),
+                "mailbox": subject.get("mailbox"), "outcome": e["outcome"],
+                "revealed": detail.get("revealed"),
+                "detail": "; ".join(f"{k}={v}" for k, v in sorted(detail.items())),
+            })
+        self.audit_record.detail.update({"rows": len(rows)})
+        return rows
+
+    @use_case("report revocations")
+    def revocation_report(self) -> list[dict[str, Any]]:
+        """Every revoked grant and retired or removed credential: when, by whom, why, and until
+        when access tokens already handed out stay valid (revoking a consent does not end them)."""
+        rows: list[dict[str, Any]] = []
+        ids = self._aggregate_ids()
+        for client_id in ids["client"]:
+            try:
+                events = list(self.events.get(client_id))
+            except SubjectPurged:
+                continue
+            name = events[0].name
+            for e in events:
+                if isinstance(e, ClientCredential.SecretRetired | ClientCredential.Removed):
+                    what = ("client removed" if isinstance(e, ClientCredential.Removed)
+                            else f"secret {e.ref} retired")
+                    rows.append({"kind": "credential", "what": what, "client": name,
+                                 "mailbox": None, "at": e.timestamp.isoformat(), "by": e.by,
+                                 "reason": e.reason, "access_valid_until": None})
+        for grant_id in ids["grant"]:
+            try:
+                grant: ConsentGrant = self.load(grant_id)
+            except SubjectPurged:
+                rows.append({"kind": "grant", "what": "grant purged", "client": None,
+                             "mailbox": None, "at": None, "by": None, "reason": "purged",
+                             "access_valid_until": None})
+                continue
+            for e in self.events.get(grant_id):
+                if isinstance(e, ConsentGrant.Revoked):
+                    rows.append({
+                        "kind": "grant", "what": "grant revoked", "client": grant.client_name,
+                        "mailbox": grant.mailbox, "at": e.timestamp.isoformat(),
+                        "by": e.revoked_by, "reason": e.reason,
+                        "access_valid_until": self._access_until(grant.rotation_id,
+                                                                 e.timestamp)})
+        rows.sort(key=lambda r: r["at"] or "")
+        self.audit_record.detail["rows"] = len(rows)
+        return rows
+
+    def _access_until(self, rotation_id: UUID, revoked_at: datetime) -> str | None:
+        """The latest expiry among access tokens issued before the revocation."""
+        version = self._version_as_of(rotation_id, revoked_at)
+        if not version:
+            return None
+        rotation: TokenRotation = self.load(rotation_id, version)
+        ends = [a["expires_at"] for a in rotation.access.values()]
+        return max(ends).isoformat() if ends else None
+
+    @use_case("report expiry")
+    def expiry_timeline(self, *, as_of: date | None = None, horizon_days: int = 365) -> dict:
+        as_of = as_of or self.now().date()
+        secrets, grants = self.expiry_facts()
+        t = self.thresholds()
+        findings = evaluate(secrets, grants, as_of, t)
+        items = [{"kind": i.kind, "client": i.client, "mailbox": i.mailbox,
+                  "due": i.due.isoformat(), "days_left": (i.due - as_of).days,
+                  "assumed": i.assumed, "ref": i.ref}
+                 for i in due_items(secrets, grants, t) if (i.due - as_of).days <= horizon_days]
+        return {"as_of": as_of.isoformat(), "horizon_days": horizon_days, "items": items,
+                "findings": [f.as_dict() for f in findings]}
