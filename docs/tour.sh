@@ -92,4 +92,17 @@ python3 -c 'import sys, urllib.request; urllib.request.urlopen(urllib.request.Re
 step "vault refresh dave@contoso.com"
 vault refresh dave@contoso.com || echo "(exit code $?)"
 
+# 8. Unattended operation: what a systemd timer runs (docs/operations.md), the reports, and a
+#    proven backup restored into a second home.
+step "vault maintain --probe-every 0 --metrics-file $tmp/vault.prom --checkpoint-dir $tmp"
+vault maintain --probe-every 0 --metrics-file "$tmp/vault.prom" --checkpoint-dir "$tmp" \
+  || echo "(exit code $?: a step failed, the others ran)"
+step "grep -c '^vault_' $tmp/vault.prom   # a node_exporter textfile"
+grep -c '^vault_' "$tmp/vault.prom"
+run vault report revocations
+run vault report expiry --format html --output "$tmp/expiry.html"
+run vault backup "$tmp/vault.backup"
+step "VAULT_HOME=$tmp/restored vault restore $tmp/vault.backup"
+VAULT_HOME="$tmp/restored" vault restore "$tmp/vault.backup"
+
 printf '\nTour done: the temporary vault is removed now.\n'

@@ -31,8 +31,10 @@ from adapters.store import Changes, KeyRow, Store, open_store
 from vault.admin import AdminUseCases
 from vault.application import system_clock
 from vault.audit import AuditRecord, AuditSealer, os_actor
+from vault.backups import BackupUseCases
 from vault.consent import ConsentUseCases
 from vault.errors import AlreadyExists
+from vault.importers import ImportUseCases
 from vault.keys import KeyUseCases
 from vault.maintenance import MaintenanceUseCases
 from vault.probes import ProbeUseCases
@@ -40,8 +42,9 @@ from vault.reporting import ReportingUseCases
 from vault.reports import ReportUseCases
 
 
-class VaultApplication(MaintenanceUseCases, ReportingUseCases, ProbeUseCases, ConsentUseCases,
-                       ReportUseCases, KeyUseCases, AdminUseCases):
+class VaultApplication(MaintenanceUseCases, ReportingUseCases, BackupUseCases, ImportUseCases,
+                       ProbeUseCases, ConsentUseCases, ReportUseCases, KeyUseCases,
+                       AdminUseCases):
     """Every use case of the vault, over one encrypted event store."""
 
 
@@ -129,7 +132,16 @@ def open_vault(
     clock: Callable[[], datetime] = system_clock, actor: dict[str, Any] | None = None,
     slot_id: int | None = None,
 ) -> VaultApplication:
-    store = open_settings_store(settings)
+    return unlock_store(open_settings_store(settings), material_source, clock=clock,
+                        actor=actor, slot_id=slot_id)
+
+
+def unlock_store(
+    store: Store, material_source: MaterialSource, *,
+    clock: Callable[[], datetime] = system_clock, actor: dict[str, Any] | None = None,
+    slot_id: int | None = None,
+) -> VaultApplication:
+    """The vault in `store`, unlocked (the store is closed if that fails)."""
     try:
         sealed = store.read_header()
         header = sealed.parse()  # checksum and KDF bounds before any KDF runs

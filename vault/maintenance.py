@@ -80,7 +80,7 @@ class MaintenanceUseCases(AlertUseCases):
         results = self.refresh(due=True, keepalive_days=plan.keepalive_days)
         count = {o: sum(r["outcome"] == o for r in results)
                  for o in ("refreshed", "fresh", "failed")}
-        failed = [f"{r['mailbox']}: {r['error']}" for r in results if r["outcome"] == "failed"]
+        failed = [r["error"] for r in results if r["outcome"] == "failed"]
         summary = (f"{count['refreshed']} refreshed, {count['fresh']} already fresh, "
                    f"{count['failed']} failed" + ("".join(f"\n  {f}" for f in failed)))
         return summary, {"results": results, "failed": bool(failed)}

@@ -153,6 +153,7 @@ class Store(ABC):
 
     dialect: str
     description: str
+    notification_column: str  # what numbers stored_events in commit order
 
     def __init__(self) -> None:
         self.recorder: Any = None
@@ -168,6 +169,14 @@ class Store(ABC):
 
     @abstractmethod
     def read(self) -> contextlib.AbstractContextManager[Tx]: ...
+
+    def snapshot(self) -> contextlib.AbstractContextManager[Tx]:
+        """A read transaction in which every query sees the same committed state (for copies).
+        SQLite's read transactions already do (WAL)."""
+        return self.read()
+
+    def after_bulk_load(self, tx: Tx) -> None:  # noqa: B027 - optional hook
+        """After rows were inserted with their own ids (a restore): keep the id sequence ahead."""
 
     @abstractmethod
     def insert_stored_events(self, tx: Tx, stored_events: Sequence[Any]) -> list[int]: ...

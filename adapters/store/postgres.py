@@ -77,6 +77,7 @@ class _Datastore(PostgresDatastore):
 
 class PostgresStore(Store):
     dialect = "postgresql"
+    notification_column = "notification_id"
 
     def __init__(self, url: str) -> None:
         super().__init__()
@@ -108,7 +109,8 @@ class PostgresStore(Store):
         return ddl(blob="BYTEA", integer="BIGINT")
 
     @contextmanager
-    def _transaction(self, commit: bool, long: bool = False) -> Iterator[Tx]:
+    def _transaction(self, commit: bool, long: bool = False,
+                     snapshot: bool = False) -> Iterator[Tx]:
         try:
             connection = self.datastore.get_connection()
             conn = connection.__enter__()
@@ -117,6 +119,9 @@ class PostgresStore(Store):
         try:
             with conn.transaction(force_rollback=not commit):
                 tx = Tx(conn.cursor(), placeholder="%s")
+                if snapshot:
+                    tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+                    tx.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
                 if commit:
                     if long:
                         tx.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
@@ -178,6 +183,13 @@ class PostgresStore(Store):
 
     def read(self):
         return self._transaction(commit=False)
+
+    def snapshot(self):
+        return self._transaction(commit=False, snapshot=True)
+
+    def after_bulk_load(self, tx: Tx) -> None:
+        tx.execute("SELECT setval(pg_get_serial_sequence('stored_events', 'notification_id'), "
+                   "COALESCE(MAX(notification_id), 0) + 1, false) FROM stored_events")
 
     def insert_stored_events(self, tx: Tx, stored_events: Sequence[Any]) -> list[int]:
         self.recorder._insert_stored_events(tx.cursor, stored_events)

@@ -77,6 +77,7 @@ def _translate(error: sqlite3.Error) -> Exception:
 
 class SQLiteStore(Store):
     dialect = "sqlite"
+    notification_column = "rowid"
 
     def __init__(self, home: Path, *, read_only: bool = False, create: bool = False) -> None:
         super().__init__()
@@ -161,6 +162,15 @@ class SQLiteStore(Store):
                 fcntl.flock(fd, fcntl.LOCK_UN)
         finally:
             os.close(fd)
+
+    def backup_into(self, target: Path) -> None:
+        """SQLite's online backup API: a consistent copy even while other processes write."""
+        with self.datastore.get_connection(commit=False) as conn:
+            destination = sqlite3.connect(target)
+            try:
+                conn._sqlite_conn.backup(destination)
+            finally:
+                destination.close()
 
     def wipe_freed_pages(self) -> str | None:
         """Move the WAL into the database (whose freed pages secure_delete zeroed) and empty it."""

@@ -94,8 +94,10 @@ def cli(ctx: click.Context, home: str | None, key_file: str | None, keyslot: int
 def _register_commands() -> None:
     from vault.cli import (
         admin,
+        backups,
         clients,
         grants,
+        importing,
         operations,
         probes,
         reports,
@@ -104,7 +106,8 @@ def _register_commands() -> None:
         tokens,
     )
 
-    for module in (setup, clients, grants, reports, tokens, probes, operations, admin, sandbox):
+    for module in (setup, clients, grants, importing, reports, tokens, probes, operations, backups,
+                   admin, sandbox):
         module.register(cli)
 
 

@@ -40,6 +40,7 @@ def emit_report(title: str, rows: list[dict], columns: list[str], fmt: str,
             "table": lambda: report_formats.to_csv(rows, columns)}[fmt]()
     if output:
         write_atomically(output, text)
+        click.echo(f"written to {output}")
     else:
         click.echo(text, nl=False)
 
@@ -100,6 +101,7 @@ def report_expiry(state: CliContext, as_of: str | None, horizon: int, fmt: str,
             if fmt == "html" else to_json(data) + "\n")
     if output:
         write_atomically(output, text)
+        click.echo(f"written to {output}")
     else:
         click.echo(text, nl=False)
 

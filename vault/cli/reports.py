@@ -70,6 +70,7 @@ def expiry(state: CliContext, as_of: str | None, within: int | None, check: bool
         text = state.app().prometheus()
         if output:
             write_atomically(output, text, 0o644)
+            click.echo(f"written to {output}")
         else:
             click.echo(text, nl=False)
         return

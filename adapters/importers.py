@@ -1,0 +1,186 @@
+"""What people have today, read into accounts vault can import: a mutt_oauth2.py token file
+(its decrypted JSON) and an email-oauth2-proxy configuration (whose tokens are Fernet-encrypted
+with a key derived from the account's password, PBKDF2-HMAC-SHA256 over the stored salt)."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import configparser
+import json
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+
+from domain.errors import InvalidInput
+from domain.secret_value import SecretValue
+
+MICROSOFT_HOSTS = {"login.microsoftonline.com": "global", "login.microsoftonline.us": "gcc-high",
+                   "login.chinacloudapi.cn": "china"}
+GOOGLE_HOSTS = ("accounts.google.com", "oauth2.googleapis.com", "www.googleapis.com")
+# mutt_oauth2.py's built-in registrations (its `registrations` table)
+MUTT_SCOPES = {
+    "microsoft": ("offline_access", "https://outlook.office.com/IMAP.AccessAsUser.All",
+                  "https://outlook.office.com/POP.AccessAsUser.All",
+                  "https://outlook.office.com/SMTP.Send"),
+    "google": ("https://mail.google.com/",),
+}
+# email-oauth2-proxy: PBKDF2 iterations it has used (current, and before 2023-10-17)
+PROXY_ITERATIONS = (1_200_000, 100_000)
+MAX_ITERATIONS = 10_000_000
+
+
+@dataclass
+class Account:
+    """One mailbox of the old tool: the app it signs in with and its refresh token."""
+
+    source: str
+    mailbox: str
+    provider: str
+    client_id: str
+    tenant: str | None = None
+    cloud: str | None = None
+    client_secret: SecretValue | None = None
+    refresh_token: SecretValue | None = None
+    scopes: tuple[str, ...] = ()
+    protocols: tuple[str, ...] = ()
+    endpoints: dict[str, str | None] = field(default_factory=dict)
+    redirect_uri: str | None = None
+    problem: str | None = None  # why it cannot become a grant (it is reported, not imported)
+
+
+def protocols_for(provider: str, scopes: tuple[str, ...]) -> tuple[str, ...]:
+    """Which protocols a scope list covers."""
+    if provider == "google":
+        return ("imap", "pop", "smtp") if "https://mail.google.com/" in scopes else ()
+    if provider == "custom":
+        return ("imap", "smtp")
+    found = []
+    for scope in scopes:
+        name = scope.rsplit("/", 1)[-1].lower()
+        for protocol, marker in (("imap", "imap."), ("pop", "pop."), ("smtp", "smtp.send"),
+                                 ("graph", "mail.")):
+            graph_ok = protocol != "graph" or "graph.microsoft" in scope
+            if name.startswith(marker) and protocol not in found and graph_ok:
+                found.append(protocol)
+    return tuple(found)
+
+
+def parse_mutt_oauth2(text: str) -> Account:
+    """The JSON mutt_oauth2.py keeps (decrypt it first: `gpg -d TOKENFILE | vault import ...`)."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise InvalidInput(f"not a decrypted mutt_oauth2.py token file (JSON error at line "
+                           f"{e.lineno}); decrypt it first, e.g. gpg --decrypt FILE") from None
+    if not isinstance(data, dict):
+        raise InvalidInput("not a mutt_oauth2.py token file: expected a JSON object")
+    registration = str(data.get("registration", "")).lower()
+    if registration not in MUTT_SCOPES:
+        raise InvalidInput(f"unknown mutt_oauth2.py registration {registration!r}: "
+                           "expected google or microsoft")
+    missing = [k for k in ("email", "client_id", "refresh_token") if not data.get(k)]
+    if missing:
+        raise InvalidInput(f"the token file lacks {', '.join(missing)}")
+    scopes = MUTT_SCOPES[registration]
+    secret = data.get("client_secret") or None
+    return Account(
+        source="mutt_oauth2.py", mailbox=str(data["email"]).strip(), provider=registration,
+        client_id=str(data["client_id"]).strip(),
+        tenant=data.get("tenant") or ("common" if registration == "microsoft" else None),
+        client_secret=SecretValue(str(secret)) if secret else None,
+        refresh_token=SecretValue(str(data["refresh_token"])), scopes=scopes,
+        protocols=protocols_for(registration, scopes))
+
+
+def _decrypt(password: SecretValue, salt: bytes, iterations: tuple[int, ...],
+             values: dict[str, str]) -> dict[str, SecretValue] | None:
+    """The values, decrypted with the first iteration count whose key opens them (PBKDF2 at
+    1.2 M rounds costs about half a second, so counts are tried one at a time)."""
+    for count in iterations:
+        kdf = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=salt, iterations=count)
+        fernet = Fernet(base64.urlsafe_b64encode(kdf.derive(password.reveal().encode())))
+        try:
+            return {k: SecretValue(fernet.decrypt(v.encode()).decode()) for k, v in values.items()}
+        except (InvalidToken, UnicodeError):
+            continue
+    return None
+
+
+def _provider(permission_url: str | None, token_url: str) -> tuple[str, str | None, str | None]:
+    """(provider, cloud, tenant) from the proxy's endpoint URLs."""
+    parts = urlsplit(token_url)
+    host = (parts.hostname or "").lower()
+    if host in MICROSOFT_HOSTS:
+        tenant = parts.path.strip("/").split("/")[0] or "common"
+        return "microsoft", MICROSOFT_HOSTS[host], tenant
+    if host in GOOGLE_HOSTS or "accounts.google.com" in (permission_url or ""):
+        return "google", None, None
+    return "custom", None, None
+
+
+def parse_email_oauth2_proxy(text: str, password: SecretValue | None) -> list[Account]:
+    """Every account section (`[user@example.com]`) of an emailproxy.config."""
+    parser = configparser.ConfigParser(interpolation=None)
+    try:
+        parser.read_string(text)
+    except configparser.Error as e:
+        raise InvalidInput(f"not an email-oauth2-proxy configuration: {e.message.splitlines()[0]}"
+                           ) from None
+    accounts = []
+    for section in parser.sections():
+        if "@" not in section or section.startswith("@"):
+            continue  # server sections, and catch-all templates (no tokens of their own)
+        accounts.append(_proxy_account(section, parser[section], password))
+    if not accounts:
+        raise InvalidInput("no account sections ([you@example.com]) in the configuration")
+    return accounts
+
+
+def _proxy_account(mailbox: str, s: configparser.SectionProxy,
+                   password: SecretValue | None) -> Account:
+    token_url = s.get("token_url", "")
+    provider, cloud, tenant = _provider(s.get("permission_url"), token_url)
+    scopes = tuple(s.get("oauth2_scope", "").split())
+    account = Account(
+        source="email-oauth2-proxy", mailbox=mailbox, provider=provider,
+        client_id=s.get("client_id", "").strip(), tenant=tenant, cloud=cloud, scopes=scopes,
+        protocols=protocols_for(provider, scopes), redirect_uri=s.get("redirect_uri"),
+        endpoints=({"authorize_url": s.get("permission_url"), "token_url": token_url}
+                   if provider == "custom" else {}))
+    flow = s.get("oauth2_flow", "authorization_code")
+    if flow not in ("authorization_code", "device"):
+        account.problem = (f"oauth2_flow = {flow}: not a delegated grant (for client credentials "
+                           "use `vault grant add-app`)")
+        return account
+    if not token_url or not account.client_id or "*** your" in account.client_id:
+        account.problem = "the section lacks token_url or a real client_id"
+        return account
+    encrypted = {k: s.get(k) for k in ("refresh_token", "client_secret_encrypted") if s.get(k)}
+    if s.get("client_secret") and "*** your" not in s.get("client_secret", ""):
+        account.client_secret = SecretValue(s["client_secret"])
+    if "refresh_token" not in encrypted:
+        account.problem = "no refresh token yet (the proxy never signed in): run `vault consent`"
+        return account
+    if password is None:
+        raise InvalidInput("the proxy's tokens are encrypted with the account's password: give "
+                           "--password-stdin or --password-file")
+    try:
+        salt = base64.b64decode(s.get("token_salt", ""), validate=True)
+        count = int(s.get("token_iterations", str(PROXY_ITERATIONS[1])))
+    except (binascii.Error, ValueError):
+        account.problem = "its token_salt or token_iterations is not valid"
+        return account
+    if not salt or not 1 <= count <= MAX_ITERATIONS:
+        account.problem = "its token_salt or token_iterations is not valid"
+        return account
+    plain = _decrypt(password, salt, tuple(dict.fromkeys((count, *PROXY_ITERATIONS))), encrypted)
+    if plain is None:
+        account.problem = "the password does not decrypt its tokens"
+        return account
+    account.refresh_token = plain["refresh_token"]
+    account.client_secret = plain.get("client_secret_encrypted", account.client_secret)
+    return account

@@ -1,0 +1,193 @@
+"""Copying a whole vault between stores, byte for byte: backups (a SQLite file, still encrypted),
+restores and migrations. Rows are copied as stored — ciphertexts, wrapped keys, the audit chain —
+so nothing is decrypted on the way; event order (notification ids) is kept.
+
+Consistency: the source is read in one snapshot (SQLite: one read transaction, or the online
+backup API; PostgreSQL: REPEATABLE READ), so a copy taken while others write is a state the vault
+was really in. The target is written in one transaction: a copy is whole or absent.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import sqlite3
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from adapters.errors import AdapterError, NotInitialised, StoreUnavailable
+from adapters.store.base import Store, Tx, _check_identifier
+
+# Every table of a vault, in a fixed order, each with the columns that order its rows.
+TABLES: dict[str, str] = {
+    "vault_meta": "key",
+    "vault_header": "id",
+    "vault_settings": "key",
+    "vault_keys": "originator_id",
+    "stored_events": "notification_id",
+    "stored_snapshots": "originator_id, originator_version",
+    "vault_audit": "seq",
+    "vault_audit_checkpoint": "id",
+    "view_clients": "client_uuid",
+    "view_secrets": "client_uuid, ref",
+    "view_grants": "grant_uuid",
+}
+UUID_COLUMNS = {"stored_events": ("originator_id",), "stored_snapshots": ("originator_id",)}
+BATCH = 1000
+BACKUP_SUFFIX = ".vault-backup"
+
+
+class CopyFailed(AdapterError):
+    """A copy could not be made or does not match its source."""
+
+
+def _value(value: Any) -> Any:
+    """One value as both databases agree on it (PostgreSQL gives memoryview and UUID)."""
+    if isinstance(value, memoryview):
+        return bytes(value)
+    if isinstance(value, UUID):
+        return value.hex  # as eventsourcing keeps it in SQLite
+    return value
+
+
+EVENT_COLUMNS = "originator_id, originator_version, topic, state"
+
+
+def _select(store: Store, table: str) -> str:
+    if table == "stored_events":  # SQLite numbers events by rowid, PostgreSQL by a column
+        ids = store.notification_column
+        return f"SELECT {ids} AS notification_id, {EVENT_COLUMNS} FROM {table} ORDER BY {ids}"
+    return f"SELECT * FROM {table} ORDER BY {TABLES[table]}"
+
+
+def _rows(store: Store, tx: Tx, table: str) -> Iterator[tuple[list[str], list[tuple[Any, ...]]]]:
+    tx.execute(_select(store, table))
+    # a backup file is input: its column names must be plain identifiers before any SQL uses them
+    columns = [_check_identifier(d[0]) for d in tx.cursor.description]
+    while batch := tx.cursor.fetchmany(BATCH):
+        yield columns, [tuple(_value(r[c] if not isinstance(r, tuple) else r[i])
+                              for i, c in enumerate(columns)) for r in batch]
+
+
+class _Digest:
+    """(rows, SHA-256 over every value, length-prefixed) of one table."""
+
+    def __init__(self) -> None:
+        self.sha, self.count = hashlib.sha256(), 0
+
+    def add(self, rows: list[tuple[Any, ...]]) -> None:
+        for row in rows:
+            self.count += 1
+            for value in row:
+                data = value if isinstance(value, bytes) else repr(value).encode()
+                self.sha.update(len(data).to_bytes(8, "big") + data)
+
+    def result(self) -> tuple[int, str]:
+        return self.count, self.sha.hexdigest()
+
+
+def table_digests(store: Store) -> dict[str, tuple[int, str]]:
+    """Per table: (rows, digest of every value in order), read in one snapshot."""
+    result = {}
+    with store.snapshot() as tx:
+        for table in TABLES:
+            digest = _Digest()
+            for _, rows in _rows(store, tx, table):
+                digest.add(rows)
+            result[table] = digest.result()
+    return result
+
+
+def copy_store(source: Store, target: Store) -> dict[str, tuple[int, str]]:
+    """Copy every row of `source` into the empty `target` (schema created here). Returns the
+    digests of what was read, to compare with the target's (`table_digests`)."""
+    if target.is_initialised():
+        raise CopyFailed(f"{target.description} already holds a vault: copy into an empty one")
+    target.create_schema()
+    digests: dict[str, tuple[int, str]] = {}
+    with source.snapshot() as src, target.write(long=True) as dst:
+        dst.execute("DELETE FROM vault_meta")  # create_schema wrote the target's own
+        for table in TABLES:
+            digest = _Digest()
+            for columns, rows in _rows(source, src, table):
+                digest.add(rows)
+                if target.dialect == "postgresql":
+                    rows = [_with_uuids(table, columns, row) for row in rows]
+                names = [target.notification_column if c == "notification_id" else c
+                         for c in columns]
+                marks = ", ".join("?" for _ in columns)
+                dst.executemany(f"INSERT INTO {table} ({', '.join(names)}) "
+                                f"VALUES ({marks})", rows)
+            digests[table] = digest.result()
+        target.after_bulk_load(dst)
+    return digests
+
+
+def _with_uuids(table: str, columns: list[str], row: tuple[Any, ...]) -> tuple[Any, ...]:
+    wanted = UUID_COLUMNS.get(table, ())
+    return tuple(UUID(v) if c in wanted and v is not None else v for c, v in zip(columns, row,
+                                                                               strict=True))
+
+
+# -- backup files -------------------------------------------------------------------------------
+
+
+def write_backup(source: Store, path: Path) -> dict[str, tuple[int, str]]:
+    """A consistent, still encrypted copy of the vault in one SQLite file (mode 0600), written
+    beside `path` and renamed into place."""
+    from adapters.store.sqlite import DB_FILE, SQLiteStore
+
+    directory = path.resolve().parent
+    if not directory.is_dir():
+        raise CopyFailed(f"cannot write {path}: {directory} is not a directory")
+    work = Path(tempfile.mkdtemp(dir=directory, prefix=".vault-backup-"))
+    try:
+        staged = SQLiteStore(work, create=True)
+        try:
+            if isinstance(source, SQLiteStore):
+                source.backup_into(work / DB_FILE)
+            else:
+                copy_store(source, staged)
+            digests = table_digests(staged)  # what the file holds, to report and compare
+        finally:
+            staged.close()
+        os.chmod(work / DB_FILE, 0o600)
+        os.replace(work / DB_FILE, path)
+        return digests
+    except OSError as e:
+        raise CopyFailed(f"cannot write {path}: {e.strerror}") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+@contextmanager
+def open_backup(path: Path) -> Iterator[Store]:
+    """A backup file as a read-only store (on a private copy: the file itself is never changed,
+    and needs no private directory of its own)."""
+    from adapters.store.sqlite import DB_FILE, SQLiteStore
+
+    try:
+        with open(path, "rb") as f:
+            if f.read(16) != b"SQLite format 3\x00":
+                raise CopyFailed(f"{path} is not a vault backup")
+    except OSError as e:
+        raise CopyFailed(f"cannot read {path}: {e.strerror}") from None
+    work = Path(tempfile.mkdtemp(prefix="vault-restore-"))
+    try:
+        shutil.copyfile(path, work / DB_FILE)
+        store = SQLiteStore(work, read_only=True)
+        try:
+            try:
+                store.read_header()
+            except (sqlite3.DatabaseError, StoreUnavailable, NotInitialised):
+                raise CopyFailed(f"{path} is not a vault backup") from None
+            yield store
+        finally:
+            store.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

@@ -1,0 +1,195 @@
+"""Backup -> restore on a new home, and SQLite -> PostgreSQL migration: the same `status`,
+`history` and a passing `audit verify`; a backup taken while another process writes is
+consistent; what is wrong is refused before anything is written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import (
+    PASSPHRASE,
+    Harness,
+    add_client,
+    import_grant,
+    make_harness,
+    record_refreshes,
+)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _history(h: Harness) -> None:
+    """Two clients, three grants: one refreshed past a snapshot, one revoked, one purged."""
+    add_client(h, "jira")
+    add_client(h, "crm", "Crm~secret-value-0123456789abcdef")
+    import_grant(h, "help@contoso.com", "jira")
+    import_grant(h, "sales@contoso.com", "crm")
+    import_grant(h, "old@contoso.com", "crm")
+    with h.app() as app:
+        record_refreshes(app, "help@contoso.com", 25)
+    h.ok("grant", "revoke", "sales@contoso.com", "--reason", "left the company")
+    h.ok("grant", "revoke", "old@contoso.com", "--reason", "gdpr erasure", "--purge")
+    h.ok("client", "rotate-secret", "jira", "--secret-stdin", "--overlap",
+         input="Jira~second-secret-0123456789ab")
+
+
+def _views(h: Harness) -> dict[str, str]:
+    """What an admin sees, minus the moment it was asked."""
+    return {
+        "status": h.ok("status", "--json").out,
+        "history help": h.ok("history", "help@contoso.com", "--json", "--limit", "100").out,
+        "history jira": h.ok("history", "jira", "--json").out,
+        "history sales": h.ok("history", "sales@contoso.com", "--json").out,
+        "grants": h.ok("grant", "list", "--json").out,
+        "expiry": h.ok("expiry", "--json").out,
+    }
+
+
+def _audit_actions(h: Harness) -> list[str]:
+    return [e["action"] for e in json.loads(h.ok("audit", "log", "--json",
+                                                 "--limit", "1000").out)]
+
+
+def _new_home(tmp_path: Path, request, kind: str = "sqlite", name: str = "restored") -> Harness:
+    h = make_harness(kind, tmp_path / name, request)
+    (tmp_path / name).mkdir(exist_ok=True)
+    return Harness(h.kind, h.home, h.store_url, tmp_path / "service.key", h.schema,
+                   h.pg_database)
+
+
+def test_backup_then_restore_on_a_new_home_is_the_same_vault(vault: Harness, tmp_path: Path,
+                                                              request) -> None:
+    _history(vault)
+    before = _views(vault)
+    backup = tmp_path / "vault.backup"
+    result = json.loads(vault.ok("backup", str(backup), "--json").out)
+    assert oct(backup.stat().st_mode & 0o777) == "0o600"
+    assert result["purged"] == 2 and result["tables"]["stored_events"] > 30
+    for secret in (b"Abc~defghijklmnopqrstuvwxyz", b"M.R3_BAY.refresh-token", b"RT-000024"):
+        assert secret not in backup.read_bytes()  # still encrypted
+
+    restored = _new_home(tmp_path, request)
+    out = restored.ok("restore", str(backup)).out
+    assert "restored into" in out and "unlocks to the same state" in out
+    assert _views(restored) == before
+    assert restored.ok("audit", "verify").code == 0
+    actions = _audit_actions(restored)
+    assert actions[:actions.index("restore") + 1] == [*_audit_actions_before_backup(vault),
+                                                      "restore"]
+    # the restored vault works: a token is served from the restored cache, a new grant is added
+    assert restored.ok("token", "help@contoso.com").out.strip() == "AT-RT-000024-access"
+    import_grant(restored, "new@contoso.com", "jira")
+    assert len(json.loads(restored.ok("grant", "list", "--json").out)) == 3
+
+
+def _audit_actions_before_backup(h: Harness) -> list[str]:
+    actions = _audit_actions(h)
+    return actions[:actions.index("backup")]
+
+
+def test_sqlite_to_postgresql_migration_is_proven(sqlite_vault: Harness, tmp_path: Path,
+                                                  request) -> None:
+    _history(sqlite_vault)
+    before = _views(sqlite_vault)
+    target = _new_home(tmp_path, request, "postgresql")
+    result = json.loads(sqlite_vault.ok("migrate", "--to", target.store_url, "--json").out)
+    assert result["aggregates"] == 8 and result["purged"] == 2  # 2 clients, 3 grants, 3 lineages
+    assert result["tables"]["stored_events"] == int(sqlite_vault.sql(
+        "SELECT COUNT(*) FROM stored_events")[0][0])
+    assert _views(target) == before
+    assert target.ok("audit", "verify").code == 0
+    order = target.sql("SELECT notification_id FROM stored_events ORDER BY notification_id")
+    assert [r[0] for r in order] == list(range(1, len(order) + 1))  # every event, in order
+    import_grant(target, "new@contoso.com", "jira")  # the sequence continues after the copy
+    assert target.ok("admin", "rebuild-projections").code == 0
+    assert _views(target)["history help"] == before["history help"]
+    # and back again: PostgreSQL -> a new SQLite home
+    home = tmp_path / "back-home"
+    target.ok("migrate", "--to", str(home))
+    back = Harness("sqlite", home, None, target.key_file)
+    assert _views(back)["status"] == _views(target)["status"]
+
+
+def test_a_backup_taken_while_another_process_writes_is_consistent(vault: Harness,
+                                                                   tmp_path: Path,
+                                                                   request) -> None:
+    add_client(vault, "jira")
+    writer = subprocess.Popen(
+        [sys.executable, "-m", "tests.workers", "rotate", str(vault.home),
+         vault.store_url or "", str(vault.key_file), "jira", "120", "w"],
+        env={**os.environ, "PYTHONPATH": ROOT}, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    sizes: list[int] = []
+    try:
+        while int(vault.sql("SELECT COUNT(*) FROM stored_events")[0][0]) < 5:
+            assert writer.poll() is None, writer.communicate()
+        for n in range(4):
+            backup = tmp_path / f"during-{n}.backup"
+            result = json.loads(vault.ok("backup", str(backup), "--json").out)
+            sizes.append(result["tables"]["stored_events"])
+            restored = _new_home(tmp_path, request, name=f"r{n}")
+            restored.ok("restore", str(backup))  # proves rows, audit chain and state
+            shown = json.loads(restored.ok("client", "show", "jira", "--json").out)
+            assert len(shown["secrets"]) == sizes[-1] - 1  # Registered + one per secret
+    finally:
+        _, err = writer.communicate(timeout=300)
+    assert writer.returncode == 0, err
+    assert len(set(sizes)) > 1 and max(sizes) < 122, sizes  # taken while it wrote
+
+
+def test_what_is_wrong_is_refused_before_anything_is_written(sqlite_vault: Harness,
+                                                             tmp_path: Path, request) -> None:
+    _history(sqlite_vault)
+    backup = tmp_path / "vault.backup"
+    sqlite_vault.ok("backup", str(backup))
+
+    into_a_vault = sqlite_vault.run("restore", str(backup))
+    assert into_a_vault.code == 1 and "already holds a vault" in into_a_vault.err
+
+    not_a_backup = tmp_path / "notes.txt"
+    not_a_backup.write_text("hello")
+    target = _new_home(tmp_path, request)
+    result = target.run("restore", str(not_a_backup))
+    assert result.code == 1 and "is not a vault backup" in result.err
+
+    wrong_key = tmp_path / "other.key"
+    other = _new_home(tmp_path, request, name="other")
+    other.ok("init", "--no-passphrase", "--key-file", str(wrong_key), VAULT_KEY_FILE=None)
+    result = target.run("restore", str(backup), VAULT_KEY_FILE=str(wrong_key))
+    assert result.code == 3, result.text
+    assert not (target.home / "vault.db").exists() or target.run("status").code == 4
+
+    import sqlite3
+
+    tampered = tmp_path / "tampered.backup"
+    tampered.write_bytes(backup.read_bytes())
+    conn = sqlite3.connect(tampered)
+    with conn:
+        conn.execute("UPDATE vault_audit SET ciphertext = zeroblob(length(ciphertext)) "
+                     "WHERE seq = 2")
+    conn.close()  # the last connection folds its write-ahead log into the file
+    result = target.run("restore", str(tampered))
+    assert result.code == 5 and "integrity" in result.err
+    assert target.run("status").code == 4  # nothing was restored
+
+    with_password = sqlite_vault.run("migrate", "--to", "postgresql://u:hunter2@db/x")
+    assert with_password.code == 2 and "hunter2" not in with_password.text
+    itself = sqlite_vault.run("migrate", "--to", str(sqlite_vault.home))
+    assert itself.code == 1 and "own store" in itself.err
+    for text in (into_a_vault.text, result.text):
+        assert "Traceback" not in text
+
+
+def test_restore_into_postgresql(sqlite_vault: Harness, tmp_path: Path, request) -> None:
+    _history(sqlite_vault)
+    backup = tmp_path / "vault.backup"
+    sqlite_vault.ok("backup", str(backup))
+    target = _new_home(tmp_path, request, "postgresql")
+    target.ok("restore", str(backup))
+    assert _views(target) == _views(sqlite_vault)
+    # the passphrase keyslot came along: it opens the restored vault too
+    assert target.ok("status", VAULT_KEY_FILE=None, VAULT_PASSPHRASE=PASSPHRASE).code == 0

@@ -1,0 +1,193 @@
+"""Importing mutt_oauth2.py token files and email-oauth2-proxy configurations: the proxy's tokens
+are encrypted here exactly as the proxy does (Fernet, PBKDF2-HMAC-SHA256 over its salt), and an
+imported refresh token is then used against the real authorization server."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import secrets
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+from cryptography.fernet import Fernet
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+
+from tests.conftest import Harness
+
+ALICE = ("alice@example.test", "alice-password-123")
+MUTT_MICROSOFT = {
+    "registration": "microsoft", "authflow": "authcode", "email": "pat@contoso.com",
+    "client_id": "08162f7c-0fd2-4200-a84a-f25a4db0b584",
+    "client_secret": "Mutt~client.secret-0123456789",
+    "access_token": "EwBwA-old-access", "access_token_expiration": "2026-11-20T10:00:00",
+    "refresh_token": "M.C540_BAY.mutt-refresh-token-0123456789",
+}
+PROXY_PASSWORD = "the-imap-password-in-thunderbird"
+
+
+def test_a_mutt_oauth2_token_file_becomes_a_client_and_a_grant(sqlite_vault: Harness) -> None:
+    h = sqlite_vault
+    result = h.ok("import", "mutt-oauth2", "--json", input=json.dumps(MUTT_MICROSOFT))
+    (row,) = json.loads(result.out)
+    assert row == {"mailbox": "pat@contoso.com", "client": "microsoft-08162f7c",
+                   "outcome": "imported", "detail": "new client; protocols imap,pop,smtp"}
+    client = json.loads(h.ok("client", "show", "microsoft-08162f7c", "--json").out)
+    assert (client["provider"], client["tenant"], client["cloud"]) == (
+        "microsoft", "common", "global")
+    assert len(client["secrets"]) == 1
+    grant = json.loads(h.ok("grant", "show", "pat@contoso.com", "--json").out)
+    assert grant["protocols"] == ["imap", "pop", "smtp"] and grant["method"] == "import"
+    assert grant["tokens"]["refresh_token"] == "held"
+    events = [e["event"] for e in json.loads(h.ok("history", "pat@contoso.com", "--json").out)[
+        "events"]]
+    assert events[0] == "Granted"  # history starts at the import
+    for secret in (MUTT_MICROSOFT["refresh_token"], MUTT_MICROSOFT["client_secret"]):
+        assert secret.encode() not in h.stored_bytes()
+        assert not any(secret in text for text in h.outputs)
+
+    again = json.loads(h.ok("import", "mutt-oauth2", "--json",
+                            input=json.dumps(MUTT_MICROSOFT)).out)
+    assert again[0]["outcome"] == "exists"  # nothing overwritten, no second client
+    assert len(json.loads(h.ok("client", "list", "--json").out)) == 1
+
+    google = {**MUTT_MICROSOFT, "registration": "google", "email": "pat@gmail.com",
+              "client_id": "1234-abc.apps.googleusercontent.com"}
+    h.ok("import", "mutt-oauth2", "--client", "gmail", input=json.dumps(google))
+    assert json.loads(h.ok("client", "show", "gmail", "--json").out)["provider"] == "google"
+
+
+@pytest.mark.parametrize("text,words", [
+    ("not json", "decrypt it first"),
+    ("[1, 2]", "expected a JSON object"),
+    (json.dumps({**MUTT_MICROSOFT, "registration": "yahoo"}), "unknown mutt_oauth2.py"),
+    (json.dumps({k: v for k, v in MUTT_MICROSOFT.items() if k != "refresh_token"}),
+     "lacks refresh_token"),
+])
+def test_a_bad_token_file_is_bad_input_and_writes_nothing(sqlite_vault: Harness, text: str,
+                                                          words: str) -> None:
+    result = sqlite_vault.run("import", "mutt-oauth2", input=text)
+    assert result.code == 2 and words in result.err, result.text
+    assert "M.C540" not in result.text and "Traceback" not in result.text
+    assert json.loads(sqlite_vault.ok("client", "list", "--json").out) == []
+
+
+def _refresh_token_from(oidc, user=ALICE, client_id: str = "vault-post") -> str:
+    """Sign in as the proxy did once, and keep the refresh token it got."""
+    from tests.peers.oidc_peer import REDIRECT_URI, client_auth, make_pkce
+
+    verifier, challenge = make_pkce()
+    url = oidc.build_authorize_url(client_id, "openid offline_access mail.imap mail.smtp",
+                                   secrets.token_urlsafe(8), challenge, prompt="consent")
+    code = parse_qs(urlsplit(oidc.complete_authorization(url, *user)).query)["code"][0]
+    response = httpx.post(oidc.token_url, **client_auth(client_id, {
+        "grant_type": "authorization_code", "code": code, "redirect_uri": REDIRECT_URI,
+        "code_verifier": verifier}))
+    response.raise_for_status()
+    return response.json()["refresh_token"]
+
+
+def _proxy_encrypt(password: str, salt: bytes, iterations: int, value: str) -> str:
+    """What email-oauth2-proxy writes into its config (its Cryptographer)."""
+    kdf = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=salt, iterations=iterations)
+    return Fernet(base64.urlsafe_b64encode(kdf.derive(password.encode()))).encrypt(
+        value.encode()).decode()
+
+
+def _proxy_config(oidc, refresh_token: str, iterations: int | None) -> str:
+    from tests.peers.oidc_peer import CLIENTS
+
+    salt = os.urandom(16)
+    count = iterations or 100_000  # an old proxy wrote no token_iterations: 100,000
+    enc = _proxy_encrypt(PROXY_PASSWORD, salt, count, refresh_token)
+    secret = _proxy_encrypt(PROXY_PASSWORD, salt, count, CLIENTS["vault-post"].client_secret)
+    iterations_line = f"token_iterations = {iterations}\n" if iterations else ""
+    return f"""[Server setup]
+documentation = ignored
+
+[IMAP-1993]
+server_address = imap.example.test
+server_port = 993
+
+[{ALICE[0]}]
+permission_url = {oidc.authorize_url}
+token_url = {oidc.token_url}
+oauth2_scope = openid offline_access mail.imap mail.smtp
+redirect_uri = http://127.0.0.1/callback
+client_id = vault-post
+client_secret_encrypted = {secret}
+token_salt = {base64.b64encode(salt).decode()}
+{iterations_line}refresh_token = {enc}
+access_token = {_proxy_encrypt(PROXY_PASSWORD, salt, count, "expired-access-token")}
+access_token_expiry = 1700000000
+
+[helpdesk@contoso.com]
+permission_url = https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/authorize
+token_url = https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token
+oauth2_scope = https://outlook.office.com/IMAP.AccessAsUser.All
+    https://outlook.office.com/SMTP.Send offline_access
+client_id = 2f4a9c31-1111-4a5b-9c8d-0123456789ab
+client_secret = *** your client secret here ***
+
+[@contoso.com]
+client_id = catch-all-template
+
+[ccg@contoso.com]
+token_url = https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token
+oauth2_scope = https://outlook.office365.com/.default
+oauth2_flow = client_credentials
+client_id = 2f4a9c31-1111-4a5b-9c8d-0123456789ab
+"""
+
+
+@pytest.mark.parametrize("iterations", [1_200_000, None])
+def test_an_email_oauth2_proxy_config_is_imported_and_its_token_works(
+        sqlite_vault: Harness, oidc, tmp_path: Path, iterations: int | None) -> None:
+    h = sqlite_vault
+    token = _refresh_token_from(oidc)
+    config = tmp_path / "emailproxy.config"
+    config.write_text(_proxy_config(oidc, token, iterations))
+    config.chmod(0o600)
+    result = h.run("import", "email-oauth2-proxy", str(config), "--password-stdin", "--json",
+                   input=PROXY_PASSWORD + "\n")
+    assert result.code == 1, result.text  # two sections could not become grants
+    rows = {r["mailbox"]: r for r in json.loads(result.out)}
+    assert rows[ALICE[0]]["outcome"] == "imported"
+    assert rows["helpdesk@contoso.com"]["outcome"] == "skipped"
+    assert "vault consent" in rows["helpdesk@contoso.com"]["detail"]
+    assert rows["ccg@contoso.com"]["outcome"] == "skipped"
+    assert "add-app" in rows["ccg@contoso.com"]["detail"]
+    assert "@contoso.com" not in rows  # a catch-all template is not an account
+
+    name = rows[ALICE[0]]["client"]
+    client = json.loads(h.ok("client", "show", name, "--json").out)
+    assert client["provider"] == "custom" and client["endpoints"]["token_url"] == oidc.token_url
+    refreshed = json.loads(h.ok("refresh", ALICE[0], "--json").out)
+    assert refreshed[0]["outcome"] == "refreshed"  # the decrypted token and secret are right
+    access = h.ok("token", ALICE[0]).out.strip()
+    assert oidc.introspect(access)["active"] is True
+    for secret in (token, PROXY_PASSWORD):
+        assert secret.encode() not in h.stored_bytes()
+        assert not any(secret in text for text in h.outputs)
+
+
+def test_a_wrong_password_or_none_is_reported(sqlite_vault: Harness, oidc,
+                                              tmp_path: Path) -> None:
+    config = tmp_path / "emailproxy.config"
+    config.write_text(_proxy_config(oidc, "some-refresh-token", 100_000))
+    wrong = sqlite_vault.run("import", "email-oauth2-proxy", str(config), "--password-stdin",
+                             "--json", input="not-the-password")
+    assert wrong.code == 1
+    alice = next(r for r in json.loads(wrong.out) if r["mailbox"] == ALICE[0])
+    assert alice["outcome"] == "skipped" and "does not decrypt" in alice["detail"]
+    missing = sqlite_vault.run("import", "email-oauth2-proxy", str(config))
+    assert missing.code == 2 and "--password-stdin" in missing.err
+    garbage = tmp_path / "garbage.config"
+    garbage.write_text("this is [not an ini\n")
+    bad = sqlite_vault.run("import", "email-oauth2-proxy", str(garbage), "--password-stdin",
+                           input="x")
+    assert bad.code == 2 and "not an email-oauth2-proxy configuration" in bad.err

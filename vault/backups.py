@@ -1,0 +1,134 @@
+"""Backup, restore and migration, each proven: the copy holds the same rows as the snapshot it
+was taken from (per-table counts and digests), its audit log verifies, and it unlocks with the
+same key to the same state (every aggregate decrypts to an equal object; purged ones stay
+purged). Nothing is decrypted to be copied."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+from adapters.errors import IntegrityViolation, SubjectPurged
+from adapters.store import Store
+from adapters.store.copying import (
+    TABLES,
+    CopyFailed,
+    copy_store,
+    open_backup,
+    table_digests,
+    write_backup,
+)
+from vault.admin import AdminUseCases
+from vault.application import VaultCore, use_case
+from vault.audit import raise_if_broken, verify_log
+
+
+def aggregate_states(app: VaultCore) -> dict[UUID, Any]:
+    """Every aggregate as it loads (decrypted) from the app's store."""
+    states: dict[UUID, Any] = {}
+    for row in app.store.query("SELECT DISTINCT originator_id FROM stored_events"):
+        aggregate_id = UUID(str(row["originator_id"]))  # hex on SQLite, a UUID on PostgreSQL
+        try:
+            aggregate = app.load(aggregate_id)
+        except SubjectPurged:
+            states[aggregate_id] = "purged"
+            continue
+        states[aggregate_id] = (type(aggregate).__name__, aggregate.version, vars(aggregate))
+    return states
+
+
+def _as_in_source(source: VaultCore, aggregate_id: UUID, state: Any) -> bool:
+    """The source had this state at the copy's version (it may have moved on since: a backup is
+    taken while others write)."""
+    try:
+        if state == "purged":  # shredding is final: the source cannot read it either
+            source.load(aggregate_id)
+            return False
+        _, version, fields = state
+        return vars(source.load(aggregate_id, version)) == fields
+    except SubjectPurged:
+        return True  # purged (in the source) after the copy was taken
+
+
+def _verify_audit(store: Store) -> int:
+    header = store.read_header().parse()
+    report = verify_log(store.audit_rows(), store.checkpoint(), header.vault_id,
+                        header.audit_public_key)
+    raise_if_broken(report)
+    return report.entries
+
+
+def prove_copy(source: VaultCore, target: Store,
+               digests: dict[str, tuple[int, str]]) -> tuple[dict[str, Any], VaultCore]:
+    """The copy in `target` equals the snapshot `digests` describe, verifies, and unlocks (with
+    the source's key) to the source's state. Returns the proof and the unlocked copy (which now
+    owns `target`). Raises IntegrityViolation otherwise."""
+    from vault.bootstrap import unlock_store
+
+    copied = table_digests(target)
+    different = [t for t in TABLES if copied[t] != digests[t]]
+    if different:
+        raise IntegrityViolation(f"the copy differs from its source in {', '.join(different)}")
+    entries = _verify_audit(target)
+    copy = unlock_store(target, lambda header: source.unlock_material)
+    states = aggregate_states(copy)
+    different = [aggregate_id for aggregate_id, state in states.items()
+                 if not _as_in_source(source, aggregate_id, state)]
+    if different:
+        copy.close()
+        raise IntegrityViolation(f"{len(different)} aggregate(s) of the copy do not unlock to "
+                                 f"their state in the source (e.g. {different[0]})")
+    return {"tables": {t: count for t, (count, _) in copied.items()}, "audit_entries": entries,
+            "aggregates": len(states),
+            "purged": sum(1 for s in states.values() if s == "purged")}, copy
+
+
+class BackupUseCases(AdminUseCases):
+    @use_case("backup")
+    def backup(self, path: Path) -> dict[str, Any]:
+        """A consistent, still encrypted copy in one file (SQLite's online backup API, or a
+        REPEATABLE READ snapshot of PostgreSQL), proven before it is reported written."""
+        digests = write_backup(self.store, path)
+        with open_backup(path) as stored:
+            proof, copy = prove_copy(self, stored, digests)
+            copy.close()
+        self.audit_record.detail.update({"file": str(path), "events": proof["tables"][
+            "stored_events"], "audit_entries": proof["audit_entries"]})
+        return {"file": str(path), **proof}
+
+    @use_case("migrate")
+    def migrate(self, target: Store) -> dict[str, Any]:
+        """Copy every event, in order, with keys, audit log and read models, into the empty
+        `target`; then prove it. The source is left as it was."""
+        self.audit_record.detail["to"] = target.description
+        if self.store.dialect == target.dialect and self.store.description == target.description:
+            raise CopyFailed("the target is the vault's own store")
+        digests = copy_store(self.store, target)
+        proof, copy = prove_copy(self, target, digests)
+        copy.close()
+        self.audit_record.detail.update({"events": proof["tables"]["stored_events"]})
+        return {"to": target.description, **proof}
+
+    @use_case("restore")
+    def record_restore(self, path: Path, proof: dict[str, Any]) -> None:
+        self.audit_record.detail.update({"file": str(path), "events": proof["tables"][
+            "stored_events"], "audit_entries": proof["audit_entries"]})
+
+
+def restore(path: Path, target: Store, material_source) -> dict[str, Any]:
+    """Restore the backup at `path` into the empty `target`. The backup must unlock with the
+    given key and its audit log verify before anything is written; the restore is then proven
+    and recorded in the restored vault's own audit log."""
+    from vault.bootstrap import unlock_store
+
+    with open_backup(path) as stored:
+        _verify_audit(stored)
+        source = unlock_store(stored, material_source)
+        digests = copy_store(stored, target)
+        proof, restored = prove_copy(source, target, digests)
+    try:
+        restored.record_restore(path, proof)
+    finally:
+        restored.close()
+    return {"file": str(path), **proof}

@@ -1,0 +1,73 @@
+"""Importing what people have today: each account becomes a client (reused when the vault already
+holds that app) and a grant whose history starts at the import. Nothing is overwritten: a mailbox
+already granted under that client is reported and left alone."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from adapters.importers import Account
+from domain.errors import DomainError
+from domain.grants import mailbox_key
+from vault.application import use_case
+from vault.errors import VaultError
+from vault.grants import GrantUseCases
+
+
+class ImportUseCases(GrantUseCases):
+    @use_case("import")
+    def import_accounts(self, accounts: list[Account], *,
+                        client: str | None = None) -> list[dict[str, Any]]:
+        apps = {(a.provider, a.client_id, a.tenant) for a in accounts if not a.problem}
+        if client and len(apps) > 1:
+            raise VaultError(f"the accounts use {len(apps)} different apps: leave out --client "
+                             "and vault names one client per app")
+        self.audit_record.detail.update({"source": accounts[0].source if accounts else None,
+                                         "accounts": len(accounts)})
+        results = []
+        for account in accounts:
+            row = {"mailbox": account.mailbox, "client": None, "outcome": "skipped",
+                   "detail": account.problem}
+            if account.problem is None:
+                try:
+                    row.update(self._import_one(account, client))
+                except (DomainError, VaultError) as e:
+                    row["detail"] = str(e)
+            results.append(row)
+        self.audit_record.detail["imported"] = sum(r["outcome"] == "imported" for r in results)
+        return results
+
+    def _client_for(self, account: Account, wanted: str | None) -> tuple[str, bool]:
+        """(name, created): the vault's client for this app, registered if it has none."""
+        for row in self.views("SELECT name, tenant FROM view_clients WHERE provider = ? AND "
+                              "client_id = ? AND status = 'active'",
+                              (account.provider, account.client_id)):
+            if (row["tenant"] or "").casefold() == (account.tenant or "").casefold():
+                return row["name"], False
+        taken = {r["name_key"] for r in self.views("SELECT name_key FROM view_clients")}
+        name = wanted or f"{account.provider}-{account.client_id[:8]}"
+        base, n = name, 1
+        while name.casefold() in taken:
+            n += 1
+            name = f"{base}-{n}"
+        self.add_client(name=name, provider=account.provider, client_id=account.client_id,
+                        cloud=account.cloud, tenant=account.tenant, secret=account.client_secret,
+                        redirect_uri=account.redirect_uri,
+                        scopes=account.scopes if account.provider == "custom" else (),
+                        endpoints=account.endpoints or None)
+        return name, True
+
+    def _import_one(self, account: Account, wanted: str | None) -> dict[str, Any]:
+        name, created = self._client_for(account, wanted)
+        if self.views("SELECT mailbox FROM view_grants g JOIN view_clients c ON "
+                      "g.client_uuid = c.client_uuid WHERE c.name = ? AND g.mailbox_key = ?",
+                      (name, mailbox_key(account.mailbox))):
+            return {"client": name, "outcome": "exists",
+                    "detail": "already granted under this client: left as it is"}
+        assert account.refresh_token is not None
+        self.import_grant(client=name, mailbox=account.mailbox, protocols=account.protocols,
+                          refresh_token=account.refresh_token,
+                          scopes=account.scopes if account.provider != "google" else None)
+        return {"client": name, "outcome": "imported",
+                "detail": f"{'new' if created else 'existing'} client; "
+                          f"protocols {','.join(account.protocols)}"}
