@@ -69,8 +69,11 @@ def protocols_for(provider: str, scopes: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(found)
 
 
-def parse_mutt_oauth2(text: str) -> Account:
-    """The JSON mutt_oauth2.py keeps (decrypt it first: `gpg -d TOKENFILE | vault import ...`)."""
+def parse_mutt_oauth2(text: str, client_id: str | None = None,
+                      client_secret: SecretValue | None = None) -> Account:
+    """The JSON mutt_oauth2.py keeps (decrypt it first: `gpg -d TOKENFILE | vault import ...`).
+    NeoMutt's script stores the app's client id and secret in it; mutt's keeps them in the
+    script itself, so they can be given instead."""
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
@@ -82,16 +85,21 @@ def parse_mutt_oauth2(text: str) -> Account:
     if registration not in MUTT_SCOPES:
         raise InvalidInput(f"unknown mutt_oauth2.py registration {registration!r}: "
                            "expected google or microsoft")
-    missing = [k for k in ("email", "client_id", "refresh_token") if not data.get(k)]
+    missing = [k for k in ("email", "refresh_token") if not data.get(k)]
     if missing:
         raise InvalidInput(f"the token file lacks {', '.join(missing)}")
+    client_id = str(data.get("client_id") or client_id or "").strip()
+    if not client_id:
+        raise InvalidInput("the token file holds no client_id (mutt's script keeps it in its "
+                           "registrations table): give --client-id")
     scopes = MUTT_SCOPES[registration]
-    secret = data.get("client_secret") or None
+    secret = SecretValue(str(data["client_secret"])) if data.get("client_secret") else \
+        client_secret
     return Account(
         source="mutt_oauth2.py", mailbox=str(data["email"]).strip(), provider=registration,
-        client_id=str(data["client_id"]).strip(),
+        client_id=client_id,
         tenant=data.get("tenant") or ("common" if registration == "microsoft" else None),
-        client_secret=SecretValue(str(secret)) if secret else None,
+        client_secret=secret,
         refresh_token=SecretValue(str(data["refresh_token"])), scopes=scopes,
         protocols=protocols_for(registration, scopes))
 
@@ -122,46 +130,59 @@ def _provider(permission_url: str | None, token_url: str) -> tuple[str, str | No
     return "custom", None, None
 
 
+PLACEHOLDER = "*** your"  # the proxy's example sections
+
+
 def parse_email_oauth2_proxy(text: str, password: SecretValue | None) -> list[Account]:
-    """Every account section (`[user@example.com]`) of an emailproxy.config."""
+    """Every account section (`[user@example.com]`) of an emailproxy.config. With the proxy's
+    `allow_catch_all_accounts`, options missing from an account come from `[@domain]`, then
+    `[@]`, as the proxy reads them. Its untouched example sections are left out."""
     parser = configparser.ConfigParser(interpolation=None)
     try:
         parser.read_string(text)
     except configparser.Error as e:
         raise InvalidInput(f"not an email-oauth2-proxy configuration: {e.message.splitlines()[0]}"
                            ) from None
+    catch_all = parser.getboolean("emailproxy", "allow_catch_all_accounts", fallback=False)
     accounts = []
     for section in parser.sections():
         if "@" not in section or section.startswith("@"):
             continue  # server sections, and catch-all templates (no tokens of their own)
-        accounts.append(_proxy_account(section, parser[section], password))
+
+        def get(option: str, account: str = section) -> str | None:
+            for name in (account, *((f"@{account.split('@')[-1]}", "@") if catch_all else ())):
+                if parser.has_option(name, option):
+                    return parser.get(name, option)
+            return None
+
+        if PLACEHOLDER in (get("client_id") or ""):
+            continue
+        accounts.append(_proxy_account(section, get, password))
     if not accounts:
         raise InvalidInput("no account sections ([you@example.com]) in the configuration")
     return accounts
 
 
-def _proxy_account(mailbox: str, s: configparser.SectionProxy,
-                   password: SecretValue | None) -> Account:
-    token_url = s.get("token_url", "")
-    provider, cloud, tenant = _provider(s.get("permission_url"), token_url)
-    scopes = tuple(s.get("oauth2_scope", "").split())
+def _proxy_account(mailbox: str, get, password: SecretValue | None) -> Account:
+    token_url = get("token_url") or ""
+    provider, cloud, tenant = _provider(get("permission_url"), token_url)
+    scopes = tuple((get("oauth2_scope") or "").split())
     account = Account(
         source="email-oauth2-proxy", mailbox=mailbox, provider=provider,
-        client_id=s.get("client_id", "").strip(), tenant=tenant, cloud=cloud, scopes=scopes,
-        protocols=protocols_for(provider, scopes), redirect_uri=s.get("redirect_uri"),
-        endpoints=({"authorize_url": s.get("permission_url"), "token_url": token_url}
+        client_id=(get("client_id") or "").strip(), tenant=tenant, cloud=cloud, scopes=scopes,
+        protocols=protocols_for(provider, scopes), redirect_uri=get("redirect_uri"),
+        endpoints=({"authorize_url": get("permission_url"), "token_url": token_url}
                    if provider == "custom" else {}))
-    flow = s.get("oauth2_flow", "authorization_code")
+    flow = get("oauth2_flow") or "authorization_code"
     if flow not in ("authorization_code", "device"):
         account.problem = (f"oauth2_flow = {flow}: not a delegated grant (for client credentials "
                            "use `vault grant add-app`)")
         return account
-    if not token_url or not account.client_id or "*** your" in account.client_id:
-        account.problem = "the section lacks token_url or a real client_id"
+    if not token_url or not account.client_id:
+        account.problem = "the section lacks token_url or client_id"
         return account
-    encrypted = {k: s.get(k) for k in ("refresh_token", "client_secret_encrypted") if s.get(k)}
-    if s.get("client_secret") and "*** your" not in s.get("client_secret", ""):
-        account.client_secret = SecretValue(s["client_secret"])
+    encrypted = {k: v for k in ("refresh_token", "client_secret_encrypted") if (v := get(k))}
+    plain_secret = get("client_secret")
     if "refresh_token" not in encrypted:
         account.problem = "no refresh token yet (the proxy never signed in): run `vault consent`"
         return account
@@ -169,11 +190,10 @@ def _proxy_account(mailbox: str, s: configparser.SectionProxy,
         raise InvalidInput("the proxy's tokens are encrypted with the account's password: give "
                            "--password-stdin or --password-file")
     try:
-        salt = base64.b64decode(s.get("token_salt", ""), validate=True)
-        count = int(s.get("token_iterations", str(PROXY_ITERATIONS[1])))
+        salt = base64.b64decode(get("token_salt") or "", validate=True)
+        count = int(get("token_iterations") or PROXY_ITERATIONS[1])
     except (binascii.Error, ValueError):
-        account.problem = "its token_salt or token_iterations is not valid"
-        return account
+        salt, count = b"", 0
     if not salt or not 1 <= count <= MAX_ITERATIONS:
         account.problem = "its token_salt or token_iterations is not valid"
         return account
@@ -182,5 +202,9 @@ def _proxy_account(mailbox: str, s: configparser.SectionProxy,
         account.problem = "the password does not decrypt its tokens"
         return account
     account.refresh_token = plain["refresh_token"]
-    account.client_secret = plain.get("client_secret_encrypted", account.client_secret)
+    # as the proxy does: a plain client_secret (perhaps just edited) wins over the encrypted one
+    if plain_secret and PLACEHOLDER not in plain_secret:
+        account.client_secret = SecretValue(plain_secret)
+    else:
+        account.client_secret = plain.get("client_secret_encrypted")
     return account

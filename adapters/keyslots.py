@@ -331,6 +331,21 @@ def key_file_from_environment() -> str | None:
     return None
 
 
+def _in_credentials_directory(path: str) -> bool:
+    """systemd grants the service's user read access to a credential through an ACL entry, which
+    shows as a group-read bit (the ACL mask): tolerated there, in a directory others cannot
+    enter, and nowhere else."""
+    credentials = os.environ.get("CREDENTIALS_DIRECTORY")
+    if not credentials:
+        return False
+    directory = os.path.realpath(credentials)
+    try:
+        private = not os.stat(directory).st_mode & 0o007
+    except OSError:
+        return False
+    return private and os.path.dirname(os.path.realpath(path)) == directory
+
+
 def read_key_file(path: str) -> KeyFile:
     """Read a key file, refusing one that others could read (like ssh does)."""
     try:
@@ -344,7 +359,7 @@ def read_key_file(path: str) -> KeyFile:
         info = os.fstat(f.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise UnlockFailed(f"key file {path} is not a regular file")
-        if info.st_mode & 0o077:
+        if info.st_mode & (0o037 if _in_credentials_directory(path) else 0o077):
             raise UnsafeFile(
                 f"key file {path} is accessible by group or others "
                 f"(mode {stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {path}"

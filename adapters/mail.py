@@ -17,7 +17,7 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from email.message import EmailMessage
-from email.utils import formatdate, make_msgid
+from email.utils import formatdate, getaddresses, make_msgid
 from typing import Any
 
 from domain.probes import NETWORK, OK, PROTOCOL, TEMPORARY, TLS, decode_challenge, judge_refusal
@@ -308,10 +308,9 @@ def _smtp(conn: _Line, target: Target, token: SecretValue, result: ProbeResult,
             message["Date"] = formatdate(usegmt=True)
         if "Message-ID" not in message:
             message["Message-ID"] = make_msgid(domain="vault.localhost")
-        recipients = [a.strip() for a in str(message["To"]).split(",") if a.strip()]
+        recipients = [address for _, address in getaddresses([str(message["To"])]) if address]
         _smtp_ok(conn, f"MAIL FROM:<{target.user}>", 250)
-        for recipient in recipients:
-            address = recipient.rsplit("<", 1)[-1].rstrip(">")
+        for address in recipients:
             _smtp_ok(conn, f"RCPT TO:<{address}>", 250, 251)
         _smtp_ok(conn, "DATA", 354)
         body = message.as_string().replace("\r\n", "\n").split("\n")

@@ -19,8 +19,10 @@ _ALERT_NAMESPACE = uuid5(NAMESPACE_URL, "urn:vault:alert")
 CLAIM_TIMEOUT = timedelta(minutes=15)
 
 
-def alert_key(kind: str, client: str, mailbox: str | None, ref: str | None) -> str:
-    return "|".join((kind, client.casefold(), (mailbox or "").casefold(), ref or ""))
+def alert_key(subject_id: str, kind: str, ref: str | None) -> str:
+    """A finding, named by the random id of the grant or client it concerns (no mailbox or
+    client name: the aggregate id derived from it is stored in the clear)."""
+    return "|".join((str(subject_id), kind, ref or ""))
 
 
 def alert_id_for(key: str) -> UUID:

@@ -4,6 +4,7 @@ through the real Dovecot submission service to the sink, and the Prometheus text
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -103,6 +104,8 @@ def test_retries_on_500_with_back_off_and_a_failed_delivery_is_sent_again(fleet:
     assert "HTTP 500" in str(failed.value) and "s3cr3t" not in str(failed.value)
     assert webhook.attempts == 4 and webhook.received == []
 
+    audit = json.loads(fleet.ok("audit", "log", "--json").out)
+    assert [e["outcome"] for e in audit if e["action"] == "alert"][-1] == "failed"
     clock.at += timedelta(minutes=10)  # the next run sends what did not get through
     assert _alert(fleet, clock, webhook)["sent"] == 2
     assert webhook.attempts == 5
@@ -132,6 +135,7 @@ def test_the_cli_reads_the_url_from_a_file_or_the_environment(fleet: Harness, we
     assert '"alert"' in audit and "s3cr3t" not in audit
     assert not any("s3cr3t" in text for text in fleet.outputs)
 
+    assert fleet.ok("alert", VAULT_WEBHOOK_URL=webhook.url + "\n").code == 0  # stripped
     for bad, words in (("ftp://example.com/x", "https://"),
                        ("http://hooks.example.com/s3cr3t", "https://"), ("", "give")):
         result = fleet.run("alert", VAULT_WEBHOOK_URL=bad)
@@ -244,3 +248,22 @@ def test_failed_probes_reach_the_prometheus_file_and_alerts(sqlite_vault: Harnes
     (alert,) = webhook.alerts()
     assert (alert["kind"], alert["mailbox"], alert["ref"]) == ("probe_failed", ALICE[0], "pop")
     assert alert["severity"] == "warning" and "vault probe" in alert["advice"]
+
+
+def test_purging_a_grant_shreds_its_alerts_and_no_name_is_in_the_clear(
+        vault: Harness, webhook) -> None:
+    add_client(vault, "jira")
+    import_grant(vault, "help@contoso.com", "jira")
+    (grant_uuid,) = vault.sql("SELECT grant_uuid FROM view_grants")[0]
+    clock = Clock(T0 + timedelta(days=80))  # the refresh token idle for 80 days: a warning
+    assert _alert(vault, clock, webhook)["sent"] == 1
+    (alert,) = webhook.alerts()
+    assert alert["kind"] == "refresh_token_idle"
+    live = "SELECT COUNT(*) FROM vault_keys WHERE subject_id = ? AND wrapped IS NOT NULL"
+    assert int(vault.sql(live, (grant_uuid,))[0][0]) == 3  # grant, lineage, alert
+    assert b"help@contoso.com" not in b"".join(
+        str(r).encode() for r in vault.sql("SELECT originator_id, subject_id FROM vault_keys"))
+    vault.ok("grant", "revoke", "help@contoso.com", "--reason", "gone", "--purge")
+    assert int(vault.sql(live, (grant_uuid,))[0][0]) == 0
+    clock.at += timedelta(days=2)
+    assert _alert(vault, clock, webhook)["sent"] == 0  # nothing left to say about it

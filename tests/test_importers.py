@@ -61,6 +61,21 @@ def test_a_mutt_oauth2_token_file_becomes_a_client_and_a_grant(sqlite_vault: Har
     assert json.loads(h.ok("client", "show", "gmail", "--json").out)["provider"] == "google"
 
 
+def test_a_mutt_token_file_without_the_app_takes_it_from_options(sqlite_vault: Harness,
+                                                                  tmp_path: Path) -> None:
+    """mutt's own script keeps client id and secret in its registrations table."""
+    upstream = {k: v for k, v in MUTT_MICROSOFT.items() if k not in ("client_id",
+                                                                     "client_secret")}
+    missing = sqlite_vault.run("import", "mutt-oauth2", input=json.dumps(upstream))
+    assert missing.code == 2 and "--client-id" in missing.err
+    secret = tmp_path / "secret"
+    secret.write_text("Upstream~mutt.secret-0123456789\n")
+    sqlite_vault.ok("import", "mutt-oauth2", "--client-id", MUTT_MICROSOFT["client_id"],
+                    "--client-secret-file", str(secret), input=json.dumps(upstream))
+    client = json.loads(sqlite_vault.ok("client", "show", "microsoft-08162f7c", "--json").out)
+    assert len(client["secrets"]) == 1
+
+
 @pytest.mark.parametrize("text,words", [
     ("not json", "decrypt it first"),
     ("[1, 2]", "expected a JSON object"),
@@ -104,22 +119,35 @@ def _proxy_config(oidc, refresh_token: str, iterations: int | None) -> str:
     salt = os.urandom(16)
     count = iterations or 100_000  # an old proxy wrote no token_iterations: 100,000
     enc = _proxy_encrypt(PROXY_PASSWORD, salt, count, refresh_token)
-    secret = _proxy_encrypt(PROXY_PASSWORD, salt, count, CLIENTS["vault-post"].client_secret)
+    # a stale encrypted secret beside the plain one the user edited: the plain one wins
+    stale = _proxy_encrypt(PROXY_PASSWORD, salt, count, "stale-secret-from-last-year")
     iterations_line = f"token_iterations = {iterations}\n" if iterations else ""
-    return f"""[Server setup]
+    return f"""[emailproxy]
+allow_catch_all_accounts = True
+
+[Server setup]
 documentation = ignored
 
 [IMAP-1993]
 server_address = imap.example.test
 server_port = 993
 
-[{ALICE[0]}]
+[@example.test]
 permission_url = {oidc.authorize_url}
 token_url = {oidc.token_url}
 oauth2_scope = openid offline_access mail.imap mail.smtp
 redirect_uri = http://127.0.0.1/callback
 client_id = vault-post
-client_secret_encrypted = {secret}
+
+[your.email@gmail.com]
+permission_url = https://accounts.google.com/o/oauth2/auth
+token_url = https://oauth2.googleapis.com/token
+oauth2_scope = https://mail.google.com/
+client_id = *** your client id here ***
+
+[{ALICE[0]}]
+client_secret = {CLIENTS["vault-post"].client_secret}
+client_secret_encrypted = {stale}
 token_salt = {base64.b64encode(salt).decode()}
 {iterations_line}refresh_token = {enc}
 access_token = {_proxy_encrypt(PROXY_PASSWORD, salt, count, "expired-access-token")}
@@ -162,12 +190,14 @@ def test_an_email_oauth2_proxy_config_is_imported_and_its_token_works(
     assert rows["ccg@contoso.com"]["outcome"] == "skipped"
     assert "add-app" in rows["ccg@contoso.com"]["detail"]
     assert "@contoso.com" not in rows  # a catch-all template is not an account
+    assert "your.email@gmail.com" not in rows  # nor the proxy's untouched example
 
     name = rows[ALICE[0]]["client"]
     client = json.loads(h.ok("client", "show", name, "--json").out)
     assert client["provider"] == "custom" and client["endpoints"]["token_url"] == oidc.token_url
     refreshed = json.loads(h.ok("refresh", ALICE[0], "--json").out)
-    assert refreshed[0]["outcome"] == "refreshed"  # the decrypted token and secret are right
+    # the decrypted token, the plain secret and the catch-all's endpoints are right
+    assert refreshed[0]["outcome"] == "refreshed"
     access = h.ok("token", ALICE[0]).out.strip()
     assert oidc.introspect(access)["active"] is True
     for secret in (token, PROXY_PASSWORD):

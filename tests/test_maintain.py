@@ -114,23 +114,14 @@ def test_a_store_rolled_back_to_an_older_copy_is_caught(sqlite_vault: Harness, o
     result = h.run(*args)
     assert result.code == 5 and "integrity" in result.err, result.text
     assert checkpoint.read_text() == pinned  # the proof stays
+    # caught before any step: the rolled-back copy's spent refresh token was not used
+    assert _rotations_started(h, USERS[0][0]) == 0
 
 
-def test_two_hosts_at_once_on_postgresql_refresh_once_and_alert_once(
-        tmp_path: Path, request, oidc, dovecot, webhook, mail_ca) -> None:
-    from tests.conftest import PASSPHRASE, make_harness
-
-    h = make_harness("postgresql", tmp_path, request)
-    h.ok("init", "--kdf", "interactive", "--key-file", str(h.key_file),
-         VAULT_PASSPHRASE=PASSPHRASE, VAULT_KEY_FILE=None)
-    add_oidc_client(h, oidc, scopes=SCOPES)
-    for user in USERS:
-        consent_two_hours_ago(h, oidc.complete_authorization, "idp", user)
-    point_at(h, dovecot)
-    h.ok("client", "set-secret-dates", "idp", "s1", "--created", "2026-01-01",
-         "--expires", (date.today() + timedelta(days=3)).isoformat())
-    (tmp_path / "hook.url").write_text(webhook.url)
-
+def test_two_hosts_at_once_refresh_once_and_alert_once(estate: Harness, oidc, webhook,
+                                                       mail_ca, tmp_path: Path) -> None:
+    """On PostgreSQL, two hosts; on SQLite, two processes on one host."""
+    h = estate
     hosts = [h.spawn("maintain", "--json", "--webhook-file", str(tmp_path / "hook.url"),
                      **_ca(mail_ca)) for _ in range(2)]
     outputs = [p.communicate(timeout=180) for p in hosts]
@@ -170,6 +161,13 @@ def test_a_service_unlocks_with_its_systemd_credential(sqlite_vault: Harness, oi
     out, err = token.communicate(timeout=60)
     assert token.returncode == 0 and oidc.introspect(out.strip())["active"] is True, err
     assert h.run("status", VAULT_KEY_FILE=None).code == 3  # without it: cannot unlock
+    # systemd grants the service user read access by an ACL, which shows as mode 0440 there
+    (credentials / "vault.key").chmod(0o440)
+    assert h.run("status", **env).code == 0
     (credentials / "vault.key").chmod(0o444)
     unsafe = h.run("status", **env)
     assert unsafe.code == 3 and "chmod 600" in unsafe.err
+    elsewhere = tmp_path / "group-readable.key"
+    shutil.copy(h.key_file, elsewhere)
+    elsewhere.chmod(0o440)  # outside the credentials directory, group-read is refused
+    assert h.run("status", VAULT_KEY_FILE=str(elsewhere)).code == 3

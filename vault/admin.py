@@ -46,14 +46,18 @@ class AdminUseCases(VaultCore):
         self.audit_record.detail.update({"entries_shown": len(entries)})
         return entries
 
+    def verify_log_extends(self, trusted: TrustedCheckpoint | None = None) -> None:
+        """The audit log verifies and (given one) extends a checkpoint exported earlier."""
+        raise_if_broken(verify_log(self.store.audit_rows(), self.store.checkpoint(),
+                                   self.header.vault_id, self.header.audit_public_key, trusted))
+
     @use_case("audit checkpoint")
     def export_checkpoint(self, trusted: TrustedCheckpoint | None = None) -> tuple[str, int]:
         """The signed head of a log that verifies (and extends `trusted`, a checkpoint exported
         earlier), with the public key this unlock authenticated (the header's MAC covers it), to
         keep elsewhere as a trusted checkpoint."""
         checkpoint = self.store.checkpoint()
-        raise_if_broken(verify_log(self.store.audit_rows(), checkpoint, self.header.vault_id,
-                                   self.header.audit_public_key, trusted))
+        self.verify_log_extends(trusted)
         assert checkpoint is not None
         self.audit_record.detail.update({"size": checkpoint.size})
         return (export_checkpoint(self.header.vault_id, self.header.audit_public_key, checkpoint),

@@ -8,7 +8,9 @@ import json
 import socket
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
+from email.utils import getaddresses
 from typing import Any
+from uuid import UUID
 
 import httpx
 from eventsourcing.persistence import IntegrityError
@@ -18,6 +20,7 @@ from adapters.notify import NotifyFailed, post_webhook
 from adapters.store import Changes
 from domain.alerts import AlertState, alert_id_for, alert_key
 from domain.expiry import SEVERITY_RANK, due_items, evaluate
+from domain.grants import mailbox_key
 from domain.secret_value import SecretValue
 from vault.application import use_case
 from vault.errors import BadInput, VaultError
@@ -29,11 +32,25 @@ RESEND_AFTER = timedelta(hours=24)
 
 class AlertUseCases(ProbeUseCases, ReportUseCases):
     def alert_items(self, as_of: date, min_severity: str) -> list[dict[str, Any]]:
-        """Expiry findings and failed probes at or above `min_severity`."""
+        """Expiry findings and failed probes at or above `min_severity`, each with the subject
+        (grant or client id) it concerns."""
         secrets, grants = self.expiry_facts()
-        items = [f.as_dict() for f in evaluate(secrets, grants, as_of, self.thresholds())]
-        for row in self.views("SELECT client_name, mailbox, probes FROM view_grants "
-                              "WHERE status = 'active' ORDER BY mailbox_key"):
+        grant_rows = self.views("SELECT grant_uuid, client_uuid, client_name, mailbox, "
+                                "mailbox_key, status, probes FROM view_grants")
+        grant_ids = {(r["client_name"].casefold(), r["mailbox_key"]): r["grant_uuid"]
+                     for r in grant_rows}
+        client_ids = {r["name"].casefold(): r["client_uuid"]
+                      for r in self.views("SELECT name, client_uuid FROM view_clients")}
+        items = []
+        for finding in evaluate(secrets, grants, as_of, self.thresholds()):
+            item = finding.as_dict()
+            item["subject"] = (grant_ids.get((item["client"].casefold(),
+                                              mailbox_key(item["mailbox"])))
+                               if item["mailbox"] else client_ids.get(item["client"].casefold()))
+            items.append(item)
+        for row in grant_rows:
+            if row["status"] != "active":
+                continue
             for protocol, probe in json.loads(row["probes"] or "{}").items():
                 if probe["outcome"] == "ok":
                     continue
@@ -41,13 +58,13 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
                     "severity": "critical" if probe["outcome"] == "refused" else "warning",
                     "kind": "probe_failed", "client": row["client_name"],
                     "mailbox": row["mailbox"], "due": None, "days_left": None,
-                    "expired": False, "ref": protocol,
+                    "expired": False, "ref": protocol, "subject": row["grant_uuid"],
                     "advice": f"the last {protocol} probe of {row['mailbox']} "
                               f"({probe['at'][:16]}) was {probe['outcome']}: run "
                               f"`vault probe {row['mailbox']} --protocol {protocol}`",
                 })
         floor = SEVERITY_RANK[min_severity]
-        return [i for i in items if SEVERITY_RANK[i["severity"]] >= floor]
+        return [i for i in items if i["subject"] and SEVERITY_RANK[i["severity"]] >= floor]
 
     @use_case("alert")
     def alert(
@@ -55,51 +72,53 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
         via: str | None = None, min_severity: str = "warning",
         resend_after: timedelta = RESEND_AFTER,
     ) -> dict[str, Any]:
-        if webhook is None and email_to is None:
-            raise BadInput("give --webhook/--webhook-file/VAULT_WEBHOOK_URL or --email-to")
-        if email_to and not via:
-            raise BadInput("--email-to needs --via MAILBOX: the grant that sends it")
-        if min_severity not in SEVERITY_RANK:
-            raise BadInput("--min-severity is info, warning or critical")
-        if webhook is not None:
-            check_webhook_url(webhook)
+        webhook = check_alert_channels(webhook, email_to, via, min_severity)
         now = self.now()
         claimed = []
         for item in self.alert_items(now.date(), min_severity):
             state = self._claim(item, now, resend_after)
             if state is not None:
                 claimed.append((item, state))
-        channels = (["webhook"] if webhook else []) + (["email"] if email_to else [])
-        self.audit_record.detail.update({"due": len(claimed), "channels": channels})
+        self.audit_record.detail.update({"due": len(claimed)})
         if not claimed:
             return {"sent": 0, "alerts": []}
-        alerts = [item for item, _ in claimed]
-        try:
-            if webhook is not None:
-                with self.http() as http:
-                    post_webhook(http, webhook, self._payload(alerts, now), sleep=self.sleep)
-            if email_to:
-                self._email(alerts, email_to, via or "", now)
-        except (NotifyFailed, AdapterError, VaultError) as e:
-            error = str(e)
-            for _, state in claimed:
-                self._settle(state, lambda s: s.record_failed(now=self.now(), error=error))
+        alerts = [{k: v for k, v in item.items() if k != "subject"} for item, _ in claimed]
+        delivered, failures = [], []
+        for channel, send in (("webhook", lambda: self._webhook(webhook, alerts, now)),
+                              ("email", lambda: self._email(alerts, email_to, via, now))):
+            if (channel == "webhook" and webhook is None) or (channel == "email" and not email_to):
+                continue
+            try:
+                send()
+                delivered.append(channel)
+            except (AdapterError, VaultError) as e:
+                failures.append(f"{channel}: {e}")
+        self.audit_record.detail.update({"delivered": delivered, "failed": failures})
+        if not delivered:  # nothing got out: recorded as failed, sent again next run
             self.audit_record.outcome = "failed"
-            raise VaultError(f"alerts were not delivered ({e}); they are retried next run") \
-                from None
+            for _, state in claimed:
+                self._settle(state, lambda st: st.record_failed(now=self.now(),
+                                                                error="; ".join(failures)))
+            raise VaultError(f"alerts were not delivered ({'; '.join(failures)}); they are sent "
+                             "again on the next run")
         for item, state in claimed:
-            self._settle(state, lambda s, sev=item["severity"]: s.record_sent(
-                now=self.now(), severity=sev, channels=channels))
+            self._settle(state, lambda st, sev=item["severity"]: st.record_sent(
+                now=self.now(), severity=sev, channels=delivered))
+        if failures:  # sent through another channel: not repeated, but said
+            self.audit_record.outcome = "failed"
+            raise VaultError(f"{len(alerts)} alert(s) sent by {', '.join(delivered)}, but "
+                             f"{'; '.join(failures)}")
         return {"sent": len(alerts), "alerts": alerts}
 
     def _claim(self, item: dict[str, Any], now: datetime,
                resend_after: timedelta) -> AlertState | None:
-        key = alert_key(item["kind"], item["client"], item["mailbox"], item.get("ref"))
+        key = alert_key(item["subject"], item["kind"], item.get("ref"))
         aggregate_id = alert_id_for(key)
         changes = Changes()
         if self.store.key_row(str(aggregate_id)) is None:  # the first alert of this finding
             state = AlertState.open(key=key, now=now)
-            changes.keys = self.new_key_rows(state.id, state.id)
+            # under the grant's (or client's) subject: purging it shreds its alerts too
+            changes.keys = self.new_key_rows(state.id, UUID(item["subject"]))
         else:
             state = self.load(aggregate_id)
         if not state.due(item["severity"], now, resend_after):
@@ -118,6 +137,10 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
             self.commit(fresh)
 
         self.retrying(attempt)
+
+    def _webhook(self, url: SecretValue, alerts: list[dict[str, Any]], now: datetime) -> None:
+        with self.http() as http:
+            post_webhook(http, url, self._payload(alerts, now), sleep=self.sleep)
 
     def _payload(self, alerts: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
         worst = max((a["severity"] for a in alerts), key=SEVERITY_RANK.__getitem__)
@@ -166,14 +189,16 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
                               "Days since a grant's refresh token was issued or last used.")
         status = metrics.family("vault_grant_status", "1 for the grant's current status.")
         for g in grants:
+            status.append(1, client=g.client, mailbox=g.mailbox, status=g.status)
+            if g.app_only:
+                continue  # no refresh token to idle
             idle.append((now.date() - (g.last_activity_on or g.granted_on)).days,
                         client=g.client, mailbox=g.mailbox)
-            status.append(1, client=g.client, mailbox=g.mailbox, status=g.status)
         success = metrics.family("vault_probe_success", "1 if the last probe succeeded.")
         latency = metrics.family("vault_probe_latency_seconds", "Latency of the last probe.")
         probed = metrics.family("vault_probe_timestamp_seconds", "When the last probe ran.")
         for row in self.views("SELECT client_name, mailbox, probes FROM view_grants "
-                              "ORDER BY mailbox_key"):
+                              "WHERE status <> 'revoked' ORDER BY mailbox_key"):
             for protocol, probe in json.loads(row["probes"] or "{}").items():
                 labels = {"client": row["client_name"], "mailbox": row["mailbox"],
                           "protocol": protocol}
@@ -217,16 +242,36 @@ class _Exposition:
         return "\n".join(lines) + "\n"
 
 
-def check_webhook_url(url: SecretValue) -> None:
-    """HTTPS only (the URL is a credential), except to a receiver on this host."""
+def check_webhook_url(url: SecretValue) -> SecretValue:
+    """The URL as it will be used (stripped): https only, since it is a credential, except to a
+    receiver on this host."""
+    value = url.reveal().strip()
     try:
-        parts = httpx.URL(url.reveal().strip())
+        parts = httpx.URL(value)
     except httpx.InvalidURL:
         raise BadInput("the webhook URL is not a URL") from None
     loopback = parts.host in ("127.0.0.1", "::1", "localhost")
     if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
         raise BadInput("the webhook URL must be https:// (http:// only to this host): it "
                        "carries a secret")
+    return SecretValue(value)
+
+
+def check_alert_channels(webhook: SecretValue | None, email_to: str | None, via: str | None,
+                         min_severity: str) -> SecretValue | None:
+    """Refuse what cannot work before anything is claimed or sent; the webhook URL to use."""
+    if webhook is None and not email_to:
+        raise BadInput("give --webhook-file (or VAULT_WEBHOOK_URL) or --email-to")
+    if min_severity not in SEVERITY_RANK:
+        raise BadInput("--min-severity is info, warning or critical")
+    if email_to:
+        if not via:
+            raise BadInput("--email-to needs --via MAILBOX: the grant that sends it")
+        addresses = getaddresses([email_to])
+        if any(c in email_to for c in "\r\n") or not addresses or not all(
+                "@" in address for _, address in addresses):
+            raise BadInput(f"--email-to {email_to!r} is not a list of e-mail addresses")
+    return check_webhook_url(webhook) if webhook is not None else None
 
 
 def _escape(value: str) -> str:

@@ -5,6 +5,7 @@ purged). Nothing is decrypted to be copied."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -116,16 +117,22 @@ class BackupUseCases(AdminUseCases):
             "stored_events"], "audit_entries": proof["audit_entries"]})
 
 
-def restore(path: Path, target: Store, material_source) -> dict[str, Any]:
-    """Restore the backup at `path` into the empty `target`. The backup must unlock with the
-    given key and its audit log verify before anything is written; the restore is then proven
-    and recorded in the restored vault's own audit log."""
+def restore(path: Path, open_target: Callable[[], Store], material_source) -> dict[str, Any]:
+    """Restore the backup at `path` into an empty store (opened only once the backup has
+    unlocked with the given key and its audit log verified). The copy is one transaction, then
+    proven and recorded in the restored vault's own audit log. If the proof fails (exit 5), the
+    unproven copy is left for inspection: empty the target before trying again."""
     from vault.bootstrap import unlock_store
 
     with open_backup(path) as stored:
         _verify_audit(stored)
         source = unlock_store(stored, material_source)
-        digests = copy_store(stored, target)
+        target = open_target()
+        try:
+            digests = copy_store(stored, target)
+        except BaseException:
+            target.close()
+            raise
         proof, restored = prove_copy(source, target, digests)
     try:
         restored.record_restore(path, proof)

@@ -10,7 +10,7 @@ from adapters.importers import Account
 from domain.errors import DomainError
 from domain.grants import mailbox_key
 from vault.application import use_case
-from vault.errors import VaultError
+from vault.errors import BadInput, VaultError
 from vault.grants import GrantUseCases
 
 
@@ -20,8 +20,8 @@ class ImportUseCases(GrantUseCases):
                         client: str | None = None) -> list[dict[str, Any]]:
         apps = {(a.provider, a.client_id, a.tenant) for a in accounts if not a.problem}
         if client and len(apps) > 1:
-            raise VaultError(f"the accounts use {len(apps)} different apps: leave out --client "
-                             "and vault names one client per app")
+            raise BadInput(f"the accounts use {len(apps)} different apps: leave out --client "
+                           "and vault names one client per app")
         self.audit_record.detail.update({"source": accounts[0].source if accounts else None,
                                          "accounts": len(accounts)})
         results = []

@@ -16,8 +16,8 @@ from typing import Any
 from adapters.errors import AdapterError, IntegrityViolation
 from adapters.files import write_atomically
 from domain.secret_value import SecretValue
-from vault.alerting import RESEND_AFTER, AlertUseCases, check_webhook_url
-from vault.audit import parse_checkpoint
+from vault.alerting import RESEND_AFTER, AlertUseCases, check_alert_channels
+from vault.audit import TrustedCheckpoint, parse_checkpoint
 from vault.errors import BadInput, VaultError
 
 
@@ -35,10 +35,9 @@ class MaintainPlan:
 
     def check(self) -> None:
         """Refuse a plan that would fail halfway, before anything is done."""
-        if self.webhook is not None:
-            check_webhook_url(self.webhook)
-        if self.email_to and not self.via:
-            raise BadInput("--email-to needs --via MAILBOX: the grant that sends it")
+        if self.webhook is not None or self.email_to:
+            self.webhook = check_alert_channels(self.webhook, self.email_to, self.via,
+                                                self.min_severity)
         if self.checkpoint_dir and not os.path.isdir(self.checkpoint_dir):
             raise BadInput(f"--checkpoint-dir {self.checkpoint_dir}: no such directory")
         if self.metrics_file and not os.path.isdir(os.path.dirname(
@@ -50,6 +49,11 @@ class MaintenanceUseCases(AlertUseCases):
     def maintain(self, plan: MaintainPlan) -> list[dict[str, Any]]:
         """Every step's outcome: {step, outcome: ok|failed|skipped, summary, ...}."""
         plan.check()
+        previous = self._previous_checkpoint(plan) if plan.checkpoint_dir else None
+        if previous is not None:
+            # First: a store rolled back to an older copy must not be acted on (its refresh
+            # tokens may be spent; refreshing them could make the provider revoke the grant).
+            self.verify_log_extends(previous)
         steps: list[dict[str, Any]] = []
 
         def step(name: str, run: Callable[[], tuple[str, dict[str, Any]]],
@@ -72,7 +76,7 @@ class MaintenanceUseCases(AlertUseCases):
              else "no --webhook-file, VAULT_WEBHOOK_URL or --email-to")
         step("metrics", lambda: self._metrics(plan), None if plan.metrics_file
              else "no --metrics-file")
-        step("checkpoint", lambda: self._checkpoint(plan), None if plan.checkpoint_dir
+        step("checkpoint", lambda: self._checkpoint(plan, previous), None if plan.checkpoint_dir
              else "no --checkpoint-dir")
         return steps
 
@@ -122,18 +126,24 @@ class MaintenanceUseCases(AlertUseCases):
         write_atomically(plan.metrics_file, self.prometheus(), 0o644)
         return f"written to {plan.metrics_file}", {}
 
-    def _checkpoint(self, plan: MaintainPlan) -> tuple[str, dict[str, Any]]:
+    @staticmethod
+    def _checkpoint_path(plan: MaintainPlan, vault_id: str) -> str:
         assert plan.checkpoint_dir is not None
-        path = os.path.join(plan.checkpoint_dir, f"vault-{self.header.vault_id}.checkpoint")
+        return os.path.join(plan.checkpoint_dir, f"vault-{vault_id}.checkpoint")
+
+    def _previous_checkpoint(self, plan: MaintainPlan) -> TrustedCheckpoint | None:
+        path = self._checkpoint_path(plan, self.header.vault_id)
         try:
             with open(path, encoding="utf-8") as f:
-                previous = parse_checkpoint(f.read(64 * 1024))
+                return parse_checkpoint(f.read(64 * 1024))
         except FileNotFoundError:
-            previous = None
+            return None
         except (OSError, ValueError) as e:
             raise BadInput(f"cannot read the last checkpoint {path}: {e}") from None
-        # The log must extend the last checkpoint: a store rolled back to an older copy stops
-        # here (exit 5) and the checkpoint that proves it is left in place.
+
+    def _checkpoint(self, plan: MaintainPlan,
+                    previous: TrustedCheckpoint | None) -> tuple[str, dict[str, Any]]:
+        path = self._checkpoint_path(plan, self.header.vault_id)
         text, size = self.export_checkpoint(previous)
         write_atomically(path, text, 0o644)
         return f"{size} entries, written to {path}", {"size": size}

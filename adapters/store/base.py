@@ -27,9 +27,12 @@ from adapters.store.schema import SCHEMA_VERSION, VIEW_TABLES
 class Tx:
     """A cursor in a transaction; SQL uses `?` placeholders on every database."""
 
-    def __init__(self, cursor: Any, placeholder: str = "?") -> None:
+    def __init__(self, cursor: Any, placeholder: str = "?",
+                 stream_cursor: Callable[[], Any] | None = None) -> None:
         self.cursor = cursor
         self.placeholder = placeholder
+        # a cursor that fetches as it goes (PostgreSQL: server-side), for whole-table reads
+        self.stream_cursor = stream_cursor or (lambda: cursor)
 
     def _sql(self, sql: str) -> str:
         return sql if self.placeholder == "?" else sql.replace("?", self.placeholder)

@@ -21,25 +21,26 @@ from typing import Any
 from uuid import UUID
 
 from adapters.errors import AdapterError, NotInitialised, StoreUnavailable
+from adapters.files import OutputFailed
 from adapters.store.base import Store, Tx, _check_identifier
 
-# Every table of a vault, in a fixed order, each with the columns that order its rows.
-TABLES: dict[str, str] = {
-    "vault_meta": "key",
-    "vault_header": "id",
-    "vault_settings": "key",
-    "vault_keys": "originator_id",
-    "stored_events": "notification_id",
-    "stored_snapshots": "originator_id, originator_version",
-    "vault_audit": "seq",
-    "vault_audit_checkpoint": "id",
-    "view_clients": "client_uuid",
-    "view_secrets": "client_uuid, ref",
-    "view_grants": "grant_uuid",
+# Every table of a vault, in a fixed order, each with the columns that order its rows (text
+# columns are compared byte-wise on both databases, whatever PostgreSQL's locale).
+TABLES: dict[str, tuple[tuple[str, bool], ...]] = {
+    "vault_meta": (("key", True),),
+    "vault_header": (("id", False),),
+    "vault_settings": (("key", True),),
+    "vault_keys": (("originator_id", True),),
+    "stored_events": (("notification_id", False),),
+    "stored_snapshots": (("originator_id", False), ("originator_version", False)),
+    "vault_audit": (("seq", False),),
+    "vault_audit_checkpoint": (("id", False),),
+    "view_clients": (("client_uuid", True),),
+    "view_secrets": (("client_uuid", True), ("ref", True)),
+    "view_grants": (("grant_uuid", True),),
 }
 UUID_COLUMNS = {"stored_events": ("originator_id",), "stored_snapshots": ("originator_id",)}
 BATCH = 1000
-BACKUP_SUFFIX = ".vault-backup"
 
 
 class CopyFailed(AdapterError):
@@ -62,14 +63,17 @@ def _select(store: Store, table: str) -> str:
     if table == "stored_events":  # SQLite numbers events by rowid, PostgreSQL by a column
         ids = store.notification_column
         return f"SELECT {ids} AS notification_id, {EVENT_COLUMNS} FROM {table} ORDER BY {ids}"
-    return f"SELECT * FROM {table} ORDER BY {TABLES[table]}"
+    collate = ' COLLATE "C"' if store.dialect == "postgresql" else ""
+    order = ", ".join(c + (collate if text else "") for c, text in TABLES[table])
+    return f"SELECT * FROM {table} ORDER BY {order}"
 
 
 def _rows(store: Store, tx: Tx, table: str) -> Iterator[tuple[list[str], list[tuple[Any, ...]]]]:
-    tx.execute(_select(store, table))
+    cursor = tx.stream_cursor()
+    cursor.execute(_select(store, table))
     # a backup file is input: its column names must be plain identifiers before any SQL uses them
-    columns = [_check_identifier(d[0]) for d in tx.cursor.description]
-    while batch := tx.cursor.fetchmany(BATCH):
+    columns = [_check_identifier(d[0]) for d in cursor.description]
+    while batch := cursor.fetchmany(BATCH):
         yield columns, [tuple(_value(r[c] if not isinstance(r, tuple) else r[i])
                               for i, c in enumerate(columns)) for r in batch]
 
@@ -91,16 +95,21 @@ class _Digest:
         return self.count, self.sha.hexdigest()
 
 
-def table_digests(store: Store) -> dict[str, tuple[int, str]]:
-    """Per table: (rows, digest of every value in order), read in one snapshot."""
+def digests_in(store: Store, tx: Tx) -> dict[str, tuple[int, str]]:
+    """Per table: (rows, digest of every value in order), as `tx` sees them."""
     result = {}
-    with store.snapshot() as tx:
-        for table in TABLES:
-            digest = _Digest()
-            for _, rows in _rows(store, tx, table):
-                digest.add(rows)
-            result[table] = digest.result()
+    for table in TABLES:
+        digest = _Digest()
+        for _, rows in _rows(store, tx, table):
+            digest.add(rows)
+        result[table] = digest.result()
     return result
+
+
+def table_digests(store: Store) -> dict[str, tuple[int, str]]:
+    """`digests_in` one snapshot of the store."""
+    with store.snapshot() as tx:
+        return digests_in(store, tx)
 
 
 def copy_store(source: Store, target: Store) -> dict[str, tuple[int, str]]:
@@ -143,24 +152,24 @@ def write_backup(source: Store, path: Path) -> dict[str, tuple[int, str]]:
     from adapters.store.sqlite import DB_FILE, SQLiteStore
 
     directory = path.resolve().parent
-    if not directory.is_dir():
-        raise CopyFailed(f"cannot write {path}: {directory} is not a directory")
-    work = Path(tempfile.mkdtemp(dir=directory, prefix=".vault-backup-"))
+    try:
+        work = Path(tempfile.mkdtemp(dir=directory, prefix=".vault-backup-"))
+    except OSError as e:
+        raise OutputFailed(f"cannot write {path}: {e.strerror}") from None
     try:
         staged = SQLiteStore(work, create=True)
         try:
             if isinstance(source, SQLiteStore):
-                source.backup_into(work / DB_FILE)
+                digests = source.backup_into(work / DB_FILE)
             else:
-                copy_store(source, staged)
-            digests = table_digests(staged)  # what the file holds, to report and compare
+                digests = copy_store(source, staged)
         finally:
             staged.close()
         os.chmod(work / DB_FILE, 0o600)
         os.replace(work / DB_FILE, path)
         return digests
     except OSError as e:
-        raise CopyFailed(f"cannot write {path}: {e.strerror}") from None
+        raise OutputFailed(f"cannot write {path}: {e.strerror}") from None
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -179,7 +188,10 @@ def open_backup(path: Path) -> Iterator[Store]:
         raise CopyFailed(f"cannot read {path}: {e.strerror}") from None
     work = Path(tempfile.mkdtemp(prefix="vault-restore-"))
     try:
-        shutil.copyfile(path, work / DB_FILE)
+        try:
+            shutil.copyfile(path, work / DB_FILE)
+        except OSError as e:
+            raise CopyFailed(f"cannot copy {path} to read it: {e.strerror}") from None
         store = SQLiteStore(work, read_only=True)
         try:
             try:

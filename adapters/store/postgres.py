@@ -9,6 +9,7 @@ the audit log serialise on the checkpoint row (SELECT ... FOR UPDATE).
 from __future__ import annotations
 
 import hashlib
+import itertools
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -118,7 +119,8 @@ class PostgresStore(Store):
             raise StoreUnavailable(self._why_unreachable()) from None
         try:
             with conn.transaction(force_rollback=not commit):
-                tx = Tx(conn.cursor(), placeholder="%s")
+                tx = Tx(conn.cursor(), placeholder="%s",
+                        stream_cursor=lambda: conn.cursor(name=f"vault_{next(_cursor_ids)}"))
                 if snapshot:
                     tx.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
                     tx.execute("SET LOCAL idle_in_transaction_session_timeout = 0")
@@ -197,6 +199,9 @@ class PostgresStore(Store):
 
     def close(self) -> None:
         self.datastore.close()
+
+
+_cursor_ids = itertools.count()
 
 
 class _Recorder(PostgresApplicationRecorder):

@@ -163,14 +163,19 @@ class SQLiteStore(Store):
         finally:
             os.close(fd)
 
-    def backup_into(self, target: Path) -> None:
-        """SQLite's online backup API: a consistent copy even while other processes write."""
-        with self.datastore.get_connection(commit=False) as conn:
+    def backup_into(self, target: Path) -> dict[str, tuple[int, str]]:
+        """SQLite's online backup API, run inside a read transaction on the same connection: the
+        copy and the digests returned (to prove it) are of one snapshot, while others write."""
+        from adapters.store.copying import digests_in
+
+        with self._transaction("BEGIN") as tx:
+            tx.execute("SELECT COUNT(*) FROM vault_meta")  # the snapshot starts here (WAL)
             destination = sqlite3.connect(target)
             try:
-                conn._sqlite_conn.backup(destination)
+                tx.cursor.connection.backup(destination)
             finally:
                 destination.close()
+            return digests_in(self, tx)
 
     def wipe_freed_pages(self) -> str | None:
         """Move the WAL into the database (whose freed pages secure_delete zeroed) and empty it."""

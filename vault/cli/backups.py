@@ -58,11 +58,8 @@ def restore(state: CliContext, file: Path, fmt: str, as_json: bool) -> None:
     from vault.bootstrap import open_settings_store
     from vault.cli.inputs import material_source
 
-    target = open_settings_store(state.settings, create=True)
-    try:
-        result = restore_backup(file, target, material_source(state.key_file))
-    finally:
-        target.close()
+    result = restore_backup(file, lambda: open_settings_store(state.settings, create=True),
+                            material_source(state.key_file))
     emit(result, chosen_format(fmt, as_json), _render("restored into", state.settings.location))
 
 

@@ -36,16 +36,26 @@ def _finish(results: list[dict], fmt: str, as_json: bool) -> None:
                    "`gpg --decrypt TOKENFILE | vault import mutt-oauth2`].")
 @click.option("--client", "client_name", metavar="NAME",
               help="Name for the client [default: PROVIDER-CLIENTID8].")
+@click.option("--client-id", metavar="ID",
+              help="The app's client id, when the token file has none (mutt's own script keeps "
+                   "it in its registrations table; NeoMutt's writes it into the file).")
+@click.option("--client-secret-file", metavar="FILE",
+              help="The app's client secret, likewise (never on the command line).")
 @output_format
 @pass_cli
-def import_mutt(state: CliContext, token_file: str | None, client_name: str | None, fmt: str,
+def import_mutt(state: CliContext, token_file: str | None, client_name: str | None,
+                client_id: str | None, client_secret_file: str | None, fmt: str,
                 as_json: bool) -> None:
     """A mutt_oauth2.py token file (its JSON, decrypted). Microsoft registrations use the
     `common` tenant, as mutt_oauth2.py does."""
     from adapters.importers import parse_mutt_oauth2
 
+    if token_file is None and client_secret_file == "-":
+        raise BadInput("standard input carries the token file: give the secret in a file")
+    secret = (read_secret("client-secret", False, client_secret_file)
+              if client_secret_file else None)
     text = read_secret("token", token_file is None, token_file)
-    account = parse_mutt_oauth2(text.reveal())
+    account = parse_mutt_oauth2(text.reveal(), client_id, secret)
     _finish(state.app().import_accounts([account], client=client_name), fmt, as_json)
 
 

@@ -11,6 +11,7 @@ from adapters.files import write_atomically
 from vault.cli.inputs import parse_date, read_secret
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
 from vault.cli.render import emit, table, to_json
+from vault.errors import BadInput
 
 REPORT_FORMAT = click.Choice(["table", "json", "csv", "html"])
 AUDIT_COLUMNS = ["seq", "at", "user", "host", "action", "client", "mailbox", "outcome",
@@ -30,19 +31,28 @@ def emit_report(title: str, rows: list[dict], columns: list[str], fmt: str,
     from vault.cli import report_formats
 
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    if fmt == "table" and output is None:
+    if fmt == "table":
         table(None, [c.upper().replace("_", " ") for c in columns],
               [[r.get(c) for c in columns] for r in rows], empty="nothing to report")
         return
     text = {"json": lambda: to_json(rows) + "\n",
             "csv": lambda: report_formats.to_csv(rows, columns),
-            "html": lambda: report_formats.html_table(title, rows, columns, generated),
-            "table": lambda: report_formats.to_csv(rows, columns)}[fmt]()
+            "html": lambda: report_formats.html_table(title, rows, columns, generated)}[fmt]()
+    write_or_echo(text, output)
+
+
+def write_or_echo(text: str, output: str | None, mode: int = 0o600) -> None:
+    """To FILE, whole and atomically (saying so), or to stdout."""
     if output:
-        write_atomically(output, text)
+        write_atomically(output, text, mode)
         click.echo(f"written to {output}")
     else:
         click.echo(text, nl=False)
+
+
+def _check_output(fmt: str, output: str | None) -> None:
+    if output and fmt == "table":
+        raise BadInput("--output writes json, csv or html: add --format")
 
 
 @click.group()
@@ -67,6 +77,7 @@ def report_audit(state: CliContext, since: str | None, until: str | None,
                  client_name: str | None, mailbox: str | None, fmt: str,
                  output: str | None) -> None:
     """Who did what, when, from where, with what outcome; reads of secrets and tokens included."""
+    _check_output(fmt, output)
     rows = state.app().audit_report(since=parse_date(since, "--since"),
                                     until=parse_date(until, "--until"), client=client_name,
                                     mailbox=mailbox)
@@ -79,6 +90,7 @@ def report_audit(state: CliContext, since: str | None, until: str | None,
 def report_revocations(state: CliContext, fmt: str, output: str | None) -> None:
     """Revoked grants and retired or removed credentials: when, by whom, why, and until when
     the access tokens already handed out stay valid."""
+    _check_output(fmt, output)
     rows = state.app().revocation_report()
     emit_report("vault revocations", rows, REVOCATION_COLUMNS, fmt, output)
 
@@ -99,11 +111,7 @@ def report_expiry(state: CliContext, as_of: str | None, horizon: int, fmt: str,
     data = state.app().expiry_timeline(as_of=parse_date(as_of, "--as-of"), horizon_days=horizon)
     text = (expiry_page(data, datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
             if fmt == "html" else to_json(data) + "\n")
-    if output:
-        write_atomically(output, text)
-        click.echo(f"written to {output}")
-    else:
-        click.echo(text, nl=False)
+    write_or_echo(text, output)
 
 
 def webhook_secret(url_file: str | None) -> object:
@@ -112,7 +120,7 @@ def webhook_secret(url_file: str | None) -> object:
 
     if url_file:
         return read_secret("webhook", False, url_file)
-    value = os.environ.get("VAULT_WEBHOOK_URL")
+    value = os.environ.pop("VAULT_WEBHOOK_URL", None)  # read once; no child inherits it
     return SecretValue(value) if value else None
 
 

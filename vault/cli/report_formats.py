@@ -19,12 +19,19 @@ svg text{font-size:11px;font-family:inherit}.muted{color:#777;font-size:.85em}
 """
 
 
+def _cell(value: Any) -> str:
+    """A spreadsheet runs a cell starting with = + - @ (or a tab/CR) as a formula: free text
+    such as a revocation reason or a provider's error must not become one."""
+    text = "" if value is None else str(value)
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
 def to_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({c: "" if row.get(c) is None else row.get(c) for c in columns})
+        writer.writerow({c: _cell(row.get(c)) for c in columns})
     return out.getvalue()
 
 

@@ -7,6 +7,7 @@ import click
 from vault.cli.inputs import parse_date
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
 from vault.cli.render import days, emit, fields, table, to_json
+from vault.errors import BadInput
 
 
 def register(cli: click.Group) -> None:
@@ -64,15 +65,12 @@ def status(state: CliContext, fmt: str, as_json: bool) -> None:
 def expiry(state: CliContext, as_of: str | None, within: int | None, check: bool, fmt: str,
            as_json: bool, output: str | None) -> None:
     """What will stop working, and when: secrets, refresh tokens, broken grants."""
+    if output and fmt != "prometheus":
+        raise BadInput("--output is for --format prometheus")
     if fmt == "prometheus":
-        from adapters.files import write_atomically
+        from vault.cli.operations import write_or_echo
 
-        text = state.app().prometheus()
-        if output:
-            write_atomically(output, text, 0o644)
-            click.echo(f"written to {output}")
-        else:
-            click.echo(text, nl=False)
+        write_or_echo(state.app().prometheus(), output, 0o644)  # node_exporter reads it
         return
     data = state.app().expiry(as_of=parse_date(as_of, "--as-of"), within=within)
     findings = data["findings"]
