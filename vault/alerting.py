@@ -83,11 +83,13 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
         if not claimed:
             return {"sent": 0, "alerts": []}
         alerts = [{k: v for k, v in item.items() if k != "subject"} for item, _ in claimed]
+        channels = {}
+        if webhook is not None:
+            channels["webhook"] = lambda: self._webhook(webhook, alerts, now)
+        if email_to:
+            channels["email"] = lambda: self._email(alerts, email_to, via or "", now)
         delivered, failures = [], []
-        for channel, send in (("webhook", lambda: self._webhook(webhook, alerts, now)),
-                              ("email", lambda: self._email(alerts, email_to, via, now))):
-            if (channel == "webhook" and webhook is None) or (channel == "email" and not email_to):
-                continue
+        for channel, send in channels.items():
             try:
                 send()
                 delivered.append(channel)
