@@ -72,6 +72,41 @@ def test_a_checkpoint_is_exported_only_from_an_unlocked_vault(busy: Harness, tmp
     assert missing.code == 2 and "cannot write" in missing.err
 
 
+def test_the_actor_is_the_account_of_the_process_not_what_the_environment_claims(
+        busy: Harness) -> None:
+    import os
+    import pwd
+
+    account = pwd.getpwuid(os.geteuid()).pw_name
+    busy.ok("status", USER="mallory", LOGNAME="mallory")
+    (entry,) = _entries(busy)[-1:]  # `audit log` reads before appending its own entry
+    assert entry["action"] == "status" and entry["user"] == account
+    assert entry["uid"] == os.geteuid() and "sudo_user" not in entry
+    busy.ok("grant", "revoke", "help@contoso.com", "--reason", "left", SUDO_USER="carol")
+    revoked = json.loads(busy.ok("report", "revocations", "--format", "json").out)
+    assert [r["by"] for r in revoked] == [f"carol (sudo as {account})"]
+    rows = json.loads(busy.ok("report", "audit", "--mailbox", "help@contoso.com",
+                              "--format", "json").out)
+    assert (rows[-1]["action"], rows[-1]["user"], rows[-1]["sudo_user"]) == (
+        "grant revoke", account, "carol")
+
+
+def test_a_command_appending_while_the_log_is_read_is_not_tampering(busy: Harness) -> None:
+    """Verifying reads the signed head and the entries from one snapshot: another host's
+    command that appends meanwhile must not look like a truncated log (exit 5 at 3 a.m.)."""
+    from vault.audit import verify_log
+
+    with busy.app() as reader, busy.app() as writer:
+        with reader.store.audit_log() as (checkpoint, rows):
+            first = next(rows)
+            writer.status()  # appends an entry and re-signs the head, mid-read
+            report = verify_log([first, *rows], checkpoint, reader.header.vault_id,
+                                reader.header.audit_public_key)
+        assert report.ok, report.problems
+        assert report.entries == checkpoint.size == _count(busy) - 1
+        reader.verified_audit_rows()  # and a fresh read sees the new head, also sound
+
+
 def test_a_wiped_log_does_not_verify(busy: Harness) -> None:
     busy.sql("DELETE FROM vault_audit")
     busy.sql("DELETE FROM vault_audit_checkpoint")

@@ -63,6 +63,11 @@ def test_one_run_does_everything_and_the_next_only_what_is_due(
     assert "vault_probe_success" in (tmp_path / "vault.prom").read_text()
     (checkpoint,) = (tmp_path / "checkpoints").iterdir()
     assert estate.ok("audit", "verify", "--trusted", str(checkpoint)).code == 0
+    for user, _ in USERS:  # each grant's refresh is audited under that grant
+        rows = json.loads(estate.ok("report", "audit", "--mailbox", user, "--format",
+                                    "json").out)
+        steps = [r["detail"].split("step=")[-1] for r in rows if r["action"] == "refresh"]
+        assert steps == ["refresh started", "tokens issued"], rows
 
     again = _steps(estate.ok(*_args(tmp_path), **_ca(mail_ca)).out)
     assert again["refresh"]["summary"].startswith("0 refreshed, 0 already fresh")

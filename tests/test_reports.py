@@ -15,7 +15,7 @@ import pytest
 from domain.secret_value import SecretValue
 from tests.conftest import Harness, add_sandbox_client
 from tests.test_microsoft_sandbox import MAILBOX, consent
-from vault.audit import os_actor
+from vault.audit import actor_name, os_actor
 
 SECOND = "dave@contoso.com"
 DAY = {n: datetime(2026, 3, n, 9, 0, tzinfo=UTC) for n in range(1, 10)}
@@ -112,7 +112,7 @@ def test_the_revocation_report_says_when_by_whom_why_and_until_when(history: Har
         ("2026-03-05", "grant", "grant revoked", "demo", SECOND, "mailbox decommissioned"),
         ("2026-03-05", "credential", "client removed", "legacy", None, "integration retired"),
     ]
-    assert {r["by"] for r in rows} == {os_actor()["user"]}
+    assert {r["by"] for r in rows} == {actor_name(os_actor())}
     # dave's last access token came from the refresh on day 3 and lives an hour after it:
     # revoking the consent on day 5 did not end it early, and the report says when it ended.
     grant = rows[1]
@@ -131,6 +131,21 @@ def test_csv_parses_to_the_same_rows_as_json(history: Harness) -> None:
         assert len(parsed) == len(as_json) > 0
         for got, want in zip(parsed, as_json, strict=True):
             assert got == {k: "" if want[k] is None else str(want[k]) for k in got}
+
+
+def test_a_date_covers_its_whole_utc_day_and_a_date_time_is_exact(history: Harness) -> None:
+    day_3 = _rows(history, "audit", "--since", "2026-03-03", "--until", "2026-03-03")
+    assert len(day_3) == 5
+    # the entries of day 3 were written from 09:00:01 on
+    assert _rows(history, "audit", "--since", "2026-03-03",
+                 "--until", "2026-03-03T09:00:00Z") == []
+    later = _rows(history, "audit", "--since", day_3[2]["at"], "--until", "2026-03-03")
+    assert later == day_3[2:]
+    # what was asked for is audited with the report, so a narrow query and a full export differ
+    (entry,) = [e for e in json.loads(history.ok("audit", "log", "--json").out)
+                if e["action"] == "report audit"][-1:]
+    assert entry["detail"]["since"] == day_3[2]["at"] and "client" not in entry["detail"]
+    assert entry["detail"]["until"] == "2026-03-04T00:00:00+00:00"
 
 
 def test_an_empty_report_and_a_bad_window_are_clear(history: Harness) -> None:

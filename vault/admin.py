@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 from uuid import UUID
 
 from adapters.errors import SubjectPurged
 from adapters.keyring import AUDIT_KEY_ID
-from adapters.store import Changes
+from adapters.store import AuditRow, Changes, Checkpoint
 from domain.credentials import ClientCredential
 from domain.grants import ConsentGrant
 from vault.application import VaultCore, use_case
@@ -32,33 +33,41 @@ class AdminUseCases(VaultCore):
         an entry shown from a tampered log would be worse than none."""
         if limit is not None and limit < 1:
             raise BadInput("--limit takes a number >= 1")
-        rows = list(self.store.audit_rows())
-        raise_if_broken(verify_log(rows, self.store.checkpoint(), self.header.vault_id,
-                                   self.header.audit_public_key))
+        _, selected = self.verified_audit_rows(lambda row: row.seq > after_seq, last=limit)
         key = self.keyring.key(AUDIT_KEY_ID)
-        selected = [r for r in rows if r.seq > after_seq]
-        if limit is not None:
-            selected = selected[-limit:]
-        entries = []
-        for row in selected:
-            content = decrypt_entry(key, self.header.vault_id, row)
-            entries.append({"seq": row.seq, **content})
+        entries = [{"seq": row.seq, **decrypt_entry(key, self.header.vault_id, row)}
+                   for row in selected]
         self.audit_record.detail.update({"entries_shown": len(entries)})
         return entries
 
-    def verify_log_extends(self, trusted: TrustedCheckpoint | None = None) -> None:
-        """The audit log verifies and (given one) extends a checkpoint exported earlier."""
-        raise_if_broken(verify_log(self.store.audit_rows(), self.store.checkpoint(),
-                                   self.header.vault_id, self.header.audit_public_key, trusted))
+    def verified_audit_rows(
+        self, select: Callable[[AuditRow], bool] = lambda row: False, *,
+        last: int | None = None, trusted: TrustedCheckpoint | None = None,
+    ) -> tuple[Checkpoint, list[AuditRow]]:
+        """Verify the whole log in one snapshot (and that it extends `trusted`, a checkpoint
+        exported earlier); return its signed head and the rows `select` picks (the `last` of
+        them), to be decrypted only once the whole log is known sound. One pass, so memory
+        grows with what is picked, not with the log."""
+        picked: deque[AuditRow] = deque(maxlen=last)
+
+        def picking(rows: Iterable[AuditRow]) -> Iterator[AuditRow]:
+            for row in rows:
+                if select(row):
+                    picked.append(row)
+                yield row
+
+        with self.store.audit_log() as (checkpoint, rows):
+            raise_if_broken(verify_log(picking(rows), checkpoint, self.header.vault_id,
+                                       self.header.audit_public_key, trusted))
+        assert checkpoint is not None  # verify_log reports a missing one
+        return checkpoint, list(picked)
 
     @use_case("audit checkpoint")
     def export_checkpoint(self, trusted: TrustedCheckpoint | None = None) -> tuple[str, int]:
         """The signed head of a log that verifies (and extends `trusted`, a checkpoint exported
         earlier), with the public key this unlock authenticated (the header's MAC covers it), to
         keep elsewhere as a trusted checkpoint."""
-        checkpoint = self.store.checkpoint()
-        self.verify_log_extends(trusted)
-        assert checkpoint is not None
+        checkpoint, _ = self.verified_audit_rows(trusted=trusted)
         self.audit_record.detail.update({"size": checkpoint.size})
         return (export_checkpoint(self.header.vault_id, self.header.audit_public_key, checkpoint),
                 checkpoint.size)

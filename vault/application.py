@@ -49,7 +49,7 @@ from domain.credentials import ClientCredential
 from domain.errors import DomainError
 from domain.grants import ConsentGrant
 from domain.rotation import TokenRotation
-from vault.audit import AuditRecord, AuditSealer, os_actor
+from vault.audit import AuditRecord, AuditSealer, actor_name, os_actor
 from vault.errors import AuditWriteFailed, Conflict, NotFound, VaultError, WiringError
 
 T = TypeVar("T")
@@ -193,6 +193,10 @@ class VaultCore(Application[UUID]):
         return moment.astimezone(UTC)
 
     # -- audit -------------------------------------------------------------------------------
+
+    @property
+    def who(self) -> str:
+        return actor_name(self.actor)
 
     @property
     def audit_record(self) -> AuditRecord:

@@ -11,9 +11,9 @@ earlier and kept elsewhere (`vault audit checkpoint --export`, `vault audit veri
 from __future__ import annotations
 
 import base64
-import getpass
 import json
 import os
+import pwd
 import socket
 import struct
 from collections.abc import Iterable
@@ -29,15 +29,25 @@ CHECKPOINT_FILE_HEADER = "vault-audit-checkpoint-v1"
 
 
 def os_actor() -> dict[str, Any]:
-    """Who runs this command: the OS user (and the sudo caller), the host, the process."""
+    """Who runs this command: the account of the process's user id (not $USER or $LOGNAME, which
+    the caller sets at will), the host, the process; and, as sudo reports it, who called sudo
+    (an environment variable, so a claim of the caller's, next to the account that is not)."""
+    uid = os.geteuid()
     try:
-        user = getpass.getuser()
-    except (KeyError, OSError):
-        user = f"uid:{os.getuid()}"
-    actor: dict[str, Any] = {"user": user, "host": socket.gethostname(), "pid": os.getpid()}
+        user = pwd.getpwuid(uid).pw_name
+    except KeyError:  # a uid with no passwd entry (containers)
+        user = f"uid:{uid}"
+    actor: dict[str, Any] = {"user": user, "uid": uid, "host": socket.gethostname(),
+                             "pid": os.getpid()}
     if os.environ.get("SUDO_USER"):
         actor["sudo_user"] = os.environ["SUDO_USER"]
     return actor
+
+
+def actor_name(actor: dict[str, Any]) -> str:
+    """The name recorded in events (`by`, `revoked_by`): the account, and the sudo caller."""
+    sudo = actor.get("sudo_user")
+    return f"{sudo} (sudo as {actor['user']})" if sudo else actor["user"]
 
 
 def genesis(vault_id: str) -> bytes:

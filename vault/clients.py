@@ -144,7 +144,7 @@ class ClientUseCases(VaultCore):
             client = self._client(name)
             ref = client.rotate_secret(now=self.now(), value=secret, secret_id=secret_id,
                                        created_on=created_on, expires_on=expires_on,
-                                       overlap=overlap, by=self.actor["user"])
+                                       overlap=overlap, by=self.who)
             self.audit_record.detail.update({"new_secret": ref, "overlap": overlap})
             self._save_client(client)
             return ref
@@ -160,7 +160,7 @@ class ClientUseCases(VaultCore):
                 now=self.now(), private_key=certificate.private_key,
                 thumbprint=certificate.thumbprint_sha1, subject=certificate.subject,
                 not_before=certificate.not_before, not_after=certificate.not_after,
-                overlap=overlap, by=self.actor["user"])
+                overlap=overlap, by=self.who)
             self.audit_record.detail.update({"certificate": ref,
                                              "thumbprint": certificate.thumbprint_sha1})
             self._save_client(client)
@@ -174,7 +174,7 @@ class ClientUseCases(VaultCore):
     def retire_secret(self, name: str, ref: str, *, reason: str = "retired by admin") -> None:
         def attempt() -> None:
             client = self._client(name)
-            client.retire_secret(now=self.now(), ref=ref, reason=reason, by=self.actor["user"])
+            client.retire_secret(now=self.now(), ref=ref, reason=reason, by=self.who)
             self._save_client(client)
 
         self.audit_record.detail.update({"secret": ref})
@@ -224,7 +224,7 @@ class ClientUseCases(VaultCore):
         if client.is_removed and not purge:
             raise VaultError(f"client {client.name!r} is already removed (add --purge to shred it)")
         if not client.is_removed:
-            client.remove(now=self.now(), reason=reason, by=self.actor["user"])
+            client.remove(now=self.now(), reason=reason, by=self.who)
         changes = Changes()
         if purge:
             changes.shred_subjects.append(row["client_uuid"])

@@ -149,9 +149,9 @@ class ConsentUseCases(TokenUseCases):
             rotation: TokenRotation = self.load(grant.rotation_id)
             if grant.is_active:
                 grant.revoke(now=now, reason="replaced by a new consent",
-                             revoked_by=self.actor["user"])
+                             revoked_by=self.who)
             grant.regrant(now=now, client=credential, protocols=protocols, scopes=None,
-                          method=flow, granted_at=now, granted_by=self.actor["user"])
+                          method=flow, granted_at=now, granted_by=self.who)
             rotation.reseed(now=now, refresh_token=tokens.refresh_token, issued_at=now,
                             source="consent")
         else:

@@ -93,7 +93,7 @@ class GrantUseCases(ClientUseCases, VaultCore):
                 grant = self.load_grant(existing[0]["grant_uuid"])
                 rotation = self.load(grant.rotation_id)
                 grant.regrant(now=now, client=credential, protocols=protocols, scopes=scopes,
-                              method="import", granted_at=granted_at, granted_by=self.actor["user"])
+                              method="import", granted_at=granted_at, granted_by=self.who)
                 rotation.reseed(now=now, refresh_token=refresh_token,
                                 issued_at=grant.granted_at, source="import")
                 self._save_grant(grant, rotation, credential)
@@ -117,7 +117,7 @@ class GrantUseCases(ClientUseCases, VaultCore):
         grant = ConsentGrant.grant(
             aggregate_id=grant_id, rotation_id=rotation_id_for(grant_id), now=self.now(),
             client=credential, mailbox=mailbox, protocols=protocols, scopes=scopes,
-            method=method, granted_at=granted_at, granted_by=self.actor["user"])
+            method=method, granted_at=granted_at, granted_by=self.who)
         source = {"import": "import", "app-only": "app-only"}.get(method, "consent")
         rotation = TokenRotation.start(grant_id=grant_id, now=self.now(),
                                        refresh_token=refresh_token, issued_at=grant.granted_at,
@@ -188,7 +188,7 @@ class GrantUseCases(ClientUseCases, VaultCore):
             rotation = self.load(grant.rotation_id)
             now = self.now()
             if grant.status != "revoked" or not purge:  # a second revoke is refused
-                grant.revoke(now=now, reason=reason, revoked_by=self.actor["user"])
+                grant.revoke(now=now, reason=reason, revoked_by=self.who)
             rotation.discard_tokens(now=now, reason="grant revoked")
             changes = Changes()
             if purge:

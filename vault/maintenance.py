@@ -53,7 +53,7 @@ class MaintenanceUseCases(AlertUseCases):
         if previous is not None:
             # First: a store rolled back to an older copy must not be acted on (its refresh
             # tokens may be spent; refreshing them could make the provider revoke the grant).
-            self.verify_log_extends(previous)
+            self.verified_audit_rows(trusted=previous)
         steps: list[dict[str, Any]] = []
 
         def step(name: str, run: Callable[[], tuple[str, dict[str, Any]]],

@@ -258,12 +258,17 @@ class TokenUseCases(GrantUseCases, VaultCore):
         else:
             rows = self.views("SELECT * FROM view_grants WHERE status = 'active' "
                               "ORDER BY mailbox_key, client_name")
-        self.audit_record.detail.update({"selection": mailbox or ("due" if due else "all")})
+        selection = {"selection": mailbox or ("due" if due else "all")}
+        record = self.audit_record
+        record.detail.update(selection)
         now = self.now()
         results: list[dict[str, Any]] = []
         for n, row in enumerate(rows, start=1):
             if progress:
                 progress(n, len(rows), row["mailbox"])
+            if not mailbox:  # each grant's commits are audited under that grant
+                record.subject = {"client": row["client_name"], "mailbox": row["mailbox"]}
+                record.detail, record.outcome = dict(selection), "ok"
             grant: ConsentGrant = self.load_grant(row["grant_uuid"])
             rotation: TokenRotation = self.load(grant.rotation_id)
             for resource in grant.scopes:
@@ -280,9 +285,11 @@ class TokenUseCases(GrantUseCases, VaultCore):
                 except (TokenRefreshFailed, GrantUnusable, AdapterError) as e:
                     outcome.update(outcome="failed", error=str(e))
                 results.append(outcome)
-        self.audit_record.detail["grants"] = len({r["mailbox"] for r in results})
+        if not mailbox:
+            record.subject, record.detail = {}, dict(selection)
+        record.detail["grants"] = len({r["mailbox"] for r in results})
         if any(r["outcome"] == "failed" for r in results):
-            self.audit_record.outcome = "failed"
+            record.outcome = "failed"
         return results
 
     @staticmethod

@@ -354,24 +354,33 @@ class Store(ABC):
         with self.read() as tx:
             return [dict(r) for r in tx.all(sql, params)]
 
-    def audit_rows(self, after_seq: int = 0, batch: int = 5000) -> Iterator[AuditRow]:
-        while True:
-            with self.read() as tx:
-                rows = tx.all("SELECT * FROM vault_audit WHERE seq > ? ORDER BY seq LIMIT ?",
-                              (after_seq, batch))
-            for r in rows:
-                yield AuditRow(r["seq"], bytes(r["prev_hash"]), r["header"], bytes(r["nonce"]),
-                               bytes(r["ciphertext"]), bytes(r["entry_hash"]))
-            if len(rows) < batch:
-                return
-            after_seq = rows[-1]["seq"]
+    @contextlib.contextmanager
+    def audit_log(self) -> Iterator[tuple[Checkpoint | None, Iterator[AuditRow]]]:
+        """The signed head and every entry, oldest first, as one snapshot sees them: a command
+        appending meanwhile (another host's `maintain`, a `vault token`) must not make a sound
+        log look truncated. Rows are fetched as they are read, never all at once."""
+        with self.snapshot() as tx:
+            r = tx.one("SELECT * FROM vault_audit_checkpoint WHERE id = 1")
+            checkpoint = (Checkpoint(r["size"], bytes(r["head_hash"]), r["signed_at"],
+                                     bytes(r["signature"])) if r is not None else None)
+            yield checkpoint, _audit_rows(tx)
+
+    def audit_rows(self) -> Iterator[AuditRow]:
+        with self.audit_log() as (_, rows):
+            yield from rows
 
     def checkpoint(self) -> Checkpoint | None:
-        with self.read() as tx:
-            r = tx.one("SELECT * FROM vault_audit_checkpoint WHERE id = 1")
-        if r is None:
-            return None
-        return Checkpoint(r["size"], bytes(r["head_hash"]), r["signed_at"], bytes(r["signature"]))
+        with self.audit_log() as (checkpoint, _):
+            return checkpoint
+
+
+def _audit_rows(tx: Tx, batch: int = 2000) -> Iterator[AuditRow]:
+    cursor = tx.stream_cursor()
+    cursor.execute("SELECT * FROM vault_audit ORDER BY seq")
+    while rows := cursor.fetchmany(batch):
+        for r in rows:
+            yield AuditRow(r["seq"], bytes(r["prev_hash"]), r["header"], bytes(r["nonce"]),
+                           bytes(r["ciphertext"]), bytes(r["entry_hash"]))
 
 
 def _key_row(r: Any) -> KeyRow:

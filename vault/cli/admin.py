@@ -56,8 +56,9 @@ def audit_verify(state: CliContext, trusted_file: str | None, fmt: str, as_json:
             raise BadInput(f"{trusted_file}: {e}") from None
     store, header = read_public_header(state.settings)
     try:
-        report = verify_log(store.audit_rows(), store.checkpoint(), header.vault_id,
-                            header.audit_public_key, trusted)
+        with store.audit_log() as (checkpoint, rows):
+            report = verify_log(rows, checkpoint, header.vault_id, header.audit_public_key,
+                                trusted)
     finally:
         store.close()
     data = {"ok": report.ok, "entries": report.entries,

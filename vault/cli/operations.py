@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 import click
 
 from adapters.files import write_atomically
-from vault.cli.inputs import parse_date, read_secret
+from vault.cli.inputs import parse_date, parse_moment, read_secret
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
 from vault.cli.render import emit, table, to_json
 from vault.errors import BadInput
 
 REPORT_FORMAT = click.Choice(["table", "json", "csv", "html"])
-AUDIT_COLUMNS = ["seq", "at", "user", "host", "action", "client", "mailbox", "outcome",
+AUDIT_COLUMNS = ["seq", "at", "user", "sudo_user", "host", "action", "client", "mailbox", "outcome",
                  "revealed", "detail"]
 REVOCATION_COLUMNS = ["at", "kind", "what", "client", "mailbox", "by", "reason",
                       "access_valid_until"]
@@ -67,8 +67,9 @@ def _report_options(f):
 
 
 @report.command("audit")
-@click.option("--since", metavar="DATE")
-@click.option("--until", metavar="DATE")
+@click.option("--since", metavar="DATE", help="From this UTC date, or from this date-time.")
+@click.option("--until", metavar="DATE",
+              help="To the end of this UTC date, or up to this date-time.")
 @click.option("--client", "client_name", metavar="NAME")
 @click.option("--mailbox", metavar="ADDR")
 @_report_options
@@ -78,9 +79,11 @@ def report_audit(state: CliContext, since: str | None, until: str | None,
                  output: str | None) -> None:
     """Who did what, when, from where, with what outcome; reads of secrets and tokens included."""
     _check_output(fmt, output)
-    rows = state.app().audit_report(since=parse_date(since, "--since"),
-                                    until=parse_date(until, "--until"), client=client_name,
-                                    mailbox=mailbox)
+    end = parse_moment(until, "--until")
+    if end is not None and until is not None and len(until) == 10:
+        end += timedelta(days=1)  # a date includes its whole day
+    rows = state.app().audit_report(start=parse_moment(since, "--since"), end=end,
+                                    client=client_name, mailbox=mailbox)
     emit_report("vault audit report", rows, AUDIT_COLUMNS, fmt, output)
 
 
