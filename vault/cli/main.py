@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from vault import errors as codes
+from vault.cli.render import printable
 
 CHECK_UNKNOWN = 3
 
@@ -135,7 +136,7 @@ def exit_code_for(error: BaseException) -> int:
 
 
 def _one_line(text: str) -> str:
-    return " ".join(text.split())
+    return printable(" ".join(text.split()))
 
 
 def _is_check_mode(args: list[str]) -> bool:

@@ -23,6 +23,16 @@ def to_json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=False, default=_default)
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0)) if chr(c) != "\t"}
+
+
+def printable(value: Any) -> str:
+    """Text as it may reach a terminal: control characters shown, not obeyed. A revocation
+    reason or a provider's error text holding ESC sequences could otherwise rewrite the lines
+    an auditor reads (or, with OSC 52, the clipboard)."""
+    return str(value).translate(_CONTROL)
+
+
 def console():
     from rich.console import Console
 
@@ -46,7 +56,7 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
     for column in columns:
         t.add_column(column, overflow="fold")
     for row in rows:
-        t.add_row(*(Text("" if v is None else str(v)) for v in row))  # data, never markup
+        t.add_row(*(Text("" if v is None else printable(v)) for v in row))  # data, not markup
     console().print(t)
 
 
@@ -57,7 +67,7 @@ def fields(title: str | None, pairs: Sequence[tuple[str, Any]]) -> None:
     for key, value in pairs:
         shown = "" if value is None else (
             ", ".join(map(str, value)) if isinstance(value, list) else value)
-        click.echo(f"  {key.ljust(width)}  {shown}")
+        click.echo(f"  {key.ljust(width)}  {printable(shown)}")
 
 
 def emit(data: Any, fmt: str, render_table) -> None:
