@@ -151,6 +151,7 @@ class ClientCredential(VaultAggregate):
         def apply(self, client: ClientCredential) -> None:
             client.removed_at = self.timestamp
             client.removed_reason = self.reason
+            client.removed_by = self.by
 
     def __init__(
         self, name: str, provider: str, cloud: str, tenant: str | None, client_id: str,
@@ -171,6 +172,7 @@ class ClientCredential(VaultAggregate):
         self.secrets: list[dict[str, Any]] = []
         self.removed_at: datetime | None = None
         self.removed_reason: str | None = None
+        self.removed_by: str | None = None
 
     # -- creation ---------------------------------------------------------------------------
 

@@ -106,9 +106,10 @@ def test_the_revocation_report_says_when_by_whom_why_and_until_when(history: Har
     rows = _rows(history, "revocations")
     summary = [(r["at"][:10], r["kind"], r["what"], r["client"], r["mailbox"], r["reason"])
                for r in rows]
-    retired = next(r for r in rows if r["what"].endswith("retired"))
+    retired = ("secret s1 retired; the provider accepts it until 2026-04-01 unless it is "
+               "deleted there")  # retiring it in vault does not delete it in the registration
     assert summary == [
-        ("2026-03-04", "credential", retired["what"], "legacy", None, "leaked in a ticket"),
+        ("2026-03-04", "credential", retired, "legacy", None, "leaked in a ticket"),
         ("2026-03-05", "grant", "grant revoked", "demo", SECOND, "mailbox decommissioned"),
         ("2026-03-05", "credential", "client removed", "legacy", None, "integration retired"),
     ]
@@ -119,6 +120,52 @@ def test_the_revocation_report_says_when_by_whom_why_and_until_when(history: Har
     until = datetime.fromisoformat(grant["access_valid_until"])
     assert DAY[3] < until <= DAY[3] + timedelta(hours=1, minutes=1)
     assert rows[0]["access_valid_until"] is None
+
+
+def test_purged_subjects_keep_their_row_and_a_removed_client_its_tokens_end(
+        history: Harness) -> None:
+    """A purge shreds the grant's and the client's events; the revocation report still says
+    when, by whom and why, from the purge's audit entry."""
+    history.ok("grant", "revoke", SECOND, "--reason", "gdpr erasure", "--purge")  # revoked day 5
+    history.ok("grant", "revoke", MAILBOX, "--reason", "left the company", "--purge")
+    removed = _rows(history, "revocations")
+    history.ok("client", "remove", "demo", "--reason", "moved to the new tenant")
+    (demo,) = [r for r in _rows(history, "revocations") if r["client"] == "demo"
+               and r["kind"] == "credential"]
+    # the client's grants are purged: its tokens' end comes from no readable grant
+    assert demo["what"] == "client removed" and demo["access_valid_until"] is None
+    history.ok("client", "remove", "demo", "--reason", "shred it", "--purge")
+    rows = _rows(history, "revocations")
+    today = datetime.now(UTC).date().isoformat()
+    by = actor_name(os_actor())
+    summary = [(r["kind"], r["what"], r["client"], r["mailbox"], r["by"], r["reason"])
+               for r in rows if r["client"] == "demo"]
+    assert summary == [
+        ("grant", f"grant revoked, purged {today}", "demo", SECOND, by, "mailbox decommissioned"),
+        ("grant", f"grant revoked, purged {today}", "demo", MAILBOX, by, "left the company"),
+        ("credential", f"client removed, purged {today}", "demo", None, by,
+         "moved to the new tenant"),
+    ]
+    dave, alice, _ = (r for r in rows if r["client"] == "demo")
+    assert dave["at"][:10] == "2026-03-05"  # when it was revoked, not when it was purged
+    assert DAY[3] < datetime.fromisoformat(dave["access_valid_until"]) <= DAY[3] + timedelta(
+        hours=1, minutes=1)
+    # the same figure as before the purge; alice's token was fetched on day 3 as well
+    assert dave["access_valid_until"] == next(r for r in removed if r["mailbox"] == SECOND)[
+        "access_valid_until"]
+    assert alice["access_valid_until"][:10] == "2026-03-03"
+    assert len(rows) == 5 and [r["at"] for r in rows] == sorted(r["at"] for r in rows)
+
+
+def test_a_removed_clients_row_says_until_when_its_grants_tokens_live(
+        sqlite_vault: Harness, sandbox) -> None:
+    add_sandbox_client(sqlite_vault, sandbox)
+    consent(sqlite_vault, sandbox)
+    token = json.loads(sqlite_vault.ok("token", MAILBOX, "--format", "json").out)
+    sqlite_vault.ok("grant", "revoke", MAILBOX, "--reason", "gone")
+    sqlite_vault.ok("client", "remove", "demo", "--reason", "retired")
+    (client,) = [r for r in _rows(sqlite_vault, "revocations") if r["kind"] == "credential"]
+    assert client["access_valid_until"] == token["expires_at"]
 
 
 def test_csv_parses_to_the_same_rows_as_json(history: Harness) -> None:

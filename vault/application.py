@@ -282,6 +282,24 @@ class VaultCore(Application[UUID]):
                 "recorded: its newest events were deleted or rolled back")
         return aggregate
 
+    def version_as_of(self, aggregate_id: UUID, cutoff: datetime | None) -> int | None:
+        """The last version recorded before `cutoff` (binary search: one event read per step)."""
+        newest = self.recorder.select_events(aggregate_id, desc=True, limit=1)
+        if not newest:
+            return None
+        high = newest[0].originator_version
+        if cutoff is None:
+            return high
+        low, found = 1, None
+        while low <= high:
+            mid = (low + high) // 2
+            event = next(iter(self.events.get(aggregate_id, gt=mid - 1, lte=mid)))
+            if event.timestamp < cutoff:
+                found, low = mid, mid + 1
+            else:
+                high = mid - 1
+        return found
+
     def load_client(self, client_uuid: str) -> ClientCredential:
         return self.load(UUID(client_uuid))
 

@@ -230,6 +230,10 @@ class ClientUseCases(VaultCore):
             changes.shred_subjects.append(row["client_uuid"])
             changes.shredded_at = self.now().isoformat()
             apply_views(changes, client_removal(row["client_uuid"]))
+            # kept in the audit entry, which outlives the client's own events
+            self.audit_record.detail["removal"] = {
+                "at": client.removed_at.isoformat(), "by": client.removed_by,
+                "reason": client.removed_reason}
         else:
             apply_views(changes, client_changes(client))
         self.audit_record.detail.update({"reason": reason, "purged": purge})

@@ -73,6 +73,15 @@ class GrantUseCases(ClientUseCases, VaultCore):
         self.audit_record.subject.update({"client": row["client_name"], "mailbox": row["mailbox"]})
         return row
 
+    def access_valid_until(self, rotation_id: UUID, cutoff: datetime | None) -> str | None:
+        """The latest expiry among access tokens issued before `cutoff`: a revoked consent or a
+        removed client does not end them at the provider."""
+        version = self.version_as_of(rotation_id, cutoff)
+        if not version:
+            return None
+        rotation: TokenRotation = self.load(rotation_id, version)
+        return _iso(max((a["expires_at"] for a in rotation.access.values()), default=None))
+
     @use_case("grant import")
     def import_grant(
         self, *, client: str, mailbox: str, protocols: tuple[str, ...],
@@ -189,6 +198,13 @@ class GrantUseCases(ClientUseCases, VaultCore):
             now = self.now()
             if grant.status != "revoked" or not purge:  # a second revoke is refused
                 grant.revoke(now=now, reason=reason, revoked_by=self.who)
+            # Recorded in the audit entry, which outlives a purge of the grant's own events.
+            self.audit_record.detail["access_valid_until"] = self.access_valid_until(
+                grant.rotation_id, grant.status_changed_at)
+            if purge:
+                self.audit_record.detail["revocation"] = {
+                    "at": _iso(grant.status_changed_at), "by": grant.revoked_by,
+                    "reason": grant.status_reason}
             rotation.discard_tokens(now=now, reason="grant revoked")
             changes = Changes()
             if purge:

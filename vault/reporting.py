@@ -14,12 +14,15 @@ from adapters.store import AuditRow
 from domain.credentials import ClientCredential
 from domain.expiry import due_items, evaluate
 from domain.grants import ConsentGrant
-from domain.rotation import TokenRotation
 from vault.admin import AdminUseCases
 from vault.application import use_case
-from vault.audit import decrypt_entry
+from vault.audit import actor_name, decrypt_entry
 from vault.errors import BadInput
 from vault.reports import ReportUseCases
+
+# a purge's audit entry: (kind, what, the detail that keeps the facts of the revocation/removal)
+_PURGES = {"grant revoke": ("grant", "grant revoked", "revocation"),
+           "client remove": ("credential", "client removed", "removal")}
 
 
 class ReportingUseCases(ReportUseCases, AdminUseCases):
@@ -64,50 +67,77 @@ class ReportingUseCases(ReportUseCases, AdminUseCases):
     @use_case("report revocations")
     def revocation_report(self) -> list[dict[str, Any]]:
         """Every revoked grant and retired or removed credential: when, by whom, why, and until
-        when access tokens already handed out stay valid (revoking a consent does not end them)."""
+        when access tokens already handed out stay valid (revoking a consent does not end them).
+        Purged subjects come from their purge's audit entry, which outlives their events."""
         rows: list[dict[str, Any]] = []
         ids = self._aggregate_ids()
-        for client_id in ids["client"]:
-            try:
-                events = list(self.events.get(client_id))
-            except SubjectPurged:
-                continue
-            name = events[0].name
-            for e in events:
-                if isinstance(e, ClientCredential.SecretRetired | ClientCredential.Removed):
-                    what = ("client removed" if isinstance(e, ClientCredential.Removed)
-                            else f"secret {e.ref} retired")
-                    rows.append({"kind": "credential", "what": what, "client": name,
-                                 "mailbox": None, "at": e.timestamp.isoformat(), "by": e.by,
-                                 "reason": e.reason, "access_valid_until": None})
+        purged = 0
+        token_ends: dict[UUID, list[str]] = {}  # client id: ends of its grants' access tokens
         for grant_id in ids["grant"]:
             try:
                 grant: ConsentGrant = self.load(grant_id)
             except SubjectPurged:
-                rows.append({"kind": "grant", "what": "grant purged", "client": None,
-                             "mailbox": None, "at": None, "by": None, "reason": "purged",
-                             "access_valid_until": None})
+                purged += 1
                 continue
             for e in self.events.get(grant_id):
                 if isinstance(e, ConsentGrant.Revoked):
-                    rows.append({
-                        "kind": "grant", "what": "grant revoked", "client": grant.client_name,
-                        "mailbox": grant.mailbox, "at": e.timestamp.isoformat(),
-                        "by": e.revoked_by, "reason": e.reason,
-                        "access_valid_until": self._access_until(grant.rotation_id,
-                                                                 e.timestamp)})
+                    until = self.access_valid_until(grant.rotation_id, e.timestamp)
+                    if until:
+                        token_ends.setdefault(grant.client_id, []).append(until)
+                    rows.append({"kind": "grant", "what": "grant revoked",
+                                 "client": grant.client_name, "mailbox": grant.mailbox,
+                                 "at": e.timestamp.isoformat(), "by": e.revoked_by,
+                                 "reason": e.reason, "access_valid_until": until})
+        for client_id in ids["client"]:
+            try:
+                client: ClientCredential = self.load(client_id)
+                events = list(self.events.get(client_id))
+            except SubjectPurged:
+                purged += 1
+                continue
+            for e in events:
+                if isinstance(e, ClientCredential.SecretRetired):
+                    ends = client.secret(e.ref)["expires_on"]
+                    # retiring it in vault does not delete it in the app registration
+                    what = (f"secret {e.ref} retired; the provider accepts it until "
+                            + (f"{ends} unless it is deleted there" if ends
+                               else "it is deleted there"))
+                    until = None
+                elif isinstance(e, ClientCredential.Removed):
+                    what, until = "client removed", max(token_ends.get(client_id, []),
+                                                        default=None)
+                else:
+                    continue
+                rows.append({"kind": "credential", "what": what, "client": client.name,
+                             "mailbox": None, "at": e.timestamp.isoformat(), "by": e.by,
+                             "reason": e.reason, "access_valid_until": until})
+        if purged:
+            rows += self._purge_rows()
         rows.sort(key=lambda r: r["at"] or "")
         self.audit_record.detail["rows"] = len(rows)
         return rows
 
-    def _access_until(self, rotation_id: UUID, revoked_at: datetime) -> str | None:
-        """The latest expiry among access tokens issued before the revocation."""
-        version = self._version_as_of(rotation_id, revoked_at)
-        if not version:
-            return None
-        rotation: TokenRotation = self.load(rotation_id, version)
-        ends = [a["expires_at"] for a in rotation.access.values()]
-        return max(ends).isoformat() if ends else None
+    def _purge_rows(self) -> list[dict[str, Any]]:
+        key = self.keyring.key(AUDIT_KEY_ID)
+        vault_id = self.header.vault_id
+
+        def is_purge(row: AuditRow) -> bool:
+            e = decrypt_entry(key, vault_id, row)
+            return (e["action"] in _PURGES and e["outcome"] == "ok"
+                    and e.get("detail", {}).get("purged") is True)
+
+        rows = []
+        for row in self.verified_audit_rows(is_purge)[1]:
+            e = decrypt_entry(key, vault_id, row)
+            kind, what, facts_key = _PURGES[e["action"]]
+            detail, subject = e["detail"], e.get("subject", {})
+            facts = detail.get(facts_key) or {}  # entries written before 2026-12 lack them
+            rows.append({"kind": kind, "what": f"{what}, purged {e['at'][:10]}",
+                         "client": subject.get("client"), "mailbox": subject.get("mailbox"),
+                         "at": facts.get("at") or e["at"], "by": facts.get("by") or actor_name(e),
+                         "reason": facts.get("reason") or detail.get("reason"),
+                         "access_valid_until": detail.get("access_valid_until")})
+        return rows
 
     @use_case("report expiry")
     def expiry_timeline(self, *, as_of: date | None = None, horizon_days: int = 365) -> dict:

@@ -203,7 +203,7 @@ class ReportUseCases(GrantUseCases, VaultCore):
             raise
         self.audit_record.subject.update({"client": row["name"]})
         client_id = UUID(row["client_uuid"])
-        version = self._version_as_of(client_id, cutoff)
+        version = self.version_as_of(client_id, cutoff)
         events = list(self.events.get(client_id, lte=version)) if version else []
         state = client_summary(self.load(client_id, version)) if version else None
         return {"kind": "client", "subject": row["name"], "as_of": _iso_or_none(as_of),
@@ -222,8 +222,8 @@ class ReportUseCases(GrantUseCases, VaultCore):
                        as_of: date | None, limit: int) -> dict[str, Any]:
         row = self.grant_row(mailbox, client)
         grant_id, rotation_id = UUID(row["grant_uuid"]), UUID(row["rotation_uuid"])
-        g_version = self._version_as_of(grant_id, cutoff)
-        r_version = self._version_as_of(rotation_id, cutoff)
+        g_version = self.version_as_of(grant_id, cutoff)
+        r_version = self.version_as_of(rotation_id, cutoff)
         grant_events = list(self.events.get(grant_id, lte=g_version)) if g_version else []
         rotation_events = (list(self.events.get(rotation_id, lte=r_version, desc=True,
                                                 limit=limit)) if r_version else [])
@@ -237,24 +237,6 @@ class ReportUseCases(GrantUseCases, VaultCore):
                 "as_of": _iso_or_none(as_of),
                 "total_events": len(grant_events) + (r_version or 0),
                 "events": [describe_event(e) for e in merged[-limit:]], "state": state}
-
-    def _version_as_of(self, aggregate_id: UUID, cutoff: datetime | None) -> int | None:
-        """The last version recorded before `cutoff` (binary search: one event read per step)."""
-        newest = self.recorder.select_events(aggregate_id, desc=True, limit=1)
-        if not newest:
-            return None
-        high = newest[0].originator_version
-        if cutoff is None:
-            return high
-        low, found = 1, None
-        while low <= high:
-            mid = (low + high) // 2
-            event = next(iter(self.events.get(aggregate_id, gt=mid - 1, lte=mid)))
-            if event.timestamp < cutoff:
-                found, low = mid, mid + 1
-            else:
-                high = mid - 1
-        return found
 
 
 def _iso_or_none(value: date | None) -> str | None:
