@@ -69,6 +69,7 @@ class ConsentGrant(VaultAggregate):
             grant.granted_at = self.granted_at
             grant.granted_by = self.granted_by
             grant._set_status(ACTIVE, None, self.timestamp)
+            grant.probes = {}  # probes of the earlier consent say nothing about this one
 
     class ScopesChanged(VaultAggregate.Event):
         TOPIC = "vault.ConsentGrant.ScopesChanged"

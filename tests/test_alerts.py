@@ -59,7 +59,7 @@ def test_one_alert_per_finding_then_on_a_rise_then_after_the_interval(fleet: Har
     assert payload["severity"] == "warning" and payload["source"] == "vault"
 
     clock.at = T0 + timedelta(hours=3)  # nothing changed: nothing sent
-    assert _alert(fleet, clock, webhook) == {"sent": 0, "alerts": []}
+    assert _alert(fleet, clock, webhook) == {"sent": 0, "alerts": [], "resolved": 0}
     assert webhook.attempts == 1
 
     webhook.clear()
@@ -109,6 +109,74 @@ def test_retries_on_500_with_back_off_and_a_failed_delivery_is_sent_again(fleet:
     clock.at += timedelta(minutes=10)  # the next run sends what did not get through
     assert _alert(fleet, clock, webhook)["sent"] == 2
     assert webhook.attempts == 5
+
+
+def test_a_finding_that_clears_and_comes_back_is_news_again(fleet: Harness, webhook) -> None:
+    """jira's warning is sent; the secret gets a later end date (the finding is gone), then the
+    date turns out wrong: within the 24 h resend interval, it is sent again."""
+    clock = Clock(T0)
+    assert _alert(fleet, clock, webhook)["sent"] == 1
+    _secret_expiring(fleet, "jira", T0.date() + timedelta(days=400))
+    clock.at += timedelta(hours=1)
+    assert _alert(fleet, clock, webhook) == {"sent": 0, "alerts": [], "resolved": 1}
+    clock.at += timedelta(hours=1)
+    assert _alert(fleet, clock, webhook)["resolved"] == 0  # resolved once
+    _secret_expiring(fleet, "jira", T0.date() + timedelta(days=20))
+    clock.at += timedelta(hours=1)
+    assert _summary(_alert(fleet, clock, webhook)["alerts"]) == [
+        ("client_secret_expiry", "jira", "warning")]
+    assert webhook.attempts == 2
+    # a finding that only drops below --min-severity has not gone: it is not resolved
+    clock.at += timedelta(hours=1)
+    assert _alert(fleet, clock, webhook, min_severity="critical")["resolved"] == 0
+
+
+def test_while_the_receiver_is_down_deliveries_back_off(fleet: Harness, webhook) -> None:
+    from vault.errors import VaultError
+
+    clock = Clock(T0)
+    webhook.script = [500] * 12  # three runs' worth of four attempts each
+    waits = []
+    for _ in range(3):
+        with pytest.raises(VaultError):
+            _alert(fleet, clock, webhook)
+        waits.append(clock.at)
+        clock.at += timedelta(minutes=4)  # inside the first back-off (5 minutes)
+        assert _alert(fleet, clock, webhook)["sent"] == 0
+        clock.at += timedelta(minutes=1 + 5 * 2 ** (len(waits) - 1))
+    assert webhook.attempts == 12  # the runs inside a back-off did not call the receiver
+    assert _alert(fleet, clock, webhook)["sent"] == 1  # it came back: delivered
+    assert webhook.attempts == 13 and len(webhook.received) == 1
+    clock.at += timedelta(minutes=30)
+    assert _alert(fleet, clock, webhook)["sent"] == 0  # and the back-off is over
+
+
+def test_the_sending_grant_is_checked_before_anything_is_claimed(fleet: Harness,
+                                                                 webhook) -> None:
+    fleet.ok("grant", "import", "--client", "jira", "--mailbox", "reader@contoso.com",
+             "--protocols", "imap", "--refresh-token-stdin", input="M.R3_BAY.reader-0123456789")
+    for via, words in (("nobody@contoso.com", "no such grant"),
+                       ("reader@contoso.com", "must be active and cover smtp")):
+        result = fleet.run("alert", "--email-to", "ops@contoso.com", "--via", via,
+                           VAULT_WEBHOOK_URL=webhook.url)
+        assert result.code == 2 and words in result.err, result.text
+        result = fleet.run("maintain", "--email-to", "ops@contoso.com", "--via", via)
+        assert result.code == 2 and words in result.err, result.text
+    assert webhook.attempts == 0
+    assert "AlertClaimed" not in fleet.ok("history", "jira", "--json").out
+
+
+def test_long_lived_alert_states_are_snapshotted(fleet: Harness, webhook) -> None:
+    clock = Clock(T0)
+    for _ in range(12):  # jira's warning: two events (claimed, sent) a day
+        assert "jira" in {a["client"] for a in _alert(fleet, clock, webhook)["alerts"]}
+        clock.at += timedelta(days=1)
+    snapshots = fleet.sql("SELECT COUNT(*) FROM stored_snapshots")[0][0]
+    assert snapshots >= 1
+    # and it loads from the snapshot: still due once a day, not twice
+    assert "jira" in {a["client"] for a in _alert(fleet, clock, webhook)["alerts"]}
+    clock.at += timedelta(hours=1)
+    assert _alert(fleet, clock, webhook)["sent"] == 0
 
 
 def test_a_refusing_receiver_is_not_retried(fleet: Harness, webhook) -> None:
@@ -172,7 +240,7 @@ ALICE = ("alice@example.test", "alice-password-123")
 
 
 def test_an_email_alert_goes_through_dovecot_submission_with_xoauth2(
-        sqlite_vault: Harness, oidc, dovecot, mail_ca, mail_sink) -> None:
+        sqlite_vault: Harness, oidc, dovecot, mail_ca, mail_sink, webhook) -> None:
     from tests.conftest import ScriptedConsent
 
     h = sqlite_vault
@@ -194,6 +262,21 @@ def test_an_email_alert_goes_through_dovecot_submission_with_xoauth2(
     assert "nothing new" in h.ok("alert", "--email-to", "ops@example.test", "--via", ALICE[0],
                                  **ca).out
     assert "--via" in h.run("alert", "--email-to", "ops@example.test").err
+
+    # e-mail gets through, the webhook does not: sent (not repeated), but exit 1 and audited so
+    _secret_expiring(h, "idp", date.today() + timedelta(days=400))  # gone ...
+    assert "nothing new" in h.ok("alert", "--email-to", "ops@example.test", "--via", ALICE[0],
+                                 **ca).out
+    _secret_expiring(h, "idp", date.today() + timedelta(days=3))  # ... and back: news again
+    webhook.script = [404]
+    both = h.run("alert", "--email-to", "ops@example.test", "--via", ALICE[0],
+                 VAULT_WEBHOOK_URL=webhook.url, **ca)
+    assert both.code == 1 and "sent by email" in both.err and "HTTP 404" in both.err
+    assert len(mail_sink.wait_for(2)) == 2
+    audit = json.loads(h.ok("audit", "log", "--json").out)
+    assert [e["outcome"] for e in audit if e["action"] == "alert"][-1] == "failed"
+    assert "nothing new" in h.ok("alert", "--email-to", "ops@example.test", "--via", ALICE[0],
+                                 **ca).out
 
 
 # -- Prometheus -----------------------------------------------------------------------------------

@@ -177,9 +177,12 @@ def test_grants_check_mailbox_and_state() -> None:
     g.revoke(now=NOW, reason="left the company", revoked_by="admin")
     with pytest.raises(errors.GrantNotActive):
         g.revoke(now=NOW, reason="again", revoked_by="admin")
+    g.record_probe(now=NOW, protocol="imap", outcome="refused", latency_ms=40, greeting=None,
+                   diagnosis="NO AUTHENTICATE failed")
     g.regrant(now=NOW, client=c, protocols=("imap",), scopes=None, method="import",
               granted_at=None, granted_by="admin")
     assert g.status == "active"
+    assert g.probes == {}  # the old consent's refused probe says nothing of the new one
     with pytest.raises(errors.InvalidInput, match="future"):
         ConsentGrant.grant(aggregate_id=uuid4(), rotation_id=uuid4(), now=NOW, client=c,
                            mailbox="a@contoso.com", protocols=("imap",), scopes=None,

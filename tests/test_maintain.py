@@ -88,9 +88,20 @@ def test_a_failing_step_does_not_stop_the_others_and_exits_1(estate: Harness, we
     assert result.code == 1, result.text
     steps = _steps(result.out)
     assert steps["probe"]["outcome"] == "failed" and "imap: tls" in steps["probe"]["summary"]
+    # said on stderr too, which cron mails even when stdout goes to /dev/null
+    assert result.err.startswith("vault: maintain: probe failed: 2 probed, 0 ok")
     assert steps["checkpoint"]["outcome"] == "ok"  # ran after the failed step
     kinds = sorted(a["kind"] for a in webhook.alerts())
     assert kinds == ["client_secret_expiry"] + ["probe_failed"] * 2
+
+
+def test_probes_stop_at_the_budget_and_the_rest_come_next_run(estate: Harness, mail_ca) -> None:
+    runs = [_steps(estate.ok("maintain", "--json", "--probe-budget", "0", **_ca(mail_ca)).out)
+            ["probe"] for _ in range(3)]
+    assert [r["summary"] for r in runs] == [
+        "1 probed, 1 ok, 1 left for the next run (--probe-budget)", "1 probed, 1 ok",
+        "0 probed, 0 ok"]
+    assert sorted(r["mailbox"] for run in runs for r in run["results"]) == [u for u, _ in USERS]
 
 
 def test_a_bad_plan_is_refused_before_anything_is_done(estate: Harness, webhook,

@@ -21,6 +21,7 @@ from adapters.store import Changes
 from domain.alerts import AlertState, alert_id_for, alert_key
 from domain.expiry import SEVERITY_RANK, due_items, evaluate
 from domain.grants import mailbox_key
+from domain.rotation import rotation_id_for
 from domain.secret_value import SecretValue
 from vault.application import use_case
 from vault.errors import BadInput, VaultError
@@ -66,6 +67,37 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
         floor = SEVERITY_RANK[min_severity]
         return [i for i in items if i["subject"] and SEVERITY_RANK[i["severity"]] >= floor]
 
+    def alert_state_ids(self) -> list[UUID]:
+        """Every AlertState not purged. Its key row sits under the grant or client it concerns
+        and is neither that subject's own row nor (for a grant) its token lineage's."""
+        ids = []
+        for row in self.store.key_rows():
+            if row.wrapped is None or row.originator_id == row.subject_id:
+                continue
+            if row.originator_id != str(rotation_id_for(UUID(row.subject_id))):
+                ids.append(UUID(row.originator_id))
+        return ids
+
+    def _resolve_gone(self, findings: list[dict[str, Any]], now: datetime) -> int:
+        """Record as resolved every announced finding that is no longer found at all, so that it
+        is news again if it comes back (a grant broken, re-consented, broken again)."""
+        present = {alert_id_for(alert_key(i["subject"], i["kind"], i.get("ref")))
+                   for i in findings}
+        resolved = 0
+        for state_id in self.alert_state_ids():
+            if state_id in present:
+                continue
+            state: AlertState = self.load(state_id)
+            if not state.is_open or state.claim is not None:
+                continue
+            state.resolve(now=now)
+            try:
+                self.commit(state)
+                resolved += 1
+            except IntegrityError:
+                pass  # another host changed it meanwhile: it resolves it, or it is back
+        return resolved
+
     @use_case("alert")
     def alert(
         self, *, webhook: SecretValue | None = None, email_to: str | None = None,
@@ -73,15 +105,22 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
         resend_after: timedelta = RESEND_AFTER,
     ) -> dict[str, Any]:
         webhook = check_alert_channels(webhook, email_to, via, min_severity)
+        if email_to:
+            self.check_sender(via or "")
         now = self.now()
+        findings = self.alert_items(now.date(), "info")
+        floor = SEVERITY_RANK[min_severity]
         claimed = []
-        for item in self.alert_items(now.date(), min_severity):
+        for item in findings:
+            if SEVERITY_RANK[item["severity"]] < floor:
+                continue
             state = self._claim(item, now, resend_after)
             if state is not None:
                 claimed.append((item, state))
-        self.audit_record.detail.update({"due": len(claimed)})
+        resolved = self._resolve_gone(findings, now)
+        self.audit_record.detail.update({"due": len(claimed), "resolved": resolved})
         if not claimed:
-            return {"sent": 0, "alerts": []}
+            return {"sent": 0, "alerts": [], "resolved": resolved}
         alerts = [{k: v for k, v in item.items() if k != "subject"} for item, _ in claimed]
         channels = {}
         if webhook is not None:
@@ -103,14 +142,15 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
                                                                 error="; ".join(failures)))
             raise VaultError(f"alerts were not delivered ({'; '.join(failures)}); they are sent "
                              "again on the next run")
+        if failures:  # audited as failed: each settling commit seals the record as it stands
+            self.audit_record.outcome = "failed"
         for item, state in claimed:
             self._settle(state, lambda st, sev=item["severity"]: st.record_sent(
                 now=self.now(), severity=sev, channels=delivered))
         if failures:  # sent through another channel: not repeated, but said
-            self.audit_record.outcome = "failed"
             raise VaultError(f"{len(alerts)} alert(s) sent by {', '.join(delivered)}, but "
                              f"{'; '.join(failures)}")
-        return {"sent": len(alerts), "alerts": alerts}
+        return {"sent": len(alerts), "alerts": alerts, "resolved": resolved}
 
     def _claim(self, item: dict[str, Any], now: datetime,
                resend_after: timedelta) -> AlertState | None:
@@ -139,6 +179,18 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
             self.commit(fresh)
 
         self.retrying(attempt)
+
+    def check_sender(self, via: str) -> None:
+        """The grant that sends e-mail alerts exists, is active and covers SMTP: refused before
+        anything is claimed, and by `maintain` before anything is done."""
+        rows = self.views("SELECT status, protocols FROM view_grants WHERE mailbox_key = ?",
+                          (mailbox_key(via),))
+        if not rows:
+            raise BadInput(f"--via {via}: no such grant (see `vault grant list`)")
+        if not any(r["status"] == "active" and "smtp" in r["protocols"].split(",")
+                   for r in rows):
+            raise BadInput(f"--via {via}: its grant must be active and cover smtp "
+                           f"({rows[0]['status']}, {rows[0]['protocols']})")
 
     def _webhook(self, url: SecretValue, alerts: list[dict[str, Any]], now: datetime) -> None:
         with self.http() as http:

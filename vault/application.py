@@ -45,6 +45,7 @@ from adapters.encryption import (
 from adapters.errors import AdapterError, AuditAppendFailed, IntegrityViolation
 from adapters.keyslots import Header, Keyslot, RootKey
 from adapters.store import Changes, Head, KeyRow, Store, ViewChange
+from domain.alerts import AlertState
 from domain.credentials import ClientCredential
 from domain.errors import DomainError
 from domain.grants import ConsentGrant
@@ -131,8 +132,11 @@ def use_case(action: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
 
 class VaultCore(Application[UUID]):
     name = "VaultApplication"  # eventsourcing's env prefix would be VAULTAPPLICATION_, unused
-    snapshotting_intervals = {TokenRotation: SNAPSHOT_EVERY}
-    snapshotting_projectors = {TokenRotation: project_events}
+    # a grant records a probe per protocol a day, an alert state a send or a failure per run
+    snapshotting_intervals = {TokenRotation: SNAPSHOT_EVERY, ConsentGrant: SNAPSHOT_EVERY,
+                              AlertState: SNAPSHOT_EVERY}
+    snapshotting_projectors = {TokenRotation: project_events, ConsentGrant: project_events,
+                               AlertState: project_events}
 
     def __init__(
         self, *, store: Store, header: Header, header_checksum: str, root: RootKey,

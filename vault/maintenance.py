@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from eventsourcing.persistence import PersistenceError
+
 from adapters.errors import AdapterError, IntegrityViolation
 from adapters.files import write_atomically
 from domain.secret_value import SecretValue
@@ -25,6 +27,7 @@ from vault.errors import BadInput, VaultError
 class MaintainPlan:
     keepalive_days: int = 14
     probe_every: timedelta | None = timedelta(hours=24)  # None: no probes
+    probe_budget: timedelta = timedelta(minutes=5)  # no probe starts after this long
     webhook: SecretValue | None = None
     email_to: str | None = None
     via: str | None = None
@@ -49,6 +52,8 @@ class MaintenanceUseCases(AlertUseCases):
     def maintain(self, plan: MaintainPlan) -> list[dict[str, Any]]:
         """Every step's outcome: {step, outcome: ok|failed|skipped, summary, ...}."""
         plan.check()
+        if plan.email_to:
+            self.check_sender(plan.via or "")
         previous = self._previous_checkpoint(plan) if plan.checkpoint_dir else None
         if previous is not None:
             # First: a store rolled back to an older copy must not be acted on (its refresh
@@ -67,7 +72,7 @@ class MaintenanceUseCases(AlertUseCases):
                 steps.append({"step": name, "outcome": outcome, "summary": summary, **extra})
             except IntegrityViolation:
                 raise  # tampering stops everything: exit 5, nothing else is trusted
-            except (VaultError, AdapterError) as e:
+            except (VaultError, AdapterError, PersistenceError) as e:  # the next step still runs
                 steps.append({"step": name, "outcome": "failed", "summary": str(e)})
 
         step("refresh", lambda: self._refresh_due(plan))
@@ -104,7 +109,11 @@ class MaintenanceUseCases(AlertUseCases):
     def _probe_due(self, plan: MaintainPlan) -> tuple[str, dict[str, Any]]:
         assert plan.probe_every is not None
         results, problems = [], []
-        for mailbox, client, protocol in self.probes_due(self.now(), plan.probe_every):
+        started = self.now()
+        due = self.probes_due(started, plan.probe_every)
+        for mailbox, client, protocol in due:
+            if results and self.now() - started >= plan.probe_budget:
+                break  # what is left stays due: the next run starts with it
             try:
                 (result,) = self.probe(mailbox, client=client, protocol=protocol)
             except (VaultError, AdapterError) as e:  # no server known, grant unusable ...
@@ -112,7 +121,9 @@ class MaintenanceUseCases(AlertUseCases):
             results.append({"mailbox": mailbox, "client": client, **result})
             if result["outcome"] != "ok":
                 problems.append(f"{mailbox} {protocol}: {result['outcome']}")
+        left = len(due) - len(results)
         summary = (f"{len(results)} probed, {len(results) - len(problems)} ok"
+                   + (f", {left} left for the next run (--probe-budget)" if left else "")
                    + "".join(f"\n  {p}" for p in problems))
         return summary, {"results": results, "failed": bool(problems)}
 

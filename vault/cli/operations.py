@@ -121,9 +121,9 @@ def webhook_secret(url_file: str | None) -> object:
     """A webhook URL carries a secret: from a file or VAULT_WEBHOOK_URL, never argv."""
     from domain.secret_value import SecretValue
 
+    value = os.environ.pop("VAULT_WEBHOOK_URL", None)  # read once; no child inherits it
     if url_file:
         return read_secret("webhook", False, url_file)
-    value = os.environ.pop("VAULT_WEBHOOK_URL", None)  # read once; no child inherits it
     return SecretValue(value) if value else None
 
 
@@ -165,6 +165,10 @@ def alert(state: CliContext, webhook_file: str | None, email_to: str | None, via
                    "drops it after 90 days unused).")
 @click.option("--probe-every", type=click.IntRange(0, 24 * 30), default=24, show_default=True,
               metavar="HOURS", help="Probe each protocol of each grant this often (0: never).")
+@click.option("--probe-budget", type=click.IntRange(0, 24 * 60), default=5, show_default=True,
+              metavar="MINUTES", help="Start no probe after this long; the rest stay due for "
+                                      "the next run (an unreachable server must not delay the "
+                                      "alerts).")
 @alert_options
 @click.option("--metrics-file", metavar="FILE", envvar="VAULT_METRICS_FILE",
               help="Write the Prometheus textfile here [env: VAULT_METRICS_FILE].")
@@ -173,7 +177,8 @@ def alert(state: CliContext, webhook_file: str | None, email_to: str | None, via
                    "extends the one exported last time [env: VAULT_CHECKPOINT_DIR].")
 @output_format
 @pass_cli
-def maintain(state: CliContext, keepalive_days: int, probe_every: int, webhook_file: str | None,
+def maintain(state: CliContext, keepalive_days: int, probe_every: int, probe_budget: int,
+             webhook_file: str | None,
              email_to: str | None, via: str | None, min_severity: str, resend_after: int,
              metrics_file: str | None, checkpoint_dir: str | None, fmt: str,
              as_json: bool) -> None:
@@ -187,6 +192,7 @@ def maintain(state: CliContext, keepalive_days: int, probe_every: int, webhook_f
     plan = MaintainPlan(
         keepalive_days=keepalive_days,
         probe_every=timedelta(hours=probe_every) if probe_every else None,
+        probe_budget=timedelta(minutes=probe_budget),
         webhook=webhook_secret(webhook_file), email_to=email_to, via=via,
         min_severity=min_severity, resend_after=timedelta(hours=resend_after),
         metrics_file=metrics_file, checkpoint_dir=checkpoint_dir)
@@ -200,5 +206,9 @@ def maintain(state: CliContext, keepalive_days: int, probe_every: int, webhook_f
                 click.echo(f"{'':<19}{line.strip()}")
 
     emit(steps, chosen_format(fmt, as_json), render)
-    if any(s["outcome"] == "failed" for s in steps):
+    failed = [s for s in steps if s["outcome"] == "failed"]
+    for s in failed:  # also on stderr: cron mails it, and a timer's journal marks it
+        click.echo(f"vault: maintain: {s['step']} failed: {s['summary'].splitlines()[0]}",
+                   err=True)
+    if failed:
         raise click.exceptions.Exit(1)
