@@ -79,29 +79,44 @@ def parse_mutt_oauth2(text: str, client_id: str | None = None,
     except json.JSONDecodeError as e:
         raise InvalidInput(f"not a decrypted mutt_oauth2.py token file (JSON error at line "
                            f"{e.lineno}); decrypt it first, e.g. gpg --decrypt FILE") from None
+    except (ValueError, RecursionError):
+        raise InvalidInput("not a mutt_oauth2.py token file: its JSON nests too deeply or holds "
+                           "a number too long to read") from None
     if not isinstance(data, dict):
         raise InvalidInput("not a mutt_oauth2.py token file: expected a JSON object")
-    registration = str(data.get("registration", "")).lower()
+    given = {k: _mutt_string(data, k) for k in ("registration", "email", "refresh_token",
+                                                 "client_id", "client_secret", "tenant")}
+    registration = given["registration"].lower()
     if registration not in MUTT_SCOPES:
         raise InvalidInput(f"unknown mutt_oauth2.py registration {registration!r}: "
                            "expected google or microsoft")
-    missing = [k for k in ("email", "refresh_token") if not data.get(k)]
+    missing = [k for k in ("email", "refresh_token") if not given[k]]
     if missing:
         raise InvalidInput(f"the token file lacks {', '.join(missing)}")
-    client_id = str(data.get("client_id") or client_id or "").strip()
+    client_id = (given["client_id"] or client_id or "").strip()
     if not client_id:
         raise InvalidInput("the token file holds no client_id (mutt's script keeps it in its "
                            "registrations table): give --client-id")
     scopes = MUTT_SCOPES[registration]
-    secret = SecretValue(str(data["client_secret"])) if data.get("client_secret") else \
-        client_secret
     return Account(
-        source="mutt_oauth2.py", mailbox=str(data["email"]).strip(), provider=registration,
+        source="mutt_oauth2.py", mailbox=given["email"].strip(), provider=registration,
         client_id=client_id,
-        tenant=data.get("tenant") or ("common" if registration == "microsoft" else None),
-        client_secret=secret,
-        refresh_token=SecretValue(str(data["refresh_token"])), scopes=scopes,
+        tenant=given["tenant"].strip() or ("common" if registration == "microsoft" else None),
+        client_secret=SecretValue(given["client_secret"]) if given["client_secret"] else
+        client_secret,
+        refresh_token=SecretValue(given["refresh_token"]), scopes=scopes,
         protocols=protocols_for(registration, scopes))
+
+
+def _mutt_string(data: dict, key: str) -> str:
+    """mutt_oauth2.py writes every one of these as a string ('' until known); anything else
+    is a hand-made or corrupt file, refused rather than turned into text with str()."""
+    value = data.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidInput(f"the token file's {key} is not a string")
+    return value
 
 
 def _decrypt(password: SecretValue, salt: bytes, iterations: tuple[int, ...],
@@ -143,7 +158,11 @@ def parse_email_oauth2_proxy(text: str, password: SecretValue | None) -> list[Ac
     except configparser.Error as e:
         raise InvalidInput(f"not an email-oauth2-proxy configuration: {e.message.splitlines()[0]}"
                            ) from None
-    catch_all = parser.getboolean("emailproxy", "allow_catch_all_accounts", fallback=False)
+    try:
+        catch_all = parser.getboolean("emailproxy", "allow_catch_all_accounts", fallback=False)
+    except ValueError:
+        raise InvalidInput("[emailproxy] allow_catch_all_accounts is not a boolean (True or "
+                           "False)") from None
     accounts = []
     for section in parser.sections():
         if "@" not in section or section.startswith("@"):
@@ -165,7 +184,10 @@ def parse_email_oauth2_proxy(text: str, password: SecretValue | None) -> list[Ac
 
 def _proxy_account(mailbox: str, get, password: SecretValue | None) -> Account:
     token_url = get("token_url") or ""
-    provider, cloud, tenant = _provider(get("permission_url"), token_url)
+    try:
+        provider, cloud, tenant = _provider(get("permission_url"), token_url)
+    except ValueError:  # urlsplit: an unclosed IPv6 bracket, say
+        raise InvalidInput(f"[{mailbox}] token_url is not a URL") from None
     scopes = tuple((get("oauth2_scope") or "").split())
     account = Account(
         source="email-oauth2-proxy", mailbox=mailbox, provider=provider,

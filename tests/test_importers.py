@@ -91,6 +91,36 @@ def test_a_bad_token_file_is_bad_input_and_writes_nothing(sqlite_vault: Harness,
     assert json.loads(sqlite_vault.ok("client", "list", "--json").out) == []
 
 
+@pytest.mark.parametrize("text,words", [
+    ("[" * 30_000 + "]" * 30_000, "nests too deeply"),
+    ('{"email": ' + "1" * 5000 + "}", "too long"),
+    (json.dumps({**MUTT_MICROSOFT, "tenant": 5}), "tenant is not a string"),
+    (json.dumps({**MUTT_MICROSOFT, "email": ["pat@contoso.com"]}), "email is not a string"),
+    (json.dumps({**MUTT_MICROSOFT, "refresh_token": {"v": 1}}), "refresh_token is not a string"),
+], ids=["deep", "long-number", "tenant-int", "email-list", "token-object"])
+def test_a_hostile_token_file_is_bad_input(sqlite_vault: Harness, text: str, words: str) -> None:
+    result = sqlite_vault.run("import", "mutt-oauth2", input=text)
+    assert result.code == 2 and words in result.err, result.text
+    assert len(result.err.strip().splitlines()) == 1 and "internal error" not in result.text
+    assert "M.C540" not in result.text and "Traceback" not in result.text
+    assert json.loads(sqlite_vault.ok("client", "list", "--json").out) == []
+
+
+@pytest.mark.parametrize("config,words", [
+    ("[emailproxy]\nallow_catch_all_accounts = maybe\n", "allow_catch_all_accounts"),
+    ("[a@example.test]\ntoken_url = http://[::1\nclient_id = x\n", "[a@example.test] token_url"),
+], ids=["boolean", "url"])
+def test_a_hostile_proxy_config_is_bad_input(sqlite_vault: Harness, tmp_path: Path, config: str,
+                                             words: str) -> None:
+    path = tmp_path / "emailproxy.config"
+    path.write_text(config + "[b@example.test]\ntoken_url = https://example.test/t\n")
+    result = sqlite_vault.run("import", "email-oauth2-proxy", str(path), "--password-stdin",
+                              input="x")
+    assert result.code == 2 and words in result.err, result.text
+    assert len(result.err.strip().splitlines()) == 1 and "internal error" not in result.text
+    assert "Traceback" not in result.text
+
+
 def _refresh_token_from(oidc, user=ALICE, client_id: str = "vault-post") -> str:
     """Sign in as the proxy did once, and keep the refresh token it got."""
     from tests.peers.oidc_peer import REDIRECT_URI, client_auth, make_pkce
