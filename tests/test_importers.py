@@ -202,7 +202,7 @@ access_token_expiry = 1700000000
 permission_url = {ms_url}/authorize
 token_url = {ms_url}/token
 oauth2_scope = {ms_scope} https://outlook.office.com/SMTP.Send offline_access
-redirect_uri = http://localhost:8080
+redirect_uri = http://localhost
 client_id = {PROXY_MICROSOFT["client_id"]}
 client_secret_encrypted = {_proxy_encrypt(PROXY_PASSWORD, salt, count,
                                           PROXY_MICROSOFT["client_secret"])}
@@ -213,7 +213,7 @@ client_secret_encrypted = {_proxy_encrypt(PROXY_PASSWORD, salt, count,
 permission_url = https://accounts.google.com/o/oauth2/auth
 token_url = https://oauth2.googleapis.com/token
 oauth2_scope = https://mail.google.com/
-redirect_uri = http://localhost:8080
+redirect_uri = http://localhost
 client_id = {PROXY_GOOGLE["client_id"]}
 client_secret = {PROXY_GOOGLE["client_secret"]}
 {sealed}refresh_token = {_proxy_encrypt(PROXY_PASSWORD, salt, count,
