@@ -313,6 +313,34 @@ def test_microsoft_and_google_proxy_accounts_are_imported_end_to_end(
     assert json.loads(revealed)["secret"] == PROXY_MICROSOFT["client_secret"]
 
 
+def test_each_imported_account_is_audited_under_its_own_subject_and_the_import_summed_up(
+        sqlite_vault: Harness, oidc, tmp_path: Path) -> None:
+    h = sqlite_vault
+    config = tmp_path / "emailproxy.config"
+    config.write_text(_proxy_config(oidc, "some-refresh-token", None))
+    rows = json.loads(h.run("import", "email-oauth2-proxy", str(config), "--password-stdin",
+                            "--json", input=PROXY_PASSWORD).out)
+    clients = {r["mailbox"]: r["client"] for r in rows if r["outcome"] == "imported"}
+    assert len(set(clients.values())) == 3  # alice's, then the Microsoft account's, then Google's
+    ms = PROXY_MICROSOFT["mailbox"]
+
+    report = json.loads(h.ok("report", "audit", "--mailbox", ms, "--format", "json").out)
+    assert {(r["action"], r["client"]) for r in report} == {("import", clients[ms])}
+    assert len(report) == 2  # its client registered, then its grant
+    entries = [e for e in json.loads(h.ok("audit", "log", "--limit", "0", "--json").out)
+               if e["action"] == "import"]
+    for mailbox, client in clients.items():
+        mine = [e for e in entries if e["subject"].get("client") == client]
+        assert len(mine) == 2 and all(e["subject"]["mailbox"] == mailbox for e in mine), mine
+    (summary,) = [e for e in entries if not e["subject"]]
+    assert summary is entries[-1] and summary["outcome"] == "failed"  # some were skipped
+    assert summary["detail"] == {"source": "email-oauth2-proxy", "accounts": len(rows),
+                                 "imported": 3, "exists": 0, "skipped": len(rows) - 3}
+    assert PROXY_PASSWORD not in json.dumps(entries)
+    assert not any(a["refresh_token"] in json.dumps(entries) for a in (PROXY_MICROSOFT,
+                                                                        PROXY_GOOGLE))
+
+
 def test_a_wrong_password_or_none_is_reported(sqlite_vault: Harness, oidc,
                                               tmp_path: Path) -> None:
     config = tmp_path / "emailproxy.config"
