@@ -79,43 +79,65 @@ def parse_mutt_oauth2(text: str, client_id: str | None = None,
     except json.JSONDecodeError as e:
         raise InvalidInput(f"not a decrypted mutt_oauth2.py token file (JSON error at line "
                            f"{e.lineno}); decrypt it first, e.g. gpg --decrypt FILE") from None
+    except (ValueError, RecursionError):
+        raise InvalidInput("not a mutt_oauth2.py token file: its JSON nests too deeply or holds "
+                           "a number too long to read") from None
     if not isinstance(data, dict):
         raise InvalidInput("not a mutt_oauth2.py token file: expected a JSON object")
-    registration = str(data.get("registration", "")).lower()
+    given = {k: _mutt_string(data, k) for k in ("registration", "email", "refresh_token",
+                                                 "client_id", "client_secret", "tenant")}
+    registration = given["registration"].lower()
     if registration not in MUTT_SCOPES:
         raise InvalidInput(f"unknown mutt_oauth2.py registration {registration!r}: "
                            "expected google or microsoft")
-    missing = [k for k in ("email", "refresh_token") if not data.get(k)]
+    missing = [k for k in ("email", "refresh_token") if not given[k]]
     if missing:
         raise InvalidInput(f"the token file lacks {', '.join(missing)}")
-    client_id = str(data.get("client_id") or client_id or "").strip()
+    client_id = (given["client_id"] or client_id or "").strip()
     if not client_id:
         raise InvalidInput("the token file holds no client_id (mutt's script keeps it in its "
                            "registrations table): give --client-id")
     scopes = MUTT_SCOPES[registration]
-    secret = SecretValue(str(data["client_secret"])) if data.get("client_secret") else \
-        client_secret
     return Account(
-        source="mutt_oauth2.py", mailbox=str(data["email"]).strip(), provider=registration,
+        source="mutt_oauth2.py", mailbox=given["email"].strip(), provider=registration,
         client_id=client_id,
-        tenant=data.get("tenant") or ("common" if registration == "microsoft" else None),
-        client_secret=secret,
-        refresh_token=SecretValue(str(data["refresh_token"])), scopes=scopes,
+        tenant=given["tenant"].strip() or ("common" if registration == "microsoft" else None),
+        client_secret=SecretValue(given["client_secret"]) if given["client_secret"] else
+        client_secret,
+        refresh_token=SecretValue(given["refresh_token"]), scopes=scopes,
         protocols=protocols_for(registration, scopes))
 
 
+def _mutt_string(data: dict, key: str) -> str:
+    """mutt_oauth2.py writes every one of these as a string ('' until known); anything else
+    is a hand-made or corrupt file, refused rather than turned into text with str()."""
+    value = data.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise InvalidInput(f"the token file's {key} is not a string")
+    return value
+
+
 def _decrypt(password: SecretValue, salt: bytes, iterations: tuple[int, ...],
-             values: dict[str, str]) -> dict[str, SecretValue] | None:
-    """The values, decrypted with the first iteration count whose key opens them (PBKDF2 at
-    1.2 M rounds costs about half a second, so counts are tried one at a time)."""
+             values: dict[str, str]) -> dict[str, SecretValue]:
+    """Those values a key of one of the iteration counts opens, each on its own as the proxy's
+    MultiFernet does (PBKDF2 at 1.2 M rounds costs about half a second, so keys are derived
+    one at a time, and only while a value is still closed)."""
+    opened: dict[str, SecretValue] = {}
     for count in iterations:
+        if len(opened) == len(values):
+            break
         kdf = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=salt, iterations=count)
         fernet = Fernet(base64.urlsafe_b64encode(kdf.derive(password.reveal().encode())))
-        try:
-            return {k: SecretValue(fernet.decrypt(v.encode()).decode()) for k, v in values.items()}
-        except (InvalidToken, UnicodeError):
-            continue
-    return None
+        for key, value in values.items():
+            if key in opened:
+                continue
+            try:
+                opened[key] = SecretValue(fernet.decrypt(value.encode()).decode())
+            except (InvalidToken, UnicodeError):
+                continue
+    return opened
 
 
 def _provider(permission_url: str | None, token_url: str) -> tuple[str, str | None, str | None]:
@@ -143,7 +165,11 @@ def parse_email_oauth2_proxy(text: str, password: SecretValue | None) -> list[Ac
     except configparser.Error as e:
         raise InvalidInput(f"not an email-oauth2-proxy configuration: {e.message.splitlines()[0]}"
                            ) from None
-    catch_all = parser.getboolean("emailproxy", "allow_catch_all_accounts", fallback=False)
+    try:
+        catch_all = parser.getboolean("emailproxy", "allow_catch_all_accounts", fallback=False)
+    except ValueError:
+        raise InvalidInput("[emailproxy] allow_catch_all_accounts is not a boolean (True or "
+                           "False)") from None
     accounts = []
     for section in parser.sections():
         if "@" not in section or section.startswith("@"):
@@ -157,15 +183,22 @@ def parse_email_oauth2_proxy(text: str, password: SecretValue | None) -> list[Ac
 
         if PLACEHOLDER in (get("client_id") or ""):
             continue
-        accounts.append(_proxy_account(section, get, password))
+        # the proxy reads an account's token from its own section only: a catch-all's would be
+        # another account's
+        own_token = parser.get(section, "refresh_token", fallback=None)
+        accounts.append(_proxy_account(section, get, own_token, password))
     if not accounts:
         raise InvalidInput("no account sections ([you@example.com]) in the configuration")
     return accounts
 
 
-def _proxy_account(mailbox: str, get, password: SecretValue | None) -> Account:
+def _proxy_account(mailbox: str, get, refresh_token: str | None,
+                   password: SecretValue | None) -> Account:
     token_url = get("token_url") or ""
-    provider, cloud, tenant = _provider(get("permission_url"), token_url)
+    try:
+        provider, cloud, tenant = _provider(get("permission_url"), token_url)
+    except ValueError:  # urlsplit: an unclosed IPv6 bracket, say
+        raise InvalidInput(f"[{mailbox}] token_url is not a URL") from None
     scopes = tuple((get("oauth2_scope") or "").split())
     account = Account(
         source="email-oauth2-proxy", mailbox=mailbox, provider=provider,
@@ -181,9 +214,18 @@ def _proxy_account(mailbox: str, get, password: SecretValue | None) -> Account:
     if not token_url or not account.client_id:
         account.problem = "the section lacks token_url or client_id"
         return account
-    encrypted = {k: v for k in ("refresh_token", "client_secret_encrypted") if (v := get(k))}
     plain_secret = get("client_secret")
-    if "refresh_token" not in encrypted:
+    if plain_secret and PLACEHOLDER in plain_secret:
+        plain_secret = None
+    encrypted_secret = get("client_secret_encrypted")
+    # the proxy signs in with the certificate only when the account has no client secret
+    certificate = get("jwt_certificate_path") and get("jwt_key_path")
+    if certificate and not (plain_secret or encrypted_secret):
+        account.problem = ("signs in with a certificate (jwt_certificate_path), which is not "
+                           "imported: add the app with `vault client add --certificate-file`, "
+                           "then run `vault consent`")
+        return account
+    if not refresh_token:
         account.problem = "no refresh token yet (the proxy never signed in): run `vault consent`"
         return account
     if password is None:
@@ -197,14 +239,17 @@ def _proxy_account(mailbox: str, get, password: SecretValue | None) -> Account:
     if not salt or not 1 <= count <= MAX_ITERATIONS:
         account.problem = "its token_salt or token_iterations is not valid"
         return account
-    plain = _decrypt(password, salt, tuple(dict.fromkeys((count, *PROXY_ITERATIONS))), encrypted)
-    if plain is None:
-        account.problem = "the password does not decrypt its tokens"
+    # as the proxy does: a plain client_secret (perhaps just edited) wins, and the encrypted one
+    # is then never opened (it may be stale, under an old password)
+    sealed = {"refresh_token": refresh_token}
+    if not plain_secret and encrypted_secret:
+        sealed["client_secret"] = encrypted_secret
+    opened = _decrypt(password, salt, tuple(dict.fromkeys((count, *PROXY_ITERATIONS))), sealed)
+    if len(opened) < len(sealed):
+        closed = "tokens" if "refresh_token" not in opened else "client_secret_encrypted"
+        account.problem = f"the password does not decrypt its {closed}"
         return account
-    account.refresh_token = plain["refresh_token"]
-    # as the proxy does: a plain client_secret (perhaps just edited) wins over the encrypted one
-    if plain_secret and PLACEHOLDER not in plain_secret:
-        account.client_secret = SecretValue(plain_secret)
-    else:
-        account.client_secret = plain.get("client_secret_encrypted")
+    account.refresh_token = opened["refresh_token"]
+    account.client_secret = SecretValue(plain_secret) if plain_secret else opened.get(
+        "client_secret")
     return account

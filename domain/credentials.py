@@ -375,8 +375,13 @@ def _check_secret_dates(created_on: date | None, expires_on: date | None, now: d
 
 
 def _is_loopback_http(url: str) -> bool:
-    """Plain http is allowed only to a loopback identity provider (tests, `vault sandbox`)."""
-    for prefix in ("http://127.0.0.1:", "http://127.0.0.1/", "http://localhost:", "http://[::1]:"):
+    """Plain http is allowed only to a loopback identity provider (tests, `vault sandbox`) or
+    redirect: bare `http://localhost` is email-oauth2-proxy's default, and the providers let a
+    native app's loopback redirect use any port."""
+    if url in ("http://127.0.0.1", "http://localhost", "http://[::1]"):
+        return True
+    for prefix in ("http://127.0.0.1:", "http://127.0.0.1/", "http://localhost:", "http://localhost/",
+                   "http://[::1]:", "http://[::1]/"):
         if url.startswith(prefix):
             return True
     return False

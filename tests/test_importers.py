@@ -28,6 +28,14 @@ MUTT_MICROSOFT = {
     "refresh_token": "M.C540_BAY.mutt-refresh-token-0123456789",
 }
 PROXY_PASSWORD = "the-imap-password-in-thunderbird"
+# proxy accounts at the real providers: imported, never refreshed here
+PROXY_MICROSOFT = {"mailbox": "shared@contoso.com",
+                   "client_id": "5b7c1d2e-2222-4a5b-9c8d-0123456789ab",
+                   "client_secret": "Ms~encrypted.client-secret-0123456789",
+                   "refresh_token": "M.C541_BL2.proxy-refresh-token-0123456789"}
+PROXY_GOOGLE = {"mailbox": "pat@gmail.com", "client_id": "1234-abc.apps.googleusercontent.com",
+                "client_secret": "GOCSPX-plain-google-secret-0123456789",
+                "refresh_token": "1//0proxy-google-refresh-token-0123456789"}
 
 
 def test_a_mutt_oauth2_token_file_becomes_a_client_and_a_grant(sqlite_vault: Harness) -> None:
@@ -91,6 +99,36 @@ def test_a_bad_token_file_is_bad_input_and_writes_nothing(sqlite_vault: Harness,
     assert json.loads(sqlite_vault.ok("client", "list", "--json").out) == []
 
 
+@pytest.mark.parametrize("text,words", [
+    ("[" * 30_000 + "]" * 30_000, "nests too deeply"),
+    ('{"email": ' + "1" * 5000 + "}", "too long"),
+    (json.dumps({**MUTT_MICROSOFT, "tenant": 5}), "tenant is not a string"),
+    (json.dumps({**MUTT_MICROSOFT, "email": ["pat@contoso.com"]}), "email is not a string"),
+    (json.dumps({**MUTT_MICROSOFT, "refresh_token": {"v": 1}}), "refresh_token is not a string"),
+], ids=["deep", "long-number", "tenant-int", "email-list", "token-object"])
+def test_a_hostile_token_file_is_bad_input(sqlite_vault: Harness, text: str, words: str) -> None:
+    result = sqlite_vault.run("import", "mutt-oauth2", input=text)
+    assert result.code == 2 and words in result.err, result.text
+    assert len(result.err.strip().splitlines()) == 1 and "internal error" not in result.text
+    assert "M.C540" not in result.text and "Traceback" not in result.text
+    assert json.loads(sqlite_vault.ok("client", "list", "--json").out) == []
+
+
+@pytest.mark.parametrize("config,words", [
+    ("[emailproxy]\nallow_catch_all_accounts = maybe\n", "allow_catch_all_accounts"),
+    ("[a@example.test]\ntoken_url = http://[::1\nclient_id = x\n", "[a@example.test] token_url"),
+], ids=["boolean", "url"])
+def test_a_hostile_proxy_config_is_bad_input(sqlite_vault: Harness, tmp_path: Path, config: str,
+                                             words: str) -> None:
+    path = tmp_path / "emailproxy.config"
+    path.write_text(config + "[b@example.test]\ntoken_url = https://example.test/t\n")
+    result = sqlite_vault.run("import", "email-oauth2-proxy", str(path), "--password-stdin",
+                              input="x")
+    assert result.code == 2 and words in result.err, result.text
+    assert len(result.err.strip().splitlines()) == 1 and "internal error" not in result.text
+    assert "Traceback" not in result.text
+
+
 def _refresh_token_from(oidc, user=ALICE, client_id: str = "vault-post") -> str:
     """Sign in as the proxy did once, and keep the refresh token it got."""
     from tests.peers.oidc_peer import REDIRECT_URI, client_auth, make_pkce
@@ -119,9 +157,13 @@ def _proxy_config(oidc, refresh_token: str, iterations: int | None) -> str:
     salt = os.urandom(16)
     count = iterations or 100_000  # an old proxy wrote no token_iterations: 100,000
     enc = _proxy_encrypt(PROXY_PASSWORD, salt, count, refresh_token)
-    # a stale encrypted secret beside the plain one the user edited: the plain one wins
-    stale = _proxy_encrypt(PROXY_PASSWORD, salt, count, "stale-secret-from-last-year")
+    # a stale encrypted secret, under last year's password, beside the plain one the user
+    # edited: the proxy never opens it
+    stale = _proxy_encrypt("last-years-password", salt, count, "stale-secret-from-last-year")
     iterations_line = f"token_iterations = {iterations}\n" if iterations else ""
+    sealed = f"token_salt = {base64.b64encode(salt).decode()}\n{iterations_line}"
+    ms_scope = "https://outlook.office.com/IMAP.AccessAsUser.All"
+    ms_url = "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0"
     return f"""[emailproxy]
 allow_catch_all_accounts = True
 
@@ -138,6 +180,10 @@ token_url = {oidc.token_url}
 oauth2_scope = openid offline_access mail.imap mail.smtp
 redirect_uri = http://127.0.0.1/callback
 client_id = vault-post
+# not any account's own token: the proxy reads refresh_token from the account's section only
+refresh_token = {enc}
+
+[bob@example.test]
 
 [your.email@gmail.com]
 permission_url = https://accounts.google.com/o/oauth2/auth
@@ -148,10 +194,38 @@ client_id = *** your client id here ***
 [{ALICE[0]}]
 client_secret = {CLIENTS["vault-post"].client_secret}
 client_secret_encrypted = {stale}
-token_salt = {base64.b64encode(salt).decode()}
-{iterations_line}refresh_token = {enc}
+{sealed}refresh_token = {enc}
 access_token = {_proxy_encrypt(PROXY_PASSWORD, salt, count, "expired-access-token")}
 access_token_expiry = 1700000000
+
+[{PROXY_MICROSOFT["mailbox"]}]
+permission_url = {ms_url}/authorize
+token_url = {ms_url}/token
+oauth2_scope = {ms_scope} https://outlook.office.com/SMTP.Send offline_access
+redirect_uri = http://localhost
+client_id = {PROXY_MICROSOFT["client_id"]}
+client_secret_encrypted = {_proxy_encrypt(PROXY_PASSWORD, salt, count,
+                                          PROXY_MICROSOFT["client_secret"])}
+{sealed}refresh_token = {_proxy_encrypt(PROXY_PASSWORD, salt, count,
+                                        PROXY_MICROSOFT["refresh_token"])}
+
+[{PROXY_GOOGLE["mailbox"]}]
+permission_url = https://accounts.google.com/o/oauth2/auth
+token_url = https://oauth2.googleapis.com/token
+oauth2_scope = https://mail.google.com/
+redirect_uri = http://localhost
+client_id = {PROXY_GOOGLE["client_id"]}
+client_secret = {PROXY_GOOGLE["client_secret"]}
+{sealed}refresh_token = {_proxy_encrypt(PROXY_PASSWORD, salt, count,
+                                        PROXY_GOOGLE["refresh_token"])}
+
+[cert@contoso.com]
+token_url = {ms_url}/token
+oauth2_scope = {ms_scope} offline_access
+client_id = 7c8d9e0f-3333-4a5b-9c8d-0123456789ab
+jwt_certificate_path = /etc/emailproxy/certificate.pem
+jwt_key_path = /etc/emailproxy/key.pem
+{sealed}refresh_token = {enc}
 
 [helpdesk@contoso.com]
 permission_url = https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/authorize
@@ -182,13 +256,18 @@ def test_an_email_oauth2_proxy_config_is_imported_and_its_token_works(
     config.chmod(0o600)
     result = h.run("import", "email-oauth2-proxy", str(config), "--password-stdin", "--json",
                    input=PROXY_PASSWORD + "\n")
-    assert result.code == 1, result.text  # two sections could not become grants
+    assert result.code == 1, result.text  # four sections could not become grants
     rows = {r["mailbox"]: r for r in json.loads(result.out)}
-    assert rows[ALICE[0]]["outcome"] == "imported"
-    assert rows["helpdesk@contoso.com"]["outcome"] == "skipped"
-    assert "vault consent" in rows["helpdesk@contoso.com"]["detail"]
+    assert {m for m, r in rows.items() if r["outcome"] == "imported"} == {
+        ALICE[0], PROXY_MICROSOFT["mailbox"], PROXY_GOOGLE["mailbox"]}
+    # bob has no token of his own: the catch-all's is not his
+    for mailbox in ("helpdesk@contoso.com", "bob@example.test"):
+        assert rows[mailbox]["outcome"] == "skipped"
+        assert "vault consent" in rows[mailbox]["detail"]
     assert rows["ccg@contoso.com"]["outcome"] == "skipped"
     assert "add-app" in rows["ccg@contoso.com"]["detail"]
+    assert rows["cert@contoso.com"]["outcome"] == "skipped"
+    assert "jwt_certificate_path" in rows["cert@contoso.com"]["detail"]
     assert "@contoso.com" not in rows  # a catch-all template is not an account
     assert "your.email@gmail.com" not in rows  # nor the proxy's untouched example
 
@@ -203,6 +282,63 @@ def test_an_email_oauth2_proxy_config_is_imported_and_its_token_works(
     for secret in (token, PROXY_PASSWORD):
         assert secret.encode() not in h.stored_bytes()
         assert not any(secret in text for text in h.outputs)
+
+
+def test_microsoft_and_google_proxy_accounts_are_imported_end_to_end(
+        sqlite_vault: Harness, oidc, tmp_path: Path) -> None:
+    """The app, tenant and cloud come from the proxy's endpoint URLs; an encrypted client secret
+    is used when there is no plain one."""
+    h = sqlite_vault
+    config = tmp_path / "emailproxy.config"
+    config.write_text(_proxy_config(oidc, "some-refresh-token", 1_200_000))
+    rows = {r["mailbox"]: r for r in json.loads(h.run(
+        "import", "email-oauth2-proxy", str(config), "--password-stdin", "--json",
+        input=PROXY_PASSWORD).out)}
+    ms, google = rows[PROXY_MICROSOFT["mailbox"]], rows[PROXY_GOOGLE["mailbox"]]
+    assert (ms["outcome"], google["outcome"]) == ("imported", "imported"), rows
+    client = json.loads(h.ok("client", "show", ms["client"], "--json").out)
+    assert (client["provider"], client["client_id"], client["tenant"], client["cloud"]) == (
+        "microsoft", PROXY_MICROSOFT["client_id"], "contoso.onmicrosoft.com", "global")
+    grant = json.loads(h.ok("grant", "show", PROXY_MICROSOFT["mailbox"], "--json").out)
+    assert grant["protocols"] == ["imap", "smtp"] and grant["tokens"]["refresh_token"] == "held"
+    assert json.loads(h.ok("client", "show", google["client"], "--json").out)["provider"] == \
+        "google"
+    grant = json.loads(h.ok("grant", "show", PROXY_GOOGLE["mailbox"], "--json").out)
+    assert grant["protocols"] == ["imap", "pop", "smtp"]
+    for account in (PROXY_MICROSOFT, PROXY_GOOGLE):
+        for secret in (account["client_secret"], account["refresh_token"]):
+            assert secret.encode() not in h.stored_bytes()
+            assert not any(secret in text for text in h.outputs)
+    revealed = h.ok("client", "show", ms["client"], "--reveal-secret", "--json").out
+    assert json.loads(revealed)["secret"] == PROXY_MICROSOFT["client_secret"]
+
+
+def test_each_imported_account_is_audited_under_its_own_subject_and_the_import_summed_up(
+        sqlite_vault: Harness, oidc, tmp_path: Path) -> None:
+    h = sqlite_vault
+    config = tmp_path / "emailproxy.config"
+    config.write_text(_proxy_config(oidc, "some-refresh-token", None))
+    rows = json.loads(h.run("import", "email-oauth2-proxy", str(config), "--password-stdin",
+                            "--json", input=PROXY_PASSWORD).out)
+    clients = {r["mailbox"]: r["client"] for r in rows if r["outcome"] == "imported"}
+    assert len(set(clients.values())) == 3  # alice's, then the Microsoft account's, then Google's
+    ms = PROXY_MICROSOFT["mailbox"]
+
+    report = json.loads(h.ok("report", "audit", "--mailbox", ms, "--format", "json").out)
+    assert {(r["action"], r["client"]) for r in report} == {("import", clients[ms])}
+    assert len(report) == 2  # its client registered, then its grant
+    entries = [e for e in json.loads(h.ok("audit", "log", "--limit", "0", "--json").out)
+               if e["action"] == "import"]
+    for mailbox, client in clients.items():
+        mine = [e for e in entries if e["subject"].get("client") == client]
+        assert len(mine) == 2 and all(e["subject"]["mailbox"] == mailbox for e in mine), mine
+    (summary,) = [e for e in entries if not e["subject"]]
+    assert summary is entries[-1] and summary["outcome"] == "failed"  # some were skipped
+    assert summary["detail"] == {"source": "email-oauth2-proxy", "accounts": len(rows),
+                                 "imported": 3, "exists": 0, "skipped": len(rows) - 3}
+    assert PROXY_PASSWORD not in json.dumps(entries)
+    assert not any(a["refresh_token"] in json.dumps(entries) for a in (PROXY_MICROSOFT,
+                                                                        PROXY_GOOGLE))
 
 
 def test_a_wrong_password_or_none_is_reported(sqlite_vault: Harness, oidc,

@@ -9,7 +9,9 @@ recorders.
 
 Every use case runs through `use_case`: it writes exactly one audit entry, in the same
 transaction as the change (or, for reads and refusals, in a short transaction of its own before
-anything is returned). If the audit entry cannot be written, nothing happens.
+anything is returned). If the audit entry cannot be written, nothing happens. A batch (an import)
+gives each item a record of its own (`audit_item`), written by that item's commits, and its own
+record then sums the batch up.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ from __future__ import annotations
 import functools
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
@@ -207,6 +210,18 @@ class VaultCore(Application[UUID]):
         if self._audit is None:
             raise WiringError("a change outside a use case would not be audited")
         return self._audit
+
+    @contextmanager
+    def audit_item(self, **subject: str) -> Iterator[AuditRecord]:
+        """One item of a batch use case under a record of its own, so that its commits carry its
+        subject only; the use case's record, which `use_case` writes last unless a commit has
+        carried it, is left for the batch's summary."""
+        batch = self.audit_record
+        self._audit = AuditRecord(batch.action, subject=dict(subject))
+        try:
+            yield self._audit
+        finally:
+            self._audit = batch
 
     def _sealer(self, record: AuditRecord) -> AuditSealer:
         return AuditSealer(

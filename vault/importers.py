@@ -4,6 +4,7 @@ already granted under that client is reported and left alone."""
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from adapters.importers import Account
@@ -22,19 +23,24 @@ class ImportUseCases(GrantUseCases):
         if client and len(apps) > 1:
             raise BadInput(f"the accounts use {len(apps)} different apps: leave out --client "
                            "and vault names one client per app")
-        self.audit_record.detail.update({"source": accounts[0].source if accounts else None,
-                                         "accounts": len(accounts)})
+        summary = self.audit_record
+        summary.detail.update({"source": accounts[0].source if accounts else None,
+                               "accounts": len(accounts)})
         results = []
         for account in accounts:
             row = {"mailbox": account.mailbox, "client": None, "outcome": "skipped",
                    "detail": account.problem}
             if account.problem is None:
-                try:
-                    row.update(self._import_one(account, client))
-                except (DomainError, VaultError) as e:
-                    row["detail"] = str(e)
+                with self.audit_item(mailbox=account.mailbox):
+                    try:
+                        row.update(self._import_one(account, client))
+                    except (DomainError, VaultError) as e:
+                        row["detail"] = str(e)
             results.append(row)
-        self.audit_record.detail["imported"] = sum(r["outcome"] == "imported" for r in results)
+        outcomes = Counter(r["outcome"] for r in results)
+        summary.detail.update({k: outcomes[k] for k in ("imported", "exists", "skipped")})
+        if outcomes["skipped"]:
+            summary.outcome = "failed"  # as the exit code says
         return results
 
     def _client_for(self, account: Account, wanted: str | None) -> tuple[str, bool]:
