@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID
 
 from domain.base import AggregateCreated, VaultAggregate, stable_snapshot
@@ -377,11 +378,12 @@ def _check_secret_dates(created_on: date | None, expires_on: date | None, now: d
 def _is_loopback_http(url: str) -> bool:
     """Plain http is allowed only to a loopback identity provider (tests, `vault sandbox`) or
     redirect: bare `http://localhost` is email-oauth2-proxy's default, and the providers let a
-    native app's loopback redirect use any port."""
-    if url in ("http://127.0.0.1", "http://localhost", "http://[::1]"):
-        return True
-    for prefix in ("http://127.0.0.1:", "http://127.0.0.1/", "http://localhost:", "http://localhost/",
-                   "http://[::1]:", "http://[::1]/"):
-        if url.startswith(prefix):
-            return True
-    return False
+    native app's loopback redirect use any port. Parsed, not prefix-matched:
+    `http://localhost:@evil.example/` is a request to evil.example."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return False
+    return (parts.scheme == "http" and "@" not in parts.netloc
+            and parts.hostname in ("127.0.0.1", "localhost", "::1"))

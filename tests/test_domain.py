@@ -309,3 +309,18 @@ def test_dates_are_checked() -> None:
     with pytest.raises(errors.InvalidInput, match="after its creation"):
         c.add_secret(now=NOW, value=SecretValue("dated~secret-xyz"), created_on=date(2026, 1, 2),
                      expires_on=date(2026, 1, 1))
+
+
+@pytest.mark.parametrize("url", ["http://localhost:@evil.example/token",
+                                 "http://localhost.evil.example/token",
+                                 "http://user@127.0.0.1/token", "http://127.0.0.1:x/token",
+                                 "http://login.example.com/token"])
+def test_plain_http_goes_only_to_this_host(url: str) -> None:
+    """A client secret is posted to the token URL: over plain http only to loopback, checked on
+    the parsed host (`http://localhost:@evil.example` is a request to evil.example)."""
+    with pytest.raises(errors.InvalidInput, match="https"):
+        client(provider="custom", tenant=None, client_id="app", endpoints={"token_url": url})
+    with pytest.raises(errors.InvalidInput, match="redirect-uri"):
+        client(redirect_uri=url)
+    for fine in ("http://localhost", "http://127.0.0.1:8400/callback", "http://[::1]:9/x"):
+        assert client(redirect_uri=fine).redirect_uri == fine

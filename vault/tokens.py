@@ -15,6 +15,7 @@ The refresh protocol (shared/design/architecture.md):
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from collections.abc import Callable
@@ -258,38 +259,40 @@ class TokenUseCases(GrantUseCases, VaultCore):
         else:
             rows = self.views("SELECT * FROM view_grants WHERE status = 'active' "
                               "ORDER BY mailbox_key, client_name")
-        selection = {"selection": mailbox or ("due" if due else "all")}
-        record = self.audit_record
-        record.detail.update(selection)
+        self.audit_record.detail.update({"selection": mailbox or ("due" if due else "all")})
         now = self.now()
         results: list[dict[str, Any]] = []
         for n, row in enumerate(rows, start=1):
             if progress:
                 progress(n, len(rows), row["mailbox"])
-            if not mailbox:  # each grant's commits are audited under that grant
-                record.subject = {"client": row["client_name"], "mailbox": row["mailbox"]}
-                record.detail, record.outcome = dict(selection), "ok"
-            grant: ConsentGrant = self.load_grant(row["grant_uuid"])
-            rotation: TokenRotation = self.load(grant.rotation_id)
-            for resource in grant.scopes:
-                if due and not self._is_due(grant, rotation, resource, now, keepalive_days,
-                                            min_valid):
-                    continue
-                outcome = {"mailbox": row["mailbox"], "client": row["client_name"],
-                           "resource": resource}
-                try:
-                    token = self._refresh_under_lock(row, resource, min_valid=min_valid,
-                                                     force=not due)
-                    outcome.update(outcome="refreshed" if token.refreshed else "fresh",
-                                   expires_at=token.expires_at.isoformat())
-                except (TokenRefreshFailed, GrantUnusable, AdapterError) as e:
-                    outcome.update(outcome="failed", error=str(e))
-                results.append(outcome)
-        if not mailbox:
-            record.subject, record.detail = {}, dict(selection)
-        record.detail["grants"] = len({r["mailbox"] for r in results})
+            with (self.audit_item(client=row["client_name"], mailbox=row["mailbox"])
+                  if not mailbox else contextlib.nullcontext()):  # each grant's commits: its own
+                results += self._refresh_grant(row, due=due, now=now,
+                                               keepalive_days=keepalive_days, min_valid=min_valid)
+        self.audit_record.detail["grants"] = len({r["mailbox"] for r in results})
         if any(r["outcome"] == "failed" for r in results):
-            record.outcome = "failed"
+            self.audit_record.outcome = "failed"
+        return results
+
+    def _refresh_grant(self, row: dict[str, Any], *, due: bool, now: datetime,
+                       keepalive_days: int, min_valid: timedelta) -> list[dict[str, Any]]:
+        results = []
+        grant: ConsentGrant = self.load_grant(row["grant_uuid"])
+        rotation: TokenRotation = self.load(grant.rotation_id)
+        for resource in grant.scopes:
+            if due and not self._is_due(grant, rotation, resource, now, keepalive_days,
+                                        min_valid):
+                continue
+            outcome = {"mailbox": row["mailbox"], "client": row["client_name"],
+                       "resource": resource}
+            try:
+                token = self._refresh_under_lock(row, resource, min_valid=min_valid,
+                                                 force=not due)
+                outcome.update(outcome="refreshed" if token.refreshed else "fresh",
+                               expires_at=token.expires_at.isoformat())
+            except (TokenRefreshFailed, GrantUnusable, AdapterError) as e:
+                outcome.update(outcome="failed", error=str(e))
+            results.append(outcome)
         return results
 
     @staticmethod
