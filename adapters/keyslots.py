@@ -331,10 +331,12 @@ def key_file_from_environment() -> str | None:
     return None
 
 
-def _in_credentials_directory(path: str) -> bool:
-    """systemd grants the service's user read access to a credential through an ACL entry, which
-    shows as a group-read bit (the ACL mask): tolerated there, in a directory others cannot
-    enter, and nowhere else."""
+def _systemd_credential(path: str, info: os.stat_result) -> bool:
+    """systemd hands a credential over as a root:root file and grants the service's user read
+    access through an ACL entry, which shows as a group-read bit (the ACL mask): tolerated for
+    such a file, in $CREDENTIALS_DIRECTORY, a directory others cannot enter, and nowhere else."""
+    if (info.st_uid, info.st_gid) != (0, 0):
+        return False
     credentials = os.environ.get("CREDENTIALS_DIRECTORY")
     if not credentials:
         return False
@@ -359,11 +361,14 @@ def read_key_file(path: str) -> KeyFile:
         info = os.fstat(f.fileno())
         if not stat.S_ISREG(info.st_mode):
             raise UnlockFailed(f"key file {path} is not a regular file")
-        if info.st_mode & (0o037 if _in_credentials_directory(path) else 0o077):
+        if info.st_mode & (0o037 if _systemd_credential(path, info) else 0o077):
             raise UnsafeFile(
                 f"key file {path} is accessible by group or others "
                 f"(mode {stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {path}"
             )
+        if info.st_uid not in (os.geteuid(), 0):  # its owner could read or replace it
+            raise UnsafeFile(f"key file {path} belongs to uid {info.st_uid}, neither this user "
+                             f"nor root; run: chown {os.geteuid()} {path}")
         data = f.read(256)
     text = data.decode("ascii", "replace").strip()
     if not text.startswith(KEYFILE_PREFIX):

@@ -334,19 +334,24 @@ class ScriptedConsent:
                              self.password)
 
 
-@pytest.fixture(scope="session")
-def chromium() -> str:
-    """Debian's Chromium, installed by the suite when it is missing (never skipped)."""
-    path = shutil.which("chromium")
+def debian_tool(binary: str, package: str, needed_for: str) -> str:
+    """A program from a Debian package, installed by the suite when it is missing (a test that
+    needs it is never skipped)."""
+    path = shutil.which(binary)
     if path is None and os.geteuid() == 0 and shutil.which("apt-get"):
         for command in (["apt-get", "update", "-q"],
-                        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"]):
+                        ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]):
             subprocess.run(command, check=False, capture_output=True,
                            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        path = shutil.which("chromium")
+        path = shutil.which(binary)
     if path is None:
-        pytest.fail("Chromium is needed for the browser consent test: apt-get install chromium")
+        pytest.fail(f"{binary} is needed for {needed_for}: apt-get install {package}")
     return path
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    return debian_tool("chromium", "chromium", "the browser tests")
 
 
 # -- mail server ----------------------------------------------------------------------------------

@@ -96,10 +96,10 @@ def _interactive() -> bool:
 def unlock_material(key_file: str | None) -> UnlockMaterial:
     """Key file (--key-file, VAULT_KEY_FILE or a systemd credential), else VAULT_PASSPHRASE,
     else a prompt."""
+    passphrase = take_env_passphrase("VAULT_PASSPHRASE")  # removed even when unused
     path = key_file or key_file_from_environment()
     if path:
         return read_key_file(path)
-    passphrase = take_env_passphrase("VAULT_PASSPHRASE")
     if passphrase is not None:
         return passphrase
     if _interactive():
