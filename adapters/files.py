@@ -3,6 +3,7 @@ renamed into place, so a reader (node_exporter, a web server, a backup job) neve
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 
@@ -21,12 +22,30 @@ def write_atomically(path: str, data: str | bytes, mode: int = 0o600) -> None:
         raise OutputFailed(f"cannot write {path}: {e.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
             f.write(data.encode() if isinstance(data, str) else data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except OSError as e:
-        if os.path.exists(tmp):
+    except BaseException as e:  # an interrupt too: no half-written .vault-* file stays behind
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        raise OutputFailed(f"cannot write {path}: {e.strerror}") from None
+        if isinstance(e, OSError):
+            raise OutputFailed(f"cannot write {path}: {e.strerror}") from None
+        raise
+    _sync_directory(directory)
+
+
+def _sync_directory(directory: str) -> None:
+    """Make the rename durable: without it a crash can bring back the previous file (for a
+    checkpoint, an older one, which would hide a rollback)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return  # some file systems cannot open a directory; the rename itself has happened
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # fsync on a directory is refused by some file systems
+    finally:
+        os.close(fd)
