@@ -179,6 +179,30 @@ def test_long_lived_alert_states_are_snapshotted(fleet: Harness, webhook) -> Non
     assert _alert(fleet, clock, webhook)["sent"] == 0
 
 
+def test_retry_after_is_honoured_up_to_a_cap_and_network_errors_are_retried(
+        fleet: Harness, webhook) -> None:
+    from vault.errors import VaultError
+
+    clock = Clock(T0)
+    webhook.script = [(429, {"Retry-After": "7"}), (503, {"Retry-After": "3600"})]
+    sleeps: list[float] = []
+    assert _alert(fleet, clock, webhook, sleeps)["sent"] == 1
+    assert sleeps == [7.0, 30.0] and webhook.attempts == 3  # an hour is capped at 30 s
+
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}/hooks/s3cr3t-hook-token"
+    sleeps.clear()
+    clock.at += timedelta(days=14)  # critical now: due again
+    with fleet.app(clock=clock) as app, pytest.raises(VaultError) as failed:
+        app.sleep = sleeps.append
+        app.alert(webhook=SecretValue(closed))
+    assert sleeps == [1.0, 2.0, 4.0] and "ConnectError" in str(failed.value)
+    assert "s3cr3t" not in str(failed.value) and "127.0.0.1/..." in str(failed.value)
+
+
 def test_a_refusing_receiver_is_not_retried(fleet: Harness, webhook) -> None:
     _secret_expiring(fleet, "jira", date.today() + timedelta(days=10))
     webhook.script = [404]

@@ -14,7 +14,8 @@ class WebhookReceiver:
         self.received: list[dict[str, Any]] = []  # every accepted payload
         self.attempts = 0  # every POST, refused ones included
         self.paths: list[str] = []
-        self.script: list[int] = []  # statuses to answer before 204
+        # answers before 204: a status, or (status, headers) such as (429, {"Retry-After": "7"})
+        self.script: list[int | tuple[int, dict[str, str]]] = []
         self._lock = threading.Lock()
         receiver = self
 
@@ -27,10 +28,13 @@ class WebhookReceiver:
                 with receiver._lock:
                     receiver.attempts += 1
                     receiver.paths.append(self.path)
-                    status = receiver.script.pop(0) if receiver.script else 204
+                    answer = receiver.script.pop(0) if receiver.script else 204
+                    status, headers = answer if isinstance(answer, tuple) else (answer, {})
                     if status < 300:
                         receiver.received.append(json.loads(body))
                 self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
