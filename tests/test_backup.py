@@ -193,3 +193,25 @@ def test_restore_into_postgresql(sqlite_vault: Harness, tmp_path: Path, request)
     assert _views(target) == _views(sqlite_vault)
     # the passphrase keyslot came along: it opens the restored vault too
     assert target.ok("status", VAULT_KEY_FILE=None, VAULT_PASSPHRASE=PASSPHRASE).code == 0
+
+
+def _zero_audit_entry(h: Harness, seq: int) -> None:
+    """Overwrite one audit ciphertext with zeros, as a broken disk or an intruder would."""
+    (ciphertext,) = h.sql("SELECT ciphertext FROM vault_audit WHERE seq = ?", (seq,))[0]
+    h.sql("UPDATE vault_audit SET ciphertext = ? WHERE seq = ?", (bytes(len(ciphertext)), seq))
+
+
+def test_a_backup_that_fails_its_proof_leaves_the_previous_one_in_place(vault: Harness,
+                                                                         tmp_path: Path) -> None:
+    add_client(vault, "jira")
+    directory = tmp_path / "backups"
+    directory.mkdir()
+    nightly = directory / "vault.backup"
+    vault.ok("backup", str(nightly))
+    good = nightly.read_bytes()
+
+    _zero_audit_entry(vault, 2)
+    result = vault.run("backup", str(nightly))
+    assert result.code == 5 and f"{nightly} was left as it was" in result.err, result.text
+    assert nightly.read_bytes() == good
+    assert os.listdir(directory) == ["vault.backup"]  # no temporary copy left behind

@@ -17,8 +17,8 @@ from adapters.store.copying import (
     CopyFailed,
     copy_store,
     open_backup,
+    staged_backup,
     table_digests,
-    write_backup,
 )
 from vault.admin import AdminUseCases
 from vault.application import VaultCore, use_case
@@ -89,11 +89,14 @@ class BackupUseCases(AdminUseCases):
     @use_case("backup")
     def backup(self, path: Path) -> dict[str, Any]:
         """A consistent, still encrypted copy in one file (SQLite's online backup API, or a
-        REPEATABLE READ snapshot of PostgreSQL), proven before it is reported written."""
-        digests = write_backup(self.store, path)
-        with open_backup(path) as stored:
-            proof, copy = prove_copy(self, stored, digests)
-            copy.close()
+        REPEATABLE READ snapshot of PostgreSQL), proven before it replaces `path`."""
+        try:
+            with staged_backup(self.store, path) as (staged, digests):
+                proof, copy = prove_copy(self, staged, digests)
+                copy.close()
+        except IntegrityViolation as e:
+            raise IntegrityViolation(f"{e}; the unproven copy was discarded and {path} was "
+                                     "left as it was") from None
         self.audit_record.detail.update({"file": str(path), "events": proof["tables"][
             "stored_events"], "audit_entries": proof["audit_entries"]})
         return {"file": str(path), **proof}

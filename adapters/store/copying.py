@@ -146,9 +146,12 @@ def _with_uuids(table: str, columns: list[str], row: tuple[Any, ...]) -> tuple[A
 # -- backup files -------------------------------------------------------------------------------
 
 
-def write_backup(source: Store, path: Path) -> dict[str, tuple[int, str]]:
+@contextmanager
+def staged_backup(source: Store, path: Path) -> Iterator[tuple[Store, dict[str, tuple[int, str]]]]:
     """A consistent, still encrypted copy of the vault in one SQLite file (mode 0600), written
-    beside `path` and renamed into place."""
+    in a private directory beside `path`. Yields it, opened, with the digests of the snapshot it
+    holds; it replaces `path` only if the block (the proof) completes, else `path` is untouched
+    and the copy removed."""
     from adapters.store.sqlite import DB_FILE, SQLiteStore
 
     directory = path.resolve().parent
@@ -163,11 +166,11 @@ def write_backup(source: Store, path: Path) -> dict[str, tuple[int, str]]:
                 digests = source.backup_into(work / DB_FILE)
             else:
                 digests = copy_store(source, staged)
+            os.chmod(work / DB_FILE, 0o600)
+            yield staged, digests
         finally:
-            staged.close()
-        os.chmod(work / DB_FILE, 0o600)
+            staged.close()  # the last connection folds the write-ahead log into the file
         os.replace(work / DB_FILE, path)
-        return digests
     except OSError as e:
         raise OutputFailed(f"cannot write {path}: {e.strerror}") from None
     finally:
