@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from tests.conftest import (
     PASSPHRASE,
     Harness,
+    _pg_connect,
     add_client,
     import_grant,
     make_harness,
@@ -215,3 +218,37 @@ def test_a_backup_that_fails_its_proof_leaves_the_previous_one_in_place(vault: H
     assert result.code == 5 and f"{nightly} was left as it was" in result.err, result.text
     assert nightly.read_bytes() == good
     assert os.listdir(directory) == ["vault.backup"]  # no temporary copy left behind
+
+
+def test_a_backup_is_never_written_into_the_vault_home(sqlite_vault: Harness,
+                                                        tmp_path: Path) -> None:
+    add_client(sqlite_vault, "jira")
+    home = sqlite_vault.home
+    before = sorted(p.name for p in home.iterdir())
+    (tmp_path / "link.backup").symlink_to(home / "vault.db")
+    for file in (home / "vault.db", home / "extra.backup", tmp_path / "link.backup"):
+        result = sqlite_vault.run("backup", str(file))
+        assert result.code == 2 and "inside the vault's home" in result.err, result.text
+    assert sorted(p.name for p in home.iterdir()) == before
+    assert json.loads(sqlite_vault.ok("client", "show", "jira", "--json").out)["name"] == "jira"
+
+
+def test_a_backup_stopped_by_sigterm_leaves_no_temporary_copy(tmp_path: Path, request) -> None:
+    h = make_harness("postgresql", tmp_path, request)
+    h.ok("init", "--no-passphrase", "--key-file", str(h.key_file), VAULT_KEY_FILE=None)
+    add_client(h, "jira")
+    directory = tmp_path / "backups"
+    directory.mkdir()
+    with _pg_connect(h.pg_database) as conn, conn.transaction():
+        # the copy reads every table in turn: it waits here, with its temporary copy begun
+        conn.execute(f"LOCK TABLE {h.schema}.view_secrets IN ACCESS EXCLUSIVE MODE")
+        backup = h.spawn("backup", str(directory / "vault.backup"))
+        deadline = time.monotonic() + 60
+        while not os.listdir(directory):
+            assert backup.poll() is None and time.monotonic() < deadline, backup.communicate()
+            time.sleep(0.02)
+        backup.send_signal(signal.SIGTERM)
+        _, err = backup.communicate(timeout=60)
+    assert backup.returncode == -signal.SIGTERM, err
+    assert "the unfinished copy was removed" in err and "Traceback" not in err, err
+    assert os.listdir(directory) == []

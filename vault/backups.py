@@ -23,6 +23,7 @@ from adapters.store.copying import (
 from vault.admin import AdminUseCases
 from vault.application import VaultCore, use_case
 from vault.audit import raise_if_broken, verify_log
+from vault.errors import BadInput
 
 
 def aggregate_states(app: VaultCore) -> dict[UUID, Any]:
@@ -90,6 +91,9 @@ class BackupUseCases(AdminUseCases):
     def backup(self, path: Path) -> dict[str, Any]:
         """A consistent, still encrypted copy in one file (SQLite's online backup API, or a
         REPEATABLE READ snapshot of PostgreSQL), proven before it replaces `path`."""
+        if self.store.holds(path):
+            raise BadInput(f"{path} is inside the vault's home {self.store.description}: write "
+                           "backups elsewhere")
         try:
             with staged_backup(self.store, path) as (staged, digests):
                 proof, copy = prove_copy(self, staged, digests)

@@ -12,6 +12,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from adapters.errors import (
@@ -203,6 +204,11 @@ class Store(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
+
+    def holds(self, path: Path) -> bool:
+        """Whether `path` is among the store's own files (replacing one would pull the database
+        from under open connections)."""
+        return False
 
     # -- schema ------------------------------------------------------------------------------
 

@@ -145,6 +145,27 @@ def _with_uuids(table: str, columns: list[str], row: tuple[Any, ...]) -> tuple[A
 
 # -- backup files -------------------------------------------------------------------------------
 
+# Temporary copies this process is making, for `discard_unfinished_copies`.
+_UNFINISHED: set[Path] = set()
+
+
+def _temporary_directory(**where: Any) -> Path:
+    work = Path(tempfile.mkdtemp(**where))
+    _UNFINISHED.add(work)
+    return work
+
+
+def _remove(work: Path) -> None:
+    shutil.rmtree(work, ignore_errors=True)
+    _UNFINISHED.discard(work)
+
+
+def discard_unfinished_copies() -> None:
+    """Remove every temporary copy this process is making: for a process about to be stopped
+    (a backup holds the whole vault, still encrypted, and none should be left lying about)."""
+    for work in list(_UNFINISHED):
+        _remove(work)
+
 
 @contextmanager
 def staged_backup(source: Store, path: Path) -> Iterator[tuple[Store, dict[str, tuple[int, str]]]]:
@@ -156,7 +177,7 @@ def staged_backup(source: Store, path: Path) -> Iterator[tuple[Store, dict[str, 
 
     directory = path.resolve().parent
     try:
-        work = Path(tempfile.mkdtemp(dir=directory, prefix=".vault-backup-"))
+        work = _temporary_directory(dir=directory, prefix=".vault-backup-")
     except OSError as e:
         raise OutputFailed(f"cannot write {path}: {e.strerror}") from None
     try:
@@ -174,7 +195,7 @@ def staged_backup(source: Store, path: Path) -> Iterator[tuple[Store, dict[str, 
     except OSError as e:
         raise OutputFailed(f"cannot write {path}: {e.strerror}") from None
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        _remove(work)
 
 
 @contextmanager
@@ -189,7 +210,7 @@ def open_backup(path: Path) -> Iterator[Store]:
                 raise CopyFailed(f"{path} is not a vault backup")
     except OSError as e:
         raise CopyFailed(f"cannot read {path}: {e.strerror}") from None
-    work = Path(tempfile.mkdtemp(prefix="vault-restore-"))
+    work = _temporary_directory(prefix="vault-restore-")
     try:
         try:
             shutil.copyfile(path, work / DB_FILE)
@@ -205,4 +226,4 @@ def open_backup(path: Path) -> Iterator[Store]:
         finally:
             store.close()
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        _remove(work)

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -30,6 +34,25 @@ def _render(verb: str, where: str):
     return render
 
 
+@contextmanager
+def _sigterm_discards_copies() -> Iterator[None]:
+    """SIGTERM (a timer's job stopped) removes the unfinished temporary copy, then ends the
+    process as SIGTERM would have (the database rolls back what was not committed)."""
+    from adapters.store.copying import discard_unfinished_copies
+
+    def stop(signum: int, frame: object) -> None:
+        discard_unfinished_copies()
+        click.echo("vault: stopped by SIGTERM; the unfinished copy was removed", err=True)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @output_format
@@ -37,10 +60,12 @@ def _render(verb: str, where: str):
 def backup(state: CliContext, file: Path, fmt: str, as_json: bool) -> None:
     """Write a consistent, still encrypted copy of the vault to FILE (mode 0600).
 
-    Safe while other processes write. The copy opens with the keyslots the vault had when it was
+    Safe while other processes write; FILE is replaced only once the copy is proven, and must lie
+    outside the vault's home. The copy opens with the keyslots the vault had when it was
     taken: a passphrase changed later does not change the backup's.
     """
-    result = state.app().backup(file)
+    with _sigterm_discards_copies():
+        result = state.app().backup(file)
     emit(result, chosen_format(fmt, as_json), _render("backed up to", str(file)))
 
 
@@ -58,8 +83,9 @@ def restore(state: CliContext, file: Path, fmt: str, as_json: bool) -> None:
     from vault.bootstrap import open_settings_store
     from vault.cli.inputs import material_source
 
-    result = restore_backup(file, lambda: open_settings_store(state.settings, create=True),
-                            material_source(state.key_file))
+    with _sigterm_discards_copies():
+        result = restore_backup(file, lambda: open_settings_store(state.settings, create=True),
+                                material_source(state.key_file))
     emit(result, chosen_format(fmt, as_json), _render("restored into", state.settings.location))
 
 
