@@ -144,6 +144,35 @@ def test_a_backup_taken_while_another_process_writes_is_consistent(vault: Harnes
     assert len(set(sizes)) > 1 and max(sizes) < 122, sizes  # taken while it wrote
 
 
+def test_a_migration_the_source_outran_is_not_reported_proven(vault: Harness, tmp_path: Path,
+                                                              request) -> None:
+    from adapters.store.schema import ddl
+
+    add_client(vault, "jira")
+    target = _new_home(tmp_path, request, "postgresql")
+    view_secrets = next(s for s in ddl(blob="BYTEA", integer="BIGINT") if " view_secrets (" in s)
+    with _pg_connect(target.pg_database) as conn:
+        conn.execute(f"CREATE SCHEMA {target.schema}")
+        conn.execute(f"SET search_path TO {target.schema}")
+        conn.execute(view_secrets)
+        with conn.transaction():
+            # the copy writes the tables in turn, its snapshot of the source taken: it waits here
+            conn.execute("LOCK TABLE view_secrets IN ACCESS EXCLUSIVE MODE")
+            migrate = vault.spawn("migrate", "--to", target.store_url)
+            deadline = time.monotonic() + 60
+            while not conn.execute("SELECT COUNT(*) FROM pg_locks WHERE NOT granted AND "
+                                   "relation = 'view_secrets'::regclass").fetchone()[0]:
+                assert migrate.poll() is None and time.monotonic() < deadline, \
+                    migrate.communicate()
+                time.sleep(0.02)
+            vault.ok("client", "rotate-secret", "jira", "--secret-stdin", "--overlap",
+                     input="Jira~second-secret-0123456789ab")
+        _, err = migrate.communicate(timeout=120)
+    assert migrate.returncode == 1, err
+    assert "1 event(s) / 1 audit entries were written to the source during the copy" in err, err
+    assert "empty the target and run migrate again" in err
+
+
 def test_what_is_wrong_is_refused_before_anything_is_written(sqlite_vault: Harness,
                                                              tmp_path: Path, request) -> None:
     _history(sqlite_vault)

@@ -19,6 +19,7 @@ from adapters.store.copying import (
     open_backup,
     staged_backup,
     table_digests,
+    written_since,
 )
 from vault.admin import AdminUseCases
 from vault.application import VaultCore, use_case
@@ -108,13 +109,21 @@ class BackupUseCases(AdminUseCases):
     @use_case("migrate")
     def migrate(self, target: Store) -> dict[str, Any]:
         """Copy every event, in order, with keys, audit log and read models, into the empty
-        `target`; then prove it. The source is left as it was."""
+        `target`; then prove it, and that the source did not move on meanwhile. The source is
+        left as it was."""
         self.audit_record.detail["to"] = target.description
         if self.store.dialect == target.dialect and self.store.description == target.description:
             raise CopyFailed("the target is the vault's own store")
         digests = copy_store(self.store, target)
         proof, copy = prove_copy(self, target, digests)
-        copy.close()
+        try:  # unlike a backup (a point in time), the target replaces the source: lose nothing
+            events, entries = written_since(self.store, target)
+        finally:
+            copy.close()
+        if events or entries:
+            raise CopyFailed(f"{events} event(s) / {entries} audit entries were written to the "
+                             "source during the copy: stop every writer (vault maintain timers, "
+                             "vault token users), empty the target and run migrate again")
         self.audit_record.detail.update({"events": proof["tables"]["stored_events"]})
         return {"to": target.description, **proof}
 

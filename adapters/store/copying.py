@@ -137,6 +137,22 @@ def copy_store(source: Store, target: Store) -> dict[str, tuple[int, str]]:
     return digests
 
 
+def written_since(source: Store, copy: Store) -> tuple[int, int]:
+    """(events, audit entries) in `source` newer than the newest in `copy`: what a copy of an
+    earlier snapshot misses. Every command appends an audit entry, so any change shows."""
+    with copy.read() as tx:
+        ids = copy.notification_column
+        last_event = tx.one(f"SELECT COALESCE(MAX({ids}), 0) AS n FROM stored_events")["n"]
+        last_entry = tx.one("SELECT COALESCE(MAX(seq), 0) AS n FROM vault_audit")["n"]
+    with source.read() as tx:
+        ids = source.notification_column
+        events = tx.one(f"SELECT COUNT(*) AS n FROM stored_events WHERE {ids} > ?",
+                        (last_event,))["n"]
+        entries = tx.one("SELECT COUNT(*) AS n FROM vault_audit WHERE seq > ?",
+                         (last_entry,))["n"]
+    return events, entries
+
+
 def _with_uuids(table: str, columns: list[str], row: tuple[Any, ...]) -> tuple[Any, ...]:
     wanted = UUID_COLUMNS.get(table, ())
     return tuple(UUID(v) if c in wanted and v is not None else v for c, v in zip(columns, row,

@@ -98,8 +98,8 @@ def restore(state: CliContext, file: Path, fmt: str, as_json: bool) -> None:
 def migrate(state: CliContext, to: str, fmt: str, as_json: bool) -> None:
     """Copy the whole vault, every event in order, into an empty store and prove the copy.
 
-    Stop the writers first: events written to the old store afterwards are not copied. Then point
-    every host at the new store.
+    Stop the writers first: events written to the old store afterwards are not copied, and any
+    written during the copy make it fail. Then point every host at the new store.
     """
     from vault.bootstrap import Settings, open_settings_store
 
