@@ -11,9 +11,11 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tests.conftest import (
     PASSPHRASE,
+    PG_SERVER,
     Harness,
     _pg_connect,
     add_client,
@@ -171,6 +173,32 @@ def test_a_migration_the_source_outran_is_not_reported_proven(vault: Harness, tm
     assert migrate.returncode == 1, err
     assert "1 event(s) / 1 audit entries were written to the source during the copy" in err, err
     assert "empty the target and run migrate again" in err
+
+
+def test_what_the_url_leaves_out_comes_from_the_pg_variables(sqlite_vault: Harness,
+                                                             tmp_path: Path, request,
+                                                             monkeypatch) -> None:
+    from adapters.store.postgres import PostgresStore
+
+    server = urlsplit(PG_SERVER)
+    target = _new_home(tmp_path, request, "postgresql")
+    for name, value in (("PGHOST", server.hostname), ("PGPORT", str(server.port or 5432)),
+                        ("PGUSER", server.username or "postgres"),
+                        ("PGDATABASE", target.pg_database), ("PGPASSWORD", "pw-from-the-env")):
+        monkeypatch.setenv(name, value)
+    url = f"postgresql:///?schema={target.schema}"
+    store = PostgresStore(url)
+    try:
+        with store.datastore.get_connection() as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == {
+                "current_database": target.pg_database}
+            assert conn.info.password == "pw-from-the-env"  # reached libpq (trust ignores it)
+    finally:
+        store.close()
+    add_client(sqlite_vault, "jira")
+    sqlite_vault.ok("migrate", "--to", url)
+    assert json.loads(target.ok("client", "show", "jira", "--json").out)["name"] == "jira"
+    assert not any("pw-from-the-env" in text for text in sqlite_vault.outputs)
 
 
 def test_what_is_wrong_is_refused_before_anything_is_written(sqlite_vault: Harness,
