@@ -244,6 +244,56 @@ def test_what_is_wrong_is_refused_before_anything_is_written(sqlite_vault: Harne
         assert "Traceback" not in text
 
 
+def test_a_backup_with_edited_read_models_is_not_restored(sqlite_vault: Harness,
+                                                          tmp_path: Path, request) -> None:
+    import sqlite3
+
+    _history(sqlite_vault)
+    backup = tmp_path / "vault.backup"
+    sqlite_vault.ok("backup", str(backup))
+    target = _new_home(tmp_path, request)
+    for edit in ("UPDATE view_grants SET status = 'active' WHERE mailbox = 'sales@contoso.com'",
+                 "UPDATE view_grants SET mailbox = 'ceo@contoso.com' "
+                 "WHERE mailbox = 'help@contoso.com'",
+                 "UPDATE view_secrets SET expires_on = '2099-12-31'"):
+        edited = tmp_path / "edited.backup"
+        edited.write_bytes(backup.read_bytes())
+        conn = sqlite3.connect(edited)  # no key needed: the read models are plain rows
+        with conn:
+            assert conn.execute(edit).rowcount >= 1
+        conn.close()
+        result = target.run("restore", str(edited))
+        assert result.code == 5, result.text
+        assert "the read models (view_" in result.err and "do not match the events" in result.err
+        assert target.run("status").code == 4  # nothing was restored
+
+    # a file can bring triggers that make its own rebuild agree; the copy's schema is vault's
+    edited.write_bytes(backup.read_bytes())
+    conn = sqlite3.connect(edited)
+    with conn:
+        conn.execute("UPDATE view_grants SET status = 'active'")
+        conn.execute("CREATE TRIGGER keep AFTER INSERT ON view_grants BEGIN UPDATE view_grants "
+                     "SET status = 'active' WHERE grant_uuid = NEW.grant_uuid; END")
+    conn.close()
+    result = target.run("restore", str(edited))
+    assert result.code == 5 and "do not match the events" in result.err, result.text
+
+
+def test_read_models_edited_in_the_vault_are_not_copied_as_proven(vault: Harness,
+                                                                  tmp_path: Path) -> None:
+    add_client(vault, "jira")
+    import_grant(vault, "help@contoso.com", "jira")
+    vault.ok("grant", "revoke", "help@contoso.com", "--reason", "left the company")
+    vault.sql("UPDATE view_grants SET status = 'active'")
+    backup = vault.run("backup", str(tmp_path / "vault.backup"))
+    assert backup.code == 5 and "do not match the events" in backup.err, backup.text
+    assert not (tmp_path / "vault.backup").exists()
+    migrate = vault.run("migrate", "--to", str(tmp_path / "new-home"))
+    assert migrate.code == 5 and "do not match the events" in migrate.err, migrate.text
+    vault.ok("admin", "rebuild-projections")  # recomputed from the events, it copies again
+    vault.ok("backup", str(tmp_path / "vault.backup"))
+
+
 def test_restore_into_postgresql(sqlite_vault: Harness, tmp_path: Path, request) -> None:
     _history(sqlite_vault)
     backup = tmp_path / "vault.backup"

@@ -19,16 +19,19 @@ from adapters.store.copying import (
     open_backup,
     staged_backup,
     table_digests,
+    view_digests,
     written_since,
 )
+from adapters.store.schema import VIEW_TABLES
 from vault.admin import AdminUseCases
 from vault.application import VaultCore, use_case
 from vault.audit import raise_if_broken, verify_log
 from vault.errors import BadInput
 
 
-def aggregate_states(app: VaultCore) -> dict[UUID, Any]:
-    """Every aggregate as it loads (decrypted) from the app's store."""
+def aggregate_states(app: VaultCore, loaded: dict[UUID, Any] | None = None) -> dict[UUID, Any]:
+    """Every aggregate as it loads (decrypted) from the app's store; the aggregates themselves
+    are kept in `loaded`, if given."""
     states: dict[UUID, Any] = {}
     for row in app.store.query("SELECT DISTINCT originator_id FROM stored_events"):
         aggregate_id = UUID(str(row["originator_id"]))  # hex on SQLite, a UUID on PostgreSQL
@@ -38,6 +41,8 @@ def aggregate_states(app: VaultCore) -> dict[UUID, Any]:
             states[aggregate_id] = "purged"
             continue
         states[aggregate_id] = (type(aggregate).__name__, aggregate.version, vars(aggregate))
+        if loaded is not None:
+            loaded[aggregate_id] = aggregate
     return states
 
 
@@ -62,11 +67,26 @@ def _verify_audit(store: Store) -> int:
     return report.entries
 
 
+def check_read_models(app: AdminUseCases, stored: dict[str, tuple[int, str]],
+                      loaded: dict[UUID, Any] | None = None) -> None:
+    """The read models (`stored`: their digests) are what the app's events give (aggregates in
+    `loaded` are not loaded again). They are plain rows, editable without the key: a difference
+    means they were edited."""
+    known = loaded or {}
+    views, _ = app.rebuilt_views(load=lambda i: known[i] if i in known else app.load(i))
+    rebuilt = view_digests(app.store, views)
+    different = [t for t in VIEW_TABLES if rebuilt[t] != stored[t]]
+    if different:
+        raise IntegrityViolation(f"the read models ({', '.join(different)}) do not match the "
+                                 "events: they were edited outside vault")
+
+
 def prove_copy(source: VaultCore, target: Store,
                digests: dict[str, tuple[int, str]]) -> tuple[dict[str, Any], VaultCore]:
-    """The copy in `target` equals the snapshot `digests` describe, verifies, and unlocks (with
-    the source's key) to the source's state. Returns the proof and the unlocked copy (which now
-    owns `target`). Raises IntegrityViolation otherwise."""
+    """The copy in `target` equals the snapshot `digests` describe, verifies, unlocks (with the
+    source's key) to the source's state, and its read models are what its events give. Returns
+    the proof and the unlocked copy (which now owns `target`). Raises IntegrityViolation
+    otherwise."""
     from vault.bootstrap import unlock_store
 
     copied = table_digests(target)
@@ -75,13 +95,18 @@ def prove_copy(source: VaultCore, target: Store,
         raise IntegrityViolation(f"the copy differs from its source in {', '.join(different)}")
     entries = _verify_audit(target)
     copy = unlock_store(target, lambda header: source.unlock_material)
-    states = aggregate_states(copy)
-    different = [aggregate_id for aggregate_id, state in states.items()
-                 if not _as_in_source(source, aggregate_id, state)]
-    if different:
+    try:
+        loaded: dict[UUID, Any] = {}
+        states = aggregate_states(copy, loaded)
+        different = [aggregate_id for aggregate_id, state in states.items()
+                     if not _as_in_source(source, aggregate_id, state)]
+        if different:
+            raise IntegrityViolation(f"{len(different)} aggregate(s) of the copy do not unlock "
+                                     f"to their state in the source (e.g. {different[0]})")
+        check_read_models(copy, copied, loaded)  # in the copy's schema: no file brings its own
+    except BaseException:
         copy.close()
-        raise IntegrityViolation(f"{len(different)} aggregate(s) of the copy do not unlock to "
-                                 f"their state in the source (e.g. {different[0]})")
+        raise
     return {"tables": {t: count for t, (count, _) in copied.items()}, "audit_entries": entries,
             "aggregates": len(states),
             "purged": sum(1 for s in states.values() if s == "purged")}, copy
@@ -143,6 +168,8 @@ def restore(path: Path, open_target: Callable[[], Store], material_source) -> di
     with open_backup(path) as stored:
         _verify_audit(stored)
         source = unlock_store(stored, material_source)
+        # a plain edit of the file is refused here, before anything is written
+        check_read_models(source, table_digests(stored, VIEW_TABLES))
         target = open_target()
         try:
             digests = copy_store(stored, target)

@@ -14,7 +14,7 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,8 @@ from uuid import UUID
 
 from adapters.errors import AdapterError, NotInitialised, StoreUnavailable
 from adapters.files import OutputFailed
-from adapters.store.base import Store, Tx, _check_identifier
+from adapters.store.base import Store, Tx, ViewChange, _check_identifier
+from adapters.store.schema import VIEW_TABLES
 
 # Every table of a vault, in a fixed order, each with the columns that order its rows (text
 # columns are compared byte-wise on both databases, whatever PostgreSQL's locale).
@@ -95,10 +96,11 @@ class _Digest:
         return self.count, self.sha.hexdigest()
 
 
-def digests_in(store: Store, tx: Tx) -> dict[str, tuple[int, str]]:
+def digests_in(store: Store, tx: Tx,
+               tables: Iterable[str] = TABLES) -> dict[str, tuple[int, str]]:
     """Per table: (rows, digest of every value in order), as `tx` sees them."""
     result = {}
-    for table in TABLES:
+    for table in tables:
         digest = _Digest()
         for _, rows in _rows(store, tx, table):
             digest.add(rows)
@@ -106,10 +108,18 @@ def digests_in(store: Store, tx: Tx) -> dict[str, tuple[int, str]]:
     return result
 
 
-def table_digests(store: Store) -> dict[str, tuple[int, str]]:
+def table_digests(store: Store, tables: Iterable[str] = TABLES) -> dict[str, tuple[int, str]]:
     """`digests_in` one snapshot of the store."""
     with store.snapshot() as tx:
-        return digests_in(store, tx)
+        return digests_in(store, tx, tables)
+
+
+def view_digests(store: Store, views: list[ViewChange]) -> dict[str, tuple[int, str]]:
+    """The digests of the read models if they held `views` alone (written, in the store's own
+    schema, in a transaction that is rolled back)."""
+    with store.read() as tx:
+        store.replace_views(tx, views)
+        return digests_in(store, tx, VIEW_TABLES)
 
 
 def copy_store(source: Store, target: Store) -> dict[str, tuple[int, str]]:
@@ -216,8 +226,8 @@ def staged_backup(source: Store, path: Path) -> Iterator[tuple[Store, dict[str, 
 
 @contextmanager
 def open_backup(path: Path) -> Iterator[Store]:
-    """A backup file as a read-only store (on a private copy: the file itself is never changed,
-    and needs no private directory of its own)."""
+    """A backup file as a store, on a private copy: the file itself is never changed, and needs
+    no private directory of its own."""
     from adapters.store.sqlite import DB_FILE, SQLiteStore
 
     try:
@@ -232,7 +242,7 @@ def open_backup(path: Path) -> Iterator[Store]:
             shutil.copyfile(path, work / DB_FILE)
         except OSError as e:
             raise CopyFailed(f"cannot copy {path} to read it: {e.strerror}") from None
-        store = SQLiteStore(work, read_only=True)
+        store = SQLiteStore(work)  # writable: the read models are checked by rewriting them
         try:
             try:
                 store.read_header()

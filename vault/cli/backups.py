@@ -29,7 +29,7 @@ def _render(verb: str, where: str):
                    f"{data['aggregates']} aggregates ({data['purged']} purged), "
                    f"{data['audit_entries']} audit entries")
         click.echo("proof: every table identical to the snapshot copied, audit log verified, "
-                   "unlocks to the same state")
+                   "unlocks to the same state, read models match the events")
 
     return render
 
