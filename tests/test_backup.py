@@ -215,6 +215,14 @@ def test_what_is_wrong_is_refused_before_anything_is_written(sqlite_vault: Harne
     target = _new_home(tmp_path, request)
     result = target.run("restore", str(not_a_backup))
     assert result.code == 1 and "is not a vault backup" in result.err
+    missing = target.run("restore", str(tmp_path / "missing.backup"))
+    assert missing.code == 2 and "cannot read" in missing.err, missing.text
+    damaged = tmp_path / "damaged.backup"
+    data = backup.read_bytes()
+    middle = len(data) // 2 // 4096 * 4096  # one page in the middle of the file overwritten
+    damaged.write_bytes(data[:middle] + b"\xff" * 4096 + data[middle + 4096:])
+    result = target.run("restore", str(damaged))
+    assert result.code == 5 and "is damaged" in result.err, result.text
 
     wrong_key = tmp_path / "other.key"
     other = _new_home(tmp_path, request, name="other")
@@ -240,6 +248,12 @@ def test_what_is_wrong_is_refused_before_anything_is_written(sqlite_vault: Harne
     assert with_password.code == 2 and "hunter2" not in with_password.text
     itself = sqlite_vault.run("migrate", "--to", str(sqlite_vault.home))
     assert itself.code == 1 and "own store" in itself.err
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    readable = sqlite_vault.run("migrate", "--to", str(shared))
+    assert readable.code == 2 and "chmod 700" in readable.err and "mode 0700" in readable.err
+    assert list(shared.iterdir()) == []
     for text in (into_a_vault.text, result.text):
         assert "Traceback" not in text
 
@@ -277,6 +291,7 @@ def test_a_backup_with_edited_read_models_is_not_restored(sqlite_vault: Harness,
     conn.close()
     result = target.run("restore", str(edited))
     assert result.code == 5 and "do not match the events" in result.err, result.text
+    assert f"{target.home} now holds this unproven copy" in result.err
 
 
 def test_read_models_edited_in_the_vault_are_not_copied_as_proven(vault: Harness,

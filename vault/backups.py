@@ -160,9 +160,10 @@ class BackupUseCases(AdminUseCases):
 
 def restore(path: Path, open_target: Callable[[], Store], material_source) -> dict[str, Any]:
     """Restore the backup at `path` into an empty store (opened only once the backup has
-    unlocked with the given key and its audit log verified). The copy is one transaction, then
-    proven and recorded in the restored vault's own audit log. If the proof fails (exit 5), the
-    unproven copy is left for inspection: empty the target before trying again."""
+    unlocked with the given key, its audit log verified and its read models checked). The copy
+    is one transaction, then proven and recorded in the restored vault's own audit log. If the
+    proof fails (exit 5), the unproven copy is left for inspection: empty the target before
+    trying again."""
     from vault.bootstrap import unlock_store
 
     with open_backup(path) as stored:
@@ -176,7 +177,12 @@ def restore(path: Path, open_target: Callable[[], Store], material_source) -> di
         except BaseException:
             target.close()
             raise
-        proof, restored = prove_copy(source, target, digests)
+        try:
+            proof, restored = prove_copy(source, target, digests)
+        except IntegrityViolation as e:
+            target.close()
+            raise IntegrityViolation(f"{e}; {target.description} now holds this unproven copy: "
+                                     "inspect it, then empty it before restoring again") from None
     try:
         restored.record_restore(path, proof)
     finally:

@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from adapters.errors import AdapterError, NotInitialised, StoreUnavailable
-from adapters.files import OutputFailed
+from eventsourcing.persistence import PersistenceError
+
+from adapters.errors import AdapterError, IntegrityViolation, NotInitialised, StoreUnavailable
+from adapters.files import InputUnreadable, OutputFailed
 from adapters.store.base import Store, Tx, ViewChange, _check_identifier
 from adapters.store.schema import VIEW_TABLES
 
@@ -224,6 +226,19 @@ def staged_backup(source: Store, path: Path) -> Iterator[tuple[Store, dict[str, 
         _remove(work)
 
 
+def _check_intact(store: Store, path: Path) -> None:
+    """SQLite's own check of every page and index: a damaged file is named as such, before any
+    query on it fails half way (or an index missing rows makes a copy miss them)."""
+    try:
+        with store.read() as tx:
+            verdict = tx.one("PRAGMA integrity_check(1)")[0]
+    except (sqlite3.DatabaseError, PersistenceError) as e:
+        verdict = str(e)
+    if verdict != "ok":
+        raise IntegrityViolation(f"{path} is damaged ({' '.join(verdict.split())[:200]}): "
+                                 "restore another backup")
+
+
 @contextmanager
 def open_backup(path: Path) -> Iterator[Store]:
     """A backup file as a store, on a private copy: the file itself is never changed, and needs
@@ -235,7 +250,7 @@ def open_backup(path: Path) -> Iterator[Store]:
             if f.read(16) != b"SQLite format 3\x00":
                 raise CopyFailed(f"{path} is not a vault backup")
     except OSError as e:
-        raise CopyFailed(f"cannot read {path}: {e.strerror}") from None
+        raise InputUnreadable(f"cannot read {path}: {e.strerror}") from None
     work = _temporary_directory(prefix="vault-restore-")
     try:
         try:
@@ -246,8 +261,9 @@ def open_backup(path: Path) -> Iterator[Store]:
         try:
             try:
                 store.read_header()
-            except (sqlite3.DatabaseError, StoreUnavailable, NotInitialised):
+            except (sqlite3.DatabaseError, PersistenceError, StoreUnavailable, NotInitialised):
                 raise CopyFailed(f"{path} is not a vault backup") from None
+            _check_intact(store, path)
             yield store
         finally:
             store.close()

@@ -53,6 +53,19 @@ def _sigterm_discards_copies() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _open_target(settings):
+    """The empty store to copy into. A directory others can read is a wrong --to or home here
+    (exit 2), not a key that fails to unlock."""
+    from adapters.errors import UnsafeFile
+    from vault.bootstrap import open_settings_store
+
+    try:
+        return open_settings_store(settings, create=True)
+    except UnsafeFile as e:
+        raise BadInput(f"{e}; or name a directory that does not exist yet (vault creates it "
+                       "with mode 0700)") from None
+
+
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
 @output_format
@@ -80,11 +93,10 @@ def restore(state: CliContext, file: Path, fmt: str, as_json: bool) -> None:
     written; the restored vault records the restore in its audit log.
     """
     from vault.backups import restore as restore_backup
-    from vault.bootstrap import open_settings_store
     from vault.cli.inputs import material_source
 
     with _sigterm_discards_copies():
-        result = restore_backup(file, lambda: open_settings_store(state.settings, create=True),
+        result = restore_backup(file, lambda: _open_target(state.settings),
                                 material_source(state.key_file))
     emit(result, chosen_format(fmt, as_json), _render("restored into", state.settings.location))
 
@@ -92,7 +104,7 @@ def restore(state: CliContext, file: Path, fmt: str, as_json: bool) -> None:
 @click.command()
 @click.option("--to", "to", required=True, metavar="URL|DIR",
               help="postgresql://user@host/db?schema=s (password in ~/.pgpass or PGPASSWORD), "
-                   "or the directory of a new SQLite home.")
+                   "or the directory of a new SQLite home (created 0700, or already 0700).")
 @output_format
 @pass_cli
 def migrate(state: CliContext, to: str, fmt: str, as_json: bool) -> None:
@@ -101,7 +113,7 @@ def migrate(state: CliContext, to: str, fmt: str, as_json: bool) -> None:
     Stop the writers first: events written to the old store afterwards are not copied, and any
     written during the copy make it fail. Then point every host at the new store.
     """
-    from vault.bootstrap import Settings, open_settings_store
+    from vault.bootstrap import Settings
 
     if to.startswith(("postgresql://", "postgres://")):
         if urlsplit(to).password:
@@ -110,7 +122,7 @@ def migrate(state: CliContext, to: str, fmt: str, as_json: bool) -> None:
         target_settings = Settings(home=state.settings.home, store_url=to)
     else:
         target_settings = Settings(home=Path(to).expanduser())
-    target = open_settings_store(target_settings, create=True)
+    target = _open_target(target_settings)
     try:
         result = state.app().migrate(target)
     finally:
