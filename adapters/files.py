@@ -14,6 +14,10 @@ class OutputFailed(AdapterError):
     """An output file could not be written (missing directory, no permission, disk full)."""
 
 
+class InputUnreadable(AdapterError):
+    """An input file could not be read (missing, no permission)."""
+
+
 def write_atomically(path: str, data: str | bytes, mode: int = 0o600) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     try:

@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from tests.conftest import (
     PASSPHRASE,
+    PG_SERVER,
     Harness,
+    _pg_connect,
     add_client,
     import_grant,
     make_harness,
@@ -141,6 +146,61 @@ def test_a_backup_taken_while_another_process_writes_is_consistent(vault: Harnes
     assert len(set(sizes)) > 1 and max(sizes) < 122, sizes  # taken while it wrote
 
 
+def test_a_migration_the_source_outran_is_not_reported_proven(vault: Harness, tmp_path: Path,
+                                                              request) -> None:
+    from adapters.store.schema import ddl
+
+    add_client(vault, "jira")
+    target = _new_home(tmp_path, request, "postgresql")
+    view_secrets = next(s for s in ddl(blob="BYTEA", integer="BIGINT") if " view_secrets (" in s)
+    with _pg_connect(target.pg_database) as conn:
+        conn.execute(f"CREATE SCHEMA {target.schema}")
+        conn.execute(f"SET search_path TO {target.schema}")
+        conn.execute(view_secrets)
+        with conn.transaction():
+            # the copy writes the tables in turn, its snapshot of the source taken: it waits here
+            conn.execute("LOCK TABLE view_secrets IN ACCESS EXCLUSIVE MODE")
+            migrate = vault.spawn("migrate", "--to", target.store_url)
+            deadline = time.monotonic() + 60
+            while not conn.execute("SELECT COUNT(*) FROM pg_locks WHERE NOT granted AND "
+                                   "relation = 'view_secrets'::regclass").fetchone()[0]:
+                assert migrate.poll() is None and time.monotonic() < deadline, \
+                    migrate.communicate()
+                time.sleep(0.02)
+            vault.ok("client", "rotate-secret", "jira", "--secret-stdin", "--overlap",
+                     input="Jira~second-secret-0123456789ab")
+        _, err = migrate.communicate(timeout=120)
+    assert migrate.returncode == 1, err
+    assert "1 event(s) / 1 audit entries were written to the source during the copy" in err, err
+    assert "empty the target and run migrate again" in err
+
+
+def test_what_the_url_leaves_out_comes_from_the_pg_variables(sqlite_vault: Harness,
+                                                             tmp_path: Path, request,
+                                                             monkeypatch) -> None:
+    from adapters.store.postgres import PostgresStore
+
+    server = urlsplit(PG_SERVER)
+    target = _new_home(tmp_path, request, "postgresql")
+    for name, value in (("PGHOST", server.hostname), ("PGPORT", str(server.port or 5432)),
+                        ("PGUSER", server.username or "postgres"),
+                        ("PGDATABASE", target.pg_database), ("PGPASSWORD", "pw-from-the-env")):
+        monkeypatch.setenv(name, value)
+    url = f"postgresql:///?schema={target.schema}"
+    store = PostgresStore(url)
+    try:
+        with store.datastore.get_connection() as conn:
+            assert conn.execute("SELECT current_database()").fetchone() == {
+                "current_database": target.pg_database}
+            assert conn.info.password == "pw-from-the-env"  # reached libpq (trust ignores it)
+    finally:
+        store.close()
+    add_client(sqlite_vault, "jira")
+    sqlite_vault.ok("migrate", "--to", url)
+    assert json.loads(target.ok("client", "show", "jira", "--json").out)["name"] == "jira"
+    assert not any("pw-from-the-env" in text for text in sqlite_vault.outputs)
+
+
 def test_what_is_wrong_is_refused_before_anything_is_written(sqlite_vault: Harness,
                                                              tmp_path: Path, request) -> None:
     _history(sqlite_vault)
@@ -155,6 +215,14 @@ def test_what_is_wrong_is_refused_before_anything_is_written(sqlite_vault: Harne
     target = _new_home(tmp_path, request)
     result = target.run("restore", str(not_a_backup))
     assert result.code == 1 and "is not a vault backup" in result.err
+    missing = target.run("restore", str(tmp_path / "missing.backup"))
+    assert missing.code == 2 and "cannot read" in missing.err, missing.text
+    damaged = tmp_path / "damaged.backup"
+    data = backup.read_bytes()
+    middle = len(data) // 2 // 4096 * 4096  # one page in the middle of the file overwritten
+    damaged.write_bytes(data[:middle] + b"\xff" * 4096 + data[middle + 4096:])
+    result = target.run("restore", str(damaged))
+    assert result.code == 5 and "is damaged" in result.err, result.text
 
     wrong_key = tmp_path / "other.key"
     other = _new_home(tmp_path, request, name="other")
@@ -180,8 +248,65 @@ def test_what_is_wrong_is_refused_before_anything_is_written(sqlite_vault: Harne
     assert with_password.code == 2 and "hunter2" not in with_password.text
     itself = sqlite_vault.run("migrate", "--to", str(sqlite_vault.home))
     assert itself.code == 1 and "own store" in itself.err
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    readable = sqlite_vault.run("migrate", "--to", str(shared))
+    assert readable.code == 2 and "chmod 700" in readable.err and "mode 0700" in readable.err
+    assert list(shared.iterdir()) == []
     for text in (into_a_vault.text, result.text):
         assert "Traceback" not in text
+
+
+def test_a_backup_with_edited_read_models_is_not_restored(sqlite_vault: Harness,
+                                                          tmp_path: Path, request) -> None:
+    import sqlite3
+
+    _history(sqlite_vault)
+    backup = tmp_path / "vault.backup"
+    sqlite_vault.ok("backup", str(backup))
+    target = _new_home(tmp_path, request)
+    for edit in ("UPDATE view_grants SET status = 'active' WHERE mailbox = 'sales@contoso.com'",
+                 "UPDATE view_grants SET mailbox = 'ceo@contoso.com' "
+                 "WHERE mailbox = 'help@contoso.com'",
+                 "UPDATE view_secrets SET expires_on = '2099-12-31'"):
+        edited = tmp_path / "edited.backup"
+        edited.write_bytes(backup.read_bytes())
+        conn = sqlite3.connect(edited)  # no key needed: the read models are plain rows
+        with conn:
+            assert conn.execute(edit).rowcount >= 1
+        conn.close()
+        result = target.run("restore", str(edited))
+        assert result.code == 5, result.text
+        assert "the read models (view_" in result.err and "do not match the events" in result.err
+        assert target.run("status").code == 4  # nothing was restored
+
+    # a file can bring triggers that make its own rebuild agree; the copy's schema is vault's
+    edited.write_bytes(backup.read_bytes())
+    conn = sqlite3.connect(edited)
+    with conn:
+        conn.execute("UPDATE view_grants SET status = 'active'")
+        conn.execute("CREATE TRIGGER keep AFTER INSERT ON view_grants BEGIN UPDATE view_grants "
+                     "SET status = 'active' WHERE grant_uuid = NEW.grant_uuid; END")
+    conn.close()
+    result = target.run("restore", str(edited))
+    assert result.code == 5 and "do not match the events" in result.err, result.text
+    assert f"{target.home} now holds this unproven copy" in result.err
+
+
+def test_read_models_edited_in_the_vault_are_not_copied_as_proven(vault: Harness,
+                                                                  tmp_path: Path) -> None:
+    add_client(vault, "jira")
+    import_grant(vault, "help@contoso.com", "jira")
+    vault.ok("grant", "revoke", "help@contoso.com", "--reason", "left the company")
+    vault.sql("UPDATE view_grants SET status = 'active'")
+    backup = vault.run("backup", str(tmp_path / "vault.backup"))
+    assert backup.code == 5 and "do not match the events" in backup.err, backup.text
+    assert not (tmp_path / "vault.backup").exists()
+    migrate = vault.run("migrate", "--to", str(tmp_path / "new-home"))
+    assert migrate.code == 5 and "do not match the events" in migrate.err, migrate.text
+    vault.ok("admin", "rebuild-projections")  # recomputed from the events, it copies again
+    vault.ok("backup", str(tmp_path / "vault.backup"))
 
 
 def test_restore_into_postgresql(sqlite_vault: Harness, tmp_path: Path, request) -> None:
@@ -193,3 +318,59 @@ def test_restore_into_postgresql(sqlite_vault: Harness, tmp_path: Path, request)
     assert _views(target) == _views(sqlite_vault)
     # the passphrase keyslot came along: it opens the restored vault too
     assert target.ok("status", VAULT_KEY_FILE=None, VAULT_PASSPHRASE=PASSPHRASE).code == 0
+
+
+def _zero_audit_entry(h: Harness, seq: int) -> None:
+    """Overwrite one audit ciphertext with zeros, as a broken disk or an intruder would."""
+    (ciphertext,) = h.sql("SELECT ciphertext FROM vault_audit WHERE seq = ?", (seq,))[0]
+    h.sql("UPDATE vault_audit SET ciphertext = ? WHERE seq = ?", (bytes(len(ciphertext)), seq))
+
+
+def test_a_backup_that_fails_its_proof_leaves_the_previous_one_in_place(vault: Harness,
+                                                                         tmp_path: Path) -> None:
+    add_client(vault, "jira")
+    directory = tmp_path / "backups"
+    directory.mkdir()
+    nightly = directory / "vault.backup"
+    vault.ok("backup", str(nightly))
+    good = nightly.read_bytes()
+
+    _zero_audit_entry(vault, 2)
+    result = vault.run("backup", str(nightly))
+    assert result.code == 5 and f"{nightly} was left as it was" in result.err, result.text
+    assert nightly.read_bytes() == good
+    assert os.listdir(directory) == ["vault.backup"]  # no temporary copy left behind
+
+
+def test_a_backup_is_never_written_into_the_vault_home(sqlite_vault: Harness,
+                                                        tmp_path: Path) -> None:
+    add_client(sqlite_vault, "jira")
+    home = sqlite_vault.home
+    before = sorted(p.name for p in home.iterdir())
+    (tmp_path / "link.backup").symlink_to(home / "vault.db")
+    for file in (home / "vault.db", home / "extra.backup", tmp_path / "link.backup"):
+        result = sqlite_vault.run("backup", str(file))
+        assert result.code == 2 and "inside the vault's home" in result.err, result.text
+    assert sorted(p.name for p in home.iterdir()) == before
+    assert json.loads(sqlite_vault.ok("client", "show", "jira", "--json").out)["name"] == "jira"
+
+
+def test_a_backup_stopped_by_sigterm_leaves_no_temporary_copy(tmp_path: Path, request) -> None:
+    h = make_harness("postgresql", tmp_path, request)
+    h.ok("init", "--no-passphrase", "--key-file", str(h.key_file), VAULT_KEY_FILE=None)
+    add_client(h, "jira")
+    directory = tmp_path / "backups"
+    directory.mkdir()
+    with _pg_connect(h.pg_database) as conn, conn.transaction():
+        # the copy reads every table in turn: it waits here, with its temporary copy begun
+        conn.execute(f"LOCK TABLE {h.schema}.view_secrets IN ACCESS EXCLUSIVE MODE")
+        backup = h.spawn("backup", str(directory / "vault.backup"))
+        deadline = time.monotonic() + 60
+        while not os.listdir(directory):
+            assert backup.poll() is None and time.monotonic() < deadline, backup.communicate()
+            time.sleep(0.02)
+        backup.send_signal(signal.SIGTERM)
+        _, err = backup.communicate(timeout=60)
+    assert backup.returncode == -signal.SIGTERM, err
+    assert "the unfinished copy was removed" in err and "Traceback" not in err, err
+    assert os.listdir(directory) == []

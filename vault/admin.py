@@ -9,7 +9,7 @@ from uuid import UUID
 
 from adapters.errors import SubjectPurged
 from adapters.keyring import AUDIT_KEY_ID
-from adapters.store import AuditRow, Changes, Checkpoint
+from adapters.store import AuditRow, Changes, Checkpoint, ViewChange
 from domain.credentials import ClientCredential
 from domain.grants import ConsentGrant
 from vault.application import VaultCore, use_case
@@ -72,6 +72,36 @@ class AdminUseCases(VaultCore):
         return (export_checkpoint(self.header.vault_id, self.header.audit_public_key, checkpoint),
                 checkpoint.size)
 
+    def rebuilt_views(self, progress: Progress | None = None,
+                      load: Callable[[UUID], Any] | None = None) -> tuple[list[ViewChange],
+                                                                           dict[str, int]]:
+        """The read models as the events give them (every aggregate replayed, by `load` if given;
+        purged subjects have none), and how many clients, grants and purged subjects that took."""
+        load = load or self.load
+        views: list[ViewChange] = []
+        ids = self._aggregate_ids()
+        total, done, purged = len(ids["client"]) + len(ids["grant"]), 0, 0
+        providers: dict[UUID, tuple[str, bool]] = {}
+        for kind in ("client", "grant"):
+            for aggregate_id in ids[kind]:
+                try:
+                    if kind == "client":
+                        client = load(aggregate_id)
+                        views.extend(client_changes(client))
+                        providers[client.id] = (client.provider, client.google_testing)
+                    else:
+                        grant = load(aggregate_id)
+                        provider, testing = providers.get(grant.client_id, ("custom", False))
+                        views.extend(grant_changes(grant, provider, testing))
+                        views.extend(rotation_changes(load(grant.rotation_id)))
+                except SubjectPurged:
+                    purged += 1
+                done += 1
+                if progress:
+                    progress(done, total)
+        return views, {"clients": len(ids["client"]), "grants": len(ids["grant"]),
+                       "purged": purged}
+
     @use_case("admin rebuild-projections")
     def rebuild_projections(self, progress: Progress | None = None) -> dict[str, int]:
         """Clear the read models and replay every aggregate, in one transaction during which
@@ -79,27 +109,9 @@ class AdminUseCases(VaultCore):
         result: dict[str, int] = {}
 
         def replay(changes: Changes) -> None:
-            ids = self._aggregate_ids()
-            total, done, purged = len(ids["client"]) + len(ids["grant"]), 0, 0
-            providers: dict[UUID, tuple[str, bool]] = {}
-            for kind in ("client", "grant"):
-                for aggregate_id in ids[kind]:
-                    try:
-                        if kind == "client":
-                            client = self.load(aggregate_id)
-                            changes.views.extend(client_changes(client))
-                            providers[client.id] = (client.provider, client.google_testing)
-                        else:
-                            grant = self.load(aggregate_id)
-                            provider, testing = providers.get(grant.client_id, ("custom", False))
-                            changes.views.extend(grant_changes(grant, provider, testing))
-                            changes.views.extend(rotation_changes(self.load(grant.rotation_id)))
-                    except SubjectPurged:
-                        purged += 1
-                    done += 1
-                    if progress:
-                        progress(done, total)
-            result.update(clients=len(ids["client"]), grants=len(ids["grant"]), purged=purged)
+            views, counts = self.rebuilt_views(progress)
+            changes.views.extend(views)
+            result.update(counts)
             self.audit_record.detail.update(result)
 
         self.commit(changes=Changes(clear_views=True, prepare=replay))

@@ -17,16 +17,21 @@ from adapters.store.copying import (
     CopyFailed,
     copy_store,
     open_backup,
+    staged_backup,
     table_digests,
-    write_backup,
+    view_digests,
+    written_since,
 )
+from adapters.store.schema import VIEW_TABLES
 from vault.admin import AdminUseCases
 from vault.application import VaultCore, use_case
 from vault.audit import raise_if_broken, verify_log
+from vault.errors import BadInput
 
 
-def aggregate_states(app: VaultCore) -> dict[UUID, Any]:
-    """Every aggregate as it loads (decrypted) from the app's store."""
+def aggregate_states(app: VaultCore, loaded: dict[UUID, Any] | None = None) -> dict[UUID, Any]:
+    """Every aggregate as it loads (decrypted) from the app's store; the aggregates themselves
+    are kept in `loaded`, if given."""
     states: dict[UUID, Any] = {}
     for row in app.store.query("SELECT DISTINCT originator_id FROM stored_events"):
         aggregate_id = UUID(str(row["originator_id"]))  # hex on SQLite, a UUID on PostgreSQL
@@ -36,6 +41,8 @@ def aggregate_states(app: VaultCore) -> dict[UUID, Any]:
             states[aggregate_id] = "purged"
             continue
         states[aggregate_id] = (type(aggregate).__name__, aggregate.version, vars(aggregate))
+        if loaded is not None:
+            loaded[aggregate_id] = aggregate
     return states
 
 
@@ -54,17 +61,32 @@ def _as_in_source(source: VaultCore, aggregate_id: UUID, state: Any) -> bool:
 
 def _verify_audit(store: Store) -> int:
     header = store.read_header().parse()
-    report = verify_log(store.audit_rows(), store.checkpoint(), header.vault_id,
-                        header.audit_public_key)
+    with store.audit_log() as (checkpoint, rows):
+        report = verify_log(rows, checkpoint, header.vault_id, header.audit_public_key)
     raise_if_broken(report)
     return report.entries
 
 
+def check_read_models(app: AdminUseCases, stored: dict[str, tuple[int, str]],
+                      loaded: dict[UUID, Any] | None = None) -> None:
+    """The read models (`stored`: their digests) are what the app's events give (aggregates in
+    `loaded` are not loaded again). They are plain rows, editable without the key: a difference
+    means they were edited."""
+    known = loaded or {}
+    views, _ = app.rebuilt_views(load=lambda i: known[i] if i in known else app.load(i))
+    rebuilt = view_digests(app.store, views)
+    different = [t for t in VIEW_TABLES if rebuilt[t] != stored[t]]
+    if different:
+        raise IntegrityViolation(f"the read models ({', '.join(different)}) do not match the "
+                                 "events: they were edited outside vault")
+
+
 def prove_copy(source: VaultCore, target: Store,
                digests: dict[str, tuple[int, str]]) -> tuple[dict[str, Any], VaultCore]:
-    """The copy in `target` equals the snapshot `digests` describe, verifies, and unlocks (with
-    the source's key) to the source's state. Returns the proof and the unlocked copy (which now
-    owns `target`). Raises IntegrityViolation otherwise."""
+    """The copy in `target` equals the snapshot `digests` describe, verifies, unlocks (with the
+    source's key) to the source's state, and its read models are what its events give. Returns
+    the proof and the unlocked copy (which now owns `target`). Raises IntegrityViolation
+    otherwise."""
     from vault.bootstrap import unlock_store
 
     copied = table_digests(target)
@@ -73,13 +95,18 @@ def prove_copy(source: VaultCore, target: Store,
         raise IntegrityViolation(f"the copy differs from its source in {', '.join(different)}")
     entries = _verify_audit(target)
     copy = unlock_store(target, lambda header: source.unlock_material)
-    states = aggregate_states(copy)
-    different = [aggregate_id for aggregate_id, state in states.items()
-                 if not _as_in_source(source, aggregate_id, state)]
-    if different:
+    try:
+        loaded: dict[UUID, Any] = {}
+        states = aggregate_states(copy, loaded)
+        different = [aggregate_id for aggregate_id, state in states.items()
+                     if not _as_in_source(source, aggregate_id, state)]
+        if different:
+            raise IntegrityViolation(f"{len(different)} aggregate(s) of the copy do not unlock "
+                                     f"to their state in the source (e.g. {different[0]})")
+        check_read_models(copy, copied, loaded)  # in the copy's schema: no file brings its own
+    except BaseException:
         copy.close()
-        raise IntegrityViolation(f"{len(different)} aggregate(s) of the copy do not unlock to "
-                                 f"their state in the source (e.g. {different[0]})")
+        raise
     return {"tables": {t: count for t, (count, _) in copied.items()}, "audit_entries": entries,
             "aggregates": len(states),
             "purged": sum(1 for s in states.values() if s == "purged")}, copy
@@ -89,11 +116,17 @@ class BackupUseCases(AdminUseCases):
     @use_case("backup")
     def backup(self, path: Path) -> dict[str, Any]:
         """A consistent, still encrypted copy in one file (SQLite's online backup API, or a
-        REPEATABLE READ snapshot of PostgreSQL), proven before it is reported written."""
-        digests = write_backup(self.store, path)
-        with open_backup(path) as stored:
-            proof, copy = prove_copy(self, stored, digests)
-            copy.close()
+        REPEATABLE READ snapshot of PostgreSQL), proven before it replaces `path`."""
+        if self.store.holds(path):
+            raise BadInput(f"{path} is inside the vault's home {self.store.description}: write "
+                           "backups elsewhere")
+        try:
+            with staged_backup(self.store, path) as (staged, digests):
+                proof, copy = prove_copy(self, staged, digests)
+                copy.close()
+        except IntegrityViolation as e:
+            raise IntegrityViolation(f"{e}; the unproven copy was discarded and {path} was "
+                                     "left as it was") from None
         self.audit_record.detail.update({"file": str(path), "events": proof["tables"][
             "stored_events"], "audit_entries": proof["audit_entries"]})
         return {"file": str(path), **proof}
@@ -101,13 +134,21 @@ class BackupUseCases(AdminUseCases):
     @use_case("migrate")
     def migrate(self, target: Store) -> dict[str, Any]:
         """Copy every event, in order, with keys, audit log and read models, into the empty
-        `target`; then prove it. The source is left as it was."""
+        `target`; then prove it, and that the source did not move on meanwhile. The source is
+        left as it was."""
         self.audit_record.detail["to"] = target.description
         if self.store.dialect == target.dialect and self.store.description == target.description:
             raise CopyFailed("the target is the vault's own store")
         digests = copy_store(self.store, target)
         proof, copy = prove_copy(self, target, digests)
-        copy.close()
+        try:  # unlike a backup (a point in time), the target replaces the source: lose nothing
+            events, entries = written_since(self.store, target)
+        finally:
+            copy.close()
+        if events or entries:
+            raise CopyFailed(f"{events} event(s) / {entries} audit entries were written to the "
+                             "source during the copy: stop every writer (vault maintain timers, "
+                             "vault token users), empty the target and run migrate again")
         self.audit_record.detail.update({"events": proof["tables"]["stored_events"]})
         return {"to": target.description, **proof}
 
@@ -119,21 +160,29 @@ class BackupUseCases(AdminUseCases):
 
 def restore(path: Path, open_target: Callable[[], Store], material_source) -> dict[str, Any]:
     """Restore the backup at `path` into an empty store (opened only once the backup has
-    unlocked with the given key and its audit log verified). The copy is one transaction, then
-    proven and recorded in the restored vault's own audit log. If the proof fails (exit 5), the
-    unproven copy is left for inspection: empty the target before trying again."""
+    unlocked with the given key, its audit log verified and its read models checked). The copy
+    is one transaction, then proven and recorded in the restored vault's own audit log. If the
+    proof fails (exit 5), the unproven copy is left for inspection: empty the target before
+    trying again."""
     from vault.bootstrap import unlock_store
 
     with open_backup(path) as stored:
         _verify_audit(stored)
         source = unlock_store(stored, material_source)
+        # a plain edit of the file is refused here, before anything is written
+        check_read_models(source, table_digests(stored, VIEW_TABLES))
         target = open_target()
         try:
             digests = copy_store(stored, target)
         except BaseException:
             target.close()
             raise
-        proof, restored = prove_copy(source, target, digests)
+        try:
+            proof, restored = prove_copy(source, target, digests)
+        except IntegrityViolation as e:
+            target.close()
+            raise IntegrityViolation(f"{e}; {target.description} now holds this unproven copy: "
+                                     "inspect it, then empty it before restoring again") from None
     try:
         restored.record_restore(path, proof)
     finally:

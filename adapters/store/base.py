@@ -12,6 +12,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from adapters.errors import (
@@ -171,7 +172,9 @@ class Store(ABC):
         `long`: the transaction may wait on other work (PostgreSQL lifts its idle timeout)."""
 
     @abstractmethod
-    def read(self) -> contextlib.AbstractContextManager[Tx]: ...
+    def read(self) -> contextlib.AbstractContextManager[Tx]:
+        """A transaction that always ends in a rollback: what is written in it is only seen
+        inside it (both databases allow writes in it)."""
 
     def snapshot(self) -> contextlib.AbstractContextManager[Tx]:
         """A read transaction in which every query sees the same committed state (for copies).
@@ -203,6 +206,11 @@ class Store(ABC):
 
     def close(self) -> None:  # noqa: B027 - optional hook
         pass
+
+    def holds(self, path: Path) -> bool:
+        """Whether `path` is among the store's own files (replacing one would pull the database
+        from under open connections)."""
+        return False
 
     # -- schema ------------------------------------------------------------------------------
 
@@ -289,10 +297,10 @@ class Store(ABC):
             tx.execute("UPDATE vault_keys SET wrapped = NULL, head_mac = NULL, shredded_at = ? "
                        "WHERE subject_id = ?", (changes.shredded_at, subject))
         if changes.clear_views:
-            for table in VIEW_TABLES:
-                tx.execute(f"DELETE FROM {table}")
-        for change in changes.views:
-            self._apply_view_change(tx, change)
+            self.replace_views(tx, changes.views)
+        else:
+            for change in changes.views:
+                self._apply_view_change(tx, change)
         for key, value in changes.settings.items():
             tx.execute(self.upsert_sql("vault_settings", ["key"], ["value"]), (key, value))
         if changes.audit is not None:
@@ -316,6 +324,13 @@ class Store(ABC):
             "VALUES (?, ?, ?, ?, ?)",
             [(r.originator_id, r.subject_id, r.term, r.wrapped, r.created_at) for r in rows],
         )
+
+    def replace_views(self, tx: Tx, views: list[ViewChange]) -> None:
+        """Empty the read models and write `views` (a rebuild) in `tx`."""
+        for table in VIEW_TABLES:
+            tx.execute(f"DELETE FROM {table}")
+        for change in views:
+            self._apply_view_change(tx, change)
 
     def _apply_view_change(self, tx: Tx, change: ViewChange) -> None:
         table = _check_identifier(change.table)
@@ -364,14 +379,6 @@ class Store(ABC):
             checkpoint = (Checkpoint(r["size"], bytes(r["head_hash"]), r["signed_at"],
                                      bytes(r["signature"])) if r is not None else None)
             yield checkpoint, _audit_rows(tx)
-
-    def audit_rows(self) -> Iterator[AuditRow]:
-        with self.audit_log() as (_, rows):
-            yield from rows
-
-    def checkpoint(self) -> Checkpoint | None:
-        with self.audit_log() as (checkpoint, _):
-            return checkpoint
 
 
 def _audit_rows(tx: Tx, batch: int = 2000) -> Iterator[AuditRow]:

@@ -14,15 +14,18 @@ import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-from adapters.errors import AdapterError, NotInitialised, StoreUnavailable
-from adapters.files import OutputFailed
-from adapters.store.base import Store, Tx, _check_identifier
+from eventsourcing.persistence import PersistenceError
+
+from adapters.errors import AdapterError, IntegrityViolation, NotInitialised, StoreUnavailable
+from adapters.files import InputUnreadable, OutputFailed
+from adapters.store.base import Store, Tx, ViewChange, _check_identifier
+from adapters.store.schema import VIEW_TABLES
 
 # Every table of a vault, in a fixed order, each with the columns that order its rows (text
 # columns are compared byte-wise on both databases, whatever PostgreSQL's locale).
@@ -95,10 +98,11 @@ class _Digest:
         return self.count, self.sha.hexdigest()
 
 
-def digests_in(store: Store, tx: Tx) -> dict[str, tuple[int, str]]:
+def digests_in(store: Store, tx: Tx,
+               tables: Iterable[str] = TABLES) -> dict[str, tuple[int, str]]:
     """Per table: (rows, digest of every value in order), as `tx` sees them."""
     result = {}
-    for table in TABLES:
+    for table in tables:
         digest = _Digest()
         for _, rows in _rows(store, tx, table):
             digest.add(rows)
@@ -106,10 +110,18 @@ def digests_in(store: Store, tx: Tx) -> dict[str, tuple[int, str]]:
     return result
 
 
-def table_digests(store: Store) -> dict[str, tuple[int, str]]:
+def table_digests(store: Store, tables: Iterable[str] = TABLES) -> dict[str, tuple[int, str]]:
     """`digests_in` one snapshot of the store."""
     with store.snapshot() as tx:
-        return digests_in(store, tx)
+        return digests_in(store, tx, tables)
+
+
+def view_digests(store: Store, views: list[ViewChange]) -> dict[str, tuple[int, str]]:
+    """The digests of the read models if they held `views` alone (written, in the store's own
+    schema, in a transaction that is rolled back)."""
+    with store.read() as tx:
+        store.replace_views(tx, views)
+        return digests_in(store, tx, VIEW_TABLES)
 
 
 def copy_store(source: Store, target: Store) -> dict[str, tuple[int, str]]:
@@ -137,6 +149,22 @@ def copy_store(source: Store, target: Store) -> dict[str, tuple[int, str]]:
     return digests
 
 
+def written_since(source: Store, copy: Store) -> tuple[int, int]:
+    """(events, audit entries) in `source` newer than the newest in `copy`: what a copy of an
+    earlier snapshot misses. Every command appends an audit entry, so any change shows."""
+    with copy.read() as tx:
+        ids = copy.notification_column
+        last_event = tx.one(f"SELECT COALESCE(MAX({ids}), 0) AS n FROM stored_events")["n"]
+        last_entry = tx.one("SELECT COALESCE(MAX(seq), 0) AS n FROM vault_audit")["n"]
+    with source.read() as tx:
+        ids = source.notification_column
+        events = tx.one(f"SELECT COUNT(*) AS n FROM stored_events WHERE {ids} > ?",
+                        (last_event,))["n"]
+        entries = tx.one("SELECT COUNT(*) AS n FROM vault_audit WHERE seq > ?",
+                         (last_entry,))["n"]
+    return events, entries
+
+
 def _with_uuids(table: str, columns: list[str], row: tuple[Any, ...]) -> tuple[Any, ...]:
     wanted = UUID_COLUMNS.get(table, ())
     return tuple(UUID(v) if c in wanted and v is not None else v for c, v in zip(columns, row,
@@ -145,15 +173,39 @@ def _with_uuids(table: str, columns: list[str], row: tuple[Any, ...]) -> tuple[A
 
 # -- backup files -------------------------------------------------------------------------------
 
+# Temporary copies this process is making, for `discard_unfinished_copies`.
+_UNFINISHED: set[Path] = set()
 
-def write_backup(source: Store, path: Path) -> dict[str, tuple[int, str]]:
+
+def _temporary_directory(**where: Any) -> Path:
+    work = Path(tempfile.mkdtemp(**where))
+    _UNFINISHED.add(work)
+    return work
+
+
+def _remove(work: Path) -> None:
+    shutil.rmtree(work, ignore_errors=True)
+    _UNFINISHED.discard(work)
+
+
+def discard_unfinished_copies() -> None:
+    """Remove every temporary copy this process is making: for a process about to be stopped
+    (a backup holds the whole vault, still encrypted, and none should be left lying about)."""
+    for work in list(_UNFINISHED):
+        _remove(work)
+
+
+@contextmanager
+def staged_backup(source: Store, path: Path) -> Iterator[tuple[Store, dict[str, tuple[int, str]]]]:
     """A consistent, still encrypted copy of the vault in one SQLite file (mode 0600), written
-    beside `path` and renamed into place."""
+    in a private directory beside `path`. Yields it, opened, with the digests of the snapshot it
+    holds; it replaces `path` only if the block (the proof) completes, else `path` is untouched
+    and the copy removed."""
     from adapters.store.sqlite import DB_FILE, SQLiteStore
 
     directory = path.resolve().parent
     try:
-        work = Path(tempfile.mkdtemp(dir=directory, prefix=".vault-backup-"))
+        work = _temporary_directory(dir=directory, prefix=".vault-backup-")
     except OSError as e:
         raise OutputFailed(f"cannot write {path}: {e.strerror}") from None
     try:
@@ -163,21 +215,34 @@ def write_backup(source: Store, path: Path) -> dict[str, tuple[int, str]]:
                 digests = source.backup_into(work / DB_FILE)
             else:
                 digests = copy_store(source, staged)
+            os.chmod(work / DB_FILE, 0o600)
+            yield staged, digests
         finally:
-            staged.close()
-        os.chmod(work / DB_FILE, 0o600)
+            staged.close()  # the last connection folds the write-ahead log into the file
         os.replace(work / DB_FILE, path)
-        return digests
     except OSError as e:
         raise OutputFailed(f"cannot write {path}: {e.strerror}") from None
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        _remove(work)
+
+
+def _check_intact(store: Store, path: Path) -> None:
+    """SQLite's own check of every page and index: a damaged file is named as such, before any
+    query on it fails half way (or an index missing rows makes a copy miss them)."""
+    try:
+        with store.read() as tx:
+            verdict = tx.one("PRAGMA integrity_check(1)")[0]
+    except (sqlite3.DatabaseError, PersistenceError) as e:
+        verdict = str(e)
+    if verdict != "ok":
+        raise IntegrityViolation(f"{path} is damaged ({' '.join(verdict.split())[:200]}): "
+                                 "restore another backup")
 
 
 @contextmanager
 def open_backup(path: Path) -> Iterator[Store]:
-    """A backup file as a read-only store (on a private copy: the file itself is never changed,
-    and needs no private directory of its own)."""
+    """A backup file as a store, on a private copy: the file itself is never changed, and needs
+    no private directory of its own."""
     from adapters.store.sqlite import DB_FILE, SQLiteStore
 
     try:
@@ -185,21 +250,22 @@ def open_backup(path: Path) -> Iterator[Store]:
             if f.read(16) != b"SQLite format 3\x00":
                 raise CopyFailed(f"{path} is not a vault backup")
     except OSError as e:
-        raise CopyFailed(f"cannot read {path}: {e.strerror}") from None
-    work = Path(tempfile.mkdtemp(prefix="vault-restore-"))
+        raise InputUnreadable(f"cannot read {path}: {e.strerror}") from None
+    work = _temporary_directory(prefix="vault-restore-")
     try:
         try:
             shutil.copyfile(path, work / DB_FILE)
         except OSError as e:
             raise CopyFailed(f"cannot copy {path} to read it: {e.strerror}") from None
-        store = SQLiteStore(work, read_only=True)
+        store = SQLiteStore(work)  # writable: the read models are checked by rewriting them
         try:
             try:
                 store.read_header()
-            except (sqlite3.DatabaseError, StoreUnavailable, NotInitialised):
+            except (sqlite3.DatabaseError, PersistenceError, StoreUnavailable, NotInitialised):
                 raise CopyFailed(f"{path} is not a vault backup") from None
+            _check_intact(store, path)
             yield store
         finally:
             store.close()
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        _remove(work)

@@ -45,12 +45,14 @@ def parse_url(url: str) -> dict[str, Any]:
             f"unsupported VAULT_STORE parameter(s): {', '.join(sorted(query))} "
             "(use PG* environment variables such as PGSSLMODE)"
         )
+    # what the URL leaves out stays None: psycopg then omits it, so libpq's PG* variables,
+    # ~/.pgpass and defaults apply (an empty password would keep PGPASSWORD from being read)
     return {
-        "dbname": unquote(parts.path.lstrip("/")) or "postgres",
-        "host": parts.hostname or "localhost",
-        "port": parts.port or 5432,
-        "user": unquote(parts.username or "") or "postgres",
-        "password": unquote(parts.password or ""),
+        "dbname": unquote(parts.path.lstrip("/")) or None,
+        "host": parts.hostname or None,
+        "port": parts.port,
+        "user": unquote(parts.username or "") or None,
+        "password": unquote(parts.password or "") or None,
         "schema": schema,
     }
 

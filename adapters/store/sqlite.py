@@ -190,6 +190,9 @@ class SQLiteStore(Store):
     def close(self) -> None:
         self.datastore.close()
 
+    def holds(self, path: Path) -> bool:
+        return path.resolve().is_relative_to(self.home.resolve())
+
 
 class _Recorder(SQLiteApplicationRecorder):
     """eventsourcing's recorder, writing through the store's one transactional path."""

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -25,9 +29,41 @@ def _render(verb: str, where: str):
                    f"{data['aggregates']} aggregates ({data['purged']} purged), "
                    f"{data['audit_entries']} audit entries")
         click.echo("proof: every table identical to the snapshot copied, audit log verified, "
-                   "unlocks to the same state")
+                   "unlocks to the same state, read models match the events")
 
     return render
+
+
+@contextmanager
+def _sigterm_discards_copies() -> Iterator[None]:
+    """SIGTERM (a timer's job stopped) removes the unfinished temporary copy, then ends the
+    process as SIGTERM would have (the database rolls back what was not committed)."""
+    from adapters.store.copying import discard_unfinished_copies
+
+    def stop(signum: int, frame: object) -> None:
+        discard_unfinished_copies()
+        click.echo("vault: stopped by SIGTERM; the unfinished copy was removed", err=True)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _open_target(settings):
+    """The empty store to copy into. A directory others can read is a wrong --to or home here
+    (exit 2), not a key that fails to unlock."""
+    from adapters.errors import UnsafeFile
+    from vault.bootstrap import open_settings_store
+
+    try:
+        return open_settings_store(settings, create=True)
+    except UnsafeFile as e:
+        raise BadInput(f"{e}; or name a directory that does not exist yet (vault creates it "
+                       "with mode 0700)") from None
 
 
 @click.command()
@@ -37,10 +73,12 @@ def _render(verb: str, where: str):
 def backup(state: CliContext, file: Path, fmt: str, as_json: bool) -> None:
     """Write a consistent, still encrypted copy of the vault to FILE (mode 0600).
 
-    Safe while other processes write. The copy opens with the keyslots the vault had when it was
+    Safe while other processes write; FILE is replaced only once the copy is proven, and must lie
+    outside the vault's home. The copy opens with the keyslots the vault had when it was
     taken: a passphrase changed later does not change the backup's.
     """
-    result = state.app().backup(file)
+    with _sigterm_discards_copies():
+        result = state.app().backup(file)
     emit(result, chosen_format(fmt, as_json), _render("backed up to", str(file)))
 
 
@@ -55,27 +93,27 @@ def restore(state: CliContext, file: Path, fmt: str, as_json: bool) -> None:
     written; the restored vault records the restore in its audit log.
     """
     from vault.backups import restore as restore_backup
-    from vault.bootstrap import open_settings_store
     from vault.cli.inputs import material_source
 
-    result = restore_backup(file, lambda: open_settings_store(state.settings, create=True),
-                            material_source(state.key_file))
+    with _sigterm_discards_copies():
+        result = restore_backup(file, lambda: _open_target(state.settings),
+                                material_source(state.key_file))
     emit(result, chosen_format(fmt, as_json), _render("restored into", state.settings.location))
 
 
 @click.command()
 @click.option("--to", "to", required=True, metavar="URL|DIR",
               help="postgresql://user@host/db?schema=s (password in ~/.pgpass or PGPASSWORD), "
-                   "or the directory of a new SQLite home.")
+                   "or the directory of a new SQLite home (created 0700, or already 0700).")
 @output_format
 @pass_cli
 def migrate(state: CliContext, to: str, fmt: str, as_json: bool) -> None:
     """Copy the whole vault, every event in order, into an empty store and prove the copy.
 
-    Stop the writers first: events written to the old store afterwards are not copied. Then point
-    every host at the new store.
+    Stop the writers first: events written to the old store afterwards are not copied, and any
+    written during the copy make it fail. Then point every host at the new store.
     """
-    from vault.bootstrap import Settings, open_settings_store
+    from vault.bootstrap import Settings
 
     if to.startswith(("postgresql://", "postgres://")):
         if urlsplit(to).password:
@@ -84,7 +122,7 @@ def migrate(state: CliContext, to: str, fmt: str, as_json: bool) -> None:
         target_settings = Settings(home=state.settings.home, store_url=to)
     else:
         target_settings = Settings(home=Path(to).expanduser())
-    target = open_settings_store(target_settings, create=True)
+    target = _open_target(target_settings)
     try:
         result = state.app().migrate(target)
     finally:

@@ -117,7 +117,7 @@ _register_commands()
 
 def exit_code_for(error: BaseException) -> int:
     from adapters import errors as adapter_errors
-    from adapters.files import OutputFailed
+    from adapters.files import InputUnreadable, OutputFailed
     from domain.errors import InvalidInput, RuleViolation
 
     if isinstance(error, codes.VaultError):
@@ -128,7 +128,7 @@ def exit_code_for(error: BaseException) -> int:
         return codes.INTEGRITY
     if isinstance(error, adapter_errors.SubjectPurged | adapter_errors.NotInitialised):
         return codes.NOT_FOUND
-    if isinstance(error, InvalidInput | OverflowError | OutputFailed):
+    if isinstance(error, InvalidInput | OverflowError | OutputFailed | InputUnreadable):
         return codes.BAD_INPUT
     if isinstance(error, RuleViolation):
         return codes.FAILED
