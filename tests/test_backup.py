@@ -258,55 +258,56 @@ def test_what_is_wrong_is_refused_before_anything_is_written(sqlite_vault: Harne
         assert "Traceback" not in text
 
 
-def test_a_backup_with_edited_read_models_is_not_restored(sqlite_vault: Harness,
-                                                          tmp_path: Path, request) -> None:
+def test_a_backup_with_edited_read_models_restores_what_its_events_say(
+        sqlite_vault: Harness, tmp_path: Path, request) -> None:
+    """Read models are plain rows, editable without the key (or written by a vault version
+    that projected differently): a restore rebuilds them from the events and says so."""
     import sqlite3
 
     _history(sqlite_vault)
+    before = _views(sqlite_vault)
     backup = tmp_path / "vault.backup"
     sqlite_vault.ok("backup", str(backup))
-    target = _new_home(tmp_path, request)
-    for edit in ("UPDATE view_grants SET status = 'active' WHERE mailbox = 'sales@contoso.com'",
-                 "UPDATE view_grants SET mailbox = 'ceo@contoso.com' "
-                 "WHERE mailbox = 'help@contoso.com'",
-                 "UPDATE view_secrets SET expires_on = '2099-12-31'"):
-        edited = tmp_path / "edited.backup"
+    edits = ("UPDATE view_grants SET status = 'active' WHERE mailbox = 'sales@contoso.com'",
+             "UPDATE view_grants SET mailbox = 'ceo@contoso.com' "
+             "WHERE mailbox = 'help@contoso.com'",
+             "UPDATE view_secrets SET expires_on = '2099-12-31'",
+             # a file's triggers do not come along: rows are copied into vault's own schema
+             "CREATE TRIGGER keep AFTER INSERT ON view_grants BEGIN UPDATE view_grants "
+             "SET status = 'active' WHERE grant_uuid = NEW.grant_uuid; END")
+    for n, edit in enumerate(edits):
+        edited = tmp_path / f"edited-{n}.backup"
         edited.write_bytes(backup.read_bytes())
         conn = sqlite3.connect(edited)  # no key needed: the read models are plain rows
         with conn:
-            assert conn.execute(edit).rowcount >= 1
+            conn.execute(edit)
+            conn.execute("UPDATE view_grants SET status = 'active'")
         conn.close()
-        result = target.run("restore", str(edited))
-        assert result.code == 5, result.text
-        assert "the read models (view_" in result.err and "do not match the events" in result.err
-        assert target.run("status").code == 4  # nothing was restored
-
-    # a file can bring triggers that make its own rebuild agree; the copy's schema is vault's
-    edited.write_bytes(backup.read_bytes())
-    conn = sqlite3.connect(edited)
-    with conn:
-        conn.execute("UPDATE view_grants SET status = 'active'")
-        conn.execute("CREATE TRIGGER keep AFTER INSERT ON view_grants BEGIN UPDATE view_grants "
-                     "SET status = 'active' WHERE grant_uuid = NEW.grant_uuid; END")
-    conn.close()
-    result = target.run("restore", str(edited))
-    assert result.code == 5 and "do not match the events" in result.err, result.text
-    assert f"{target.home} now holds this unproven copy" in result.err
+        target = _new_home(tmp_path, request, name=f"restored-{n}")
+        result = target.ok("restore", str(edited))
+        assert "read models rebuilt from the events" in result.out
+        assert "were not what its events give" in result.err and "view_grants" in result.err
+        assert _views(target) == before  # the truth, not the edit
+        assert "admin rebuild-projections" in _audit_actions(target)
 
 
-def test_read_models_edited_in_the_vault_are_not_copied_as_proven(vault: Harness,
-                                                                  tmp_path: Path) -> None:
+def test_read_models_edited_in_the_vault_warn_on_backup_and_are_rebuilt_by_migrate(
+        vault: Harness, tmp_path: Path) -> None:
     add_client(vault, "jira")
     import_grant(vault, "help@contoso.com", "jira")
     vault.ok("grant", "revoke", "help@contoso.com", "--reason", "left the company")
     vault.sql("UPDATE view_grants SET status = 'active'")
-    backup = vault.run("backup", str(tmp_path / "vault.backup"))
-    assert backup.code == 5 and "do not match the events" in backup.err, backup.text
-    assert not (tmp_path / "vault.backup").exists()
-    migrate = vault.run("migrate", "--to", str(tmp_path / "new-home"))
-    assert migrate.code == 5 and "do not match the events" in migrate.err, migrate.text
-    vault.ok("admin", "rebuild-projections")  # recomputed from the events, it copies again
-    vault.ok("backup", str(tmp_path / "vault.backup"))
+    backup = vault.ok("backup", str(tmp_path / "vault.backup"))  # the events are what it keeps
+    assert "read models differ from the events" in backup.out
+    assert "run `vault admin rebuild-projections`" in backup.err
+    migrate = vault.ok("migrate", "--to", str(tmp_path / "new-home"))
+    assert "rebuilt from the events" in migrate.err
+    moved = Harness("sqlite", tmp_path / "new-home", None, vault.key_file)
+    (grant,) = json.loads(moved.ok("grant", "list", "--json").out)
+    assert grant["status"] == "revoked"
+    vault.ok("admin", "rebuild-projections")  # recomputed from the events: nothing to say
+    clean = vault.ok("backup", str(tmp_path / "vault.backup"))
+    assert "read models match the events" in clean.out and clean.err == ""
 
 
 def test_restore_into_postgresql(sqlite_vault: Harness, tmp_path: Path, request) -> None:

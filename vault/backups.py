@@ -67,26 +67,28 @@ def _verify_audit(store: Store) -> int:
     return report.entries
 
 
-def check_read_models(app: AdminUseCases, stored: dict[str, tuple[int, str]],
-                      loaded: dict[UUID, Any] | None = None) -> None:
-    """The read models (`stored`: their digests) are what the app's events give (aggregates in
-    `loaded` are not loaded again). They are plain rows, editable without the key: a difference
-    means they were edited."""
+def stale_read_models(app: AdminUseCases, stored: dict[str, tuple[int, str]],
+                      loaded: dict[UUID, Any] | None = None) -> list[str]:
+    """The read-model tables whose rows (`stored`: their digests) are not what the app's events
+    give (aggregates in `loaded` are not loaded again). They are plain rows, derived, editable
+    without the key: edited outside vault, or written by a vault version that projected
+    differently. Either way the events are the truth, and a copy rebuilds the rows from them."""
     known = loaded or {}
     views, _ = app.rebuilt_views(load=lambda i: known[i] if i in known else app.load(i))
     rebuilt = view_digests(app.store, views)
-    different = [t for t in VIEW_TABLES if rebuilt[t] != stored[t]]
-    if different:
-        raise IntegrityViolation(f"the read models ({', '.join(different)}) do not match the "
-                                 "events: they were edited outside vault")
+    return [t for t in VIEW_TABLES if rebuilt[t] != stored[t]]
+
+
+STALE_VIEWS = ("its read models ({}) were not what its events give (edited outside vault, or "
+               "written by another vault version)")
 
 
 def prove_copy(source: VaultCore, target: Store,
                digests: dict[str, tuple[int, str]]) -> tuple[dict[str, Any], VaultCore]:
-    """The copy in `target` equals the snapshot `digests` describe, verifies, unlocks (with the
-    source's key) to the source's state, and its read models are what its events give. Returns
-    the proof and the unlocked copy (which now owns `target`). Raises IntegrityViolation
-    otherwise."""
+    """The copy in `target` equals the snapshot `digests` describe, verifies, and unlocks (with
+    the source's key) to the source's state; the proof also names the read models that are not
+    what the events give (`stale`). Returns the proof and the unlocked copy (which now owns
+    `target`). Raises IntegrityViolation otherwise."""
     from vault.bootstrap import unlock_store
 
     copied = table_digests(target)
@@ -103,13 +105,21 @@ def prove_copy(source: VaultCore, target: Store,
         if different:
             raise IntegrityViolation(f"{len(different)} aggregate(s) of the copy do not unlock "
                                      f"to their state in the source (e.g. {different[0]})")
-        check_read_models(copy, copied, loaded)  # in the copy's schema: no file brings its own
+        stale = stale_read_models(copy, copied, loaded)  # in the copy's schema, not a file's
     except BaseException:
         copy.close()
         raise
     return {"tables": {t: count for t, (count, _) in copied.items()}, "audit_entries": entries,
             "aggregates": len(states),
-            "purged": sum(1 for s in states.values() if s == "purged")}, copy
+            "purged": sum(1 for s in states.values() if s == "purged"), "stale": stale}, copy
+
+
+def rebuild_if_stale(copy: AdminUseCases, proof: dict[str, Any], what: str) -> None:
+    """A copy that becomes a vault (restore, migrate) gets its read models from its events."""
+    if proof["stale"]:
+        copy.rebuild_projections()
+        proof["warnings"] = [f"{what}: " + STALE_VIEWS.format(", ".join(proof["stale"]))
+                             + "; rebuilt from the events"]
 
 
 class BackupUseCases(AdminUseCases):
@@ -124,11 +134,16 @@ class BackupUseCases(AdminUseCases):
             with staged_backup(self.store, path) as (staged, digests):
                 proof, copy = prove_copy(self, staged, digests)
                 copy.close()
+            if proof["stale"]:  # the backup holds the events; a restore rebuilds from them
+                self.warnings.append(
+                    "this vault: " + STALE_VIEWS.format(", ".join(proof["stale"]))
+                    + "; run `vault admin rebuild-projections` (a restore rebuilds them anyway)")
         except IntegrityViolation as e:
             raise IntegrityViolation(f"{e}; the unproven copy was discarded and {path} was "
                                      "left as it was") from None
         self.audit_record.detail.update({"file": str(path), "events": proof["tables"][
-            "stored_events"], "audit_entries": proof["audit_entries"]})
+            "stored_events"], "audit_entries": proof["audit_entries"],
+            "stale_read_models": proof["stale"]})
         return {"file": str(path), **proof}
 
     @use_case("migrate")
@@ -143,34 +158,36 @@ class BackupUseCases(AdminUseCases):
         proof, copy = prove_copy(self, target, digests)
         try:  # unlike a backup (a point in time), the target replaces the source: lose nothing
             events, entries = written_since(self.store, target)
+            if not (events or entries):
+                rebuild_if_stale(copy, proof, "the source")
         finally:
             copy.close()
         if events or entries:
             raise CopyFailed(f"{events} event(s) / {entries} audit entries were written to the "
                              "source during the copy: stop every writer (vault maintain timers, "
                              "vault token users), empty the target and run migrate again")
-        self.audit_record.detail.update({"events": proof["tables"]["stored_events"]})
+        self.audit_record.detail.update({"events": proof["tables"]["stored_events"],
+                                         "rebuilt_read_models": proof["stale"]})
         return {"to": target.description, **proof}
 
     @use_case("restore")
     def record_restore(self, path: Path, proof: dict[str, Any]) -> None:
         self.audit_record.detail.update({"file": str(path), "events": proof["tables"][
-            "stored_events"], "audit_entries": proof["audit_entries"]})
+            "stored_events"], "audit_entries": proof["audit_entries"],
+            "rebuilt_read_models": proof["stale"]})
 
 
 def restore(path: Path, open_target: Callable[[], Store], material_source) -> dict[str, Any]:
     """Restore the backup at `path` into an empty store (opened only once the backup has
-    unlocked with the given key, its audit log verified and its read models checked). The copy
-    is one transaction, then proven and recorded in the restored vault's own audit log. If the
-    proof fails (exit 5), the unproven copy is left for inspection: empty the target before
-    trying again."""
+    unlocked with the given key and its audit log verified). The copy is one transaction, then
+    proven, its read models rebuilt from its events if they differ, and recorded in the restored
+    vault's own audit log. If the proof fails (exit 5), the unproven copy is left for inspection:
+    empty the target before trying again."""
     from vault.bootstrap import unlock_store
 
     with open_backup(path) as stored:
         _verify_audit(stored)
         source = unlock_store(stored, material_source)
-        # a plain edit of the file is refused here, before anything is written
-        check_read_models(source, table_digests(stored, VIEW_TABLES))
         target = open_target()
         try:
             digests = copy_store(stored, target)
@@ -184,6 +201,7 @@ def restore(path: Path, open_target: Callable[[], Store], material_source) -> di
             raise IntegrityViolation(f"{e}; {target.description} now holds this unproven copy: "
                                      "inspect it, then empty it before restoring again") from None
     try:
+        rebuild_if_stale(restored, proof, "the backup")
         restored.record_restore(path, proof)
     finally:
         restored.close()

@@ -28,8 +28,13 @@ def _render(verb: str, where: str):
         click.echo(f"{verb} {where}: {tables['stored_events']} events, "
                    f"{data['aggregates']} aggregates ({data['purged']} purged), "
                    f"{data['audit_entries']} audit entries")
+        views = ("read models match the events" if not data["stale"]
+                 else "read models rebuilt from the events" if data.get("warnings")
+                 else "read models differ from the events (see the warning)")
         click.echo("proof: every table identical to the snapshot copied, audit log verified, "
-                   "unlocks to the same state, read models match the events")
+                   f"unlocks to the same state, {views}")
+        for warning in data.get("warnings", []):
+            click.echo(f"vault: warning: {warning}", err=True)
 
     return render
 
