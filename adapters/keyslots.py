@@ -366,9 +366,6 @@ def read_key_file(path: str) -> KeyFile:
                 f"key file {path} is accessible by group or others "
                 f"(mode {stat.S_IMODE(info.st_mode):04o}); run: chmod 600 {path}"
             )
-        if info.st_uid not in (os.geteuid(), 0):  # its owner could read or replace it
-            raise UnsafeFile(f"key file {path} belongs to uid {info.st_uid}, neither this user "
-                             f"nor root; run: chown {os.geteuid()} {path}")
         data = f.read(256)
     text = data.decode("ascii", "replace").strip()
     if not text.startswith(KEYFILE_PREFIX):

@@ -12,7 +12,8 @@ Measures, on each store:
 - load: rebuilding that TokenRotation from snapshot + tail, against a full replay;
 - `vault status` and `vault expiry` over 10,000 grants, as a process (start-up and unlock
   with a key file included) and as the use case alone;
-- `vault audit verify` over 100,000 audit entries.
+- `vault audit verify` over 100,000 audit entries; `audit log --limit 100` and a one-day
+  `report audit` over them (time and peak memory of the process).
 PostgreSQL: VAULT_BENCH_PG (default postgresql://postgres@127.0.0.1:5432), database vault_bench.
 """
 
@@ -91,6 +92,17 @@ class Bench:
             subprocess.run([sys.executable, "-m", "vault", *args], env=self.env, check=True,
                            stdout=subprocess.DEVNULL)
         return median_seconds(run, repeat)
+
+    def cli_peak(self, *args: str) -> tuple[float, float]:
+        """(seconds, peak resident MiB) of one `vault ARGS` process."""
+        start = time.perf_counter()
+        process = subprocess.Popen([sys.executable, "-m", "vault", *args], env=self.env,
+                                   stdout=subprocess.DEVNULL)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        if process.returncode:
+            raise subprocess.CalledProcessError(process.returncode, ["vault", *args])
+        return time.perf_counter() - start, usage.ru_maxrss / 1024  # KiB on Linux
 
     def drop(self) -> None:
         if self.kind == "postgresql":
@@ -189,13 +201,20 @@ def bench_audit(b: Bench, total: int) -> dict:
         while remaining > 0:
             batch = min(2000, remaining)
             with app.store.write() as tx:
-                for _ in range(batch):
+                for _ in range(batch):  # five minutes apart: a day holds 288 of them
+                    b.clock += timedelta(minutes=5)
                     app.store._append_audit(tx, app._sealer(AuditRecord("bench: read")))
             remaining -= batch
         fill_s = time.perf_counter() - start
         entries = app.store.query("SELECT COUNT(*) AS n FROM vault_audit")[0]["n"]
+    # one snapshot, streamed: memory follows what is shown, not the length of the log
+    log_s, log_mib = b.cli_peak("audit", "log", "--limit", "100")
+    day_s, day_mib = b.cli_peak("report", "audit", "--since", b.clock.date().isoformat(),
+                                "--until", b.clock.date().isoformat(), "--format", "json")
     return {"entries": entries, "fill_s": round(fill_s, 1),
-            "vault_audit_verify_process_s": round(b.cli("audit", "verify", repeat=3), 2)}
+            "vault_audit_verify_process_s": round(b.cli("audit", "verify", repeat=3), 2),
+            "vault_audit_log_last_100": {"s": round(log_s, 2), "peak_mib": round(log_mib)},
+            "vault_report_audit_one_day": {"s": round(day_s, 2), "peak_mib": round(day_mib)}}
 
 
 def bench_token(b: Bench, runs: int = 30) -> dict:

@@ -110,11 +110,15 @@ class AlertState(VaultAggregate):
         return cls._start(cls.Opened, alert_id_for(key), now, key=key)
 
     def due(self, severity: str, now: datetime, resend_after: timedelta) -> bool:
-        if self.claim is not None and now - self.claim["at"] < CLAIM_TIMEOUT:
+        if self.is_being_sent(now):
             return False  # another host is sending it right now
         if self.failures and now - self.last_failed_at < wait_after_failures(self.failures):
             return False  # the channel was down a moment ago: do not hammer it
         return should_send(self.last_severity, self.last_sent_at, severity, now, resend_after)
+
+    def is_being_sent(self, now: datetime) -> bool:
+        """Claimed, and the claim has not lapsed (a host that died mid-send leaves one)."""
+        return self.claim is not None and now - self.claim["at"] < CLAIM_TIMEOUT
 
     @property
     def is_open(self) -> bool:

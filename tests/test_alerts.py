@@ -156,7 +156,7 @@ def test_the_sending_grant_is_checked_before_anything_is_claimed(fleet: Harness,
     fleet.ok("grant", "import", "--client", "jira", "--mailbox", "reader@contoso.com",
              "--protocols", "imap", "--refresh-token-stdin", input="M.R3_BAY.reader-0123456789")
     for via, words in (("nobody@contoso.com", "no such grant"),
-                       ("reader@contoso.com", "must be active and cover smtp")):
+                       ("reader@contoso.com", "does not cover smtp")):
         result = fleet.run("alert", "--email-to", "ops@contoso.com", "--via", via,
                            VAULT_WEBHOOK_URL=webhook.url)
         assert result.code == 2 and words in result.err, result.text
@@ -164,6 +164,14 @@ def test_the_sending_grant_is_checked_before_anything_is_claimed(fleet: Harness,
         assert result.code == 2 and words in result.err, result.text
     assert webhook.attempts == 0
     assert "AlertClaimed" not in fleet.ok("history", "jira", "--json").out
+
+    # a sending grant that breaks is a failed channel, not a bad plan: the webhook still sends
+    fleet.ok("grant", "revoke", "help@contoso.com", "--reason", "mailbox closed")
+    _secret_expiring(fleet, "jira", date.today() + timedelta(days=10))
+    result = fleet.run("alert", "--email-to", "ops@contoso.com", "--via", "help@contoso.com",
+                       VAULT_WEBHOOK_URL=webhook.url)
+    assert result.code == 1 and "sent by webhook" in result.err and "email" in result.err
+    assert [a["client"] for a in webhook.alerts()] == ["jira"]
 
 
 def test_long_lived_alert_states_are_snapshotted(fleet: Harness, webhook) -> None:

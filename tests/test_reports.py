@@ -132,8 +132,9 @@ def test_purged_subjects_keep_their_row_and_a_removed_client_its_tokens_end(
     history.ok("client", "remove", "demo", "--reason", "moved to the new tenant")
     (demo,) = [r for r in _rows(history, "revocations") if r["client"] == "demo"
                and r["kind"] == "credential"]
-    # the client's grants are purged: its tokens' end comes from no readable grant
-    assert demo["what"] == "client removed" and demo["access_valid_until"] is None
+    # its grants are purged: their purge entries still say when their access tokens end
+    ends = sorted(r["access_valid_until"] for r in removed if r["client"] == "demo")
+    assert demo["what"] == "client removed" and demo["access_valid_until"] == ends[-1]
     history.ok("client", "remove", "demo", "--reason", "shred it", "--purge")
     rows = _rows(history, "revocations")
     today = datetime.now(UTC).date().isoformat()
@@ -154,6 +155,7 @@ def test_purged_subjects_keep_their_row_and_a_removed_client_its_tokens_end(
     assert dave["access_valid_until"] == next(r for r in removed if r["mailbox"] == SECOND)[
         "access_valid_until"]
     assert alice["access_valid_until"][:10] == "2026-03-03"
+    assert rows[-1]["access_valid_until"] == ends[-1]  # the purged client's row too
     assert len(rows) == 5 and [r["at"] for r in rows] == sorted(r["at"] for r in rows)
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from datetime import date, datetime
 from typing import Any
-from uuid import UUID
 
 from adapters.errors import SubjectPurged
 from adapters.keyring import AUDIT_KEY_ID
@@ -72,7 +71,6 @@ class ReportingUseCases(ReportUseCases, AdminUseCases):
         rows: list[dict[str, Any]] = []
         ids = self._aggregate_ids()
         purged = 0
-        token_ends: dict[UUID, list[str]] = {}  # client id: ends of its grants' access tokens
         for grant_id in ids["grant"]:
             try:
                 grant: ConsentGrant = self.load(grant_id)
@@ -81,13 +79,11 @@ class ReportingUseCases(ReportUseCases, AdminUseCases):
                 continue
             for e in self.events.get(grant_id):
                 if isinstance(e, ConsentGrant.Revoked):
-                    until = self.access_valid_until(grant.rotation_id, e.timestamp)
-                    if until:
-                        token_ends.setdefault(grant.client_id, []).append(until)
                     rows.append({"kind": "grant", "what": "grant revoked",
                                  "client": grant.client_name, "mailbox": grant.mailbox,
                                  "at": e.timestamp.isoformat(), "by": e.revoked_by,
-                                 "reason": e.reason, "access_valid_until": until})
+                                 "reason": e.reason, "access_valid_until":
+                                 self.access_valid_until(grant.rotation_id, e.timestamp)})
         for client_id in ids["client"]:
             try:
                 client: ClientCredential = self.load(client_id)
@@ -102,17 +98,22 @@ class ReportingUseCases(ReportUseCases, AdminUseCases):
                     what = (f"secret {e.ref} retired; the provider accepts it until "
                             + (f"{ends} unless it is deleted there" if ends
                                else "it is deleted there"))
-                    until = None
                 elif isinstance(e, ClientCredential.Removed):
-                    what, until = "client removed", max(token_ends.get(client_id, []),
-                                                        default=None)
+                    what = "client removed"
                 else:
                     continue
                 rows.append({"kind": "credential", "what": what, "client": client.name,
                              "mailbox": None, "at": e.timestamp.isoformat(), "by": e.by,
-                             "reason": e.reason, "access_valid_until": until})
+                             "reason": e.reason, "access_valid_until": None})
         if purged:
             rows += self._purge_rows()
+        for row in rows:  # a client is removed once its grants are revoked: theirs are its tokens
+            if row["kind"] == "credential" and row["what"].startswith("client removed"):
+                row["access_valid_until"] = max(
+                    (g["access_valid_until"] for g in rows if g["kind"] == "grant"
+                     and g["access_valid_until"] and g["at"] <= row["at"]
+                     and (g["client"] or "").casefold() == row["client"].casefold()),
+                    default=None)
         rows.sort(key=lambda r: r["at"] or "")
         self.audit_record.detail["rows"] = len(rows)
         return rows

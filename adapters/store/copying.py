@@ -110,10 +110,10 @@ def digests_in(store: Store, tx: Tx,
     return result
 
 
-def table_digests(store: Store, tables: Iterable[str] = TABLES) -> dict[str, tuple[int, str]]:
+def table_digests(store: Store) -> dict[str, tuple[int, str]]:
     """`digests_in` one snapshot of the store."""
     with store.snapshot() as tx:
-        return digests_in(store, tx, tables)
+        return digests_in(store, tx)
 
 
 def view_digests(store: Store, views: list[ViewChange]) -> dict[str, tuple[int, str]]:
@@ -257,7 +257,7 @@ def open_backup(path: Path) -> Iterator[Store]:
             shutil.copyfile(path, work / DB_FILE)
         except OSError as e:
             raise CopyFailed(f"cannot copy {path} to read it: {e.strerror}") from None
-        store = SQLiteStore(work)  # writable: the read models are checked by rewriting them
+        store = SQLiteStore(work, read_only=True)
         try:
             try:
                 store.read_header()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import click
 
@@ -78,13 +78,14 @@ def parse_date(value: str | None, option: str) -> date | None:
     return day
 
 
-def parse_moment(value: str | None, option: str) -> datetime | None:
-    """A date (midnight UTC) or an ISO date-time (UTC unless it says otherwise)."""
+def parse_moment(value: str | None, option: str, *, end: bool = False) -> datetime | None:
+    """A date (midnight UTC; with `end`, the next midnight, so that an inclusive --until covers
+    the whole day) or an ISO date-time (UTC unless it says otherwise), taken as given."""
     day = parse_date(value, option)
     if day is None:
         return None
     if len(value) == 10:
-        return datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+        return datetime.combine(day + timedelta(days=int(end)), datetime.min.time(), tzinfo=UTC)
     moment = datetime.fromisoformat(value)
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 

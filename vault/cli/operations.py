@@ -79,10 +79,8 @@ def report_audit(state: CliContext, since: str | None, until: str | None,
                  output: str | None) -> None:
     """Who did what, when, from where, with what outcome; reads of secrets and tokens included."""
     _check_output(fmt, output)
-    end = parse_moment(until, "--until")
-    if end is not None and until is not None and len(until) == 10:
-        end += timedelta(days=1)  # a date includes its whole day
-    rows = state.app().audit_report(start=parse_moment(since, "--since"), end=end,
+    rows = state.app().audit_report(start=parse_moment(since, "--since"),
+                                    end=parse_moment(until, "--until", end=True),
                                     client=client_name, mailbox=mailbox)
     emit_report("vault audit report", rows, AUDIT_COLUMNS, fmt, output)
 
