@@ -66,6 +66,18 @@ def test_bad_input_exits_2_with_a_clear_line(vault: Harness, args, words: str) -
     assert "Traceback" not in result.text
 
 
+@pytest.mark.parametrize("url, words", [
+    ("postgresql://u@h:abc/db", "port in VAULT_STORE is not a number"),
+    ("mysql://u@h/db", "must be a postgresql:// URL"),
+    ("postgresql://u@h/db?sslmode=disable", "unsupported VAULT_STORE parameter"),
+    ("postgresql://u@h/db?schema=a;b", "letters, digits and _"),
+])
+def test_a_malformed_store_url_is_one_clear_line(vault: Harness, url: str, words: str) -> None:
+    result = vault.run("status", VAULT_STORE=url)
+    assert result.code == 2 and words in result.err, result.text  # bad input
+    assert "internal error" not in result.err and len(result.err.splitlines()) == 1
+
+
 def test_not_found_exits_4(vault: Harness) -> None:
     assert vault.run("client", "show", "nope").code == 4
     result = vault.run("grant", "show", "nobody@contoso.com")

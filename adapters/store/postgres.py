@@ -27,30 +27,36 @@ from psycopg.sql import SQL, Identifier
 from adapters.errors import LockTimeout, StoreUnavailable
 from adapters.store.base import Changes, Store, Tx
 from adapters.store.schema import ddl
+from domain.errors import InvalidInput
 
 IDLE_IN_TRANSACTION_TIMEOUT_S = 5  # eventsourcing's default: never hold a transaction idle
 LOCK_TIMEOUT_S = 30
 
 
 def parse_url(url: str) -> dict[str, Any]:
+    """VAULT_STORE (or `migrate --to`) as connection settings; a malformed one is bad input."""
     parts = urlsplit(url)
     if parts.scheme not in ("postgresql", "postgres"):
-        raise StoreUnavailable("VAULT_STORE must be a postgresql:// URL")
+        raise InvalidInput("VAULT_STORE must be a postgresql:// URL")
     query = parse_qs(parts.query)
     schema = query.pop("schema", ["public"])[0]
     if not schema.replace("_", "").isalnum():
-        raise StoreUnavailable("the schema in VAULT_STORE must be letters, digits and _")
+        raise InvalidInput("the schema in VAULT_STORE must be letters, digits and _")
     if query:
-        raise StoreUnavailable(
+        raise InvalidInput(
             f"unsupported VAULT_STORE parameter(s): {', '.join(sorted(query))} "
             "(use PG* environment variables such as PGSSLMODE)"
         )
+    try:
+        port = parts.port
+    except ValueError:
+        raise InvalidInput("the port in VAULT_STORE is not a number") from None
     # what the URL leaves out stays None: psycopg then omits it, so libpq's PG* variables,
     # ~/.pgpass and defaults apply (an empty password would keep PGPASSWORD from being read)
     return {
         "dbname": unquote(parts.path.lstrip("/")) or None,
         "host": parts.hostname or None,
-        "port": parts.port,
+        "port": port,
         "user": unquote(parts.username or "") or None,
         "password": unquote(parts.password or "") or None,
         "schema": schema,
