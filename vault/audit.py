@@ -90,7 +90,9 @@ class AuditSealer(AuditAppender):
     command up to that moment are included)."""
 
     def __init__(self, audit_key: bytes, signing_seed: bytes, vault_id: str,
-                 record: AuditRecord, actor: dict[str, Any], at: datetime) -> None:
+                 record: AuditRecord, actor: dict[str, Any], at: datetime,
+                 *, first: bool = False) -> None:
+        self.first = first  # the init entry: the only one that may start a log
         self.audit_key = audit_key
         self.signing_seed = signing_seed
         self.vault_id = vault_id
@@ -98,6 +100,16 @@ class AuditSealer(AuditAppender):
         self.actor = actor
         self.moment = at
         self.at = at.isoformat()
+
+    def check_head(self, last: AuditRow | None, head: Checkpoint | None) -> None:
+        if last is None and head is None and self.first:
+            return
+        problem = head_problem(last, head, self.vault_id,
+                               bytes(crypto.signing_key(self.signing_seed).verify_key))
+        if problem:
+            raise IntegrityViolation(f"audit log: {problem}; nothing was done (the log is only "
+                                     "ever extended from its signed head: restore a backup, "
+                                     "see `vault audit verify`)")
 
     def seal(self, seq: int, prev_hash: bytes | None) -> AuditRow:
         prev = prev_hash if prev_hash is not None else genesis(self.vault_id)
@@ -113,6 +125,31 @@ class AuditSealer(AuditAppender):
         message = checkpoint_message(self.vault_id, size, head_hash, self.at)
         signature = crypto.signing_key(self.signing_seed).sign(message).signature
         return Checkpoint(size, head_hash, self.at, signature)
+
+
+def head_problem(last: AuditRow | None, head: Checkpoint | None, vault_id: str,
+                 public_key: bytes) -> str | None:
+    """What is wrong between the last entry and the signed head, if anything."""
+    if head is None:
+        return ("its signed head is missing" if last is not None
+                else "it is empty and its signed head is missing: the log was wiped")
+    message = checkpoint_message(vault_id, head.size, head.head_hash, head.signed_at)
+    if not crypto.verify_signature(public_key, message, head.signature):
+        return "its signed head does not verify (it was forged or edited)"
+    if last is None:
+        return f"it is empty but its signed head covers {head.size} entries: the log was wiped"
+    if last.seq < head.size:
+        missing = (f"entry {head.size} was" if last.seq + 1 == head.size
+                   else f"entries {last.seq + 1}-{head.size} were")
+        return (f"it ends at entry {last.seq} but its signed head covers {head.size} entries: "
+                f"{missing} deleted")
+    if last.seq > head.size:
+        return (f"entries {head.size + 1}-{last.seq} are not covered by its signed head "
+                f"(size {head.size}): they were added outside vault")
+    if not crypto.same(last.entry_hash, head.head_hash):
+        return (f"entry {last.seq} is not the one its signed head covers: entries were "
+                "deleted, inserted or rewritten")
+    return None
 
 
 def decrypt_entry(audit_key: bytes, vault_id: str, row: AuditRow) -> dict[str, Any]:

@@ -103,7 +103,8 @@ def init_vault(
                                             (SIGNING_KEY_ID, signing_seed))]
         record = AuditRecord("init", detail={
             "keyslots": [f"{s.slot_id}:{s.kind}" for s in slots], "kdf": kdf})
-        sealer = AuditSealer(audit_key, signing_seed, vault_id, record, actor or os_actor(), now)
+        sealer = AuditSealer(audit_key, signing_seed, vault_id, record, actor or os_actor(), now,
+                             first=True)
         try:
             store.commit([], Changes(header=(None, seal_header(header, root)),
                                      keys=keyring_rows, key_term=root.term, audit=sealer))

@@ -18,6 +18,7 @@ from typing import Any
 from adapters.errors import (
     AuditAppendFailed,
     ConcurrentChange,
+    IntegrityViolation,
     NotInitialised,
     SubjectPurged,
 )
@@ -108,6 +109,12 @@ class Checkpoint:
 
 class AuditAppender(ABC):
     """Seals one audit entry once its place in the chain is known (inside the transaction)."""
+
+    @abstractmethod
+    def check_head(self, last: AuditRow | None, head: Checkpoint | None) -> None:
+        """Refuse (IntegrityViolation) unless `last` is the entry the signed `head` covers: an
+        append must never extend, and so re-sign, a log that was cut or rewritten. Both None
+        only for the first entry of a new vault."""
 
     @abstractmethod
     def seal(self, seq: int, prev_hash: bytes | None) -> AuditRow:
@@ -375,10 +382,7 @@ class Store(ABC):
         appending meanwhile (another host's `maintain`, a `vault token`) must not make a sound
         log look truncated. Rows are fetched as they are read, never all at once."""
         with self.snapshot() as tx:
-            r = tx.one("SELECT * FROM vault_audit_checkpoint WHERE id = 1")
-            checkpoint = (Checkpoint(r["size"], bytes(r["head_hash"]), r["signed_at"],
-                                     bytes(r["signature"])) if r is not None else None)
-            yield checkpoint, _audit_rows(tx)
+            yield signed_head(tx), _audit_rows(tx)
 
 
 def _audit_rows(tx: Tx, batch: int = 2000) -> Iterator[AuditRow]:
@@ -411,12 +415,22 @@ CHECKPOINT_UPSERT = upsert_sql("vault_audit_checkpoint", ["id"],
                                ["size", "head_hash", "signed_at", "signature"])
 
 
+def signed_head(tx: Tx) -> Checkpoint | None:
+    r = tx.one("SELECT * FROM vault_audit_checkpoint WHERE id = 1")
+    return (Checkpoint(r["size"], bytes(r["head_hash"]), r["signed_at"], bytes(r["signature"]))
+            if r is not None else None)
+
+
 def append_audit(tx: Tx, appender: AuditAppender) -> None:
     """Append one audit entry after the last one and re-sign the head, inside `tx` (whose
-    writer lock serialises appenders). Any failure fails the whole transaction."""
+    writer lock serialises appenders), once the last entry is proven to be the one the signed
+    head covers. Any failure fails the whole transaction."""
     try:
-        last = tx.one("SELECT seq, entry_hash FROM vault_audit ORDER BY seq DESC LIMIT 1")
-        seq, prev = (last["seq"], bytes(last["entry_hash"])) if last else (0, None)
+        r = tx.one("SELECT * FROM vault_audit ORDER BY seq DESC LIMIT 1")
+        last = (AuditRow(r["seq"], bytes(r["prev_hash"]), r["header"], bytes(r["nonce"]),
+                         bytes(r["ciphertext"]), bytes(r["entry_hash"])) if r else None)
+        appender.check_head(last, signed_head(tx))
+        seq, prev = (last.seq, last.entry_hash) if last else (0, None)
         row = appender.seal(seq + 1, prev)
         tx.execute(
             "INSERT INTO vault_audit (seq, prev_hash, header, nonce, ciphertext, entry_hash) "
@@ -425,5 +439,7 @@ def append_audit(tx: Tx, appender: AuditAppender) -> None:
         )
         cp = appender.sign(row.seq, row.entry_hash)
         tx.execute(CHECKPOINT_UPSERT, (1, cp.size, cp.head_hash, cp.signed_at, cp.signature))
+    except IntegrityViolation:
+        raise  # tampering, not a failure to write: exit 5, and nothing is done
     except Exception as e:
         raise AuditAppendFailed(f"audit entry not written: {type(e).__name__}") from e
