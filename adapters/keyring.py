@@ -7,7 +7,10 @@ Imports nothing of eventsourcing, so the cached-token path (vault/fastpath.py) s
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from dataclasses import replace
+from typing import Any
 
 from adapters import crypto
 from adapters.errors import ConcurrentChange, IntegrityViolation, SubjectPurged
@@ -22,6 +25,53 @@ EVENT_FORMAT = 1
 def event_aad(originator_id: str, version: int, topic: str) -> bytes:
     """What a stored event's ciphertext is bound to: its aggregate, version and type."""
     return crypto.aad(b"vault-event-v1", EVENT_FORMAT, originator_id, version, topic)
+
+
+class RowSealer:
+    """MACs for the plain rows a keyless writer could otherwise edit unseen: read-model rows and
+    settings (over the table and every column but the MAC), and the tombstone a purge leaves in
+    place of a data key. The key is derived from the root key: a new root key (key rotate) seals
+    every such row again."""
+
+    def __init__(self, root: RootKey, vault_id: str) -> None:
+        self.term = root.term
+        self._key = crypto.subkey(root.key, b"vault-rows-v1")
+        self.vault_id = vault_id
+
+    def __repr__(self) -> str:
+        return f"RowSealer(term={self.term})"
+
+    def mac(self, table: str, row: Mapping[str, Any]) -> bytes:
+        content = json.dumps({k: int(v) if isinstance(v, bool) else v
+                              for k, v in row.items() if k != "mac"},
+                             sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return crypto.mac(self._key, crypto.aad(b"vault-row-v1", self.vault_id, table, content))
+
+    def valid(self, table: str, row: Mapping[str, Any]) -> bool:
+        stored = row.get("mac")
+        return stored is not None and crypto.same(self.mac(table, row), bytes(stored))
+
+    def check(self, table: str, row: Mapping[str, Any], what: str) -> None:
+        if not self.valid(table, row):
+            raise IntegrityViolation(
+                f"{what} was edited outside vault (its MAC does not match); run `vault admin "
+                "rebuild-projections` to recompute the read models from the events")
+
+    def tombstone(self, originator_id: str, subject_id: str, shredded_at: str | None) -> bytes:
+        return self.mac("vault_keys:purged", {"originator_id": originator_id,
+                                              "subject_id": subject_id,
+                                              "shredded_at": shredded_at})
+
+    def is_tombstone(self, row: KeyRow) -> bool:
+        """A key row without its key is a purge only with a tombstone vault sealed."""
+        return row.wrapped is None and row.head_mac is not None and crypto.same(
+            row.head_mac, self.tombstone(row.originator_id, row.subject_id, row.shredded_at))
+
+
+def forged_purge(originator_id: str) -> IntegrityViolation:
+    return IntegrityViolation(
+        f"the data key of {originator_id} is gone without a purge record: it was deleted "
+        "outside vault; what it protected is lost (restore a backup)")
 
 
 class Keyring:
@@ -52,11 +102,29 @@ class Keyring:
         self._keys[originator_id] = key
         return key
 
+    @property
+    def rows(self) -> RowSealer:
+        """The row sealer of the current root key."""
+        sealer = getattr(self, "_rows", None)
+        if sealer is None or sealer.term != self.root.term:
+            sealer = self._rows = RowSealer(self.root, self.vault_id)
+        return sealer
+
+    # While a vault from before tombstones is upgraded: its purges have none yet.
+    purges_unsealed = False
+
+    def check_purged(self, row: KeyRow) -> None:
+        """A key row without a key: a purge (SubjectPurged) or an edit (IntegrityViolation)."""
+        if not self.rows.is_tombstone(row) and not (self.purges_unsealed
+                                                    and row.head_mac is None):
+            raise forged_purge(row.originator_id)
+        raise SubjectPurged(f"{row.originator_id} was purged (its data key is destroyed)")
+
     def unwrap(self, row: KeyRow, root: RootKey | None = None) -> bytes:
         root = root or self.root
         if row.wrapped is None:
-            raise SubjectPurged(f"{row.originator_id} was purged (its data key is destroyed)")
-        if row.term > root.term:
+            self.check_purged(row)
+        if row.term > root.term and self.store is not None and self.store.root_term() > root.term:
             raise ConcurrentChange("the root key was rotated since this command unlocked the "
                                    "vault; nothing was changed, run it again")
         if row.term != root.term:
@@ -94,7 +162,7 @@ class Keyring:
         if row is None:
             raise IntegrityViolation(f"no data key for {originator_id}: the key table was edited")
         if row.wrapped is None:
-            raise SubjectPurged(f"{originator_id} was purged (its data key is destroyed)")
+            self.check_purged(row)
         if row.head_version is None or row.head_mac is None:
             raise IntegrityViolation(f"{originator_id} has no recorded head version")
         if not crypto.same(self.head_mac(originator_id, row.head_version), row.head_mac):

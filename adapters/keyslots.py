@@ -123,6 +123,10 @@ class Header:
     root_term: int
     audit_public_key: bytes
     keyslots: tuple[Keyslot, ...] = field(default=())
+    # Read-model rows, settings and purges are sealed (adapters/keyring.py RowSealer). Kept in
+    # the authenticated header, so nobody without the key can make a vault look like one from
+    # before sealing (whose upgrade seals rows as it finds them).
+    row_macs: bool = False
 
     def to_json(self) -> str:
         body = {
@@ -130,6 +134,8 @@ class Header:
             "root_term": self.root_term, "audit_public_key": self.audit_public_key.hex(),
             "keyslots": [s.as_json() for s in self.keyslots],
         }
+        if self.row_macs:
+            body["row_macs"] = True
         return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -154,6 +160,7 @@ class Header:
             vault_id=str(body.get("vault_id")), created_at=str(body.get("created_at")),
             root_term=_int(body.get("root_term"), "root term"), audit_public_key=public_key,
             keyslots=tuple(Keyslot.from_json(s) for s in slots),
+            row_macs=body.get("row_macs") is True,
         )
 
     def next_slot_id(self) -> int:

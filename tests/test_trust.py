@@ -81,3 +81,307 @@ def test_the_cached_token_path_refuses_a_cut_log_too(used: Harness) -> None:
     refused = used.run("token", "help@contoso.com")
     assert refused.code == 5 and refused.out == ""
     assert used.sql("SELECT MAX(seq) FROM vault_audit")[0][0] == before - 1
+
+
+# -- 2. nothing a keyless writer can edit decides anything unseen ---------------------------------
+
+def _newest_event(h: Harness, aggregate: str) -> tuple:
+    stored = aggregate.replace("-", "") if h.kind == "sqlite" else aggregate
+    return h.sql("SELECT originator_id, originator_version, topic, state FROM stored_events "
+                 "WHERE originator_id = ? ORDER BY originator_version DESC LIMIT 1",
+                 (stored,))[0]
+
+
+def _grant(h: Harness, column: str = "grant_uuid") -> str:
+    return h.sql(f"SELECT {column} FROM view_grants")[0][0]
+
+
+def test_an_edited_topic_is_never_imported(used: Harness) -> None:
+    """eventsourcing imports the module a topic names: a keyless writer must not choose it."""
+    import sys
+
+    sys.modules.pop("this", None)
+    oid, version, _, _ = _newest_event(used, _grant(used))
+    used.sql("UPDATE stored_events SET topic = 'this:s' WHERE originator_id = ? AND "
+             "originator_version = ?", (oid, version))
+    result = used.run("grant", "show", "help@contoso.com")
+    assert result.code == 5 and "Beautiful is better" not in result.text
+    assert "this" not in sys.modules
+
+
+def test_an_event_copied_into_the_snapshots_is_refused(used: Harness) -> None:
+    oid, version, topic, state = _newest_event(used, _grant(used, "rotation_uuid"))
+    used.sql("INSERT INTO stored_snapshots (originator_id, originator_version, topic, state) "
+             "VALUES (?, ?, ?, ?)", (oid, version, topic, state))
+    result = used.run("grant", "show", "help@contoso.com")
+    assert result.code == 5 and "internal error" not in result.err, result.text
+
+
+def test_edited_settings_are_refused_not_obeyed(used: Harness) -> None:
+    used.ok("config", "set", "microsoft_idle_warning_days", "60")
+    lowered = used.sql("SELECT value FROM vault_settings")[0][0]
+    used.sql("UPDATE vault_settings SET value = ?", (lowered.replace("60", "74"),))
+    assert used.run("config", "show").code == 5
+    check = used.run("expiry", "--check")
+    assert check.code == 3 and "integrity" in check.err  # UNKNOWN, never OK
+    used.sql("DELETE FROM vault_settings")  # the default is not what the admin set either
+    assert used.run("config", "show").code == 5
+    used.ok("config", "set", "microsoft_idle_warning_days", "60")  # the repair
+    assert "60" in used.ok("config", "show").out
+
+
+@pytest.mark.parametrize("edit", [
+    "UPDATE view_grants SET status = 'revoked'",
+    "UPDATE view_grants SET rt_last_used_at = '2099-01-01T00:00:00+00:00'",
+    "UPDATE view_secrets SET expires_on = '2099-12-31'",
+    "UPDATE view_clients SET name = 'other', name_key = 'other'",
+    "DELETE FROM view_grants",
+    "DELETE FROM view_secrets",
+])
+def test_an_edited_read_model_row_is_exit_5_until_rebuilt(used: Harness, edit: str) -> None:
+    used.sql(edit)
+    for args in (("status",), ("expiry",), ("grant", "list"), ("client", "list")):
+        result = used.run(*args)
+        assert result.code == 5, (args, result.text)
+    used.ok("admin", "rebuild-projections")
+    assert used.ok("status").code == 0
+    assert "help@contoso.com" in used.ok("grant", "list").out
+
+
+def test_a_row_without_its_subject_is_exit_5(used: Harness) -> None:
+    """The grant's data key deleted (its view row left): nothing can be rebuilt from it."""
+    grant = _grant(used)
+    used.sql("DELETE FROM vault_keys WHERE originator_id = ?", (grant,))
+    for args in (("status",), ("grant", "show", "help@contoso.com"),
+                 ("admin", "rebuild-projections")):
+        assert used.run(*args).code == 5, args
+
+
+def test_a_looked_up_row_is_checked_too(used: Harness) -> None:
+    used.sql("UPDATE view_clients SET tenant = 'fabrikam.com'")
+    assert used.run("client", "show", "jira").code == 5
+    used.sql("UPDATE view_grants SET protocols = 'imap,smtp,graph'")
+    assert used.run("token", "help@contoso.com", "--protocol", "graph").code == 5
+
+
+# -- 3. history checks what every other reader checks --------------------------------------------
+
+def test_deleted_newest_events_are_caught_by_every_reader(used: Harness) -> None:
+    used.ok("grant", "revoke", "help@contoso.com", "--reason", "left")
+    oid, version, _, _ = _newest_event(used, _grant(used))
+    used.sql("DELETE FROM stored_events WHERE originator_id = ? AND originator_version = ?",
+             (oid, version))
+    for args in (("history", "help@contoso.com"), ("status",), ("grant", "show",
+                                                                 "help@contoso.com"),
+                 ("history", "help@contoso.com", "--as-of", "2099-01-01")):
+        result = used.run(*args)
+        assert result.code == 5, (args, result.text)
+
+
+# -- 4. tampering is exit 5, always ----------------------------------------------------------------
+
+@pytest.mark.parametrize("which", ["first", "middle", "all"])
+def test_deleted_events_are_integrity_violations(used: Harness, which: str) -> None:
+    used.ok("client", "rotate-secret", "jira", "--secret-stdin", input="Second~secret-value-0002")
+    used.ok("client", "set-servers", "jira", "--imap", "imap.example.com:993/implicit")
+    client = used.sql("SELECT client_uuid FROM view_clients")[0][0]
+    stored = client.replace("-", "") if used.kind == "sqlite" else client
+    where = {"first": "originator_version = 1", "middle": "originator_version = 2",
+             "all": "1 = 1"}[which]
+    used.sql(f"DELETE FROM stored_events WHERE originator_id = ? AND {where}", (stored,))
+    for args in (("client", "show", "jira"), ("history", "jira")):
+        result = used.run(*args)
+        assert result.code == 5 and "internal error" not in result.err, (args, result.text)
+
+
+def test_a_forged_purge_is_not_a_purge(used: Harness) -> None:
+    grant = _grant(used)
+    used.sql("UPDATE vault_keys SET wrapped = NULL WHERE originator_id = ?", (grant,))
+    assert used.run("grant", "show", "help@contoso.com").code == 5
+    assert used.run("status").code == 5
+
+
+def test_a_real_purge_stays_exit_4_and_cannot_be_copied(used: Harness) -> None:
+    add_client(used, "other", "Other~secret-value-0123456789")
+    used.ok("client", "remove", "other", "--reason", "gone", "--purge")
+    other, _, _, _ = _newest_event(used, used.sql(
+        "SELECT originator_id FROM vault_keys WHERE wrapped IS NULL")[0][0])
+    assert used.ok("status").code == 0  # the tombstone proves the purge
+    # the tombstone belongs to its own row: moved onto another subject, it proves nothing
+    tomb = used.sql("SELECT head_mac, shredded_at FROM vault_keys WHERE wrapped IS NULL")[0]
+    grant = _grant(used)
+    used.sql("UPDATE vault_keys SET wrapped = NULL, head_mac = ?, shredded_at = ? "
+             "WHERE originator_id = ?", (bytes(tomb[0]), tomb[1], grant))
+    assert used.run("grant", "show", "help@contoso.com").code == 5
+    del other
+
+
+def test_a_bumped_key_term_is_an_edit_not_a_rotation(used: Harness) -> None:
+    grant = _grant(used)
+    used.sql("UPDATE vault_keys SET term = term + 1 WHERE originator_id = ?", (grant,))
+    for _ in range(2):  # not "run it again" forever
+        result = used.run("grant", "show", "help@contoso.com")
+        assert result.code == 5, result.text
+
+
+def test_a_deleted_header_is_tampering_not_an_empty_store(used: Harness) -> None:
+    used.sql("DELETE FROM vault_header")
+    for args in (("status",), ("audit", "verify")):
+        result = used.run(*args, VAULT_KEY_FILE=None) if args[0] == "audit" else used.run(*args)
+        assert result.code == 5 and "header was deleted" in result.err, (args, result.text)
+    again = used.run("init", "--kdf", "interactive", VAULT_PASSPHRASE="another passphrase 1",
+                     VAULT_KEY_FILE=None)
+    assert again.code == 5
+
+
+def test_refresh_reports_tampering_as_exit_5_not_a_failed_row(used: Harness) -> None:
+    """A middle event of the token lineage deleted: only loading it shows."""
+    from tests.conftest import record_refreshes
+
+    app = used.app()
+    try:
+        record_refreshes(app, "help@contoso.com", 3)
+    finally:
+        app.close()
+    rotation = _grant(used, "rotation_uuid")
+    stored = rotation.replace("-", "") if used.kind == "sqlite" else rotation
+    used.sql("DELETE FROM stored_events WHERE originator_id = ? AND originator_version = 2",
+             (stored,))
+    for args in (("refresh", "--all"), ("maintain", "--probe-every", "0")):
+        result = used.run(*args)
+        assert result.code == 5, (args, result.text)
+
+
+def test_a_restored_backup_with_an_invalid_utf8_byte_is_damaged(sqlite_vault: Harness,
+                                                                tmp_path) -> None:
+    import sqlite3
+
+    add_client(sqlite_vault)
+    backup = tmp_path / "vault.backup"
+    sqlite_vault.ok("backup", str(backup))
+    conn = sqlite3.connect(backup)
+    with conn:
+        conn.execute("UPDATE view_clients SET tenant = CAST(X'FF61' AS TEXT)")
+    conn.close()
+    target = Harness("sqlite", tmp_path / "restored", None, sqlite_vault.key_file)
+    result = target.run("restore", str(backup))
+    assert result.code == 5 and "internal error" not in result.err, result.text
+
+
+def test_the_cached_token_path_serves_only_rows_vault_sealed(sqlite_vault: Harness,
+                                                             sandbox) -> None:
+    """The light path reads the read model too: an edited row sends it to the full CLI."""
+    from tests.conftest import ScriptedConsent, add_sandbox_client
+    from tests.test_microsoft_sandbox import MAILBOX, sign_in
+    from vault.fastpath import cached_token
+
+    add_sandbox_client(sqlite_vault, sandbox)
+    add_sandbox_client(sqlite_vault, sandbox, name="other")
+    for client in ("demo", "other"):
+        with sqlite_vault.app() as app:
+            app.consent(client, mailbox=MAILBOX, protocols=("imap",), flow="manual",
+                        ui=ScriptedConsent(sign_in, MAILBOX, "sandbox"))
+    env = {k: v for k, v in sqlite_vault.env().items() if v}
+    import os
+
+    def fast(*args: str) -> str | None:
+        saved = dict(os.environ)
+        os.environ.update(env)
+        try:
+            return cached_token(["token", MAILBOX, *args])
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    assert fast("--client", "demo") is not None
+    # a keyless writer swaps the clients' names: `--client demo` would reach other's grant
+    sqlite_vault.sql("UPDATE view_clients SET name_key = 'x' WHERE name_key = 'demo'")
+    sqlite_vault.sql("UPDATE view_clients SET name_key = 'demo' WHERE name_key = 'other'")
+    assert fast("--client", "demo") is None
+    assert sqlite_vault.run("token", MAILBOX, "--client", "demo").code == 5
+
+
+# -- 6. the audit log says what happened ---------------------------------------------------------
+
+def test_a_failed_token_is_not_recorded_as_revealed(vault: Harness, sandbox) -> None:
+    import json
+    from datetime import UTC, datetime, timedelta
+
+    from tests.conftest import add_sandbox_client
+    from tests.test_microsoft_sandbox import MAILBOX, consent, fail_next
+    from vault.tokens import TokenRefreshFailed
+
+    add_sandbox_client(vault, sandbox)
+    consent(vault, sandbox)
+    assert vault.ok("token", MAILBOX).out
+    fail_next(sandbox, 7000222)
+    later = datetime.now(UTC) + timedelta(hours=3)  # the access token has expired
+    with vault.app(clock=lambda: later) as app, pytest.raises(TokenRefreshFailed):
+        app.access_token(MAILBOX)
+    entries = json.loads(vault.ok("audit", "log", "--limit", "3", "--json").out)
+    handed, attempt = entries[0], entries[1:]  # the refresh: its start, then its failure
+    assert (handed["action"], handed["detail"].get("revealed")) == ("token", "access_token")
+    assert [e["detail"]["step"] for e in attempt] == ["refresh started", "refresh failed"]
+    assert attempt[-1]["outcome"] == "failed"
+    assert not any("revealed" in e["detail"] for e in attempt)
+
+
+# -- a vault from before sealed rows is upgraded once, in place or when restored ------------------
+
+def _as_before_sealed_rows(h: Harness) -> None:
+    """Turn a vault into what the previous schema (1) left on disk: no MAC or version columns,
+    no purge tombstones, no settings row unless one was set, a header without the marker."""
+    from dataclasses import replace
+
+    from adapters.keyslots import seal_header
+
+    with h.app() as app:
+        sealed = seal_header(replace(app.header, row_macs=False), app.root)
+    h.sql("UPDATE vault_header SET body = ?, checksum = ?, mac = ?",
+          (sealed.body, sealed.checksum, sealed.mac))
+    from adapters.store.schema import ADDED_COLUMNS
+
+    for table, column, _ in ADDED_COLUMNS:
+        h.sql(f"ALTER TABLE {table} DROP COLUMN {column}")
+    h.sql("UPDATE vault_keys SET head_mac = NULL WHERE wrapped IS NULL")
+    h.sql("UPDATE vault_meta SET value = '1' WHERE key = 'schema_version'")
+
+
+def test_a_vault_from_before_sealed_rows_is_upgraded_once(used: Harness, tmp_path) -> None:
+    import json
+
+    add_client(used, "old", "Other~secret-value-0123456789")
+    used.ok("client", "remove", "old", "--reason", "gone", "--purge")
+    used.ok("config", "set", "microsoft_idle_warning_days", "60")
+    before = json.loads(used.ok("status", "--json").out)
+    _as_before_sealed_rows(used)
+    after = json.loads(used.ok("status", "--json").out)
+    assert after["grants"] == before["grants"] and after["clients"] == before["clients"]
+    assert '"microsoft_idle_warning_days": 60' in used.ok("config", "show", "--json").out
+    assert used.run("history", "old").code == 4  # the purge is still a purge
+    actions = [e["action"] for e in json.loads(used.ok("audit", "log", "--json").out)]
+    assert actions.count("upgrade") == 1
+    used.ok("status")
+    assert [e["action"] for e in json.loads(used.ok("audit", "log", "--json").out)].count(
+        "upgrade") == 1
+    used.ok("audit", "verify")
+    # from now on its rows are sealed like any other vault's
+    used.sql("UPDATE view_grants SET status = 'revoked'")
+    assert used.run("status").code == 5
+
+
+def test_a_backup_from_before_sealed_rows_restores_and_upgrades(sqlite_vault: Harness,
+                                                                tmp_path) -> None:
+    add_client(sqlite_vault)
+    import_grant(sqlite_vault)
+    _as_before_sealed_rows(sqlite_vault)
+    backup = tmp_path / "old.backup"
+    import shutil
+
+    shutil.copyfile(sqlite_vault.home / "vault.db", backup)  # as the old `vault backup` left it
+    target = Harness("sqlite", tmp_path / "restored", None, sqlite_vault.key_file)
+    target.ok("restore", str(backup))
+    assert "help@contoso.com" in target.ok("grant", "list").out
+    target.ok("audit", "verify")
+    target.sql("UPDATE view_grants SET status = 'revoked'")
+    assert target.run("status").code == 5

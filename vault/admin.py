@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
 from typing import Any
 from uuid import UUID
 
 from adapters.errors import IntegrityViolation, SubjectPurged
 from adapters.keyring import AUDIT_KEY_ID
+from adapters.keyslots import seal_header
 from adapters.store import AuditRow, Changes, Checkpoint, ViewChange
 from domain.credentials import ClientCredential
 from domain.grants import ConsentGrant
-from vault.application import VaultCore, use_case
+from vault.application import REQUIRED_SETTINGS, VaultCore, use_case
 from vault.audit import (
     TrustedCheckpoint,
     decrypt_entry,
@@ -110,6 +112,9 @@ class AdminUseCases(VaultCore):
     def rebuild_projections(self, progress: Progress | None = None) -> dict[str, int]:
         """Clear the read models and replay every aggregate, in one transaction during which
         other writers wait (nothing committed meanwhile can be missed)."""
+        return self._rebuild(Changes(), progress)
+
+    def _rebuild(self, changes: Changes, progress: Progress | None = None) -> dict[str, int]:
         result: dict[str, int] = {}
 
         def replay(changes: Changes) -> None:
@@ -118,8 +123,29 @@ class AdminUseCases(VaultCore):
             result.update(counts)
             self.audit_record.detail.update(result)
 
-        self.commit(changes=Changes(clear_views=True, prepare=replay))
+        changes.clear_views, changes.prepare = True, replay
+        self.commit(changes=changes)
         return result
+
+    def upgrade(self) -> None:
+        """Bring a vault from before sealed rows (schema 1) up to date, once, in one transaction:
+        columns added, read models rebuilt from the events and sealed, settings and purges sealed
+        as they are found, and the header marked (so this never runs again on that vault)."""
+        if not self.header.row_macs:
+            self._upgrade()
+
+    @use_case("upgrade")
+    def _upgrade(self) -> None:
+        header = replace(self.header, row_macs=True)
+        sealed = seal_header(header, self.root)
+        self.audit_record.detail["to"] = "schema 2: sealed read models, settings and purges"
+        self.keyring.purges_unsealed = True  # sealed in this transaction, as they are found
+        try:
+            self._rebuild(Changes(header=(self.header_checksum, sealed), upgrade=True,
+                                  settings=dict(REQUIRED_SETTINGS)))
+        finally:
+            self.keyring.purges_unsealed = False
+        self.header, self.header_checksum = header, sealed.checksum
 
     def _aggregate_ids(self) -> dict[str, list[UUID]]:
         """Every client and grant ever created, found from their creation events' topics."""

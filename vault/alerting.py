@@ -15,12 +15,12 @@ from uuid import UUID
 import httpx
 from eventsourcing.persistence import IntegrityError
 
-from adapters.errors import AdapterError
+from adapters.errors import AdapterError, IntegrityViolation
 from adapters.notify import NotifyFailed, post_webhook
 from adapters.store import Changes
 from domain.alerts import AlertState, alert_id_for, alert_key
 from domain.expiry import SEVERITY_RANK, due_items, evaluate
-from domain.grants import mailbox_key
+from domain.grants import REVOKED, mailbox_key
 from domain.rotation import rotation_id_for
 from domain.secret_value import SecretValue
 from vault.application import use_case
@@ -35,13 +35,12 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
     def alert_items(self, as_of: date, min_severity: str) -> list[dict[str, Any]]:
         """Expiry findings and failed probes at or above `min_severity`, each with the subject
         (grant or client id) it concerns."""
-        secrets, grants = self.expiry_facts()
-        grant_rows = self.views("SELECT grant_uuid, client_uuid, client_name, mailbox, "
-                                "mailbox_key, status, probes FROM view_grants")
+        models = self.read_models()
+        secrets, grants = self.expiry_facts(models)
+        grant_rows = models.grants
         grant_ids = {(r["client_name"].casefold(), r["mailbox_key"]): r["grant_uuid"]
                      for r in grant_rows}
-        client_ids = {r["name"].casefold(): r["client_uuid"]
-                      for r in self.views("SELECT name, client_uuid FROM view_clients")}
+        client_ids = {r["name"].casefold(): r["client_uuid"] for r in models.clients}
         items = []
         for finding in evaluate(secrets, grants, as_of, self.thresholds()):
             item = finding.as_dict()
@@ -134,6 +133,8 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
             try:
                 send()
                 delivered.append(channel)
+            except IntegrityViolation:
+                raise
             except (AdapterError, VaultError) as e:
                 failures.append(f"{channel}: {e}")
         self.audit_record.detail.update({"delivered": delivered, "failed": failures})
@@ -187,8 +188,7 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
         claimed, and by `maintain` before anything is done. (One that is broken or revoked is a
         failure of that channel when it sends, so the other channel and maintain's other steps
         still run.)"""
-        rows = self.views("SELECT protocols FROM view_grants WHERE mailbox_key = ?",
-                          (mailbox_key(via),))
+        rows = self.view_rows("view_grants", mailbox_key=mailbox_key(via))
         if not rows:
             raise BadInput(f"--via {via}: no such grant (see `vault grant list`)")
         if not any("smtp" in r["protocols"].split(",") for r in rows):
@@ -232,7 +232,8 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
     def prometheus(self) -> str:
         """The textfile-collector exposition (node_exporter's --collector.textfile)."""
         now = self.now()
-        secrets, grants = self.expiry_facts()
+        models = self.read_models()
+        secrets, grants = self.expiry_facts(models)
         t = self.thresholds()
         metrics = _Exposition()
         secret_end = metrics.family("vault_secret_expiry_timestamp_seconds",
@@ -254,8 +255,9 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
         success = metrics.family("vault_probe_success", "1 if the last probe succeeded.")
         latency = metrics.family("vault_probe_latency_seconds", "Latency of the last probe.")
         probed = metrics.family("vault_probe_timestamp_seconds", "When the last probe ran.")
-        for row in self.views("SELECT client_name, mailbox, probes FROM view_grants "
-                              "WHERE status <> 'revoked' ORDER BY mailbox_key"):
+        for row in models.grants:
+            if row["status"] == REVOKED:
+                continue
             for protocol, probe in json.loads(row["probes"] or "{}").items():
                 labels = {"client": row["client_name"], "mailbox": row["mailbox"],
                           "protocol": protocol}

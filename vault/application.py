@@ -21,11 +21,13 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import AggregateCreated, Snapshot
 from eventsourcing.persistence import (
     AggregateRecorder,
     ApplicationRecorder,
@@ -46,18 +48,23 @@ from adapters.encryption import (
     transcoder,
 )
 from adapters.errors import AdapterError, AuditAppendFailed, IntegrityViolation
+from adapters.keyring import forged_purge
 from adapters.keyslots import Header, Keyslot, RootKey
 from adapters.store import Changes, Head, KeyRow, Store, ViewChange
+from adapters.store.schema import VIEW_TABLES
 from domain.alerts import AlertState
 from domain.credentials import ClientCredential
 from domain.errors import DomainError
 from domain.grants import ConsentGrant
 from domain.rotation import TokenRotation
 from vault.audit import AuditRecord, AuditSealer, actor_name, os_actor
-from vault.errors import AuditWriteFailed, Conflict, NotFound, VaultError, WiringError
+from vault.errors import AuditWriteFailed, Conflict, VaultError, WiringError
 
 T = TypeVar("T")
-CONFLICT_RETRIES = 6
+# Settings every vault holds from its start (init writes them): their absence is an edit.
+THRESHOLDS_KEY = "expiry_thresholds"
+REQUIRED_SETTINGS = {THRESHOLDS_KEY: "{}"}
+CONFLICT_RETRIES = 10
 # A TokenRotation refreshed every 10 minutes writes ~52,000 events a year; with a snapshot every
 # 20 events, loading one decrypts the snapshot and at most 19 events (docs/performance.md).
 SNAPSHOT_EVERY = 20
@@ -65,10 +72,31 @@ SNAPSHOT_EVERY = 20
 
 def project_events(aggregate: Any, events: Any) -> Any:
     """eventsourcing's project_aggregate without its per-event runtime Protocol check, which
-    costs more than decrypting the event."""
+    costs more than decrypting the event; but with the check that no event is missing (a deleted
+    first or middle event is tampering, not an internal error)."""
     for event in events:
+        version = event.originator_version
+        if aggregate is None:
+            if not isinstance(event, Snapshot) and (version != 1 or not isinstance(
+                    event, AggregateCreated)):
+                raise IntegrityViolation(f"{event.originator_id} starts at version {version}, "
+                                         "not with its creation: its first events were deleted")
+        elif version != aggregate.version + 1:
+            raise IntegrityViolation(f"{event.originator_id} jumps from version "
+                                     f"{aggregate.version} to {version}: events were deleted")
         aggregate = event.mutate(aggregate)
     return aggregate
+
+
+AGGREGATES = (ClientCredential, ConsentGrant, TokenRotation, AlertState)
+
+
+def stored_types(*, snapshots: bool) -> dict[str, type]:
+    """The event (or snapshot) classes vault stores, by their stable topic: the only topics a
+    mapper resolves."""
+    return {obj.TOPIC: obj for aggregate in AGGREGATES for obj in vars(aggregate).values()
+            if isinstance(obj, type) and getattr(obj, "TOPIC", "").startswith(f"{aggregate.TOPIC}.")
+            and issubclass(obj, Snapshot) == snapshots}
 
 
 def system_clock() -> datetime:
@@ -169,24 +197,27 @@ class VaultCore(Application[UUID]):
         return _StoreFactory(env, self.store)
 
     def construct_mapper(self) -> EncryptedMapper:
-        return EncryptedMapper(transcoder(), self.keyring)
+        return EncryptedMapper(transcoder(), self.keyring, stored_types(snapshots=False))
 
     def construct_recorder(self) -> ApplicationRecorder:
         return self.store.recorder
 
     def construct_snapshot_store(self) -> EventStore:
-        return EventStore(mapper=self.mapper, recorder=self.store.snapshot_recorder)
+        mapper = EncryptedMapper(transcoder(), self.keyring, stored_types(snapshots=True))
+        return EventStore(mapper=mapper, recorder=self.store.snapshot_recorder)
 
     def _check_wiring(self) -> None:
         problems = []
-        if type(self.mapper) is not EncryptedMapper or self.mapper.cipher or self.mapper.compressor:
-            problems.append(f"mapper is {type(self.mapper).__name__}")
+        for mapper in (self.mapper, self.snapshots and self.snapshots.mapper):
+            if type(mapper) is not EncryptedMapper or mapper.cipher or mapper.compressor \
+                    or mapper.keyring is not self.keyring:
+                problems.append(f"mapper is {type(mapper).__name__}")
         if self.recorder is not self.store.recorder or self.events.recorder is not self.recorder:
             problems.append(f"recorder is {type(self.recorder).__name__}")
         if self.events.mapper is not self.mapper:
             problems.append("event store mapper differs")
-        if (self.snapshots is None or self.snapshots.mapper is not self.mapper
-                or self.snapshots.recorder is not self.store.snapshot_recorder):
+        if (self.snapshots is None or self.snapshots.recorder is not self.store.snapshot_recorder
+                or self.snapshots.mapper.stored_types.keys() & self.mapper.stored_types.keys()):
             problems.append("snapshot store is not vault's")
         if problems:
             raise WiringError("refusing to start: " + "; ".join(problems))
@@ -248,6 +279,7 @@ class VaultCore(Application[UUID]):
         changes = changes or Changes()
         record = self.audit_record
         changes.audit = self._sealer(record)
+        changes.rows = self.keyring.rows
         changes.key_term = self.root.term
         events = [e for agg in aggregates for e in agg.pending_events]
         newest: dict[str, int] = {}
@@ -272,7 +304,8 @@ class VaultCore(Application[UUID]):
             except IntegrityError:
                 if n == CONFLICT_RETRIES - 1:
                     break
-                time.sleep(random.uniform(0.01, 0.05) * (n + 1))  # noqa: S311 - jitter only
+                # full jitter, doubling: two busy writers drift apart instead of colliding again
+                time.sleep(random.uniform(0, min(0.5, 0.02 * 2 ** n)))  # noqa: S311 - jitter
         raise Conflict("another process kept changing the same record; try again")
 
     def wipe_freed_pages(self) -> None:
@@ -289,35 +322,53 @@ class VaultCore(Application[UUID]):
         """An aggregate from its snapshot and newer events. It must reach the version recorded with
         a MAC, so deleting (or rolling back) its newest events is detected. The head is read first:
         another process may commit in between, which only makes the events newer."""
-        head = self.keyring.recorded_head(str(aggregate_id)) if version is None else None
+        head = self.keyring.recorded_head(str(aggregate_id))
         try:
             aggregate = self.repository.get(aggregate_id, version=version,
                                             projector_func=project_events)
         except AggregateNotFoundError:
-            raise NotFound(f"no record {aggregate_id}") from None
-        if head is not None and aggregate.version < head:
+            raise IntegrityViolation(f"{aggregate_id} has no events but version {head} was "
+                                     "recorded: its events were deleted") from None
+        if version is None and aggregate.version < head:
             raise IntegrityViolation(
                 f"{aggregate_id} ends at version {aggregate.version} but version {head} was "
                 "recorded: its newest events were deleted or rolled back")
         return aggregate
 
     def version_as_of(self, aggregate_id: UUID, cutoff: datetime | None) -> int | None:
-        """The last version recorded before `cutoff` (binary search: one event read per step)."""
+        """The last version recorded before `cutoff` (binary search: one event read per step),
+        of an aggregate whose newest events are all there (its recorded head)."""
+        head = self.keyring.recorded_head(str(aggregate_id))
         newest = self.recorder.select_events(aggregate_id, desc=True, limit=1)
-        if not newest:
-            return None
-        high = newest[0].originator_version
+        high = newest[0].originator_version if newest else 0
+        if high < head:
+            raise IntegrityViolation(f"{aggregate_id} ends at version {high} but version {head} "
+                                     "was recorded: its newest events were deleted")
         if cutoff is None:
-            return high
+            return high or None
         low, found = 1, None
         while low <= high:
             mid = (low + high) // 2
-            event = next(iter(self.events.get(aggregate_id, gt=mid - 1, lte=mid)))
+            event = next(iter(self.events.get(aggregate_id, gt=mid - 1, lte=mid)), None)
+            if event is None:
+                raise IntegrityViolation(f"version {mid} of {aggregate_id} is missing: events "
+                                         "were deleted")
             if event.timestamp < cutoff:
                 found, low = mid, mid + 1
             else:
                 high = mid - 1
         return found
+
+    def events_up_to(self, aggregate_id: UUID, version: int, limit: int | None = None) -> list:
+        """The newest events up to `version` (the last `limit` of them), oldest first, none
+        missing."""
+        events = list(self.events.get(aggregate_id, lte=version, desc=True, limit=limit))[::-1]
+        expected = version if limit is None else min(limit, version)
+        if [e.originator_version for e in events] != list(range(version - expected + 1,
+                                                                version + 1)):
+            raise IntegrityViolation(f"events of {aggregate_id} up to version {version} are "
+                                     "missing: they were deleted")
+        return events
 
     def load_client(self, client_uuid: str) -> ClientCredential:
         return self.load(UUID(client_uuid))
@@ -325,8 +376,111 @@ class VaultCore(Application[UUID]):
     def load_grant(self, grant_uuid: str) -> ConsentGrant:
         return self.load(UUID(grant_uuid))
 
-    def views(self, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
-        return self.store.query(sql, params)
+    # -- the read side: no row is used before it is checked ------------------------------------
+
+    def view_rows(self, table: str, **equal: Any) -> list[dict[str, Any]]:
+        """The read-model rows whose columns equal the values given, each checked (exit 5 if a
+        row was edited outside vault)."""
+        rows = self.store.view_rows(table, **equal)
+        for row in rows:
+            self.keyring.rows.check(table, row, _row_name(table, row))
+        return rows
+
+    def read_models(self) -> ReadModels:
+        """Every read-model row, for a listing, from one snapshot: each row checked, and the rows
+        checked against the key table and the events, so that neither a deleted row nor deleted
+        events can hide a subject from status, expiry or alerts."""
+        side = self.store.read_side()
+        sealer = self.keyring.rows
+        for table in VIEW_TABLES:
+            for row in side[table]:
+                sealer.check(table, row, _row_name(table, row))
+        live, known = set(), set()
+        for key in side["keys"]:
+            if key.wrapped is None and not sealer.is_tombstone(key):
+                raise forged_purge(key.originator_id)
+            known.add(key.originator_id.replace("-", ""))
+            if key.wrapped is not None:
+                live.add(key.originator_id)
+        newest = side["newest"]
+        strays = [o for o in newest if o not in known]
+        if strays:
+            raise IntegrityViolation(f"events of {strays[0]} have no data key: the key table "
+                                     "was edited")
+        clients = {r["client_uuid"]: r for r in side["view_clients"]}
+        grants = {r["grant_uuid"]: r for r in side["view_grants"]}
+        subjects = {k.originator_id for k in side["keys"] if k.originator_id == k.subject_id
+                    and k.wrapped is not None and not k.originator_id.startswith("system:")}
+        missing = subjects - clients.keys() - grants.keys()
+        if missing:
+            raise IntegrityViolation(
+                f"{sorted(missing)[0]} has a data key but no read-model row: the row was deleted "
+                "outside vault; run `vault admin rebuild-projections`")
+        projected = [(r, r["client_uuid"], "version") for r in clients.values()]
+        projected += [(r, r[column], f"{kind}_version") for r in grants.values()
+                      for column, kind in (("grant_uuid", "grant"), ("rotation_uuid", "rotation"))]
+        for row, aggregate, column in projected:
+            name = _row_name("view_grants" if "mailbox" in row else "view_clients", row)
+            if aggregate not in live:
+                raise IntegrityViolation(f"{name} has no data key (or was purged): the row or "
+                                         "the key table was edited outside vault")
+            stored = newest.get(aggregate.replace("-", ""), 0)
+            if row[column] != stored:
+                raise IntegrityViolation(
+                    f"{name} was projected from version {row[column]} of {aggregate}, whose "
+                    f"events end at version {stored}: "
+                    + ("its newest events were deleted" if (row[column] or 0) > stored else
+                       "the row is stale; run `vault admin rebuild-projections`"))
+        active: dict[str, int] = dict.fromkeys(clients, 0)
+        for row in side["view_secrets"]:
+            owner = clients.get(row["client_uuid"])
+            if owner is None or row["client_version"] != owner["version"]:
+                raise IntegrityViolation(
+                    f"secret {row['ref']} of {row['client_uuid']} does not match its client's "
+                    "read-model row; run `vault admin rebuild-projections`")
+            active[row["client_uuid"]] += row["retired_at"] is None
+        for uuid, count in active.items():
+            if count != clients[uuid]["active_secrets"]:
+                raise IntegrityViolation(
+                    f"{_row_name('view_clients', clients[uuid])} counts "
+                    f"{clients[uuid]['active_secrets']} active secrets, its secret rows {count}: "
+                    "rows were deleted outside vault; run `vault admin rebuild-projections`")
+        return ReadModels(
+            clients=sorted(clients.values(), key=lambda r: r["name_key"]),
+            secrets=sorted(side["view_secrets"], key=lambda r: (
+                clients[r["client_uuid"]]["name_key"], r["ref"])),
+            grants=sorted(grants.values(), key=lambda r: (r["mailbox_key"], r["client_name"])))
+
+    def settings(self) -> dict[str, str]:
+        """The shared settings, each row checked; a setting every vault has cannot be missing
+        (deleting a lowered threshold must not quietly bring back the default)."""
+        rows = self.store.settings()
+        for row in rows:
+            self.keyring.rows.check("vault_settings", row, f"the setting {row['key']}")
+        settings = {row["key"]: row["value"] for row in rows}
+        missing = REQUIRED_SETTINGS.keys() - settings.keys()
+        if missing:
+            raise IntegrityViolation(f"the setting {sorted(missing)[0]} was deleted outside "
+                                     "vault; set it again with `vault config set`")
+        return settings
+
+
+@dataclass(frozen=True)
+class ReadModels:
+    """The read models as one listing sees them: checked rows, in display order."""
+
+    clients: list[dict[str, Any]]
+    secrets: list[dict[str, Any]]
+    grants: list[dict[str, Any]]
+
+
+def _row_name(table: str, row: dict[str, Any]) -> str:
+    """How an error names a row (its values are shown through the CLI's escaping)."""
+    if table == "view_grants":
+        return f"the read-model row of {row.get('mailbox')} ({row.get('client_name')})"
+    if table == "view_clients":
+        return f"the read-model row of client {row.get('name')}"
+    return f"a row of {table}"
 
 
 def apply_views(changes: Changes, *groups: list[ViewChange]) -> Changes:

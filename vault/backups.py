@@ -75,7 +75,7 @@ def stale_read_models(app: AdminUseCases, stored: dict[str, tuple[int, str]],
     differently. Either way the events are the truth, and a copy rebuilds the rows from them."""
     known = loaded or {}
     views, _ = app.rebuilt_views(load=lambda i: known[i] if i in known else app.load(i))
-    rebuilt = view_digests(app.store, views)
+    rebuilt = view_digests(app.store, views, app.keyring.rows)
     return [t for t in VIEW_TABLES if rebuilt[t] != stored[t]]
 
 
@@ -115,8 +115,12 @@ def prove_copy(source: VaultCore, target: Store,
 
 
 def rebuild_if_stale(copy: AdminUseCases, proof: dict[str, Any], what: str) -> None:
-    """A copy that becomes a vault (restore, migrate) gets its read models from its events."""
-    if proof["stale"]:
+    """A copy that becomes a vault (restore, migrate) gets its read models from its events (a
+    copy of a vault from before sealed rows is upgraded, which rebuilds them)."""
+    if not copy.header.row_macs:
+        copy.upgrade()
+        proof["stale"] = []
+    elif proof["stale"]:
         copy.rebuild_projections()
         proof["warnings"] = [f"{what}: " + STALE_VIEWS.format(", ".join(proof["stale"]))
                              + "; rebuilt from the events"]

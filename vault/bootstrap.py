@@ -16,7 +16,7 @@ from uuid import uuid4
 
 from adapters import crypto
 from adapters.errors import IntegrityViolation
-from adapters.keyring import AUDIT_KEY_ID, SIGNING_KEY_ID
+from adapters.keyring import AUDIT_KEY_ID, SIGNING_KEY_ID, RowSealer
 from adapters.keyslots import (
     Header,
     KeyFile,
@@ -29,7 +29,7 @@ from adapters.keyslots import (
 )
 from adapters.store import Changes, KeyRow, Store, open_store
 from vault.admin import AdminUseCases
-from vault.application import system_clock
+from vault.application import REQUIRED_SETTINGS, system_clock
 from vault.audit import AuditRecord, AuditSealer, os_actor
 from vault.backups import BackupUseCases
 from vault.consent import ConsentUseCases
@@ -97,7 +97,7 @@ def init_vault(
                  for number, (material, label) in enumerate(materials, start=1)]
         public_key = bytes(crypto.signing_key(signing_seed).verify_key)
         header = Header(vault_id=vault_id, created_at=now.isoformat(), root_term=1,
-                        audit_public_key=public_key, keyslots=tuple(slots))
+                        audit_public_key=public_key, keyslots=tuple(slots), row_macs=True)
         keyring_rows = [_system_key_row(root, vault_id, key_id, key, now)
                         for key_id, key in ((AUDIT_KEY_ID, audit_key),
                                             (SIGNING_KEY_ID, signing_seed))]
@@ -107,7 +107,9 @@ def init_vault(
                              first=True)
         try:
             store.commit([], Changes(header=(None, seal_header(header, root)),
-                                     keys=keyring_rows, key_term=root.term, audit=sealer))
+                                     keys=keyring_rows, key_term=root.term, audit=sealer,
+                                     settings=dict(REQUIRED_SETTINGS),
+                                     rows=RowSealer(root, vault_id)))
         except Exception as e:
             if store.is_initialised():
                 raise AlreadyExists(f"a vault already exists in {settings.location}") from e
@@ -133,8 +135,14 @@ def open_vault(
     clock: Callable[[], datetime] = system_clock, actor: dict[str, Any] | None = None,
     slot_id: int | None = None,
 ) -> VaultApplication:
-    return unlock_store(open_settings_store(settings), material_source, clock=clock,
-                        actor=actor, slot_id=slot_id)
+    app = unlock_store(open_settings_store(settings), material_source, clock=clock,
+                       actor=actor, slot_id=slot_id)
+    try:
+        app.upgrade()
+    except BaseException:
+        app.close()
+        raise
+    return app
 
 
 def unlock_store(

@@ -9,8 +9,9 @@ from eventsourcing.persistence import IntegrityError
 
 from adapters.store import Changes
 from domain.credentials import ClientCredential, check_client_name
+from domain.grants import REVOKED
 from domain.secret_value import SecretValue
-from vault.application import VaultCore, apply_views, use_case
+from vault.application import ReadModels, VaultCore, apply_views, use_case
 from vault.errors import AlreadyExists, NotFound, VaultError
 from vault.projections import client_changes, client_name_key, client_removal
 
@@ -45,8 +46,7 @@ def client_summary(client: ClientCredential) -> dict[str, Any]:
 
 class ClientUseCases(VaultCore):
     def client_row(self, name: str) -> dict[str, Any]:
-        rows = self.views("SELECT * FROM view_clients WHERE name_key = ?",
-                          (client_name_key(name),))
+        rows = self.view_rows("view_clients", name_key=client_name_key(name))
         if not rows:
             raise NotFound(f"no client named {name!r} (see `vault client list`)")
         return rows[0]
@@ -71,8 +71,7 @@ class ClientUseCases(VaultCore):
     ) -> dict[str, Any]:
         name = check_client_name(name)
         self.audit_record.subject.update({"client": name})
-        if self.views("SELECT name FROM view_clients WHERE name_key = ?",
-                      (client_name_key(name),)):
+        if self.view_rows("view_clients", name_key=client_name_key(name)):
             raise AlreadyExists(f"a client named {name!r} already exists")
         now = self.now()
         client = ClientCredential.register(
@@ -103,14 +102,16 @@ class ClientUseCases(VaultCore):
 
     @use_case("client list")
     def list_clients(self) -> list[dict[str, Any]]:
-        clients = self.views("SELECT * FROM view_clients ORDER BY name_key")
-        secrets = self.views("SELECT * FROM view_secrets WHERE retired_at IS NULL "
-                             "ORDER BY client_uuid, added_at")
+        return self.client_listing(self.read_models())
+
+    @staticmethod
+    def client_listing(models: ReadModels) -> list[dict[str, Any]]:
         by_client: dict[str, list[dict[str, Any]]] = {}
-        for s in secrets:
-            by_client.setdefault(s["client_uuid"], []).append(s)
+        for s in models.secrets:
+            if s["retired_at"] is None:
+                by_client.setdefault(s["client_uuid"], []).append(s)
         result = []
-        for c in clients:
+        for c in models.clients:
             current = next((s for s in by_client.get(c["client_uuid"], []) if s["is_current"]),
                            None)
             result.append({
@@ -208,16 +209,16 @@ class ClientUseCases(VaultCore):
     def remove_client(self, name: str, *, reason: str, purge: bool = False) -> dict[str, Any]:
         row = self.client_row(name)
         self.audit_record.subject.update({"client": row["name"]})
-        live = self.views("SELECT mailbox FROM view_grants WHERE client_uuid = ? "
-                          "AND status <> 'revoked' ORDER BY mailbox_key", (row["client_uuid"],))
+        grants = sorted(self.view_rows("view_grants", client_uuid=row["client_uuid"]),
+                        key=lambda g: g["mailbox_key"])
+        live = [g for g in grants if g["status"] != REVOKED]
         if live:
             raise VaultError(
                 f"client {row['name']!r} still has grants ({', '.join(g['mailbox'] for g in live)}):"
                 " revoke them first (`vault grant revoke MAILBOX --client "
                 f"{row['name']} --reason ...`)"
             )
-        if purge and self.views("SELECT grant_uuid FROM view_grants WHERE client_uuid = ?",
-                                (row["client_uuid"],)):
+        if purge and grants:
             raise VaultError(f"purge the revoked grants of {row['name']!r} first "
                              "(`vault grant revoke MAILBOX --purge`)")
         client = self.load_client(row["client_uuid"])

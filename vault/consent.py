@@ -73,9 +73,8 @@ class ConsentUseCases(TokenUseCases):
         if flow == "device" and credential.provider == "google":
             raise BadInput("Google's device flow does not allow the Gmail scope: use "
                            "--flow browser or --flow manual")
-        existing = self.views(
-            "SELECT grant_uuid, status FROM view_grants WHERE client_uuid = ? "
-            "AND mailbox_key = ?", (str(credential.id), mailbox_key(mailbox)))
+        existing = self.view_rows("view_grants", client_uuid=str(credential.id),
+                                  mailbox_key=mailbox_key(mailbox))
         if existing and existing[0]["status"] == "active" and not replace:
             raise AlreadyExists(f"{mailbox} already has an active grant under "
                                 f"{credential.name!r}: add --replace to consent again")

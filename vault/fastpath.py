@@ -1,11 +1,12 @@
 """The cached-token path of `vault token`, kept light: mail clients call it for every connection.
 
 It handles exactly one case: the embedded SQLite store, a key-file unlock, and an access token
-still valid for --min-valid. It reads the header, unlocks, finds the grant in the read model,
-decrypts the newest events of its TokenRotation (checking the recorded head version), writes the
-audit entry, and prints. It imports no eventsourcing, click or HTTP code. Anything else (a
-refresh, a passphrase, PostgreSQL, an error of any kind) returns None, and the full CLI runs the
-same command from the start with everything it needs, errors and messages included.
+still valid for --min-valid. It reads the header, unlocks, finds the grant in the read model
+(checking the row's MAC), decrypts the newest events of its TokenRotation (checking the recorded
+head version), writes the audit entry (once the signed head proves the log), and prints. It
+imports no eventsourcing, click or HTTP code. Anything else (a refresh, a passphrase, PostgreSQL,
+an error of any kind) returns None, and the full CLI runs the same command from the start with
+everything it needs, errors and messages included.
 """
 
 from __future__ import annotations
@@ -142,7 +143,7 @@ def cached_token(args: list[str]) -> str | None:
 def _serve(conn: sqlite3.Connection, key_file: str, slot_id: int | None,
            options: dict[str, str], protocol: str, fmt: str, min_valid: timedelta) -> str | None:
     from adapters import crypto
-    from adapters.keyring import AUDIT_KEY_ID, SIGNING_KEY_ID, Keyring, event_aad
+    from adapters.keyring import AUDIT_KEY_ID, SIGNING_KEY_ID, Keyring, RowSealer, event_aad
     from adapters.keyslots import SealedHeader, read_key_file, unlock
     from adapters.store.base import Tx, _key_row, append_audit
     from vault.audit import AuditRecord, AuditSealer, os_actor
@@ -153,13 +154,18 @@ def _serve(conn: sqlite3.Connection, key_file: str, slot_id: int | None,
     root, _ = unlock(header, read_key_file(key_file), slot_id)
     sealed.verify_mac(root)
 
+    rows_sealer = RowSealer(root, header.vault_id)  # every row used is one vault wrote
     sql = "SELECT * FROM view_grants WHERE mailbox_key = ?"
     params: tuple = (options["mailbox"].strip().casefold(),)
     if "--client" in options:
-        sql += " AND client_uuid = (SELECT client_uuid FROM view_clients WHERE name_key = ?)"
-        params += (options["--client"].casefold(),)
+        clients = conn.execute("SELECT * FROM view_clients WHERE name_key = ?",
+                               (options["--client"].casefold(),)).fetchall()
+        if len(clients) != 1 or not rows_sealer.valid("view_clients", dict(clients[0])):
+            return None
+        sql += " AND client_uuid = ?"
+        params += (clients[0]["client_uuid"],)
     rows = conn.execute(sql, params).fetchall()
-    if len(rows) != 1:
+    if len(rows) != 1 or not rows_sealer.valid("view_grants", dict(rows[0])):
         return None
     grant = rows[0]
     if grant["status"] != "active" or protocol not in grant["protocols"].split(","):
@@ -182,7 +188,8 @@ def _serve(conn: sqlite3.Connection, key_file: str, slot_id: int | None,
         "SELECT originator_version, topic, state FROM stored_events WHERE originator_id = ? "
         "ORDER BY originator_version DESC LIMIT ?",
         (rotation_id.replace("-", ""), EVENTS_SCANNED)).fetchall()
-    if not events or events[0]["originator_version"] < head.head_version:
+    if not events or events[0]["originator_version"] < head.head_version or \
+            events[0]["originator_version"] != grant["rotation_version"]:
         return None
     found = None
     for event in events:

@@ -55,12 +55,10 @@ def grant_summary(grant: ConsentGrant) -> dict[str, Any]:
 
 class GrantUseCases(ClientUseCases, VaultCore):
     def grant_row(self, mailbox: str, client: str | None = None) -> dict[str, Any]:
-        sql = "SELECT * FROM view_grants WHERE mailbox_key = ?"
-        params: tuple = (mailbox_key(mailbox.strip()),)
+        match = {"mailbox_key": mailbox_key(mailbox.strip())}
         if client:
-            sql += " AND client_uuid = ?"
-            params += (self.client_row(client)["client_uuid"],)
-        rows = self.views(sql + " ORDER BY client_name", params)
+            match["client_uuid"] = self.client_row(client)["client_uuid"]
+        rows = sorted(self.view_rows("view_grants", **match), key=lambda r: r["client_name"])
         if not rows:
             under = f" under client {client!r}" if client else ""
             raise NotFound(f"no grant for {mailbox}{under} (see `vault grant list`)")
@@ -94,9 +92,8 @@ class GrantUseCases(ClientUseCases, VaultCore):
         credential = self.load_client(crow["client_uuid"])
         now = self.now()
         self.audit_record.detail.update({"protocols": list(protocols), "method": "import"})
-        existing = self.views(
-            "SELECT grant_uuid FROM view_grants WHERE client_uuid = ? AND mailbox_key = ?",
-            (crow["client_uuid"], mailbox_key(mailbox)))
+        existing = self.view_rows("view_grants", client_uuid=crow["client_uuid"],
+                                  mailbox_key=mailbox_key(mailbox))
         if existing:
             def attempt() -> ConsentGrant:
                 grant = self.load_grant(existing[0]["grant_uuid"])
@@ -160,8 +157,8 @@ class GrantUseCases(ClientUseCases, VaultCore):
         self.audit_record.subject.update({"client": crow["name"], "mailbox": mailbox})
         self.audit_record.detail.update({"protocols": list(protocols), "method": "app-only"})
         credential = self.load_client(crow["client_uuid"])
-        if self.views("SELECT grant_uuid FROM view_grants WHERE client_uuid = ? "
-                      "AND mailbox_key = ?", (crow["client_uuid"], mailbox_key(mailbox))):
+        if self.view_rows("view_grants", client_uuid=crow["client_uuid"],
+                          mailbox_key=mailbox_key(mailbox)):
             raise AlreadyExists(f"{mailbox} already has a grant under {crow['name']!r}")
         grant, rotation, keys = self.new_grant(credential, mailbox, protocols, scopes,
                                                method="app-only", granted_at=None,
@@ -171,12 +168,11 @@ class GrantUseCases(ClientUseCases, VaultCore):
 
     @use_case("grant list")
     def list_grants(self, client: str | None = None) -> list[dict[str, Any]]:
-        sql, params = f"SELECT {GRANT_COLUMNS} FROM view_grants", ()
+        rows = self.read_models().grants
         if client:
-            sql += " WHERE client_uuid = ?"
-            params = (self.client_row(client)["client_uuid"],)
-        return [grant_listing(r) for r in self.views(sql + " ORDER BY mailbox_key, client_name",
-                                                     params)]
+            uuid = self.client_row(client)["client_uuid"]
+            rows = [r for r in rows if r["client_uuid"] == uuid]
+        return [grant_listing(r) for r in rows]
 
     @use_case("grant show")
     def show_grant(self, mailbox: str, *, client: str | None = None) -> dict[str, Any]:
@@ -234,12 +230,6 @@ PROVIDER_REVOCATION_ADVICE = {
               "(or the Admin console for Workspace)",
     "custom": "revoke the refresh token at the provider if it offers a revocation endpoint",
 }
-
-
-# What listings, status and expiry read of a grant row (not the whole row: 10,000 rows add up).
-GRANT_COLUMNS = ("mailbox, client_name, provider, google_testing, protocols, status, "
-                 "status_reason, status_changed_at, method, granted_at, rt_issued_at, "
-                 "rt_last_used_at, last_refresh_at, access_expires, last_error, probes")
 
 
 def grant_listing(r: dict[str, Any]) -> dict[str, Any]:

@@ -45,12 +45,13 @@ class ImportUseCases(GrantUseCases):
 
     def _client_for(self, account: Account, wanted: str | None) -> tuple[str, bool]:
         """(name, created): the vault's client for this app, registered if it has none."""
-        for row in self.views("SELECT name, tenant FROM view_clients WHERE provider = ? AND "
-                              "client_id = ? AND status = 'active'",
-                              (account.provider, account.client_id)):
-            if (row["tenant"] or "").casefold() == (account.tenant or "").casefold():
+        clients = self.read_models().clients
+        for row in clients:
+            if (row["provider"], row["client_id"], row["status"]) == (
+                    account.provider, account.client_id, "active") and (
+                    (row["tenant"] or "").casefold() == (account.tenant or "").casefold()):
                 return row["name"], False
-        taken = {r["name_key"] for r in self.views("SELECT name_key FROM view_clients")}
+        taken = {r["name_key"] for r in clients}
         name = wanted or f"{account.provider}-{account.client_id[:8]}"
         base, n = name, 1
         while name.casefold() in taken:
@@ -65,9 +66,8 @@ class ImportUseCases(GrantUseCases):
 
     def _import_one(self, account: Account, wanted: str | None) -> dict[str, Any]:
         name, created = self._client_for(account, wanted)
-        if self.views("SELECT mailbox FROM view_grants g JOIN view_clients c ON "
-                      "g.client_uuid = c.client_uuid WHERE c.name = ? AND g.mailbox_key = ?",
-                      (name, mailbox_key(account.mailbox))):
+        if self.view_rows("view_grants", client_uuid=self.client_row(name)["client_uuid"],
+                          mailbox_key=mailbox_key(account.mailbox)):
             return {"client": name, "outcome": "exists",
                     "detail": "already granted under this client: left as it is"}
         assert account.refresh_token is not None

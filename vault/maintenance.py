@@ -17,6 +17,7 @@ from eventsourcing.persistence import PersistenceError
 
 from adapters.errors import AdapterError, IntegrityViolation
 from adapters.files import write_atomically
+from domain.grants import ACTIVE
 from domain.secret_value import SecretValue
 from vault.alerting import RESEND_AFTER, AlertUseCases, check_alert_channels
 from vault.audit import TrustedCheckpoint, parse_checkpoint
@@ -97,8 +98,9 @@ class MaintenanceUseCases(AlertUseCases):
     def probes_due(self, now: datetime, every: timedelta) -> list[tuple[str, str, str]]:
         """(mailbox, client, protocol) of active grants not probed within `every`."""
         due = []
-        for row in self.views("SELECT mailbox, client_name, protocols, probes FROM view_grants "
-                              "WHERE status = 'active' ORDER BY mailbox_key, client_name"):
+        for row in self.read_models().grants:
+            if row["status"] != ACTIVE:
+                continue
             last = json.loads(row["probes"] or "{}")
             for protocol in filter(None, row["protocols"].split(",")):
                 at = last.get(protocol, {}).get("at")
@@ -116,6 +118,8 @@ class MaintenanceUseCases(AlertUseCases):
                 break  # what is left stays due: the next run starts with it
             try:
                 (result,) = self.probe(mailbox, client=client, protocol=protocol)
+            except IntegrityViolation:
+                raise
             except (VaultError, AdapterError) as e:  # no server known, grant unusable ...
                 result = {"protocol": protocol, "outcome": "error", "diagnosis": str(e)}
             results.append({"mailbox": mailbox, "client": client, **result})

@@ -1,8 +1,9 @@
 """Read models: the rows listings and expiry scans read, computed from aggregate state.
 
 They are written in the same transaction as the events that changed the aggregate (inline), so
-they are never behind. A rebuild clears them and replays every aggregate. No secret value ever
-enters a row: only ids, names, dates and states.
+they are never behind; each row names the versions it was projected from, which readers compare
+with the newest stored events. A rebuild clears them and replays every aggregate. No secret value
+ever enters a row: only ids, names, dates and states.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ def client_changes(client: ClientCredential) -> list[ViewChange]:
             "expires_on": _iso(secret["expires_on"]), "added_at": _iso(secret["added_at"]),
             "retired_at": _iso(secret["retired_at"]),
             "is_current": int(current is not None and current["ref"] == secret["ref"]),
+            "client_version": client.version,
         }))
     return changes
 
@@ -69,7 +71,7 @@ def grant_changes(grant: ConsentGrant, provider: str, google_testing: bool) -> l
         "probes": json.dumps({p: {"outcome": r["outcome"], "at": _iso(r["at"]),
                                   "latency_ms": r["latency_ms"]}
                               for p, r in grant.probes.items()}, sort_keys=True),
-        "updated_at": _iso(grant.modified_on),
+        "updated_at": _iso(grant.modified_on), "grant_version": grant.version,
     })]
 
 
@@ -88,6 +90,7 @@ def rotation_changes(rotation: TokenRotation) -> list[ViewChange]:
                        + (f" ({failure['error_code']})" if failure["error_code"] else "")
                        if failure else None),
         "pending_attempt": int(rotation.pending is not None),
+        "rotation_version": rotation.version,
     })]
 
 

@@ -12,6 +12,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from uuid import UUID
 
+from adapters.errors import IntegrityViolation
 from adapters.store import Changes
 from domain.expiry import (
     ExpiryThresholds,
@@ -21,18 +22,16 @@ from domain.expiry import (
     evaluate,
 )
 from domain.secret_value import SecretValue
-from vault.application import VaultCore, use_case
+from vault.application import THRESHOLDS_KEY, ReadModels, VaultCore, use_case
 from vault.clients import client_summary
 from vault.errors import BadInput, NotFound
 from vault.grants import (
-    GRANT_COLUMNS,
     GrantUseCases,
     grant_listing,
     grant_summary,
     rotation_summary,
 )
 
-THRESHOLDS_KEY = "expiry_thresholds"
 _EVENT_META = {"originator_id", "originator_version", "timestamp", "originator_topic"}
 
 
@@ -70,7 +69,7 @@ class ReportUseCases(GrantUseCases, VaultCore):
     # -- thresholds --------------------------------------------------------------------------
 
     def thresholds(self) -> ExpiryThresholds:
-        stored = self.store.settings().get(THRESHOLDS_KEY)
+        stored = self.settings().get(THRESHOLDS_KEY)
         if not stored:
             return ExpiryThresholds()
         try:
@@ -84,12 +83,21 @@ class ReportUseCases(GrantUseCases, VaultCore):
 
     @use_case("config set")
     def set_threshold(self, key: str, value: int) -> dict[str, Any]:
-        try:
-            updated = self.thresholds().with_changes(**{key: value})
-        except (ValueError, TypeError) as e:
-            raise BadInput(str(e)) from None
+        """Also the repair of thresholds edited or deleted outside vault: they are not trusted,
+        so the others start again from their defaults, and the admin is told."""
         self.audit_record.subject.update({"setting": key})
         self.audit_record.detail.update({"value": value})
+        try:
+            current = self.thresholds()
+        except IntegrityViolation as e:
+            current = ExpiryThresholds()
+            self.audit_record.detail["replaced"] = str(e)
+            self.warnings.append(f"{e}: the other thresholds are back at their defaults "
+                                 "(see `vault config show`)")
+        try:
+            updated = current.with_changes(**{key: value})
+        except (ValueError, TypeError) as e:
+            raise BadInput(str(e)) from None
         self.commit(changes=Changes(settings={THRESHOLDS_KEY: json.dumps(
             {k: v for k, v in updated.as_dict().items()
              if v != getattr(ExpiryThresholds(), k)}, sort_keys=True)}))
@@ -98,23 +106,19 @@ class ReportUseCases(GrantUseCases, VaultCore):
     # -- facts from the read models ----------------------------------------------------------
 
     def expiry_facts(
-        self, grant_rows: list[dict[str, Any]] | None = None
+        self, models: ReadModels | None = None
     ) -> tuple[list[SecretFacts], list[GrantFacts]]:
+        models = models or self.read_models()
+        clients = {c["client_uuid"]: c for c in models.clients}
         secrets = [
-            SecretFacts(client=r["name"], provider=r["provider"], ref=r["ref"],
+            SecretFacts(client=c["name"], provider=c["provider"], ref=r["ref"],
                         secret_id=r["secret_id"], created_on=_date(r["created_on"]),
                         expires_on=_date(r["expires_on"]), kind=r["kind"])
-            for r in self.views(
-                "SELECT s.ref, s.kind, s.secret_id, s.created_on, s.expires_on, c.name, "
-                "c.provider "
-                "FROM view_secrets s JOIN view_clients c ON c.client_uuid = s.client_uuid "
-                "WHERE s.retired_at IS NULL AND c.status = 'active' ORDER BY c.name_key, s.ref")
+            for r in models.secrets
+            if r["retired_at"] is None and (c := clients[r["client_uuid"]])["status"] == "active"
         ]
-        if grant_rows is None:
-            grant_rows = self.views(f"SELECT {GRANT_COLUMNS} FROM view_grants "
-                                    "ORDER BY mailbox_key, client_name")
         grants = []
-        for r in grant_rows:
+        for r in models.grants:
             if r["status"] == "revoked":
                 continue
             activity = [d for d in (_date(r["rt_issued_at"]), _date(r["rt_last_used_at"])) if d]
@@ -145,12 +149,11 @@ class ReportUseCases(GrantUseCases, VaultCore):
     def status(self) -> dict[str, Any]:
         today = self.now().date()
         t = self.thresholds()
-        grant_rows = self.views(f"SELECT {GRANT_COLUMNS} FROM view_grants "
-                                "ORDER BY mailbox_key, client_name")
-        secrets, grants = self.expiry_facts(grant_rows)
+        models = self.read_models()
+        secrets, grants = self.expiry_facts(models)
         findings = evaluate(secrets, grants, today, t)
         items = due_items(secrets, grants, t)
-        clients = self.list_clients()
+        clients = self.client_listing(models)
         due_by_client = {}
         for item in items:
             if item.mailbox is None:
@@ -160,7 +163,7 @@ class ReportUseCases(GrantUseCases, VaultCore):
             c["next_due"] = item.due.isoformat() if item else None
             c["next_due_assumed"] = bool(item and item.assumed)
             c["days_left"] = (item.due - today).days if item else None
-        grant_rows = [grant_listing(r) for r in grant_rows]
+        grant_rows = [grant_listing(r) for r in models.grants]
         idle_due = {(i.client, i.mailbox): i for i in items if i.kind == "refresh_token_idle"}
         for g, facts in zip(grant_rows, self._facts_for(grant_rows, grants), strict=True):
             last = facts.last_activity_on if facts else None
@@ -204,7 +207,7 @@ class ReportUseCases(GrantUseCases, VaultCore):
         self.audit_record.subject.update({"client": row["name"]})
         client_id = UUID(row["client_uuid"])
         version = self.version_as_of(client_id, cutoff)
-        events = list(self.events.get(client_id, lte=version)) if version else []
+        events = self.events_up_to(client_id, version) if version else []
         state = client_summary(self.load(client_id, version)) if version else None
         return {"kind": "client", "subject": row["name"], "as_of": _iso_or_none(as_of),
                 "total_events": len(events), "events": [describe_event(e) for e in
@@ -224,9 +227,8 @@ class ReportUseCases(GrantUseCases, VaultCore):
         grant_id, rotation_id = UUID(row["grant_uuid"]), UUID(row["rotation_uuid"])
         g_version = self.version_as_of(grant_id, cutoff)
         r_version = self.version_as_of(rotation_id, cutoff)
-        grant_events = list(self.events.get(grant_id, lte=g_version)) if g_version else []
-        rotation_events = (list(self.events.get(rotation_id, lte=r_version, desc=True,
-                                                limit=limit)) if r_version else [])
+        grant_events = self.events_up_to(grant_id, g_version) if g_version else []
+        rotation_events = self.events_up_to(rotation_id, r_version, limit) if r_version else []
         merged = sorted(grant_events + rotation_events, key=lambda e: e.timestamp)
         state = None
         if g_version:

@@ -24,13 +24,13 @@ from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
-from adapters.errors import AdapterError
+from adapters.errors import AdapterError, IntegrityViolation
 from adapters.oauth import ClientAuth, OAuthClient, OAuthFailure, Tokens
 from adapters.store import Changes
 from domain.clouds import require_concrete_tenant
 from domain.credentials import CERTIFICATE, ClientCredential
 from domain.diagnosis import Diagnosis
-from domain.grants import ConsentGrant
+from domain.grants import ACTIVE, ConsentGrant
 from domain.rotation import TokenRotation
 from domain.scopes import resource_for
 from domain.secret_value import SecretValue
@@ -115,12 +115,14 @@ class TokenUseCases(GrantUseCases, VaultCore):
         min_valid: timedelta = DEFAULT_MIN_VALID,
     ) -> AccessToken:
         row = self.grant_row(mailbox, client)
-        self.audit_record.detail.update({"protocol": protocol, "revealed": "access_token"})
-        return self.usable_token(row, protocol, min_valid)
+        self.audit_record.detail.update({"protocol": protocol})
+        return self.usable_token(row, protocol, min_valid, reveal=True)
 
     def usable_token(self, row: dict[str, Any], protocol: str,
-                     min_valid: timedelta = DEFAULT_MIN_VALID) -> AccessToken:
-        """A grant's access token for a protocol, refreshed under the protocol when needed."""
+                     min_valid: timedelta = DEFAULT_MIN_VALID, *,
+                     reveal: bool = False) -> AccessToken:
+        """A grant's access token for a protocol, refreshed under the protocol when needed.
+        `reveal`: it is handed out (printed), which its audit entry says; only then."""
         if protocol not in row["protocols"].split(","):
             raise BadInput(f"the grant of {row['mailbox']} covers {row['protocols']}, "
                            f"not {protocol}")
@@ -139,12 +141,19 @@ class TokenUseCases(GrantUseCases, VaultCore):
         cached = rotation.valid_access_token(resource, self.now(), min_valid)
         if cached is not None:
             self.audit_record.detail["refreshed"] = False
+            self._handed_out(reveal)
             return AccessToken(cached, rotation.access[resource]["expires_at"], resource,
                                row["mailbox"], refreshed=False)
-        return self._refresh_under_lock(row, resource, min_valid=min_valid, force=False)
+        return self._refresh_under_lock(row, resource, min_valid=min_valid, force=False,
+                                        reveal=reveal)
+
+    def _handed_out(self, reveal: bool) -> None:
+        if reveal:
+            self.audit_record.detail["revealed"] = "access_token"
 
     def _refresh_under_lock(
-        self, row: dict[str, Any], resource: str, *, min_valid: timedelta, force: bool
+        self, row: dict[str, Any], resource: str, *, min_valid: timedelta, force: bool,
+        reveal: bool = False,
     ) -> AccessToken:
         with self.store.grant_lock(row["grant_uuid"], LOCK_WAIT_S):
             rotation: TokenRotation = self.load(UUID(row["rotation_uuid"]))
@@ -152,14 +161,16 @@ class TokenUseCases(GrantUseCases, VaultCore):
                 cached = rotation.valid_access_token(resource, self.now(), min_valid)
                 if cached is not None:  # another process refreshed while we waited
                     self.audit_record.detail["refreshed"] = False
+                    self._handed_out(reveal)
                     return AccessToken(cached, rotation.access[resource]["expires_at"],
                                        resource, row["mailbox"], refreshed=False)
             grant: ConsentGrant = self.load_grant(row["grant_uuid"])
             credential: ClientCredential = self.load_client(row["client_uuid"])
-            return self._rotate(grant, rotation, credential, resource, row)
+            return self._rotate(grant, rotation, credential, resource, row, reveal)
 
     def _rotate(self, grant: ConsentGrant, rotation: TokenRotation,
-                credential: ClientCredential, resource: str, row: dict[str, Any]) -> AccessToken:
+                credential: ClientCredential, resource: str, row: dict[str, Any],
+                reveal: bool = False) -> AccessToken:
         interrupted = rotation.interrupted_attempt
         if interrupted is not None:
             started = interrupted["started_at"].strftime("%Y-%m-%d %H:%M:%S")
@@ -224,6 +235,7 @@ class TokenUseCases(GrantUseCases, VaultCore):
                                              "rotated": tokens.refresh_token is not None})
             self.audit_record.detail.pop("error", None)
             self.audit_record.detail.pop("code", None)
+            self._handed_out(reveal)  # the entry this commit seals: the token goes out next
             self._save_rotation(rotation)  # the new refresh token is stored before anything else
             return AccessToken(tokens.access_token, rotation.access[resource]["expires_at"],
                                resource, row["mailbox"], refreshed=True)
@@ -257,8 +269,7 @@ class TokenUseCases(GrantUseCases, VaultCore):
         if mailbox:
             rows = [self.grant_row(mailbox, client)]
         else:
-            rows = self.views("SELECT * FROM view_grants WHERE status = 'active' "
-                              "ORDER BY mailbox_key, client_name")
+            rows = [r for r in self.read_models().grants if r["status"] == ACTIVE]
         self.audit_record.detail.update({"selection": mailbox or ("due" if due else "all")})
         now = self.now()
         results: list[dict[str, Any]] = []
@@ -290,6 +301,8 @@ class TokenUseCases(GrantUseCases, VaultCore):
                                                  force=not due)
                 outcome.update(outcome="refreshed" if token.refreshed else "fresh",
                                expires_at=token.expires_at.isoformat())
+            except IntegrityViolation:
+                raise  # tampering is never one grant's failed row: exit 5
             except (TokenRefreshFailed, GrantUnusable, AdapterError) as e:
                 outcome.update(outcome="failed", error=str(e))
             results.append(outcome)

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from adapters.errors import (
     AuditAppendFailed,
@@ -23,7 +23,7 @@ from adapters.errors import (
     SubjectPurged,
 )
 from adapters.keyslots import SealedHeader
-from adapters.store.schema import SCHEMA_VERSION, VIEW_TABLES
+from adapters.store.schema import ADDED_COLUMNS, SCHEMA_VERSION, VIEW_KEYS, VIEW_TABLES
 
 
 class Tx:
@@ -133,6 +133,16 @@ class Head:
     mac: bytes
 
 
+class RowMacs(Protocol):
+    """What seals the plain rows (adapters/keyring.py RowSealer)."""
+
+    def mac(self, table: str, row: dict[str, Any]) -> bytes: ...
+
+    def check(self, table: str, row: dict[str, Any], what: str) -> None: ...
+
+    def tombstone(self, originator_id: str, subject_id: str, shredded_at: str | None) -> bytes: ...
+
+
 @dataclass
 class Changes:
     """Everything that commits together with a batch of events."""
@@ -151,6 +161,12 @@ class Changes:
     settings: dict[str, str] = field(default_factory=dict)
     header: tuple[str, SealedHeader] | None = None  # (expected old checksum, new header)
     audit: AuditAppender | None = None
+    rows: RowMacs | None = None  # seals every view row and setting written
+    # (old, new): a new root key; every sealed row is checked with old and sealed with new
+    reseal: tuple[RowMacs, RowMacs] | None = None
+    # a vault from before sealed rows: add the columns, seal settings and purges as found
+    # (`settings`: the ones it must have, where it had none)
+    upgrade: bool = False
 
 
 def _check_identifier(name: str) -> str:
@@ -165,6 +181,8 @@ class Store(ABC):
     dialect: str
     description: str
     notification_column: str  # what numbers stored_events in commit order
+    blob_type: str
+    int_type: str
 
     def __init__(self) -> None:
         self.recorder: Any = None
@@ -230,14 +248,12 @@ class Store(ABC):
                        ("schema_version", SCHEMA_VERSION))
 
     def is_initialised(self) -> bool:
+        """Whether a vault lives here (a header whose vault left no other trace is refused)."""
         try:
-            with self.read() as tx:
-                row = tx.one("SELECT body FROM vault_header WHERE id = 1")
-        except Exception as e:
-            if self.is_missing_table(e):
-                return False
-            raise
-        return row is not None
+            self.read_header()
+        except NotInitialised:
+            return False
+        return True
 
     def is_missing_table(self, error: Exception) -> bool:
         text = str(error).lower()
@@ -252,13 +268,24 @@ class Store(ABC):
         try:
             with self.read() as tx:
                 row = tx.one("SELECT body, checksum, mac FROM vault_header WHERE id = 1")
+                remains = row is None and (
+                    tx.one("SELECT 1 FROM vault_keys LIMIT 1") is not None
+                    or tx.one("SELECT 1 FROM vault_audit LIMIT 1") is not None)
         except Exception as e:
             if self.is_missing_table(e):
                 raise NotInitialised(f"no vault in {self.description}; run `vault init`") from None
             raise
+        if remains:
+            raise IntegrityViolation(
+                f"the vault in {self.description} has keys and an audit log but no header: the "
+                "header was deleted; restore a backup (`vault init` would not bring it back)")
         if row is None:
             raise NotInitialised(f"no vault in {self.description}; run `vault init`")
         return SealedHeader(body=row["body"], checksum=row["checksum"], mac=row["mac"])
+
+    def root_term(self) -> int:
+        with self.read() as tx:
+            return self._root_term(tx)
 
     def _write_header(self, tx: Tx, expected_checksum: str | None, sealed: SealedHeader) -> None:
         if expected_checksum is None:
@@ -287,8 +314,13 @@ class Store(ABC):
             changes.prepare(changes)
         if changes.header is not None:
             self._write_header(tx, *changes.header)
+        if changes.upgrade:
+            self._upgrade(tx, _sealer(changes), changes.settings)
+            changes.settings = {}
         if changes.rekey is not None:
             self._rekey(tx, changes.rekey)
+        if changes.reseal is not None:
+            self._reseal(tx, *changes.reseal)
         if changes.keys and changes.key_term != self._root_term(tx):
             raise ConcurrentChange("the root key was rotated since this command unlocked the "
                                    "vault; nothing was changed, run it again")
@@ -301,15 +333,17 @@ class Store(ABC):
             if tx.cursor.rowcount != 1:
                 raise SubjectPurged(f"{head.originator_id} was purged meanwhile; nothing changed")
         for subject in changes.shred_subjects:
-            tx.execute("UPDATE vault_keys SET wrapped = NULL, head_mac = NULL, shredded_at = ? "
-                       "WHERE subject_id = ?", (changes.shredded_at, subject))
+            for r in tx.all("SELECT originator_id FROM vault_keys WHERE subject_id = ?",
+                            (subject,)):
+                self._tombstone(tx, _sealer(changes), r["originator_id"], subject,
+                                changes.shredded_at)
         if changes.clear_views:
-            self.replace_views(tx, changes.views)
+            self.replace_views(tx, changes.views, _sealer(changes))
         else:
             for change in changes.views:
-                self._apply_view_change(tx, change)
+                self._apply_view_change(tx, change, _sealer(changes))
         for key, value in changes.settings.items():
-            tx.execute(self.upsert_sql("vault_settings", ["key"], ["value"]), (key, value))
+            self._write_setting(tx, _sealer(changes), key, value)
         if changes.audit is not None:
             self._append_audit(tx, changes.audit)
         return ids
@@ -332,25 +366,102 @@ class Store(ABC):
             [(r.originator_id, r.subject_id, r.term, r.wrapped, r.created_at) for r in rows],
         )
 
-    def replace_views(self, tx: Tx, views: list[ViewChange]) -> None:
+    def replace_views(self, tx: Tx, views: list[ViewChange], rows: RowMacs) -> None:
         """Empty the read models and write `views` (a rebuild) in `tx`."""
         for table in VIEW_TABLES:
             tx.execute(f"DELETE FROM {table}")
         for change in views:
-            self._apply_view_change(tx, change)
+            self._apply_view_change(tx, change, rows)
 
-    def _apply_view_change(self, tx: Tx, change: ViewChange) -> None:
+    def _apply_view_change(self, tx: Tx, change: ViewChange, rows: RowMacs) -> None:
+        """Apply one change to a read model and seal the rows it leaves. A row it changes is
+        checked first: sealing an edited row again would make the edit look like vault's."""
         table = _check_identifier(change.table)
         where = " AND ".join(f"{_check_identifier(k)} = ?" for k in change.key)
+        params = list(change.key.values())
         if isinstance(change, Delete):
-            tx.execute(f"DELETE FROM {table} WHERE {where}", list(change.key.values()))
-        elif isinstance(change, Update):
+            tx.execute(f"DELETE FROM {table} WHERE {where}", params)
+            return
+        whole = {**change.key, **change.values}
+        if isinstance(change, Upsert) and whole.keys() >= self._columns_of(tx, table) - {"mac"}:
+            # the whole row is given: what it replaces does not matter, and its MAC is known
+            sql = self.upsert_sql(table, list(change.key), [*change.values, "mac"])
+            tx.execute(sql, [*whole.values(), rows.mac(table, whole)])
+            return
+        for row in tx.all(f"SELECT * FROM {table} WHERE {where}", params):
+            rows.check(table, dict(row), f"a row of {table}")
+        if isinstance(change, Update):
             sets = ", ".join(f"{_check_identifier(k)} = ?" for k in change.values)
             tx.execute(f"UPDATE {table} SET {sets} WHERE {where}",
-                       [*change.values.values(), *change.key.values()])
+                       [*change.values.values(), *params])
         else:
             sql = self.upsert_sql(table, list(change.key), list(change.values))
             tx.execute(sql, [*change.key.values(), *change.values.values()])
+        for row in tx.all(f"SELECT * FROM {table} WHERE {where}", params):
+            self._seal_row(tx, rows, table, dict(row))
+
+    @staticmethod
+    def _seal_row(tx: Tx, rows: RowMacs, table: str, row: dict[str, Any]) -> None:
+        key = VIEW_KEYS.get(table, ("key",))
+        tx.execute(f"UPDATE {table} SET mac = ? WHERE "
+                   + " AND ".join(f"{k} = ?" for k in key),
+                   (rows.mac(table, row), *(row[k] for k in key)))
+
+    def _write_setting(self, tx: Tx, rows: RowMacs, key: str, value: str) -> None:
+        tx.execute(self.upsert_sql("vault_settings", ["key"], ["value", "mac"]),
+                   (key, value, rows.mac("vault_settings", {"key": key, "value": value})))
+
+    @staticmethod
+    def _tombstone(tx: Tx, rows: RowMacs, originator_id: str, subject_id: str,
+                   shredded_at: str | None) -> None:
+        tx.execute("UPDATE vault_keys SET wrapped = NULL, head_version = NULL, head_mac = ?, "
+                   "shredded_at = ? WHERE originator_id = ?",
+                   (rows.tombstone(originator_id, subject_id, shredded_at), shredded_at,
+                    originator_id))
+
+    def _reseal(self, tx: Tx, old: RowMacs, new: RowMacs) -> None:
+        """Every sealed row checked under the old root key's MAC key, then sealed under the
+        new one (key rotation): in the rotation's transaction, so no row is left behind."""
+        for table in (*VIEW_TABLES, "vault_settings"):
+            for r in tx.all(f"SELECT * FROM {table}"):
+                old.check(table, dict(r), f"a row of {table}")
+                self._seal_row(tx, new, table, dict(r))
+        for r in tx.all("SELECT * FROM vault_keys WHERE wrapped IS NULL"):
+            if r["head_mac"] is None or not _same(bytes(r["head_mac"]), old.tombstone(
+                    r["originator_id"], r["subject_id"], r["shredded_at"])):
+                raise IntegrityViolation(f"the data key of {r['originator_id']} is gone without "
+                                         "a purge record: it was deleted outside vault")
+            self._tombstone(tx, new, r["originator_id"], r["subject_id"], r["shredded_at"])
+
+    def add_columns(self, tx: Tx) -> None:
+        """Columns newer schema versions added, where they are missing."""
+        self.__dict__.pop("_column_cache", None)
+        for table, column, kind in ADDED_COLUMNS:
+            if column not in self._columns(tx, table):
+                tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} "
+                           + kind.format(blob=self.blob_type, int=self.int_type))
+
+    @abstractmethod
+    def _columns(self, tx: Tx, table: str) -> set[str]: ...
+
+    def _columns_of(self, tx: Tx, table: str) -> set[str]:
+        cache = self.__dict__.setdefault("_column_cache", {})
+        if table not in cache:
+            cache[table] = self._columns(tx, table)
+        return cache[table]
+
+    def _upgrade(self, tx: Tx, rows: RowMacs, settings: dict[str, str]) -> None:
+        """A vault from before sealed rows: its settings and purges are sealed as they are found
+        (they were as editable then as any row), with `settings` where it had none; the read
+        models are rebuilt by the caller."""
+        self.add_columns(tx)
+        found = {r["key"]: r["value"] for r in tx.all("SELECT key, value FROM vault_settings")}
+        for key, value in {**settings, **found}.items():
+            self._write_setting(tx, rows, key, value)
+        for r in tx.all("SELECT * FROM vault_keys WHERE wrapped IS NULL"):
+            self._tombstone(tx, rows, r["originator_id"], r["subject_id"], r["shredded_at"])
+        tx.execute(self.upsert_sql("vault_meta", ["key"], ["value"]),
+                   ("schema_version", SCHEMA_VERSION))
 
     def _append_audit(self, tx: Tx, appender: AuditAppender) -> None:
         append_audit(tx, appender)
@@ -368,9 +479,31 @@ class Store(ABC):
 
     # -- settings, views, audit (reads) ------------------------------------------------------
 
-    def settings(self) -> dict[str, str]:
+    def settings(self) -> list[dict[str, Any]]:
+        """Every settings row, MAC included, to be checked by the reader."""
         with self.read() as tx:
-            return {r["key"]: r["value"] for r in tx.all("SELECT key, value FROM vault_settings")}
+            return [dict(r) for r in tx.all("SELECT * FROM vault_settings ORDER BY key")]
+
+    def view_rows(self, table: str, **equal: Any) -> list[dict[str, Any]]:
+        """Whole rows of a read model (MAC included, to be checked by the reader) whose columns
+        equal the values given."""
+        where = " AND ".join(f"{_check_identifier(k)} = ?" for k in equal)
+        sql = f"SELECT * FROM {_check_identifier(table)}" + (f" WHERE {where}" if where else "")
+        with self.read() as tx:
+            return [dict(r) for r in tx.all(sql, list(equal.values()))]
+
+    def read_side(self) -> dict[str, Any]:
+        """Everything a listing must check, from one snapshot: every read-model row, the subjects
+        of the key table, and each aggregate's newest stored version."""
+        with self.snapshot() as tx:
+            side: dict[str, Any] = {t: [dict(r) for r in tx.all(f"SELECT * FROM {t}")]
+                                    for t in VIEW_TABLES}
+            side["keys"] = [_key_row(r) for r in tx.all(
+                "SELECT * FROM vault_keys ORDER BY originator_id")]
+            side["newest"] = {str(r["originator_id"]).replace("-", ""): r["v"] for r in tx.all(
+                "SELECT originator_id, MAX(originator_version) AS v FROM stored_events "
+                "GROUP BY originator_id")}
+        return side
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self.read() as tx:
@@ -392,6 +525,18 @@ def _audit_rows(tx: Tx, batch: int = 2000) -> Iterator[AuditRow]:
         for r in rows:
             yield AuditRow(r["seq"], bytes(r["prev_hash"]), r["header"], bytes(r["nonce"]),
                            bytes(r["ciphertext"]), bytes(r["entry_hash"]))
+
+
+def _sealer(changes: Changes) -> RowMacs:
+    if changes.rows is None:
+        raise ValueError("read-model rows and settings are written only with a row sealer")
+    return changes.rows
+
+
+def _same(a: bytes, b: bytes) -> bool:
+    import hmac
+
+    return hmac.compare_digest(a, b)
 
 
 def _key_row(r: Any) -> KeyRow:

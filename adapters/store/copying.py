@@ -24,7 +24,7 @@ from eventsourcing.persistence import PersistenceError
 
 from adapters.errors import AdapterError, IntegrityViolation, NotInitialised, StoreUnavailable
 from adapters.files import InputUnreadable, OutputFailed
-from adapters.store.base import Store, Tx, ViewChange, _check_identifier
+from adapters.store.base import RowMacs, Store, Tx, ViewChange, _check_identifier
 from adapters.store.schema import VIEW_TABLES
 
 # Every table of a vault, in a fixed order, each with the columns that order its rows (text
@@ -82,17 +82,22 @@ def _rows(store: Store, tx: Tx, table: str) -> Iterator[tuple[list[str], list[tu
 
 
 class _Digest:
-    """(rows, SHA-256 over every value, length-prefixed) of one table."""
+    """(rows, SHA-256 over every column name and value, length-prefixed) of one table. NULLs are
+    left out, so a copy into a newer schema (columns added, still empty) matches its source."""
 
     def __init__(self) -> None:
         self.sha, self.count = hashlib.sha256(), 0
 
-    def add(self, rows: list[tuple[Any, ...]]) -> None:
+    def add(self, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
         for row in rows:
             self.count += 1
-            for value in row:
+            self.sha.update(b"\0row")
+            for column, value in zip(columns, row, strict=True):
+                if value is None:
+                    continue
                 data = value if isinstance(value, bytes) else repr(value).encode()
-                self.sha.update(len(data).to_bytes(8, "big") + data)
+                for part in (column.encode(), data):
+                    self.sha.update(len(part).to_bytes(8, "big") + part)
 
     def result(self) -> tuple[int, str]:
         return self.count, self.sha.hexdigest()
@@ -104,8 +109,8 @@ def digests_in(store: Store, tx: Tx,
     result = {}
     for table in tables:
         digest = _Digest()
-        for _, rows in _rows(store, tx, table):
-            digest.add(rows)
+        for columns, rows in _rows(store, tx, table):
+            digest.add(columns, rows)
         result[table] = digest.result()
     return result
 
@@ -116,11 +121,12 @@ def table_digests(store: Store) -> dict[str, tuple[int, str]]:
         return digests_in(store, tx)
 
 
-def view_digests(store: Store, views: list[ViewChange]) -> dict[str, tuple[int, str]]:
-    """The digests of the read models if they held `views` alone (written, in the store's own
-    schema, in a transaction that is rolled back)."""
+def view_digests(store: Store, views: list[ViewChange],
+                 rows: RowMacs) -> dict[str, tuple[int, str]]:
+    """The digests of the read models if they held `views` alone (written and sealed, in the
+    store's own schema, in a transaction that is rolled back)."""
     with store.read() as tx:
-        store.replace_views(tx, views)
+        store.replace_views(tx, views, rows)
         return digests_in(store, tx, VIEW_TABLES)
 
 
@@ -136,7 +142,7 @@ def copy_store(source: Store, target: Store) -> dict[str, tuple[int, str]]:
         for table in TABLES:
             digest = _Digest()
             for columns, rows in _rows(source, src, table):
-                digest.add(rows)
+                digest.add(columns, rows)
                 if target.dialect == "postgresql":
                     rows = [_with_uuids(table, columns, row) for row in rows]
                 names = [target.notification_column if c == "notification_id" else c

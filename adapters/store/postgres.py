@@ -114,8 +114,15 @@ class PostgresStore(Store):
         self.recorder.create_table()
         self.snapshot_recorder.create_table()
 
+    blob_type, int_type = "BYTEA", "BIGINT"
+
     def _schema_statements(self) -> list[str]:
-        return ddl(blob="BYTEA", integer="BIGINT")
+        return ddl(blob=self.blob_type, integer=self.int_type)
+
+    def _columns(self, tx: Tx, table: str) -> set[str]:
+        return {r["column_name"] for r in tx.all(
+            "SELECT column_name FROM information_schema.columns "
+            "WHERE table_schema = ? AND table_name = ?", (self.schema, table))}
 
     @contextmanager
     def _transaction(self, commit: bool, long: bool = False,

@@ -5,12 +5,17 @@ Written once for both databases: `{blob}` and `{int}` become BLOB/BYTEA and INTE
 - vault_keys: one wrapped data key per aggregate (TokenRotation rows repeat their grant's key under
   the grant's subject id); deleting a subject's rows crypto-shreds its events. Each row also holds
   the aggregate's newest version with a MAC, so deleting its last events is detected.
+  A purged row keeps a tombstone instead: no key, and a MAC (under the row key, derived from
+  the root key) over its ids and purge time, so a key deleted by someone else is not a purge.
 - vault_settings: non-secret settings shared by every host (expiry thresholds).
 - vault_audit / vault_audit_checkpoint: the encrypted, hash-chained audit log and its signed head.
-- view_*: read models, maintained in the same transaction as the events they follow.
+- view_*: read models, maintained in the same transaction as the events they follow; each row
+  carries the versions of the aggregates it was projected from.
+- Every vault_settings and view_* row carries a MAC (`mac`) over its table and all its columns,
+  under a key derived from the root key: plain rows, but none a keyless writer can edit.
 """
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 TABLES = [
     """CREATE TABLE IF NOT EXISTS vault_meta (
@@ -33,7 +38,8 @@ TABLES = [
     "CREATE INDEX IF NOT EXISTS vault_keys_subject ON vault_keys (subject_id)",
     """CREATE TABLE IF NOT EXISTS vault_settings (
         key TEXT PRIMARY KEY,
-        value TEXT NOT NULL)""",
+        value TEXT NOT NULL,
+        mac {blob})""",
     """CREATE TABLE IF NOT EXISTS vault_audit (
         seq {int} PRIMARY KEY,
         prev_hash {blob} NOT NULL,
@@ -61,7 +67,8 @@ TABLES = [
         active_secrets {int} NOT NULL,
         registered_at TEXT NOT NULL,
         updated_at TEXT NOT NULL,
-        version {int} NOT NULL)""",
+        version {int} NOT NULL,
+        mac {blob})""",
     """CREATE TABLE IF NOT EXISTS view_secrets (
         client_uuid TEXT NOT NULL,
         ref TEXT NOT NULL,
@@ -72,6 +79,8 @@ TABLES = [
         added_at TEXT NOT NULL,
         retired_at TEXT,
         is_current {int} NOT NULL,
+        client_version {int},
+        mac {blob},
         PRIMARY KEY (client_uuid, ref))""",
     """CREATE TABLE IF NOT EXISTS view_grants (
         grant_uuid TEXT PRIMARY KEY,
@@ -101,11 +110,22 @@ TABLES = [
         pending_attempt {int},
         probes TEXT,
         updated_at TEXT NOT NULL,
+        grant_version {int},
+        rotation_version {int},
+        mac {blob},
         UNIQUE (client_uuid, mailbox_key))""",
     "CREATE INDEX IF NOT EXISTS view_grants_mailbox ON view_grants (mailbox_key)",
 ]
 
 VIEW_TABLES = ("view_clients", "view_secrets", "view_grants")
+# Each read-model table's primary key (the row a MAC is written back to).
+VIEW_KEYS = {"view_clients": ("client_uuid",), "view_secrets": ("client_uuid", "ref"),
+             "view_grants": ("grant_uuid",)}
+# Columns schema version 2 added; a vault created earlier gets them when it is upgraded.
+ADDED_COLUMNS = (("vault_settings", "mac", "{blob}"), ("view_clients", "mac", "{blob}"),
+                 ("view_secrets", "client_version", "{int}"), ("view_secrets", "mac", "{blob}"),
+                 ("view_grants", "grant_version", "{int}"),
+                 ("view_grants", "rotation_version", "{int}"), ("view_grants", "mac", "{blob}"))
 
 
 def ddl(blob: str, integer: str) -> list[str]:

@@ -8,6 +8,7 @@ and secure_delete so a purge zeroes the pages it frees.
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import stat
 import time
@@ -27,7 +28,13 @@ from eventsourcing.sqlite import (
     SQLiteDatastore,
 )
 
-from adapters.errors import LockTimeout, NotInitialised, StoreUnavailable, UnsafeFile
+from adapters.errors import (
+    IntegrityViolation,
+    LockTimeout,
+    NotInitialised,
+    StoreUnavailable,
+    UnsafeFile,
+)
 from adapters.store.base import Changes, Store, Tx
 from adapters.store.schema import ddl
 
@@ -67,7 +74,14 @@ class _Datastore(SQLiteDatastore):
         self.pool = pool
 
 
+_UNDECODABLE = re.compile(r"Could not decode to UTF-8 column '([^']*)'")
+
+
 def _translate(error: sqlite3.Error) -> Exception:
+    undecodable = _UNDECODABLE.match(str(error))
+    if undecodable:  # vault writes UTF-8 only: this text was written by someone else
+        return IntegrityViolation(f"the stored text of column {undecodable.group(1)!r} is not "
+                                  "UTF-8: the database was edited outside vault or is damaged")
     if isinstance(error, sqlite3.IntegrityError):
         return IntegrityError(str(error))
     if isinstance(error, sqlite3.OperationalError):
@@ -102,8 +116,13 @@ class SQLiteStore(Store):
         self.recorder.create_table()
         self.snapshot_recorder.create_table()
 
+    blob_type, int_type = "BLOB", "INTEGER"
+
     def _schema_statements(self) -> list[str]:
-        return ddl(blob="BLOB", integer="INTEGER")
+        return ddl(blob=self.blob_type, integer=self.int_type)
+
+    def _columns(self, tx: Tx, table: str) -> set[str]:
+        return {r["name"] for r in tx.all(f"PRAGMA table_info({table})")}
 
     @contextmanager
     def _transaction(self, begin: str) -> Iterator[Tx]:
