@@ -102,8 +102,9 @@ def test_an_edited_topic_is_never_imported(used: Harness) -> None:
 
     sys.modules.pop("this", None)
     oid, version, _, _ = _newest_event(used, _grant(used))
-    used.sql("UPDATE stored_events SET topic = 'this:s' WHERE originator_id = ? AND "
-             "originator_version = ?", (oid, version))
+    topic = {"sqlite": "this:s", "postgresql": "this:d"}[used.kind]  # eventsourcing caches it
+    used.sql("UPDATE stored_events SET topic = ? WHERE originator_id = ? AND "
+             "originator_version = ?", (topic, oid, version))
     result = used.run("grant", "show", "help@contoso.com")
     assert result.code == 5 and "Beautiful is better" not in result.text
     assert "this" not in sys.modules
@@ -385,3 +386,33 @@ def test_a_backup_from_before_sealed_rows_restores_and_upgrades(sqlite_vault: Ha
     target.ok("audit", "verify")
     target.sql("UPDATE view_grants SET status = 'revoked'")
     assert target.run("status").code == 5
+
+
+# -- 7. removing a keyslot is not revocation -------------------------------------------------------
+
+def test_key_remove_says_it_revokes_nothing_and_it_is_true(sqlite_vault: Harness,
+                                                          tmp_path) -> None:
+    """The removed key file plus an earlier copy still opens a secret written after removal."""
+    import shutil
+
+    from adapters.keyslots import read_key_file
+    from adapters.store import open_store
+    from vault.bootstrap import unlock_store
+
+    spare = tmp_path / "spare.key"
+    sqlite_vault.ok("key", "add-keyfile", str(spare))
+    early = tmp_path / "early-copy"
+    shutil.copytree(sqlite_vault.home, early)
+    removed = sqlite_vault.ok("key", "remove", "3")
+    assert "not revocation" in removed.out and "vault key rotate" in removed.out
+    add_client(sqlite_vault, "later", "Written~after-the-removal-01")
+    current = open_store(sqlite_vault.home, None)
+    try:
+        row = current.key_row(current.view_rows("view_clients", name="later")[0]["client_uuid"])
+    finally:
+        current.close()
+    old = unlock_store(open_store(early, None), lambda header: read_key_file(str(spare)))
+    try:
+        assert len(old.keyring.unwrap(row)) == 32  # a client's key, made after the removal
+    finally:
+        old.close()

@@ -133,6 +133,10 @@ def key_remove(state: CliContext, slot_id: int) -> None:
     result = state.app().remove_keyslot(slot_id)
     click.echo(f"Removed keyslot {result['removed']}; remaining: "
                f"{', '.join(map(str, result['remaining']))}")
+    click.echo("This is not revocation: the root key is unchanged, so the removed key file or "
+               "passphrase still opens any earlier copy of the database, and with it what is "
+               "written from now on. `vault key rotate` gives a new root key (existing data keys "
+               "stay: an old copy still reads newer events of existing clients and grants).")
 
 
 @key.command("passwd")
