@@ -208,16 +208,18 @@ class VaultCore(Application[UUID]):
 
     def _check_wiring(self) -> None:
         problems = []
-        for mapper in (self.mapper, self.snapshots and self.snapshots.mapper):
+        expected = {"events": (self.mapper, stored_types(snapshots=False)),
+                    "snapshots": (self.snapshots and self.snapshots.mapper,
+                                  stored_types(snapshots=True))}
+        for what, (mapper, types) in expected.items():
             if type(mapper) is not EncryptedMapper or mapper.cipher or mapper.compressor \
-                    or mapper.keyring is not self.keyring:
-                problems.append(f"mapper is {type(mapper).__name__}")
+                    or mapper.keyring is not self.keyring or mapper.stored_types != types:
+                problems.append(f"mapper is {type(mapper).__name__} for the {what}")
         if self.recorder is not self.store.recorder or self.events.recorder is not self.recorder:
             problems.append(f"recorder is {type(self.recorder).__name__}")
         if self.events.mapper is not self.mapper:
             problems.append("event store mapper differs")
-        if (self.snapshots is None or self.snapshots.recorder is not self.store.snapshot_recorder
-                or self.snapshots.mapper.stored_types.keys() & self.mapper.stored_types.keys()):
+        if self.snapshots is None or self.snapshots.recorder is not self.store.snapshot_recorder:
             problems.append("snapshot store is not vault's")
         if problems:
             raise WiringError("refusing to start: " + "; ".join(problems))
