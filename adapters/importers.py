@@ -15,11 +15,10 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
 
+from domain.clouds import MAIL_PROTOCOLS, MICROSOFT_CLOUDS, microsoft_cloud_of_login_host
 from domain.errors import InvalidInput
 from domain.secret_value import SecretValue
 
-MICROSOFT_HOSTS = {"login.microsoftonline.com": "global", "login.microsoftonline.us": "gcc-high",
-                   "login.chinacloudapi.cn": "china"}
 GOOGLE_HOSTS = ("accounts.google.com", "oauth2.googleapis.com", "www.googleapis.com")
 # mutt_oauth2.py's built-in registrations (its `registrations` table)
 MUTT_SCOPES = {
@@ -52,21 +51,28 @@ class Account:
     problem: str | None = None  # why it cannot become a grant (it is reported, not imported)
 
 
-def protocols_for(provider: str, scopes: tuple[str, ...]) -> tuple[str, ...]:
-    """Which protocols a scope list covers."""
-    if provider == "google":
+def protocols_for(provider: str, scopes: tuple[str, ...],
+                  served: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Which protocols a scope list covers. Where the scopes cannot say (a custom provider's
+    scopes that name no protocol, Microsoft's `.default`), the protocols the old tool serves
+    (`served`, e.g. the proxy's server sections); () when neither tells."""
+    if provider == "google":  # one scope covers every protocol
         return ("imap", "pop", "smtp") if "https://mail.google.com/" in scopes else ()
-    if provider == "custom":
-        return ("imap", "smtp")
     found = []
     for scope in scopes:
-        name = scope.rsplit("/", 1)[-1].lower()
-        for protocol, marker in (("imap", "imap."), ("pop", "pop."), ("smtp", "smtp.send"),
-                                 ("graph", "mail.")):
-            graph_ok = protocol != "graph" or "graph.microsoft" in scope
-            if name.startswith(marker) and protocol not in found and graph_ok:
-                found.append(protocol)
-    return tuple(found)
+        if provider == "custom":  # e.g. "mail.imap", "imap", "smtp:send": words, not URLs
+            words = set(scope.lower().replace(":", ".").replace("/", ".").split("."))
+            named = [p for p, marks in (("imap", {"imap"}), ("pop", {"pop", "pop3"}),
+                                        ("smtp", {"smtp", "submission"})) if words & marks]
+        else:
+            name = scope.rsplit("/", 1)[-1].lower()
+            named = [p for p, marker in (("imap", "imap."), ("pop", "pop."), ("smtp", "smtp.send"),
+                                         ("graph", "mail."))
+                     if name.startswith(marker) and (p != "graph" or "graph.microsoft" in scope)]
+        found += [p for p in named if p not in found]
+    if not found:
+        found = [p for p in MAIL_PROTOCOLS if p in served]
+    return tuple(p for p in ("imap", "pop", "smtp", "graph") if p in found)
 
 
 def parse_mutt_oauth2(text: str, client_id: str | None = None,
@@ -140,16 +146,30 @@ def _decrypt(password: SecretValue, salt: bytes, iterations: tuple[int, ...],
     return opened
 
 
-def _provider(permission_url: str | None, token_url: str) -> tuple[str, str | None, str | None]:
-    """(provider, cloud, tenant) from the proxy's endpoint URLs."""
+def _provider(permission_url: str | None, token_url: str,
+              scopes: tuple[str, ...] = ()) -> tuple[str, str | None, str | None]:
+    """(provider, cloud, tenant) from the proxy's endpoint URLs: every sign-in host of a
+    Microsoft cloud (21Vianet has two); GCC High and DoD share theirs, DoD shows in its scopes."""
     parts = urlsplit(token_url)
     host = (parts.hostname or "").lower()
-    if host in MICROSOFT_HOSTS:
+    cloud = microsoft_cloud_of_login_host(host)
+    if cloud:
         tenant = parts.path.strip("/").split("/")[0] or "common"
-        return "microsoft", MICROSOFT_HOSTS[host], tenant
+        dod = MICROSOFT_CLOUDS["dod"]
+        dod_only = {r.lower() for r in (*dod.mail_resource_aliases, dod.graph_resource or "")}
+        if cloud == "gcc-high" and any(s.lower().startswith(tuple(dod_only)) for s in scopes):
+            cloud = "dod"
+        return "microsoft", cloud, tenant
     if host in GOOGLE_HOSTS or "accounts.google.com" in (permission_url or ""):
         return "google", None, None
     return "custom", None, None
+
+
+def _served_protocols(parser: configparser.ConfigParser) -> tuple[str, ...]:
+    """The protocols the proxy listens for: its server sections, [IMAP-1993], [SMTP-1587]..."""
+    kinds = {section.split("-", 1)[0].lower() for section in parser.sections()
+             if "-" in section and "@" not in section}
+    return tuple(p for p in MAIL_PROTOCOLS if p in kinds)
 
 
 PLACEHOLDER = "*** your"  # the proxy's example sections
@@ -186,24 +206,25 @@ def parse_email_oauth2_proxy(text: str, password: SecretValue | None) -> list[Ac
         # the proxy reads an account's token from its own section only: a catch-all's would be
         # another account's
         own_token = parser.get(section, "refresh_token", fallback=None)
-        accounts.append(_proxy_account(section, get, own_token, password))
+        accounts.append(_proxy_account(section, get, own_token, password,
+                                       _served_protocols(parser)))
     if not accounts:
         raise InvalidInput("no account sections ([you@example.com]) in the configuration")
     return accounts
 
 
 def _proxy_account(mailbox: str, get, refresh_token: str | None,
-                   password: SecretValue | None) -> Account:
+                   password: SecretValue | None, served: tuple[str, ...] = ()) -> Account:
     token_url = get("token_url") or ""
+    scopes = tuple((get("oauth2_scope") or "").split())
     try:
-        provider, cloud, tenant = _provider(get("permission_url"), token_url)
+        provider, cloud, tenant = _provider(get("permission_url"), token_url, scopes)
     except ValueError:  # urlsplit: an unclosed IPv6 bracket, say
         raise InvalidInput(f"[{mailbox}] token_url is not a URL") from None
-    scopes = tuple((get("oauth2_scope") or "").split())
     account = Account(
         source="email-oauth2-proxy", mailbox=mailbox, provider=provider,
         client_id=(get("client_id") or "").strip(), tenant=tenant, cloud=cloud, scopes=scopes,
-        protocols=protocols_for(provider, scopes), redirect_uri=get("redirect_uri"),
+        protocols=protocols_for(provider, scopes, served), redirect_uri=get("redirect_uri"),
         endpoints=({"authorize_url": get("permission_url"), "token_url": token_url}
                    if provider == "custom" else {}))
     flow = get("oauth2_flow") or "authorization_code"
@@ -213,6 +234,10 @@ def _proxy_account(mailbox: str, get, refresh_token: str | None,
         return account
     if not token_url or not account.client_id:
         account.problem = "the section lacks token_url or client_id"
+        return account
+    if not account.protocols:
+        account.problem = ("neither its oauth2_scope nor the proxy's server sections say which "
+                           "protocols it serves: import it with `vault grant import --protocols`")
         return account
     plain_secret = get("client_secret")
     if plain_secret and PLACEHOLDER in plain_secret:

@@ -32,7 +32,7 @@ step "printf 'Tour~Secret.Value-...' | vault client add jira-prod ... --secret-c
 printf 'Tour~Secret.Value-0123456789abcdefghij' | vault client add jira-prod \
   --provider microsoft --tenant contoso.onmicrosoft.com \
   --client-id 3f9a1c2e-5b7d-4e8f-9a0b-1c2d3e4f5a6b --secret-stdin \
-  --secret-created "$(days_ago 700)"
+  --secret-created "$(days_ago 700)" --redirect-uri http://localhost/callback
 
 # 3. A mailbox's refresh token, imported from an older tool (issued 80 days ago: idle soon).
 step "printf 'M.C5_BAY.tour-refresh-token' | vault grant import --client jira-prod --mailbox helpdesk@contoso.com ..."

@@ -1,8 +1,9 @@
 """Cloud profiles as data: where each provider and national cloud signs in, which resource a
 mail protocol's scopes belong to, and where its mail servers are.
 
-Facts: shared/reference/providers.md sections 1 and 2. A cloud is a first-class profile, never a
-string scattered through code; everything else asks the profile.
+Facts, each with its source (and "(unverified)" where no Microsoft page confirms it):
+docs/providers.md, "Clouds and hosts". A cloud is a first-class profile, never a string scattered
+through code; everything else asks the profile.
 """
 
 from __future__ import annotations
@@ -64,11 +65,28 @@ class CloudProfile:
     app_only_mail_scope: str | None
     graph_resource: str | None
     hosts: MailHosts
+    # Fields no Microsoft page confirms: "mail_resource", "app_only_mail_scope", "hosts.smtp"...
     unverified: tuple[str, ...] = field(default=())
+    # Other sign-in hosts of the same cloud instance (another tool's configuration may name them)
+    login_aliases: tuple[str, ...] = field(default=())
+    # Other resources Exchange accepts mail scopes under in this cloud (`--scopes` may name them)
+    mail_resource_aliases: tuple[str, ...] = field(default=())
 
     @property
     def is_microsoft(self) -> bool:
         return self.provider == "microsoft"
+
+    @property
+    def login_hosts(self) -> tuple[str, ...]:
+        return tuple(h for h in (self.login_host, *self.login_aliases) if h)
+
+    @property
+    def mail_resources(self) -> tuple[str, ...]:
+        """Every resource a delegated mail scope of this cloud may name, the default first."""
+        return tuple(r for r in (self.mail_resource, *self.mail_resource_aliases) if r)
+
+    def is_unverified(self, fact: str) -> bool:
+        return fact in self.unverified
 
     def endpoints(self, tenant: str | None) -> Endpoints:
         if self.is_microsoft:
@@ -124,29 +142,40 @@ MICROSOFT_CLOUDS: dict[str, CloudProfile] = {
         mail_resource="https://outlook.office365.us/",
         app_only_mail_scope="https://outlook.office365.us/.default",
         graph_resource="https://graph.microsoft.us/",
-        hosts=MailHosts("outlook.office365.us", "outlook.office365.us", "smtp.office365.us",
+        # Microsoft's GCC High endpoint list names outlook.office365.us for 25/587 (and 993/995);
+        # smtp.office365.us appears only in third-party code.
+        hosts=MailHosts("outlook.office365.us", "outlook.office365.us", "outlook.office365.us",
                         "graph.microsoft.us"),
-        unverified=("app_only_mail_scope",),
+        unverified=("mail_resource", "app_only_mail_scope"),
     ),
     "dod": CloudProfile(
         provider="microsoft", cloud="dod", title="Microsoft 365 US Government DoD",
         login_host="login.microsoftonline.us",
+        # Exchange in DoD is served from outlook-dod.office365.us; which resource its delegated
+        # mail scopes name is documented nowhere: the US Government one is the default and the
+        # DoD host is accepted too (a grant shows which it uses).
         mail_resource="https://outlook.office365.us/",
+        mail_resource_aliases=("https://outlook-dod.office365.us/",),
         app_only_mail_scope="https://outlook.office365.us/.default",
         graph_resource="https://dod-graph.microsoft.us/",
         hosts=MailHosts("outlook-dod.office365.us", "outlook-dod.office365.us",
                         "outlook-dod.office365.us", "dod-graph.microsoft.us"),
-        unverified=("app_only_mail_scope",),
+        unverified=("mail_resource", "app_only_mail_scope"),
     ),
     "china": CloudProfile(
         provider="microsoft", cloud="china", title="Microsoft 365 operated by 21Vianet (China)",
         login_host="login.chinacloudapi.cn",
+        # Microsoft's national-cloud page and its 21Vianet endpoint list name this one; Entra's
+        # instance metadata lists both as aliases of one authority.
+        login_aliases=("login.partner.microsoftonline.cn",),
         mail_resource="https://partner.outlook.cn/",
         app_only_mail_scope="https://partner.outlook.cn/.default",
         graph_resource="https://microsoftgraph.chinacloudapi.cn/",
-        hosts=MailHosts("partner.outlook.cn", "partner.outlook.cn", "partner.outlook.cn",
+        # Microsoft lists *.partner.outlook.cn for 443/80 only: no page names the mail hosts.
+        hosts=MailHosts("partner.outlook.cn", "partner.outlook.cn", "smtp.partner.outlook.cn",
                         "microsoftgraph.chinacloudapi.cn"),
-        unverified=("mail_resource", "app_only_mail_scope"),
+        unverified=("mail_resource", "app_only_mail_scope", "hosts.imap", "hosts.pop",
+                    "hosts.smtp"),
     ),
 }
 
@@ -182,6 +211,15 @@ def profile_for(provider: str, cloud: str | None = None) -> CloudProfile:
     if provider == "custom":
         return CUSTOM
     raise InvalidInput(f"unknown provider {provider!r}; choose from {', '.join(PROVIDERS)}")
+
+
+def microsoft_cloud_of_login_host(host: str) -> str | None:
+    """The Microsoft cloud a sign-in host belongs to (GCC High and DoD share theirs: GCC High)."""
+    host = host.lower()
+    for profile in MICROSOFT_CLOUDS.values():
+        if host in profile.login_hosts:
+            return profile.cloud
+    return None
 
 
 def check_tenant(profile: CloudProfile, tenant: str | None) -> str | None:

@@ -314,6 +314,7 @@ class ClientCredential(VaultAggregate):
         by: str | None = None,
     ) -> str:
         """Add the new secret as current; retire the older ones unless they should overlap."""
+        self.check_rotates_secrets()
         older = [s["ref"] for s in self.active_secrets(CLIENT_SECRET)]
         ref = self.add_secret(
             now=now, value=value, secret_id=secret_id, created_on=created_on,
@@ -323,6 +324,16 @@ class ClientCredential(VaultAggregate):
             for old in older:
                 self.retire_secret(now=now, ref=old, reason=f"replaced by {ref}", by=by)
         return ref
+
+    def check_rotates_secrets(self) -> None:
+        """A certificate client never sends a client secret: one added to it would be reported
+        current while the certificate goes on signing every request (and expiring)."""
+        self._check_not_removed()
+        if self.auth_method == "private_key_jwt":
+            raise RuleViolation(
+                f"client {self.name!r} authenticates with a certificate (private_key_jwt), not "
+                f"a client secret: renew it with `vault client add-certificate {self.name} "
+                "--certificate-file PEM`; nothing was changed")
 
     def record_secret_dates(
         self, *, now: datetime, ref: str, created_on: date | None, expires_on: date | None

@@ -172,19 +172,24 @@ def credential_findings(
                 else "expires today" if days_left == 0 else f"expires in {days_left} day(s)")
         basis = (f" (assumed: created {last.created_on}, Microsoft's {t.microsoft_secret_max_days}"
                  "-day maximum)" if assumed else "")
+        renew = (f"create a new certificate, upload its public part to the app registration "
+                 f"and run `vault client add-certificate {last.client} --certificate-file PEM`"
+                 if last.kind == "certificate" else
+                 f"create a new one in the app registration and run `vault client rotate-secret "
+                 f"{last.client}`")
         findings.append(Finding(
             severity=severity, kind=f"{last.kind}_expiry", client=last.client, mailbox=None,
             due=due, days_left=days_left, expired=expired, assumed=assumed, ref=last.ref,
-            advice=(f"{what} {last.ref} {when}{basis}: create a new one in the app registration "
-                    f"and run `vault client rotate-secret {last.client}`"),
+            advice=f"{what} {last.ref} {when}{basis}: {renew}",
         ))
     for older_due, older_assumed, s in known[:-1]:
+        what = "certificate" if s.kind == "certificate" else "secret"
         findings.append(Finding(
             severity=INFO, kind="secret_superseded", client=s.client, mailbox=None,
             due=older_due, days_left=(older_due - as_of).days,
             expired=(older_due - as_of).days < 0, assumed=older_assumed, ref=s.ref,
-            advice=(f"secret {s.ref} is still active beside a newer one: once every host uses "
-                    f"the new secret, run `vault client retire-secret {s.client} {s.ref}` and "
+            advice=(f"{what} {s.ref} is still active beside a newer one: once every host uses "
+                    f"the new {what}, run `vault client retire-secret {s.client} {s.ref}` and "
                     "delete it in the app registration"),
         ))
     return findings

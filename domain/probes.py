@@ -11,6 +11,9 @@ from __future__ import annotations
 import base64
 import json
 from dataclasses import dataclass, field
+from typing import Any
+
+from domain.clouds import CloudProfile
 
 OK, REFUSED, TEMPORARY, TLS, NETWORK, PROTOCOL = (
     "ok", "refused", "temporary", "tls", "network", "protocol")
@@ -19,6 +22,25 @@ DEFAULT_PORTS = {  # (port, tls) when the cloud profile names only a host
     "imap": (993, "implicit"), "pop": (995, "implicit"), "smtp": (587, "starttls"),
     "graph": (443, "implicit"),
 }
+
+
+
+def mail_server(profile: CloudProfile, recorded: dict[str, dict[str, Any]],
+                protocol: str) -> dict[str, Any] | None:
+    """Where a client's mailboxes are served for one protocol: what `client set-servers`
+    recorded, else the cloud profile's host on the protocol's usual port. None if neither
+    knows (a custom provider)."""
+    default_port, default_tls = DEFAULT_PORTS[protocol]
+    mine = recorded.get(protocol) or {}
+    host = mine.get("host") or getattr(profile.hosts, protocol)
+    if not host:
+        return None
+    from_profile = not mine.get("host")
+    return {"host": host, "port": mine.get("port") or default_port,
+            "tls": mine.get("tls") or default_tls,
+            "source": "cloud profile" if from_profile else "recorded",
+            "unverified": from_profile and profile.is_unverified(f"hosts.{protocol}")}
+
 
 EXCHANGE_CHECKLIST = (
     "the token's audience: IMAP/POP/SMTP need Outlook scopes (https://outlook.office.com/...), "
@@ -29,6 +51,18 @@ EXCHANGE_CHECKLIST = (
     "app-only: a service principal created from the Enterprise Application's object id, with "
     "permission on this mailbox (Add-MailboxPermission)",
 )
+
+
+# 535 5.7.139 has two causes Exchange tells apart only in its free text: SMTP AUTH switched off
+# (for the tenant or the mailbox), or the tenant's security defaults, which disable SMTP AUTH
+# whatever those settings say (Microsoft: "Enable or disable SMTP AUTH in Exchange Online").
+SMTP_AUTH_DISABLED = ("SMTP AUTH is disabled for the tenant or the mailbox: enable it for this "
+                      "mailbox (Set-CASMailbox -SmtpClientAuthenticationDisabled $false) or the "
+                      "tenant (Set-TransportConfig -SmtpClientAuthenticationDisabled $false)")
+SECURITY_DEFAULTS = ("the tenant's security defaults are on, which disable SMTP AUTH whatever "
+                     "the Exchange settings say: an admin turns them off (Entra ID > Overview > "
+                     "Properties > Manage security defaults), with Conditional Access in their "
+                     "place; a Conditional Access policy can block it the same way")
 
 
 @dataclass(frozen=True)
@@ -47,6 +81,17 @@ def decode_challenge(data: str) -> dict[str, str] | None:
     return decoded if isinstance(decoded, dict) else None
 
 
+def _smtp_auth_blocked(reply: str) -> MailVerdict:
+    """535 5.7.139: both causes, the one the server's text points at first."""
+    causes = [SMTP_AUTH_DISABLED, SECURITY_DEFAULTS]
+    lowered = reply.lower()
+    if "security defaults" in lowered or "did not meet the criteria" in lowered:
+        causes.reverse()
+    return MailVerdict(REFUSED, "Exchange refuses SMTP AUTH for this mailbox (535 5.7.139), "
+                                f"whatever the token: either {causes[0]}; or {causes[1]}",
+                       tuple(causes))
+
+
 def judge_refusal(protocol: str, reply: str, challenge: dict[str, str] | None) -> MailVerdict:
     """Classify the server's final answer to AUTHENTICATE / AUTH."""
     upper = reply.upper()
@@ -56,9 +101,7 @@ def judge_refusal(protocol: str, reply: str, challenge: dict[str, str] | None) -
                                       "authorization service is unreachable or failing); this "
                                       "says nothing about the credential: try again later")
     if "5.7.139" in reply:
-        return MailVerdict(REFUSED, "SMTP AUTH is disabled for the tenant or the mailbox "
-                                    "(535 5.7.139): enable authenticated SMTP in Exchange "
-                                    "(Set-CASMailbox -SmtpClientAuthenticationDisabled $false)")
+        return _smtp_auth_blocked(reply)
     detail = ""
     if challenge:
         status = challenge.get("status", "")

@@ -67,16 +67,13 @@ def resource_of(profile: CloudProfile, scope: str) -> str | None:
     if profile.is_microsoft:
         if origin is None:  # a bare scope such as "Mail.Read" means Microsoft Graph
             return GRAPH
-        if origin == (profile.mail_resource or "").lower() or origin == _origin(
-            profile.app_only_mail_scope or ""
-        ):
+        if origin in _mail_origins(profile):
             return MAIL
         if origin == (profile.graph_resource or "").lower():
             return GRAPH
         for other in MICROSOFT_CLOUDS.values():
             if other.cloud != profile.cloud and origin in (
-                (other.mail_resource or "").lower(), (other.graph_resource or "").lower(),
-                _origin(other.app_only_mail_scope or ""),
+                *_mail_origins(other), (other.graph_resource or "").lower(),
             ):
                 raise ScopeCloudMismatch(
                     f"scope {scope} belongs to {other.title}, but this client is on "
@@ -87,6 +84,22 @@ def resource_of(profile: CloudProfile, scope: str) -> str | None:
     if profile.provider == "google" and origin == "https://mail.google.com/":
         return MAIL
     return origin or DEFAULT
+
+
+def _mail_origins(profile: CloudProfile) -> tuple[str, ...]:
+    """The origins a cloud's mail scopes may name: its mail resources and its app-only scope's."""
+    return tuple(r.lower() for r in (*profile.mail_resources,
+                                     _origin(profile.app_only_mail_scope or "") or "") if r)
+
+
+def resource_url(scopes: list[str]) -> str | None:
+    """Which resource a group of scopes is for, as a URL (e.g. https://outlook-dod.office365.us/);
+    None when its scopes name none (a custom provider's bare scopes)."""
+    for scope in scopes:
+        origin = _origin(scope)
+        if origin:
+            return origin
+    return None
 
 
 def _by_resource(profile: CloudProfile, scopes: tuple[str, ...]) -> dict[str, list[str]]:
@@ -133,10 +146,13 @@ def plan_scopes(
     mail_wanted = [p for p in protocols if p in MAIL_PROTOCOLS]
     if profile.provider in ("microsoft", "google"):
         if mail_wanted and MAIL not in plan:
-            raise MixedResources(
-                f"{', '.join(mail_wanted)} need{'s' if len(mail_wanted) == 1 else ''} a mail "
-                f"scope ({profile.mail_resource}...): Graph tokens are refused by IMAP, POP and SMTP"
-            )
+            needs = (f"{', '.join(mail_wanted)} need{'s' if len(mail_wanted) == 1 else ''} a "
+                     f"mail scope ({' or '.join(f'{r}...' for r in profile.mail_resources)})")
+            others = [r for r in plan if r not in (MAIL, GRAPH)]
+            if others:  # a resource this cloud does not know for mail: say which, not "Graph"
+                raise MixedResources(
+                    f"{needs}: {', '.join(others)} is not a mail resource of {profile.title}")
+            raise MixedResources(f"{needs}: Graph tokens are refused by IMAP, POP and SMTP")
         if "graph" in protocols and GRAPH not in plan:
             raise MixedResources("graph needs a Microsoft Graph scope (e.g. Mail.ReadWrite)")
     return plan

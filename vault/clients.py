@@ -8,8 +8,10 @@ from typing import Any
 from eventsourcing.persistence import IntegrityError
 
 from adapters.store import Changes
+from domain.clouds import PROTOCOLS
 from domain.credentials import ClientCredential, check_client_name
 from domain.grants import REVOKED
+from domain.probes import mail_server
 from domain.secret_value import SecretValue
 from vault.application import ReadModels, VaultCore, apply_views, use_case
 from vault.errors import AlreadyExists, NotFound, VaultError
@@ -38,6 +40,9 @@ def client_summary(client: ClientCredential) -> dict[str, Any]:
         "endpoints": client.endpoints, "redirect_uri": client.redirect_uri,
         "scopes": client.scopes, "google_testing": client.google_testing,
         "mail_servers": client.mail_servers,
+        # where probes connect: recorded servers, else the cloud profile's hosts
+        "servers": {p: server for p in PROTOCOLS
+                    if (server := mail_server(client.profile, client.mail_servers, p))},
         "registered_at": _iso(client.created_on),
         "secrets": [secret_summary(s, current["ref"] if current else None)
                     for s in client.secrets],

@@ -16,6 +16,7 @@ from eventsourcing.persistence import IntegrityError
 from adapters.store import Changes
 from domain.grants import ConsentGrant, check_mailbox, mailbox_key
 from domain.rotation import TokenRotation, rotation_id_for
+from domain.scopes import resource_url
 from domain.secret_value import SecretValue
 from vault.application import VaultCore, apply_views, use_case
 from vault.clients import ClientUseCases
@@ -46,7 +47,10 @@ def rotation_summary(rotation: TokenRotation) -> dict[str, Any]:
 def grant_summary(grant: ConsentGrant) -> dict[str, Any]:
     return {
         "mailbox": grant.mailbox, "client": grant.client_name, "protocols": grant.protocols,
-        "scopes": grant.scopes, "status": grant.status, "status_reason": grant.status_reason,
+        "scopes": grant.scopes,
+        # which resource each token is for: DoD mail scopes may name either of two
+        "resources": {r: resource_url(s) for r, s in grant.scopes.items()},
+        "status": grant.status, "status_reason": grant.status_reason,
         "method": grant.method, "granted_at": _iso(grant.granted_at),
         "granted_by": grant.granted_by,
         "probes": {p: {**r, "at": _iso(r["at"])} for p, r in grant.probes.items()},

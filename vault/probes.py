@@ -11,7 +11,7 @@ from adapters.mail import ProbeResult, Target, probe, probe_graph
 from adapters.store import Changes
 from domain.credentials import ClientCredential
 from domain.grants import ConsentGrant
-from domain.probes import DEFAULT_PORTS, NETWORK, OK
+from domain.probes import DEFAULT_PORTS, NETWORK, OK, mail_server
 from vault.application import apply_views, use_case
 from vault.errors import BadInput
 from vault.projections import grant_changes
@@ -58,14 +58,14 @@ class ProbeUseCases(TokenUseCases):
                 host: str | None, port: int | None, tls: str | None, mechanism: str,
                 timeout: float) -> Target:
         default_port, default_tls = DEFAULT_PORTS[protocol]
-        recorded = credential.mail_servers.get(protocol, {})
-        host = host or recorded.get("host") or getattr(credential.profile.hosts, protocol)
+        known = mail_server(credential.profile, credential.mail_servers, protocol) or {}
+        host = host or known.get("host")
         if not host:
             raise BadInput(f"no {protocol} server is known for client {credential.name!r}: give "
                            f"--host, or record it with `vault client set-servers`")
         return Target(protocol=protocol, host=host,
-                      port=port or recorded.get("port") or default_port,
-                      tls=tls or recorded.get("tls") or default_tls, mechanism=mechanism,
+                      port=port or known.get("port") or default_port,
+                      tls=tls or known.get("tls") or default_tls, mechanism=mechanism,
                       user=grant.mailbox, timeout=timeout)
 
     def _run(self, grant: ConsentGrant, credential: ClientCredential, target: Target,

@@ -189,13 +189,14 @@ class ReportUseCases(GrantUseCases, VaultCore):
 
     @use_case("history")
     def history(
-        self, subject: str, *, client: str | None = None, as_of: date | None = None,
+        self, subject: str, *, client: str | None = None, as_of: date | datetime | None = None,
         limit: int = 50,
     ) -> dict[str, Any]:
+        """`as_of`: a date means the end of that UTC day; a date-time that very instant
+        (events recorded at it included), never cut to its day."""
         if limit < 1:
             raise BadInput("--limit takes a number >= 1")
-        cutoff = (datetime.combine(as_of + timedelta(days=1), time.min, tzinfo=UTC)
-                  if as_of else None)
+        cutoff = _history_cutoff(as_of)
         if "@" in subject and self._has_grant(subject, client):
             return self._grant_history(subject, client, cutoff, as_of, limit)
         try:
@@ -222,7 +223,7 @@ class ReportUseCases(GrantUseCases, VaultCore):
         return True
 
     def _grant_history(self, mailbox: str, client: str | None, cutoff: datetime | None,
-                       as_of: date | None, limit: int) -> dict[str, Any]:
+                       as_of: date | datetime | None, limit: int) -> dict[str, Any]:
         row = self.grant_row(mailbox, client)
         grant_id, rotation_id = UUID(row["grant_uuid"]), UUID(row["rotation_uuid"])
         g_version = self.version_as_of(grant_id, cutoff)
@@ -241,5 +242,17 @@ class ReportUseCases(GrantUseCases, VaultCore):
                 "events": [describe_event(e) for e in merged[-limit:]], "state": state}
 
 
-def _iso_or_none(value: date | None) -> str | None:
+def _history_cutoff(as_of: date | datetime | None) -> datetime | None:
+    """The first instant not shown: the next UTC midnight after a date, just after a moment."""
+    if as_of is None:
+        return None
+    if isinstance(as_of, datetime):
+        moment = as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)
+        return moment.astimezone(UTC) + timedelta(microseconds=1)
+    return datetime.combine(as_of + timedelta(days=1), time.min, tzinfo=UTC)
+
+
+def _iso_or_none(value: date | datetime | None) -> str | None:
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).astimezone(UTC).isoformat()
     return value.isoformat() if value else None

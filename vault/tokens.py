@@ -351,6 +351,7 @@ class TokenUseCases(GrantUseCases, VaultCore):
         old one. A new Microsoft secret can take a minute or two to work: retried until
         `verify_for` seconds have passed. Nothing changes if it never works."""
         credential: ClientCredential = self._client(name)
+        credential.check_rotates_secrets()  # before a secret is tried at the provider
         scope = self._verification_scope(credential)
         waited, delay = 0.0, 5.0
         while True:

@@ -100,6 +100,17 @@ def client_add(state: CliContext, name: str, provider: str, cloud: str | None,
         google_testing=google_testing,
     )
     click.echo(f"Added client {result['name']} ({result['provider']}, {result['cloud']})")
+    if result["provider"] == "microsoft" and not result["redirect_uri"]:
+        from vault.consent import MANUAL_REDIRECT
+
+        # Microsoft's "Redirect URI (reply URL) restrictions": the portal refuses an http
+        # 127.0.0.1 address (manifest only) but takes http://localhost, port ignored.
+        click.echo(f"warning: without --redirect-uri, consent (--flow browser or manual) sends "
+                   f"{MANUAL_REDIRECT} (any port), which the Entra portal cannot register: "
+                   "register it in the app's manifest (replyUrlsWithType), or register "
+                   "http://localhost/callback as a Web redirect URI (the port is ignored for "
+                   "localhost) and add this client again with --redirect-uri "
+                   "http://localhost/callback. --flow device needs neither.", err=True)
     if result["tenant"] in ("common", "organizations", "consumers"):
         click.echo(f"note: tenant '{result['tenant']}' serves delegated consent only; app-only "
                    "tokens need the tenant's ID or domain (AADSTS9001023)", err=True)
@@ -141,6 +152,9 @@ def client_show(state: CliContext, name: str, reveal_secret: bool, fmt: str,
         ("authorize url", data["endpoints"].get("authorize_url")),
         ("redirect uri", data["redirect_uri"]), ("scopes", data["scopes"]),
         ("google testing", "yes" if data["google_testing"] else None),
+        *[(f"{p} server", f"{v['host']}:{v['port']} ({v['tls']}, {v['source']}"
+           + (", unverified" if v["unverified"] else "") + ")")
+          for p, v in data["servers"].items()],
         ("registered", data["registered_at"]),
     ])
     table("secrets", ["REF", "SECRET ID", "CREATED", "EXPIRES", "ADDED", "RETIRED", "CURRENT"],

@@ -99,6 +99,7 @@ def grant_show(state: CliContext, mailbox: str, client_name: str | None, fmt: st
                                      else "")),
         ("protocols", data["protocols"]),
         *[(f"scopes [{r}]", s) for r, s in data["scopes"].items()],
+        *[(f"resource [{r}]", url) for r, url in data["resources"].items() if url],
         ("granted", f"{data['granted_at']} by {data['granted_by']} ({data['method']})"),
         ("refresh token", f"{tokens['refresh_token']}, generation {tokens['generation']}, "
                           f"issued {tokens['refresh_token_issued_at']}"),

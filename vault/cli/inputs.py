@@ -90,6 +90,14 @@ def parse_moment(value: str | None, option: str, *, end: bool = False) -> dateti
     return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).astimezone(UTC)
 
 
+def parse_date_or_moment(value: str | None, option: str) -> date | datetime | None:
+    """A date (YYYY-MM-DD) as a date, or a date-time as that exact UTC instant: a caller that
+    means "the end of the day" for a date keeps knowing which one it was given."""
+    if value is not None and len(value) == 10:
+        return parse_date(value, option)
+    return parse_moment(value, option)
+
+
 def _interactive() -> bool:
     return sys.stdin is not None and sys.stdin.isatty()
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vault.cli.inputs import parse_date
+from vault.cli.inputs import parse_date, parse_date_or_moment
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
 from vault.cli.render import days, emit, fields, table, to_json
 from vault.errors import BadInput
@@ -108,7 +108,9 @@ def expiry(state: CliContext, as_of: str | None, within: int | None, check: bool
 @click.argument("subject")
 @click.option("--client", "client_name", metavar="NAME",
               help="When SUBJECT is a mailbox granted under several clients.")
-@click.option("--as-of", metavar="DATE", help="Show the state as it was at the end of DATE (UTC).")
+@click.option("--as-of", metavar="DATE",
+              help="Show the state as it was at the end of DATE (UTC), or at a date-time "
+                   "(e.g. 2026-03-11T10:00, UTC unless it names a zone).")
 @click.option("--limit", type=int, default=50, show_default=True,
               help="Show at most this many (most recent) events.")
 @output_format
@@ -116,8 +118,8 @@ def expiry(state: CliContext, as_of: str | None, within: int | None, check: bool
 def history(state: CliContext, subject: str, client_name: str | None, as_of: str | None,
             limit: int, fmt: str, as_json: bool) -> None:
     """The event history of a client or mailbox, and its state as of a date (secrets redacted)."""
-    data = state.app().history(subject, client=client_name, as_of=parse_date(as_of, "--as-of"),
-                               limit=limit)
+    data = state.app().history(subject, client=client_name,
+                               as_of=parse_date_or_moment(as_of, "--as-of"), limit=limit)
 
     def render(d: dict) -> None:
         shown = len(d["events"])
