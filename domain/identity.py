@@ -86,7 +86,7 @@ def _names(claims: dict[str, Any], provider: str, tenant_pinned: bool) -> list[t
                 # Microsoft: "isn't guaranteed to be correct"; any tenant's admin can set it, and
                 # a common/organizations authority lets every tenant sign in.
                 why = "not trusted from a multi-tenant authority"
-        names.append((claim, value.strip(), why))
+        names.append((claim, value.strip()[:256], why))  # a provider's text, bounded
     return names
 
 
