@@ -91,6 +91,7 @@ class Tokens:
     refresh_token: SecretValue | None
     scope: str
     token_type: str
+    id_token: SecretValue | None = None  # with `openid`; verified by adapters/id_token.py
 
 
 @dataclass(frozen=True)
@@ -184,10 +185,12 @@ class OAuthClient:
         except (TypeError, ValueError):
             expires_in = 3600
         refresh = body.get("refresh_token")
+        id_token = body.get("id_token")
         return Tokens(
             access_token=SecretValue(access), expires_in=max(expires_in, 1),
             refresh_token=SecretValue(refresh) if isinstance(refresh, str) and refresh else None,
             scope=str(body.get("scope", "")), token_type=str(body.get("token_type", "Bearer")),
+            id_token=SecretValue(id_token) if isinstance(id_token, str) and id_token else None,
         )
 
     def refresh(self, refresh_token: SecretValue, scopes: list[str]) -> Tokens:

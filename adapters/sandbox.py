@@ -3,7 +3,11 @@
 For trying vault without a tenant, and for tests: authorization code with PKCE behind a simple
 sign-in page, refresh with rotation where old refresh tokens stay valid (as at Microsoft), device
 code, client credentials, and Microsoft's error JSON (AADSTS codes, trace and correlation ids).
-Switches make it answer a chosen AADSTS error. Everything is in memory, on 127.0.0.1 only.
+With `openid` it issues signed ID tokens as Microsoft's v2.0 endpoint does (RS256 under a key made
+at start and published at /{tenant}/discovery/v2.0/keys; tid, oid, sub, nonce; preferred_username
+with `profile`, email with `email`), and its discovery document names the tenant's GUID as
+issuer (`{tenantid}` for common and organizations). Switches make it answer a chosen AADSTS
+error, or hand out a forged ID token. Everything is in memory, on 127.0.0.1 only.
 
 Test hooks (POST, loopback only): /sandbox/fail?code=N&count=K&status=S  /sandbox/revoke?user=U
 GET /sandbox/stats. The sign-in password of every user is "sandbox".
@@ -20,6 +24,7 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,6 +32,11 @@ from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 SANDBOX_CLIENT_ID = "5a1db0c0-0000-4000-8000-00000000c11e"
+CONSUMERS_TENANT = "9188040d-6c67-4c5b-b112-36a304b66dad"  # Microsoft's personal-account tenant
+GENERIC_TENANTS = ("common", "organizations")
+# What a forged ID token gets wrong (SandboxState.forge_id_tokens): the checks vault must make.
+FORGERIES = ("signature", "audience", "nonce", "issuer", "expired", "alg-none", "hs256",
+             "missing")
 SANDBOX_SECRET = "Sandbox~Secret.Value-not-for-real-use-0123"
 PASSWORD = "sandbox"
 ACCESS_TTL = 3600
@@ -64,6 +74,37 @@ def _b64url(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
 
 
+def tenant_id(tenant: str) -> str:
+    """The GUID behind a tenant in a URL path: a GUID stands for itself, a domain gets a stable
+    made-up one, `consumers` is Microsoft's personal-account tenant."""
+    if tenant == "consumers":
+        return CONSUMERS_TENANT
+    try:
+        return str(uuid.UUID(tenant))
+    except ValueError:
+        return str(uuid.uuid5(uuid.NAMESPACE_DNS, tenant.lower()))
+
+
+def _new_signing_key():
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _jwk(key, kid: str) -> dict[str, str]:
+    numbers = key.public_key().public_numbers()
+
+    def b64int(n: int) -> str:
+        return _b64url(n.to_bytes((n.bit_length() + 7) // 8, "big"))
+
+    return {"kty": "RSA", "use": "sig", "alg": "RS256", "kid": kid,
+            "n": b64int(numbers.n), "e": b64int(numbers.e)}
+
+
+def _b64json(value: dict[str, Any]) -> str:
+    return _b64url(json.dumps(value, separators=(",", ":")).encode())
+
+
 @dataclass
 class _Grant:
     user: str
@@ -84,6 +125,10 @@ class SandboxState:
     certificates: list[Any] = field(default_factory=list)  # cryptography x509 certificates
     slow_downs: int = 0  # answer this many device-code polls with slow_down (RFC 8628)
     access_tokens: dict[str, dict[str, Any]] = field(default_factory=dict)  # for the Graph API
+    signing_key: Any = field(default_factory=_new_signing_key)  # RS256, for ID tokens
+    mail_attributes: dict[str, str] = field(default_factory=dict)  # user -> `email` claim
+    forge_id_tokens: list[str] = field(default_factory=list)  # FORGERIES, one per ID token
+    clock: Callable[[], float] = time.time  # what ID tokens are stamped with (tests move it)
     stats: dict[str, int] = field(default_factory=lambda: {"token": 0, "refresh_token": 0,
                                                            "authorization_code": 0,
                                                            "client_credentials": 0})
@@ -157,6 +202,15 @@ class SandboxHandler(BaseHTTPRequestHandler):
     def state(self) -> SandboxState:
         return self.server.state
 
+    @property
+    def kid(self) -> str:
+        numbers = self.state.signing_key.public_key().public_numbers()
+        return _b64url(hashlib.sha256(str(numbers.n).encode()).digest()[:12])
+
+    def _issuer(self, tenant: str) -> str:
+        tid = "{tenantid}" if tenant in GENERIC_TENANTS else tenant_id(tenant)
+        return f"{self.server.base_url}/{tid}/v2.0"
+
     # -- routes --------------------------------------------------------------------------------
 
     def do_GET(self) -> None:
@@ -175,6 +229,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
         elif (len(segments) == 3 and segments[1:] == ["v2.0", ".well-known"]) or \
                 parts.path.endswith("/v2.0/.well-known/openid-configuration"):
             self._discovery(segments[0])
+        elif len(segments) == 4 and segments[1:] == ["discovery", "v2.0", "keys"]:
+            self._json(200, {"keys": [_jwk(self.state.signing_key, self.kid)]})
         else:
             self._send(404, b"not found", "text/plain")
 
@@ -204,13 +260,72 @@ class SandboxHandler(BaseHTTPRequestHandler):
             self._send(404, b"not found", "text/plain")
 
     def _discovery(self, tenant: str) -> None:
+        """As Microsoft's: the issuer names the tenant's GUID, or {tenantid} for common."""
         base = f"{self.server.base_url}/{tenant}"
         self._json(200, {
-            "issuer": f"{base}/v2.0",
+            "issuer": self._issuer(tenant),
             "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
             "token_endpoint": f"{base}/oauth2/v2.0/token",
             "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+            "jwks_uri": f"{base}/discovery/v2.0/keys",
+            "response_types_supported": ["code"],
+            "subject_types_supported": ["pairwise"],
+            "id_token_signing_alg_values_supported": ["RS256"],
+            "scopes_supported": ["openid", "profile", "email", "offline_access"],
+            "claims_supported": ["sub", "iss", "aud", "exp", "iat", "nbf", "nonce", "tid", "oid",
+                                 "preferred_username", "email", "name", "ver"],
         })
+
+    def _id_token(self, tenant: str, user: str, scopes: list[str],
+                  nonce: str | None) -> dict[str, str]:
+        """{"id_token": ...} when `openid` was asked for (as Microsoft: only then)."""
+        if "openid" not in scopes:
+            return {}
+        with self.state.lock:
+            forgery = self.state.forge_id_tokens.pop(0) if self.state.forge_id_tokens else None
+        if forgery == "missing":
+            return {}
+        now = int(self.state.clock())
+        # Signed in at common or organizations, a user lands in the tenant of their domain.
+        tid = tenant_id(user.split("@")[-1] if tenant in GENERIC_TENANTS else tenant)
+        claims: dict[str, Any] = {
+            "aud": self.state.client_id, "iss": f"{self.server.base_url}/{tid}/v2.0",
+            "iat": now, "nbf": now, "exp": now + 3600, "tid": tid, "ver": "2.0",
+            "sub": _b64url(hashlib.sha256(f"{self.state.client_id}|{tid}|{user}".encode())
+                           .digest()[:24]),
+        }
+        if nonce:
+            claims["nonce"] = nonce
+        if "profile" in scopes:
+            claims.update(preferred_username=user, name=user.split("@")[0].title(),
+                          oid=str(uuid.uuid5(uuid.UUID(tid), user)))
+        if "email" in scopes:
+            claims["email"] = self.state.mail_attributes.get(user, user)
+        header = {"typ": "JWT", "alg": "RS256", "kid": self.kid}
+        key = self.state.signing_key
+        if forgery == "audience":
+            claims["aud"] = str(uuid.uuid4())
+        elif forgery == "nonce":
+            claims["nonce"] = secrets.token_urlsafe(16)
+        elif forgery == "issuer":
+            claims["iss"] = f"{self.server.base_url}/{uuid.uuid4()}/v2.0"
+        elif forgery == "expired":
+            claims.update(iat=now - 7200, nbf=now - 7200, exp=now - 3600)
+        elif forgery == "signature":
+            key = _new_signing_key()  # the published kid, another key
+        signing_input = f"{_b64json(header)}.{_b64json(claims)}"
+        if forgery == "alg-none":
+            return {"id_token": f"{_b64json({**header, 'alg': 'none'})}.{_b64json(claims)}."}
+        if forgery == "hs256":  # the classic confusion: HMAC keyed with something public
+            head = _b64json({**header, "alg": "HS256"})
+            mac = hmac.new(self.state.client_id.encode(), f"{head}.{_b64json(claims)}".encode(),
+                           hashlib.sha256).digest()
+            return {"id_token": f"{head}.{_b64json(claims)}.{_b64url(mac)}"}
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        signature = key.sign(signing_input.encode(), padding.PKCS1v15(), hashes.SHA256())
+        return {"id_token": f"{signing_input}.{_b64url(signature)}"}
 
     # -- a sliver of Microsoft Graph ------------------------------------------------------------
 
@@ -275,7 +390,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
             self.state.codes[code] = {
                 "user": form["username"].lower(), "scopes": form.get("scope", "").split(),
                 "redirect_uri": redirect_uri, "challenge": form.get("code_challenge"),
-                "issued": time.monotonic(), "used": False,
+                "issued": time.monotonic(), "used": False, "nonce": form.get("nonce"),
             }
         target = redirect_uri + ("&" if "?" in redirect_uri else "?") + urlencode(
             {"code": code, "state": form.get("state", ""), "session_state": str(uuid.uuid4())})
@@ -357,7 +472,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
             if len(resources) > 1:
                 raise SandboxError(700022)
             if grant_type == "authorization_code":
-                payload = self._redeem(form, scopes)
+                payload = self._redeem(tenant, form, scopes)
             elif grant_type == "refresh_token":
                 payload = self._refresh(form, scopes)
             elif grant_type == "client_credentials":
@@ -372,7 +487,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 payload = {"token_type": "Bearer", "expires_in": ACCESS_TTL,
                            "access_token": access}
             elif grant_type == "urn:ietf:params:oauth:grant-type:device_code":
-                payload = self._device_token(form)
+                payload = self._device_token(tenant, form)
                 if payload is None:
                     return
             else:
@@ -394,7 +509,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
                 "expires_in": ACCESS_TTL, "ext_expires_in": ACCESS_TTL,
                 "access_token": access, "refresh_token": refresh}
 
-    def _redeem(self, form: dict[str, str], scopes: list[str]) -> dict[str, Any]:
+    def _redeem(self, tenant: str, form: dict[str, str], scopes: list[str]) -> dict[str, Any]:
         with self.state.lock:
             entry = self.state.codes.get(form.get("code", ""))
             if entry is None:
@@ -410,7 +525,9 @@ class SandboxHandler(BaseHTTPRequestHandler):
         expected = _b64url(hashlib.sha256(verifier.encode()).digest())
         if not entry["challenge"] or not hmac.compare_digest(expected, entry["challenge"]):
             raise SandboxError(50148)
-        return self._issue(entry["user"], scopes or entry["scopes"])
+        return {**self._issue(entry["user"], scopes or entry["scopes"]),
+                **self._id_token(tenant, entry["user"], [*entry["scopes"], *scopes],
+                                 entry["nonce"])}
 
     def _refresh(self, form: dict[str, str], scopes: list[str]) -> dict[str, Any]:
         with self.state.lock:
@@ -458,7 +575,7 @@ class SandboxHandler(BaseHTTPRequestHandler):
         else:
             self._device_page(error="Wrong code, mailbox or password.")
 
-    def _device_token(self, form: dict[str, str]) -> dict[str, Any] | None:
+    def _device_token(self, tenant: str, form: dict[str, str]) -> dict[str, Any] | None:
         with self.state.lock:
             entry = next((e for e in self.state.devices.values()
                           if e["device_code"] == form.get("device_code")), None)
@@ -474,7 +591,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if entry["user"] is None:
             self._json(400, {"error": "authorization_pending"})
             return None
-        return self._issue(entry["user"], entry["scopes"])
+        return {**self._issue(entry["user"], entry["scopes"]),
+                **self._id_token(tenant, entry["user"], entry["scopes"], None)}
 
 
 class SandboxServer(ThreadingHTTPServer):
@@ -503,6 +621,7 @@ def settings_line(server: SandboxServer, tenant: str = "sandbox.onmicrosoft.com"
     return json.dumps({
         "base_url": base, "tenant": tenant, "client_id": server.state.client_id,
         "client_secret": server.state.secret,
+        "issuer": f"{base}/{quote(tenant)}/v2.0",
         "authorize_url": f"{base}/{quote(tenant)}/oauth2/v2.0/authorize",
         "token_url": f"{base}/{quote(tenant)}/oauth2/v2.0/token",
         "device_url": f"{base}/{quote(tenant)}/oauth2/v2.0/devicecode",

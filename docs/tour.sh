@@ -71,7 +71,8 @@ base="$(setting base_url)"
 step "vault client add demo --provider microsoft --tenant $(setting tenant) ... (sandbox endpoints)"
 setting client_secret | vault client add demo --provider microsoft --tenant "$(setting tenant)" \
   --client-id "$(setting client_id)" --secret-stdin --authorize-url "$(setting authorize_url)" \
-  --token-url "$(setting token_url)" --device-url "$(setting device_url)"
+  --token-url "$(setting token_url)" --device-url "$(setting device_url)" \
+  --issuer "$(setting issuer)"
 
 step "vault consent demo --mailbox dave@contoso.com --protocols imap,smtp --flow device"
 vault consent demo --mailbox dave@contoso.com --protocols imap,smtp --flow device \

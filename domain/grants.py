@@ -15,6 +15,7 @@ from domain.base import AggregateCreated, VaultAggregate, stable_snapshot
 from domain.clouds import require_concrete_tenant
 from domain.credentials import ClientCredential, check_plausible_date
 from domain.errors import ClientRemoved, GrantNotActive, InvalidInput, RuleViolation
+from domain.identity import NOT_CHECKED_APP_ONLY, NOT_CHECKED_IMPORT, not_checked
 from domain.scopes import plan_app_only, plan_scopes
 
 ACTIVE = "active"
@@ -41,9 +42,15 @@ def mailbox_key(address: str) -> str:
 class ConsentGrant(VaultAggregate):
     TOPIC = "vault.ConsentGrant"
     Snapshot = stable_snapshot("vault.ConsentGrant.Snapshot")
+    class_version = 2  # snapshots: version 1 had no signed_in
+
+    @staticmethod
+    def upcast_v1_v2(state: dict) -> None:
+        state["signed_in"] = None
 
     class Granted(VaultAggregate.Event, AggregateCreated):
         TOPIC = "vault.ConsentGrant.Granted"
+        class_version = 2
         client_id: UUID
         client_name: str
         mailbox: str
@@ -53,14 +60,26 @@ class ConsentGrant(VaultAggregate):
         granted_at: datetime
         granted_by: str
         rotation_id: UUID
+        signed_in: dict | None  # who signed in at the provider (domain/identity.py)
+
+        @staticmethod
+        def upcast_v1_v2(state: dict) -> None:
+            """Version 1 did not check who signed in: None reads as "not checked"."""
+            state["signed_in"] = None
 
     class Regranted(VaultAggregate.Event):
         TOPIC = "vault.ConsentGrant.Regranted"
+        class_version = 2
         protocols: list
         scopes: dict
         method: str
         granted_at: datetime
         granted_by: str
+        signed_in: dict | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict) -> None:
+            state["signed_in"] = None
 
         def apply(self, grant: ConsentGrant) -> None:
             grant.protocols = self.protocols
@@ -68,6 +87,7 @@ class ConsentGrant(VaultAggregate):
             grant.method = self.method
             grant.granted_at = self.granted_at
             grant.granted_by = self.granted_by
+            grant.signed_in = self.signed_in
             grant._set_status(ACTIVE, None, self.timestamp)
             grant.probes = {}  # probes of the earlier consent say nothing about this one
 
@@ -114,6 +134,7 @@ class ConsentGrant(VaultAggregate):
     def __init__(
         self, client_id: UUID, client_name: str, mailbox: str, protocols: list, scopes: dict,
         method: str, granted_at: datetime, granted_by: str, rotation_id: UUID,
+        signed_in: dict | None,
     ) -> None:
         self.client_id = client_id
         self.client_name = client_name
@@ -124,6 +145,7 @@ class ConsentGrant(VaultAggregate):
         self.granted_at = granted_at
         self.granted_by = granted_by
         self.rotation_id = rotation_id
+        self.signed_in = signed_in
         self.status = ACTIVE
         self.status_reason: str | None = None
         self.status_changed_at: datetime | None = None
@@ -139,8 +161,10 @@ class ConsentGrant(VaultAggregate):
     def grant(
         cls, *, aggregate_id: UUID, rotation_id: UUID, now: datetime, client: ClientCredential,
         mailbox: str, protocols: tuple[str, ...], scopes: tuple[str, ...] | None, method: str,
-        granted_at: datetime | None, granted_by: str,
+        granted_at: datetime | None, granted_by: str, signed_in: dict[str, Any] | None = None,
     ) -> ConsentGrant:
+        """`signed_in`: what the consent proved about who signed in (domain/identity.py);
+        imports and app-only grants record that nobody was checked."""
         if client.is_removed:
             raise ClientRemoved(f"client {client.name!r} was removed")
         if method not in METHODS:
@@ -151,6 +175,7 @@ class ConsentGrant(VaultAggregate):
             cls.Granted, aggregate_id, now, client_id=client.id, client_name=client.name,
             mailbox=check_mailbox(mailbox), protocols=list(protocols), scopes=plan,
             method=method, granted_at=granted_at, granted_by=granted_by, rotation_id=rotation_id,
+            signed_in=_signed_in(method, signed_in),
         )
 
     @property
@@ -164,7 +189,7 @@ class ConsentGrant(VaultAggregate):
     def regrant(
         self, *, now: datetime, client: ClientCredential, protocols: tuple[str, ...],
         scopes: tuple[str, ...] | None, method: str, granted_at: datetime | None,
-        granted_by: str,
+        granted_by: str, signed_in: dict[str, Any] | None = None,
     ) -> None:
         """A new consent for a grant that was revoked or broke; an active grant is refused."""
         if self.is_active:
@@ -178,6 +203,7 @@ class ConsentGrant(VaultAggregate):
         self._trigger(
             self.Regranted, now, protocols=list(protocols), scopes=plan, method=method,
             granted_at=_check_granted_at(granted_at, now), granted_by=granted_by,
+            signed_in=_signed_in(method, signed_in),
         )
 
     def record_probe(self, *, now: datetime, protocol: str, outcome: str,
@@ -212,6 +238,16 @@ def _plan(client: ClientCredential, protocols: tuple[str, ...], scopes: tuple[st
                                "secret or certificate")
         return plan_app_only(client.profile, protocols, scopes)
     return plan_scopes(client.profile, protocols, scopes or tuple(client.scopes) or None)
+
+
+def _signed_in(method: str, signed_in: dict[str, Any] | None) -> dict[str, Any]:
+    if signed_in is not None:
+        return signed_in
+    if method == "import":
+        return not_checked(NOT_CHECKED_IMPORT)
+    if method == "app-only":
+        return not_checked(NOT_CHECKED_APP_ONLY)
+    return not_checked("no ID token was checked")
 
 
 def _check_granted_at(granted_at: datetime | None, now: datetime) -> datetime:

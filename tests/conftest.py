@@ -296,7 +296,7 @@ def add_sandbox_client(h: Harness, server, name: str = "demo") -> Result:
     return h.ok("client", "add", name, "--provider", "microsoft", "--tenant", s["tenant"],
                 "--client-id", s["client_id"], "--secret-stdin", "--authorize-url",
                 s["authorize_url"], "--token-url", s["token_url"], "--device-url",
-                s["device_url"], input=s["client_secret"])
+                s["device_url"], "--issuer", s["issuer"], input=s["client_secret"])
 
 
 class ScriptedConsent:

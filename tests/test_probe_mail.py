@@ -14,10 +14,11 @@ MAIL_SCOPES = "openid offline_access mail.imap mail.pop mail.smtp"
 
 
 def _consent(h: Harness, peer, mailbox: str = ALICE[0], user=ALICE,
-             protocols=("imap", "pop", "smtp"), client: str = "idp") -> None:
+             protocols=("imap", "pop", "smtp"), client: str = "idp",
+             account: str | None = None) -> None:
     with h.app() as app:
         app.consent(client, mailbox=mailbox, protocols=protocols, flow="manual",
-                    ui=ScriptedConsent(peer.complete_authorization, *user))
+                    ui=ScriptedConsent(peer.complete_authorization, *user), account=account)
 
 
 def _probe(h: Harness, mailbox: str, *args: str, ca=None, code: int | None = None):
@@ -91,9 +92,11 @@ def test_a_revoked_grant_is_refused(alice: Harness, oidc, dovecot, mail_ca) -> N
 
 def test_a_token_of_another_mailbox_is_refused(sqlite_vault: Harness, oidc, dovecot,
                                               mail_ca) -> None:
-    """The consent was given by alice for bob's mailbox: user=bob with alice's token."""
+    """Alice consented for bob's mailbox, claiming to be his delegate (--account): the consent
+    checks who signed in, not who may read the mailbox; user=bob with alice's token is refused
+    by the mail server."""
     add_oidc_client(sqlite_vault, oidc, scopes=MAIL_SCOPES)
-    _consent(sqlite_vault, oidc, mailbox="bob@example.test", user=ALICE)
+    _consent(sqlite_vault, oidc, mailbox="bob@example.test", user=ALICE, account=ALICE[0])
     point_at(sqlite_vault, dovecot)
     results, _ = _probe(sqlite_vault, "bob@example.test", "--protocol", "imap",
                         "--mechanism", "oauthbearer", ca=mail_ca, code=1)

@@ -70,6 +70,7 @@ def test_a_crash_after_the_answer_is_reported_and_recovered_where_old_tokens_liv
         answer = httpx.post(url.split("?")[0], data=form)
         return answer.headers["location"]
 
+    sandbox.state.clock = lambda: (datetime.now(UTC) - timedelta(hours=2)).timestamp()
     consent_two_hours_ago(vault, sign_in, "demo", ("carol@contoso.com", "sandbox"))
     crashed = _crash(vault, "carol@contoso.com")
     assert crashed.returncode == 17, crashed.stderr

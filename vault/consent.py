@@ -2,7 +2,9 @@
 a ConsentGrant and the first tokens in its TokenRotation, audited.
 
 The code is redeemed once and never retried (AADSTS54005). The `state` is checked in constant
-time. Talking to the person (printing the URL, opening the browser, reading a pasted redirect)
+time. The provider's ID token (asked for with the OpenID scopes, a nonce on the authorize request)
+is verified and must name the mailbox, or the --account consenting for it; otherwise nothing is
+stored. Talking to the person (printing the URL, opening the browser, reading a pasted redirect)
 is the caller's: a `ConsentUI`.
 """
 
@@ -12,13 +14,27 @@ import hmac
 import secrets
 from typing import Any, Protocol
 
+from adapters.id_token import (
+    IdTokenRejected,
+    OpenIdProvider,
+    discover_provider,
+    fetch_keys,
+    verify_id_token,
+)
 from adapters.loopback import LoopbackListener, Redirect, parse_redirect
-from adapters.oauth import DeviceAuthorization, OAuthFailure, pkce_pair
+from adapters.oauth import DeviceAuthorization, OAuthClient, OAuthFailure, Tokens, pkce_pair
 from adapters.store import Changes
-from domain.clouds import OIDC_SCOPES
 from domain.credentials import ClientCredential
 from domain.diagnosis import CODE, classify
 from domain.grants import ConsentGrant, check_mailbox, mailbox_key
+from domain.identity import (
+    NOT_CHECKED_NO_ID_TOKEN,
+    NOT_CHECKED_NO_ISSUER,
+    check_account_name,
+    identity_scopes,
+    not_checked,
+    signed_in_account,
+)
 from domain.rotation import TokenRotation
 from domain.scopes import MAIL, plan_scopes
 from domain.secret_value import SecretValue
@@ -61,14 +77,17 @@ class ConsentUseCases(TokenUseCases):
     def consent(
         self, client: str, *, mailbox: str, protocols: tuple[str, ...], flow: str,
         ui: ConsentUI, open_browser: bool = True, timeout: float = 300.0,
-        replace: bool = False,
+        replace: bool = False, account: str | None = None,
     ) -> dict[str, Any]:
         if flow not in FLOWS:
             raise BadInput(f"--flow must be one of {', '.join(FLOWS)}")
         mailbox = check_mailbox(mailbox)
+        expected = check_account_name(account) if account is not None else mailbox
         credential: ClientCredential = self._client(client)
         self.audit_record.subject["mailbox"] = mailbox
         self.audit_record.detail.update({"flow": flow, "protocols": list(protocols)})
+        if account is not None:
+            self.audit_record.detail["account"] = expected
         plan = plan_scopes(credential.profile, protocols, tuple(credential.scopes) or None)
         if flow == "device" and credential.provider == "google":
             raise BadInput("Google's device flow does not allow the Gmail scope: use "
@@ -80,30 +99,73 @@ class ConsentUseCases(TokenUseCases):
                                 f"{credential.name!r}: add --replace to consent again")
         first = MAIL if MAIL in plan else next(iter(plan))
         oauth = self.oauth(credential)
-        every_scope = list(dict.fromkeys(s for scopes in plan.values() for s in scopes))
+        # Before anyone signs in: where the provider publishes its keys, which scopes it knows.
+        openid = self._openid_provider(credential, oauth)
+        identity = list(identity_scopes(credential.provider, openid is not None,
+                                        openid.scopes_supported if openid else None))
+        every_scope = list(dict.fromkeys([*(s for scopes in plan.values() for s in scopes),
+                                          *identity]))
+        nonce = None if flow == "device" else secrets.token_urlsafe(24)
         try:
             if flow == "device":
                 device = oauth.start_device(every_scope)
                 ui.show_device_code(device)
                 tokens = oauth.poll_device(device, self.sleep)
             else:
+                assert nonce is not None
                 tokens = self._authorization_code(oauth, credential, mailbox, every_scope,
-                                                  plan[first], flow, ui, open_browser, timeout)
+                                                  [*plan[first], *identity], flow, ui,
+                                                  open_browser, timeout, nonce)
         except OAuthFailure as failure:
             raise TokenRefreshFailed(failure.diagnosis, False, mailbox) from None
         if tokens.refresh_token is None:
             raise ConsentFailed("the provider issued no refresh token: the grant would die "
                                 "within the hour (is offline_access allowed for the app?)")
+        signed_in = self._signed_in(credential, oauth, openid, tokens, expected, nonce)
+        self.audit_record.detail["signed_in"] = (signed_in.get("account") if signed_in["checked"]
+                                                 else "not checked")
         return self._record_consent(credential, mailbox, protocols, flow, tokens, first,
-                                    existing[0]["grant_uuid"] if existing else None)
+                                    existing[0]["grant_uuid"] if existing else None, signed_in)
+
+    def _openid_provider(self, credential: ClientCredential,
+                         oauth: OAuthClient) -> OpenIdProvider | None:
+        """The provider's OpenID configuration; None for a custom client without an issuer."""
+        issuer = credential.endpoints.get("issuer")
+        if not issuer:
+            return None
+        return discover_provider(oauth.http, issuer, provider=credential.provider)
+
+    def _signed_in(self, credential: ClientCredential, oauth: OAuthClient,
+                   openid: OpenIdProvider | None, tokens: Tokens, expected: str,
+                   nonce: str | None) -> dict[str, Any]:
+        """Who signed in, from the verified ID token; refused when it is not `expected`."""
+        if openid is None or tokens.id_token is None:
+            reason = NOT_CHECKED_NO_ISSUER if openid is None else NOT_CHECKED_NO_ID_TOKEN
+            self.warnings.append(f"{reason}: vault could not check who signed in, and records "
+                                 "the grant's account as not checked")
+            return not_checked(reason)
+        try:
+            claims = verify_id_token(tokens.id_token.reveal(), provider=openid,
+                                     keys=fetch_keys(oauth.http, openid.jwks_uri),
+                                     client_id=credential.client_id, nonce=nonce,
+                                     now=self.now())
+        except IdTokenRejected as e:
+            raise ConsentFailed(f"{e}: refused, nothing was stored") from None
+        signed_in = signed_in_account(claims, expected=expected, provider=credential.provider,
+                                      tenant_pinned=openid.tenant_pinned)
+        if not signed_in["checked"]:
+            self.warnings.append(f"{signed_in['reason']}: vault could not check who signed in, "
+                                 "and records the grant's account as not checked")
+        return signed_in
 
     def _authorization_code(self, oauth, credential: ClientCredential, mailbox: str,
                             every_scope: list[str], first_scopes: list[str], flow: str,
-                            ui: ConsentUI, open_browser: bool, timeout: float):
+                            ui: ConsentUI, open_browser: bool, timeout: float, nonce: str):
         verifier, challenge = pkce_pair()
         state = secrets.token_urlsafe(24)
         extra = ({"access_type": "offline", "prompt": "consent"}
                  if credential.provider == "google" else {})
+        extra["nonce"] = nonce
         if flow == "browser":
             path, port, host_name = _loopback_target(credential.redirect_uri)
             with LoopbackListener(path, port, host_name) as listener:
@@ -124,7 +186,9 @@ class ConsentUseCases(TokenUseCases):
             ui.show_authorize_url(url, False)
             redirect = parse_redirect(ui.read_redirect_url())
         code = self._checked_code(redirect, state)
-        redeem_scopes = [s for s in first_scopes if s not in OIDC_SCOPES or s == "offline_access"]
+        # One resource per token request; the OpenID scopes ride along (Microsoft: "along with
+        # OIDC scopes (profile, openid, email)"), so the ID token comes with the first token.
+        redeem_scopes = list(dict.fromkeys(first_scopes))
         return oauth.redeem_code(code, redirect_uri, verifier, redeem_scopes)
 
     @staticmethod
@@ -140,7 +204,7 @@ class ConsentUseCases(TokenUseCases):
 
     def _record_consent(self, credential: ClientCredential, mailbox: str,
                         protocols: tuple[str, ...], flow: str, tokens, first: str,
-                        existing_uuid: str | None) -> dict[str, Any]:
+                        existing_uuid: str | None, signed_in: dict[str, Any]) -> dict[str, Any]:
         now = self.now()
         changes = Changes()
         if existing_uuid:
@@ -150,13 +214,13 @@ class ConsentUseCases(TokenUseCases):
                 grant.revoke(now=now, reason="replaced by a new consent",
                              revoked_by=self.who)
             grant.regrant(now=now, client=credential, protocols=protocols, scopes=None,
-                          method=flow, granted_at=now, granted_by=self.who)
+                          method=flow, granted_at=now, granted_by=self.who, signed_in=signed_in)
             rotation.reseed(now=now, refresh_token=tokens.refresh_token, issued_at=now,
                             source="consent")
         else:
             grant, rotation, changes.keys = self.new_grant(
                 credential, mailbox, protocols, None, method=flow, granted_at=now,
-                refresh_token=tokens.refresh_token)
+                refresh_token=tokens.refresh_token, signed_in=signed_in)
         rotation.record_tokens(now=now, attempt_id=None, resource=first,
                                access_token=tokens.access_token, expires_in=tokens.expires_in,
                                refresh_token=None, scope=tokens.scope)

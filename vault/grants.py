@@ -15,6 +15,7 @@ from eventsourcing.persistence import IntegrityError
 
 from adapters.store import Changes
 from domain.grants import ConsentGrant, check_mailbox, mailbox_key
+from domain.identity import NOT_CHECKED_BEFORE, not_checked
 from domain.rotation import TokenRotation, rotation_id_for
 from domain.scopes import resource_url
 from domain.secret_value import SecretValue
@@ -53,6 +54,7 @@ def grant_summary(grant: ConsentGrant) -> dict[str, Any]:
         "status": grant.status, "status_reason": grant.status_reason,
         "method": grant.method, "granted_at": _iso(grant.granted_at),
         "granted_by": grant.granted_by,
+        "signed_in": grant.signed_in or not_checked(NOT_CHECKED_BEFORE),
         "probes": {p: {**r, "at": _iso(r["at"])} for p, r in grant.probes.items()},
     }
 
@@ -120,14 +122,14 @@ class GrantUseCases(ClientUseCases, VaultCore):
     def new_grant(
         self, credential: Any, mailbox: str, protocols: tuple[str, ...],
         scopes: tuple[str, ...] | None, *, method: str, granted_at: datetime | None,
-        refresh_token: SecretValue | None,
+        refresh_token: SecretValue | None, signed_in: dict[str, Any] | None = None,
     ) -> tuple[ConsentGrant, TokenRotation, list]:
         """A new grant, its token lineage and their data keys (one subject: the grant)."""
         grant_id = self.new_id()
         grant = ConsentGrant.grant(
             aggregate_id=grant_id, rotation_id=rotation_id_for(grant_id), now=self.now(),
             client=credential, mailbox=mailbox, protocols=protocols, scopes=scopes,
-            method=method, granted_at=granted_at, granted_by=self.who)
+            method=method, granted_at=granted_at, granted_by=self.who, signed_in=signed_in)
         source = {"import": "import", "app-only": "app-only"}.get(method, "consent")
         rotation = TokenRotation.start(grant_id=grant_id, now=self.now(),
                                        refresh_token=refresh_token, issued_at=grant.granted_at,

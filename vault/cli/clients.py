@@ -51,7 +51,8 @@ def client() -> None:
 @click.option("--scopes", help="Default scopes (space or comma separated); custom providers.")
 @click.option("--authorize-url", help="Custom provider: authorization endpoint.")
 @click.option("--token-url", help="Custom provider: token endpoint.")
-@click.option("--issuer", help="Custom provider: OpenID issuer (for discovery).")
+@click.option("--issuer", help="OpenID issuer: where discovery finds a custom provider's "
+                                "endpoints and the keys that verify consent ID tokens.")
 @click.option("--device-url", help="Device authorization endpoint (overrides the profile's).")
 @click.option("--revoke-url", help="Token revocation endpoint, RFC 7009.")
 @click.option("--google-testing", is_flag=True,

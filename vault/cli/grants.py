@@ -101,6 +101,7 @@ def grant_show(state: CliContext, mailbox: str, client_name: str | None, fmt: st
         *[(f"scopes [{r}]", s) for r, s in data["scopes"].items()],
         *[(f"resource [{r}]", url) for r, url in data["resources"].items() if url],
         ("granted", f"{data['granted_at']} by {data['granted_by']} ({data['method']})"),
+        ("signed in", signed_in_line(data["signed_in"], data["mailbox"])),
         ("refresh token", f"{tokens['refresh_token']}, generation {tokens['generation']}, "
                           f"issued {tokens['refresh_token_issued_at']}"),
         ("last refresh", tokens["last_refresh_at"]),
@@ -111,6 +112,19 @@ def grant_show(state: CliContext, mailbox: str, client_name: str | None, fmt: st
         *[(f"probe [{p}]", f"{r['outcome']} at {r['at']} ({r['latency_ms']} ms)"
            + (f": {r['diagnosis']}" if r["diagnosis"] else "")) for p, r in data["probes"].items()],
     ])
+
+
+def signed_in_line(signed_in: dict, mailbox: str) -> str:
+    """Who signed in at the provider when the grant was consented, as the ID token said."""
+    if not signed_in.get("checked"):
+        return f"not checked ({signed_in.get('reason')})"
+    text = f"{signed_in['account']} ({signed_in['claim']}"
+    if signed_in.get("oid") or signed_in.get("tid"):
+        text += f"; oid {signed_in.get('oid')}, tid {signed_in.get('tid')}"
+    text += ")"
+    if signed_in.get("expected", mailbox).casefold() != mailbox.casefold():
+        text += " with --account, for this mailbox"
+    return text
 
 
 @grant.command("revoke")

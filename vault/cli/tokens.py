@@ -143,15 +143,26 @@ class TerminalConsentUI:
 @click.option("--timeout", type=click.IntRange(10, 3600), default=300, show_default=True,
               metavar="SECONDS", help="How long the browser flow waits for the redirect.")
 @click.option("--replace", is_flag=True, help="Consent again for a grant that is active.")
+@click.option("--account", metavar="NAME",
+              help="Who signs in, when not the mailbox itself: a delegate of a shared mailbox, "
+                   "or a sign-in name (UPN) that differs from the address.")
 @pass_cli
 def consent(state: CliContext, client_name: str, mailbox: str, protocols: str, flow: str,
-            no_open: bool, timeout: int, replace: bool) -> None:
-    """Ask MAILBOX's consent for CLIENT and keep the refresh token it yields."""
+            no_open: bool, timeout: int, replace: bool, account: str | None) -> None:
+    """Ask MAILBOX's consent for CLIENT and keep the refresh token it yields.
+
+    The provider's ID token must name MAILBOX (or --account): someone else signing in is
+    refused and nothing is stored.
+    """
     from domain.scopes import parse_protocols
+    from vault.cli.render import printable
 
     result = state.app().consent(client_name, mailbox=mailbox,
                                  protocols=parse_protocols(protocols), flow=flow,
                                  ui=TerminalConsentUI(), open_browser=not no_open,
-                                 timeout=timeout, replace=replace)
-    click.echo(f"Consent recorded for {result['mailbox']} under {result['client']} "
-               f"({', '.join(result['protocols'])})")
+                                 timeout=timeout, replace=replace, account=account)
+    signed_in = result["signed_in"]
+    who = (f"signed in as {signed_in['account']}" if signed_in["checked"]
+           else "the signed-in account was not checked")
+    click.echo(printable(f"Consent recorded for {result['mailbox']} under {result['client']} "
+                         f"({', '.join(result['protocols'])}); {who}"))
