@@ -99,6 +99,7 @@ TABLES = [
         access_expires TEXT,
         last_error TEXT,
         pending_attempt {int},
+        refused_since TEXT,
         probes TEXT,
         updated_at TEXT NOT NULL,
         UNIQUE (client_uuid, mailbox_key))""",
