@@ -50,6 +50,8 @@ DEFAULT_MIN_VALID = timedelta(minutes=5)
 
 # What tries a failed refresh again, said in the error: vault runs no retries of its own later.
 NEXT_TRY_TOKEN = "nothing retries it before the next `vault token` call"
+NEXT_TRY_ANY = ("nothing retries it before vault next needs a token for it (`vault token`, "
+                "`vault refresh`, `vault probe`, `vault maintain`)")
 NEXT_TRY_DUE = "the next `vault refresh --due` or `vault maintain` run tries again"
 NEXT_TRY_FORCED = ("nothing retries it until `vault refresh` runs again, or a `vault refresh "
                    "--due` / `vault maintain` run finds it due")
@@ -137,10 +139,11 @@ class TokenUseCases(GrantUseCases, VaultCore):
     ) -> AccessToken:
         row = self.grant_row(mailbox, client)
         self.audit_record.detail.update({"protocol": protocol, "revealed": "access_token"})
-        return self.usable_token(row, protocol, min_valid)
+        return self.usable_token(row, protocol, min_valid, next_try=NEXT_TRY_TOKEN)
 
     def usable_token(self, row: dict[str, Any], protocol: str,
-                     min_valid: timedelta = DEFAULT_MIN_VALID) -> AccessToken:
+                     min_valid: timedelta = DEFAULT_MIN_VALID,
+                     next_try: str = NEXT_TRY_ANY) -> AccessToken:
         """A grant's access token for a protocol, refreshed under the protocol when needed."""
         if protocol not in row["protocols"].split(","):
             raise BadInput(f"the grant of {row['mailbox']} covers {row['protocols']}, "
@@ -162,11 +165,12 @@ class TokenUseCases(GrantUseCases, VaultCore):
             self.audit_record.detail["refreshed"] = False
             return AccessToken(cached, rotation.access[resource]["expires_at"], resource,
                                row["mailbox"], refreshed=False)
-        return self._refresh_under_lock(row, resource, min_valid=min_valid, force=False)
+        return self._refresh_under_lock(row, resource, min_valid=min_valid, force=False,
+                                        next_try=next_try)
 
     def _refresh_under_lock(
         self, row: dict[str, Any], resource: str, *, min_valid: timedelta, force: bool,
-        next_try: str = NEXT_TRY_TOKEN,
+        next_try: str,
     ) -> AccessToken:
         with self.store.grant_lock(row["grant_uuid"], LOCK_WAIT_S):
             rotation: TokenRotation = self.load(UUID(row["rotation_uuid"]))
