@@ -16,7 +16,8 @@ class CertificateError(AdapterError):
 @dataclass(frozen=True)
 class CertificateCredential:
     private_key: SecretValue  # PEM, PKCS#8, unencrypted (it is encrypted in the vault)
-    thumbprint_sha1: str
+    thumbprint_sha1: str  # what Entra ID shows; the x5t of an RS256 assertion
+    thumbprint_sha256: str  # the x5t#S256 of a PS256 assertion
     subject: str
     not_before: date
     not_after: date
@@ -38,16 +39,17 @@ def load_certificate_credential(pem: SecretValue) -> CertificateCredential:
     except ValueError:
         raise CertificateError("the file holds no PEM certificate beside the key") from None
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise CertificateError("the private key must be RSA (Entra ID signs with RS256)")
+        raise CertificateError("the private key must be RSA (Entra ID accepts PS256 and RS256 "
+                               "client assertions)")
     if certificate.public_key().public_numbers() != key.public_key().public_numbers():
         raise CertificateError("the certificate does not belong to the private key")
-    der = certificate.public_bytes(serialization.Encoding.DER)
-    digest = hashes.Hash(hashes.SHA1())  # noqa: S303 - the thumbprint Entra ID shows (x5t)
-    digest.update(der)
     pkcs8 = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                               serialization.NoEncryption()).decode()
     return CertificateCredential(
-        private_key=SecretValue(pkcs8), thumbprint_sha1=digest.finalize().hex(),
+        private_key=SecretValue(pkcs8),
+        # Both over the DER encoding: SHA-1 is what Entra ID shows (x5t), SHA-256 is x5t#S256.
+        thumbprint_sha1=certificate.fingerprint(hashes.SHA1()).hex(),  # noqa: S303
+        thumbprint_sha256=certificate.fingerprint(hashes.SHA256()).hex(),
         subject=certificate.subject.rfc4514_string(),
         not_before=certificate.not_valid_before_utc.date(),
         not_after=certificate.not_valid_after_utc.date(),

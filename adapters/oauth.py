@@ -1,8 +1,9 @@
 """Talking to an OAuth 2.0 authorization server: token requests of every grant type, client
 authentication, PKCE, device authorization, revocation and OpenID discovery.
 
-Errors come back as `OAuthFailure` carrying the domain's diagnosis; network failures are
-classified as transient, never as bad credentials. Tokens travel as SecretValue; nothing here logs.
+Errors come back as `OAuthFailure` carrying the domain's diagnosis; a network failure carries the
+host and port tried and the cause (refused, timed out, name not found, TLS), never reads as bad
+credentials. Tokens travel as SecretValue; nothing here logs.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from urllib.parse import quote, urlencode
 import httpx
 
 from adapters.errors import AdapterError
+from adapters.http import transport_failure
 from domain.diagnosis import CLIENT_CREDENTIALS, CODE, DEVICE, REFRESH, Diagnosis, classify
 from domain.secret_value import SecretValue
 
@@ -41,7 +43,8 @@ class ClientAuth:
     method: str  # client_secret_post | client_secret_basic | private_key_jwt | none
     secret: SecretValue | None = None
     private_key_pem: SecretValue | None = None
-    thumbprint_sha1: str | None = None  # hex, for the JWT header's x5t
+    thumbprint_sha1: str | None = None  # hex, for the JWT header's x5t (the RS256 fallback)
+    thumbprint_sha256: str | None = None  # hex, for x5t#S256 (PS256)
 
     def apply(self, form: dict[str, str], headers: dict[str, str], audience: str) -> None:
         if self.method == "client_secret_basic":
@@ -58,19 +61,32 @@ class ClientAuth:
             form["client_assertion"] = self.assertion(audience)
 
     def assertion(self, audience: str, now: float | None = None) -> str:
-        """A client assertion JWT (RFC 7523), RS256, with the certificate's x5t (Microsoft)."""
+        """A client assertion JWT (RFC 7523) as Microsoft's certificate-credentials page asks:
+        PS256 with `x5t#S256`, the SHA-256 thumbprint of the DER certificate
+        (https://learn.microsoft.com/en-us/entra/identity-platform/certificate-credentials).
+        A certificate stored before vault kept that thumbprint signs RS256 with `x5t` (SHA-1),
+        which Entra ID still accepts and MSAL Python falls back to when it has only a SHA-1
+        thumbprint; adding the certificate again records the SHA-256 one."""
         from cryptography.hazmat.primitives import hashes, serialization
         from cryptography.hazmat.primitives.asymmetric import padding
 
-        assert self.private_key_pem is not None and self.thumbprint_sha1 is not None
+        assert self.private_key_pem is not None
         key = serialization.load_pem_private_key(self.private_key_pem.reveal().encode(), None)
         issued = int(now if now is not None else time.time())
-        header = {"alg": "RS256", "typ": "JWT",
-                  "x5t": _b64url(bytes.fromhex(self.thumbprint_sha1))}
+        if self.thumbprint_sha256:
+            header = {"alg": "PS256", "typ": "JWT",
+                      "x5t#S256": _b64url(bytes.fromhex(self.thumbprint_sha256))}
+            pad: padding.AsymmetricPadding = padding.PSS(
+                mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
+        else:
+            assert self.thumbprint_sha1 is not None
+            header = {"alg": "RS256", "typ": "JWT",
+                      "x5t": _b64url(bytes.fromhex(self.thumbprint_sha1))}
+            pad = padding.PKCS1v15()
         claims = {"aud": audience, "iss": self.client_id, "sub": self.client_id,
                   "jti": str(uuid.uuid4()), "nbf": issued, "iat": issued, "exp": issued + 600}
         signing_input = f"{_b64url_json(header)}.{_b64url_json(claims)}".encode()
-        signature = key.sign(signing_input, padding.PKCS1v15(), hashes.SHA256())
+        signature = key.sign(signing_input, pad, hashes.SHA256())
         return signing_input.decode() + "." + _b64url(signature)
 
 
@@ -166,8 +182,11 @@ class OAuthClient:
             self.auth.apply(form, headers, audience=url)
         try:
             response = self.http.post(url, content=urlencode(form), headers=headers)
-        except httpx.TransportError:
-            raise OAuthFailure(classify(http_status=None, error=None, context=context)) from None
+        except httpx.TransportError as e:
+            kind, endpoint, cause = transport_failure(e, url)
+            raise OAuthFailure(classify(http_status=None, error=None, context=context,
+                                        network=kind, endpoint=endpoint,
+                                        network_cause=cause)) from None
         if response.status_code != 200:
             raise OAuthFailure(diagnose(response, context))
         body = _error_json(response)
@@ -275,7 +294,10 @@ def discover(http: httpx.Client, issuer: str) -> dict[str, str | None]:
     try:
         response = http.get(url)
     except httpx.TransportError as e:
-        raise AdapterError(f"OpenID discovery at {url} failed: {type(e).__name__}") from None
+        kind, endpoint, cause = transport_failure(e, url)
+        d = classify(http_status=None, error=None, network=kind, endpoint=endpoint,
+                     network_cause=cause)
+        raise AdapterError(f"OpenID discovery at {url} failed: {d.message()}") from None
     if response.status_code != 200:
         raise AdapterError(f"OpenID discovery at {url} answered HTTP {response.status_code}")
     body = _error_json(response)

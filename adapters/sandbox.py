@@ -59,6 +59,7 @@ MESSAGES = {
     50173: (400, "invalid_grant", "The provided grant has expired due to it being revoked."),
     70000: (400, "invalid_grant", "Provided grant is invalid or malformed."),
     700027: (401, "invalid_client", "Client assertion failed signature validation."),
+    700024: (400, "invalid_client", "Client assertion is not within its valid time range."),
     54005: (400, "invalid_grant", "OAuth2 Authorization code was already redeemed."),
     50011: (400, "invalid_request", "The redirect URI specified in the request does not match "
             "the redirect URIs configured for the application."),
@@ -66,7 +67,40 @@ MESSAGES = {
     53003: (400, "invalid_grant", "Access has been blocked by Conditional Access policies."),
     50196: (400, "temporarily_unavailable", "The server terminated an operation because it "
             "encountered a client request loop."),
-    90055: (400, "temporarily_unavailable", "The request was throttled."),
+    90055: (400, "temporarily_unavailable", "There are too many incoming requests."),
+    # Transient codes (Microsoft's error reference). Which `error` word Microsoft pairs with them
+    # is not documented: these answers use words that read as a refused request or a refused
+    # refresh token, so only a classification on the code gets them right.
+    90006: (400, "invalid_request", "The service is temporarily unavailable."),
+    90033: (400, "invalid_grant", "The Microsoft Online Directory Service isn't available."),
+    90090: (400, "invalid_request", "The service is temporarily unavailable."),
+    50087: (400, "invalid_grant", "A transient error has occurred during strong "
+            "authentication. Please try again."),
+    65004: (400, "access_denied", "User declined to consent to access the app."),
+    50057: (400, "invalid_grant", "The user account is disabled."),
+    7000112: (400, "unauthorized_client", "The application is disabled."),
+    70001: (400, "unauthorized_client", "The application is disabled."),
+    50055: (400, "invalid_grant", "The password is expired."),
+    50144: (400, "invalid_grant", "The user's Active Directory password has expired."),
+    50132: (400, "invalid_grant", "The session isn't valid due to password expiration or "
+            "recent password change."),
+    50133: (400, "invalid_grant", "The session isn't valid due to password expiration or "
+            "recent password change."),
+    53000: (400, "invalid_grant", "Conditional Access policy requires a compliant device."),
+    53001: (400, "invalid_grant", "Conditional Access policy requires a domain joined device."),
+    53002: (400, "invalid_grant", "The app used isn't an approved app for Conditional Access."),
+    530032: (400, "invalid_grant", "The tenant admin has configured a security policy that "
+             "blocks this request."),
+    50072: (400, "interaction_required", "User needs to enroll for second factor "
+            "authentication."),
+    50074: (400, "interaction_required", "Strong authentication is required."),
+    9002313: (400, "invalid_request", "Request is malformed or invalid."),
+    1002016: (400, "invalid_request", "You are using TLS version 1.0, 1.1 and/or 3DES cipher "
+              "which are deprecated."),
+    50020: (400, "invalid_grant", "User account from identity provider does not exist in "
+            "tenant."),
+    50105: (400, "invalid_grant", "The signed in user isn't assigned to a role for the app."),
+    50147: (400, "invalid_request", "The size of the code challenge parameter isn't valid."),
 }
 
 
@@ -124,11 +158,13 @@ class SandboxState:
     revoked_users: set[str] = field(default_factory=set)
     certificates: list[Any] = field(default_factory=list)  # cryptography x509 certificates
     slow_downs: int = 0  # answer this many device-code polls with slow_down (RFC 8628)
+    device_ttl: float = 900.0  # seconds a device code stays valid (then: expired_token)
     access_tokens: dict[str, dict[str, Any]] = field(default_factory=dict)  # for the Graph API
     signing_key: Any = field(default_factory=_new_signing_key)  # RS256, for ID tokens
     mail_attributes: dict[str, str] = field(default_factory=dict)  # user -> `email` claim
     forge_id_tokens: list[str] = field(default_factory=list)  # FORGERIES, one per ID token
     clock: Callable[[], float] = time.time  # what ID tokens are stamped with (tests move it)
+    assertions: list[dict[str, str]] = field(default_factory=list)  # headers of accepted ones
     stats: dict[str, int] = field(default_factory=lambda: {"token": 0, "refresh_token": 0,
                                                            "authorization_code": 0,
                                                            "client_credentials": 0})
@@ -422,7 +458,11 @@ class SandboxHandler(BaseHTTPRequestHandler):
         return True
 
     def _assertion_valid(self, form: dict[str, str]) -> bool:
-        """private_key_jwt: RS256 over header.claims, by a registered certificate (x5t)."""
+        """private_key_jwt as Entra ID checks it: the certificate is found by its `x5t#S256`
+        (SHA-256 of the DER) or `x5t` (SHA-1) thumbprint among those registered; the signature
+        is PS256 (RSASSA-PSS, SHA-256, MGF1, 32-byte salt: RFC 7518) or RS256 (PKCS#1 v1.5);
+        anything else fails signature validation (700027). An assertion outside its nbf/exp
+        window is 700024."""
         from cryptography.exceptions import InvalidSignature
         from cryptography.hazmat.primitives import hashes
         from cryptography.hazmat.primitives.asymmetric import padding
@@ -434,20 +474,40 @@ class SandboxHandler(BaseHTTPRequestHandler):
             raw_signature = base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4))
         except ValueError:
             raise SandboxError(700027) from None
+        if not isinstance(header, dict) or not isinstance(claims, dict):
+            raise SandboxError(700027)
         if claims.get("iss") != self.state.client_id or claims.get("sub") != self.state.client_id:
             raise SandboxError(700016)
-        if not str(claims.get("aud", "")).endswith(self.path.split("?")[0]) or \
-                claims.get("exp", 0) < time.time():
+        if not str(claims.get("aud", "")).endswith(self.path.split("?")[0]):
+            raise SandboxError(700027)
+        now = time.time()
+        try:
+            if float(claims.get("exp", 0)) < now or float(claims.get("nbf", 0)) > now + 300:
+                raise SandboxError(700024)
+        except (TypeError, ValueError):
+            raise SandboxError(700027) from None
+        pads = {"PS256": padding.PSS(mgf=padding.MGF1(hashes.SHA256()),
+                                     salt_length=padding.PSS.DIGEST_LENGTH),
+                "RS256": padding.PKCS1v15()}
+        pad = pads.get(header.get("alg"))
+        if pad is None:
             raise SandboxError(700027)
         for certificate in self.state.certificates:
-            thumbprint = _b64url(certificate.fingerprint(hashes.SHA1()))  # noqa: S303 - x5t
-            if thumbprint != header.get("x5t"):
+            if "x5t#S256" in header:
+                matches = _b64url(certificate.fingerprint(hashes.SHA256())) == header["x5t#S256"]
+            else:
+                matches = _b64url(certificate.fingerprint(hashes.SHA1())) == header.get(  # noqa: S303
+                    "x5t")
+            if not matches:
                 continue
             try:
-                certificate.public_key().verify(raw_signature, f"{head}.{body}".encode(),
-                                                padding.PKCS1v15(), hashes.SHA256())
+                certificate.public_key().verify(raw_signature, f"{head}.{body}".encode(), pad,
+                                                hashes.SHA256())
             except InvalidSignature:
                 raise SandboxError(700027) from None
+            with self.state.lock:
+                self.state.assertions.append(
+                    {k: header[k] for k in ("alg", "x5t", "x5t#S256") if k in header})
             return True
         raise SandboxError(700027)
 
@@ -579,8 +639,8 @@ class SandboxHandler(BaseHTTPRequestHandler):
         with self.state.lock:
             entry = next((e for e in self.state.devices.values()
                           if e["device_code"] == form.get("device_code")), None)
-        if entry is None:
-            self._json(400, {"error": "expired_token"})
+        if entry is None or time.monotonic() - entry["issued"] > self.state.device_ttl:
+            self._json(400, {"error": "expired_token"})  # as RFC 8628 and Microsoft answer
             return None
         with self.state.lock:
             slow = self.state.slow_downs > 0

@@ -33,6 +33,13 @@ def check_secret_value(secret: SecretValue) -> None:
         raise InvalidInput("the secret is shorter than 8 characters: was it truncated?")
 
 
+def _hex_thumbprint(value: str, digits: int, kind: str) -> str:
+    value = value.replace(":", "").lower()
+    if len(value) != digits or any(c not in "0123456789abcdef" for c in value):
+        raise InvalidInput(f"a certificate thumbprint is {digits} hex digits ({kind})")
+    return value
+
+
 def check_client_name(name: str) -> str:
     name = name.strip()
     if not name or len(name) > 64 or not all(c.isalnum() or c in "._-@" for c in name):
@@ -86,12 +93,20 @@ class ClientCredential(VaultAggregate):
         """A certificate credential (private_key_jwt): the private key is the secret part."""
 
         TOPIC = "vault.ClientCredential.CertificateAdded"
+        class_version = 2
         ref: str
         private_key: SecretValue
         thumbprint: str  # SHA-1 of the DER certificate, hex (what Entra ID shows)
         subject: str
         not_before: date
         not_after: date
+        thumbprint_sha256: str | None  # SHA-256 of the DER certificate, hex (x5t#S256)
+
+        @staticmethod
+        def upcast_v1_v2(state: dict) -> None:
+            """Version 1 kept only the SHA-1 thumbprint (and not the certificate): such a
+            certificate signs RS256 assertions with x5t until it is added again."""
+            state["thumbprint_sha256"] = None
 
         def apply(self, client: ClientCredential) -> None:
             client.secrets.append({
@@ -99,6 +114,7 @@ class ClientCredential(VaultAggregate):
                 "secret_id": self.thumbprint, "created_on": self.not_before,
                 "expires_on": self.not_after, "added_at": self.timestamp, "retired_at": None,
                 "retired_reason": None, "subject": self.subject,
+                "thumbprint_sha256": self.thumbprint_sha256,
             })
 
     class SecretRetired(VaultAggregate.Event):
@@ -284,13 +300,18 @@ class ClientCredential(VaultAggregate):
     def add_certificate(
         self, *, now: datetime, private_key: SecretValue, thumbprint: str, subject: str,
         not_before: date, not_after: date, overlap: bool = False, by: str | None = None,
+        thumbprint_sha256: str | None = None,
     ) -> str:
-        """Add a certificate credential as current; older certificates retire unless overlap."""
+        """Add a certificate credential as current; older certificates retire unless overlap.
+        The same certificate again is accepted only to record its SHA-256 thumbprint, which
+        certificates added before vault kept it lack (they sign RS256 assertions meanwhile)."""
         self._check_not_removed()
-        thumbprint = thumbprint.replace(":", "").lower()
-        if len(thumbprint) != 40 or any(c not in "0123456789abcdef" for c in thumbprint):
-            raise InvalidInput("a certificate thumbprint is 40 hex digits (SHA-1)")
-        if any(s["secret_id"] == thumbprint for s in self.active_secrets(CERTIFICATE)):
+        thumbprint = _hex_thumbprint(thumbprint, 40, "SHA-1")
+        if thumbprint_sha256 is not None:
+            thumbprint_sha256 = _hex_thumbprint(thumbprint_sha256, 64, "SHA-256")
+        if any(s["secret_id"] == thumbprint and (s.get("thumbprint_sha256")
+                                                 or thumbprint_sha256 is None)
+               for s in self.active_secrets(CERTIFICATE)):
             raise InvalidInput(f"client {self.name!r} already holds certificate {thumbprint}")
         # Self-signed certificates often run to 3000 or 9999; only overflow is refused.
         check_plausible_date(not_after, "the certificate's end date", not_after=date(9000, 1, 1))
@@ -302,7 +323,7 @@ class ClientCredential(VaultAggregate):
         ref = f"c{sum(1 for s in self.secrets if s['kind'] == CERTIFICATE) + 1}"
         self._trigger(self.CertificateAdded, now, ref=ref, private_key=private_key,
                       thumbprint=thumbprint, subject=subject, not_before=not_before,
-                      not_after=not_after)
+                      not_after=not_after, thumbprint_sha256=thumbprint_sha256)
         if not overlap:
             for old in older:
                 self.retire_secret(now=now, ref=old, reason=f"replaced by {ref}", by=by)

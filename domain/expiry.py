@@ -14,6 +14,7 @@ from datetime import date, timedelta
 
 INFO, WARNING, CRITICAL = "info", "warning", "critical"
 MAX_THRESHOLD_DAYS = 3650
+MAX_INTERVAL_MINUTES = 10080  # a week
 SEVERITY_RANK = {INFO: 0, WARNING: 1, CRITICAL: 2}
 
 
@@ -31,13 +32,17 @@ class ExpiryThresholds:
     google_idle_warning_days: int = 150
     google_idle_critical_days: int = 170
     google_idle_limit_days: int = 180
+    # Not an expiry: how far apart two invalid_grant answers must be, in separate attempts, to
+    # mark a grant for re-consent (domain/rotation.py). Kept here so every host shares it.
+    invalid_grant_interval_minutes: int = 10
 
     def __post_init__(self) -> None:
         for f in fields(self):
             value = getattr(self, f.name)
-            if not isinstance(value, int) or not 0 <= value <= MAX_THRESHOLD_DAYS:
-                raise ValueError(f"{f.name} must be a whole number of days from 0 to "
-                                 f"{MAX_THRESHOLD_DAYS}")
+            unit, top = (("minutes", MAX_INTERVAL_MINUTES) if f.name.endswith("_minutes")
+                         else ("days", MAX_THRESHOLD_DAYS))
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
+                raise ValueError(f"{f.name} must be a whole number of {unit} from 0 to {top}")
         windows = [
             ("secret", self.secret_critical_days, self.secret_warning_days, None),
             ("microsoft_idle", self.microsoft_idle_warning_days,

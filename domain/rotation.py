@@ -17,9 +17,11 @@ from domain.base import AggregateCreated, VaultAggregate, stable_snapshot
 from domain.errors import InvalidInput, RuleViolation
 from domain.secret_value import SecretValue
 
-# A grant is marked broken only after this many consecutive non-transient invalid_grant answers:
-# Office 365 sometimes answers invalid_grant transiently (providers.md section 5).
-INVALID_GRANT_STRIKES = 2
+# Office 365 sometimes answers invalid_grant for a passing fault (docs/providers.md), so one
+# refusal proves nothing: a grant is marked broken only by a second refusal in a later attempt at
+# least this long after the first (configurable: `vault config set invalid_grant_interval_minutes`),
+# never by a retry inside one command.
+DEFAULT_REFUSAL_INTERVAL = timedelta(minutes=10)
 _ROTATION_NAMESPACE = uuid5(NAMESPACE_URL, "urn:vault:token-rotation")
 
 
@@ -99,14 +101,18 @@ class TokenRotation(VaultAggregate):
 
         def apply(self, rotation: TokenRotation) -> None:
             rotation.pending = None
+            refused_since = rotation.refused_since  # a transient failure keeps the streak
             if self.invalid_grant and not self.transient:
                 rotation.consecutive_invalid_grant += 1
+                refused_since = refused_since or self.timestamp
             elif not self.transient:
                 rotation.consecutive_invalid_grant = 0
+                refused_since = None
             rotation.last_failure = {
                 "at": self.timestamp, "error_class": self.error_class,
                 "error_code": self.error_code, "transient": self.transient,
                 "trace_id": self.trace_id, "correlation_id": self.correlation_id,
+                "refused_since": refused_since,
             }
 
     class TokensDiscarded(VaultAggregate.Event):
@@ -187,8 +193,26 @@ class TokenRotation(VaultAggregate):
         moments = [m for m in (self.refresh_issued_at, self.refresh_last_used_at) if m]
         return max(moments) if moments else None
 
-    def should_mark_broken(self) -> bool:
-        return self.consecutive_invalid_grant >= INVALID_GRANT_STRIKES
+    @property
+    def refused_since(self) -> datetime | None:
+        """When the provider first refused the refresh token, if every refusal since then was
+        followed by no success ("refresh refused once"); None otherwise."""
+        if not self.consecutive_invalid_grant or not self.last_failure:
+            return None
+        # A snapshot taken before this was recorded: the last failure's time (later, so safe).
+        return self.last_failure.get("refused_since") or self.last_failure["at"]
+
+    def refusal_counts_from(self, interval: timedelta) -> datetime | None:
+        """While refused once: from when a further refusal marks the grant for re-consent."""
+        since = self.refused_since
+        return since + interval if since is not None else None
+
+    def refusal_marks_broken(self, *, now: datetime, attempt_began_at: datetime,
+                             interval: timedelta) -> bool:
+        """After a refusal was recorded: whether it is the second one, in a separate attempt
+        (the first came before this attempt began) at least `interval` after the first."""
+        since = self.refused_since
+        return since is not None and since < attempt_began_at and now - since >= interval
 
     # -- commands ---------------------------------------------------------------------------
 

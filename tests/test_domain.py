@@ -211,16 +211,40 @@ def test_rotation_keeps_the_newest_refresh_token_and_a_non_rotated_one() -> None
     assert r.last_activity_at == later
 
 
-def test_a_grant_breaks_only_on_the_second_consecutive_invalid_grant() -> None:
+def test_a_grant_breaks_only_on_a_refusal_in_a_later_attempt_the_interval_apart() -> None:
+    r = _rotation()
+    interval = timedelta(minutes=10)
+    kw = dict(attempt_id=None, error_class="grant_invalid", error_code="70000")
+    r.record_failure(now=NOW, transient=False, invalid_grant=True, **kw)
+    assert r.refused_since == NOW and r.refusal_counts_from(interval) == NOW + interval
+    assert not r.refusal_marks_broken(now=NOW, attempt_began_at=NOW, interval=interval)
+    # the retry one second later inside the same command proves nothing
+    r.record_failure(now=NOW + timedelta(seconds=1), transient=False, invalid_grant=True, **kw)
+    assert not r.refusal_marks_broken(now=NOW + timedelta(seconds=1), attempt_began_at=NOW,
+                                      interval=interval)
+    # a transient failure keeps the streak; a later command 9 minutes on is still too early
+    r.record_failure(now=NOW + timedelta(minutes=5), transient=True, invalid_grant=False,
+                     **{**kw, "error_class": "transient"})
+    assert r.refused_since == NOW
+    began = NOW + timedelta(minutes=9)
+    r.record_failure(now=began, transient=False, invalid_grant=True, **kw)
+    assert not r.refusal_marks_broken(now=began, attempt_began_at=began, interval=interval)
+    began = NOW + timedelta(minutes=10)
+    r.record_failure(now=began, transient=False, invalid_grant=True, **kw)
+    assert r.refusal_marks_broken(now=began, attempt_began_at=began, interval=interval)
+
+
+def test_a_success_or_another_refusal_kind_ends_the_refused_once_state() -> None:
     r = _rotation()
     kw = dict(attempt_id=None, error_class="grant_invalid", error_code="70000")
     r.record_failure(now=NOW, transient=False, invalid_grant=True, **kw)
-    assert not r.should_mark_broken()
-    r.record_failure(now=NOW, transient=True, invalid_grant=False,
-                     **{**kw, "error_class": "transient"})
-    assert not r.should_mark_broken()
+    r.record_tokens(now=NOW, attempt_id=None, resource=MAIL, access_token=SecretValue("at-1-xxxxx"),
+                    expires_in=3600, refresh_token=SecretValue("rt-gen-2-xxxx"), scope="IMAP")
+    assert r.refused_since is None
     r.record_failure(now=NOW, transient=False, invalid_grant=True, **kw)
-    assert r.should_mark_broken()
+    r.record_failure(now=NOW, transient=False, invalid_grant=False,
+                     **{**kw, "error_class": "secret_invalid"})
+    assert r.refused_since is None
 
 
 def test_secrets_never_show_in_repr_of_events_or_aggregates() -> None:

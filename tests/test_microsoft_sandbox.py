@@ -18,21 +18,31 @@ from tests.conftest import Harness, ScriptedConsent, add_sandbox_client
 
 MAILBOX = "carol@contoso.com"
 
-# providers.md section 5: codes -> class
+# docs/providers.md, "Error codes" (from Microsoft's error reference): codes -> class
 TABLE = {
     7000215: "secret_invalid", 70002: "secret_invalid", 7000222: "secret_expired",
     7000218: "client_type", 700025: "client_type", 700016: "app_or_tenant_not_found",
     90002: "app_or_tenant_not_found", 90038: "app_or_tenant_not_found",
     50194: "tenant_endpoint", 9001023: "tenant_endpoint", 700005: "tenant_endpoint",
     500011: "resource", 650057: "resource", 65001: "consent_required",
-    65004: "consent_required", 90094: "consent_required", 90095: "consent_required",
+    65004: "consent_declined", 90094: "consent_required", 90095: "consent_required",
     70011: "scope_invalid", 28002: "scope_invalid", 28003: "scope_invalid",
     700022: "scope_invalid", 700082: "grant_expired", 70008: "grant_expired",
     50173: "grant_revoked", 70043: "grant_revoked", 70000: "grant_invalid",
     54005: "code_reused", 50011: "redirect", 500113: "redirect", 900971: "redirect",
     501481: "pkce", 50148: "pkce", 50147: "pkce", 501491: "pkce", 50076: "policy_blocked",
     50079: "policy_blocked", 53003: "policy_blocked", 530035: "policy_blocked",
-    50196: "throttled", 90055: "transient", 90024: "transient", 50033: "transient",
+    50196: "throttled", 90055: "throttled", 90024: "transient", 50033: "transient",
+    700027: "certificate_assertion", 700024: "assertion_time",
+    90006: "transient", 90033: "transient", 90090: "transient", 50087: "transient",
+    70012: "transient", 80005: "transient", 40010: "transient", 50162: "transient",
+    501621: "transient", 50088: "throttled",
+    50057: "user_disabled", 7000112: "app_disabled", 70001: "app_disabled",
+    50055: "password_expired", 50144: "password_expired", 50132: "password_expired",
+    50133: "password_expired", 53000: "policy_blocked", 53001: "policy_blocked",
+    53002: "policy_blocked", 530032: "policy_blocked", 50072: "policy_blocked",
+    50074: "policy_blocked", 9002313: "request_malformed", 1002016: "tls_version",
+    50020: "user_not_in_tenant", 50105: "user_not_assigned", 70019: "device_code_expired",
 }
 
 # A body as Microsoft sends it (shape from the identity platform docs; ids made up).
@@ -53,7 +63,9 @@ RECORDED = {
 def test_every_aadsts_code_of_the_table_maps_to_its_class(code: int, expected: str) -> None:
     d = classify(http_status=400, error="invalid_grant", codes=(code,))
     assert d.name == expected
-    assert d.error_class.advice and d.message().startswith(CLASSES[expected].title)
+    assert d.error_class.advice and d.message().startswith(d.error_class.title)
+    assert d.error_class.title == CLASSES[expected].title or code in (
+        50147, 50072, 50074, 53000, 53001, 53002, 530032)  # a code of a class with its own words
 
 
 def test_a_recorded_microsoft_body_keeps_its_ids_and_never_its_description() -> None:
@@ -129,8 +141,9 @@ def test_each_error_class_reaches_the_admin_with_its_advice(vault: Harness, sand
         (result,) = refresh_in_process(vault)
         assert result["outcome"] == "failed" and words in result["error"], result
         assert f"AADSTS{code}" in result["error"] and "trace id" in result["error"]
-    status = json.loads(vault.ok("grant", "show", MAILBOX, "--json").out)["status"]
-    assert status == "needs-reconsent"  # 700082 was the second consecutive invalid_grant
+    shown = json.loads(vault.ok("grant", "show", MAILBOX, "--json").out)
+    # refusals seconds apart never mark a grant for re-consent: it is "refused once"
+    assert shown["status"] == "active" and shown["tokens"]["refresh_refused"]
 
 
 def test_transient_answers_are_retried_honouring_retry_after(vault: Harness, sandbox) -> None:
@@ -157,21 +170,21 @@ def test_a_provider_that_cannot_be_reached_is_not_a_credential_problem(vault: Ha
     sandbox.stop()
     with vault.app() as app:
         app.sleep = lambda seconds: None
-        with pytest.raises(Exception, match="temporary problem") as caught:
+        with pytest.raises(Exception, match="could not be reached") as caught:
             app.access_token(MAILBOX)
     assert "secret" not in str(caught.value)
+    assert f"127.0.0.1:{sandbox.server_address[1]}" in str(caught.value)
     assert json.loads(vault.ok("grant", "show", MAILBOX, "--json").out)["status"] == "active"
 
 
-def test_invalid_grant_70000_is_retried_once_then_marks_the_grant(vault: Harness,
-                                                                 sandbox) -> None:
+def test_invalid_grant_70000_is_retried_once_and_a_retry_that_works_clears_it(
+        vault: Harness, sandbox) -> None:
     add_sandbox_client(vault, sandbox)
     consent(vault, sandbox)
     fail_next(sandbox, 70000)
     assert refresh_in_process(vault)[0]["outcome"] == "refreshed"  # the retry worked
-    fail_next(sandbox, 70000, count=2)
-    (result,) = refresh_in_process(vault)
-    assert result["outcome"] == "failed" and "marked for re-consent" in result["error"]
+    shown = json.loads(vault.ok("grant", "show", MAILBOX, "--json").out)
+    assert shown["status"] == "active" and shown["tokens"]["refresh_refused"] is None
 
 
 def test_rotate_secret_verify_waits_for_a_new_secret_to_work(vault: Harness, sandbox) -> None:

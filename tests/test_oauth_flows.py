@@ -115,8 +115,11 @@ def test_an_expired_code_is_diagnosed(vault: Harness, oidc) -> None:
 
 def test_a_grant_revoked_at_the_provider_breaks_after_a_second_refusal(vault: Harness,
                                                                        oidc) -> None:
-    """invalid_grant is retried once (Office 365 sometimes answers it transiently); the second
-    consecutive refusal marks the grant for re-consent."""
+    """invalid_grant is retried once (Office 365 sometimes answers it transiently) without
+    consequence; a refusal in a later command, ten minutes after the first, marks the grant for
+    re-consent."""
+    from datetime import UTC, datetime, timedelta
+
     add_oidc_client(vault, oidc)
     consent(vault, oidc, user=("bob@example.test", "bob-password-123"))
     oidc.revoke_grants("bob@example.test")
@@ -124,11 +127,18 @@ def test_a_grant_revoked_at_the_provider_breaks_after_a_second_refusal(vault: Ha
     assert first.code == 1
     (outcome,) = json.loads(first.out)
     assert "refused the refresh token (invalid_grant)" in outcome["error"]
+    assert "refresh refused once" in outcome["error"]
+    assert "marked for re-consent" not in outcome["error"]
+    ten_minutes_on = timedelta(minutes=10, seconds=5)
+    with vault.app(clock=lambda: datetime.now(UTC) + ten_minutes_on) as app:
+        app.sleep = lambda seconds: None
+        (outcome,) = app.refresh("bob@example.test")
     assert "marked for re-consent" in outcome["error"]
     events = [e["event"] for e in json.loads(vault.ok(
         "history", "bob@example.test", "--json").out)["events"]]
-    assert events[-5:] == ["RotationStarted", "RotationFailed", "RotationStarted",
-                           "RotationFailed", "MarkedBroken"]
+    assert events[-7:] == ["RotationStarted", "RotationFailed", "RotationStarted",
+                           "RotationFailed", "RotationStarted", "RotationFailed",
+                           "MarkedBroken"]
     grant = json.loads(vault.ok("grant", "show", "bob@example.test", "--json").out)
     assert grant["status"] == "needs-reconsent"
     refused = vault.run("token", "bob@example.test")

@@ -93,7 +93,8 @@ class ClientUseCases(VaultCore):
             client.add_certificate(
                 now=now, private_key=certificate.private_key,
                 thumbprint=certificate.thumbprint_sha1, subject=certificate.subject,
-                not_before=certificate.not_before, not_after=certificate.not_after)
+                not_before=certificate.not_before, not_after=certificate.not_after,
+                thumbprint_sha256=certificate.thumbprint_sha256)
         self.audit_record.detail.update({"provider": client.provider, "cloud": client.cloud,
                                          "secret": client.current_secret() is not None})
         changes = apply_views(Changes(keys=self.new_key_rows(client.id, client.id)),
@@ -166,7 +167,7 @@ class ClientUseCases(VaultCore):
                 now=self.now(), private_key=certificate.private_key,
                 thumbprint=certificate.thumbprint_sha1, subject=certificate.subject,
                 not_before=certificate.not_before, not_after=certificate.not_after,
-                overlap=overlap, by=self.who)
+                overlap=overlap, by=self.who, thumbprint_sha256=certificate.thumbprint_sha256)
             self.audit_record.detail.update({"certificate": ref,
                                              "thumbprint": certificate.thumbprint_sha1})
             self._save_client(client)

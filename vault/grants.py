@@ -7,21 +7,22 @@ share asks for --client.
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
 from adapters.store import Changes
+from domain.expiry import ExpiryThresholds
 from domain.grants import ConsentGrant, check_mailbox, mailbox_key
 from domain.identity import NOT_CHECKED_BEFORE, not_checked
 from domain.rotation import TokenRotation, rotation_id_for
 from domain.scopes import resource_url
 from domain.secret_value import SecretValue
-from vault.application import VaultCore, apply_views, use_case
+from vault.application import THRESHOLDS_KEY, VaultCore, apply_views, use_case
 from vault.clients import ClientUseCases
-from vault.errors import AlreadyExists, AmbiguousMailbox, NotFound
+from vault.errors import AlreadyExists, AmbiguousMailbox, BadInput, NotFound
 from vault.projections import client_name_key, grant_changes, grant_removal, rotation_changes
 
 
@@ -41,8 +42,23 @@ def rotation_summary(rotation: TokenRotation) -> dict[str, Any]:
         "access_tokens": {r: {"expires_at": _iso(a["expires_at"]), "scope": a["scope"]}
                           for r, a in rotation.access.items()},
         "interrupted_attempt": bool(rotation.pending),
-        "last_failure": ({**failure, "at": _iso(failure["at"])} if failure else None),
+        "last_failure": ({**failure, "at": _iso(failure["at"]),
+                          "refused_since": _iso(failure.get("refused_since"))}
+                         if failure else None),
+        "refresh_refused": None,  # filled in with the interval in force (refusal_state)
     }
+
+
+def refusal_state(refused_since: datetime | str | None, status: str,
+                  interval: timedelta) -> dict[str, str] | None:
+    """"Refresh refused once": since when, and from when a further refusal marks the grant
+    for re-consent. None unless an active grant's refresh token was refused and not since
+    accepted."""
+    if not refused_since or status != "active":
+        return None
+    since = (datetime.fromisoformat(refused_since) if isinstance(refused_since, str)
+             else refused_since)
+    return {"since": since.isoformat(), "counts_from": (since + interval).isoformat()}
 
 
 def grant_summary(grant: ConsentGrant) -> dict[str, Any]:
@@ -60,6 +76,20 @@ def grant_summary(grant: ConsentGrant) -> dict[str, Any]:
 
 
 class GrantUseCases(ClientUseCases, VaultCore):
+    def thresholds(self) -> ExpiryThresholds:
+        """The thresholds every host shares (`vault config`): expiry rules, and how far apart
+        two refusals of a refresh token must be to mark its grant for re-consent."""
+        stored = self.settings().get(THRESHOLDS_KEY)
+        if not stored:
+            return ExpiryThresholds()
+        try:
+            return ExpiryThresholds().with_changes(**json.loads(stored))
+        except (ValueError, TypeError) as e:
+            raise BadInput(f"stored expiry thresholds are invalid: {e}") from None
+
+    def refusal_interval(self) -> timedelta:
+        return timedelta(minutes=self.thresholds().invalid_grant_interval_minutes)
+
     def grant_row(self, mailbox: str, client: str | None = None) -> dict[str, Any]:
         match = {"mailbox_key": mailbox_key(mailbox.strip())}
         if client:
@@ -178,14 +208,18 @@ class GrantUseCases(ClientUseCases, VaultCore):
         if client:
             uuid = self.client_row(client)["client_uuid"]
             rows = [r for r in rows if r["client_uuid"] == uuid]
-        return [grant_listing(r) for r in rows]
+        interval = self.refusal_interval()
+        return [grant_listing(r, interval) for r in rows]
 
     @use_case("grant show")
     def show_grant(self, mailbox: str, *, client: str | None = None) -> dict[str, Any]:
         row = self.grant_row(mailbox, client)
         grant = self.load_grant(row["grant_uuid"])
-        rotation = self.load(UUID(row["rotation_uuid"]))
-        return {**grant_summary(grant), "tokens": rotation_summary(rotation)}
+        rotation: TokenRotation = self.load(UUID(row["rotation_uuid"]))
+        tokens = rotation_summary(rotation)
+        tokens["refresh_refused"] = refusal_state(rotation.refused_since, grant.status,
+                                                  self.refusal_interval())
+        return {**grant_summary(grant), "tokens": tokens}
 
     @use_case("grant revoke")
     def revoke_grant(
@@ -238,7 +272,7 @@ PROVIDER_REVOCATION_ADVICE = {
 }
 
 
-def grant_listing(r: dict[str, Any]) -> dict[str, Any]:
+def grant_listing(r: dict[str, Any], refusal_interval: timedelta) -> dict[str, Any]:
     access = json.loads(r["access_expires"] or "{}")
     return {
         "mailbox": r["mailbox"], "client": r["client_name"], "protocols": r["protocols"],
@@ -247,6 +281,7 @@ def grant_listing(r: dict[str, Any]) -> dict[str, Any]:
         "last_refresh_at": r["last_refresh_at"],
         "access_expires": min(access.values()) if access else None,
         "last_error": r["last_error"],
+        "refresh_refused": refusal_state(r["refused_since"], r["status"], refusal_interval),
         "probes": {p: v["outcome"] for p, v in json.loads(r["probes"] or "{}").items()},
     }
 

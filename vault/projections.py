@@ -90,6 +90,7 @@ def rotation_changes(rotation: TokenRotation) -> list[ViewChange]:
                        + (f" ({failure['error_code']})" if failure["error_code"] else "")
                        if failure else None),
         "pending_attempt": int(rotation.pending is not None),
+        "refused_since": _iso(rotation.refused_since),  # "refresh refused once" since then
         "rotation_version": rotation.version,
     })]
 

@@ -66,16 +66,7 @@ def describe_event(event: Any) -> dict[str, Any]:
 
 
 class ReportUseCases(GrantUseCases, VaultCore):
-    # -- thresholds --------------------------------------------------------------------------
-
-    def thresholds(self) -> ExpiryThresholds:
-        stored = self.settings().get(THRESHOLDS_KEY)
-        if not stored:
-            return ExpiryThresholds()
-        try:
-            return ExpiryThresholds().with_changes(**json.loads(stored))
-        except (ValueError, TypeError) as e:
-            raise BadInput(f"stored expiry thresholds are invalid: {e}") from None
+    # -- thresholds (read by `thresholds()`, in GrantUseCases) ----------------------------------
 
     @use_case("config show")
     def show_config(self) -> dict[str, Any]:
@@ -163,7 +154,8 @@ class ReportUseCases(GrantUseCases, VaultCore):
             c["next_due"] = item.due.isoformat() if item else None
             c["next_due_assumed"] = bool(item and item.assumed)
             c["days_left"] = (item.due - today).days if item else None
-        grant_rows = [grant_listing(r) for r in models.grants]
+        interval = timedelta(minutes=t.invalid_grant_interval_minutes)
+        grant_rows = [grant_listing(r, interval) for r in models.grants]
         idle_due = {(i.client, i.mailbox): i for i in items if i.kind == "refresh_token_idle"}
         for g, facts in zip(grant_rows, self._facts_for(grant_rows, grants), strict=True):
             last = facts.last_activity_on if facts else None

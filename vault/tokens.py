@@ -6,9 +6,11 @@ The refresh protocol (shared/design/architecture.md):
 2. re-read the TokenRotation: if another process refreshed meanwhile, use its token (single flight);
 3. record RotationStarted and commit it before calling the provider;
 4. call the token endpoint; record TokensIssued (the new refresh token is committed before the
-   access token is handed out) or RotationFailed; a grant is marked broken only after a second
-   consecutive non-transient invalid_grant (or at once when the refresh token was spent by an
-   interrupted attempt); transient failures are retried with back-off, honouring Retry-After;
+   access token is handed out) or RotationFailed; a refused refresh token (invalid_grant) leaves
+   the grant "refused once", and only a further refusal in a later command, at least the
+   configured interval (10 minutes) after the first, marks it broken (at once when the refresh
+   token was spent by an interrupted attempt); transient failures are retried with back-off,
+   honouring Retry-After, and the error says how often and what tries next;
 5. release the lock. A RotationStarted without an outcome, found under the lock, means a process
    died between the provider's answer and the commit: it is reported.
 """
@@ -46,13 +48,33 @@ RETRY_BUDGET_S = 60.0
 DEFAULT_MIN_VALID = timedelta(minutes=5)
 
 
-class TokenRefreshFailed(VaultError):
-    """The provider refused the refresh (or stayed unreachable); the message says why."""
+# What tries a failed refresh again, said in the error: vault runs no retries of its own later.
+NEXT_TRY_TOKEN = "nothing retries it before the next `vault token` call"
+NEXT_TRY_ANY = ("nothing retries it before vault next needs a token for it (`vault token`, "
+                "`vault refresh`, `vault probe`, `vault maintain`)")
+NEXT_TRY_DUE = "the next `vault refresh --due` or `vault maintain` run tries again"
+NEXT_TRY_FORCED = ("nothing retries it until `vault refresh` runs again, or a `vault refresh "
+                   "--due` / `vault maintain` run finds it due")
 
-    def __init__(self, diagnosis: Diagnosis, broken: bool, mailbox: str) -> None:
+
+class TokenRefreshFailed(VaultError):
+    """The provider refused the refresh (or stayed unreachable); the message says why, how often
+    vault tried, and what happens next."""
+
+    def __init__(self, diagnosis: Diagnosis, broken: bool, mailbox: str, *, tries: int = 1,
+                 waited: float = 0.0, refused_counts_from: datetime | None = None,
+                 next_try: str | None = None) -> None:
         text = f"{mailbox}: {diagnosis.message()}"
+        if tries > 1:
+            text += f" (tried {tries} times, {waited:.0f} s of back-off)"
         if broken:
             text += " - the grant is now marked for re-consent"
+        elif refused_counts_from is not None:
+            text += (" - refresh refused once: a further refusal from "
+                     f"{refused_counts_from.strftime('%Y-%m-%d %H:%M')} UTC on marks the grant "
+                     "for re-consent" + (f"; {next_try}" if next_try else ""))
+        elif diagnosis.transient and next_try:
+            text += f"; {next_try}"
         super().__init__(text)
         self.diagnosis = diagnosis
         self.broken = broken
@@ -83,7 +105,8 @@ def client_auth(credential: ClientCredential, secret: SecretValue | None = None)
     if method == "private_key_jwt":
         assert current is not None and current["kind"] == CERTIFICATE
         return ClientAuth(credential.client_id, method, private_key_pem=current["value"],
-                          thumbprint_sha1=current["secret_id"])
+                          thumbprint_sha1=current["secret_id"],
+                          thumbprint_sha256=current.get("thumbprint_sha256"))
     return ClientAuth(credential.client_id, method, secret=secret or current["value"])
 
 
@@ -116,11 +139,11 @@ class TokenUseCases(GrantUseCases, VaultCore):
     ) -> AccessToken:
         row = self.grant_row(mailbox, client)
         self.audit_record.detail.update({"protocol": protocol})
-        return self.usable_token(row, protocol, min_valid, reveal=True)
+        return self.usable_token(row, protocol, min_valid, next_try=NEXT_TRY_TOKEN, reveal=True)
 
     def usable_token(self, row: dict[str, Any], protocol: str,
-                     min_valid: timedelta = DEFAULT_MIN_VALID, *,
-                     reveal: bool = False) -> AccessToken:
+                     min_valid: timedelta = DEFAULT_MIN_VALID,
+                     next_try: str = NEXT_TRY_ANY, *, reveal: bool = False) -> AccessToken:
         """A grant's access token for a protocol, refreshed under the protocol when needed.
         `reveal`: it is handed out (printed), which its audit entry says; only then."""
         if protocol not in row["protocols"].split(","):
@@ -145,7 +168,7 @@ class TokenUseCases(GrantUseCases, VaultCore):
             return AccessToken(cached, rotation.access[resource]["expires_at"], resource,
                                row["mailbox"], refreshed=False)
         return self._refresh_under_lock(row, resource, min_valid=min_valid, force=False,
-                                        reveal=reveal)
+                                        next_try=next_try, reveal=reveal)
 
     def _handed_out(self, reveal: bool) -> None:
         if reveal:
@@ -153,7 +176,7 @@ class TokenUseCases(GrantUseCases, VaultCore):
 
     def _refresh_under_lock(
         self, row: dict[str, Any], resource: str, *, min_valid: timedelta, force: bool,
-        reveal: bool = False,
+        next_try: str, reveal: bool = False,
     ) -> AccessToken:
         with self.store.grant_lock(row["grant_uuid"], LOCK_WAIT_S):
             rotation: TokenRotation = self.load(UUID(row["rotation_uuid"]))
@@ -166,11 +189,13 @@ class TokenUseCases(GrantUseCases, VaultCore):
                                        resource, row["mailbox"], refreshed=False)
             grant: ConsentGrant = self.load_grant(row["grant_uuid"])
             credential: ClientCredential = self.load_client(row["client_uuid"])
-            return self._rotate(grant, rotation, credential, resource, row, reveal)
+            return self._rotate(grant, rotation, credential, resource, row, next_try, reveal)
 
     def _rotate(self, grant: ConsentGrant, rotation: TokenRotation,
                 credential: ClientCredential, resource: str, row: dict[str, Any],
-                reveal: bool = False) -> AccessToken:
+                next_try: str, reveal: bool = False) -> AccessToken:
+        began_at = self.now()  # refusals from this command on count as one
+        refusal_interval = self.refusal_interval()
         interrupted = rotation.interrupted_attempt
         if interrupted is not None:
             started = interrupted["started_at"].strftime("%Y-%m-%d %H:%M:%S")
@@ -204,7 +229,8 @@ class TokenUseCases(GrantUseCases, VaultCore):
                     transient=d.transient, invalid_grant=d.invalid_grant, trace_id=d.trace_id,
                     correlation_id=d.correlation_id)
                 broken = grant.is_active and d.invalid_grant and (
-                    rotation.should_mark_broken() or interrupted is not None)
+                    interrupted is not None or rotation.refusal_marks_broken(
+                        now=self.now(), attempt_began_at=began_at, interval=refusal_interval))
                 self.audit_record.outcome = "failed"
                 self.audit_record.detail.update({"step": "refresh failed", "error": d.name,
                                                  "code": d.code})
@@ -223,7 +249,10 @@ class TokenUseCases(GrantUseCases, VaultCore):
                     waited += delay
                     self.sleep(delay)
                     continue
-                raise TokenRefreshFailed(d, broken, grant.mailbox) from None
+                raise TokenRefreshFailed(
+                    d, broken, grant.mailbox, tries=attempt, waited=waited, next_try=next_try,
+                    refused_counts_from=(rotation.refusal_counts_from(refusal_interval)
+                                         if grant.is_active else None)) from None
             now = self.now()
             rotation.record_tokens(
                 now=now, attempt_id=attempt_id, resource=resource,
@@ -298,7 +327,8 @@ class TokenUseCases(GrantUseCases, VaultCore):
                        "resource": resource}
             try:
                 token = self._refresh_under_lock(row, resource, min_valid=min_valid,
-                                                 force=not due)
+                                                 force=not due,
+                                                 next_try=NEXT_TRY_DUE if due else NEXT_TRY_FORCED)
                 outcome.update(outcome="refreshed" if token.refreshed else "fresh",
                                expires_at=token.expires_at.isoformat())
             except IntegrityViolation:
@@ -333,11 +363,12 @@ class TokenUseCases(GrantUseCases, VaultCore):
 
         plan = plan_app_only(credential.profile, (resource,), scopes)
         key = resource_for(plan, resource)
-        self.audit_record.detail.update({"resource": key, "revealed": "app_access_token"})
+        self.audit_record.detail.update({"resource": key})
         try:
             tokens: Tokens = self.oauth(credential).client_credentials(" ".join(plan[key]))
         except OAuthFailure as failure:
             raise TokenRefreshFailed(failure.diagnosis, False, credential.name) from None
+        self.audit_record.detail["revealed"] = "app_access_token"  # only a token handed out
         return AccessToken(tokens.access_token, self.now() + timedelta(seconds=tokens.expires_in),
                            key, credential.name, refreshed=True)
 

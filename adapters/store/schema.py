@@ -108,6 +108,7 @@ TABLES = [
         access_expires TEXT,
         last_error TEXT,
         pending_attempt {int},
+        refused_since TEXT,
         probes TEXT,
         updated_at TEXT NOT NULL,
         grant_version {int},
@@ -125,7 +126,8 @@ VIEW_KEYS = {"view_clients": ("client_uuid",), "view_secrets": ("client_uuid", "
 ADDED_COLUMNS = (("vault_settings", "mac", "{blob}"), ("view_clients", "mac", "{blob}"),
                  ("view_secrets", "client_version", "{int}"), ("view_secrets", "mac", "{blob}"),
                  ("view_grants", "grant_version", "{int}"),
-                 ("view_grants", "rotation_version", "{int}"), ("view_grants", "mac", "{blob}"))
+                 ("view_grants", "rotation_version", "{int}"), ("view_grants", "mac", "{blob}"),
+                 ("view_grants", "refused_since", "TEXT"))
 
 
 def ddl(blob: str, integer: str) -> list[str]:

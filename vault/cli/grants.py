@@ -13,6 +13,18 @@ def register(cli: click.Group) -> None:
     cli.add_command(grant)
 
 
+def grant_status(g: dict) -> str:
+    """A grant's status for tables: an active grant whose refresh token was refused says so."""
+    return g["status"] + (", refresh refused once" if g.get("refresh_refused") else "")
+
+
+def refusal_line(refused: dict | None) -> str | None:
+    if not refused:
+        return None
+    return (f"once, at {refused['since'][:16]} UTC; a further refusal from "
+            f"{refused['counts_from'][:16]} UTC on marks the grant for re-consent")
+
+
 @click.group()
 def grant() -> None:
     """Consent grants: which mailbox a client may reach, and its tokens."""
@@ -75,7 +87,7 @@ def grant_list(state: CliContext, client_name: str | None, fmt: str, as_json: bo
     emit(rows, chosen_format(fmt, as_json), lambda data: table(
         None, ["MAILBOX", "CLIENT", "PROTOCOLS", "STATUS", "GRANTED", "LAST REFRESH",
                "ACCESS EXPIRES", "LAST ERROR"],
-        [[g["mailbox"], g["client"], g["protocols"], g["status"], (g["granted_at"] or "")[:10],
+        [[g["mailbox"], g["client"], g["protocols"], grant_status(g), (g["granted_at"] or "")[:10],
           (g["last_refresh_at"] or "")[:16], (g["access_expires"] or "")[:16], g["last_error"]]
          for g in data],
         empty="no grants yet: `vault grant import --client NAME --mailbox ADDR ...`"))
@@ -109,6 +121,7 @@ def grant_show(state: CliContext, mailbox: str, client_name: str | None, fmt: st
           for r, a in tokens["access_tokens"].items()],
         ("last failure", (f"{tokens['last_failure']['error_class']} at "
                           f"{tokens['last_failure']['at']}") if tokens["last_failure"] else None),
+        ("refresh refused", refusal_line(tokens["refresh_refused"])),
         *[(f"probe [{p}]", f"{r['outcome']} at {r['at']} ({r['latency_ms']} ms)"
            + (f": {r['diagnosis']}" if r["diagnosis"] else "")) for p, r in data["probes"].items()],
     ])

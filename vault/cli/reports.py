@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import click
 
+from vault.cli.grants import grant_status, refusal_line
 from vault.cli.inputs import parse_date, parse_date_or_moment
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
-from vault.cli.render import days, emit, fields, table, to_json
+from vault.cli.render import days, emit, fields, printable, table, to_json
 from vault.errors import BadInput
 
 
@@ -31,11 +32,16 @@ def status(state: CliContext, fmt: str, as_json: bool) -> None:
         click.echo()
         table("grants", ["MAILBOX", "CLIENT", "PROTOCOLS", "STATUS", "ACCESS EXPIRES",
                          "LAST REFRESH", "IDLE", "TOKEN DUE", "LAST PROBE"],
-              [[g["mailbox"], g["client"], g["protocols"], g["status"],
+              [[g["mailbox"], g["client"], g["protocols"], grant_status(g),
                 (g["access_expires"] or "")[:16], (g["last_refresh_at"] or "")[:16],
                 "" if g["idle_days"] is None else f"{g['idle_days']}d",
                 g["refresh_token_due"],
                 " ".join(f"{p}:{o}" for p, o in g["probes"].items())] for g in d["grants"]])
+        for g in d["grants"]:
+            if g["refresh_refused"]:
+                click.echo(f"refresh refused once: {printable(g['mailbox'])} "
+                           f"({printable(g['client'])}) "
+                           f"{refusal_line(g['refresh_refused'])}")
         click.echo()
         nxt = d["next_expiry"]
         counts = d["findings"]

@@ -183,24 +183,26 @@ def key_rotate(state: CliContext, other_key_file: tuple[str, ...],
 
 @click.group()
 def config() -> None:
-    """Settings shared by every host of this vault (expiry thresholds)."""
+    """Settings shared by every host of this vault (expiry thresholds, the refusal interval)."""
 
 
 @config.command("show")
 @output_format
 @pass_cli
 def config_show(state: CliContext, fmt: str, as_json: bool) -> None:
-    """Show the expiry thresholds in force."""
+    """Show the thresholds in force."""
     data = state.app().show_config()
     emit(data, chosen_format(fmt, as_json), lambda d: fields(
-        "expiry thresholds (days)", sorted(d["expiry_thresholds"].items())))
+        "thresholds (days; *_minutes in minutes)", sorted(d["expiry_thresholds"].items())))
 
 
 @config.command("set")
 @click.argument("name")
-@click.argument("days", type=click.IntRange(min=0))
+@click.argument("value", type=click.IntRange(min=0))
 @pass_cli
-def config_set(state: CliContext, name: str, days: int) -> None:
-    """Set an expiry threshold, e.g. `vault config set secret_warning_days 45`."""
-    state.app().set_threshold(name, days)
-    click.echo(f"{name} = {days}")
+def config_set(state: CliContext, name: str, value: int) -> None:
+    """Set a threshold, e.g. `vault config set secret_warning_days 45` (days), or `vault config
+    set invalid_grant_interval_minutes 30` (how far apart two refusals of a refresh token must
+    be to mark its grant for re-consent)."""
+    state.app().set_threshold(name, value)
+    click.echo(f"{name} = {value}")
