@@ -7,7 +7,12 @@ import os
 import subprocess
 import sys
 
-from tests.conftest import VAULT_ENV
+import pytest
+from click.testing import CliRunner
+
+from tests.conftest import VAULT_ENV, Harness, ScriptedConsent, add_sandbox_client
+from tests.test_fastpath import fast
+from tests.test_microsoft_sandbox import MAILBOX, sign_in
 
 # -- core dumps ---------------------------------------------------------------------------------
 
@@ -36,3 +41,65 @@ def test_the_vault_process_cannot_dump_core() -> None:
         process.wait(timeout=10)
     assert core == ["0", "0"]  # soft and hard: a child cannot raise it again
     assert (owner.st_uid, owner.st_gid) == (0, 0), "the vault process is dumpable"
+
+
+# -- the vault directory must be the user's own ---------------------------------------------------
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def granted(sqlite_vault: Harness, sandbox) -> Harness:
+    """A grant with a cached access token, which the cached-token path can serve."""
+    add_sandbox_client(sqlite_vault, sandbox)
+    with sqlite_vault.app() as app:
+        app.consent("demo", mailbox=MAILBOX, protocols=("imap",), flow="manual",
+                    ui=ScriptedConsent(sign_in, MAILBOX, "sandbox"))
+    return sqlite_vault
+
+
+def test_a_vault_directory_owned_by_another_user_is_refused(sqlite_vault: Harness) -> None:
+    """Whoever owns the directory (or the database file) can swap or roll back vault.db: root
+    included, vault opens only a vault that is the effective user's own (exit 3, as for a
+    directory others can read). PostgreSQL has no directory: SQLite only."""
+    h = sqlite_vault
+    database = h.home / "vault.db"
+    for chowned in ((h.home,), (database,), (h.home, database)):
+        for path in chowned:
+            os.chown(path, NOBODY, NOBODY)
+        for command in (("status",), ("audit", "verify"), ("client", "list")):
+            result = h.run(*command)
+            assert result.code == 3, (chowned, command, result.text)
+            assert f"belongs to user id {NOBODY}" in result.err and "Traceback" not in result.err
+        for path in chowned:
+            os.chown(path, os.geteuid(), os.getegid())
+    h.ok("status")
+
+
+def test_the_cached_token_path_refuses_another_users_directory_too(granted: Harness) -> None:
+    assert fast(granted) is not None  # served from the cache while the home is ours
+    os.chown(granted.home, NOBODY, NOBODY)
+    assert fast(granted) is None  # the full CLI runs, and refuses
+    result = granted.run("token", MAILBOX)
+    assert result.code == 3 and result.out == "" and "belongs to user id" in result.err
+
+
+def test_an_unreadable_home_is_an_error_on_the_cached_token_path(granted: Harness) -> None:
+    """A home this user cannot reach (here: root's private temporary directory, looked at with
+    the effective user id of nobody) is one line and exit 1, not a traceback."""
+    from vault.entry import main
+
+    assert os.geteuid() == 0, "this test switches its effective user id (the suite runs as root)"
+    os.seteuid(NOBODY)
+    try:
+        served = fast(granted)
+        with pytest.raises(SystemExit) as exit_, CliRunner().isolation(
+                env=granted.env()) as (_, err, _):
+            main(["token", MAILBOX])
+        stderr = err.getvalue().decode()
+    finally:
+        os.seteuid(0)
+    assert served is None
+    assert exit_.value.code == 1, stderr
+    assert "cannot open the vault directory" in stderr and "Permission denied" in stderr
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1

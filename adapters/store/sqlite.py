@@ -215,6 +215,8 @@ def _check_private_dir(home: Path) -> None:
         info = home.stat()
     except FileNotFoundError:
         raise NotInitialised(f"no vault at {home} (run `vault init`, or set VAULT_HOME)") from None
+    except OSError as e:  # a parent this user cannot search, a name too long ...
+        raise StoreUnavailable(f"cannot open the vault directory {home}: {e.strerror}") from None
     if not stat.S_ISDIR(info.st_mode):
         raise StoreUnavailable(f"{home} is not a directory")
     if info.st_mode & 0o077:
@@ -222,3 +224,21 @@ def _check_private_dir(home: Path) -> None:
             f"vault directory {home} is accessible by group or others "
             f"(mode {stat.S_IMODE(info.st_mode):04o}); run: chmod 700 {home}"
         )
+    # Whoever owns the directory can swap vault.db or roll it back to an older copy: it must be
+    # this user's own, root included (root opens a service user's vault as that user).
+    _check_own(home, info, "vault directory")
+    try:
+        db = (home / DB_FILE).stat()
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise StoreUnavailable(f"cannot open {home / DB_FILE}: {e.strerror}") from None
+    _check_own(home / DB_FILE, db, "vault database")
+
+
+def _check_own(path: Path, info: os.stat_result, what: str) -> None:
+    if info.st_uid != os.geteuid():
+        raise UnsafeFile(
+            f"{what} {path} belongs to user id {info.st_uid}, not to this user "
+            f"({os.geteuid()}): run vault as its owner (e.g. runuser -u OWNER -- vault ...), "
+            "or chown it if it really is yours")
