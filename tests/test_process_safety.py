@@ -3,14 +3,26 @@ that must be the user's own, and secrets typed at a terminal never echoed."""
 
 from __future__ import annotations
 
+import json
 import os
+import select
 import subprocess
 import sys
+import time
+from uuid import UUID
 
 import pytest
 from click.testing import CliRunner
 
-from tests.conftest import VAULT_ENV, Harness, ScriptedConsent, add_sandbox_client
+from tests.conftest import (
+    MS_CLIENT_ID,
+    MS_TENANT,
+    VAULT_ENV,
+    Harness,
+    ScriptedConsent,
+    add_client,
+    add_sandbox_client,
+)
 from tests.test_fastpath import fast
 from tests.test_microsoft_sandbox import MAILBOX, sign_in
 
@@ -103,3 +115,92 @@ def test_an_unreadable_home_is_an_error_on_the_cached_token_path(granted: Harnes
     assert exit_.value.code == 1, stderr
     assert "cannot open the vault directory" in stderr and "Permission denied" in stderr
     assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1
+
+
+# -- secrets typed at a terminal ------------------------------------------------------------------
+
+TYPED_SECRET = "Abc~typed-at-a-terminal-0123456789"
+
+
+def _at_a_terminal(h: Harness, *args: str, typed: bytes) -> tuple[int | None, bytes]:
+    """Run `vault ARGS` with a pseudo-terminal as its stdin, stdout and stderr, type `typed`
+    once the prompt shows, and return (exit code or None if it hung, what the terminal showed:
+    the prompt, the echo if any, the output)."""
+    env = {k: v for k, v in os.environ.items() if k not in VAULT_ENV}
+    env.update({k: v for k, v in h.env().items() if v is not None})
+    primary, secondary = os.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "vault", *args], env=env,
+                               stdin=secondary, stdout=secondary, stderr=secondary,
+                               start_new_session=True)
+    os.close(secondary)
+    shown = bytearray()
+
+    def read_until(marker: bytes, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while marker not in shown and time.monotonic() < deadline:
+            if select.select([primary], [], [], 0.05)[0]:
+                try:
+                    shown.extend(os.read(primary, 65536))
+                except OSError:  # the process closed the terminal
+                    return
+            elif process.poll() is not None:
+                return
+
+    try:
+        read_until(b"not shown", 10)  # the prompt
+        os.write(primary, typed)
+        read_until(b"\x00never", 1)  # whatever comes back: an echo, the result
+        try:
+            code = process.wait(timeout=15)
+        except subprocess.TimeoutExpired:  # still waiting for more input (Ctrl-D)
+            process.kill()
+            process.wait()
+            code = None
+        read_until(b"\x00never", 0.2)
+    finally:
+        os.close(primary)
+    return code, bytes(shown)
+
+
+def test_a_secret_typed_at_a_terminal_is_not_echoed_and_needs_no_ctrl_d(vault: Harness) -> None:
+    code, shown = _at_a_terminal(
+        vault, "client", "add", "jira", "--provider", "microsoft", "--tenant", MS_TENANT,
+        "--client-id", MS_CLIENT_ID, "--secret-stdin", typed=TYPED_SECRET.encode() + b"\r")
+    assert code == 0, shown
+    assert b"Secret (typing is not shown): " in shown and b"Added client jira" in shown
+    assert TYPED_SECRET[:8].encode() not in shown  # not echoed, not even in part
+    shown_secret = json.loads(vault.ok("client", "show", "jira", "--reveal-secret",
+                                       "--json").out)["secret"]
+    assert shown_secret == TYPED_SECRET
+
+
+def test_a_refresh_token_typed_at_a_terminal_is_not_echoed(sqlite_vault: Harness) -> None:
+    add_client(sqlite_vault, "jira")
+    token = "M.R3_BAY.typed-refresh-token-0123456789"
+    code, shown = _at_a_terminal(
+        sqlite_vault, "grant", "import", "--client", "jira", "--mailbox", "help@contoso.com",
+        "--protocols", "imap", "--refresh-token-stdin", typed=token.encode() + b"\n")
+    assert code == 0, shown
+    assert b"Refresh token (typing is not shown): " in shown and token[:12].encode() not in shown
+    with sqlite_vault.app() as app:
+        (row,) = app.views("SELECT rotation_uuid FROM view_grants")
+        rotation = app.load(UUID(row["rotation_uuid"]))
+        assert rotation.refresh_token.reveal() == token
+
+
+def test_a_line_the_terminal_may_have_cut_is_refused(sqlite_vault: Harness) -> None:
+    """A terminal in canonical mode keeps 4095 bytes of a line and drops the rest: a secret of
+    that length may be cut short, so it is refused (exit 2) rather than stored."""
+    for length in (5000, 4095):
+        code, shown = _at_a_terminal(
+            sqlite_vault, "client", "add", "jira", "--provider", "microsoft", "--tenant",
+            MS_TENANT, "--client-id", MS_CLIENT_ID, "--secret-stdin",
+            typed=b"A" * length + b"\n")
+        assert code == 2, shown
+        assert b"4095 bytes or longer" in shown and b"--secret-file" in shown
+        assert b"AAAAAAAA" not in shown
+    assert sqlite_vault.ok("client", "list", "--json").out.strip() == "[]"
+    code, shown = _at_a_terminal(
+        sqlite_vault, "client", "add", "jira", "--provider", "microsoft", "--tenant",
+        MS_TENANT, "--client-id", MS_CLIENT_ID, "--secret-stdin", typed=b"A" * 4094 + b"\n")
+    assert code == 0, shown
