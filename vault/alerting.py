@@ -29,6 +29,18 @@ from vault.probes import ProbeUseCases
 from vault.reports import ReportUseCases
 
 RESEND_AFTER = timedelta(hours=24)
+# The first line of every metrics file vault writes: a comment to Prometheus, and how vault knows
+# a file it may replace (docs/operations.md). Files written before it began with the first family.
+METRICS_MARKER = "# vault-metrics-v1: written by vault, replaced on every run"
+_METRICS_BEFORE_MARKER = b"# HELP vault_secret_expiry_timestamp_seconds "
+
+
+def written_metrics(path: str, head: bytes) -> bool:
+    """A metrics file vault wrote (the file-replacement check of adapters/files.py)."""
+    return head.startswith((METRICS_MARKER.encode() + b"\n", _METRICS_BEFORE_MARKER))
+
+
+METRICS_FILE = {"what": "metrics file", "written_by_vault": written_metrics}
 
 
 class AlertUseCases(ProbeUseCases, ReportUseCases):
@@ -292,7 +304,7 @@ class _Exposition:
         return samples
 
     def text(self) -> str:
-        lines = []
+        lines = [METRICS_MARKER]
         for name, (help_text, samples) in self.families.items():
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
             lines += [name + sample for sample in samples]
