@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import shutil
+import socket
 import stat
 import tempfile
 from collections.abc import Callable
@@ -35,6 +38,60 @@ class OutputRefused(OutputFailed):
 
 class InputUnreadable(AdapterError):
     """An input file could not be read (missing, no permission)."""
+
+
+def _host_prefix(kind: str) -> str:
+    host = re.sub(r"[^A-Za-z0-9.]", "_", socket.gethostname())[:64]
+    return f".vault-{kind}-{host}-"
+
+
+def temporary_prefix(kind: str) -> str:
+    """The name prefix of a temporary file or directory this process makes (`kind`: "file",
+    "backup", "restore"): it names the host and the process, so that one left behind by a
+    process that was killed (kill -9, a power cut) is recognised and removed by the next run
+    (`remove_abandoned`), and never one a live process (of any host) is still writing."""
+    return f"{_host_prefix(kind)}{os.getpid()}-"
+
+
+def remove_abandoned(directory: str | os.PathLike[str], kind: str) -> list[str]:
+    """Remove the temporary copies of `kind` in `directory` that a process of this host, now
+    dead, left behind (a backup's holds the whole vault, still encrypted). Returns their names."""
+    host_prefix = _host_prefix(kind)
+    removed: list[str] = []
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return removed
+    for name in names:
+        match = re.fullmatch(r"(\d+)-.*", name[len(host_prefix):]) \
+            if name.startswith(host_prefix) else None
+        if match is None or _alive(int(match.group(1))):
+            continue
+        path = os.path.join(directory, name)
+        try:
+            if os.lstat(path).st_uid != os.geteuid():
+                continue
+        except OSError:
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        removed.append(name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: alive
+        return True
+    return True
 
 
 def starts_with(marker: bytes) -> Recogniser:
@@ -104,8 +161,9 @@ def write_atomically(path: str | os.PathLike[str], data: str | bytes, mode: int 
     name = os.fspath(path)
     check_output(name, what=what, written_by_vault=written_by_vault, force=force)
     directory = os.path.dirname(os.path.abspath(name))
+    remove_abandoned(directory, "file")
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".vault-")
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=temporary_prefix("file"))
     except OSError as e:
         raise OutputFailed(f"cannot write {name}: {e.strerror}") from None
     try:

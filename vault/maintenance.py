@@ -17,6 +17,7 @@ from eventsourcing.persistence import PersistenceError
 
 from adapters.errors import AdapterError, IntegrityViolation
 from adapters.files import check_output, write_atomically
+from adapters.store.failures import explain_store_failure
 from domain.secret_value import SecretValue
 from vault.admin import CHECKPOINT_FILE
 from vault.alerting import METRICS_FILE, RESEND_AFTER, AlertUseCases, check_alert_channels
@@ -80,7 +81,9 @@ class MaintenanceUseCases(AlertUseCases):
             except IntegrityViolation:
                 raise  # tampering stops everything: exit 5, nothing else is trusted
             except (VaultError, AdapterError, PersistenceError) as e:  # the next step still runs
-                steps.append({"step": name, "outcome": "failed", "summary": str(e)})
+                summary = explain_store_failure(e, f"the vault's store {self.store.description}",
+                                                getattr(self.store, "home", None))
+                steps.append({"step": name, "outcome": "failed", "summary": summary or str(e)})
 
         step("refresh", lambda: self._refresh_due(plan))
         step("probe", lambda: self._probe_due(plan), None if plan.probe_every else "disabled")

@@ -24,7 +24,14 @@ from uuid import UUID
 from eventsourcing.persistence import PersistenceError
 
 from adapters.errors import AdapterError, IntegrityViolation, NotInitialised, StoreUnavailable
-from adapters.files import InputUnreadable, OutputFailed, check_output, replace_checked
+from adapters.files import (
+    InputUnreadable,
+    OutputFailed,
+    check_output,
+    remove_abandoned,
+    replace_checked,
+    temporary_prefix,
+)
 from adapters.store.base import Store, Tx, ViewChange, _check_identifier
 from adapters.store.schema import VIEW_TABLES
 
@@ -234,8 +241,9 @@ def staged_backup(source: Store, path: Path,
 
     check_output(path, force=force, **BACKUP_FILE)
     directory = path.resolve().parent
+    remove_abandoned(directory, "backup")  # copies of backups that were killed
     try:
-        work = _temporary_directory(dir=directory, prefix=".vault-backup-")
+        work = _temporary_directory(dir=directory, prefix=temporary_prefix("backup"))
     except OSError as e:
         raise OutputFailed(f"cannot write {path}: {e.strerror}") from None
     try:
@@ -281,7 +289,8 @@ def open_backup(path: Path) -> Iterator[Store]:
                 raise CopyFailed(f"{path} is not a vault backup")
     except OSError as e:
         raise InputUnreadable(f"cannot read {path}: {e.strerror}") from None
-    work = _temporary_directory(prefix="vault-restore-")
+    remove_abandoned(tempfile.gettempdir(), "restore")  # copies of restores that were killed
+    work = _temporary_directory(prefix=temporary_prefix("restore"))
     try:
         try:
             shutil.copyfile(path, work / DB_FILE)

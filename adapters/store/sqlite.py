@@ -92,7 +92,7 @@ class SQLiteStore(Store):
         else:
             _check_private_dir(home)
         quoted = quote(str(self.path))  # '#', '?' and '%' in a path must not end the file name
-        uri = f"file:{quoted}?mode=ro" if read_only else f"file:{quoted}"
+        uri = f"file:{quoted}?{_read_only_mode(self.path)}" if read_only else f"file:{quoted}"
         self.datastore = _Datastore(uri, read_only=read_only)
         self.recorder = _Recorder(self.datastore, store=self)
         self.snapshot_recorder = SQLiteAggregateRecorder(
@@ -203,6 +203,31 @@ class _Recorder(SQLiteApplicationRecorder):
 
     def insert_events(self, stored_events: Sequence[Any], **kwargs: Any) -> Sequence[int] | None:
         return self.store.commit(stored_events, kwargs.get("changes") or Changes())
+
+
+def _read_only_mode(path: Path) -> str:
+    """URI parameters that open the database read-only and still read its write-ahead log.
+
+    A WAL database is read through its -shm index, which SQLite creates if it is missing. Where
+    it cannot (read-only media), the file alone is the whole database when there is no log
+    (`immutable`); with a log but no index nothing can read it correctly (`immutable` would
+    ignore the log and show an older state), so that is refused, saying what to do."""
+    if os.access(path.parent, os.W_OK) or not path.exists():
+        return "mode=ro"
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    try:
+        logged = wal.stat().st_size > 0
+    except FileNotFoundError:
+        logged = False
+    if not logged:
+        return "mode=ro&immutable=1"
+    if shm.exists():
+        return "mode=ro"  # SQLite reads an existing log through an existing index
+    raise StoreUnavailable(
+        f"{path} cannot be read here: its write-ahead log ({wal.name}) holds the newest "
+        f"changes, and its index ({shm.name}) is missing and cannot be created on this "
+        "read-only file system. Copy the directory to writable storage (cp -a) and run the "
+        "command on the copy, or mount it read-write")
 
 
 def _make_private_dir(home: Path) -> None:

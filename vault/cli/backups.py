@@ -129,7 +129,11 @@ def migrate(state: CliContext, to: str, fmt: str, as_json: bool) -> None:
     from vault.bootstrap import Settings
 
     if to.startswith(("postgresql://", "postgres://")):
-        if urlsplit(to).password:
+        try:
+            password = urlsplit(to).password
+        except ValueError as e:  # an unclosed '['
+            raise BadInput(f"--to is not a valid URL ({e})") from None
+        if password:
             raise BadInput("--to must not carry a password (it would show in `ps`): put it in "
                            "~/.pgpass or PGPASSWORD")
         target_settings = Settings(home=state.settings.home, store_url=to)
