@@ -20,7 +20,14 @@ from adapters.files import check_output, write_atomically
 from adapters.store.failures import explain_store_failure
 from domain.secret_value import SecretValue
 from vault.admin import CHECKPOINT_FILE
-from vault.alerting import METRICS_FILE, RESEND_AFTER, AlertUseCases, check_alert_channels
+from vault.alerting import (
+    METRICS_FILE,
+    RESEND_AFTER,
+    AlertUseCases,
+    check_alert_channels,
+    delivery_summary,
+    pending_lines,
+)
 from vault.audit import TrustedCheckpoint, parse_checkpoint
 from vault.errors import BadInput, VaultError
 
@@ -140,7 +147,8 @@ class MaintenanceUseCases(AlertUseCases):
     def _alert(self, plan: MaintainPlan) -> tuple[str, dict[str, Any]]:
         result = self.alert(webhook=plan.webhook, email_to=plan.email_to, via=plan.via,
                             min_severity=plan.min_severity, resend_after=plan.resend_after)
-        return (f"{result['sent']} sent" if result["sent"] else "nothing new to send"), result
+        summary = "\n".join([delivery_summary(result), *pending_lines(result)])
+        return summary, {**result, "failed": bool(result["pending"])}
 
     def _metrics(self, plan: MaintainPlan) -> tuple[str, dict[str, Any]]:
         assert plan.metrics_file is not None

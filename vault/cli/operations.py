@@ -163,11 +163,21 @@ def alert_options(f):
 def alert(state: CliContext, webhook_file: str | None, email_to: str | None, via: str | None,
           min_severity: str, resend_after: int) -> None:
     """Send new or worsened expiry findings and failed probes, once per finding and severity
-    (recorded as events: hosts sharing a store never send one twice)."""
+    on each channel (recorded as events: hosts sharing a store never send one twice).
+
+    Exit 1 while anything is pending on a channel (it failed, or waits after failing): stderr
+    says what, on which channel, and when it is tried next."""
+    from vault.alerting import delivery_summary, pending_lines
+    from vault.cli.render import printable
+
     result = state.app().alert(webhook=webhook_secret(webhook_file), email_to=email_to,
                                via=via, min_severity=min_severity,
                                resend_after=timedelta(hours=resend_after))
-    click.echo(f"{result['sent']} alert(s) sent" if result["sent"] else "nothing new to send")
+    click.echo(delivery_summary(result))
+    for line in pending_lines(result):  # a channel that failed (or still waits) is news
+        click.echo(f"vault: alert: {printable(line)}", err=True)
+    if result["pending"]:
+        raise click.exceptions.Exit(1)
 
 
 @click.command()
