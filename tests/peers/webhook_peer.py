@@ -16,7 +16,6 @@ class WebhookReceiver:
         self.paths: list[str] = []
         # answers before 204: a status, or (status, headers) such as (429, {"Retry-After": "7"})
         self.script: list[int | tuple[int, dict[str, str]]] = []
-        self.on_post: Any = None  # called (no arguments) as each POST arrives, before the answer
         self._lock = threading.Lock()
         receiver = self
 
@@ -26,8 +25,6 @@ class WebhookReceiver:
 
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                if receiver.on_post is not None:
-                    receiver.on_post()
                 with receiver._lock:
                     receiver.attempts += 1
                     receiver.paths.append(self.path)
@@ -58,7 +55,6 @@ class WebhookReceiver:
             self.paths.clear()
             self.attempts = 0
             self.script.clear()
-            self.on_post = None
 
     def start(self) -> WebhookReceiver:
         self.thread.start()
