@@ -23,7 +23,8 @@ def _chain(error: BaseException) -> Iterator[BaseException]:
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         yield current
-        current = current.__cause__ or current.__context__
+        current = current.__cause__ or (None if current.__suppress_context__
+                                        else current.__context__)
 
 
 def _sqlite_reason(error: BaseException, home: Path | None) -> str | None:
