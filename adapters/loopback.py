@@ -12,6 +12,9 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
+from adapters.errors import AdapterError
+from domain.errors import InvalidInput
+
 PAGE = """<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:36em;margin:4em auto;color:#222}}
 h1{{font-size:1.4em}}</style></head><body><h1>{title}</h1><p>{text}</p></body></html>"""
@@ -38,7 +41,11 @@ class Redirect:
 
 def parse_redirect(url: str) -> Redirect:
     """A redirect URL pasted by the admin (manual flow) or received by the listener."""
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+    except ValueError as e:  # "Invalid IPv6 URL": a '[' without its ']'
+        raise InvalidInput(f"the pasted address is not a valid URL ({e}): paste the whole "
+                           "address the browser was sent to") from None
     query = {k: v[0] for k, v in parse_qs(parts.query).items() if v}
     return Redirect(query)
 
@@ -81,7 +88,13 @@ class LoopbackListener:
             def log_message(self, format: str, *args: object) -> None:
                 """Silent: the query string holds the authorization code."""
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        try:
+            self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        except OSError as e:  # the registered redirect URI's port is taken
+            raise AdapterError(f"cannot listen for the redirect on 127.0.0.1:{port} "
+                               f"({e.strerror}): another program uses that port; stop it, or "
+                               "register another redirect URI (http://localhost without a "
+                               "port lets vault pick one)") from None
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)

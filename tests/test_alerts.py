@@ -46,6 +46,17 @@ def _alert(h: Harness, clock: Clock, receiver, sleeps: list | None = None, **kwa
         return app.alert(webhook=SecretValue(receiver.url), **kwargs)
 
 
+NOTHING = {"sent": 0, "alerts": [], "resolved": 0, "delivered": {}, "errors": [],
+           "pending": []}
+
+
+def _pending(result: dict) -> list[tuple[str, str, str, datetime | None]]:
+    """(channel, client, kind, next try) of what a run left pending."""
+    return sorted((p["channel"], p["client"], p["kind"],
+                   p["next_try"] and datetime.fromisoformat(p["next_try"]))
+                  for p in result["pending"])
+
+
 def _summary(alerts: list[dict]) -> list[tuple[str, str, str]]:
     return sorted((a["kind"], a["client"], a["severity"]) for a in alerts)
 
@@ -59,7 +70,7 @@ def test_one_alert_per_finding_then_on_a_rise_then_after_the_interval(fleet: Har
     assert payload["severity"] == "warning" and payload["source"] == "vault"
 
     clock.at = T0 + timedelta(hours=3)  # nothing changed: nothing sent
-    assert _alert(fleet, clock, webhook) == {"sent": 0, "alerts": [], "resolved": 0}
+    assert _alert(fleet, clock, webhook) == NOTHING
     assert webhook.attempts == 1
 
     webhook.clear()
@@ -97,11 +108,12 @@ def test_retries_on_500_with_back_off_and_a_failed_delivery_is_sent_again(fleet:
     webhook.clear()
     clock.at = T0 + timedelta(days=14)
     webhook.script = [500] * 4
-    from vault.errors import VaultError
-
-    with pytest.raises(VaultError) as failed:
-        _alert(fleet, clock, webhook, sleeps)
-    assert "HTTP 500" in str(failed.value) and "s3cr3t" not in str(failed.value)
+    failed = _alert(fleet, clock, webhook, sleeps)
+    assert failed["sent"] == 0 and "HTTP 500" in failed["errors"][0]
+    assert "s3cr3t" not in json.dumps(failed)
+    retry = clock.at + timedelta(minutes=5)
+    assert _pending(failed) == [("webhook", "crm", "client_secret_expiry", retry),
+                                ("webhook", "jira", "client_secret_expiry", retry)]
     assert webhook.attempts == 4 and webhook.received == []
 
     audit = json.loads(fleet.ok("audit", "log", "--json").out)
@@ -118,7 +130,7 @@ def test_a_finding_that_clears_and_comes_back_is_news_again(fleet: Harness, webh
     assert _alert(fleet, clock, webhook)["sent"] == 1
     _secret_expiring(fleet, "jira", T0.date() + timedelta(days=400))
     clock.at += timedelta(hours=1)
-    assert _alert(fleet, clock, webhook) == {"sent": 0, "alerts": [], "resolved": 1}
+    assert _alert(fleet, clock, webhook) == {**NOTHING, "resolved": 1}
     clock.at += timedelta(hours=1)
     assert _alert(fleet, clock, webhook)["resolved"] == 0  # resolved once
     _secret_expiring(fleet, "jira", T0.date() + timedelta(days=20))
@@ -132,18 +144,21 @@ def test_a_finding_that_clears_and_comes_back_is_news_again(fleet: Harness, webh
 
 
 def test_while_the_receiver_is_down_deliveries_back_off(fleet: Harness, webhook) -> None:
-    from vault.errors import VaultError
-
     clock = Clock(T0)
     webhook.script = [500] * 12  # three runs' worth of four attempts each
     waits = []
     for _ in range(3):
-        with pytest.raises(VaultError):
-            _alert(fleet, clock, webhook)
+        failed = _alert(fleet, clock, webhook)
         waits.append(clock.at)
-        clock.at += timedelta(minutes=4)  # inside the first back-off (5 minutes)
-        assert _alert(fleet, clock, webhook)["sent"] == 0
-        clock.at += timedelta(minutes=1 + 5 * 2 ** (len(waits) - 1))
+        retry = clock.at + timedelta(minutes=5 * 2 ** (len(waits) - 1))  # 5, 10, 20 minutes
+        assert failed["sent"] == 0 and _pending(failed) == [
+            ("webhook", "jira", "client_secret_expiry", retry)]
+        clock.at += timedelta(minutes=4)  # inside the back-off: not tried, but still pending
+        waiting = _alert(fleet, clock, webhook)
+        assert waiting["sent"] == 0 and waiting["errors"] == []
+        assert _pending(waiting) == [("webhook", "jira", "client_secret_expiry", retry)]
+        assert "HTTP 500" in waiting["pending"][0]["error"]
+        clock.at = retry + timedelta(minutes=1)
     assert webhook.attempts == 12  # the runs inside a back-off did not call the receiver
     assert _alert(fleet, clock, webhook)["sent"] == 1  # it came back: delivered
     assert webhook.attempts == 13 and len(webhook.received) == 1
@@ -170,7 +185,8 @@ def test_the_sending_grant_is_checked_before_anything_is_claimed(fleet: Harness,
     _secret_expiring(fleet, "jira", date.today() + timedelta(days=10))
     result = fleet.run("alert", "--email-to", "ops@contoso.com", "--via", "help@contoso.com",
                        VAULT_WEBHOOK_URL=webhook.url)
-    assert result.code == 1 and "sent by webhook" in result.err and "email" in result.err
+    assert result.code == 1 and "1 alert(s) sent by webhook" in result.out
+    assert "pending on email (jira client secret expiry (warning))" in result.err
     assert [a["client"] for a in webhook.alerts()] == ["jira"]
 
 
@@ -189,8 +205,6 @@ def test_long_lived_alert_states_are_snapshotted(fleet: Harness, webhook) -> Non
 
 def test_retry_after_is_honoured_up_to_a_cap_and_network_errors_are_retried(
         fleet: Harness, webhook) -> None:
-    from vault.errors import VaultError
-
     clock = Clock(T0)
     webhook.script = [(429, {"Retry-After": "7"}), (503, {"Retry-After": "3600"})]
     sleeps: list[float] = []
@@ -204,11 +218,11 @@ def test_retry_after_is_honoured_up_to_a_cap_and_network_errors_are_retried(
         closed = f"http://127.0.0.1:{s.getsockname()[1]}/hooks/s3cr3t-hook-token"
     sleeps.clear()
     clock.at += timedelta(days=14)  # critical now: due again
-    with fleet.app(clock=clock) as app, pytest.raises(VaultError) as failed:
+    with fleet.app(clock=clock) as app:
         app.sleep = sleeps.append
-        app.alert(webhook=SecretValue(closed))
-    assert sleeps == [1.0, 2.0, 4.0] and "ConnectError" in str(failed.value)
-    assert "s3cr3t" not in str(failed.value) and "127.0.0.1/..." in str(failed.value)
+        (error,) = app.alert(webhook=SecretValue(closed))["errors"]
+    assert sleeps == [1.0, 2.0, 4.0] and "ConnectError" in error
+    assert "s3cr3t" not in error and "127.0.0.1/..." in error
 
 
 def test_a_refusing_receiver_is_not_retried(fleet: Harness, webhook) -> None:
@@ -303,7 +317,8 @@ def test_an_email_alert_goes_through_dovecot_submission_with_xoauth2(
     webhook.script = [404]
     both = h.run("alert", "--email-to", "ops@example.test", "--via", ALICE[0],
                  VAULT_WEBHOOK_URL=webhook.url, **ca)
-    assert both.code == 1 and "sent by email" in both.err and "HTTP 404" in both.err
+    assert both.code == 1 and "sent by email" in both.out and "HTTP 404" in both.err
+    assert "pending on webhook" in both.err
     assert len(mail_sink.wait_for(2)) == 2
     audit = json.loads(h.ok("audit", "log", "--json").out)
     assert [e["outcome"] for e in audit if e["action"] == "alert"][-1] == "failed"
@@ -382,3 +397,120 @@ def test_purging_a_grant_shreds_its_alerts_and_no_name_is_in_the_clear(
     assert int(vault.sql(live, (grant_uuid,))[0][0]) == 0
     clock.at += timedelta(days=2)
     assert _alert(vault, clock, webhook)["sent"] == 0  # nothing left to say about it
+
+
+# -- pending deliveries: said, exit 1, and other channels are not held back ----------------------
+
+
+def test_a_failed_delivery_is_pending_until_its_channel_delivers_it(fleet: Harness,
+                                                                    webhook) -> None:
+    """After a failed delivery, later runs say what is pending on which channel and when it is
+    tried next, and exit 1 (alert and maintain), until the channel delivers it."""
+    _secret_expiring(fleet, "jira", date.today() + timedelta(days=10))
+    webhook.script = [500] * 4
+    failed = fleet.run("alert", VAULT_WEBHOOK_URL=webhook.url)
+    assert failed.code == 1 and "HTTP 500" in failed.err and "s3cr3t" not in failed.text
+
+    # the receiver works again, but the channel waits out its back-off: said, not swallowed
+    again = fleet.run("alert", VAULT_WEBHOOK_URL=webhook.url)
+    assert again.code == 1 and "nothing new" not in again.out, again.text
+    for result in (failed, again):
+        assert result.out.strip() == "nothing sent; pending on webhook"
+        assert "1 finding(s) pending on webhook (jira client secret expiry (warning)): " \
+               "1 delivery attempt(s) failed in a row, the last: webhook " in result.err
+        assert "HTTP 500" in result.err and "next try at" in result.err
+    maintain = fleet.run("maintain", "--probe-every", "0", VAULT_WEBHOOK_URL=webhook.url)
+    assert maintain.code == 1, maintain.text
+    assert "maintain: alert failed: nothing sent; pending on webhook" in maintain.err
+    assert webhook.attempts == 4  # not hammered meanwhile
+
+    clock = Clock(datetime.now(UTC) + timedelta(minutes=6))  # the back-off (5 min) is over
+    assert _summary(_alert(fleet, clock, webhook)["alerts"]) == [
+        ("client_secret_expiry", "jira", "warning")]
+    assert fleet.ok("alert", VAULT_WEBHOOK_URL=webhook.url).out.strip() == "nothing new to send"
+    audit = json.loads(fleet.ok("audit", "log", "--json").out)
+    assert [e["outcome"] for e in audit  # each run's summing-up entry (claims have their own)
+            if e["action"] == "alert" and "due" in e["detail"]] == [
+        "failed", "failed", "failed", "ok", "ok"]
+
+
+def test_a_channel_in_back_off_holds_back_no_other_channel(
+        sqlite_vault: Harness, oidc, dovecot, mail_ca, mail_sink, webhook,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The webhook fails: the finding goes out by e-mail (Dovecot submission, XOAUTH2) in the
+    same run, is pending on the webhook while it waits, then reaches the webhook too, without
+    being mailed twice. A finding that appears meanwhile waits with the webhook's back-off
+    (doubling), but is mailed at once."""
+    from tests.conftest import ScriptedConsent
+
+    h = sqlite_vault
+    add_oidc_client(h, oidc, scopes="openid offline_access mail.imap mail.smtp")
+    with h.app() as app:
+        app.consent("idp", mailbox=ALICE[0], protocols=("smtp",), flow="manual",
+                    ui=ScriptedConsent(oidc.complete_authorization, *ALICE))
+    point_at(h, dovecot)
+    _secret_expiring(h, "idp", date.today() + timedelta(days=3))
+    mail_sink.clear()
+    clock = Clock(datetime.now(UTC))
+    start = clock.at
+    channels = {"email_to": "ops@example.test", "via": ALICE[0]}
+
+    def run(**kwargs) -> dict:
+        with h.app(clock=clock) as app:
+            app.sleep = lambda seconds: None
+            return app.alert(webhook=SecretValue(webhook.url), **channels, **kwargs)
+
+    monkeypatch.setenv("VAULT_CA_FILE", str(mail_ca.ca_path))  # Dovecot's TLS certificate
+    webhook.script = [500] * 4
+    first = run()
+    assert first["delivered"] == {"email": 1} and len(mail_sink.wait_for(1)) == 1
+    assert _pending(first) == [("webhook", "idp", "client_secret_expiry",
+                                start + timedelta(minutes=5))]
+
+    clock.at = start + timedelta(minutes=2)  # the webhook works, but waits its turn
+    add_client(h, "crm")
+    _secret_expiring(h, "crm", date.today() + timedelta(days=2))  # new meanwhile
+    second = run()
+    assert second["delivered"] == {"email": 1}  # crm, at once; idp is not mailed again
+    assert _pending(second) == [
+        ("webhook", "crm", "client_secret_expiry", start + timedelta(minutes=5)),
+        ("webhook", "idp", "client_secret_expiry", start + timedelta(minutes=5))]
+    assert webhook.attempts == 4 and len(mail_sink.wait_for(2)) == 2
+
+    webhook.script = [500] * 4  # down again when its turn comes: 10 minutes now
+    clock.at = start + timedelta(minutes=6)
+    third = run()
+    assert third["sent"] == 0 and third["delivered"] == {}
+    retry = clock.at + timedelta(minutes=10)
+    assert [p[3] for p in _pending(third)] == [retry, retry]
+
+    clock.at = retry
+    fourth = run()
+    assert fourth["delivered"] == {"webhook": 2} and fourth["pending"] == []
+    assert sorted(a["client"] for a in webhook.alerts()) == ["crm", "idp"]
+    clock.at += timedelta(minutes=1)
+    assert run() == NOTHING
+    assert len(mail_sink.wait_for(2)) == 2  # each mailed once
+
+
+def test_alert_states_stored_before_channels_were_kept_apart_still_load() -> None:
+    """Version 1 kept one delivery record for all channels: its AlertFailed (every channel of
+    that run failed) and its snapshots load, and the one record stands for each channel."""
+    from dataclasses import replace
+
+    from domain.alerts import ANY_CHANNEL, AlertState
+
+    state = AlertState.open(key="subject|client_secret_expiry|s1", now=T0)
+    state.record_sent(now=T0, severity="warning", channels=["webhook"])
+    snapshot = AlertState.Snapshot.take(state)
+    v1 = {k: v for k, v in snapshot.state.items() if k not in ("channels", "class_version")}
+    v1.update(failures=2, last_failed_at=T0 + timedelta(hours=1))
+    loaded = replace(snapshot, state=v1).mutate(None)
+    later = T0 + timedelta(hours=1, minutes=9)
+    for channel in ("webhook", "email"):
+        assert loaded.retry_at(channel) == T0 + timedelta(hours=1, minutes=10)  # 2 failures
+        assert not loaded.due_on(channel, "warning", later, timedelta(hours=24))
+        assert loaded.due_on(channel, "critical", later, timedelta(hours=24))
+    event = {"error": "HTTP 500"}
+    AlertState.AlertFailed.upcast_v1_v2(event)
+    assert event["channels"] == [ANY_CHANNEL]

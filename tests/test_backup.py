@@ -349,9 +349,11 @@ def test_a_backup_is_never_written_into_the_vault_home(sqlite_vault: Harness,
     home = sqlite_vault.home
     before = sorted(p.name for p in home.iterdir())
     (tmp_path / "link.backup").symlink_to(home / "vault.db")
-    for file in (home / "vault.db", home / "extra.backup", tmp_path / "link.backup"):
+    for file in (home / "vault.db", home / "extra.backup"):
         result = sqlite_vault.run("backup", str(file))
         assert result.code == 2 and "inside the vault's home" in result.err, result.text
+    result = sqlite_vault.run("backup", str(tmp_path / "link.backup"), "--force")
+    assert result.code == 2 and "is a symbolic link" in result.err, result.text  # never written
     assert sorted(p.name for p in home.iterdir()) == before
     assert json.loads(sqlite_vault.ok("client", "show", "jira", "--json").out)["name"] == "jira"
 

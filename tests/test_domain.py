@@ -350,27 +350,29 @@ def test_plain_http_goes_only_to_this_host(url: str) -> None:
         assert client(redirect_uri=fine).redirect_uri == fine
 
 
-def test_an_alert_claim_lapses_and_failed_deliveries_back_off() -> None:
+def test_an_alert_claim_lapses_and_failed_deliveries_back_off_per_channel() -> None:
     from domain.alerts import AlertState, wait_after_failures
 
     day = timedelta(hours=24)
     state = AlertState.open(key="grant-id|grant_broken|", now=NOW)
     state.claim_for(now=NOW, severity="critical", host="a")  # host a dies mid-send
     assert state.is_being_sent(NOW + timedelta(minutes=14))
-    assert not state.due("critical", NOW + timedelta(minutes=14), day)
     assert not state.is_being_sent(NOW + timedelta(minutes=15))  # lapsed: another host may
-    assert state.due("critical", NOW + timedelta(minutes=15), day)
 
     state.record_sent(now=NOW, severity="critical", channels=["webhook"])
     assert state.is_open
+    assert not state.due_on("webhook", "critical", NOW + timedelta(hours=1), day)
+    assert state.due_on("email", "critical", NOW + timedelta(hours=1), day)  # not sent there
     for n in range(1, 4):
-        state.record_failed(now=NOW + day, error="HTTP 500")
-        assert state.failures == n
+        state.record_failed(now=NOW + day, error="HTTP 500", channels=["webhook"])
+        assert state.channel("webhook")["failures"] == n
+    assert state.channel("email")["failures"] == 0 and state.retry_at("email") is None
     assert [wait_after_failures(n) for n in (0, 1, 2, 3, 7, 8, 1000)] == [
         timedelta(0), timedelta(minutes=5), timedelta(minutes=10), timedelta(minutes=20),
         timedelta(hours=5, minutes=20), timedelta(hours=6), timedelta(hours=6)]
-    assert not state.due("critical", NOW + day + timedelta(minutes=19), day)
-    assert state.due("critical", NOW + day + timedelta(minutes=20), day)
+    assert state.retry_at("webhook") == NOW + day + timedelta(minutes=20)
+    state.record_sent(now=NOW + day, severity="critical", channels=["webhook"])
+    assert state.retry_at("webhook") is None  # delivered: the streak is over
     state.resolve(now=NOW + day)
-    assert not state.is_open and state.failures == 0
-    assert state.due("warning", NOW + day, day)  # back again: news, whatever its severity
+    assert not state.is_open and state.channels == {}
+    assert state.due_on("webhook", "warning", NOW + day, day)  # back again: news, whatever its severity

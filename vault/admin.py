@@ -9,6 +9,7 @@ from typing import Any
 from uuid import UUID
 
 from adapters.errors import IntegrityViolation, SubjectPurged
+from adapters.files import starts_with
 from adapters.keyring import AUDIT_KEY_ID
 from adapters.keyslots import seal_header
 from adapters.store import AuditRow, Changes, Checkpoint, ViewChange
@@ -16,6 +17,7 @@ from domain.credentials import ClientCredential
 from domain.grants import ConsentGrant
 from vault.application import REQUIRED_SETTINGS, VaultCore, use_case
 from vault.audit import (
+    CHECKPOINT_FILE_HEADER,
     TrustedCheckpoint,
     decrypt_entry,
     export_checkpoint,
@@ -26,6 +28,9 @@ from vault.errors import BadInput
 from vault.projections import client_changes, grant_changes, rotation_changes
 
 Progress = Callable[[int, int], None]
+# An exported checkpoint file, which a new export may replace (adapters/files.py)
+CHECKPOINT_FILE = {"what": "checkpoint",
+                   "written_by_vault": starts_with(CHECKPOINT_FILE_HEADER.encode() + b"\n")}
 
 
 class AdminUseCases(VaultCore):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import socket
+from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import getaddresses
@@ -29,6 +30,18 @@ from vault.probes import ProbeUseCases
 from vault.reports import ReportUseCases
 
 RESEND_AFTER = timedelta(hours=24)
+# The first line of every metrics file vault writes: a comment to Prometheus, and how vault knows
+# a file it may replace (docs/operations.md). Files written before it began with the first family.
+METRICS_MARKER = "# vault-metrics-v1: written by vault, replaced on every run"
+_METRICS_BEFORE_MARKER = b"# HELP vault_secret_expiry_timestamp_seconds "
+
+
+def written_metrics(path: str, head: bytes) -> bool:
+    """A metrics file vault wrote (the file-replacement check of adapters/files.py)."""
+    return head.startswith((METRICS_MARKER.encode() + b"\n", _METRICS_BEFORE_MARKER))
+
+
+METRICS_FILE = {"what": "metrics file", "written_by_vault": written_metrics}
 
 
 class AlertUseCases(ProbeUseCases, ReportUseCases):
@@ -105,83 +118,119 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
         via: str | None = None, min_severity: str = "warning",
         resend_after: timedelta = RESEND_AFTER,
     ) -> dict[str, Any]:
+        """Send what is due on each channel given. Returns {sent, alerts (those delivered on
+        some channel), resolved, delivered (per channel), errors (a line per channel that
+        failed now), pending (per finding and channel: what did not go out, why, and when that
+        channel is tried next)}."""
         webhook = check_alert_channels(webhook, email_to, via, min_severity)
         if email_to:
             self.check_sender(via or "")
+        senders: dict[str, Callable[[list[dict[str, Any]], datetime], None]] = {}
+        if webhook is not None:
+            senders["webhook"] = lambda alerts, now: self._webhook(webhook, alerts, now)
+        if email_to:
+            senders["email"] = lambda alerts, now: self._email(alerts, email_to, via or "", now)
         now = self.now()
         findings = self.alert_items(now.date(), "info")
         floor = SEVERITY_RANK[min_severity]
-        claimed = []
+        # what is due where: per finding, the channels that have not delivered it lately
+        due = []
         for item in findings:
             if SEVERITY_RANK[item["severity"]] < floor:
                 continue
-            state = self._claim(item, now, resend_after)
-            if state is not None:
-                claimed.append((item, state))
+            state = self._alert_state(item, now)
+            if state.is_being_sent(now):
+                continue  # another host is sending it right now
+            channels = [c for c in senders if state.due_on(c, item["severity"], now,
+                                                           resend_after)]
+            if channels:
+                due.append((item, state, channels))
+        # a channel that failed a moment ago waits (doubling) before it is tried again, with
+        # everything due on it: a dead receiver is not hammered, a live one is not held back
+        waiting = {c: wait for c in senders
+                   if (wait := _latest([s.retry_at(c) for _, s, cs in due if c in cs]))
+                   and wait > now}
+        claimed, pending = [], []
+        for item, state, channels in due:
+            pending += [_pending(item, c, waiting[c], state) for c in channels if c in waiting]
+            sending = [c for c in channels if c not in waiting]
+            if sending and self._claim(state, item, now):
+                claimed.append((item, state, sending))
         resolved = self._resolve_gone(findings, now)
-        self.audit_record.detail.update({"due": len(claimed), "resolved": resolved})
-        if not claimed:
-            return {"sent": 0, "alerts": [], "resolved": resolved}
-        alerts = [{k: v for k, v in item.items() if k != "subject"} for item, _ in claimed]
-        channels = {}
-        if webhook is not None:
-            channels["webhook"] = lambda: self._webhook(webhook, alerts, now)
-        if email_to:
-            channels["email"] = lambda: self._email(alerts, email_to, via or "", now)
-        delivered, failures = [], []
-        for channel, send in channels.items():
+        delivered, failed = {}, {}
+        for channel, send in senders.items():
+            alerts = [_public(item) for item, _, sending in claimed if channel in sending]
+            if not alerts:
+                continue
             try:
-                send()
-                delivered.append(channel)
+                send(alerts, now)
+                delivered[channel] = len(alerts)
             except IntegrityViolation:
                 raise
             except (AdapterError, VaultError) as e:
-                failures.append(f"{channel}: {e}")
-        self.audit_record.detail.update({"delivered": delivered, "failed": failures})
-        if not delivered:  # nothing got out: recorded as failed, sent again next run
+                failed[channel] = str(e)
+        if failed or pending:  # audited as failed: each settling commit seals the record so
             self.audit_record.outcome = "failed"
-            for _, state in claimed:
-                self._settle(state, lambda st: st.record_failed(now=self.now(),
-                                                                error="; ".join(failures)))
-            raise VaultError(f"alerts were not delivered ({'; '.join(failures)}); they are sent "
-                             "again on the next run")
-        if failures:  # audited as failed: each settling commit seals the record as it stands
-            self.audit_record.outcome = "failed"
-        for item, state in claimed:
-            self._settle(state, lambda st, sev=item["severity"]: st.record_sent(
-                now=self.now(), severity=sev, channels=delivered))
-        if failures:  # sent through another channel: not repeated, but said
-            raise VaultError(f"{len(alerts)} alert(s) sent by {', '.join(delivered)}, but "
-                             f"{'; '.join(failures)}")
-        return {"sent": len(alerts), "alerts": alerts, "resolved": resolved}
+        self.audit_record.detail.update({"due": len(claimed), "resolved": resolved,
+                                         "delivered": delivered, "failed": failed})
+        sent, lost_on = [], []
+        for item, state, sending in claimed:
+            ok = [c for c in sending if c in delivered]
+            lost = [c for c in sending if c in failed]
 
-    def _claim(self, item: dict[str, Any], now: datetime,
-               resend_after: timedelta) -> AlertState | None:
+            def record(fresh: AlertState, severity: str = item["severity"], ok: list = ok,
+                       lost: list = lost) -> None:
+                if lost:
+                    fresh.record_failed(now=self.now(), channels=lost,
+                                        error="; ".join(failed[c] for c in lost))
+                if ok:
+                    fresh.record_sent(now=self.now(), severity=severity, channels=ok)
+
+            settled = self._settle(state, record)
+            if ok:
+                sent.append(_public(item))
+            lost_on += [(item, c, settled) for c in lost]
+        # what failed now waits as long as the longest streak on its channel: they go together
+        retry = {c: _latest([s.retry_at(c) for _, lost, s in lost_on if lost == c])
+                 for c in failed}
+        pending += [_pending(item, c, retry[c], settled, failed[c])
+                    for item, c, settled in lost_on]
+        if pending:
+            self.audit_record.detail["pending"] = {
+                c: sum(p["channel"] == c for p in pending) for c in senders
+                if any(p["channel"] == c for p in pending)}
+        return {"sent": len(sent), "alerts": sent, "resolved": resolved, "delivered": delivered,
+                "errors": [f"{c}: {e}" for c, e in failed.items()], "pending": pending}
+
+    def _alert_state(self, item: dict[str, Any], now: datetime) -> AlertState:
+        """The finding's AlertState (a new one, not yet stored, for its first alert)."""
         key = alert_key(item["subject"], item["kind"], item.get("ref"))
-        aggregate_id = alert_id_for(key)
+        if self.store.key_row(str(alert_id_for(key))) is None:
+            return AlertState.open(key=key, now=now)
+        return self.load(alert_id_for(key))
+
+    def _claim(self, state: AlertState, item: dict[str, Any], now: datetime) -> bool:
+        """Record that this host sends the finding; False when another host claimed it first."""
         changes = Changes()
-        if self.store.key_row(str(aggregate_id)) is None:  # the first alert of this finding
-            state = AlertState.open(key=key, now=now)
-            # under the grant's (or client's) subject: purging it shreds its alerts too
+        if state.version == 1 and self.store.key_row(str(state.id)) is None:
+            # its first alert: its data key is filed under the grant's (or client's) subject,
+            # so purging that shreds its alerts too
             changes.keys = self.new_key_rows(state.id, UUID(item["subject"]))
-        else:
-            state = self.load(aggregate_id)
-        if not state.due(item["severity"], now, resend_after):
-            return None
         state.claim_for(now=now, severity=item["severity"], host=socket.gethostname())
         try:
             self.commit(state, changes=changes)
         except IntegrityError:
-            return None  # another host claimed it first: it sends
-        return state
+            return False  # another host claimed it first: it sends
+        return True
 
-    def _settle(self, state: AlertState, record) -> None:
-        def attempt() -> None:
+    def _settle(self, state: AlertState, record) -> AlertState:
+        def attempt() -> AlertState:
             fresh: AlertState = self.load(state.id)
             record(fresh)
             self.commit(fresh)
+            return fresh
 
-        self.retrying(attempt)
+        return self.retrying(attempt)
 
     def check_sender(self, via: str) -> None:
         """The grant that sends e-mail alerts exists and covers SMTP: refused before anything is
@@ -294,7 +343,7 @@ class _Exposition:
         return samples
 
     def text(self) -> str:
-        lines = []
+        lines = [METRICS_MARKER]
         for name, (help_text, samples) in self.families.items():
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
             lines += [name + sample for sample in samples]
@@ -335,3 +384,51 @@ def check_alert_channels(webhook: SecretValue | None, email_to: str | None, via:
 
 def _escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def delivery_summary(result: dict[str, Any]) -> str:
+    """One line on what an alert run sent, and on which channels something is pending."""
+    sent = (f"{result['sent']} alert(s) sent by {', '.join(result['delivered'])}"
+            if result["sent"] else "nothing sent" if result["pending"] else "nothing new to send")
+    channels = list(dict.fromkeys(p["channel"] for p in result["pending"]))
+    return sent + (f"; pending on {', '.join(channels)}" if channels else "")
+
+
+def pending_lines(result: dict[str, Any]) -> list[str]:
+    """Per channel, what did not go out on it, why, and when it is tried next."""
+    lines = []
+    for channel in dict.fromkeys(p["channel"] for p in result["pending"]):
+        items = [p for p in result["pending"] if p["channel"] == channel]
+        named = ", ".join(f"{p['mailbox'] or p['client']} {p['kind'].replace('_', ' ')} "
+                          f"({p['severity']})" for p in items[:3])
+        more = f" and {len(items) - 3} more" if len(items) > 3 else ""
+        failures = max(p["failures"] for p in items)
+        error = next((p["error"] for p in items if p["error"]), None)
+        tries = [datetime.fromisoformat(p["next_try"]) for p in items if p["next_try"]]
+        lines.append(
+            f"{len(items)} finding(s) pending on {channel} ({named}{more}): "
+            f"{failures} delivery attempt(s) failed in a row"
+            + (f", the last: {error}" if error else "")
+            + (f"; next try at {max(tries):%Y-%m-%d %H:%M} UTC" if tries else ""))
+    return lines
+
+
+def _public(item: dict[str, Any]) -> dict[str, Any]:
+    """A finding as sent: without the subject's internal id."""
+    return {k: v for k, v in item.items() if k != "subject"}
+
+
+def _latest(moments: list[datetime | None]) -> datetime | None:
+    known = [m for m in moments if m is not None]
+    return max(known) if known else None
+
+
+def _pending(item: dict[str, Any], channel: str, next_try: datetime | None, state: AlertState,
+             error: str | None = None) -> dict[str, Any]:
+    """A finding that did not go out on `channel`, and when that channel is tried next."""
+    record = state.channel(channel)
+    return {"channel": channel, "severity": item["severity"], "kind": item["kind"],
+            "client": item["client"], "mailbox": item["mailbox"], "ref": item.get("ref"),
+            "failures": record["failures"], "error": error or record["error"],
+            "next_try": next_try.isoformat() if next_try else None}
+

@@ -128,14 +128,14 @@ def rebuild_if_stale(copy: AdminUseCases, proof: dict[str, Any], what: str) -> N
 
 class BackupUseCases(AdminUseCases):
     @use_case("backup")
-    def backup(self, path: Path) -> dict[str, Any]:
+    def backup(self, path: Path, force: bool = False) -> dict[str, Any]:
         """A consistent, still encrypted copy in one file (SQLite's online backup API, or a
         REPEATABLE READ snapshot of PostgreSQL), proven before it replaces `path`."""
         if self.store.holds(path):
             raise BadInput(f"{path} is inside the vault's home {self.store.description}: write "
                            "backups elsewhere")
         try:
-            with staged_backup(self.store, path) as (staged, digests):
+            with staged_backup(self.store, path, force) as (staged, digests):
                 proof, copy = prove_copy(self, staged, digests)
                 copy.close()
             if proof["stale"]:  # the backup holds the events; a restore rebuilds from them

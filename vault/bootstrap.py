@@ -33,7 +33,7 @@ from vault.application import REQUIRED_SETTINGS, system_clock
 from vault.audit import AuditRecord, AuditSealer, os_actor
 from vault.backups import BackupUseCases
 from vault.consent import ConsentUseCases
-from vault.errors import AlreadyExists
+from vault.errors import AlreadyExists, BadInput
 from vault.importers import ImportUseCases
 from vault.keys import KeyUseCases
 from vault.maintenance import MaintenanceUseCases
@@ -69,7 +69,10 @@ def default_home() -> Path:
 
 
 def settings_from_env(home: str | None = None) -> Settings:
-    home_path = Path(home or os.environ.get("VAULT_HOME") or default_home()).expanduser()
+    try:
+        home_path = Path(home or os.environ.get("VAULT_HOME") or default_home()).expanduser()
+    except RuntimeError as e:  # "~name" of a user this system does not know
+        raise BadInput(f"the vault home: {e}") from None
     return Settings(home=home_path, store_url=os.environ.get("VAULT_STORE") or None)
 
 

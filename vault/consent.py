@@ -195,6 +195,9 @@ class ConsentUseCases(TokenUseCases):
     def _checked_code(redirect: Redirect, state: str) -> SecretValue:
         if redirect.error:
             raise OAuthFailure(classify(http_status=400, error=redirect.error, context=CODE))
+        if redirect.state and not redirect.state.isascii():  # vault's are URL-safe base64
+            raise BadInput("the pasted redirect's state is not one vault made (it holds "
+                           "characters vault never uses): paste the address of this consent")
         if not redirect.state or not hmac.compare_digest(redirect.state, state):
             raise ConsentFailed("the redirect's state does not match this consent: it belongs "
                                 "to another attempt (or was forged); nothing was redeemed")

@@ -15,6 +15,7 @@ import base64
 import json
 import os
 import sqlite3
+import stat
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -121,9 +122,12 @@ def cached_token(args: list[str]) -> str | None:
 
         home_path = user_data_path("vault", appauthor=False)
     else:
-        home_path = Path(home).expanduser()
-    if not (home_path / "vault.db").is_file() or home_path.stat().st_mode & 0o077:
-        return None
+        try:
+            home_path = Path(home).expanduser()
+        except RuntimeError:  # ~name of no known user: the full CLI says so
+            return None
+    if not _own_private_home(home_path):
+        return None  # the full CLI says what is wrong with it
     try:
         conn = sqlite3.connect(f"file:{quote(str(home_path / 'vault.db'))}", uri=True,
                                isolation_level=None, timeout=30)
@@ -138,6 +142,18 @@ def cached_token(args: list[str]) -> str | None:
         return None
     finally:
         conn.close()
+
+
+def _own_private_home(home: Path) -> bool:
+    """The vault directory and its database exist, are this user's own, and the directory is
+    private (the full CLI's checks, without their messages)."""
+    try:
+        directory, db = home.stat(), (home / "vault.db").stat()
+    except OSError:  # missing, or a directory this user cannot search
+        return False
+    uid = os.geteuid()
+    return (stat.S_ISDIR(directory.st_mode) and stat.S_ISREG(db.st_mode)
+            and not directory.st_mode & 0o077 and directory.st_uid == uid and db.st_uid == uid)
 
 
 def _serve(conn: sqlite3.Connection, key_file: str, slot_id: int | None,

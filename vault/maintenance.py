@@ -16,10 +16,19 @@ from typing import Any
 from eventsourcing.persistence import PersistenceError
 
 from adapters.errors import AdapterError, IntegrityViolation
-from adapters.files import write_atomically
+from adapters.files import check_output, write_atomically
+from adapters.store.failures import explain_store_failure
 from domain.grants import ACTIVE
 from domain.secret_value import SecretValue
-from vault.alerting import RESEND_AFTER, AlertUseCases, check_alert_channels
+from vault.admin import CHECKPOINT_FILE
+from vault.alerting import (
+    METRICS_FILE,
+    RESEND_AFTER,
+    AlertUseCases,
+    check_alert_channels,
+    delivery_summary,
+    pending_lines,
+)
 from vault.audit import TrustedCheckpoint, parse_checkpoint
 from vault.errors import BadInput, VaultError
 
@@ -36,6 +45,7 @@ class MaintainPlan:
     resend_after: timedelta = RESEND_AFTER
     metrics_file: str | None = None
     checkpoint_dir: str | None = None
+    force: bool = False  # replace a metrics or checkpoint file vault did not write
 
     def check(self) -> None:
         """Refuse a plan that would fail halfway, before anything is done."""
@@ -47,12 +57,17 @@ class MaintainPlan:
         if self.metrics_file and not os.path.isdir(os.path.dirname(
                 os.path.abspath(self.metrics_file))):
             raise BadInput(f"--metrics-file {self.metrics_file}: its directory does not exist")
+        if self.metrics_file:
+            check_output(self.metrics_file, force=self.force, **METRICS_FILE)
 
 
 class MaintenanceUseCases(AlertUseCases):
     def maintain(self, plan: MaintainPlan) -> list[dict[str, Any]]:
         """Every step's outcome: {step, outcome: ok|failed|skipped, summary, ...}."""
         plan.check()
+        if plan.checkpoint_dir:
+            check_output(self._checkpoint_path(plan, self.header.vault_id), force=plan.force,
+                         **CHECKPOINT_FILE)
         if plan.email_to:
             self.check_sender(plan.via or "")
         previous = self._previous_checkpoint(plan) if plan.checkpoint_dir else None
@@ -74,7 +89,9 @@ class MaintenanceUseCases(AlertUseCases):
             except IntegrityViolation:
                 raise  # tampering stops everything: exit 5, nothing else is trusted
             except (VaultError, AdapterError, PersistenceError) as e:  # the next step still runs
-                steps.append({"step": name, "outcome": "failed", "summary": str(e)})
+                summary = explain_store_failure(e, f"the vault's store {self.store.description}",
+                                                getattr(self.store, "home", None))
+                steps.append({"step": name, "outcome": "failed", "summary": summary or str(e)})
 
         step("refresh", lambda: self._refresh_due(plan))
         step("probe", lambda: self._probe_due(plan), None if plan.probe_every else "disabled")
@@ -134,11 +151,13 @@ class MaintenanceUseCases(AlertUseCases):
     def _alert(self, plan: MaintainPlan) -> tuple[str, dict[str, Any]]:
         result = self.alert(webhook=plan.webhook, email_to=plan.email_to, via=plan.via,
                             min_severity=plan.min_severity, resend_after=plan.resend_after)
-        return (f"{result['sent']} sent" if result["sent"] else "nothing new to send"), result
+        summary = "\n".join([delivery_summary(result), *pending_lines(result)])
+        return summary, {**result, "failed": bool(result["pending"])}
 
     def _metrics(self, plan: MaintainPlan) -> tuple[str, dict[str, Any]]:
         assert plan.metrics_file is not None
-        write_atomically(plan.metrics_file, self.prometheus(), 0o644)
+        write_atomically(plan.metrics_file, self.prometheus(), 0o644, force=plan.force,
+                         **METRICS_FILE)
         return f"written to {plan.metrics_file}", {}
 
     @staticmethod
@@ -153,12 +172,16 @@ class MaintenanceUseCases(AlertUseCases):
                 return parse_checkpoint(f.read(64 * 1024))
         except FileNotFoundError:
             return None
-        except (OSError, ValueError) as e:
+        except ValueError as e:
+            if plan.force:  # not a checkpoint, and the admin said to replace it anyway
+                return None
+            raise BadInput(f"cannot read the last checkpoint {path}: {e}") from None
+        except OSError as e:
             raise BadInput(f"cannot read the last checkpoint {path}: {e}") from None
 
     def _checkpoint(self, plan: MaintainPlan,
                     previous: TrustedCheckpoint | None) -> tuple[str, dict[str, Any]]:
         path = self._checkpoint_path(plan, self.header.vault_id)
         text, size = self.export_checkpoint(previous)
-        write_atomically(path, text, 0o644)
+        write_atomically(path, text, 0o644, force=plan.force, **CHECKPOINT_FILE)
         return f"{size} entries, written to {path}", {"size": size}

@@ -18,12 +18,20 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 from uuid import UUID
 
 from eventsourcing.persistence import PersistenceError
 
 from adapters.errors import AdapterError, IntegrityViolation, NotInitialised, StoreUnavailable
-from adapters.files import InputUnreadable, OutputFailed
+from adapters.files import (
+    InputUnreadable,
+    OutputFailed,
+    check_output,
+    remove_abandoned,
+    replace_checked,
+    temporary_prefix,
+)
 from adapters.store.base import RowMacs, Store, Tx, ViewChange, _check_identifier
 from adapters.store.schema import VIEW_TABLES
 
@@ -201,17 +209,47 @@ def discard_unfinished_copies() -> None:
         _remove(work)
 
 
+SQLITE_MAGIC = b"SQLite format 3\x00"
+VAULT_TABLES = {"vault_header", "vault_keys", "stored_events", "vault_audit"}
+
+
+def is_vault_backup(path: str, head: bytes) -> bool:
+    """A SQLite file holding a vault: a backup vault wrote, which a new backup may replace.
+    (Opened immutable: nothing is written beside it, and a backup has no write-ahead log.)"""
+    if not head.startswith(SQLITE_MAGIC):
+        return False
+    try:
+        conn = sqlite3.connect(f"file:{quote(path)}?mode=ro&immutable=1", uri=True)
+    except sqlite3.Error:
+        return False
+    try:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = "
+                                            "'table'")}
+    except sqlite3.Error:
+        return False
+    finally:
+        conn.close()
+    return names >= VAULT_TABLES
+
+
+BACKUP_FILE = {"what": "vault backup", "written_by_vault": is_vault_backup}
+
+
 @contextmanager
-def staged_backup(source: Store, path: Path) -> Iterator[tuple[Store, dict[str, tuple[int, str]]]]:
+def staged_backup(source: Store, path: Path,
+                  force: bool = False) -> Iterator[tuple[Store, dict[str, tuple[int, str]]]]:
     """A consistent, still encrypted copy of the vault in one SQLite file (mode 0600), written
     in a private directory beside `path`. Yields it, opened, with the digests of the snapshot it
     holds; it replaces `path` only if the block (the proof) completes, else `path` is untouched
-    and the copy removed."""
+    and the copy removed. An existing `path` must be a backup vault wrote, unless `force`
+    (never a link, a directory or a device): checked first and again before the rename."""
     from adapters.store.sqlite import DB_FILE, SQLiteStore
 
+    check_output(path, force=force, **BACKUP_FILE)
     directory = path.resolve().parent
+    remove_abandoned(directory, "backup")  # copies of backups that were killed
     try:
-        work = _temporary_directory(dir=directory, prefix=".vault-backup-")
+        work = _temporary_directory(dir=directory, prefix=temporary_prefix("backup"))
     except OSError as e:
         raise OutputFailed(f"cannot write {path}: {e.strerror}") from None
     try:
@@ -225,7 +263,7 @@ def staged_backup(source: Store, path: Path) -> Iterator[tuple[Store, dict[str, 
             yield staged, digests
         finally:
             staged.close()  # the last connection folds the write-ahead log into the file
-        os.replace(work / DB_FILE, path)
+        replace_checked(work / DB_FILE, path, force=force, **BACKUP_FILE)
     except OSError as e:
         raise OutputFailed(f"cannot write {path}: {e.strerror}") from None
     finally:
@@ -257,7 +295,8 @@ def open_backup(path: Path) -> Iterator[Store]:
                 raise CopyFailed(f"{path} is not a vault backup")
     except OSError as e:
         raise InputUnreadable(f"cannot read {path}: {e.strerror}") from None
-    work = _temporary_directory(prefix="vault-restore-")
+    remove_abandoned(tempfile.gettempdir(), "restore")  # copies of restores that were killed
+    work = _temporary_directory(prefix=temporary_prefix("restore"))
     try:
         try:
             shutil.copyfile(path, work / DB_FILE)

@@ -35,7 +35,10 @@ LOCK_TIMEOUT_S = 30
 
 def parse_url(url: str) -> dict[str, Any]:
     """VAULT_STORE (or `migrate --to`) as connection settings; a malformed one is bad input."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as e:  # "Invalid IPv6 URL": a '[' without its ']'
+        raise InvalidInput(f"VAULT_STORE is not a valid URL ({e})") from None
     if parts.scheme not in ("postgresql", "postgres"):
         raise InvalidInput("VAULT_STORE must be a postgresql:// URL")
     query = parse_qs(parts.query)
@@ -65,7 +68,10 @@ def parse_url(url: str) -> dict[str, Any]:
 
 def redact_url(url: str) -> str:
     """The URL without its password, for messages."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "(a malformed postgresql:// URL)"  # it may hold a password: not shown
     if parts.password is None:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")

@@ -106,7 +106,7 @@ class SQLiteStore(Store):
         else:
             _check_private_dir(home)
         quoted = quote(str(self.path))  # '#', '?' and '%' in a path must not end the file name
-        uri = f"file:{quoted}?mode=ro" if read_only else f"file:{quoted}"
+        uri = f"file:{quoted}?{_read_only_mode(self.path)}" if read_only else f"file:{quoted}"
         self.datastore = _Datastore(uri, read_only=read_only)
         self.recorder = _Recorder(self.datastore, store=self)
         self.snapshot_recorder = SQLiteAggregateRecorder(
@@ -224,6 +224,31 @@ class _Recorder(SQLiteApplicationRecorder):
         return self.store.commit(stored_events, kwargs.get("changes") or Changes())
 
 
+def _read_only_mode(path: Path) -> str:
+    """URI parameters that open the database read-only and still read its write-ahead log.
+
+    A WAL database is read through its -shm index, which SQLite creates if it is missing. Where
+    it cannot (read-only media), the file alone is the whole database when there is no log
+    (`immutable`); with a log but no index nothing can read it correctly (`immutable` would
+    ignore the log and show an older state), so that is refused, saying what to do."""
+    if os.access(path.parent, os.W_OK) or not path.exists():
+        return "mode=ro"
+    wal, shm = Path(f"{path}-wal"), Path(f"{path}-shm")
+    try:
+        logged = wal.stat().st_size > 0
+    except FileNotFoundError:
+        logged = False
+    if not logged:
+        return "mode=ro&immutable=1"
+    if shm.exists():
+        return "mode=ro"  # SQLite reads an existing log through an existing index
+    raise StoreUnavailable(
+        f"{path} cannot be read here: its write-ahead log ({wal.name}) holds the newest "
+        f"changes, and its index ({shm.name}) is missing and cannot be created on this "
+        "read-only file system. Copy the directory to writable storage (cp -a) and run the "
+        "command on the copy, or mount it read-write")
+
+
 def _make_private_dir(home: Path) -> None:
     home.mkdir(mode=0o700, parents=True, exist_ok=True)
     _check_private_dir(home)
@@ -234,6 +259,8 @@ def _check_private_dir(home: Path) -> None:
         info = home.stat()
     except FileNotFoundError:
         raise NotInitialised(f"no vault at {home} (run `vault init`, or set VAULT_HOME)") from None
+    except OSError as e:  # a parent this user cannot search, a name too long ...
+        raise StoreUnavailable(f"cannot open the vault directory {home}: {e.strerror}") from None
     if not stat.S_ISDIR(info.st_mode):
         raise StoreUnavailable(f"{home} is not a directory")
     if info.st_mode & 0o077:
@@ -241,3 +268,21 @@ def _check_private_dir(home: Path) -> None:
             f"vault directory {home} is accessible by group or others "
             f"(mode {stat.S_IMODE(info.st_mode):04o}); run: chmod 700 {home}"
         )
+    # Whoever owns the directory can swap vault.db or roll it back to an older copy: it must be
+    # this user's own, root included (root opens a service user's vault as that user).
+    _check_own(home, info, "vault directory")
+    try:
+        db = (home / DB_FILE).stat()
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise StoreUnavailable(f"cannot open {home / DB_FILE}: {e.strerror}") from None
+    _check_own(home / DB_FILE, db, "vault database")
+
+
+def _check_own(path: Path, info: os.stat_result, what: str) -> None:
+    if info.st_uid != os.geteuid():
+        raise UnsafeFile(
+            f"{what} {path} belongs to user id {info.st_uid}, not to this user "
+            f"({os.geteuid()}): run vault as its owner (e.g. runuser -u OWNER -- vault ...), "
+            "or chown it if it really is yours")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from adapters.files import write_atomically
+from adapters.files import check_output, write_atomically
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
 from vault.cli.render import emit, table, to_json
 from vault.errors import BadInput
@@ -81,17 +81,25 @@ def audit_verify(state: CliContext, trusted_file: str | None, fmt: str, as_json:
 @audit.command("checkpoint")
 @click.option("--export", "export_file", required=True, metavar="FILE",
               help="Write the signed head of the log to FILE ('-' for stdout); keep it elsewhere.")
+@click.option("--force", is_flag=True,
+              help="Replace FILE even if it is not a checkpoint vault wrote (never a link, a "
+                   "directory or a device).")
 @pass_cli
-def audit_checkpoint(state: CliContext, export_file: str) -> None:
+def audit_checkpoint(state: CliContext, export_file: str, force: bool) -> None:
     """Export the signed checkpoint, to detect a rollback later (`audit verify --trusted`).
 
     Unlocking authenticates the vault header, so the exported public key is the vault's own.
+    FILE may replace a checkpoint exported earlier; any other existing file needs --force.
     """
+    from vault.admin import CHECKPOINT_FILE
+
+    if export_file != "-":
+        check_output(export_file, force=force, **CHECKPOINT_FILE)  # before any work
     text, size = state.app().export_checkpoint()
     if export_file == "-":
         click.echo(text, nl=False)
         return
-    write_atomically(export_file, text, 0o644)
+    write_atomically(export_file, text, 0o644, force=force, **CHECKPOINT_FILE)
     click.echo(f"checkpoint of {size} entries written to {export_file}")
 
 

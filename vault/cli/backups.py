@@ -73,17 +73,25 @@ def _open_target(settings):
 
 @click.command()
 @click.argument("file", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True,
+              help="Replace FILE even if it is not a vault backup (never a link, a directory or "
+                   "a device).")
 @output_format
 @pass_cli
-def backup(state: CliContext, file: Path, fmt: str, as_json: bool) -> None:
+def backup(state: CliContext, file: Path, force: bool, fmt: str, as_json: bool) -> None:
     """Write a consistent, still encrypted copy of the vault to FILE (mode 0600).
 
     Safe while other processes write; FILE is replaced only once the copy is proven, and must lie
-    outside the vault's home. The copy opens with the keyslots the vault had when it was
-    taken: a passphrase changed later does not change the backup's.
+    outside the vault's home. An existing FILE must be a vault backup (or give --force). The
+    copy opens with the keyslots the vault had when it was taken: a passphrase changed later
+    does not change the backup's.
     """
+    from adapters.files import check_output
+    from adapters.store.copying import BACKUP_FILE
+
+    check_output(file, force=force, **BACKUP_FILE)  # before unlocking
     with _sigterm_discards_copies():
-        result = state.app().backup(file)
+        result = state.app().backup(file, force)
     emit(result, chosen_format(fmt, as_json), _render("backed up to", str(file)))
 
 
@@ -121,7 +129,11 @@ def migrate(state: CliContext, to: str, fmt: str, as_json: bool) -> None:
     from vault.bootstrap import Settings
 
     if to.startswith(("postgresql://", "postgres://")):
-        if urlsplit(to).password:
+        try:
+            password = urlsplit(to).password
+        except ValueError as e:  # an unclosed '['
+            raise BadInput(f"--to is not a valid URL ({e})") from None
+        if password:
             raise BadInput("--to must not carry a password (it would show in `ps`): put it in "
                            "~/.pgpass or PGPASSWORD")
         target_settings = Settings(home=state.settings.home, store_url=to)

@@ -36,7 +36,7 @@ def read_secret(what: str, use_stdin: bool, path: str | None) -> SecretValue:
     if use_stdin:
         if sys.stdin is None or sys.stdin.closed:
             raise BadInput(f"--{what}-stdin given but there is no standard input")
-        text = sys.stdin.read(MAX_SECRET_BYTES + 1)
+        text = read_typed_secret(what) if _interactive() else sys.stdin.read(MAX_SECRET_BYTES + 1)
         source = "standard input"
     else:
         try:
@@ -53,6 +53,47 @@ def read_secret(what: str, use_stdin: bool, path: str | None) -> SecretValue:
     if not value:
         raise BadInput(f"the {what} from {source} is empty")
     return SecretValue(value)
+
+
+# A terminal in canonical mode keeps at most 4095 bytes of a line (Linux's N_TTY_BUF_SIZE less
+# one) and drops the rest without a word: a line that long may be a truncated secret.
+TERMINAL_LINE_LIMIT = 4095
+
+
+def read_typed_secret(what: str) -> str:
+    """One line typed (or pasted) at the terminal on stdin, not echoed: a prompt on stderr, the
+    line ends at Enter (no Ctrl-D). Like getpass, but on stdin itself and refusing a line the
+    terminal may have cut."""
+    import termios
+
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    hidden = list(saved)
+    hidden[3] &= ~(termios.ECHO | termios.ECHONL)  # lflag; canonical mode stays: line editing
+    # what was typed ahead of the prompt (and echoed) is dropped; the prompt comes after, so
+    # nothing typed once it shows is echoed
+    termios.tcsetattr(fd, termios.TCSAFLUSH, hidden)
+    try:
+        click.echo(f"{what.replace('-', ' ').capitalize()} (typing is not shown): ", err=True,
+                   nl=False)
+        chunks: list[bytes] = []
+        while not chunks or not chunks[-1].endswith(b"\n"):
+            data = os.read(fd, 4096)  # canonical mode: at most one line per read
+            if not data:  # Ctrl-D
+                break
+            chunks.append(data)
+    finally:
+        termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
+        click.echo("", err=True)  # the Enter was not echoed either
+    line = b"".join(chunks).rstrip(b"\r\n")
+    if len(line) >= TERMINAL_LINE_LIMIT:
+        raise BadInput(f"the {what} typed at the terminal is {TERMINAL_LINE_LIMIT} bytes or "
+                       "longer, where a terminal cuts a line: it may be truncated. Give it "
+                       f"with --{what}-file, or through a pipe")
+    try:
+        return line.decode("utf-8")
+    except UnicodeDecodeError:
+        raise BadInput(f"the {what} typed at the terminal is not UTF-8 text") from None
 
 
 EARLIEST, LATEST = date(1970, 1, 1), date(2199, 12, 31)

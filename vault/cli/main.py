@@ -44,6 +44,18 @@ class CliContext:
                                    slot_id=self.keyslot)
         return self._app
 
+    def store_failure(self, error: BaseException) -> str | None:
+        """A full disk, a read-only file system or a lost database connection behind `error`,
+        said plainly and naming the store; None for anything else."""
+        from adapters.store.failures import explain_store_failure
+
+        try:
+            settings = self.settings
+        except Exception:  # noqa: BLE001 - the settings are what failed: nothing to add
+            return None
+        home = None if settings.store_url else settings.home
+        return explain_store_failure(error, f"the vault's store {settings.location}", home)
+
     def close(self) -> None:
         if self._app is not None:
             for warning in self._app.warnings:
@@ -64,6 +76,7 @@ def chosen_format(fmt: str, as_json: bool) -> str:
 
 
 pass_cli = click.make_pass_decorator(CliContext)
+_current: CliContext | None = None  # this command's, for the error handler of `main`
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -87,7 +100,8 @@ def cli(ctx: click.Context, home: str | None, key_file: str | None, keyslot: int
     """
     if ca_file:
         os.environ["VAULT_CA_FILE"] = ca_file  # read where the one HTTP client is built
-    state = CliContext(home=home, key_file=key_file, keyslot=keyslot)
+    global _current
+    state = _current = CliContext(home=home, key_file=key_file, keyslot=keyslot)
     ctx.obj = state
     ctx.call_on_close(state.close)
 
@@ -145,6 +159,8 @@ def _is_check_mode(args: list[str]) -> bool:
 
 
 def main(args: list[str] | None = None) -> None:
+    global _current
+    _current = None
     args = list(sys.argv[1:] if args is None else args)
     os.umask(0o077)  # whatever vault creates is private to its owner
     check = _is_check_mode(args)
@@ -175,8 +191,13 @@ def main(args: list[str] | None = None) -> None:
         from adapters.errors import AdapterError, IntegrityViolation
         from domain.errors import DomainError
 
+        failure = None
+        if not isinstance(e, IntegrityViolation) and _current is not None:
+            failure = _current.store_failure(e)
         if isinstance(e, IntegrityViolation):
             click.echo(f"vault: integrity violation: {_one_line(str(e))}", err=True)
+        elif failure:
+            click.echo(f"vault: error: {_one_line(failure)}", err=True)
         elif isinstance(e, PersistenceError):
             click.echo(f"vault: error: the database failed: {_one_line(str(e))[:300]}", err=True)
         elif isinstance(e, codes.VaultError | AdapterError | DomainError):
@@ -190,7 +211,7 @@ def main(args: list[str] | None = None) -> None:
                 traceback.print_exc()
             click.echo(f"vault: internal error ({type(e).__name__}); nothing secret is shown. "
                        "Run with VAULT_DEBUG=1 for a traceback (it may contain data).", err=True)
-        code = CHECK_UNKNOWN if check else exit_code_for(e)
+        code = CHECK_UNKNOWN if check else codes.FAILED if failure else exit_code_for(e)
     sys.exit(code if isinstance(code, int) else 0)
 
 

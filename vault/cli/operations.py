@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import click
 
-from adapters.files import write_atomically
+from adapters.files import Recogniser, check_output, write_atomically
 from vault.cli.inputs import parse_date, parse_moment, read_secret
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
 from vault.cli.render import emit, table, to_json
@@ -27,7 +27,7 @@ def register(cli: click.Group) -> None:
 
 
 def emit_report(title: str, rows: list[dict], columns: list[str], fmt: str,
-                output: str | None) -> None:
+                output: str | None, force: bool = False) -> None:
     from vault.cli import report_formats
 
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -38,21 +38,30 @@ def emit_report(title: str, rows: list[dict], columns: list[str], fmt: str,
     text = {"json": lambda: to_json(rows) + "\n",
             "csv": lambda: report_formats.to_csv(rows, columns),
             "html": lambda: report_formats.html_table(title, rows, columns, generated)}[fmt]()
-    write_or_echo(text, output)
+    write_or_echo(text, output, force=force)
 
 
-def write_or_echo(text: str, output: str | None, mode: int = 0o600) -> None:
-    """To FILE, whole and atomically (saying so), or to stdout."""
+def write_or_echo(text: str, output: str | None, mode: int = 0o600, *, force: bool = False,
+                  what: str = "file", written_by_vault: Recogniser | None = None) -> None:
+    """To FILE, whole and atomically (saying so), or to stdout. An existing FILE is replaced
+    only if vault wrote it (`written_by_vault`) or with --force (adapters/files.py)."""
     if output:
-        write_atomically(output, text, mode)
+        write_atomically(output, text, mode, force=force, what=what,
+                         written_by_vault=written_by_vault)
         click.echo(f"written to {output}")
     else:
         click.echo(text, nl=False)
 
 
-def _check_output(fmt: str, output: str | None) -> None:
+def _check_output(fmt: str, output: str | None, force: bool) -> None:
     if output and fmt == "table":
         raise BadInput("--output writes json, csv or html: add --format")
+    if output:
+        check_output(output, force=force)  # before the report is made
+
+
+FORCE_HELP = ("Replace an existing FILE that vault did not write (never a link, a directory or "
+              "a device).")
 
 
 @click.group()
@@ -61,6 +70,7 @@ def report() -> None:
 
 
 def _report_options(f):
+    f = click.option("--force", is_flag=True, help=FORCE_HELP)(f)
     f = click.option("--output", "-o", metavar="FILE", help="Write to FILE (atomically).")(f)
     return click.option("--format", "fmt", type=REPORT_FORMAT, default="table",
                         show_default=True)(f)
@@ -76,24 +86,24 @@ def _report_options(f):
 @pass_cli
 def report_audit(state: CliContext, since: str | None, until: str | None,
                  client_name: str | None, mailbox: str | None, fmt: str,
-                 output: str | None) -> None:
+                 output: str | None, force: bool) -> None:
     """Who did what, when, from where, with what outcome; reads of secrets and tokens included."""
-    _check_output(fmt, output)
+    _check_output(fmt, output, force)
     rows = state.app().audit_report(start=parse_moment(since, "--since"),
                                     end=parse_moment(until, "--until", end=True),
                                     client=client_name, mailbox=mailbox)
-    emit_report("vault audit report", rows, AUDIT_COLUMNS, fmt, output)
+    emit_report("vault audit report", rows, AUDIT_COLUMNS, fmt, output, force)
 
 
 @report.command("revocations")
 @_report_options
 @pass_cli
-def report_revocations(state: CliContext, fmt: str, output: str | None) -> None:
+def report_revocations(state: CliContext, fmt: str, output: str | None, force: bool) -> None:
     """Revoked grants and retired or removed credentials: when, by whom, why, and until when
     the access tokens already handed out stay valid."""
-    _check_output(fmt, output)
+    _check_output(fmt, output, force)
     rows = state.app().revocation_report()
-    emit_report("vault revocations", rows, REVOCATION_COLUMNS, fmt, output)
+    emit_report("vault revocations", rows, REVOCATION_COLUMNS, fmt, output, force)
 
 
 @report.command("expiry")
@@ -103,16 +113,19 @@ def report_revocations(state: CliContext, fmt: str, output: str | None) -> None:
 @click.option("--format", "fmt", type=click.Choice(["html", "json"]), default="html",
               show_default=True)
 @click.option("--output", "-o", metavar="FILE", help="Write to FILE (atomically).")
+@click.option("--force", is_flag=True, help=FORCE_HELP)
 @pass_cli
 def report_expiry(state: CliContext, as_of: str | None, horizon: int, fmt: str,
-                  output: str | None) -> None:
+                  output: str | None, force: bool) -> None:
     """One self-contained page: a timeline of what expires when, and the findings."""
     from vault.cli.report_formats import expiry_page
 
+    if output:
+        check_output(output, force=force)
     data = state.app().expiry_timeline(as_of=parse_date(as_of, "--as-of"), horizon_days=horizon)
     text = (expiry_page(data, datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
             if fmt == "html" else to_json(data) + "\n")
-    write_or_echo(text, output)
+    write_or_echo(text, output, force=force)
 
 
 def webhook_secret(url_file: str | None) -> object:
@@ -150,11 +163,21 @@ def alert_options(f):
 def alert(state: CliContext, webhook_file: str | None, email_to: str | None, via: str | None,
           min_severity: str, resend_after: int) -> None:
     """Send new or worsened expiry findings and failed probes, once per finding and severity
-    (recorded as events: hosts sharing a store never send one twice)."""
+    on each channel (recorded as events: hosts sharing a store never send one twice).
+
+    Exit 1 while anything is pending on a channel (it failed, or waits after failing): stderr
+    says what, on which channel, and when it is tried next."""
+    from vault.alerting import delivery_summary, pending_lines
+    from vault.cli.render import printable
+
     result = state.app().alert(webhook=webhook_secret(webhook_file), email_to=email_to,
                                via=via, min_severity=min_severity,
                                resend_after=timedelta(hours=resend_after))
-    click.echo(f"{result['sent']} alert(s) sent" if result["sent"] else "nothing new to send")
+    click.echo(delivery_summary(result))
+    for line in pending_lines(result):  # a channel that failed (or still waits) is news
+        click.echo(f"vault: alert: {printable(line)}", err=True)
+    if result["pending"]:
+        raise click.exceptions.Exit(1)
 
 
 @click.command()
@@ -173,12 +196,15 @@ def alert(state: CliContext, webhook_file: str | None, email_to: str | None, via
 @click.option("--checkpoint-dir", metavar="DIR", envvar="VAULT_CHECKPOINT_DIR",
               help="Export the signed audit checkpoint here, after checking that the log "
                    "extends the one exported last time [env: VAULT_CHECKPOINT_DIR].")
+@click.option("--force", is_flag=True,
+              help="Replace a metrics or checkpoint file vault did not write (never a link, a "
+                   "directory or a device).")
 @output_format
 @pass_cli
 def maintain(state: CliContext, keepalive_days: int, probe_every: int, probe_budget: int,
              webhook_file: str | None,
              email_to: str | None, via: str | None, min_severity: str, resend_after: int,
-             metrics_file: str | None, checkpoint_dir: str | None, fmt: str,
+             metrics_file: str | None, checkpoint_dir: str | None, force: bool, fmt: str,
              as_json: bool) -> None:
     """Everything a timer should run: refresh due grants and keep idle ones alive, probe on a
     schedule, alert, write metrics, export an audit checkpoint. Safe on several hosts at once.
@@ -193,7 +219,7 @@ def maintain(state: CliContext, keepalive_days: int, probe_every: int, probe_bud
         probe_budget=timedelta(minutes=probe_budget),
         webhook=webhook_secret(webhook_file), email_to=email_to, via=via,
         min_severity=min_severity, resend_after=timedelta(hours=resend_after),
-        metrics_file=metrics_file, checkpoint_dir=checkpoint_dir)
+        metrics_file=metrics_file, checkpoint_dir=checkpoint_dir, force=force)
     steps = state.app().maintain(plan)
 
     def render(data: list[dict]) -> None:

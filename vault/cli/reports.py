@@ -67,16 +67,27 @@ def status(state: CliContext, fmt: str, as_json: bool) -> None:
               default="table", show_default=True,
               help="prometheus: a textfile-collector file (with --output, written atomically).")
 @click.option("--output", "-o", metavar="FILE", help="Where to write --format prometheus.")
+@click.option("--force", is_flag=True,
+              help="Replace FILE even if it is not a metrics file vault wrote (never a link, a "
+                   "directory or a device).")
 @pass_cli
 def expiry(state: CliContext, as_of: str | None, within: int | None, check: bool, fmt: str,
-           as_json: bool, output: str | None) -> None:
-    """What will stop working, and when: secrets, refresh tokens, broken grants."""
+           as_json: bool, output: str | None, force: bool) -> None:
+    """What will stop working, and when: secrets, refresh tokens, broken grants.
+
+    With --format prometheus -o FILE, FILE may replace a metrics file vault wrote; any other
+    existing file needs --force."""
     if output and fmt != "prometheus":
         raise BadInput("--output is for --format prometheus")
     if fmt == "prometheus":
+        from adapters.files import check_output
+        from vault.alerting import METRICS_FILE
         from vault.cli.operations import write_or_echo
 
-        write_or_echo(state.app().prometheus(), output, 0o644)  # node_exporter reads it
+        if output:
+            check_output(output, force=force, **METRICS_FILE)
+        write_or_echo(state.app().prometheus(), output, 0o644,  # node_exporter reads it
+                      force=force, **METRICS_FILE)
         return
     data = state.app().expiry(as_of=parse_date(as_of, "--as-of"), within=within)
     findings = data["findings"]

@@ -25,8 +25,13 @@ def sandbox(port: int, tenant: str, failures: tuple[int, ...]) -> None:
     while it runs: curl -X POST 'http://127.0.0.1:PORT/sandbox/fail?code=700082'.
     """
     from adapters.sandbox import SandboxServer, settings_line
+    from vault.errors import BadInput
 
-    server = SandboxServer(port)
+    try:
+        server = SandboxServer(port)
+    except OSError as e:
+        raise BadInput(f"--port {port}: cannot listen on 127.0.0.1:{port} ({e.strerror}); "
+                       "pick another port, or 0 for any free one") from None
     server.state.failures.extend((code, None) for code in failures)
     click.echo(settings_line(server, tenant))
     sys.stdout.flush()
