@@ -248,7 +248,8 @@ def test_a_port_in_use_is_said_plainly(sqlite_vault: Harness, sandbox) -> None:
         sqlite_vault.ok("client", "add", "demo", "--provider", "microsoft", "--tenant",
                         settings["tenant"], "--client-id", settings["client_id"],
                         "--secret-stdin", "--authorize-url", settings["authorize_url"],
-                        "--token-url", settings["token_url"], "--redirect-uri",
+                        "--token-url", settings["token_url"], "--issuer", settings["issuer"],
+                        "--redirect-uri",
                         f"http://127.0.0.1:{port}/callback", input=settings["client_secret"])
         result = sqlite_vault.run("consent", "demo", "--mailbox", "carol@contoso.com",
                                   "--protocols", "imap", "--no-open", "--timeout", "10")

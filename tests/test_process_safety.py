@@ -183,7 +183,7 @@ def test_a_refresh_token_typed_at_a_terminal_is_not_echoed(sqlite_vault: Harness
     assert code == 0, shown
     assert b"Refresh token (typing is not shown): " in shown and token[:12].encode() not in shown
     with sqlite_vault.app() as app:
-        (row,) = app.views("SELECT rotation_uuid FROM view_grants")
+        (row,) = app.view_rows("view_grants")
         rotation = app.load(UUID(row["rotation_uuid"]))
         assert rotation.refresh_token.reveal() == token
 
