@@ -110,7 +110,7 @@ class Keyring:
             sealer = self._rows = RowSealer(self.root, self.vault_id)
         return sealer
 
-    # While a vault from before tombstones is upgraded: its purges have none yet.
+    # A vault from before tombstones, until it is upgraded: its purges have none yet.
     purges_unsealed = False
 
     def check_purged(self, row: KeyRow) -> None:

@@ -375,6 +375,8 @@ def test_a_backup_from_before_sealed_rows_restores_and_upgrades(sqlite_vault: Ha
                                                                 tmp_path) -> None:
     add_client(sqlite_vault)
     import_grant(sqlite_vault)
+    add_client(sqlite_vault, "old", "Other~secret-value-0123456789")
+    sqlite_vault.ok("client", "remove", "old", "--reason", "gone", "--purge")
     _as_before_sealed_rows(sqlite_vault)
     backup = tmp_path / "old.backup"
     import shutil
@@ -383,6 +385,7 @@ def test_a_backup_from_before_sealed_rows_restores_and_upgrades(sqlite_vault: Ha
     target = Harness("sqlite", tmp_path / "restored", None, sqlite_vault.key_file)
     target.ok("restore", str(backup))
     assert "help@contoso.com" in target.ok("grant", "list").out
+    assert target.run("history", "old").code == 4  # the purge is still a purge
     target.ok("audit", "verify")
     target.sql("UPDATE view_grants SET status = 'revoked'")
     assert target.run("status").code == 5

@@ -144,13 +144,10 @@ class AdminUseCases(VaultCore):
         header = replace(self.header, row_macs=True)
         sealed = seal_header(header, self.root)
         self.audit_record.detail["to"] = "schema 2: sealed read models, settings and purges"
-        self.keyring.purges_unsealed = True  # sealed in this transaction, as they are found
-        try:
-            self._rebuild(Changes(header=(self.header_checksum, sealed), upgrade=True,
-                                  settings=dict(REQUIRED_SETTINGS)))
-        finally:
-            self.keyring.purges_unsealed = False
+        self._rebuild(Changes(header=(self.header_checksum, sealed), upgrade=True,
+                              settings=dict(REQUIRED_SETTINGS)))
         self.header, self.header_checksum = header, sealed.checksum
+        self.keyring.purges_unsealed = False
 
     def _aggregate_ids(self) -> dict[str, list[UUID]]:
         """Every client and grant ever created, found from their creation events' topics."""

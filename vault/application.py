@@ -183,6 +183,8 @@ class VaultCore(Application[UUID]):
         self.actor = actor if actor is not None else os_actor()
         self.new_id = new_id
         self.keyring = Keyring(store, root, header.vault_id)
+        # a vault from before tombstones (its authenticated header says so) has purges without one
+        self.keyring.purges_unsealed = not header.row_macs
         self._audit: AuditRecord | None = None
         self.warnings: list[str] = []  # for the admin, printed after the command's output
         super().__init__()

@@ -119,7 +119,10 @@ def rebuild_if_stale(copy: AdminUseCases, proof: dict[str, Any], what: str) -> N
     copy of a vault from before sealed rows is upgraded, which rebuilds them)."""
     if not copy.header.row_macs:
         copy.upgrade()
-        proof["stale"] = []
+        proof["stale"] = list(VIEW_TABLES)
+        proof["warnings"] = [f"{what}: written by an earlier vault version, before read models "
+                             "and settings were sealed; upgraded, read models rebuilt from the "
+                             "events"]
     elif proof["stale"]:
         copy.rebuild_projections()
         proof["warnings"] = [f"{what}: " + STALE_VIEWS.format(", ".join(proof["stale"]))
