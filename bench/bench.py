@@ -243,7 +243,7 @@ def bench_token(b: Bench, runs: int = 30) -> dict:
             app.add_client(name="demo", provider="microsoft", tenant=s["tenant"],
                            client_id=s["client_id"], secret=SecretValue(s["client_secret"]),
                            endpoints={"authorize_url": s["authorize_url"],
-                                      "token_url": s["token_url"]})
+                                      "token_url": s["token_url"], "issuer": s["issuer"]})
             app.consent("demo", mailbox="carol@contoso.com", protocols=("imap",),
                         flow="manual", ui=ScriptedConsent(sign_in, "carol@contoso.com", "x"))
         cached = b.cli("token", "carol@contoso.com", repeat=runs)

@@ -399,13 +399,12 @@ class VaultCore(Application[UUID]):
         for table in VIEW_TABLES:
             for row in side[table]:
                 sealer.check(table, row, _row_name(table, row))
-        live, known = set(), set()
-        for key in side["keys"]:
-            if key.wrapped is None and not sealer.is_tombstone(key):
+        for key in side["purged"]:
+            if not sealer.is_tombstone(key):
                 raise forged_purge(key.originator_id)
-            known.add(key.originator_id.replace("-", ""))
-            if key.wrapped is not None:
-                live.add(key.originator_id)
+        live = {originator for originator, _ in side["live"]}
+        known = {o.replace("-", "") for o in live} | {
+            k.originator_id.replace("-", "") for k in side["purged"]}
         newest = side["newest"]
         strays = [o for o in newest if o not in known]
         if strays:
@@ -413,8 +412,8 @@ class VaultCore(Application[UUID]):
                                      "was edited")
         clients = {r["client_uuid"]: r for r in side["view_clients"]}
         grants = {r["grant_uuid"]: r for r in side["view_grants"]}
-        subjects = {k.originator_id for k in side["keys"] if k.originator_id == k.subject_id
-                    and k.wrapped is not None and not k.originator_id.startswith("system:")}
+        subjects = {originator for originator, subject in side["live"]
+                    if originator == subject and not originator.startswith("system:")}
         missing = subjects - clients.keys() - grants.keys()
         if missing:
             raise IntegrityViolation(

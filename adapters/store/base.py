@@ -498,8 +498,11 @@ class Store(ABC):
         with self.snapshot() as tx:
             side: dict[str, Any] = {t: [dict(r) for r in tx.all(f"SELECT * FROM {t}")]
                                     for t in VIEW_TABLES}
-            side["keys"] = [_key_row(r) for r in tx.all(
-                "SELECT * FROM vault_keys ORDER BY originator_id")]
+            # the key table without its keys: who has one, and the purges (with their tombstone)
+            side["live"] = [(r[0], r[1]) for r in tx.all(
+                "SELECT originator_id, subject_id FROM vault_keys WHERE wrapped IS NOT NULL")]
+            side["purged"] = [_key_row(r) for r in tx.all(
+                "SELECT * FROM vault_keys WHERE wrapped IS NULL")]
             side["newest"] = {str(r["originator_id"]).replace("-", ""): r["v"] for r in tx.all(
                 "SELECT originator_id, MAX(originator_version) AS v FROM stored_events "
                 "GROUP BY originator_id")}
