@@ -499,7 +499,7 @@ class Store(ABC):
             side: dict[str, Any] = {t: [dict(r) for r in tx.all(f"SELECT * FROM {t}")]
                                     for t in VIEW_TABLES}
             # the key table without its keys: who has one, and the purges (with their tombstone)
-            side["live"] = [(r[0], r[1]) for r in tx.all(
+            side["live"] = [(r["originator_id"], r["subject_id"]) for r in tx.all(
                 "SELECT originator_id, subject_id FROM vault_keys WHERE wrapped IS NOT NULL")]
             side["purged"] = [_key_row(r) for r in tx.all(
                 "SELECT * FROM vault_keys WHERE wrapped IS NULL")]
