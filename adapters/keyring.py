@@ -18,6 +18,8 @@ from adapters.store.base import KeyRow, Store
 
 AUDIT_KEY_ID = "system:audit"
 SIGNING_KEY_ID = "system:signing"
+ROWS_KEY_ID = "system:rows"  # seals read-model rows, settings and purge tombstones
+SETTINGS_KEY_ID = "system:settings"  # its recorded head is the settings' version
 EVENT_FORMAT = 1
 
 
@@ -26,21 +28,27 @@ def event_aad(originator_id: str, version: int, topic: str) -> bytes:
     return crypto.aad(b"vault-event-v1", EVENT_FORMAT, originator_id, version, topic)
 
 
+def head_mac(data_key: bytes, originator_id: str, version: int) -> bytes:
+    """Authenticates an aggregate's newest version (key: derived from its data key)."""
+    key = crypto.subkey(data_key, b"vault-head")
+    return crypto.mac(key, crypto.aad(b"vault-head-v1", originator_id, version))
+
+
 class RowSealer:
     """MACs for the plain rows a keyless writer could otherwise edit unseen: read-model rows and
     settings (over the table and every column but the MAC), and the tombstone a purge leaves in
-    place of a data key. The key is derived from the root key: a new root key (key rotate) seals
-    every such row again."""
+    place of a data key. Its key is a system data key (`system:rows`), wrapped by the root key
+    like every data key: a key rotation rewraps it and leaves every seal valid, so a command that
+    unlocked before a rotation still reads and writes rows correctly."""
 
-    def __init__(self, root: RootKey, vault_id: str) -> None:
-        self.term = root.term
-        self._key = crypto.subkey(root.key, b"vault-rows-v1")
+    def __init__(self, key: bytes, vault_id: str) -> None:
+        self._key = crypto.subkey(key, b"vault-rows-v1")
         self.vault_id = vault_id
         self._prefix = vault_id.encode() + b"\0"
         self._shapes: dict[tuple[str, tuple[str, ...]], tuple[tuple[str, ...], bytes]] = {}
 
     def __repr__(self) -> str:
-        return f"RowSealer(term={self.term})"
+        return "RowSealer(...)"
 
     def mac(self, table: str, row: Mapping[str, Any]) -> bytes:
         # The repr of the column names and of the values is unambiguous for the text, integers
@@ -58,7 +66,8 @@ class RowSealer:
 
     def valid(self, table: str, row: Mapping[str, Any]) -> bool:
         stored = row.get("mac")
-        return stored is not None and crypto.same(self.mac(table, row), bytes(stored))
+        return isinstance(stored, bytes | memoryview) and crypto.same(self.mac(table, row),
+                                                                       bytes(stored))
 
     def check(self, table: str, row: Mapping[str, Any], what: str) -> None:
         if not self.valid(table, row):
@@ -113,10 +122,9 @@ class Keyring:
 
     @property
     def rows(self) -> RowSealer:
-        """The row sealer of the current root key."""
         sealer = getattr(self, "_rows", None)
-        if sealer is None or sealer.term != self.root.term:
-            sealer = self._rows = RowSealer(self.root, self.vault_id)
+        if sealer is None:
+            sealer = self._rows = RowSealer(self.key(ROWS_KEY_ID), self.vault_id)
         return sealer
 
     # A vault from before tombstones, until it is upgraded: its purges have none yet.
@@ -124,8 +132,8 @@ class Keyring:
 
     def check_purged(self, row: KeyRow) -> None:
         """A key row without a key: a purge (SubjectPurged) or an edit (IntegrityViolation)."""
-        if not self.rows.is_tombstone(row) and not (self.purges_unsealed
-                                                    and row.head_mac is None):
+        unsealed = self.purges_unsealed and row.head_mac is None
+        if not unsealed and not self.rows.is_tombstone(row):
             raise forged_purge(row.originator_id)
         raise SubjectPurged(f"{row.originator_id} was purged (its data key is destroyed)")
 
@@ -161,9 +169,7 @@ class Keyring:
                 for row in rows]
 
     def head_mac(self, originator_id: str, version: int) -> bytes:
-        """Authenticates an aggregate's newest version (key: derived from its data key)."""
-        key = crypto.subkey(self.key(originator_id), b"vault-head")
-        return crypto.mac(key, crypto.aad(b"vault-head-v1", originator_id, version))
+        return head_mac(self.key(originator_id), originator_id, version)
 
     def recorded_head(self, originator_id: str) -> int:
         """The newest version recorded for an aggregate, after checking its MAC."""

@@ -331,7 +331,7 @@ def test_a_failed_token_is_not_recorded_as_revealed(vault: Harness, sandbox) -> 
 
 def _as_before_sealed_rows(h: Harness) -> None:
     """Turn a vault into what the previous schema (1) left on disk: no MAC or version columns,
-    no purge tombstones, no settings row unless one was set, a header without the marker."""
+    no purge tombstones, no keys for rows and settings, a header without the marker."""
     from dataclasses import replace
 
     from adapters.keyslots import seal_header
@@ -345,6 +345,7 @@ def _as_before_sealed_rows(h: Harness) -> None:
     for table, column, _ in ADDED_COLUMNS:
         h.sql(f"ALTER TABLE {table} DROP COLUMN {column}")
     h.sql("UPDATE vault_keys SET head_mac = NULL WHERE wrapped IS NULL")
+    h.sql("DELETE FROM vault_keys WHERE originator_id IN ('system:rows', 'system:settings')")
     h.sql("UPDATE vault_meta SET value = '1' WHERE key = 'schema_version'")
 
 

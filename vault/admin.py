@@ -10,9 +10,9 @@ from uuid import UUID
 
 from adapters.errors import IntegrityViolation, SubjectPurged
 from adapters.files import starts_with
-from adapters.keyring import AUDIT_KEY_ID
+from adapters.keyring import AUDIT_KEY_ID, ROWS_KEY_ID, SETTINGS_KEY_ID
 from adapters.keyslots import seal_header
-from adapters.store import AuditRow, Changes, Checkpoint, ViewChange
+from adapters.store import AuditRow, Changes, Checkpoint, Head, ViewChange
 from domain.credentials import ClientCredential
 from domain.grants import ConsentGrant
 from vault.application import REQUIRED_SETTINGS, VaultCore, use_case
@@ -144,8 +144,13 @@ class AdminUseCases(VaultCore):
         header = replace(self.header, row_macs=True)
         sealed = seal_header(header, self.root)
         self.audit_record.detail["to"] = "schema 2: sealed read models, settings and purges"
-        self._rebuild(Changes(header=(self.header_checksum, sealed), upgrade=True,
-                              settings=dict(REQUIRED_SETTINGS)))
+        now = self.now().isoformat()
+        keys = [self.keyring.create(key_id, key_id, now) for key_id in (ROWS_KEY_ID,
+                                                                         SETTINGS_KEY_ID)]
+        self._rebuild(Changes(
+            header=(self.header_checksum, sealed), upgrade=True, keys=keys,
+            settings=dict(REQUIRED_SETTINGS), settings_version=1,
+            heads=[Head(SETTINGS_KEY_ID, 1, self.keyring.head_mac(SETTINGS_KEY_ID, 1))]))
         self.header, self.header_checksum = header, sealed.checksum
         self.keyring.purges_unsealed = False
 

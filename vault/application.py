@@ -48,7 +48,7 @@ from adapters.encryption import (
     transcoder,
 )
 from adapters.errors import AdapterError, AuditAppendFailed, IntegrityViolation
-from adapters.keyring import forged_purge
+from adapters.keyring import SETTINGS_KEY_ID, forged_purge
 from adapters.keyslots import Header, Keyslot, RootKey
 from adapters.store import Changes, Head, KeyRow, Store, ViewChange
 from adapters.store.schema import VIEW_TABLES
@@ -289,8 +289,9 @@ class VaultCore(Application[UUID]):
         newest: dict[str, int] = {}
         for event in events:
             newest[str(event.originator_id)] = event.originator_version
-        changes.heads = [Head(originator, version, self.keyring.head_mac(originator, version))
-                         for originator, version in newest.items()]
+        changes.heads = [*changes.heads, *(
+            Head(originator, version, self.keyring.head_mac(originator, version))
+            for originator, version in newest.items())]
         try:
             if events:
                 self.save(*aggregates, changes=changes)
@@ -455,17 +456,32 @@ class VaultCore(Application[UUID]):
             grants=sorted(grants.values(), key=lambda r: (r["mailbox_key"], r["client_name"])))
 
     def settings(self) -> dict[str, str]:
-        """The shared settings, each row checked; a setting every vault has cannot be missing
-        (deleting a lowered threshold must not quietly bring back the default)."""
+        """The shared settings, each row checked, and all of the version the settings' recorded
+        head names: an older copy of a row put back, or a setting every vault has deleted
+        (deleting a lowered threshold must not quietly bring back the default), is refused."""
         rows = self.store.settings()
+        version = self.keyring.recorded_head(SETTINGS_KEY_ID)
+        repair = "; set it again with `vault config set`"
         for row in rows:
-            self.keyring.rows.check("vault_settings", row, f"the setting {row['key']}")
+            if not self.keyring.rows.valid("vault_settings", row):
+                raise IntegrityViolation(f"the setting {row['key']} was edited outside vault"
+                                         + repair)
+            if row["version"] != version:
+                raise IntegrityViolation(f"the setting {row['key']} is from version "
+                                         f"{row['version']} of the settings, not {version}: an "
+                                         "older copy was put back" + repair)
         settings = {row["key"]: row["value"] for row in rows}
         missing = REQUIRED_SETTINGS.keys() - settings.keys()
         if missing:
             raise IntegrityViolation(f"the setting {sorted(missing)[0]} was deleted outside "
-                                     "vault; set it again with `vault config set`")
+                                     "vault" + repair)
         return settings
+
+    def settings_changes(self, settings: dict[str, str]) -> Changes:
+        """Every setting, written as the next version of the settings (their recorded head)."""
+        version = self.keyring.recorded_head(SETTINGS_KEY_ID) + 1
+        return Changes(settings=settings, settings_version=version, heads=[
+            Head(SETTINGS_KEY_ID, version, self.keyring.head_mac(SETTINGS_KEY_ID, version))])
 
 
 @dataclass(frozen=True)

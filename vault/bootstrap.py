@@ -16,7 +16,14 @@ from uuid import uuid4
 
 from adapters import crypto
 from adapters.errors import IntegrityViolation
-from adapters.keyring import AUDIT_KEY_ID, SIGNING_KEY_ID, RowSealer
+from adapters.keyring import (
+    AUDIT_KEY_ID,
+    ROWS_KEY_ID,
+    SETTINGS_KEY_ID,
+    SIGNING_KEY_ID,
+    RowSealer,
+    head_mac,
+)
 from adapters.keyslots import (
     Header,
     KeyFile,
@@ -27,7 +34,7 @@ from adapters.keyslots import (
     seal_header,
     unlock,
 )
-from adapters.store import Changes, KeyRow, Store, open_store
+from adapters.store import Changes, Head, KeyRow, Store, open_store
 from vault.admin import AdminUseCases
 from vault.application import REQUIRED_SETTINGS, system_clock
 from vault.audit import AuditRecord, AuditSealer, os_actor
@@ -95,6 +102,7 @@ def init_vault(
         vault_id = str(uuid4())
         root = RootKey(term=1, key=crypto.new_key())
         signing_seed, audit_key = crypto.new_key(), crypto.new_key()
+        rows_key, settings_key = crypto.new_key(), crypto.new_key()
         slots = [new_slot(None, root, vault_id, material, label, now.isoformat(), kdf=kdf,
                           slot_id=number)
                  for number, (material, label) in enumerate(materials, start=1)]
@@ -103,7 +111,9 @@ def init_vault(
                         audit_public_key=public_key, keyslots=tuple(slots), row_macs=True)
         keyring_rows = [_system_key_row(root, vault_id, key_id, key, now)
                         for key_id, key in ((AUDIT_KEY_ID, audit_key),
-                                            (SIGNING_KEY_ID, signing_seed))]
+                                            (SIGNING_KEY_ID, signing_seed),
+                                            (ROWS_KEY_ID, rows_key),
+                                            (SETTINGS_KEY_ID, settings_key))]
         record = AuditRecord("init", detail={
             "keyslots": [f"{s.slot_id}:{s.kind}" for s in slots], "kdf": kdf})
         sealer = AuditSealer(audit_key, signing_seed, vault_id, record, actor or os_actor(), now,
@@ -111,8 +121,10 @@ def init_vault(
         try:
             store.commit([], Changes(header=(None, seal_header(header, root)),
                                      keys=keyring_rows, key_term=root.term, audit=sealer,
-                                     settings=dict(REQUIRED_SETTINGS),
-                                     rows=RowSealer(root, vault_id)))
+                                     settings=dict(REQUIRED_SETTINGS), settings_version=1,
+                                     heads=[Head(SETTINGS_KEY_ID, 1, head_mac(
+                                         settings_key, SETTINGS_KEY_ID, 1))],
+                                     rows=RowSealer(rows_key, vault_id)))
         except Exception as e:
             if store.is_initialised():
                 raise AlreadyExists(f"a vault already exists in {settings.location}") from e

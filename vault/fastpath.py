@@ -159,7 +159,7 @@ def _own_private_home(home: Path) -> bool:
 def _serve(conn: sqlite3.Connection, key_file: str, slot_id: int | None,
            options: dict[str, str], protocol: str, fmt: str, min_valid: timedelta) -> str | None:
     from adapters import crypto
-    from adapters.keyring import AUDIT_KEY_ID, SIGNING_KEY_ID, Keyring, RowSealer, event_aad
+    from adapters.keyring import AUDIT_KEY_ID, ROWS_KEY_ID, SIGNING_KEY_ID, Keyring, event_aad
     from adapters.keyslots import SealedHeader, read_key_file, unlock
     from adapters.store.base import Tx, _key_row, append_audit
     from vault.audit import AuditRecord, AuditSealer, os_actor
@@ -170,7 +170,18 @@ def _serve(conn: sqlite3.Connection, key_file: str, slot_id: int | None,
     root, _ = unlock(header, read_key_file(key_file), slot_id)
     sealed.verify_mac(root)
 
-    rows_sealer = RowSealer(root, header.vault_id)  # every row used is one vault wrote
+    keyring = Keyring(None, root, header.vault_id)  # type: ignore[arg-type]
+
+    def unwrap(*originators: str) -> dict[str, Any]:
+        marks = ", ".join("?" for _ in originators)
+        found = {r["originator_id"]: _key_row(r) for r in conn.execute(
+            f"SELECT * FROM vault_keys WHERE originator_id IN ({marks})", originators)}
+        for originator, row in found.items():
+            keyring._keys[originator] = keyring.unwrap(row)
+        return found
+
+    unwrap(ROWS_KEY_ID, AUDIT_KEY_ID, SIGNING_KEY_ID)
+    rows_sealer = keyring.rows  # every row used is one vault wrote
     sql = "SELECT * FROM view_grants WHERE mailbox_key = ?"
     params: tuple = (options["mailbox"].strip().casefold(),)
     if "--client" in options:
@@ -189,13 +200,7 @@ def _serve(conn: sqlite3.Connection, key_file: str, slot_id: int | None,
     resource = json.loads(grant["resources"])[protocol]
     rotation_id = grant["rotation_uuid"]
 
-    keyring = Keyring(None, root, header.vault_id)  # type: ignore[arg-type]
-    keys = {r["originator_id"]: _key_row(r) for r in conn.execute(
-        "SELECT * FROM vault_keys WHERE originator_id IN (?, ?, ?)",
-        (rotation_id, AUDIT_KEY_ID, SIGNING_KEY_ID))}
-    for originator, row in keys.items():
-        keyring._keys[originator] = keyring.unwrap(row)
-    head = keys[rotation_id]
+    head = unwrap(rotation_id)[rotation_id]
     if head.head_version is None or head.head_mac is None or not crypto.same(
             keyring.head_mac(rotation_id, head.head_version), head.head_mac):
         return None

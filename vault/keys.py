@@ -3,10 +3,10 @@
 - add-passphrase / add-keyfile / remove / passwd change only the header: the root key is wrapped
   into (or out of) a slot; no data is re-encrypted.
 - rotate makes a new root-key term and rewraps every data key under it, in one transaction with
-  the new header; every sealed row (read models, settings, purge tombstones) is checked under the
-  old root key's row key and sealed under the new one. Like `cryptsetup reencrypt`, every
-  remaining keyslot must be opened to receive the new root key: slots nobody opens are kept only
-  if listed to drop (--drop-slot), else refused.
+  the new header (the system keys with them: audit, signing, and the key that seals rows, whose
+  seals stay valid). Like `cryptsetup reencrypt`, every remaining keyslot must be opened to
+  receive the new root key: slots nobody opens are kept only if listed to drop (--drop-slot),
+  else refused.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ from dataclasses import replace
 from typing import Any
 
 from adapters import crypto
-from adapters.keyring import RowSealer
 from adapters.keyslots import (
     KDF_PROFILES,
     MAX_KEYSLOTS,
@@ -129,8 +128,7 @@ class KeyUseCases(VaultCore):
             return self.keyring.rewrap(rows, new_root)
 
         self.audit_record.detail.update({"term": new_root.term, "dropped_slots": dropped})
-        reseal = (self.keyring.rows, RowSealer(new_root, self.header.vault_id))
-        self._replace_header(new_header, new_root, Changes(rekey=rekey, reseal=reseal))
+        self._replace_header(new_header, new_root, Changes(rekey=rekey))
         self.root = new_root
         self.keyring.root = new_root
         self.unlocked_with = next(s for s in slots if s.slot_id == self.unlocked_with.slot_id)

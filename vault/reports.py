@@ -13,7 +13,6 @@ from typing import Any
 from uuid import UUID
 
 from adapters.errors import IntegrityViolation
-from adapters.store import Changes
 from domain.expiry import (
     ExpiryThresholds,
     GrantFacts,
@@ -89,7 +88,7 @@ class ReportUseCases(GrantUseCases, VaultCore):
             updated = current.with_changes(**{key: value})
         except (ValueError, TypeError) as e:
             raise BadInput(str(e)) from None
-        self.commit(changes=Changes(settings={THRESHOLDS_KEY: json.dumps(
+        self.commit(changes=self.settings_changes({THRESHOLDS_KEY: json.dumps(
             {k: v for k, v in updated.as_dict().items()
              if v != getattr(ExpiryThresholds(), k)}, sort_keys=True)}))
         return {"expiry_thresholds": updated.as_dict()}

@@ -162,8 +162,7 @@ class Changes:
     header: tuple[str, SealedHeader] | None = None  # (expected old checksum, new header)
     audit: AuditAppender | None = None
     rows: RowMacs | None = None  # seals every view row and setting written
-    # (old, new): a new root key; every sealed row is checked with old and sealed with new
-    reseal: tuple[RowMacs, RowMacs] | None = None
+    settings_version: int | None = None  # of `settings`, all of them, recorded in a head too
     # a vault from before sealed rows: add the columns, seal settings and purges as found
     # (`settings`: the ones it must have, where it had none)
     upgrade: bool = False
@@ -315,12 +314,11 @@ class Store(ABC):
         if changes.header is not None:
             self._write_header(tx, *changes.header)
         if changes.upgrade:
-            self._upgrade(tx, _sealer(changes), changes.settings)
+            self._upgrade(tx, _sealer(changes), changes.settings, changes.settings_version)
             changes.settings = {}
         if changes.rekey is not None:
             self._rekey(tx, changes.rekey)
-        if changes.reseal is not None:
-            self._reseal(tx, *changes.reseal)
+
         if changes.keys and changes.key_term != self._root_term(tx):
             raise ConcurrentChange("the root key was rotated since this command unlocked the "
                                    "vault; nothing was changed, run it again")
@@ -343,7 +341,7 @@ class Store(ABC):
             for change in changes.views:
                 self._apply_view_change(tx, change, _sealer(changes))
         for key, value in changes.settings.items():
-            self._write_setting(tx, _sealer(changes), key, value)
+            self._write_setting(tx, _sealer(changes), key, value, changes.settings_version)
         if changes.audit is not None:
             self._append_audit(tx, changes.audit)
         return ids
@@ -374,42 +372,48 @@ class Store(ABC):
             self._apply_view_change(tx, change, rows)
 
     def _apply_view_change(self, tx: Tx, change: ViewChange, rows: RowMacs) -> None:
-        """Apply one change to a read model and seal the rows it leaves. A row it changes is
-        checked first: sealing an edited row again would make the edit look like vault's."""
+        """Apply one change to a read model, sealing each row it leaves with a MAC computed from
+        what vault means the row to hold (never read back, so nothing the database does on its
+        own, a trigger say, is sealed). A row only partly changed is checked first: sealing an
+        edited row again would make the edit look like vault's."""
         table = _check_identifier(change.table)
         where = " AND ".join(f"{_check_identifier(k)} = ?" for k in change.key)
         params = list(change.key.values())
         if isinstance(change, Delete):
             tx.execute(f"DELETE FROM {table} WHERE {where}", params)
             return
-        whole = {**change.key, **change.values}
-        if isinstance(change, Upsert) and whole.keys() >= self._columns_of(tx, table) - {"mac"}:
-            # the whole row is given: what it replaces does not matter, and its MAC is known
-            sql = self.upsert_sql(table, list(change.key), [*change.values, "mac"])
-            tx.execute(sql, [*whole.values(), rows.mac(table, whole)])
-            return
-        for row in tx.all(f"SELECT * FROM {table} WHERE {where}", params):
-            rows.check(table, dict(row), f"a row of {table}")
-        if isinstance(change, Update):
-            sets = ", ".join(f"{_check_identifier(k)} = ?" for k in change.values)
-            tx.execute(f"UPDATE {table} SET {sets} WHERE {where}",
-                       [*change.values.values(), *params])
+        columns = self._columns_of(tx, table) - {"mac"}
+        given = {**change.key, **change.values}
+        if isinstance(change, Upsert) and given.keys() >= columns:
+            existing = []  # the whole row is given: what it replaces does not matter
         else:
-            sql = self.upsert_sql(table, list(change.key), list(change.values))
-            tx.execute(sql, [*change.key.values(), *change.values.values()])
-        for row in tx.all(f"SELECT * FROM {table} WHERE {where}", params):
-            self._seal_row(tx, rows, table, dict(row))
+            existing = [dict(r) for r in tx.all(f"SELECT * FROM {table} WHERE {where}", params)]
+        if not existing:
+            if isinstance(change, Update):
+                return
+            row = {**dict.fromkeys(columns), **given}  # what a new row is not given is NULL
+            keys = list(change.key)
+            sql = self.upsert_sql(table, keys, [*(c for c in row if c not in keys), "mac"])
+            tx.execute(sql, [*change.key.values(), *(v for c, v in row.items() if c not in keys),
+                             rows.mac(table, row)])
+            return
+        primary = VIEW_KEYS[table]
+        for old in existing:
+            rows.check(table, old, f"a row of {table}")
+            row = {**{c: old[c] for c in columns}, **change.values}
+            sets = ", ".join(f"{_check_identifier(k)} = ?" for k in change.values)
+            tx.execute(f"UPDATE {table} SET {sets}, mac = ? WHERE "
+                       + " AND ".join(f"{k} = ?" for k in primary),
+                       [*change.values.values(), rows.mac(table, row),
+                        *(old[k] for k in primary)])
 
-    @staticmethod
-    def _seal_row(tx: Tx, rows: RowMacs, table: str, row: dict[str, Any]) -> None:
-        key = VIEW_KEYS.get(table, ("key",))
-        tx.execute(f"UPDATE {table} SET mac = ? WHERE "
-                   + " AND ".join(f"{k} = ?" for k in key),
-                   (rows.mac(table, row), *(row[k] for k in key)))
-
-    def _write_setting(self, tx: Tx, rows: RowMacs, key: str, value: str) -> None:
-        tx.execute(self.upsert_sql("vault_settings", ["key"], ["value", "mac"]),
-                   (key, value, rows.mac("vault_settings", {"key": key, "value": value})))
+    def _write_setting(self, tx: Tx, rows: RowMacs, key: str, value: str,
+                       version: int | None) -> None:
+        if version is None:
+            raise ValueError("settings are written with their version")
+        row = {"key": key, "value": value, "version": version}
+        tx.execute(self.upsert_sql("vault_settings", ["key"], ["value", "version", "mac"]),
+                   (key, value, version, rows.mac("vault_settings", row)))
 
     @staticmethod
     def _tombstone(tx: Tx, rows: RowMacs, originator_id: str, subject_id: str,
@@ -418,20 +422,6 @@ class Store(ABC):
                    "shredded_at = ? WHERE originator_id = ?",
                    (rows.tombstone(originator_id, subject_id, shredded_at), shredded_at,
                     originator_id))
-
-    def _reseal(self, tx: Tx, old: RowMacs, new: RowMacs) -> None:
-        """Every sealed row checked under the old root key's MAC key, then sealed under the
-        new one (key rotation): in the rotation's transaction, so no row is left behind."""
-        for table in (*VIEW_TABLES, "vault_settings"):
-            for r in tx.all(f"SELECT * FROM {table}"):
-                old.check(table, dict(r), f"a row of {table}")
-                self._seal_row(tx, new, table, dict(r))
-        for r in tx.all("SELECT * FROM vault_keys WHERE wrapped IS NULL"):
-            if r["head_mac"] is None or not _same(bytes(r["head_mac"]), old.tombstone(
-                    r["originator_id"], r["subject_id"], r["shredded_at"])):
-                raise IntegrityViolation(f"the data key of {r['originator_id']} is gone without "
-                                         "a purge record: it was deleted outside vault")
-            self._tombstone(tx, new, r["originator_id"], r["subject_id"], r["shredded_at"])
 
     def add_columns(self, tx: Tx) -> None:
         """Columns newer schema versions added, where they are missing."""
@@ -450,14 +440,14 @@ class Store(ABC):
             cache[table] = self._columns(tx, table)
         return cache[table]
 
-    def _upgrade(self, tx: Tx, rows: RowMacs, settings: dict[str, str]) -> None:
+    def _upgrade(self, tx: Tx, rows: RowMacs, settings: dict[str, str], version: int) -> None:
         """A vault from before sealed rows: its settings and purges are sealed as they are found
         (they were as editable then as any row), with `settings` where it had none; the read
         models are rebuilt by the caller."""
         self.add_columns(tx)
         found = {r["key"]: r["value"] for r in tx.all("SELECT key, value FROM vault_settings")}
         for key, value in {**settings, **found}.items():
-            self._write_setting(tx, rows, key, value)
+            self._write_setting(tx, rows, key, value, version)
         for r in tx.all("SELECT * FROM vault_keys WHERE wrapped IS NULL"):
             self._tombstone(tx, rows, r["originator_id"], r["subject_id"], r["shredded_at"])
         tx.execute(self.upsert_sql("vault_meta", ["key"], ["value"]),
@@ -534,12 +524,6 @@ def _sealer(changes: Changes) -> RowMacs:
     if changes.rows is None:
         raise ValueError("read-model rows and settings are written only with a row sealer")
     return changes.rows
-
-
-def _same(a: bytes, b: bytes) -> bool:
-    import hmac
-
-    return hmac.compare_digest(a, b)
 
 
 def _key_row(r: Any) -> KeyRow:

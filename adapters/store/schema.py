@@ -7,7 +7,8 @@ Written once for both databases: `{blob}` and `{int}` become BLOB/BYTEA and INTE
   the aggregate's newest version with a MAC, so deleting its last events is detected.
   A purged row keeps a tombstone instead: no key, and a MAC (under the row key, derived from
   the root key) over its ids and purge time, so a key deleted by someone else is not a purge.
-- vault_settings: non-secret settings shared by every host (expiry thresholds).
+- vault_settings: non-secret settings shared by every host (expiry thresholds), all rewritten
+  together with the settings' version, which the `system:settings` key row records as its head.
 - vault_audit / vault_audit_checkpoint: the encrypted, hash-chained audit log and its signed head.
 - view_*: read models, maintained in the same transaction as the events they follow; each row
   carries the versions of the aggregates it was projected from.
@@ -39,6 +40,7 @@ TABLES = [
     """CREATE TABLE IF NOT EXISTS vault_settings (
         key TEXT PRIMARY KEY,
         value TEXT NOT NULL,
+        version {int},
         mac {blob})""",
     """CREATE TABLE IF NOT EXISTS vault_audit (
         seq {int} PRIMARY KEY,
@@ -123,7 +125,8 @@ VIEW_TABLES = ("view_clients", "view_secrets", "view_grants")
 VIEW_KEYS = {"view_clients": ("client_uuid",), "view_secrets": ("client_uuid", "ref"),
              "view_grants": ("grant_uuid",)}
 # Columns schema version 2 added; a vault created earlier gets them when it is upgraded.
-ADDED_COLUMNS = (("vault_settings", "mac", "{blob}"), ("view_clients", "mac", "{blob}"),
+ADDED_COLUMNS = (("vault_settings", "mac", "{blob}"), ("vault_settings", "version", "{int}"),
+                 ("view_clients", "mac", "{blob}"),
                  ("view_secrets", "client_version", "{int}"), ("view_secrets", "mac", "{blob}"),
                  ("view_grants", "grant_version", "{int}"),
                  ("view_grants", "rotation_version", "{int}"), ("view_grants", "mac", "{blob}"),
