@@ -90,8 +90,12 @@ class EncryptedMapper(Mapper):
         return replace(plain, state=blob)
 
     def to_domain_event(self, stored_event: StoredEvent) -> Any:
-        where = (f"stored event {stored_event.originator_id} version "
-                 f"{stored_event.originator_version}")
+        version, state = stored_event.originator_version, stored_event.state
+        if not isinstance(version, int) or isinstance(version, bool) or not isinstance(
+                state, bytes | memoryview) or not isinstance(stored_event.topic, str):
+            raise IntegrityViolation(f"a stored event of {stored_event.originator_id} holds "
+                                     "values of the wrong type: it was edited outside vault")
+        where = f"stored event {stored_event.originator_id} version {version}"
         if stored_event.topic not in self.stored_types:
             raise IntegrityViolation(f"{where} names a type vault does not store there")
         blob = bytes(stored_event.state)

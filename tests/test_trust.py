@@ -420,3 +420,172 @@ def test_key_remove_says_it_revokes_nothing_and_it_is_true(sqlite_vault: Harness
         assert len(old.keyring.unwrap(row)) == 32  # a client's key, made after the removal
     finally:
         old.close()
+
+
+# -- what a red-team pass found -------------------------------------------------------------------
+
+def _trigger(h: Harness) -> None:
+    """A trigger that puts a revoked grant's row back to active as soon as vault writes it."""
+    if h.kind == "sqlite":
+        h.sql("CREATE TRIGGER keep_active AFTER UPDATE OF status ON view_grants "
+              "WHEN NEW.status <> 'active' BEGIN UPDATE view_grants SET status = 'active', "
+              "status_reason = NULL WHERE grant_uuid = NEW.grant_uuid; END")
+    else:
+        h.sql("CREATE FUNCTION keep_active() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+              "NEW.status := 'active'; NEW.status_reason := NULL; RETURN NEW; END $$")
+        h.sql("CREATE TRIGGER keep_active BEFORE UPDATE ON view_grants FOR EACH ROW "
+              "EXECUTE FUNCTION keep_active()")
+
+
+def test_what_a_trigger_writes_is_never_sealed(used: Harness) -> None:
+    """Rows are sealed from what vault means them to hold: a row the database changed on its own
+    fails its MAC at the next read (here, within the revocation's own transaction)."""
+    _trigger(used)
+    revoke = used.run("grant", "revoke", "help@contoso.com", "--reason", "compromised")
+    assert revoke.code == 5 and "view_grants" in revoke.err
+    assert used.run("grant", "show", "help@contoso.com").code == 0  # nothing was changed
+    if used.kind == "sqlite":  # a trigger on the last row a commit writes: caught on reading
+        used.sql("DROP TRIGGER keep_active")
+        used.sql("CREATE TRIGGER stamp AFTER UPDATE OF rotation_version ON view_grants BEGIN "
+                 "UPDATE view_grants SET status = 'active' WHERE grant_uuid = NEW.grant_uuid; "
+                 "END")
+        used.ok("grant", "revoke", "help@contoso.com", "--reason", "compromised")
+        for args in (("status",), ("grant", "list"), ("expiry", "--check")):
+            result = used.run(*args)
+            assert result.code in (3, 5) and "integrity" in result.err, (args, result.text)
+
+
+def test_a_command_that_unlocked_before_a_key_rotation_still_works(vault: Harness,
+                                                                    tmp_path) -> None:
+    from adapters.keyslots import Passphrase
+    from domain.secret_value import SecretValue
+    from tests.conftest import PASSPHRASE, record_refreshes
+
+    add_client(vault)
+    import_grant(vault)
+    early = vault.app()  # unlocked before the rotation, like a refresh waiting on its provider
+    try:
+        early.show_grant("help@contoso.com")  # what it has read and unwrapped before the call
+        with vault.app() as rotating:
+            rotating.rotate_root_key([Passphrase(SecretValue(PASSPHRASE))])
+        record_refreshes(early, "help@contoso.com", 1)  # its commit seals rows as before
+        assert early.status()["grants"][0]["mailbox"] == "help@contoso.com"
+    finally:
+        early.close()
+    assert vault.ok("token", "help@contoso.com").out.startswith("AT-RT-000000")
+    vault.ok("status")
+
+
+def _row(h: Harness) -> dict:
+    columns = [c for c in ("grant_uuid", "status", "status_reason", "status_changed_at",
+                           "grant_version", "rotation_version", "rt_present", "access_expires",
+                           "mac")]
+    return dict(zip(columns, h.sql(f"SELECT {', '.join(columns)} FROM view_grants")[0],
+                    strict=True))
+
+
+def test_an_older_copy_of_a_row_put_back_decides_nothing(used: Harness) -> None:
+    from tests.conftest import record_refreshes
+
+    app = used.app()
+    try:
+        record_refreshes(app, "help@contoso.com", 1)
+    finally:
+        app.close()
+    before = _row(used)  # active, with a cached access token
+    used.ok("grant", "revoke", "help@contoso.com", "--reason", "left")
+    sets = ", ".join(f"{c} = ?" for c in before if c != "grant_uuid")
+    used.sql(f"UPDATE view_grants SET {sets}",
+             tuple(bytes(v) if isinstance(v, memoryview) else v
+                   for c, v in before.items() if c != "grant_uuid"))
+    for args in (("token", "help@contoso.com"), ("grant", "show", "help@contoso.com"),
+                 ("status",)):
+        result = used.run(*args)
+        assert result.code == 5 and result.out == "", (args, result.text)
+
+
+@pytest.mark.parametrize("deleted", ["view_clients", "view_grants"])
+def test_a_deleted_row_never_frees_a_name_or_a_client(used: Harness, deleted: str) -> None:
+    used.sql(f"DELETE FROM {deleted}")
+    if deleted == "view_clients":
+        used.sql("DELETE FROM view_secrets")
+        again = used.run("client", "add", "jira", "--provider", "microsoft", "--tenant",
+                         "contoso.com", "--client-id", "11111111-2222-3333-4444-555555555555",
+                         "--secret-stdin", input="Abc~defghijklmnopqrstuvwxyz0123")
+    else:
+        again = used.run("grant", "import", "--client", "jira", "--mailbox",
+                         "help@contoso.com", "--protocols", "imap", "--refresh-token-stdin",
+                         input="M.R3_BAY.refresh-token-9876543210")
+        purge = used.run("client", "remove", "jira", "--reason", "unused?", "--purge")
+        assert purge.code == 5, purge.text  # its grants are still there
+    assert again.code == 5, again.text
+    used.ok("admin", "rebuild-projections")  # the repair still works
+    assert "help@contoso.com" in used.ok("grant", "list").out
+
+
+def test_an_older_settings_row_put_back_is_refused(used: Harness) -> None:
+    used.ok("config", "set", "microsoft_idle_warning_days", "60")
+    saved = used.sql("SELECT key, value, version, mac FROM vault_settings")[0]
+    used.ok("config", "set", "microsoft_idle_warning_days", "40")
+    used.sql("UPDATE vault_settings SET value = ?, version = ?, mac = ?",
+             (saved[1], saved[2], bytes(saved[3])))
+    assert used.run("config", "show").code == 5
+    assert used.run("expiry", "--check").code == 3
+
+
+def test_an_edited_topic_cannot_hide_a_grant(used: Harness) -> None:
+    used.ok("grant", "revoke", "help@contoso.com", "--reason", "left")
+    grant = _grant(used)
+    stored = grant.replace("-", "") if used.kind == "sqlite" else grant
+    used.sql("UPDATE stored_events SET topic = 'vault.ConsentGrant.Regranted' "
+             "WHERE originator_id = ? AND originator_version = 1", (stored,))
+    for args in (("report", "revocations"), ("admin", "rebuild-projections")):
+        result = used.run(*args)
+        assert result.code == 5, (args, result.text)
+
+
+@pytest.mark.parametrize("edit", [
+    "UPDATE vault_keys SET term = 'abc' WHERE originator_id = (SELECT grant_uuid FROM "
+    "view_grants)",
+    "UPDATE vault_keys SET subject_id = 'zzz' WHERE originator_id = (SELECT rotation_uuid "
+    "FROM view_grants)",
+    "UPDATE stored_events SET originator_version = 1.5 WHERE originator_version = 1 AND "
+    "topic = 'vault.ConsentGrant.Granted'",
+    "UPDATE stored_events SET state = 'plain text' WHERE topic = 'vault.ConsentGrant.Granted'",
+    "UPDATE stored_events SET topic = CAST(X'FF61' AS TEXT) WHERE "
+    "topic = 'vault.ConsentGrant.Granted'",
+    "UPDATE vault_audit SET prev_hash = 'text' WHERE seq = (SELECT MAX(seq) FROM vault_audit)",
+    "UPDATE view_grants SET mac = 'text'",
+])
+def test_a_value_of_the_wrong_type_is_an_integrity_violation(sqlite_vault: Harness,
+                                                             edit: str) -> None:
+    """SQLite stores whatever it is given, whatever the column's type."""
+    add_client(sqlite_vault)
+    import_grant(sqlite_vault)
+    sqlite_vault.sql(edit)
+    codes = []
+    for args in (("status",), ("grant", "show", "help@contoso.com"),
+                 ("history", "help@contoso.com"), ("alert",)):
+        result = sqlite_vault.run(*args, VAULT_WEBHOOK_URL="http://127.0.0.1:9/hook")
+        assert "internal error" not in result.err and "Traceback" not in result.text, (
+            args, result.text)
+        codes.append(result.code)
+    assert 5 in codes and set(codes) <= {0, 1, 5}, codes  # 1: alert's receiver is not there
+
+
+def test_control_characters_in_a_csv_report_are_shown_not_sent(vault: Harness) -> None:
+    add_client(vault)
+    import_grant(vault)
+    vault.ok("grant", "revoke", "help@contoso.com", "--reason", "left\x1b]0;owned\x07\x1b[2J")
+    for kind in ("audit", "revocations"):
+        out = vault.ok("report", kind, "--format", "csv").out
+        assert "\x1b" not in out and "\x07" not in out and "\\x1b" in out, kind
+
+
+def test_a_store_with_data_but_no_header_keys_or_log_is_no_empty_store(used: Harness) -> None:
+    for table in ("vault_header", "vault_keys", "vault_audit", "vault_audit_checkpoint"):
+        used.sql(f"DELETE FROM {table}")
+    assert used.run("status").code == 5
+    again = used.run("init", "--kdf", "interactive", VAULT_PASSPHRASE="another passphrase 1",
+                     VAULT_KEY_FILE=None)
+    assert again.code == 5

@@ -155,7 +155,9 @@ class AdminUseCases(VaultCore):
         self.keyring.purges_unsealed = False
 
     def _aggregate_ids(self) -> dict[str, list[UUID]]:
-        """Every client and grant ever created, found from their creation events' topics."""
+        """Every client and grant ever created, found from their creation events' topics (plain
+        text: each subject with a data key must be among them, or a topic was edited to hide
+        it)."""
         creations = {ClientCredential.Registered.TOPIC: "client",
                      ConsentGrant.Granted.TOPIC: "grant"}
         ids: dict[str, list[UUID]] = {"client": [], "grant": []}
@@ -165,5 +167,14 @@ class AdminUseCases(VaultCore):
             for n in batch:
                 ids[creations[n.topic]].append(n.originator_id)
             if len(batch) < 1000:
-                return ids
+                break
             start = batch[-1].id + 1
+        found = {str(i) for kind in ids.values() for i in kind}
+        hidden = sorted(row.originator_id for row in self.store.key_rows()
+                        if row.wrapped is not None and row.originator_id == row.subject_id
+                        and not row.originator_id.startswith("system:")
+                        and row.originator_id not in found)
+        if hidden:
+            raise IntegrityViolation(f"{hidden[0]} has a data key but no creation event: its "
+                                     "events were deleted or their type edited outside vault")
+        return ids

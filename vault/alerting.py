@@ -88,8 +88,12 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
         for row in self.store.key_rows():
             if row.wrapped is None or row.originator_id == row.subject_id:
                 continue
-            if row.originator_id != str(rotation_id_for(UUID(row.subject_id))):
-                ids.append(UUID(row.originator_id))
+            try:
+                if row.originator_id != str(rotation_id_for(UUID(row.subject_id))):
+                    ids.append(UUID(row.originator_id))
+            except ValueError:
+                raise IntegrityViolation(f"the key row of {row.originator_id} names no subject "
+                                         "vault wrote: the key table was edited") from None
         return ids
 
     def _resolve_gone(self, findings: list[dict[str, Any]], now: datetime) -> int:

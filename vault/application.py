@@ -55,7 +55,7 @@ from adapters.store.schema import VIEW_TABLES
 from domain.alerts import AlertState
 from domain.credentials import ClientCredential
 from domain.errors import DomainError
-from domain.grants import ConsentGrant
+from domain.grants import ConsentGrant, mailbox_key
 from domain.rotation import TokenRotation
 from vault.audit import AuditRecord, AuditSealer, actor_name, os_actor
 from vault.errors import AuditWriteFailed, Conflict, VaultError, WiringError
@@ -384,11 +384,16 @@ class VaultCore(Application[UUID]):
     # -- the read side: no row is used before it is checked ------------------------------------
 
     def view_rows(self, table: str, **equal: Any) -> list[dict[str, Any]]:
-        """The read-model rows whose columns equal the values given, each checked (exit 5 if a
-        row was edited outside vault)."""
+        """The read-model rows whose columns equal the values given, each checked: its MAC, and
+        that it was projected from the newest stored events (an older copy of a row put back is
+        as much an edit as a changed one)."""
         rows = self.store.view_rows(table, **equal)
         for row in rows:
             self.keyring.rows.check(table, row, _row_name(table, row))
+        newest = self.store.newest_versions(
+            [aggregate for row in rows for _, aggregate in _projected_from(table, row)])
+        for row in rows:
+            _check_projected(table, row, newest)
         return rows
 
     def read_models(self) -> ReadModels:
@@ -420,21 +425,9 @@ class VaultCore(Application[UUID]):
             raise IntegrityViolation(
                 f"{sorted(missing)[0]} has a data key but no read-model row: the row was deleted "
                 "outside vault; run `vault admin rebuild-projections`")
-        projected = [(r, r["client_uuid"], "version") for r in clients.values()]
-        projected += [(r, r[column], f"{kind}_version") for r in grants.values()
-                      for column, kind in (("grant_uuid", "grant"), ("rotation_uuid", "rotation"))]
-        for row, aggregate, column in projected:
-            name = _row_name("view_grants" if "mailbox" in row else "view_clients", row)
-            if aggregate not in live:
-                raise IntegrityViolation(f"{name} has no data key (or was purged): the row or "
-                                         "the key table was edited outside vault")
-            stored = newest.get(aggregate.replace("-", ""), 0)
-            if row[column] != stored:
-                raise IntegrityViolation(
-                    f"{name} was projected from version {row[column]} of {aggregate}, whose "
-                    f"events end at version {stored}: "
-                    + ("its newest events were deleted" if (row[column] or 0) > stored else
-                       "the row is stale; run `vault admin rebuild-projections`"))
+        for table, rows in (("view_clients", clients), ("view_grants", grants)):
+            for row in rows.values():
+                _check_projected(table, row, newest, live)
         active: dict[str, int] = dict.fromkeys(clients, 0)
         for row in side["view_secrets"]:
             owner = clients.get(row["client_uuid"])
@@ -454,6 +447,14 @@ class VaultCore(Application[UUID]):
             secrets=sorted(side["view_secrets"], key=lambda r: (
                 clients[r["client_uuid"]]["name_key"], r["ref"])),
             grants=sorted(grants.values(), key=lambda r: (r["mailbox_key"], r["client_name"])))
+
+    def grants_of(self, client_uuid: str, mailbox: str | None = None) -> list[dict[str, Any]]:
+        """A client's grant rows (of one mailbox), from a checked listing, for the decisions that
+        create or destroy: a row deleted outside vault must not make a mailbox look free to grant
+        again, or a client look unused to purge."""
+        key = mailbox_key(mailbox) if mailbox is not None else None
+        return [r for r in self.read_models().grants if r["client_uuid"] == client_uuid
+                and key in (None, r["mailbox_key"])]
 
     def settings(self) -> dict[str, str]:
         """The shared settings, each row checked, and all of the version the settings' recorded
@@ -491,6 +492,35 @@ class ReadModels:
     clients: list[dict[str, Any]]
     secrets: list[dict[str, Any]]
     grants: list[dict[str, Any]]
+
+
+def _projected_from(table: str, row: dict[str, Any]) -> list[tuple[str, str]]:
+    """(version column, aggregate id) of each aggregate a read-model row was projected from."""
+    if table == "view_clients":
+        return [("version", row["client_uuid"])]
+    if table == "view_grants":
+        return [("grant_version", row["grant_uuid"]), ("rotation_version", row["rotation_uuid"])]
+    return []  # a secret's row: checked against its client's
+
+
+def _check_projected(table: str, row: dict[str, Any], newest: dict[str, int],
+                     live: set[str] | None = None) -> None:
+    """The row was projected from the newest stored events of its aggregates (and, for a
+    listing, each has its data key)."""
+    name = _row_name(table, row)
+    for column, aggregate in _projected_from(table, row):
+        if live is not None and aggregate not in live:
+            raise IntegrityViolation(f"{name} has no data key (or was purged): the row or the "
+                                     "key table was edited outside vault")
+        stored = newest.get(aggregate.replace("-", ""), 0)
+        if row[column] != stored:
+            raise IntegrityViolation(
+                f"{name} was projected from version {row[column]} of {aggregate}, whose events "
+                f"end at version {stored}: "
+                + ("its newest events were deleted" if isinstance(row[column], int)
+                   and row[column] > stored else
+                   "an older copy of the row was put back, or it is stale; run `vault admin "
+                   "rebuild-projections`"))
 
 
 def _row_name(table: str, row: dict[str, Any]) -> str:

@@ -76,7 +76,7 @@ class ClientUseCases(VaultCore):
     ) -> dict[str, Any]:
         name = check_client_name(name)
         self.audit_record.subject.update({"client": name})
-        if self.view_rows("view_clients", name_key=client_name_key(name)):
+        if any(c["name_key"] == client_name_key(name) for c in self.read_models().clients):
             raise AlreadyExists(f"a client named {name!r} already exists")
         now = self.now()
         client = ClientCredential.register(
@@ -215,8 +215,7 @@ class ClientUseCases(VaultCore):
     def remove_client(self, name: str, *, reason: str, purge: bool = False) -> dict[str, Any]:
         row = self.client_row(name)
         self.audit_record.subject.update({"client": row["name"]})
-        grants = sorted(self.view_rows("view_grants", client_uuid=row["client_uuid"]),
-                        key=lambda g: g["mailbox_key"])
+        grants = self.grants_of(row["client_uuid"])
         live = [g for g in grants if g["status"] != REVOKED]
         if live:
             raise VaultError(

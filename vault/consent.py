@@ -26,7 +26,7 @@ from adapters.oauth import DeviceAuthorization, OAuthClient, OAuthFailure, Token
 from adapters.store import Changes
 from domain.credentials import ClientCredential
 from domain.diagnosis import CODE, classify
-from domain.grants import ConsentGrant, check_mailbox, mailbox_key
+from domain.grants import ConsentGrant, check_mailbox
 from domain.identity import (
     NOT_CHECKED_NO_ID_TOKEN,
     NOT_CHECKED_NO_ISSUER,
@@ -92,8 +92,7 @@ class ConsentUseCases(TokenUseCases):
         if flow == "device" and credential.provider == "google":
             raise BadInput("Google's device flow does not allow the Gmail scope: use "
                            "--flow browser or --flow manual")
-        existing = self.view_rows("view_grants", client_uuid=str(credential.id),
-                                  mailbox_key=mailbox_key(mailbox))
+        existing = self.grants_of(str(credential.id), mailbox)
         if existing and existing[0]["status"] == "active" and not replace:
             raise AlreadyExists(f"{mailbox} already has an active grant under "
                                 f"{credential.name!r}: add --replace to consent again")

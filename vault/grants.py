@@ -128,8 +128,7 @@ class GrantUseCases(ClientUseCases, VaultCore):
         credential = self.load_client(crow["client_uuid"])
         now = self.now()
         self.audit_record.detail.update({"protocols": list(protocols), "method": "import"})
-        existing = self.view_rows("view_grants", client_uuid=crow["client_uuid"],
-                                  mailbox_key=mailbox_key(mailbox))
+        existing = self.grants_of(crow["client_uuid"], mailbox)
         if existing:
             def attempt() -> ConsentGrant:
                 grant = self.load_grant(existing[0]["grant_uuid"])
@@ -193,8 +192,7 @@ class GrantUseCases(ClientUseCases, VaultCore):
         self.audit_record.subject.update({"client": crow["name"], "mailbox": mailbox})
         self.audit_record.detail.update({"protocols": list(protocols), "method": "app-only"})
         credential = self.load_client(crow["client_uuid"])
-        if self.view_rows("view_grants", client_uuid=crow["client_uuid"],
-                          mailbox_key=mailbox_key(mailbox)):
+        if self.grants_of(crow["client_uuid"], mailbox):
             raise AlreadyExists(f"{mailbox} already has a grant under {crow['name']!r}")
         grant, rotation, keys = self.new_grant(credential, mailbox, protocols, scopes,
                                                method="app-only", granted_at=None,

@@ -9,7 +9,6 @@ from typing import Any
 
 from adapters.importers import Account
 from domain.errors import DomainError
-from domain.grants import mailbox_key
 from vault.application import use_case
 from vault.errors import BadInput, VaultError
 from vault.grants import GrantUseCases
@@ -66,8 +65,7 @@ class ImportUseCases(GrantUseCases):
 
     def _import_one(self, account: Account, wanted: str | None) -> dict[str, Any]:
         name, created = self._client_for(account, wanted)
-        if self.view_rows("view_grants", client_uuid=self.client_row(name)["client_uuid"],
-                          mailbox_key=mailbox_key(account.mailbox)):
+        if self.grants_of(self.client_row(name)["client_uuid"], account.mailbox):
             return {"client": name, "outcome": "exists",
                     "detail": "already granted under this client: left as it is"}
         assert account.refresh_token is not None

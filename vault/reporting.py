@@ -77,7 +77,7 @@ class ReportingUseCases(ReportUseCases, AdminUseCases):
             except SubjectPurged:
                 purged += 1
                 continue
-            for e in self.events.get(grant_id):
+            for e in self.events_up_to(grant_id, grant.version):
                 if isinstance(e, ConsentGrant.Revoked):
                     rows.append({"kind": "grant", "what": "grant revoked",
                                  "client": grant.client_name, "mailbox": grant.mailbox,
@@ -87,7 +87,7 @@ class ReportingUseCases(ReportUseCases, AdminUseCases):
         for client_id in ids["client"]:
             try:
                 client: ClientCredential = self.load(client_id)
-                events = list(self.events.get(client_id))
+                events = self.events_up_to(client_id, client.version)
             except SubjectPurged:
                 purged += 1
                 continue

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
+from uuid import UUID
 
 from adapters.errors import (
     AuditAppendFailed,
@@ -267,17 +268,18 @@ class Store(ABC):
         try:
             with self.read() as tx:
                 row = tx.one("SELECT body, checksum, mac FROM vault_header WHERE id = 1")
-                remains = row is None and (
-                    tx.one("SELECT 1 FROM vault_keys LIMIT 1") is not None
-                    or tx.one("SELECT 1 FROM vault_audit LIMIT 1") is not None)
+                remains = row is None and any(
+                    tx.one(f"SELECT 1 FROM {table} LIMIT 1") is not None
+                    for table in ("vault_keys", "vault_audit", "stored_events", "vault_settings",
+                                  *VIEW_TABLES))
         except Exception as e:
             if self.is_missing_table(e):
                 raise NotInitialised(f"no vault in {self.description}; run `vault init`") from None
             raise
         if remains:
             raise IntegrityViolation(
-                f"the vault in {self.description} has keys and an audit log but no header: the "
-                "header was deleted; restore a backup (`vault init` would not bring it back)")
+                f"the vault in {self.description} holds data but no header: the header was "
+                "deleted; restore a backup (`vault init` would not bring it back)")
         if row is None:
             raise NotInitialised(f"no vault in {self.description}; run `vault init`")
         return SealedHeader(body=row["body"], checksum=row["checksum"], mac=row["mac"])
@@ -482,6 +484,21 @@ class Store(ABC):
         with self.read() as tx:
             return [dict(r) for r in tx.all(sql, list(equal.values()))]
 
+    def newest_versions(self, aggregate_ids: list[str]) -> dict[str, int]:
+        """Each aggregate's newest stored version, by the hex of its id."""
+        if not aggregate_ids:
+            return {}
+        marks = ", ".join("?" for _ in aggregate_ids)
+        with self.read() as tx:
+            rows = tx.all("SELECT originator_id, MAX(originator_version) AS v FROM stored_events "
+                          f"WHERE originator_id IN ({marks}) GROUP BY originator_id",
+                          [self.stored_id(a) for a in aggregate_ids])
+        return {str(r["originator_id"]).replace("-", ""): r["v"] for r in rows}
+
+    def stored_id(self, aggregate_id: str) -> Any:
+        """An aggregate id as stored_events holds it (SQLite: hex text; PostgreSQL: uuid)."""
+        return UUID(aggregate_id).hex
+
     def read_side(self) -> dict[str, Any]:
         """Everything a listing must check, from one snapshot: every read-model row, the subjects
         of the key table, and each aggregate's newest stored version."""
@@ -516,8 +533,7 @@ def _audit_rows(tx: Tx, batch: int = 2000) -> Iterator[AuditRow]:
     cursor.execute("SELECT * FROM vault_audit ORDER BY seq")
     while rows := cursor.fetchmany(batch):
         for r in rows:
-            yield AuditRow(r["seq"], bytes(r["prev_hash"]), r["header"], bytes(r["nonce"]),
-                           bytes(r["ciphertext"]), bytes(r["entry_hash"]))
+            yield _audit_row(r)
 
 
 def _sealer(changes: Changes) -> RowMacs:
@@ -526,12 +542,36 @@ def _sealer(changes: Changes) -> RowMacs:
     return changes.rows
 
 
+def _typed(table: str, r: Any, kinds: dict[str, tuple[type, ...]]) -> dict[str, Any]:
+    """A stored row's values, each of the type vault wrote (blobs as bytes): SQLite keeps what
+    it is given whatever the column says, and anyone can give it anything."""
+    values = {}
+    for column, allowed in kinds.items():
+        value = r[column]
+        if isinstance(value, memoryview):
+            value = bytes(value)
+        if not isinstance(value, allowed) or isinstance(value, bool):
+            raise IntegrityViolation(f"a row of {table} holds a {type(value).__name__} in "
+                                     f"{column}: it was edited outside vault")
+        values[column] = value
+    return values
+
+
+_TEXT, _INT, _BLOB, _NONE = (str,), (int,), (bytes,), (type(None),)
+_KEY_ROW = {"originator_id": _TEXT, "subject_id": _TEXT, "term": _INT,
+            "wrapped": _BLOB + _NONE, "created_at": _TEXT, "shredded_at": _TEXT + _NONE,
+            "head_version": _INT + _NONE, "head_mac": _BLOB + _NONE}
+_AUDIT_ROW = {"seq": _INT, "prev_hash": _BLOB, "header": _TEXT, "nonce": _BLOB,
+              "ciphertext": _BLOB, "entry_hash": _BLOB}
+_CHECKPOINT = {"size": _INT, "head_hash": _BLOB, "signed_at": _TEXT, "signature": _BLOB}
+
+
 def _key_row(r: Any) -> KeyRow:
-    wrapped, head_mac = r["wrapped"], r["head_mac"]
-    return KeyRow(r["originator_id"], r["subject_id"], r["term"],
-                  bytes(wrapped) if wrapped is not None else None, r["created_at"],
-                  r["shredded_at"], r["head_version"],
-                  bytes(head_mac) if head_mac is not None else None)
+    return KeyRow(**_typed("vault_keys", r, _KEY_ROW))
+
+
+def _audit_row(r: Any) -> AuditRow:
+    return AuditRow(**_typed("vault_audit", r, _AUDIT_ROW))
 
 
 def upsert_sql(table: str, key_cols: list[str], value_cols: list[str]) -> str:
@@ -549,8 +589,7 @@ CHECKPOINT_UPSERT = upsert_sql("vault_audit_checkpoint", ["id"],
 
 def signed_head(tx: Tx) -> Checkpoint | None:
     r = tx.one("SELECT * FROM vault_audit_checkpoint WHERE id = 1")
-    return (Checkpoint(r["size"], bytes(r["head_hash"]), r["signed_at"], bytes(r["signature"]))
-            if r is not None else None)
+    return Checkpoint(**_typed("vault_audit_checkpoint", r, _CHECKPOINT)) if r is not None else None
 
 
 def append_audit(tx: Tx, appender: AuditAppender) -> None:
@@ -559,8 +598,7 @@ def append_audit(tx: Tx, appender: AuditAppender) -> None:
     head covers. Any failure fails the whole transaction."""
     try:
         r = tx.one("SELECT * FROM vault_audit ORDER BY seq DESC LIMIT 1")
-        last = (AuditRow(r["seq"], bytes(r["prev_hash"]), r["header"], bytes(r["nonce"]),
-                         bytes(r["ciphertext"]), bytes(r["entry_hash"])) if r else None)
+        last = _audit_row(r) if r else None
         appender.check_head(last, signed_head(tx))
         seq, prev = (last.seq, last.entry_hash) if last else (0, None)
         row = appender.seal(seq + 1, prev)

@@ -8,11 +8,14 @@ was changed."""
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 from eventsourcing.persistence import PersistenceError
+
+from adapters.errors import IntegrityViolation
 
 CONNECTION_LOST = "the database connection was lost (the server restarted or ended the session)"
 
@@ -71,6 +74,21 @@ def _postgres_reason(error: BaseException) -> str | None:
         return "the database is read-only (a standby server?)"
     if state.startswith(("08", "57P")) or any(words in text for words in _CONNECTION_LOST):
         return CONNECTION_LOST
+    return None
+
+
+_UNDECODABLE = re.compile(r"Could not decode to UTF-8 column '([^']*)'")
+
+
+def undecodable_text(error: BaseException) -> IntegrityViolation | None:
+    """SQLite's "Could not decode to UTF-8" (raised by its C decoder, anywhere in the chain):
+    vault writes UTF-8 only, so the text was written by someone else."""
+    for cause in _chain(error):
+        found = _UNDECODABLE.search(str(cause))
+        if found:
+            return IntegrityViolation(f"the stored text of column {found.group(1)!r} is not "
+                                      "UTF-8: the database was edited outside vault or is "
+                                      "damaged")
     return None
 
 

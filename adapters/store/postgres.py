@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+from uuid import UUID
 
 from eventsourcing.persistence import OperationalError
 from eventsourcing.postgres import (
@@ -124,6 +125,9 @@ class PostgresStore(Store):
 
     def _schema_statements(self) -> list[str]:
         return ddl(blob=self.blob_type, integer=self.int_type)
+
+    def stored_id(self, aggregate_id: str) -> Any:
+        return UUID(aggregate_id)
 
     def _columns(self, tx: Tx, table: str) -> set[str]:
         return {r["column_name"] for r in tx.all(

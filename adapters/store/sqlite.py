@@ -8,7 +8,6 @@ and secure_delete so a purge zeroes the pages it frees.
 from __future__ import annotations
 
 import os
-import re
 import sqlite3
 import stat
 import time
@@ -29,13 +28,13 @@ from eventsourcing.sqlite import (
 )
 
 from adapters.errors import (
-    IntegrityViolation,
     LockTimeout,
     NotInitialised,
     StoreUnavailable,
     UnsafeFile,
 )
 from adapters.store.base import Changes, Store, Tx
+from adapters.store.failures import undecodable_text
 from adapters.store.schema import ddl
 
 DB_FILE = "vault.db"
@@ -74,14 +73,10 @@ class _Datastore(SQLiteDatastore):
         self.pool = pool
 
 
-_UNDECODABLE = re.compile(r"Could not decode to UTF-8 column '([^']*)'")
-
-
 def _translate(error: sqlite3.Error) -> Exception:
-    undecodable = _UNDECODABLE.match(str(error))
-    if undecodable:  # vault writes UTF-8 only: this text was written by someone else
-        return IntegrityViolation(f"the stored text of column {undecodable.group(1)!r} is not "
-                                  "UTF-8: the database was edited outside vault or is damaged")
+    undecodable = undecodable_text(error)
+    if undecodable:
+        return undecodable
     if isinstance(error, sqlite3.IntegrityError):
         return IntegrityError(str(error))
     if isinstance(error, sqlite3.OperationalError):

@@ -189,8 +189,10 @@ def main(args: list[str] | None = None) -> None:
         from eventsourcing.persistence import PersistenceError
 
         from adapters.errors import AdapterError, IntegrityViolation
+        from adapters.store.failures import undecodable_text
         from domain.errors import DomainError
 
+        e = undecodable_text(e) or e
         failure = None
         if not isinstance(e, IntegrityViolation) and _current is not None:
             failure = _current.store_failure(e)

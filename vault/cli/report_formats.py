@@ -8,6 +8,8 @@ from datetime import date
 from html import escape
 from typing import Any
 
+from vault.cli.render import printable
+
 SEVERITY_COLOURS = {"critical": "#c62828", "warning": "#ef6c00", "info": "#1565c0",
                     None: "#607d8b"}
 STYLE = """
@@ -21,8 +23,9 @@ svg text{font-size:11px;font-family:inherit}.muted{color:#777;font-size:.85em}
 
 def _cell(value: Any) -> str:
     """A spreadsheet runs a cell starting with = + - @ (or a tab/CR) as a formula: free text
-    such as a revocation reason or a provider's error must not become one."""
-    text = "" if value is None else str(value)
+    such as a revocation reason or a provider's error must not become one; and control
+    characters are shown, not sent (a CSV often goes to a terminal)."""
+    text = "" if value is None else printable(value)
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
