@@ -79,6 +79,16 @@ def test_a_forged_head_version_is_detected(vault: Harness) -> None:
     vault.sql("DELETE FROM stored_events WHERE originator_id = ? AND originator_version = 2",
               (_stored_id(vault, uuid),))
     result = vault.run("client", "show", "jira")
+    # the read model, projected from version 2, already says the newest event is gone
+    assert result.code == 5 and "newest events were deleted" in result.err
+
+
+def test_a_forged_head_version_alone_is_detected(vault: Harness) -> None:
+    """Nothing else out of place: only the head's MAC tells."""
+    add_client(vault)
+    uuid = vault.sql("SELECT client_uuid FROM view_clients")[0][0]
+    vault.sql("UPDATE vault_keys SET head_version = 1 WHERE originator_id = ?", (uuid,))
+    result = vault.run("client", "show", "jira")
     assert result.code == 5 and "forged" in result.err
 
 
