@@ -262,6 +262,7 @@ class VaultCore(Application[UUID]):
         return AuditSealer(
             audit_key=self.keyring.key(AUDIT_KEY_ID), signing_seed=self.keyring.key(SIGNING_KEY_ID),
             vault_id=self.header.vault_id, record=record, actor=self.actor, at=self.now(),
+            public_key=self.header.audit_public_key,
         )
 
     def _write_standalone_audit(self, record: AuditRecord, quiet: bool = False) -> None:
@@ -388,8 +389,7 @@ class VaultCore(Application[UUID]):
         that it was projected from the newest stored events (an older copy of a row put back is
         as much an edit as a changed one)."""
         rows = self.store.view_rows(table, **equal)
-        for row in rows:
-            self.keyring.rows.check(table, row, _row_name(table, row))
+        _check_sealed(self.keyring.rows, table, rows)
         newest = self.store.newest_versions(
             [aggregate for row in rows for _, aggregate in _projected_from(table, row)])
         for row in rows:
@@ -403,8 +403,7 @@ class VaultCore(Application[UUID]):
         side = self.store.read_side()
         sealer = self.keyring.rows
         for table in VIEW_TABLES:
-            for row in side[table]:
-                sealer.check(table, row, _row_name(table, row))
+            _check_sealed(sealer, table, side[table])
         for key in side["purged"]:
             if not sealer.is_tombstone(key):
                 raise forged_purge(key.originator_id)
@@ -494,6 +493,12 @@ class ReadModels:
     grants: list[dict[str, Any]]
 
 
+def _check_sealed(sealer: Any, table: str, rows: list[dict[str, Any]]) -> None:
+    for row in rows:
+        if not sealer.valid(table, row):
+            sealer.check(table, row, _row_name(table, row))  # says which, and raises
+
+
 def _projected_from(table: str, row: dict[str, Any]) -> list[tuple[str, str]]:
     """(version column, aggregate id) of each aggregate a read-model row was projected from."""
     if table == "view_clients":
@@ -507,16 +512,15 @@ def _check_projected(table: str, row: dict[str, Any], newest: dict[str, int],
                      live: set[str] | None = None) -> None:
     """The row was projected from the newest stored events of its aggregates (and, for a
     listing, each has its data key)."""
-    name = _row_name(table, row)
     for column, aggregate in _projected_from(table, row):
         if live is not None and aggregate not in live:
-            raise IntegrityViolation(f"{name} has no data key (or was purged): the row or the "
-                                     "key table was edited outside vault")
+            raise IntegrityViolation(f"{_row_name(table, row)} has no data key (or was "
+                                     "purged): the row or the key table was edited outside vault")
         stored = newest.get(aggregate.replace("-", ""), 0)
         if row[column] != stored:
             raise IntegrityViolation(
-                f"{name} was projected from version {row[column]} of {aggregate}, whose events "
-                f"end at version {stored}: "
+                f"{_row_name(table, row)} was projected from version {row[column]} of "
+                f"{aggregate}, whose events end at version {stored}: "
                 + ("its newest events were deleted" if isinstance(row[column], int)
                    and row[column] > stored else
                    "an older copy of the row was put back, or it is stale; run `vault admin "

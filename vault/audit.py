@@ -91,8 +91,10 @@ class AuditSealer(AuditAppender):
 
     def __init__(self, audit_key: bytes, signing_seed: bytes, vault_id: str,
                  record: AuditRecord, actor: dict[str, Any], at: datetime,
-                 *, first: bool = False) -> None:
+                 *, public_key: bytes | None = None, first: bool = False) -> None:
         self.first = first  # the init entry: the only one that may start a log
+        # the header's (authenticated when the vault was unlocked): what the head must verify with
+        self.public_key = public_key
         self.audit_key = audit_key
         self.signing_seed = signing_seed
         self.vault_id = vault_id
@@ -104,8 +106,8 @@ class AuditSealer(AuditAppender):
     def check_head(self, last: AuditRow | None, head: Checkpoint | None) -> None:
         if last is None and head is None and self.first:
             return
-        problem = head_problem(last, head, self.vault_id,
-                               bytes(crypto.signing_key(self.signing_seed).verify_key))
+        public_key = self.public_key or bytes(crypto.signing_key(self.signing_seed).verify_key)
+        problem = head_problem(last, head, self.vault_id, public_key)
         if problem:
             raise IntegrityViolation(f"audit log: {problem}; nothing was done (the log is only "
                                      "ever extended from its signed head: restore a backup, "

@@ -235,7 +235,8 @@ def _serve(conn: sqlite3.Connection, key_file: str, slot_id: int | None,
         detail={"protocol": protocol, "revealed": "access_token", "resource": resource,
                 "refreshed": False})
     sealer = AuditSealer(keyring._keys[AUDIT_KEY_ID], keyring._keys[SIGNING_KEY_ID],
-                         header.vault_id, record, os_actor(), now)
+                         header.vault_id, record, os_actor(), now,
+                         public_key=header.audit_public_key)
     conn.execute("BEGIN IMMEDIATE")
     try:
         append_audit(Tx(conn.cursor()), sealer)
