@@ -173,7 +173,10 @@ class Keyring:
 
     def recorded_head(self, originator_id: str) -> int:
         """The newest version recorded for an aggregate, after checking its MAC."""
-        row = self.store.key_row(originator_id)
+        return self.verified_head(originator_id, self.store.key_row(originator_id))
+
+    def verified_head(self, originator_id: str, row: KeyRow | None) -> int:
+        """The head version `row` (the aggregate's key row) records, once its MAC is checked."""
         if row is None:
             raise IntegrityViolation(f"no data key for {originator_id}: the key table was edited")
         if row.wrapped is None:

@@ -412,7 +412,8 @@ def test_key_remove_says_it_revokes_nothing_and_it_is_true(sqlite_vault: Harness
     add_client(sqlite_vault, "later", "Written~after-the-removal-01")
     current = open_store(sqlite_vault.home, None)
     try:
-        row = current.key_row(current.view_rows("view_clients", name="later")[0]["client_uuid"])
+        later = current.view_rows("view_clients", lambda row: [], name="later")[0][0]
+        row = current.key_row(later["client_uuid"])
     finally:
         current.close()
     old = unlock_store(open_store(early, None), lambda header: read_key_file(str(spare)))

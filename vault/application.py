@@ -388,10 +388,10 @@ class VaultCore(Application[UUID]):
         """The read-model rows whose columns equal the values given, each checked: its MAC, and
         that it was projected from the newest stored events (an older copy of a row put back is
         as much an edit as a changed one)."""
-        rows = self.store.view_rows(table, **equal)
+        rows, newest = self.store.view_rows(
+            table, lambda row: [aggregate for _, aggregate in _projected_from(table, row)],
+            **equal)
         _check_sealed(self.keyring.rows, table, rows)
-        newest = self.store.newest_versions(
-            [aggregate for row in rows for _, aggregate in _projected_from(table, row)])
         for row in rows:
             _check_projected(table, row, newest)
         return rows
@@ -459,8 +459,8 @@ class VaultCore(Application[UUID]):
         """The shared settings, each row checked, and all of the version the settings' recorded
         head names: an older copy of a row put back, or a setting every vault has deleted
         (deleting a lowered threshold must not quietly bring back the default), is refused."""
-        rows = self.store.settings()
-        version = self.keyring.recorded_head(SETTINGS_KEY_ID)
+        rows, key = self.store.settings(SETTINGS_KEY_ID)
+        version = self.keyring.verified_head(SETTINGS_KEY_ID, key)
         repair = "; set it again with `vault config set`"
         for row in rows:
             if not self.keyring.rows.valid("vault_settings", row):

@@ -471,29 +471,30 @@ class Store(ABC):
 
     # -- settings, views, audit (reads) ------------------------------------------------------
 
-    def settings(self) -> list[dict[str, Any]]:
-        """Every settings row, MAC included, to be checked by the reader."""
-        with self.read() as tx:
-            return [dict(r) for r in tx.all("SELECT * FROM vault_settings ORDER BY key")]
+    def settings(self, key_id: str) -> tuple[list[dict[str, Any]], KeyRow | None]:
+        """Every settings row (MAC included, to be checked by the reader) and the key row
+        `key_id` whose head records the settings' version, from one snapshot."""
+        with self.snapshot() as tx:
+            rows = [dict(r) for r in tx.all("SELECT * FROM vault_settings ORDER BY key")]
+            key = tx.one("SELECT * FROM vault_keys WHERE originator_id = ?", (key_id,))
+        return rows, _key_row(key) if key is not None else None
 
-    def view_rows(self, table: str, **equal: Any) -> list[dict[str, Any]]:
+    def view_rows(self, table: str, aggregates_of: Callable[[dict[str, Any]], list[str]],
+                  **equal: Any) -> tuple[list[dict[str, Any]], dict[str, int]]:
         """Whole rows of a read model (MAC included, to be checked by the reader) whose columns
-        equal the values given."""
+        equal the values given, and the newest stored version of each aggregate `aggregates_of`
+        names for them (by the hex of its id), from one snapshot: another process committing
+        meanwhile must not make a row look older than its events."""
         where = " AND ".join(f"{_check_identifier(k)} = ?" for k in equal)
         sql = f"SELECT * FROM {_check_identifier(table)}" + (f" WHERE {where}" if where else "")
-        with self.read() as tx:
-            return [dict(r) for r in tx.all(sql, list(equal.values()))]
-
-    def newest_versions(self, aggregate_ids: list[str]) -> dict[str, int]:
-        """Each aggregate's newest stored version, by the hex of its id."""
-        if not aggregate_ids:
-            return {}
-        marks = ", ".join("?" for _ in aggregate_ids)
-        with self.read() as tx:
-            rows = tx.all("SELECT originator_id, MAX(originator_version) AS v FROM stored_events "
-                          f"WHERE originator_id IN ({marks}) GROUP BY originator_id",
-                          [self.stored_id(a) for a in aggregate_ids])
-        return {str(r["originator_id"]).replace("-", ""): r["v"] for r in rows}
+        with self.snapshot() as tx:
+            rows = [dict(r) for r in tx.all(sql, list(equal.values()))]
+            ids = [a for row in rows for a in aggregates_of(row)]
+            newest = {str(r["originator_id"]).replace("-", ""): r["v"] for r in tx.all(
+                "SELECT originator_id, MAX(originator_version) AS v FROM stored_events "
+                f"WHERE originator_id IN ({', '.join('?' for _ in ids)}) GROUP BY originator_id",
+                [self.stored_id(a) for a in ids])} if ids else {}
+        return rows, newest
 
     def stored_id(self, aggregate_id: str) -> Any:
         """An aggregate id as stored_events holds it (SQLite: hex text; PostgreSQL: uuid)."""
