@@ -215,15 +215,13 @@ class ClientCredential(VaultAggregate):
             raise InvalidInput("--google-testing applies to Google clients only")
         if auth_method not in AUTH_METHODS:
             raise InvalidInput(f"--auth-method must be one of {', '.join(AUTH_METHODS)}")
-        if redirect_uri is not None and not (redirect_uri.startswith("https://")
+        if redirect_uri is not None and not (_is_https(redirect_uri)
                                              or _is_loopback_http(redirect_uri)):
             raise InvalidInput("--redirect-uri must be https:// or a loopback http:// address")
         resolved = {k: v for k, v in profile.endpoints(tenant).as_dict().items()}
         for key, value in (endpoints or {}).items():
             if value:
-                if not value.startswith("https://") and not _is_loopback_http(value):
-                    raise InvalidInput(f"{key.replace('_', '-')} must be an https:// URL")
-                resolved[key] = value
+                resolved[key] = check_endpoint_url(key, value)
         if profile.provider == "custom" and not (resolved["token_url"] or resolved["issuer"]):
             raise InvalidInput("a custom provider needs --token-url (and --authorize-url) or --issuer")
         return cls._start(
@@ -405,6 +403,24 @@ def _check_secret_dates(created_on: date | None, expires_on: date | None, now: d
     check_plausible_date(expires_on, "the secret's expiry date")
     if created_on and expires_on and expires_on <= created_on:
         raise InvalidInput("the secret's expiry date must be after its creation date")
+
+
+def check_endpoint_url(name: str, url: str) -> str:
+    """An endpoint (`token_url`, `issuer` ...) vault may call: https, or http to loopback."""
+    if not _is_https(url) and not _is_loopback_http(url):
+        raise InvalidInput(f"--{name.replace('_', '-')} must be an https:// URL")
+    return url
+
+
+def _is_https(url: str) -> bool:
+    """An https URL that parses, with a host (`https://[x/` does not: found now, not at the
+    first token request)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        return False
+    return parts.scheme == "https" and bool(parts.hostname)
 
 
 def _is_loopback_http(url: str) -> bool:

@@ -321,3 +321,16 @@ def test_the_copy_of_a_killed_restore_is_removed_by_the_next_one(sqlite_vault: H
     assert again.returncode == 0, out + err
     assert os.listdir(temporary) == []
     assert [c["name"] for c in json.loads(target.ok("client", "list", "--json").out)] == ["jira"]
+
+
+def test_an_endpoint_url_that_does_not_parse_is_bad_input(vault: Harness) -> None:
+    for option, url in (("--token-url", "https://[x/token"), ("--issuer", "https://:443/"),
+                        ("--redirect-uri", "https://[::1/cb")):
+        extra = ("--authorize-url", "https://login.example/auth") if option == "--token-url" \
+            else ()
+        result = vault.run("client", "add", "y", "--provider", "custom", "--client-id", "abc",
+                           "--secret-stdin", option, url, *extra, "--scopes", "openid mail",
+                           *(("--token-url", "https://login.example/token")
+                             if option == "--redirect-uri" else ()),
+                           input="Abc~defghijklmnopqrstuvwxyz0123")
+        assert result.code == 2 and "Traceback" not in result.text, (option, result.text)

@@ -84,6 +84,9 @@ def client_add(state: CliContext, name: str, provider: str, cloud: str | None,
     endpoints = {"authorize_url": authorize_url, "token_url": token_url, "issuer": issuer,
                  "device_url": device_url, "revoke_url": revoke_url}
     if issuer and not token_url:
+        from domain.credentials import check_endpoint_url
+
+        check_endpoint_url("issuer", issuer)  # before anything is fetched from it
         from adapters.http import http_client
         from adapters.oauth import discover
 
