@@ -187,6 +187,7 @@ class Store(ABC):
     def __init__(self) -> None:
         self.recorder: Any = None
         self.snapshot_recorder: Any = None
+        self._column_cache: dict[str, set[str]] = {}
 
     # -- transactions (per database) -------------------------------------------------------
 
@@ -427,7 +428,7 @@ class Store(ABC):
 
     def add_columns(self, tx: Tx) -> None:
         """Columns newer schema versions added, where they are missing."""
-        self.__dict__.pop("_column_cache", None)
+        self._column_cache.clear()
         for table, column, kind in ADDED_COLUMNS:
             if column not in self._columns(tx, table):
                 tx.execute(f"ALTER TABLE {table} ADD COLUMN {column} "
@@ -437,10 +438,9 @@ class Store(ABC):
     def _columns(self, tx: Tx, table: str) -> set[str]: ...
 
     def _columns_of(self, tx: Tx, table: str) -> set[str]:
-        cache = self.__dict__.setdefault("_column_cache", {})
-        if table not in cache:
-            cache[table] = self._columns(tx, table)
-        return cache[table]
+        if table not in self._column_cache:
+            self._column_cache[table] = self._columns(tx, table)
+        return self._column_cache[table]
 
     def _upgrade(self, tx: Tx, rows: RowMacs, settings: dict[str, str], version: int) -> None:
         """A vault from before sealed rows: its settings and purges are sealed as they are found
@@ -490,11 +490,16 @@ class Store(ABC):
         with self.snapshot() as tx:
             rows = [dict(r) for r in tx.all(sql, list(equal.values()))]
             ids = [a for row in rows for a in aggregates_of(row)]
-            newest = {str(r["originator_id"]).replace("-", ""): r["v"] for r in tx.all(
-                "SELECT originator_id, MAX(originator_version) AS v FROM stored_events "
-                f"WHERE originator_id IN ({', '.join('?' for _ in ids)}) GROUP BY originator_id",
-                [self.stored_id(a) for a in ids])} if ids else {}
-        return rows, newest
+            return rows, self._newest(tx, ids) if ids else {}
+
+    def _newest(self, tx: Tx, aggregate_ids: list[str] | None = None) -> dict[str, int]:
+        """The newest stored version of each aggregate (of every one, without ids), by the hex
+        of its id."""
+        where = ("" if aggregate_ids is None else
+                 f"WHERE originator_id IN ({', '.join('?' for _ in aggregate_ids)}) ")
+        return {str(r["originator_id"]).replace("-", ""): r["v"] for r in tx.all(
+            f"SELECT originator_id, MAX(originator_version) AS v FROM stored_events {where}"
+            "GROUP BY originator_id", [self.stored_id(a) for a in aggregate_ids or ()])}
 
     def stored_id(self, aggregate_id: str) -> Any:
         """An aggregate id as stored_events holds it (SQLite: hex text; PostgreSQL: uuid)."""
@@ -511,9 +516,7 @@ class Store(ABC):
                 "SELECT originator_id, subject_id FROM vault_keys WHERE wrapped IS NOT NULL")]
             side["purged"] = [_key_row(r) for r in tx.all(
                 "SELECT * FROM vault_keys WHERE wrapped IS NULL")]
-            side["newest"] = {str(r["originator_id"]).replace("-", ""): r["v"] for r in tx.all(
-                "SELECT originator_id, MAX(originator_version) AS v FROM stored_events "
-                "GROUP BY originator_id")}
+            side["newest"] = self._newest(tx)
         return side
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
