@@ -217,23 +217,28 @@ def test_app_only_tokens_need_a_concrete_tenant(vault: Harness, sandbox) -> None
     assert sandbox.state.stats["client_credentials"] == 1
 
 
-def test_a_certificate_credential_signs_its_client_assertions(vault: Harness, sandbox,
-                                                             tmp_path) -> None:
+def add_certificate_client(h: Harness, sandbox, tmp_path, days: int = 20) -> None:
+    """`demo`, a sandbox client that authenticates with a certificate the sandbox knows."""
     import trustme
     from cryptography import x509
 
+    from adapters.sandbox import settings_line
+
     pem = trustme.CA().issue_cert("vault-app.example.test", key_type=trustme.KeyType.RSA,
-                                  not_after=datetime.now(UTC) + timedelta(days=20))
+                                  not_after=datetime.now(UTC) + timedelta(days=days))
     path = tmp_path / "app.pem"
     path.write_bytes(pem.private_key_pem.bytes() + pem.cert_chain_pems[0].bytes())
     sandbox.state.certificates.append(x509.load_pem_x509_certificate(
         pem.cert_chain_pems[0].bytes()))
-    from adapters.sandbox import settings_line
-
     s = json.loads(settings_line(sandbox))
-    vault.ok("client", "add", "demo", "--provider", "microsoft", "--tenant", s["tenant"],
-             "--client-id", s["client_id"], "--certificate-file", str(path), "--token-url",
-             s["token_url"], "--authorize-url", s["authorize_url"])
+    h.ok("client", "add", "demo", "--provider", "microsoft", "--tenant", s["tenant"],
+         "--client-id", s["client_id"], "--certificate-file", str(path), "--token-url",
+         s["token_url"], "--authorize-url", s["authorize_url"])
+
+
+def test_a_certificate_credential_signs_its_client_assertions(vault: Harness, sandbox,
+                                                             tmp_path) -> None:
+    add_certificate_client(vault, sandbox, tmp_path)
     shown = json.loads(vault.ok("client", "show", "demo", "--json").out)
     assert shown["auth_method"] == "private_key_jwt"
     assert shown["secrets"][0]["kind"] == "certificate" and shown["secrets"][0]["expires_on"]

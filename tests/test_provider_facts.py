@@ -276,21 +276,9 @@ def test_history_as_of_a_date_time_is_exact(vault: Harness) -> None:
 
 def test_rotate_secret_on_a_certificate_client_is_refused_and_points_to_add_certificate(
         vault: Harness, sandbox, tmp_path: Path) -> None:
-    import trustme
-    from cryptography import x509
+    from tests.test_microsoft_sandbox import add_certificate_client
 
-    from adapters.sandbox import settings_line
-
-    pem = trustme.CA().issue_cert("vault-app.example.test", key_type=trustme.KeyType.RSA,
-                                  not_after=datetime.now(UTC) + timedelta(days=20))
-    path = tmp_path / "app.pem"
-    path.write_bytes(pem.private_key_pem.bytes() + pem.cert_chain_pems[0].bytes())
-    sandbox.state.certificates.append(x509.load_pem_x509_certificate(
-        pem.cert_chain_pems[0].bytes()))
-    s = json.loads(settings_line(sandbox))
-    vault.ok("client", "add", "demo", "--provider", "microsoft", "--tenant", s["tenant"],
-             "--client-id", s["client_id"], "--certificate-file", str(path), "--token-url",
-             s["token_url"], "--authorize-url", s["authorize_url"])
+    add_certificate_client(vault, sandbox, tmp_path)
     before = _show(vault, "client", "show", "demo")["secrets"]
 
     for extra in ((), ("--verify",)):
