@@ -41,9 +41,9 @@ from domain.credentials import ClientCredential  # noqa: E402
 from domain.grants import ConsentGrant  # noqa: E402
 from domain.rotation import TokenRotation, rotation_id_for  # noqa: E402
 from domain.secret_value import SecretValue  # noqa: E402
-from vault.application import apply_views, use_case  # noqa: E402
 from vault.audit import AuditRecord  # noqa: E402
 from vault.bootstrap import Settings, init_vault, open_vault  # noqa: E402
+from vault.core import apply_views, use_case  # noqa: E402
 from vault.projections import client_changes, grant_changes, rotation_changes  # noqa: E402
 
 PG_SERVER = os.environ.get("VAULT_BENCH_PG", "postgresql://postgres@127.0.0.1:5432")

@@ -237,7 +237,7 @@ def record_refreshes(app, mailbox: str, count: int, token_prefix: str = "RT") ->
 
     from adapters.store import Changes
     from domain.secret_value import SecretValue
-    from vault.application import apply_views, use_case
+    from vault.core import apply_views, use_case
     from vault.projections import rotation_changes
 
     @use_case("test: record refreshes")

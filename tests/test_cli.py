@@ -217,7 +217,7 @@ def test_history_of_a_long_lived_grant_is_limited_and_uses_snapshots(vault: Harn
     data = _json(vault, "history", "help@contoso.com", "--limit", "5")
     assert data["total_events"] == 2 + 230 and len(data["events"]) == 5
     assert data["state"]["tokens"]["refreshes"] == 230
-    from vault.application import SNAPSHOT_EVERY
+    from vault.core import SNAPSHOT_EVERY
 
     assert vault.sql("SELECT COUNT(*) FROM stored_snapshots")[0][0] == 232 // SNAPSHOT_EVERY
     table = vault.ok("history", "help@contoso.com", "--limit", "5").out

@@ -146,7 +146,7 @@ def test_a_sign_in_name_that_differs_from_the_address(vault: Harness, sandbox) -
     ("expired", "has expired"), ("alg-none", "'none'"), ("hs256", "'HS256'")])
 def test_a_forged_id_token_is_refused(vault: Harness, sandbox, forgery: str,
                                       words: str) -> None:
-    from vault.consent import ConsentFailed
+    from vault.services.consent import ConsentFailed
 
     assert forgery in FORGERIES
     add_sandbox_client(vault, sandbox)

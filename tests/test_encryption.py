@@ -7,7 +7,7 @@ import pytest
 from adapters import crypto
 from adapters.errors import IntegrityViolation
 from tests.conftest import Harness, add_client, import_grant, record_refreshes
-from vault.application import SNAPSHOT_EVERY
+from vault.core import SNAPSHOT_EVERY
 
 
 def _event(h: Harness, name: str, version: int) -> tuple[str, bytes]:

@@ -310,7 +310,7 @@ def test_a_failed_token_is_not_recorded_as_revealed(vault: Harness, sandbox) -> 
 
     from tests.conftest import add_sandbox_client
     from tests.test_microsoft_sandbox import MAILBOX, consent, fail_next
-    from vault.tokens import TokenRefreshFailed
+    from vault.services.tokens import TokenRefreshFailed
 
     add_sandbox_client(vault, sandbox)
     consent(vault, sandbox)

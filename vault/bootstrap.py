@@ -35,18 +35,18 @@ from adapters.keyslots import (
     unlock,
 )
 from adapters.store import Changes, Head, KeyRow, Store, open_store
-from vault.admin import AdminUseCases
-from vault.application import REQUIRED_SETTINGS, system_clock
 from vault.audit import AuditRecord, AuditSealer, os_actor
-from vault.backups import BackupUseCases
-from vault.consent import ConsentUseCases
+from vault.core import REQUIRED_SETTINGS, system_clock
 from vault.errors import AlreadyExists, BadInput
-from vault.importers import ImportUseCases
-from vault.keys import KeyUseCases
-from vault.maintenance import MaintenanceUseCases
-from vault.probes import ProbeUseCases
-from vault.reporting import ReportingUseCases
-from vault.reports import ReportUseCases
+from vault.services.audit import AdminUseCases
+from vault.services.backups import BackupUseCases
+from vault.services.consent import ConsentUseCases
+from vault.services.importers import ImportUseCases
+from vault.services.keys import KeyUseCases
+from vault.services.maintenance import MaintenanceUseCases
+from vault.services.probes import ProbeUseCases
+from vault.services.reporting import ReportingUseCases
+from vault.services.reports import ReportUseCases
 
 
 class VaultApplication(MaintenanceUseCases, ReportingUseCases, BackupUseCases, ImportUseCases,

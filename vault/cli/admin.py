@@ -91,7 +91,7 @@ def audit_checkpoint(state: CliContext, export_file: str, force: bool) -> None:
     Unlocking authenticates the vault header, so the exported public key is the vault's own.
     FILE may replace a checkpoint exported earlier; any other existing file needs --force.
     """
-    from vault.admin import CHECKPOINT_FILE
+    from vault.services.audit import CHECKPOINT_FILE
 
     if export_file != "-":
         check_output(export_file, force=force, **CHECKPOINT_FILE)  # before any work

@@ -105,8 +105,8 @@ def restore(state: CliContext, file: Path, fmt: str, as_json: bool) -> None:
     The backup must unlock with the key given and its audit log must verify before anything is
     written; the restored vault records the restore in its audit log.
     """
-    from vault.backups import restore as restore_backup
     from vault.cli.inputs import material_source
+    from vault.services.backups import restore as restore_backup
 
     with _sigterm_discards_copies():
         result = restore_backup(file, lambda: _open_target(state.settings),

@@ -105,7 +105,7 @@ def client_add(state: CliContext, name: str, provider: str, cloud: str | None,
     )
     click.echo(f"Added client {result['name']} ({result['provider']}, {result['cloud']})")
     if result["provider"] == "microsoft" and not result["redirect_uri"]:
-        from vault.consent import MANUAL_REDIRECT
+        from vault.services.consent import MANUAL_REDIRECT
 
         # Microsoft's "Redirect URI (reply URL) restrictions": the portal refuses an http
         # 127.0.0.1 address (manifest only) but takes http://localhost, port ignored.

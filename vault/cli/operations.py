@@ -167,8 +167,8 @@ def alert(state: CliContext, webhook_file: str | None, email_to: str | None, via
 
     Exit 1 while anything is pending on a channel (it failed, or waits after failing): stderr
     says what, on which channel, and when it is tried next."""
-    from vault.alerting import delivery_summary, pending_lines
     from vault.cli.render import printable
+    from vault.services.alerts import delivery_summary, pending_lines
 
     result = state.app().alert(webhook=webhook_secret(webhook_file), email_to=email_to,
                                via=via, min_severity=min_severity,
@@ -211,7 +211,7 @@ def maintain(state: CliContext, keepalive_days: int, probe_every: int, probe_bud
 
     Exit 0 when every step succeeded, 1 when one failed (the others still ran).
     """
-    from vault.maintenance import MaintainPlan
+    from vault.services.maintenance import MaintainPlan
 
     plan = MaintainPlan(
         keepalive_days=keepalive_days,

@@ -81,8 +81,8 @@ def expiry(state: CliContext, as_of: str | None, within: int | None, check: bool
         raise BadInput("--output is for --format prometheus")
     if fmt == "prometheus":
         from adapters.files import check_output
-        from vault.alerting import METRICS_FILE
         from vault.cli.operations import write_or_echo
+        from vault.services.alerts import METRICS_FILE
 
         if output:
             check_output(output, force=force, **METRICS_FILE)

@@ -20,8 +20,9 @@ from adapters.files import check_output, write_atomically
 from adapters.store.failures import explain_store_failure
 from domain.grants import ACTIVE
 from domain.secret_value import SecretValue
-from vault.admin import CHECKPOINT_FILE
-from vault.alerting import (
+from vault.audit import TrustedCheckpoint, parse_checkpoint
+from vault.errors import BadInput, VaultError
+from vault.services.alerts import (
     METRICS_FILE,
     RESEND_AFTER,
     AlertUseCases,
@@ -29,8 +30,7 @@ from vault.alerting import (
     delivery_summary,
     pending_lines,
 )
-from vault.audit import TrustedCheckpoint, parse_checkpoint
-from vault.errors import BadInput, VaultError
+from vault.services.audit import CHECKPOINT_FILE
 
 
 @dataclass

@@ -13,11 +13,11 @@ from adapters.store import AuditRow
 from domain.credentials import ClientCredential
 from domain.expiry import due_items, evaluate
 from domain.grants import ConsentGrant
-from vault.admin import AdminUseCases
-from vault.application import use_case
 from vault.audit import actor_name, decrypt_entry
+from vault.core import use_case
 from vault.errors import BadInput
-from vault.reports import ReportUseCases
+from vault.services.audit import AdminUseCases
+from vault.services.reports import ReportUseCases
 
 # a purge's audit entry: (kind, what, the detail that keeps the facts of the revocation/removal)
 _PURGES = {"grant revoke": ("grant", "grant revoked", "revocation"),

@@ -12,10 +12,10 @@ from adapters.store import Changes
 from domain.credentials import ClientCredential
 from domain.grants import ConsentGrant
 from domain.probes import DEFAULT_PORTS, NETWORK, OK, mail_server
-from vault.application import apply_views, use_case
+from vault.core import apply_views, use_case
 from vault.errors import BadInput
 from vault.projections import grant_changes
-from vault.tokens import TokenUseCases
+from vault.services.tokens import TokenUseCases
 
 MECHANISMS = ("xoauth2", "oauthbearer")
 TLS_MODES = ("implicit", "starttls", "plain")

@@ -21,10 +21,10 @@ from domain.expiry import (
     evaluate,
 )
 from domain.secret_value import SecretValue
-from vault.application import THRESHOLDS_KEY, ReadModels, VaultCore, use_case
-from vault.clients import client_summary
+from vault.core import THRESHOLDS_KEY, ReadModels, VaultCore, use_case
 from vault.errors import BadInput, NotFound
-from vault.grants import (
+from vault.services.clients import client_summary
+from vault.services.grants import (
     GrantUseCases,
     grant_listing,
     grant_summary,

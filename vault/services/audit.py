@@ -15,7 +15,6 @@ from adapters.keyslots import seal_header
 from adapters.store import AuditRow, Changes, Checkpoint, Head, ViewChange
 from domain.credentials import ClientCredential
 from domain.grants import ConsentGrant
-from vault.application import REQUIRED_SETTINGS, VaultCore, use_case
 from vault.audit import (
     CHECKPOINT_FILE_HEADER,
     TrustedCheckpoint,
@@ -24,6 +23,7 @@ from vault.audit import (
     raise_if_broken,
     verify_log,
 )
+from vault.core import REQUIRED_SETTINGS, VaultCore, use_case
 from vault.errors import BadInput
 from vault.projections import client_changes, grant_changes, rotation_changes
 

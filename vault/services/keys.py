@@ -29,7 +29,7 @@ from adapters.keyslots import (
     seal_header,
 )
 from adapters.store import Changes
-from vault.application import VaultCore, use_case
+from vault.core import VaultCore, use_case
 from vault.errors import BadInput, NotFound, VaultError
 
 

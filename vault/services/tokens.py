@@ -36,10 +36,10 @@ from domain.grants import ACTIVE, ConsentGrant
 from domain.rotation import TokenRotation
 from domain.scopes import resource_for
 from domain.secret_value import SecretValue
-from vault.application import VaultCore, apply_views, use_case
+from vault.core import VaultCore, apply_views, use_case
 from vault.errors import BadInput, VaultError
-from vault.grants import GrantUseCases
 from vault.projections import grant_changes, rotation_changes
+from vault.services.grants import GrantUseCases
 
 LOCK_WAIT_S = 120.0
 MAX_ATTEMPTS = 4

@@ -38,11 +38,11 @@ from domain.identity import (
 from domain.rotation import TokenRotation
 from domain.scopes import MAIL, plan_scopes
 from domain.secret_value import SecretValue
-from vault.application import apply_views, use_case
+from vault.core import apply_views, use_case
 from vault.errors import AlreadyExists, BadInput, VaultError
-from vault.grants import grant_summary
 from vault.projections import grant_changes, rotation_changes
-from vault.tokens import TokenRefreshFailed, TokenUseCases
+from vault.services.grants import grant_summary
+from vault.services.tokens import TokenRefreshFailed, TokenUseCases
 
 FLOWS = ("browser", "manual", "device")
 MANUAL_REDIRECT = "http://127.0.0.1/callback"

@@ -23,10 +23,10 @@ from adapters.store.copying import (
     written_since,
 )
 from adapters.store.schema import VIEW_TABLES
-from vault.admin import AdminUseCases
-from vault.application import VaultCore, use_case
 from vault.audit import raise_if_broken, verify_log
+from vault.core import VaultCore, use_case
 from vault.errors import BadInput
+from vault.services.audit import AdminUseCases
 
 
 def aggregate_states(app: VaultCore, loaded: dict[UUID, Any] | None = None) -> dict[UUID, Any]:

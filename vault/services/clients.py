@@ -13,7 +13,7 @@ from domain.credentials import ClientCredential, check_client_name
 from domain.grants import REVOKED
 from domain.probes import mail_server
 from domain.secret_value import SecretValue
-from vault.application import ReadModels, VaultCore, apply_views, use_case
+from vault.core import ReadModels, VaultCore, apply_views, use_case
 from vault.errors import AlreadyExists, NotFound, VaultError
 from vault.projections import client_changes, client_name_key, client_removal
 

@@ -20,10 +20,10 @@ from domain.identity import NOT_CHECKED_BEFORE, not_checked
 from domain.rotation import TokenRotation, rotation_id_for
 from domain.scopes import resource_url
 from domain.secret_value import SecretValue
-from vault.application import THRESHOLDS_KEY, VaultCore, apply_views, use_case
-from vault.clients import ClientUseCases
+from vault.core import THRESHOLDS_KEY, VaultCore, apply_views, use_case
 from vault.errors import AlreadyExists, AmbiguousMailbox, BadInput, NotFound
 from vault.projections import client_name_key, grant_changes, grant_removal, rotation_changes
+from vault.services.clients import ClientUseCases
 
 
 def _iso(value: Any) -> Any:

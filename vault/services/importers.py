@@ -9,9 +9,9 @@ from typing import Any
 
 from adapters.importers import Account
 from domain.errors import DomainError
-from vault.application import use_case
+from vault.core import use_case
 from vault.errors import BadInput, VaultError
-from vault.grants import GrantUseCases
+from vault.services.grants import GrantUseCases
 
 
 class ImportUseCases(GrantUseCases):

@@ -24,10 +24,10 @@ from domain.expiry import SEVERITY_RANK, due_items, evaluate
 from domain.grants import REVOKED, mailbox_key
 from domain.rotation import rotation_id_for
 from domain.secret_value import SecretValue
-from vault.application import use_case
+from vault.core import use_case
 from vault.errors import BadInput, VaultError
-from vault.probes import ProbeUseCases
-from vault.reports import ReportUseCases
+from vault.services.probes import ProbeUseCases
+from vault.services.reports import ReportUseCases
 
 RESEND_AFTER = timedelta(hours=24)
 # The first line of every metrics file vault writes: a comment to Prometheus, and how vault knows

@@ -1,0 +1,1 @@
+"""The use cases, one service per topic; vault/bootstrap.py composes them."""
