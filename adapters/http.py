@@ -1,13 +1,12 @@
 """The one place vault builds an HTTP client.
 
 TLS verification is always on: the public roots (or SSL_CERT_FILE / SSL_CERT_DIR), plus a private
-CA when VAULT_CA_FILE (or --ca-file) names one. Proxies come from the standard environment
-variables (HTTPS_PROXY, NO_PROXY). Nothing here logs a request body or header.
+CA when the settings name one (--ca-file, VAULT_CA_FILE). Proxies come from the standard
+environment variables (HTTPS_PROXY, NO_PROXY). Nothing here logs a request body or header.
 """
 
 from __future__ import annotations
 
-import os
 import ssl
 
 import httpx
@@ -24,18 +23,19 @@ class HttpSetupError(AdapterError):
 
 def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
     context = httpx.create_ssl_context(trust_env=True)
-    extra = ca_file or os.environ.get("VAULT_CA_FILE")
-    if extra:
+    if ca_file:
         try:
-            context.load_verify_locations(cafile=extra)
+            context.load_verify_locations(cafile=ca_file)
         except (OSError, ssl.SSLError) as e:
-            raise HttpSetupError(f"cannot use the CA file {extra}: {e}") from None
+            raise HttpSetupError(f"cannot use the CA file {ca_file}: {e}") from None
     return context
 
 
-def http_client(ca_file: str | None = None, timeout: httpx.Timeout = TIMEOUT) -> httpx.Client:
+def http_client(ca_file: str | None = None, timeout: httpx.Timeout = TIMEOUT,
+                transport: httpx.BaseTransport | None = None) -> httpx.Client:
     return httpx.Client(
         verify=tls_context(ca_file), timeout=timeout, trust_env=True, follow_redirects=False,
+        transport=transport,
         headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
     )
 

@@ -114,32 +114,32 @@ class Bench:
 
 def bench_rotations(b: Bench, count: int) -> dict:
     with b.app() as app:
-        app.add_client(name="jira", provider="microsoft", tenant="contoso.com",
-                       client_id="11111111-2222-3333-4444-555555555555",
-                       secret=SecretValue("Bench~secret-value-0000000"))
-        app.import_grant(client="jira", mailbox="help@contoso.com", protocols=("imap",),
-                         refresh_token=SecretValue("bench-refresh-token-000000"))
+        app.clients.add_client(name="jira", provider="microsoft", tenant="contoso.com",
+                               client_id="11111111-2222-3333-4444-555555555555",
+                               secret=SecretValue("Bench~secret-value-0000000"))
+        app.grants.import_grant(client="jira", mailbox="help@contoso.com", protocols=("imap",),
+                                refresh_token=SecretValue("bench-refresh-token-000000"))
 
         @use_case("bench: refresh")
         def refresh(app, i: int) -> None:
-            rotation = app.load(rid)
+            rotation = app.core.load(rid)
             rotation.record_tokens(
                 now=b.clock, attempt_id=None, resource="mail",
                 access_token=SecretValue(f"access-token-{i:06d}-xxxxxxxxxxxxxxxx"),
                 expires_in=3600, refresh_token=SecretValue(f"refresh-token-{i:06d}-xxxxxxxx"),
                 scope="https://outlook.office.com/IMAP.AccessAsUser.All")
-            app.commit(rotation, changes=apply_views(Changes(), rotation_changes(rotation)))
+            app.core.commit(rotation, changes=apply_views(Changes(), rotation_changes(rotation)))
 
-        rid = UUID(app.view_rows("view_grants")[0]["rotation_uuid"])
+        rid = UUID(app.core.view_rows("view_grants")[0]["rotation_uuid"])
         start = time.perf_counter()
         for i in range(count):
             b.clock += timedelta(minutes=10)
             refresh(app, i)
         append_s = time.perf_counter() - start
     with b.app() as app:
-        load_s = median_seconds(lambda: app.load(rid), 5)
-        replay_s = median_seconds(lambda: list(app.events.get(rid)), 3)
-        snapshots = app.store.query("SELECT COUNT(*) AS n FROM stored_snapshots")[0]["n"]
+        load_s = median_seconds(lambda: app.core.load(rid), 5)
+        replay_s = median_seconds(lambda: list(app.core.events.get(rid)), 3)
+        snapshots = app.core.store.query("SELECT COUNT(*) AS n FROM stored_snapshots")[0]["n"]
     return {"refreshes": count, "append_total_s": round(append_s, 1),
             "append_ms_each": round(append_s / count * 1000, 2),
             "load_with_snapshot_ms": round(load_s * 1000, 1),
@@ -150,7 +150,7 @@ def bench_grants(b: Bench, count: int) -> dict:
     with b.app() as app:
         @use_case("bench: bulk grants")
         def bulk(app, first: int, size: int) -> None:
-            client = app.load_client(app.client_row("jira")["client_uuid"])
+            client = app.load_client(app.clients.client_row("jira")["client_uuid"])
             aggregates, changes = [], Changes()
             for n in range(first, first + size):
                 gid = app.new_id()
@@ -166,9 +166,9 @@ def bench_grants(b: Bench, count: int) -> dict:
                 apply_views(changes, grant_changes(grant, "microsoft", False),
                             rotation_changes(rotation))
                 aggregates += [grant, rotation]
-            app.commit(*aggregates, changes=changes)
+            app.core.commit(*aggregates, changes=changes)
 
-        if not app.view_rows("view_clients"):
+        if not app.core.view_rows("view_clients"):
             client = ClientCredential.register(
                 aggregate_id=app.new_id(), now=b.clock, name="jira", provider="microsoft",
                 cloud=None, tenant="contoso.com",
@@ -176,7 +176,7 @@ def bench_grants(b: Bench, count: int) -> dict:
 
             @use_case("bench: client")
             def add(app) -> None:
-                app.commit(client, changes=apply_views(
+                app.core.commit(client, changes=apply_views(
                     Changes(keys=app.new_key_rows(client.id, client.id)),
                     client_changes(client)))
             add(app)
@@ -195,18 +195,18 @@ def bench_grants(b: Bench, count: int) -> dict:
 
 def bench_audit(b: Bench, total: int) -> dict:
     with b.app() as app:
-        have = app.store.query("SELECT COUNT(*) AS n FROM vault_audit")[0]["n"]
+        have = app.core.store.query("SELECT COUNT(*) AS n FROM vault_audit")[0]["n"]
         start = time.perf_counter()
         remaining = total - have
         while remaining > 0:
             batch = min(2000, remaining)
-            with app.store.write() as tx:
+            with app.core.store.write() as tx:
                 for _ in range(batch):  # five minutes apart: a day holds 288 of them
                     b.clock += timedelta(minutes=5)
-                    app.store._append_audit(tx, app._sealer(AuditRecord("bench: read")))
+                    app.core.store._append_audit(tx, app._sealer(AuditRecord("bench: read")))
             remaining -= batch
         fill_s = time.perf_counter() - start
-        entries = app.store.query("SELECT COUNT(*) AS n FROM vault_audit")[0]["n"]
+        entries = app.core.store.query("SELECT COUNT(*) AS n FROM vault_audit")[0]["n"]
     # one snapshot, streamed: memory follows what is shown, not the length of the log
     log_s, log_mib = b.cli_peak("audit", "log", "--limit", "100")
     day_s, day_mib = b.cli_peak("report", "audit", "--since", b.clock.date().isoformat(),
@@ -240,12 +240,12 @@ def bench_token(b: Bench, runs: int = 30) -> dict:
     try:
         with b.app() as app:
             b.clock = datetime.now(UTC)
-            app.add_client(name="demo", provider="microsoft", tenant=s["tenant"],
-                           client_id=s["client_id"], secret=SecretValue(s["client_secret"]),
-                           endpoints={"authorize_url": s["authorize_url"],
-                                      "token_url": s["token_url"], "issuer": s["issuer"]})
-            app.consent("demo", mailbox="carol@contoso.com", protocols=("imap",),
-                        flow="manual", ui=ScriptedConsent(sign_in, "carol@contoso.com", "x"))
+            app.clients.add_client(name="demo", provider="microsoft", tenant=s["tenant"],
+                                   client_id=s["client_id"], secret=SecretValue(s["client_secret"]),
+                                   endpoints={"authorize_url": s["authorize_url"],
+                                              "token_url": s["token_url"], "issuer": s["issuer"]})
+            app.consent.consent("demo", mailbox="carol@contoso.com", protocols=("imap",),
+                                flow="manual", ui=ScriptedConsent(sign_in, "carol@contoso.com", "x"))
         cached = b.cli("token", "carol@contoso.com", repeat=runs)
     finally:
         server.stop()

@@ -100,7 +100,8 @@ class Harness:
 
     @property
     def settings(self) -> Settings:
-        return Settings(home=self.home, store_url=self.store_url)
+        return Settings(home=self.home, store_url=self.store_url,
+                        ca_file=os.environ.get("VAULT_CA_FILE"))
 
     def env(self, **extra: str | None) -> dict[str, str | None]:
         env: dict[str, str | None] = {"VAULT_HOME": str(self.home),
@@ -242,14 +243,14 @@ def record_refreshes(app, mailbox: str, count: int, token_prefix: str = "RT") ->
 
     @use_case("test: record refreshes")
     def run(app) -> None:
-        rotation_id = UUID(app.grant_row(mailbox)["rotation_uuid"])
+        rotation_id = UUID(app.grants.grant_row(mailbox)["rotation_uuid"])
         for i in range(count):
-            rotation = app.load(rotation_id)
+            rotation = app.core.load(rotation_id)
             rotation.record_tokens(
-                now=app.now() + timedelta(seconds=i), attempt_id=None, resource="mail",
+                now=app.core.now() + timedelta(seconds=i), attempt_id=None, resource="mail",
                 access_token=SecretValue(f"AT-{token_prefix}-{i:06d}-access"), expires_in=3600,
                 refresh_token=SecretValue(f"{token_prefix}-{i:06d}-refresh-token"), scope="mail")
-            app.commit(rotation, changes=apply_views(Changes(), rotation_changes(rotation)))
+            app.core.commit(rotation, changes=apply_views(Changes(), rotation_changes(rotation)))
 
     run(app)
 

@@ -41,9 +41,8 @@ def fleet(vault: Harness) -> Harness:
 
 
 def _alert(h: Harness, clock: Clock, receiver, sleeps: list | None = None, **kwargs) -> dict:
-    with h.app(clock=clock) as app:
-        app.sleep = sleeps.append if sleeps is not None else (lambda s: None)
-        return app.alert(webhook=SecretValue(receiver.url), **kwargs)
+    with h.app(clock=clock, sleep=sleeps.append if sleeps is not None else (lambda s: None)) as app:
+        return app.alerts.alert(webhook=SecretValue(receiver.url), **kwargs)
 
 
 NOTHING = {"sent": 0, "alerts": [], "resolved": 0, "delivered": {}, "errors": [],
@@ -97,7 +96,7 @@ def test_one_alert_per_finding_then_on_a_rise_then_after_the_interval(fleet: Har
 
 
 def test_retries_on_500_with_back_off_and_a_failed_delivery_is_sent_again(fleet: Harness,
-                                                                         webhook) -> None:
+                                                                          webhook) -> None:
     clock = Clock(T0)
     webhook.script = [500, 503]
     sleeps: list[float] = []
@@ -218,9 +217,8 @@ def test_retry_after_is_honoured_up_to_a_cap_and_network_errors_are_retried(
         closed = f"http://127.0.0.1:{s.getsockname()[1]}/hooks/s3cr3t-hook-token"
     sleeps.clear()
     clock.at += timedelta(days=14)  # critical now: due again
-    with fleet.app(clock=clock) as app:
-        app.sleep = sleeps.append
-        (error,) = app.alert(webhook=SecretValue(closed))["errors"]
+    with fleet.app(clock=clock, sleep=sleeps.append) as app:
+        (error,) = app.alerts.alert(webhook=SecretValue(closed))["errors"]
     assert sleeps == [1.0, 2.0, 4.0] and "ConnectError" in error
     assert "s3cr3t" not in error and "127.0.0.1/..." in error
 
@@ -269,7 +267,7 @@ def test_hosts_racing_for_one_finding_send_it_once(fleet: Harness, webhook) -> N
     def host() -> None:
         with fleet.app(clock=clock) as app:
             barrier.wait()
-            results.append(app.alert(webhook=SecretValue(webhook.url))["sent"])
+            results.append(app.alerts.alert(webhook=SecretValue(webhook.url))["sent"])
 
     threads = [threading.Thread(target=host) for _ in range(4)]
     for t in threads:
@@ -292,8 +290,8 @@ def test_an_email_alert_goes_through_dovecot_submission_with_xoauth2(
     h = sqlite_vault
     add_oidc_client(h, oidc, scopes="openid offline_access mail.imap mail.smtp")
     with h.app() as app:
-        app.consent("idp", mailbox=ALICE[0], protocols=("smtp",), flow="manual",
-                    ui=ScriptedConsent(oidc.complete_authorization, *ALICE))
+        app.consent.consent("idp", mailbox=ALICE[0], protocols=("smtp",), flow="manual",
+                            ui=ScriptedConsent(oidc.complete_authorization, *ALICE))
     point_at(h, dovecot)
     _secret_expiring(h, "idp", date.today() + timedelta(days=3))
     mail_sink.clear()
@@ -362,8 +360,8 @@ def test_failed_probes_reach_the_prometheus_file_and_alerts(sqlite_vault: Harnes
     h = sqlite_vault
     add_oidc_client(h, oidc, scopes="openid offline_access mail.imap mail.pop")
     with h.app() as app:
-        app.consent("idp", mailbox=ALICE[0], protocols=("imap", "pop"), flow="manual",
-                    ui=ScriptedConsent(oidc.complete_authorization, *ALICE))
+        app.consent.consent("idp", mailbox=ALICE[0], protocols=("imap", "pop"), flow="manual",
+                            ui=ScriptedConsent(oidc.complete_authorization, *ALICE))
     point_at(h, dovecot)
     h.run("probe", ALICE[0], "--protocol", "imap", VAULT_CA_FILE=str(mail_ca.ca_path))
     h.run("probe", ALICE[0], "--protocol", "pop")  # without the CA: a TLS failure
@@ -446,8 +444,8 @@ def test_a_channel_in_back_off_holds_back_no_other_channel(
     h = sqlite_vault
     add_oidc_client(h, oidc, scopes="openid offline_access mail.imap mail.smtp")
     with h.app() as app:
-        app.consent("idp", mailbox=ALICE[0], protocols=("smtp",), flow="manual",
-                    ui=ScriptedConsent(oidc.complete_authorization, *ALICE))
+        app.consent.consent("idp", mailbox=ALICE[0], protocols=("smtp",), flow="manual",
+                            ui=ScriptedConsent(oidc.complete_authorization, *ALICE))
     point_at(h, dovecot)
     _secret_expiring(h, "idp", date.today() + timedelta(days=3))
     mail_sink.clear()
@@ -456,9 +454,8 @@ def test_a_channel_in_back_off_holds_back_no_other_channel(
     channels = {"email_to": "ops@example.test", "via": ALICE[0]}
 
     def run(**kwargs) -> dict:
-        with h.app(clock=clock) as app:
-            app.sleep = lambda seconds: None
-            return app.alert(webhook=SecretValue(webhook.url), **channels, **kwargs)
+        with h.app(clock=clock, sleep=lambda seconds: None) as app:
+            return app.alerts.alert(webhook=SecretValue(webhook.url), **channels, **kwargs)
 
     monkeypatch.setenv("VAULT_CA_FILE", str(mail_ca.ca_path))  # Dovecot's TLS certificate
     webhook.script = [500] * 4

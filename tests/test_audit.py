@@ -97,13 +97,13 @@ def test_a_command_appending_while_the_log_is_read_is_not_tampering(busy: Harnes
     from vault.audit import verify_log
 
     with busy.app() as reader, busy.app() as writer:
-        with reader.store.audit_log() as (checkpoint, rows):
-            writer.status()  # appends an entry and re-signs the head, mid-read
-            report = verify_log(rows, checkpoint, reader.header.vault_id,
-                                reader.header.audit_public_key)
+        with reader.core.store.audit_log() as (checkpoint, rows):
+            writer.reports.status()  # appends an entry and re-signs the head, mid-read
+            report = verify_log(rows, checkpoint, reader.core.header.vault_id,
+                                reader.core.header.audit_public_key)
         assert report.ok, report.problems
         assert report.entries == checkpoint.size == _count(busy) - 1
-        reader.verified_audit_rows()  # and a fresh read sees the new head, also sound
+        reader.audit.verified_audit_rows()  # and a fresh read sees the new head, also sound
 
 
 @pytest.mark.parametrize("edit", [

@@ -67,7 +67,7 @@ def _new_home(tmp_path: Path, request, kind: str = "sqlite", name: str = "restor
 
 
 def test_backup_then_restore_on_a_new_home_is_the_same_vault(vault: Harness, tmp_path: Path,
-                                                              request) -> None:
+                                                             request) -> None:
     _history(vault)
     before = _views(vault)
     backup = tmp_path / "vault.backup"
@@ -328,7 +328,7 @@ def _zero_audit_entry(h: Harness, seq: int) -> None:
 
 
 def test_a_backup_that_fails_its_proof_leaves_the_previous_one_in_place(vault: Harness,
-                                                                         tmp_path: Path) -> None:
+                                                                        tmp_path: Path) -> None:
     add_client(vault, "jira")
     directory = tmp_path / "backups"
     directory.mkdir()
@@ -344,7 +344,7 @@ def test_a_backup_that_fails_its_proof_leaves_the_previous_one_in_place(vault: H
 
 
 def test_a_backup_is_never_written_into_the_vault_home(sqlite_vault: Harness,
-                                                        tmp_path: Path) -> None:
+                                                       tmp_path: Path) -> None:
     add_client(sqlite_vault, "jira")
     home = sqlite_vault.home
     before = sorted(p.name for p in home.iterdir())

@@ -186,13 +186,13 @@ def test_history_shows_the_state_as_of_a_date(vault: Harness) -> None:
     day = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
     clock = {"now": day}
     with vault.app(clock=lambda: clock["now"]) as app:
-        app.add_client(name="jira", provider="microsoft", tenant="contoso.com",
-                       client_id=MS_CLIENT_ID, secret=SecretValue("First~secret-value-0001"))
+        app.clients.add_client(name="jira", provider="microsoft", tenant="contoso.com",
+                               client_id=MS_CLIENT_ID, secret=SecretValue("First~secret-value-0001"))
         clock["now"] = day + timedelta(days=10)
-        app.rotate_secret("jira", secret=SecretValue("Second~secret-value-0002"))
+        app.clients.rotate_secret("jira", secret=SecretValue("Second~secret-value-0002"))
         clock["now"] = day + timedelta(days=20)
-        app.import_grant(client="jira", mailbox="help@contoso.com", protocols=("imap",),
-                         refresh_token=SecretValue("refresh-token-value-0003"))
+        app.grants.import_grant(client="jira", mailbox="help@contoso.com", protocols=("imap",),
+                                refresh_token=SecretValue("refresh-token-value-0003"))
     early = _json(vault, "history", "jira", "--as-of", "2026-03-05")
     assert [s["ref"] for s in early["state"]["secrets"]] == ["s1"]
     assert [e["event"] for e in early["events"]] == ["Registered", "SecretAdded"]

@@ -32,10 +32,9 @@ def consent(h: Harness, *, mailbox: str = DAVE, signs_in: str = DAVE, flow: str 
     """A consent for `mailbox` where the person at the browser signs in as `signs_in`."""
     ui = ScriptedConsent(sign_in, signs_in, "sandbox")
     ui.device_approver = approve
-    with h.app() as app:
-        app.sleep = lambda seconds: None
-        result = app.consent(client, mailbox=mailbox, protocols=("imap",), flow=flow, ui=ui,
-                             timeout=30, **kwargs)
+    with h.app(sleep=lambda seconds: None) as app:
+        result = app.consent.consent(client, mailbox=mailbox, protocols=("imap",), flow=flow, ui=ui,
+                                     timeout=30, **kwargs)
         result["warnings"] = list(app.warnings)
         return result
 
@@ -50,7 +49,7 @@ def consent_audit(h: Harness) -> dict:
 
 
 def test_mallory_signing_in_for_dave_is_refused_and_nothing_is_stored(vault: Harness,
-                                                                       sandbox) -> None:
+                                                                      sandbox) -> None:
     """The whole command, as a person runs it: the pasted redirect comes from mallory's sign-in."""
     add_sandbox_client(vault, sandbox)
     process = vault.spawn("consent", "demo", "--mailbox", DAVE, "--protocols", "imap",
@@ -71,7 +70,7 @@ def test_mallory_signing_in_for_dave_is_refused_and_nothing_is_stored(vault: Har
 
 @pytest.mark.parametrize("flow", ["browser", "device"])
 def test_mallory_is_refused_in_the_browser_and_device_flows_too(vault: Harness, sandbox,
-                                                                 flow: str) -> None:
+                                                                flow: str) -> None:
     add_sandbox_client(vault, sandbox)
     with pytest.raises(AccountMismatch, match=f"{MALLORY}.*{DAVE}"):
         consent(vault, signs_in=MALLORY, flow=flow)
@@ -111,7 +110,7 @@ def test_a_delegate_consents_for_a_shared_mailbox_with_account(vault: Harness, s
     shown = json.loads(vault.ok("grant", "show", "helpdesk@contoso.com", "--json").out)
     assert (shown["signed_in"]["account"], shown["signed_in"]["expected"]) == (DAVE, DAVE)
     assert "with --account, for this mailbox" in vault.ok("grant", "show",
-                                                           "helpdesk@contoso.com").out
+                                                          "helpdesk@contoso.com").out
     with pytest.raises(AccountMismatch, match=f"{MALLORY}.*{DAVE}"):  # --account is checked
         consent(vault, mailbox="sales@contoso.com", signs_in=MALLORY, account=DAVE)
 
@@ -205,10 +204,9 @@ def peer_consent(h: Harness, peer, *, mailbox: str, user, flow: str = "browser",
                  **kwargs) -> dict:
     ui = ScriptedConsent(peer.complete_authorization, *user)
     ui.device_approver = peer.approve_device_code
-    with h.app() as app:
-        app.sleep = lambda seconds: None
-        return app.consent("idp", mailbox=mailbox, protocols=("imap",), flow=flow, ui=ui,
-                           timeout=30, **kwargs)
+    with h.app(sleep=lambda seconds: None) as app:
+        return app.consent.consent("idp", mailbox=mailbox, protocols=("imap",), flow=flow, ui=ui,
+                                   timeout=30, **kwargs)
 
 
 @pytest.mark.parametrize("flow", ["browser", "manual", "device"])

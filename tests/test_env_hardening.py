@@ -10,7 +10,7 @@ from eventsourcing.persistence import Mapper
 
 from adapters.encryption import EncryptedMapper
 from tests.conftest import Harness, add_client
-from vault.bootstrap import VaultApplication
+from vault.core import VaultCore
 from vault.errors import WiringError
 
 SENTINEL = "EnvHardening~secret-0123456789"
@@ -38,9 +38,9 @@ def test_stray_eventsourcing_variables_change_nothing(vault: Harness, monkeypatc
         monkeypatch.setenv(name, value)
     add_client(vault, secret=SENTINEL)
     with vault.app() as app:
-        assert type(app.mapper) is EncryptedMapper
-        assert app.mapper.cipher is None and app.mapper.compressor is None
-        assert app.recorder is app.store.recorder and app.snapshots is not None
+        assert type(app.core.mapper) is EncryptedMapper
+        assert app.core.mapper.cipher is None and app.core.mapper.compressor is None
+        assert app.core.recorder is app.core.store.recorder and app.core.snapshots is not None
     for name in HOSTILE:
         monkeypatch.delenv(name)
     shown = json.loads(vault.ok("client", "show", "jira", "--reveal-secret", "--json").out)
@@ -49,7 +49,7 @@ def test_stray_eventsourcing_variables_change_nothing(vault: Harness, monkeypatc
 
 
 def test_the_application_refuses_to_start_with_another_mapper(vault: Harness) -> None:
-    class Plain(VaultApplication):
+    class Plain(VaultCore):
         def construct_mapper(self):
             return Mapper(transcoder=super().construct_mapper().transcoder)
 
@@ -67,14 +67,14 @@ def test_the_application_refuses_to_start_with_another_mapper(vault: Harness) ->
 
 
 def test_use_cases_never_override_eventsourcing_application_methods() -> None:
-    """A use-case mixin method named like one of Application's (`_record` once was) would
-    silently replace the library's persistence step."""
+    """A core method named like one of Application's (`_record` once was) would silently
+    replace the library's persistence step."""
     from eventsourcing.application import Application
 
     overridden = {"__init__", "close", "construct_env", "construct_factory", "construct_mapper",
                   "construct_recorder", "construct_snapshot_store", "name",
                   "snapshotting_intervals", "snapshotting_projectors"}
-    ours = {name for cls in VaultApplication.__mro__
+    ours = {name for cls in VaultCore.__mro__
             if cls.__module__.split(".")[0] in ("vault", "domain", "adapters")
             for name in vars(cls) if not name.startswith("__")}
     assert (ours & set(dir(Application))) - overridden == set()

@@ -19,8 +19,8 @@ from vault.fastpath import cached_token
 def granted(sqlite_vault: Harness, sandbox) -> Harness:
     add_sandbox_client(sqlite_vault, sandbox)
     with sqlite_vault.app() as app:
-        app.consent("demo", mailbox=MAILBOX, protocols=("imap", "smtp"), flow="manual",
-                    ui=ScriptedConsent(sign_in, MAILBOX, "sandbox"))
+        app.consent.consent("demo", mailbox=MAILBOX, protocols=("imap", "smtp"), flow="manual",
+                            ui=ScriptedConsent(sign_in, MAILBOX, "sandbox"))
     return sqlite_vault
 
 
@@ -43,7 +43,7 @@ def _audit_count(h: Harness) -> int:
 
 def test_the_cached_path_answers_like_the_full_cli_and_is_audited(granted: Harness) -> None:
     with granted.app() as app:
-        full = app.access_token(MAILBOX).token.reveal()
+        full = app.tokens.access_token(MAILBOX).token.reveal()
     before = _audit_count(granted)
     assert fast(granted) == full
     assert fast(granted, "--protocol", "smtp") == full  # one resource serves both

@@ -70,7 +70,7 @@ def test_a_mutt_oauth2_token_file_becomes_a_client_and_a_grant(sqlite_vault: Har
 
 
 def test_a_mutt_token_file_without_the_app_takes_it_from_options(sqlite_vault: Harness,
-                                                                  tmp_path: Path) -> None:
+                                                                 tmp_path: Path) -> None:
     """mutt's own script keeps client id and secret in its registrations table."""
     upstream = {k: v for k, v in MUTT_MICROSOFT.items() if k not in ("client_id",
                                                                      "client_secret")}
@@ -338,7 +338,7 @@ def test_each_imported_account_is_audited_under_its_own_subject_and_the_import_s
                                  "imported": 3, "exists": 0, "skipped": len(rows) - 3}
     assert PROXY_PASSWORD not in json.dumps(entries)
     assert not any(a["refresh_token"] in json.dumps(entries) for a in (PROXY_MICROSOFT,
-                                                                        PROXY_GOOGLE))
+                                                                       PROXY_GOOGLE))
 
 
 def test_a_wrong_password_or_none_is_reported(sqlite_vault: Harness, oidc,

@@ -103,16 +103,14 @@ def consent(h: Harness, server, flow: str = "manual", clock=None, mailbox: str =
     ui.device_approver = approve
     if clock is not None:  # the provider stamps its ID tokens with the same (moved) time
         server.state.clock = lambda: clock().timestamp()
-    with h.app(clock=clock) as app:
-        app.sleep = lambda seconds: None
-        return app.consent("demo", mailbox=mailbox, protocols=kwargs.pop("protocols", ("imap",)),
-                           flow=flow, ui=ui, timeout=30, **kwargs)
+    with h.app(clock=clock, sleep=lambda seconds: None) as app:
+        return app.consent.consent("demo", mailbox=mailbox, protocols=kwargs.pop("protocols", ("imap",)),
+                                   flow=flow, ui=ui, timeout=30, **kwargs)
 
 
 def refresh_in_process(h: Harness, sleeps: list[float] | None = None):
-    with h.app() as app:
-        app.sleep = (sleeps.append if sleeps is not None else lambda s: None)
-        return app.refresh(MAILBOX)
+    with h.app(sleep=(sleeps.append if sleeps is not None else lambda s: None)) as app:
+        return app.tokens.refresh(MAILBOX)
 
 
 def fail_next(server, code: int = 0, count: int = 1, status: int | None = None) -> None:
@@ -164,14 +162,13 @@ def test_transient_answers_are_retried_honouring_retry_after(vault: Harness, san
 
 
 def test_a_provider_that_cannot_be_reached_is_not_a_credential_problem(vault: Harness,
-                                                                      sandbox) -> None:
+                                                                       sandbox) -> None:
     add_sandbox_client(vault, sandbox)
     consent(vault, sandbox, clock=lambda: datetime.now(UTC) - timedelta(hours=2))
     sandbox.stop()
-    with vault.app() as app:
-        app.sleep = lambda seconds: None
-        with pytest.raises(Exception, match="could not be reached") as caught:
-            app.access_token(MAILBOX)
+    with vault.app(sleep=lambda seconds: None) as app, \
+            pytest.raises(Exception, match="could not be reached") as caught:
+        app.tokens.access_token(MAILBOX)
     assert "secret" not in str(caught.value)
     assert f"127.0.0.1:{sandbox.server_address[1]}" in str(caught.value)
     assert json.loads(vault.ok("grant", "show", MAILBOX, "--json").out)["status"] == "active"
@@ -192,12 +189,11 @@ def test_rotate_secret_verify_waits_for_a_new_secret_to_work(vault: Harness, san
     consent(vault, sandbox)
     new_secret = "Brand~New.Secret-value-0123456789"
     sandbox.state.secret = new_secret  # the app registration now has only the new secret
-    with vault.app() as app:
-        sleeps: list[float] = []
-        app.sleep = sleeps.append
+    sleeps: list[float] = []
+    with vault.app(sleep=sleeps.append) as app:
         fail_next(sandbox, 7000215, count=2)  # not working yet: it is still propagating
-        result = app.rotate_secret_verified("demo", secret=SecretValue(new_secret),
-                                            verify_for=60)
+        result = app.clients.rotate_secret_verified("demo", secret=SecretValue(new_secret),
+                                                    verify_for=60)
     assert result["verified"] and sleeps == [5.0, 5.0]
     secrets = json.loads(vault.ok("client", "show", "demo", "--json").out)["secrets"]
     assert [(s["ref"], s["current"], s["retired_at"] is None) for s in secrets] == [
@@ -237,7 +233,7 @@ def add_certificate_client(h: Harness, sandbox, tmp_path, days: int = 20) -> Non
 
 
 def test_a_certificate_credential_signs_its_client_assertions(vault: Harness, sandbox,
-                                                             tmp_path) -> None:
+                                                              tmp_path) -> None:
     add_certificate_client(vault, sandbox, tmp_path)
     shown = json.loads(vault.ok("client", "show", "demo", "--json").out)
     assert shown["auth_method"] == "private_key_jwt"
@@ -256,7 +252,6 @@ def test_device_polling_honours_slow_down(vault: Harness, sandbox) -> None:
     ui.device_approver = lambda uri, code, user, password: httpx.post(
         uri, data={"user_code": code, "username": user, "password": password})
     sleeps: list[float] = []
-    with vault.app() as app:
-        app.sleep = sleeps.append
-        app.consent("demo", mailbox=MAILBOX, protocols=("imap",), flow="device", ui=ui)
+    with vault.app(sleep=sleeps.append) as app:
+        app.consent.consent("demo", mailbox=MAILBOX, protocols=("imap",), flow="device", ui=ui)
     assert sleeps == [1, 6, 11]  # the given interval, then +5 s for each slow_down

@@ -103,7 +103,7 @@ def test_purge_shreds_the_data_key_and_wipes_its_pages(sqlite_vault: Harness) ->
         from adapters.errors import SubjectPurged
 
         try:
-            app.load(UUID(grant_uuid))
+            app.core.load(UUID(grant_uuid))
         except SubjectPurged:
             pass
         else:

@@ -16,10 +16,9 @@ def consent(h: Harness, peer, flow: str = "browser", client: str = "idp",
             protocols: tuple[str, ...] = ("imap", "smtp"), user=ALICE, **kwargs):
     ui = ScriptedConsent(peer.complete_authorization, *user)
     ui.device_approver = peer.approve_device_code
-    with h.app() as app:
-        app.sleep = lambda seconds: None
-        return app.consent(client, mailbox=user[0], protocols=protocols, flow=flow, ui=ui,
-                           timeout=30, **kwargs)
+    with h.app(sleep=lambda seconds: None) as app:
+        return app.consent.consent(client, mailbox=user[0], protocols=protocols, flow=flow, ui=ui,
+                                   timeout=30, **kwargs)
 
 
 def token(h: Harness, mailbox: str = ALICE[0], *extra: str) -> str:
@@ -130,9 +129,8 @@ def test_a_grant_revoked_at_the_provider_breaks_after_a_second_refusal(vault: Ha
     assert "refresh refused once" in outcome["error"]
     assert "marked for re-consent" not in outcome["error"]
     ten_minutes_on = timedelta(minutes=10, seconds=5)
-    with vault.app(clock=lambda: datetime.now(UTC) + ten_minutes_on) as app:
-        app.sleep = lambda seconds: None
-        (outcome,) = app.refresh("bob@example.test")
+    with vault.app(clock=lambda: datetime.now(UTC) + ten_minutes_on, sleep=lambda seconds: None) as app:
+        (outcome,) = app.tokens.refresh("bob@example.test")
     assert "marked for re-consent" in outcome["error"]
     events = [e["event"] for e in json.loads(vault.ok(
         "history", "bob@example.test", "--json").out)["events"]]
@@ -149,7 +147,7 @@ def test_a_grant_revoked_at_the_provider_breaks_after_a_second_refusal(vault: Ha
 
 
 def test_revoking_a_grant_revokes_its_refresh_token_at_the_provider(vault: Harness,
-                                                                   oidc) -> None:
+                                                                    oidc) -> None:
     add_oidc_client(vault, oidc)
     consent(vault, oidc)
     access = token(vault)

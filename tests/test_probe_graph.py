@@ -17,8 +17,8 @@ def _graph_args(server) -> list[str]:
 def test_delegated_graph_probe_reads_the_inbox(vault: Harness, sandbox) -> None:
     add_sandbox_client(vault, sandbox)
     with vault.app() as app:
-        app.consent("demo", mailbox=MAILBOX, protocols=("imap", "graph"), flow="manual",
-                    ui=ScriptedConsent(sign_in, MAILBOX, "sandbox"))
+        app.consent.consent("demo", mailbox=MAILBOX, protocols=("imap", "graph"), flow="manual",
+                            ui=ScriptedConsent(sign_in, MAILBOX, "sandbox"))
     result = vault.ok("probe", MAILBOX, *_graph_args(sandbox), "--json")
     (graph,) = json.loads(result.out)
     assert (graph["outcome"], graph["detail"]["messages"]) == ("ok", 3)
@@ -40,8 +40,8 @@ def test_app_only_graph_probe_uses_the_users_path(vault: Harness, sandbox) -> No
 def test_a_refused_graph_token_is_explained_and_exits_1(vault: Harness, sandbox) -> None:
     add_sandbox_client(vault, sandbox)
     with vault.app() as app:
-        app.consent("demo", mailbox=MAILBOX, protocols=("graph",), flow="manual",
-                    ui=ScriptedConsent(sign_in, MAILBOX, "sandbox"))
+        app.consent.consent("demo", mailbox=MAILBOX, protocols=("graph",), flow="manual",
+                            ui=ScriptedConsent(sign_in, MAILBOX, "sandbox"))
     sandbox.state.access_tokens.clear()  # the provider forgot every token (revoked)
     result = vault.run("probe", MAILBOX, *_graph_args(sandbox))
     assert result.code == 1 and "refused" in result.out
@@ -53,8 +53,8 @@ def test_a_refused_graph_token_is_explained_and_exits_1(vault: Harness, sandbox)
 def test_graph_over_untrusted_tls_and_plaintext_rules(vault: Harness, sandbox) -> None:
     add_sandbox_client(vault, sandbox)
     with vault.app() as app:
-        app.consent("demo", mailbox=MAILBOX, protocols=("graph",), flow="manual",
-                    ui=ScriptedConsent(sign_in, MAILBOX, "sandbox"))
+        app.consent.consent("demo", mailbox=MAILBOX, protocols=("graph",), flow="manual",
+                            ui=ScriptedConsent(sign_in, MAILBOX, "sandbox"))
     port = urlsplit(sandbox.base_url).port
     # https to a plain-HTTP server: the handshake fails; never a silent downgrade
     result = vault.run("probe", MAILBOX, "--protocol", "graph", "--host", "127.0.0.1",

@@ -17,8 +17,8 @@ def _consent(h: Harness, peer, mailbox: str = ALICE[0], user=ALICE,
              protocols=("imap", "pop", "smtp"), client: str = "idp",
              account: str | None = None) -> None:
     with h.app() as app:
-        app.consent(client, mailbox=mailbox, protocols=protocols, flow="manual",
-                    ui=ScriptedConsent(peer.complete_authorization, *user), account=account)
+        app.consent.consent(client, mailbox=mailbox, protocols=protocols, flow="manual",
+                            ui=ScriptedConsent(peer.complete_authorization, *user), account=account)
 
 
 def _probe(h: Harness, mailbox: str, *args: str, ca=None, code: int | None = None):
@@ -91,7 +91,7 @@ def test_a_revoked_grant_is_refused(alice: Harness, oidc, dovecot, mail_ca) -> N
 
 
 def test_a_token_of_another_mailbox_is_refused(sqlite_vault: Harness, oidc, dovecot,
-                                              mail_ca) -> None:
+                                               mail_ca) -> None:
     """Alice consented for bob's mailbox, claiming to be his delegate (--account): the consent
     checks who signed in, not who may read the mailbox; user=bob with alice's token is refused
     by the mail server."""
@@ -105,7 +105,7 @@ def test_a_token_of_another_mailbox_is_refused(sqlite_vault: Harness, oidc, dove
 
 
 def test_a_token_without_the_mail_scope_is_refused(sqlite_vault: Harness, oidc, dovecot,
-                                                  mail_ca) -> None:
+                                                   mail_ca) -> None:
     add_oidc_client(sqlite_vault, oidc, scopes="openid offline_access mail.smtp")
     _consent(sqlite_vault, oidc, protocols=("imap",))
     point_at(sqlite_vault, dovecot)
@@ -114,7 +114,7 @@ def test_a_token_without_the_mail_scope_is_refused(sqlite_vault: Harness, oidc, 
 
 
 def test_an_unreachable_authorization_server_is_temporary(alice: Harness, dovecot_without_idp,
-                                                         mail_ca) -> None:
+                                                          mail_ca) -> None:
     point_at(alice, dovecot_without_idp)
     results, _ = _probe(alice, ALICE[0], ca=mail_ca, code=1)
     assert {p: r["outcome"] for p, r in results.items()} == {

@@ -65,8 +65,8 @@ def granted(sqlite_vault: Harness, sandbox) -> Harness:
     """A grant with a cached access token, which the cached-token path can serve."""
     add_sandbox_client(sqlite_vault, sandbox)
     with sqlite_vault.app() as app:
-        app.consent("demo", mailbox=MAILBOX, protocols=("imap",), flow="manual",
-                    ui=ScriptedConsent(sign_in, MAILBOX, "sandbox"))
+        app.consent.consent("demo", mailbox=MAILBOX, protocols=("imap",), flow="manual",
+                            ui=ScriptedConsent(sign_in, MAILBOX, "sandbox"))
     return sqlite_vault
 
 
@@ -183,8 +183,8 @@ def test_a_refresh_token_typed_at_a_terminal_is_not_echoed(sqlite_vault: Harness
     assert code == 0, shown
     assert b"Refresh token (typing is not shown): " in shown and token[:12].encode() not in shown
     with sqlite_vault.app() as app:
-        (row,) = app.view_rows("view_grants")
-        rotation = app.load(UUID(row["rotation_uuid"]))
+        (row,) = app.core.view_rows("view_grants")
+        rotation = app.core.load(UUID(row["rotation_uuid"]))
         assert rotation.refresh_token.reveal() == token
 
 

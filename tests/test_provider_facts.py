@@ -174,7 +174,7 @@ def _import(h: Harness, tmp_path: Path, text: str) -> dict[str, dict]:
 
 
 def test_the_proxy_importer_knows_21vianets_second_sign_in_host(vault: Harness,
-                                                                 tmp_path: Path) -> None:
+                                                                tmp_path: Path) -> None:
     token_url = ("https://login.partner.microsoftonline.cn/contoso.partner.onmschina.cn/"
                  "oauth2/v2.0/token")
     rows = _import(vault, tmp_path, "[IMAP-1993]\nserver_address = partner.outlook.cn\n\n"
@@ -251,10 +251,10 @@ def test_history_as_of_a_date_time_is_exact(vault: Harness) -> None:
     noon = datetime(2026, 3, 11, 12, 0, tzinfo=UTC)
     clock = {"now": datetime(2026, 3, 1, 9, 0, tzinfo=UTC)}
     with vault.app(clock=lambda: clock["now"]) as app:
-        app.add_client(name="jira", provider="microsoft", tenant="contoso.com",
-                       client_id=MS_CLIENT_ID, secret=SecretValue("First~secret-value-0001"))
+        app.clients.add_client(name="jira", provider="microsoft", tenant="contoso.com",
+                               client_id=MS_CLIENT_ID, secret=SecretValue("First~secret-value-0001"))
         clock["now"] = noon + timedelta(minutes=1)
-        app.rotate_secret("jira", secret=SecretValue("Second~secret-value-0002"))
+        app.clients.rotate_secret("jira", secret=SecretValue("Second~secret-value-0002"))
 
     def secrets_at(when: str) -> list[str]:
         data = _show(vault, "history", "jira", "--as-of", when)

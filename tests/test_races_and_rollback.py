@@ -14,10 +14,10 @@ from tests.conftest import MS_CLIENT_ID, Harness, add_client, import_grant, reco
 def test_a_process_unlocked_before_a_root_key_rotation_cannot_write_old_term_keys(
         vault: Harness) -> None:
     with vault.app() as stale:
-        stale.list_clients()  # its audit key is now cached: only the commit can tell
+        stale.clients.list_clients()  # its audit key is now cached: only the commit can tell
         vault.ok("key", "rotate", "--drop-slot", "1")
         with pytest.raises(ConcurrentChange, match="root key was rotated"):
-            stale.add_client(name="late", provider="microsoft", tenant="contoso.com",
+            stale.clients.add_client(name="late", provider="microsoft", tenant="contoso.com",
                              client_id=MS_CLIENT_ID, secret=SecretValue("Late~secret-012345678"))
     assert json.loads(vault.ok("client", "list", "--json").out) == []
     assert vault.sql("SELECT DISTINCT term FROM vault_keys") == [(2,)]
@@ -38,7 +38,7 @@ def test_a_key_command_on_a_header_changed_meanwhile_is_refused(vault: Harness, 
     with vault.app() as stale:
         vault.ok("key", "add-keyfile", str(tmp_path / "first.key"))
         with pytest.raises(ConcurrentChange, match="keyslots changed"):
-            stale.add_keyslot(write_key_file(str(tmp_path / "second.key")), label="second")
+            stale.keys.add_keyslot(write_key_file(str(tmp_path / "second.key")), label="second")
     slots = json.loads(vault.ok("key", "list", "--json").out)
     assert [s["id"] for s in slots] == [1, 2, 3]
     assert vault.ok("client", "list", VAULT_KEY_FILE=str(tmp_path / "first.key")).code == 0

@@ -36,25 +36,25 @@ def _history(h: Harness, server) -> None:
     add_sandbox_client(h, server)  # today: outside every --since/--until window below
     clock = Clock(DAY[1])
     with h.app(clock=clock) as app:
-        app.add_client(name="legacy", provider="microsoft", client_id="99999999-8888-7777-6666-555555555555",
-                       tenant="contoso.onmicrosoft.com", secret=SecretValue("Old~secret.value"),
-                       secret_expires=date(2026, 4, 1))
+        app.clients.add_client(
+            name="legacy", provider="microsoft", client_id="99999999-8888-7777-6666-555555555555",
+            tenant="contoso.onmicrosoft.com", secret=SecretValue("Old~secret.value"),
+            secret_expires=date(2026, 4, 1))
     clock.at = DAY[2]
     consent(h, server, clock=clock)
     consent(h, server, clock=clock, mailbox=SECOND)
     clock.at = DAY[3]
-    with h.app(clock=clock) as app:
-        app.sleep = lambda s: None
-        assert app.access_token(MAILBOX).token.reveal().startswith("sbx-at.")
-        app.show_client("demo", reveal_secret=True)
-        app.refresh(SECOND)
+    with h.app(clock=clock, sleep=lambda s: None) as app:
+        assert app.tokens.access_token(MAILBOX).token.reveal().startswith("sbx-at.")
+        app.clients.show_client("demo", reveal_secret=True)
+        app.tokens.refresh(SECOND)
         clock.at = DAY[4]
-        app.rotate_secret("legacy", secret=SecretValue("New~secret.value"), overlap=True)
-        ref = app.show_client("legacy")["secrets"][0]["ref"]
-        app.retire_secret("legacy", ref, reason="leaked in a ticket")
+        app.clients.rotate_secret("legacy", secret=SecretValue("New~secret.value"), overlap=True)
+        ref = app.clients.show_client("legacy")["secrets"][0]["ref"]
+        app.clients.retire_secret("legacy", ref, reason="leaked in a ticket")
         clock.at = DAY[5]
-        app.revoke_everywhere(SECOND, reason="mailbox decommissioned")
-        app.remove_client("legacy", reason="integration retired")
+        app.grants.revoke_everywhere(SECOND, reason="mailbox decommissioned")
+        app.clients.remove_client("legacy", reason="integration retired")
 
 
 @pytest.fixture
@@ -97,7 +97,7 @@ def test_the_audit_report_shows_who_did_what_reads_included(history: Harness) ->
     assert steps == ["refresh started", "tokens issued"]
     legacy = _rows(history, "audit", "--client", "LEGACY")
     assert [r["action"] for r in legacy] == ["client add", "client rotate-secret", "client show",
-                                            "client retire-secret", "client remove"]
+                                             "client retire-secret", "client remove"]
     dave = _rows(history, "audit", "--mailbox", SECOND)
     assert [r["action"] for r in dave] == ["consent", "refresh", "refresh", "grant revoke"]
 

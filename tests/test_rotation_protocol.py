@@ -20,8 +20,8 @@ def consent_two_hours_ago(h: Harness, sign_in, client: str, user=ALICE) -> None:
     """A consent recorded with a clock two hours back: its access token is already expired."""
     past = datetime.now(UTC) - timedelta(hours=2)
     with h.app(clock=lambda: past) as app:
-        app.consent(client, mailbox=user[0], protocols=("imap",), flow="manual",
-                    ui=ScriptedConsent(sign_in, *user))
+        app.consent.consent(client, mailbox=user[0], protocols=("imap",), flow="manual",
+                            ui=ScriptedConsent(sign_in, *user))
 
 
 def _events(h: Harness, mailbox: str) -> list[str]:
@@ -85,7 +85,7 @@ def test_a_crash_after_the_answer_is_reported_and_recovered_where_old_tokens_liv
 
 
 def test_a_crash_after_the_answer_flags_reconsent_on_a_strict_provider(vault: Harness,
-                                                                      oidc) -> None:
+                                                                       oidc) -> None:
     """oidc-provider rotated the refresh token when it answered; vault never stored the new one.
     Reusing the old one is reuse: the grant is revoked there, and vault asks for a new consent."""
     add_oidc_client(vault, oidc)

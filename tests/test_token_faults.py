@@ -41,8 +41,7 @@ def recorded(code: int, error: str, text: str, status: int = 400) -> httpx.Respo
 
 
 def in_process(h: Harness, clock=None, sleeps: list[float] | None = None):
-    app = h.app(clock=clock)
-    app.sleep = sleeps.append if sleeps is not None else (lambda seconds: None)
+    app = h.app(clock=clock, sleep=sleeps.append if sleeps is not None else (lambda seconds: None))
     return app
 
 
@@ -89,14 +88,14 @@ def test_tenant_throttling_is_throttled_not_transient() -> None:
 
 
 def test_transient_codes_from_the_sandbox_are_retried_with_back_off(vault: Harness,
-                                                                   sandbox) -> None:
+                                                                    sandbox) -> None:
     add_sandbox_client(vault, sandbox)
     consent(vault, sandbox)
     for code in (90006, 90033, 90090):
         fail_next(sandbox, code)
     sleeps: list[float] = []
     with in_process(vault, sleeps=sleeps) as app:
-        (result,) = app.refresh(MAILBOX)
+        (result,) = app.tokens.refresh(MAILBOX)
     assert result["outcome"] == "refreshed"  # the fourth attempt worked
     assert len(sleeps) == 3 and 1.0 <= sleeps[0] <= 1.5 and 2.0 <= sleeps[1] <= 2.5
     events = json.loads(vault.ok("history", MAILBOX, "--json").out)["events"]
@@ -109,12 +108,12 @@ def test_transient_codes_from_the_sandbox_are_retried_with_back_off(vault: Harne
 
 
 def test_a_transient_code_that_persists_is_reported_as_transient(vault: Harness,
-                                                                sandbox) -> None:
+                                                                 sandbox) -> None:
     add_sandbox_client(vault, sandbox)
     consent(vault, sandbox)
     fail_next(sandbox, 90090, count=4)
     with in_process(vault) as app:
-        (result,) = app.refresh(MAILBOX, due=False, everything=False)
+        (result,) = app.tokens.refresh(MAILBOX, due=False, everything=False)
     assert result["outcome"] == "failed"
     error = result["error"]
     assert "a temporary problem at the provider (AADSTS90090)" in error
@@ -127,12 +126,12 @@ def test_a_transient_code_that_persists_is_reported_as_transient(vault: Harness,
 
 
 def test_a_refusal_twice_within_one_command_leaves_the_grant_refused_once(vault: Harness,
-                                                                         sandbox) -> None:
+                                                                          sandbox) -> None:
     add_sandbox_client(vault, sandbox)
     consent(vault, sandbox)
     fail_next(sandbox, 70000, count=2)  # the refusal and its retry one second later
     with in_process(vault) as app:
-        (result,) = app.refresh(MAILBOX)
+        (result,) = app.tokens.refresh(MAILBOX)
     assert result["outcome"] == "failed" and "refresh refused once" in result["error"]
     assert "marked for re-consent" not in result["error"]
     shown = grant_shown(vault)
@@ -140,7 +139,7 @@ def test_a_refusal_twice_within_one_command_leaves_the_grant_refused_once(vault:
 
 
 def test_only_a_refusal_ten_minutes_after_the_first_marks_the_grant(vault: Harness,
-                                                                   sandbox) -> None:
+                                                                    sandbox) -> None:
     add_sandbox_client(vault, sandbox)
     consent(vault, sandbox, clock=lambda: datetime.now(UTC) - timedelta(hours=2))
     # `vault token` refreshes (the cached token is two hours old) and is refused once
@@ -170,13 +169,13 @@ def test_only_a_refusal_ten_minutes_after_the_first_marks_the_grant(vault: Harne
     # a later command 9 minutes on: still refused once
     fail_next(sandbox, 70000, count=2)
     with in_process(vault, clock=at(9)) as app, pytest.raises(Exception) as caught:
-        app.access_token(MAILBOX)
+        app.tokens.access_token(MAILBOX)
     assert "refresh refused once" in str(caught.value)
     assert grant_shown(vault)["status"] == "active"
     # 10 minutes after the first refusal, another command is refused: re-consent
     fail_next(sandbox, 70000, count=2)
     with in_process(vault, clock=at(10)) as app, pytest.raises(Exception) as caught:
-        app.access_token(MAILBOX)
+        app.tokens.access_token(MAILBOX)
     assert "the grant is now marked for re-consent" in str(caught.value)
     shown = grant_shown(vault)
     assert shown["status"] == "needs-reconsent" and shown["tokens"]["refresh_refused"] is None
@@ -193,14 +192,14 @@ def test_the_refusal_interval_is_a_shared_setting(vault: Harness, sandbox) -> No
     start = datetime.now(UTC)
     fail_next(sandbox, 70000, count=2)
     with in_process(vault, clock=lambda: start) as app:
-        assert app.refresh(MAILBOX)[0]["outcome"] == "failed"
+        assert app.tokens.refresh(MAILBOX)[0]["outcome"] == "failed"
     fail_next(sandbox, 70000, count=2)
     with in_process(vault, clock=lambda: start + timedelta(minutes=11)) as app:
-        assert "refresh refused once" in app.refresh(MAILBOX)[0]["error"]
+        assert "refresh refused once" in app.tokens.refresh(MAILBOX)[0]["error"]
     assert grant_shown(vault)["status"] == "active"
     fail_next(sandbox, 70000, count=2)
     with in_process(vault, clock=lambda: start + timedelta(minutes=30)) as app:
-        assert "marked for re-consent" in app.refresh(MAILBOX)[0]["error"]
+        assert "marked for re-consent" in app.tokens.refresh(MAILBOX)[0]["error"]
     assert grant_shown(vault)["status"] == "needs-reconsent"
 
 
@@ -210,13 +209,13 @@ def test_a_success_between_two_refusals_starts_over(vault: Harness, sandbox) -> 
     start = datetime.now(UTC)
     fail_next(sandbox, 70000, count=2)
     with in_process(vault, clock=lambda: start) as app:
-        assert app.refresh(MAILBOX)[0]["outcome"] == "failed"
+        assert app.tokens.refresh(MAILBOX)[0]["outcome"] == "failed"
     with in_process(vault, clock=lambda: start + timedelta(minutes=5)) as app:
-        assert app.refresh(MAILBOX)[0]["outcome"] == "refreshed"
+        assert app.tokens.refresh(MAILBOX)[0]["outcome"] == "refreshed"
     assert grant_shown(vault)["tokens"]["refresh_refused"] is None
     fail_next(sandbox, 70000, count=2)
     with in_process(vault, clock=lambda: start + timedelta(minutes=12)) as app:
-        assert "refresh refused once" in app.refresh(MAILBOX)[0]["error"]
+        assert "refresh refused once" in app.tokens.refresh(MAILBOX)[0]["error"]
     assert grant_shown(vault)["status"] == "active"
 
 
@@ -242,14 +241,14 @@ def test_a_closed_port_names_host_port_and_cause_and_what_happens_next(vault: Ha
     _client_at(vault, f"http://127.0.0.1:{port}/contoso.onmicrosoft.com/oauth2/v2.0/token")
     sleeps: list[float] = []
     with in_process(vault, sleeps=sleeps) as app:
-        (forced,) = app.refresh(MAILBOX)
+        (forced,) = app.tokens.refresh(MAILBOX)
     error = forced["error"]
     assert f"the provider could not be reached at 127.0.0.1:{port} (connection refused)" in error
     assert f"tried 4 times, {sum(sleeps):.0f} s of back-off" in error and len(sleeps) == 3
     assert "nothing retries it until `vault refresh` runs again" in error
     assert "secret" not in error and "consent" not in error
     with in_process(vault) as app, pytest.raises(Exception) as caught:
-        app.access_token(MAILBOX)
+        app.tokens.access_token(MAILBOX)
     assert f"127.0.0.1:{port} (connection refused)" in str(caught.value)
     assert "nothing retries it before the next `vault token` call" in str(caught.value)
     assert grant_shown(vault)["status"] == "active"
@@ -293,13 +292,13 @@ class UntrustedTLSServer:
 
 
 def test_an_untrusted_tls_certificate_is_named_and_not_retried(vault: Harness, tmp_path,
-                                                              monkeypatch) -> None:
+                                                               monkeypatch) -> None:
     server = UntrustedTLSServer(tmp_path)
     try:
         _client_at(vault, f"https://127.0.0.1:{server.port}/t/oauth2/v2.0/token")
         sleeps: list[float] = []
         with in_process(vault, sleeps=sleeps) as app:
-            (result,) = app.refresh(MAILBOX)
+            (result,) = app.tokens.refresh(MAILBOX)
         error = result["error"]
         assert (f"the TLS connection to the provider failed at 127.0.0.1:{server.port} (TLS "
                 "failure: certificate not trusted (unable to get local issuer certificate))"
@@ -308,7 +307,7 @@ def test_an_untrusted_tls_certificate_is_named_and_not_retried(vault: Harness, t
         # trusting its CA, the handshake works and the next cause is named
         monkeypatch.setenv("VAULT_CA_FILE", str(server.ca_file))
         with in_process(vault) as app:
-            (result,) = app.refresh(MAILBOX)
+            (result,) = app.tokens.refresh(MAILBOX)
         assert (f"could not be reached at 127.0.0.1:{server.port} (the server closed the "
                 "connection without an HTTP answer)") in result["error"]
     finally:
@@ -341,7 +340,7 @@ def _b64url(data: bytes) -> str:
 
 
 def test_client_assertions_are_ps256_with_the_sha256_thumbprint(vault: Harness, sandbox,
-                                                               tmp_path) -> None:
+                                                                tmp_path) -> None:
     from cryptography.hazmat.primitives import serialization
 
     path, certificate = _certificate(tmp_path)
@@ -368,10 +367,10 @@ def test_a_certificate_stored_without_its_sha256_thumbprint_signs_rs256_until_ad
     credential = load_certificate_credential(SecretValue(path.read_text()))
     token_url = json.loads(settings_line(sandbox))["token_url"]
     with vault.app() as app:  # what a version-1 event holds once upcast
-        app.add_client(name="old", provider="microsoft", tenant="sandbox.onmicrosoft.com",
-                       client_id=sandbox.state.client_id,
-                       certificate=replace(credential, thumbprint_sha256=None),
-                       auth_method="private_key_jwt", endpoints={"token_url": token_url})
+        app.clients.add_client(name="old", provider="microsoft", tenant="sandbox.onmicrosoft.com",
+                               client_id=sandbox.state.client_id,
+                               certificate=replace(credential, thumbprint_sha256=None),
+                               auth_method="private_key_jwt", endpoints={"token_url": token_url})
     assert vault.ok("app-token", "old").out.startswith("sbx-app.")
     assert sandbox.state.assertions[-1] == {
         "alg": "RS256", "x5t": _b64url(certificate.fingerprint(hashes.SHA1()))}  # noqa: S303
@@ -398,7 +397,7 @@ def test_an_expired_device_code_is_said_to_be_one(vault: Harness, sandbox) -> No
     ui = ScriptedConsent(sign_in, MAILBOX, "sandbox")
     ui.device_approver = lambda *args: None
     with in_process(vault) as app, pytest.raises(Exception) as caught:
-        app.consent("demo", mailbox=MAILBOX, protocols=("imap",), flow="device", ui=ui)
+        app.consent.consent("demo", mailbox=MAILBOX, protocols=("imap",), flow="device", ui=ui)
     message = str(caught.value)
     assert "the device code expired before the sign-in finished (expired_token)" in message
     assert "--flow device" in message and "authorization code" not in message
@@ -431,7 +430,7 @@ DOCUMENTED = {  # code: (class, words its advice must carry)
 
 
 def test_each_documented_code_reaches_the_admin_with_its_own_advice(vault: Harness,
-                                                                   sandbox) -> None:
+                                                                    sandbox) -> None:
     from adapters.sandbox import MESSAGES
 
     add_sandbox_client(vault, sandbox)
@@ -445,7 +444,7 @@ def test_each_documented_code_reaches_the_admin_with_its_own_advice(vault: Harne
         else:
             fail_next(sandbox, code)
         with in_process(vault) as app:
-            (result,) = app.refresh(MAILBOX)
+            (result,) = app.tokens.refresh(MAILBOX)
         assert result["outcome"] == "failed", (code, result)
         assert f"{d.error_class.title} (AADSTS{code})" in result["error"], (code, result)
         assert words in result["error"] and "trace id" in result["error"]

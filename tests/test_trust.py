@@ -173,7 +173,7 @@ def test_deleted_newest_events_are_caught_by_every_reader(used: Harness) -> None
     used.sql("DELETE FROM stored_events WHERE originator_id = ? AND originator_version = ?",
              (oid, version))
     for args in (("history", "help@contoso.com"), ("status",), ("grant", "show",
-                                                                 "help@contoso.com"),
+                                                                "help@contoso.com"),
                  ("history", "help@contoso.com", "--as-of", "2099-01-01")):
         result = used.run(*args)
         assert result.code == 5, (args, result.text)
@@ -280,8 +280,8 @@ def test_the_cached_token_path_serves_only_rows_vault_sealed(sqlite_vault: Harne
     add_sandbox_client(sqlite_vault, sandbox, name="other")
     for client in ("demo", "other"):
         with sqlite_vault.app() as app:
-            app.consent(client, mailbox=MAILBOX, protocols=("imap",), flow="manual",
-                        ui=ScriptedConsent(sign_in, MAILBOX, "sandbox"))
+            app.consent.consent(client, mailbox=MAILBOX, protocols=("imap",), flow="manual",
+                                ui=ScriptedConsent(sign_in, MAILBOX, "sandbox"))
     env = {k: v for k, v in sqlite_vault.env().items() if v}
     import os
 
@@ -318,7 +318,7 @@ def test_a_failed_token_is_not_recorded_as_revealed(vault: Harness, sandbox) -> 
     fail_next(sandbox, 7000222)
     later = datetime.now(UTC) + timedelta(hours=3)  # the access token has expired
     with vault.app(clock=lambda: later) as app, pytest.raises(TokenRefreshFailed):
-        app.access_token(MAILBOX)
+        app.tokens.access_token(MAILBOX)
     entries = json.loads(vault.ok("audit", "log", "--limit", "3", "--json").out)
     handed, attempt = entries[0], entries[1:]  # the refresh: its start, then its failure
     assert (handed["action"], handed["detail"].get("revealed")) == ("token", "access_token")
@@ -337,7 +337,7 @@ def _as_before_sealed_rows(h: Harness) -> None:
     from adapters.keyslots import seal_header
 
     with h.app() as app:
-        sealed = seal_header(replace(app.header, row_macs=False), app.root)
+        sealed = seal_header(replace(app.core.header, row_macs=False), app.core.root)
     h.sql("UPDATE vault_header SET body = ?, checksum = ?, mac = ?",
           (sealed.body, sealed.checksum, sealed.mac))
     from adapters.store.schema import ADDED_COLUMNS
@@ -395,7 +395,7 @@ def test_a_backup_from_before_sealed_rows_restores_and_upgrades(sqlite_vault: Ha
 # -- 7. removing a keyslot is not revocation -------------------------------------------------------
 
 def test_key_remove_says_it_revokes_nothing_and_it_is_true(sqlite_vault: Harness,
-                                                          tmp_path) -> None:
+                                                           tmp_path) -> None:
     """The removed key file plus an earlier copy still opens a secret written after removal."""
     import shutil
 
@@ -457,7 +457,7 @@ def test_what_a_trigger_writes_is_never_sealed(used: Harness) -> None:
 
 
 def test_a_command_that_unlocked_before_a_key_rotation_still_works(vault: Harness,
-                                                                    tmp_path) -> None:
+                                                                   tmp_path) -> None:
     from adapters.keyslots import Passphrase
     from domain.secret_value import SecretValue
     from tests.conftest import PASSPHRASE, record_refreshes
@@ -466,11 +466,11 @@ def test_a_command_that_unlocked_before_a_key_rotation_still_works(vault: Harnes
     import_grant(vault)
     early = vault.app()  # unlocked before the rotation, like a refresh waiting on its provider
     try:
-        early.show_grant("help@contoso.com")  # what it has read and unwrapped before the call
+        early.grants.show_grant("help@contoso.com")  # what it has read and unwrapped before the call
         with vault.app() as rotating:
-            rotating.rotate_root_key([Passphrase(SecretValue(PASSPHRASE))])
+            rotating.keys.rotate_root_key([Passphrase(SecretValue(PASSPHRASE))])
         record_refreshes(early, "help@contoso.com", 1)  # its commit seals rows as before
-        assert early.status()["grants"][0]["mailbox"] == "help@contoso.com"
+        assert early.reports.status()["grants"][0]["mailbox"] == "help@contoso.com"
     finally:
         early.close()
     assert vault.ok("token", "help@contoso.com").out.startswith("AT-RT-000000")

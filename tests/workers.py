@@ -15,8 +15,8 @@ def rotate(home: str, store_url: str, key_file: str, client: str, count: int, ta
     material = read_key_file(key_file)
     with open_vault(settings, lambda header: material) as app:
         for i in range(count):
-            app.rotate_secret(client, secret=SecretValue(f"{tag}~rotation-{i:04d}-xyz"),
-                              overlap=True)
+            app.clients.rotate_secret(client, secret=SecretValue(f"{tag}~rotation-{i:04d}-xyz"),
+                                      overlap=True)
 
 
 def crash_after_token_response(home: str, store_url: str, key_file: str, mailbox: str) -> None:
@@ -28,17 +28,20 @@ def crash_after_token_response(home: str, store_url: str, key_file: str, mailbox
 
     from adapters.http import tls_context
 
-    def die_on_token_answer(response: httpx.Response) -> None:
-        if response.request.url.path.endswith("/token") and response.status_code == 200:
-            response.read()
-            os._exit(17)
+    class DieOnTokenAnswer(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            response = super().handle_request(request)
+            if request.url.path.endswith("/token") and response.status_code == 200:
+                response.read()
+                os._exit(17)
+            return response
 
-    settings = Settings(home=Path(home), store_url=store_url or None)
+    ca_file = os.environ.get("VAULT_CA_FILE")
+    settings = Settings(home=Path(home), store_url=store_url or None, ca_file=ca_file)
     material = read_key_file(key_file)
-    with open_vault(settings, lambda header: material) as app:
-        app.http_factory = lambda: httpx.Client(
-            verify=tls_context(), event_hooks={"response": [die_on_token_answer]})
-        app.access_token(mailbox)
+    with open_vault(settings, lambda header: material,
+                    transport=DieOnTokenAnswer(verify=tls_context(ca_file))) as app:
+        app.tokens.access_token(mailbox)
     raise SystemExit("the token request never reached the provider")
 
 

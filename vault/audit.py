@@ -16,16 +16,18 @@ import os
 import pwd
 import socket
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from adapters import crypto
 from adapters.errors import IntegrityViolation
 from adapters.store import AuditAppender, AuditRow, Checkpoint
 
 CHECKPOINT_FILE_HEADER = "vault-audit-checkpoint-v1"
+T = TypeVar("T")
 
 
 def os_actor() -> dict[str, Any]:
@@ -127,6 +129,101 @@ class AuditSealer(AuditAppender):
         message = checkpoint_message(self.vault_id, size, head_hash, self.at)
         signature = crypto.signing_key(self.signing_seed).sign(message).signature
         return Checkpoint(size, head_hash, self.at, signature)
+
+
+class AuditBroker:
+    """The one choke point every use case passes (the full CLI's services, the cached-token path,
+    restore): one record per use case, written in the same transaction as the change it
+    describes, or — for reads and refusals — in a short transaction of its own before anything
+    is returned. If the entry cannot be written, nothing is shown or changed.
+
+    `append(sealer)` writes one entry on its own (a store commit with only the audit entry);
+    `keys(key_id)` gives the audit and signing keys once the vault is unlocked."""
+
+    def __init__(self, *, vault_id: str, public_key: bytes, actor: dict[str, Any],
+                 clock: Callable[[], datetime], keys: Callable[[str], bytes],
+                 append: Callable[[AuditSealer], None]) -> None:
+        self.vault_id = vault_id
+        self.public_key = public_key
+        self.actor = actor
+        self.clock = clock
+        self.keys = keys
+        self.append = append
+        self.current: AuditRecord | None = None
+
+    @property
+    def who(self) -> str:
+        return actor_name(self.actor)
+
+    @property
+    def record(self) -> AuditRecord:
+        if self.current is None:
+            from vault.errors import WiringError
+
+            raise WiringError("a change outside a use case would not be audited")
+        return self.current
+
+    def run(self, action: str, work: Callable[[], T]) -> T:
+        """`work` under a record of its own, or under the running use case's (nested calls)."""
+        from adapters.errors import AdapterError
+        from domain.errors import DomainError
+        from vault.errors import AuditWriteFailed, VaultError
+
+        if self.current is not None:
+            return work()  # nested: the outer record covers it
+        record = self.current = AuditRecord(action)
+        try:
+            result = work()
+        except (DomainError, VaultError, AdapterError) as error:
+            self.current = None
+            if not record.written and not isinstance(error, AuditWriteFailed):
+                record.outcome = "refused" if isinstance(error, DomainError) else "failed"
+                record.detail["error"] = str(error)[:300]
+                self.write(record, quiet=True)
+            raise
+        finally:
+            self.current = None
+        if not record.written:
+            self.write(record)
+        return result
+
+    @contextmanager
+    def item(self, **subject: str) -> Iterator[AuditRecord]:
+        """One item of a batch use case under a record of its own, so that its commits carry its
+        subject only; the use case's record, which `run` writes last unless a commit has carried
+        it, is left for the batch's summary."""
+        batch = self.record
+        self.current = AuditRecord(batch.action, subject=dict(subject))
+        try:
+            yield self.current
+        finally:
+            self.current = batch
+
+    def sealer(self, record: AuditRecord | None = None) -> AuditSealer:
+        """What a commit appends: the running record (or `record`), sealed as it then stands."""
+        from adapters.keyring import AUDIT_KEY_ID, SIGNING_KEY_ID
+
+        return AuditSealer(self.keys(AUDIT_KEY_ID), self.keys(SIGNING_KEY_ID), self.vault_id,
+                           record or self.record, self.actor, self.clock(),
+                           public_key=self.public_key)
+
+    def write(self, record: AuditRecord, quiet: bool = False) -> None:
+        """Write `record` on its own (a read's or a refusal's entry)."""
+        try:
+            self.append(self.sealer(record))
+            record.written = True
+        except Exception as e:
+            if quiet:
+                return  # the original error is what the admin needs to see
+            from eventsourcing.persistence import PersistenceError
+
+            from adapters.errors import AuditAppendFailed
+            from vault.errors import AuditWriteFailed
+
+            if isinstance(e, AuditAppendFailed | PersistenceError):
+                raise AuditWriteFailed(
+                    "the audit log could not be written; nothing was shown or changed") from e
+            raise
 
 
 def head_problem(last: AuditRow | None, head: Checkpoint | None, vault_id: str,

@@ -1,4 +1,5 @@
-"""Composition: the one place that picks concrete adapters, creates a vault, and unlocks one.
+"""Composition: the one place that picks concrete adapters, creates a vault, unlocks one, and
+builds its services (`Vault`).
 
 Unlocking: read the header, check its checksum and KDF bounds (no key needed), obtain the unlock
 material (key file, passphrase), open a keyslot, then check the header's HMAC with the root key.
@@ -7,6 +8,7 @@ material (key file, passphrase), open a keyslot, then check the header's HMAC wi
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
@@ -36,29 +38,74 @@ from adapters.keyslots import (
 )
 from adapters.store import Changes, Head, KeyRow, Store, open_store
 from vault.audit import AuditRecord, AuditSealer, os_actor
-from vault.core import REQUIRED_SETTINGS, system_clock
+from vault.core import REQUIRED_SETTINGS, VaultCore, system_clock
 from vault.errors import AlreadyExists, BadInput
-from vault.services.audit import AdminUseCases
-from vault.services.backups import BackupUseCases
-from vault.services.consent import ConsentUseCases
-from vault.services.importers import ImportUseCases
-from vault.services.keys import KeyUseCases
-from vault.services.maintenance import MaintenanceUseCases
-from vault.services.probes import ProbeUseCases
-from vault.services.reporting import ReportingUseCases
-from vault.services.reports import ReportUseCases
+from vault.providers import Providers
+from vault.services.alerts import AlertService
+from vault.services.audit import AuditService
+from vault.services.backups import BackupService
+from vault.services.clients import ClientService
+from vault.services.consent import ConsentService
+from vault.services.grants import GrantService
+from vault.services.importers import ImportService
+from vault.services.keys import KeyService
+from vault.services.maintenance import MaintenanceService
+from vault.services.probes import ProbeService
+from vault.services.reports import ReportService
+from vault.services.tokens import TokenService
+
+Sleep = Callable[[float], None]
 
 
-class VaultApplication(MaintenanceUseCases, ReportingUseCases, BackupUseCases, ImportUseCases,
-                       ProbeUseCases, ConsentUseCases, ReportUseCases, KeyUseCases,
-                       AdminUseCases):
-    """Every use case of the vault, over one encrypted event store."""
+class Vault:
+    """Every use case of an unlocked vault, one service per topic, over one encrypted event store
+    (`core`) and one HTTP client (`providers`); closing it closes both."""
+
+    def __init__(self, core: VaultCore, *, ca_file: str | None = None, sleep: Sleep = time.sleep,
+                 transport: Any = None) -> None:
+        self.core = core
+        self.providers = providers = Providers(ca_file, transport)
+        self.clients = clients = ClientService(core, providers=providers, sleep=sleep)
+        self.grants = grants = GrantService(core, clients=clients, providers=providers)
+        self.tokens = tokens = TokenService(core, clients=clients, grants=grants,
+                                            providers=providers, sleep=sleep)
+        self.consent = ConsentService(core, clients=clients, grants=grants, providers=providers,
+                                      sleep=sleep)
+        self.probes = probes = ProbeService(core, grants=grants, tokens=tokens,
+                                            providers=providers)
+        self.keys = KeyService(core)
+        self.audit = audit = AuditService(core)
+        self.reports = reports = ReportService(core, clients=clients, grants=grants, audit=audit)
+        self.alerts = alerts = AlertService(core, grants=grants, reports=reports, probes=probes,
+                                            tokens=tokens, providers=providers, sleep=sleep)
+        self.maintenance = MaintenanceService(core, tokens=tokens, probes=probes, alerts=alerts,
+                                              audit=audit)
+        self.backups = BackupService(core)
+        self.importers = ImportService(core, clients=clients, grants=grants)
+
+    @property
+    def warnings(self) -> list[str]:
+        """For the admin, printed after the command's output."""
+        return self.core.warnings
+
+    def close(self) -> None:
+        try:
+            self.providers.close()
+        finally:
+            self.core.close()
+
+    def __enter__(self) -> Vault:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass(frozen=True)
 class Settings:
     home: Path
     store_url: str | None = None
+    ca_file: str | None = None  # a private CA for HTTPS, besides the public roots
 
     @property
     def location(self) -> str:
@@ -75,12 +122,13 @@ def default_home() -> Path:
     return user_data_path("vault", appauthor=False)
 
 
-def settings_from_env(home: str | None = None) -> Settings:
+def settings_from_env(home: str | None = None, ca_file: str | None = None) -> Settings:
     try:
         home_path = Path(home or os.environ.get("VAULT_HOME") or default_home()).expanduser()
     except RuntimeError as e:  # "~name" of a user this system does not know
         raise BadInput(f"the vault home: {e}") from None
-    return Settings(home=home_path, store_url=os.environ.get("VAULT_STORE") or None)
+    return Settings(home=home_path, store_url=os.environ.get("VAULT_STORE") or None,
+                    ca_file=ca_file or os.environ.get("VAULT_CA_FILE") or None)
 
 
 def open_settings_store(settings: Settings, *, create: bool = False,
@@ -148,12 +196,16 @@ MaterialSource = Callable[[Header], UnlockMaterial]
 def open_vault(
     settings: Settings, material_source: MaterialSource, *,
     clock: Callable[[], datetime] = system_clock, actor: dict[str, Any] | None = None,
-    slot_id: int | None = None,
-) -> VaultApplication:
-    app = unlock_store(open_settings_store(settings), material_source, clock=clock,
-                       actor=actor, slot_id=slot_id)
+    slot_id: int | None = None, sleep: Sleep = time.sleep, transport: Any = None,
+) -> Vault:
+    """The vault `settings` name, unlocked, upgraded if it is from an older version.
+    `sleep` is what back-off and polling wait with; `transport` answers HTTP instead of the
+    network (httpx's MockTransport, in tests)."""
+    core = unlock_store(open_settings_store(settings), material_source, clock=clock,
+                        actor=actor, slot_id=slot_id)
+    app = Vault(core, ca_file=settings.ca_file, sleep=sleep, transport=transport)
     try:
-        app.upgrade()
+        app.maintenance.upgrade()
     except BaseException:
         app.close()
         raise
@@ -164,7 +216,7 @@ def unlock_store(
     store: Store, material_source: MaterialSource, *,
     clock: Callable[[], datetime] = system_clock, actor: dict[str, Any] | None = None,
     slot_id: int | None = None,
-) -> VaultApplication:
+) -> VaultCore:
     """The vault in `store`, unlocked (the store is closed if that fails)."""
     try:
         sealed = store.read_header()
@@ -172,10 +224,10 @@ def unlock_store(
         material = material_source(header)
         root, slot = unlock(header, material, slot_id)
         sealed.verify_mac(root)
-        app = VaultApplication(store=store, header=header, header_checksum=sealed.checksum,
-                               root=root, unlocked_with=slot, clock=clock, actor=actor)
-        app.unlock_material = material
-        return app
+        core = VaultCore(store=store, header=header, header_checksum=sealed.checksum,
+                         root=root, unlocked_with=slot, clock=clock, actor=actor)
+        core.unlock_material = material
+        return core
     except BaseException:
         store.close()
         raise
@@ -192,6 +244,6 @@ def read_public_header(settings: Settings) -> tuple[Store, Header]:
 
 
 __all__ = [
-    "IntegrityViolation", "KeyFile", "Passphrase", "Settings", "VaultApplication", "init_vault",
+    "IntegrityViolation", "KeyFile", "Passphrase", "Settings", "Vault", "init_vault",
     "open_vault", "read_public_header", "settings_from_env",
 ]

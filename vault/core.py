@@ -7,11 +7,10 @@ encryption. `construct_env` therefore ignores os.environ, the class is named so 
 cannot be VAULT_, and `_check_wiring` refuses to start with anything but vault's own mapper and
 recorders.
 
-Every use case runs through `use_case`: it writes exactly one audit entry, in the same
-transaction as the change (or, for reads and refusals, in a short transaction of its own before
-anything is returned). If the audit entry cannot be written, nothing happens. A batch (an import)
-gives each item a record of its own (`audit_item`), written by that item's commits, and its own
-record then sums the batch up.
+Every use case runs through the audit broker (vault/audit.py, `AuditBroker`), by the `use_case`
+decorator on service methods: it writes exactly one audit entry, in the same transaction as the
+change (or, for reads and refusals, in a short transaction of its own before anything is
+returned). If the audit entry cannot be written, nothing happens.
 """
 
 from __future__ import annotations
@@ -19,8 +18,7 @@ from __future__ import annotations
 import functools
 import random
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -34,31 +32,27 @@ from eventsourcing.persistence import (
     EventStore,
     InfrastructureFactory,
     IntegrityError,
-    PersistenceError,
     ProcessRecorder,
     TrackingRecorder,
 )
 from eventsourcing.utils import Environment
 
 from adapters.encryption import (
-    AUDIT_KEY_ID,
-    SIGNING_KEY_ID,
     EncryptedMapper,
     Keyring,
     transcoder,
 )
-from adapters.errors import AdapterError, AuditAppendFailed, IntegrityViolation
+from adapters.errors import AuditAppendFailed, IntegrityViolation
 from adapters.keyring import SETTINGS_KEY_ID, forged_purge
 from adapters.keyslots import Header, Keyslot, RootKey
 from adapters.store import Changes, Head, KeyRow, Store, ViewChange
 from adapters.store.schema import VIEW_TABLES
 from domain.alerts import AlertState
 from domain.credentials import ClientCredential
-from domain.errors import DomainError
 from domain.grants import ConsentGrant, mailbox_key
 from domain.rotation import TokenRotation
-from vault.audit import AuditRecord, AuditSealer, actor_name, os_actor
-from vault.errors import AuditWriteFailed, Conflict, VaultError, WiringError
+from vault.audit import AuditBroker, os_actor
+from vault.errors import AuditWriteFailed, Conflict, WiringError
 
 T = TypeVar("T")
 # Settings every vault holds from its start (init writes them): their absence is an edit.
@@ -132,29 +126,12 @@ class _StoreFactory(InfrastructureFactory):
 
 
 def use_case(action: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
-    """Run a use case under one audit record (the audit broker)."""
+    """A service method that is a use case: it runs under one audit record (the broker's)."""
 
     def decorate(method: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(method)
-        def run(self: VaultCore, *args: Any, **kwargs: Any) -> T:
-            if self._audit is not None:
-                return method(self, *args, **kwargs)  # nested: the outer record covers it
-            record = AuditRecord(action)
-            self._audit = record
-            try:
-                result = method(self, *args, **kwargs)
-            except (DomainError, VaultError, AdapterError) as error:
-                self._audit = None
-                if not record.written and not isinstance(error, AuditWriteFailed):
-                    record.outcome = "refused" if isinstance(error, DomainError) else "failed"
-                    record.detail["error"] = str(error)[:300]
-                    self._write_standalone_audit(record, quiet=True)
-                raise
-            finally:
-                self._audit = None
-            if not record.written:
-                self._write_standalone_audit(record)
-            return result
+        def run(self: Any, *args: Any, **kwargs: Any) -> T:
+            return self.core.broker.run(action, lambda: method(self, *args, **kwargs))
 
         return run
 
@@ -185,7 +162,10 @@ class VaultCore(Application[UUID]):
         self.keyring = Keyring(store, root, header.vault_id)
         # a vault from before tombstones (its authenticated header says so) has purges without one
         self.keyring.purges_unsealed = not header.row_macs
-        self._audit: AuditRecord | None = None
+        self.broker = AuditBroker(
+            vault_id=header.vault_id, public_key=header.audit_public_key, actor=self.actor,
+            clock=self.now, keys=self.keyring.key,
+            append=lambda sealer: self.store.commit([], Changes(audit=sealer)))
         self.warnings: list[str] = []  # for the admin, printed after the command's output
         super().__init__()
         self._check_wiring()
@@ -238,52 +218,15 @@ class VaultCore(Application[UUID]):
 
     @property
     def who(self) -> str:
-        return actor_name(self.actor)
-
-    @property
-    def audit_record(self) -> AuditRecord:
-        if self._audit is None:
-            raise WiringError("a change outside a use case would not be audited")
-        return self._audit
-
-    @contextmanager
-    def audit_item(self, **subject: str) -> Iterator[AuditRecord]:
-        """One item of a batch use case under a record of its own, so that its commits carry its
-        subject only; the use case's record, which `use_case` writes last unless a commit has
-        carried it, is left for the batch's summary."""
-        batch = self.audit_record
-        self._audit = AuditRecord(batch.action, subject=dict(subject))
-        try:
-            yield self._audit
-        finally:
-            self._audit = batch
-
-    def _sealer(self, record: AuditRecord) -> AuditSealer:
-        return AuditSealer(
-            audit_key=self.keyring.key(AUDIT_KEY_ID), signing_seed=self.keyring.key(SIGNING_KEY_ID),
-            vault_id=self.header.vault_id, record=record, actor=self.actor, at=self.now(),
-            public_key=self.header.audit_public_key,
-        )
-
-    def _write_standalone_audit(self, record: AuditRecord, quiet: bool = False) -> None:
-        try:
-            self.store.commit([], Changes(audit=self._sealer(record)))
-            record.written = True
-        except Exception as e:
-            if quiet:
-                return  # the original error is what the admin needs to see
-            if isinstance(e, AuditAppendFailed | PersistenceError):
-                raise AuditWriteFailed(
-                    "the audit log could not be written; nothing was shown or changed") from e
-            raise
+        return self.broker.who
 
     # -- the one way to change anything -------------------------------------------------------
 
     def commit(self, *aggregates: Any, changes: Changes | None = None) -> None:
         """Save aggregates' pending events with keys, view changes and the audit entry, atomically."""
         changes = changes or Changes()
-        record = self.audit_record
-        changes.audit = self._sealer(record)
+        record = self.broker.record
+        changes.audit = self.broker.sealer(record)
         changes.rows = self.keyring.rows
         changes.key_term = self.root.term
         events = [e for agg in aggregates for e in agg.pending_events]
@@ -482,6 +425,31 @@ class VaultCore(Application[UUID]):
         version = self.keyring.recorded_head(SETTINGS_KEY_ID) + 1
         return Changes(settings=settings, settings_version=version, heads=[
             Head(SETTINGS_KEY_ID, version, self.keyring.head_mac(SETTINGS_KEY_ID, version))])
+
+    def aggregate_ids(self) -> dict[str, list[UUID]]:
+        """Every client and grant ever created, found from their creation events' topics (plain
+        text: each subject with a data key must be among them, or a topic was edited to hide
+        it)."""
+        creations = {ClientCredential.Registered.TOPIC: "client",
+                     ConsentGrant.Granted.TOPIC: "grant"}
+        ids: dict[str, list[UUID]] = {"client": [], "grant": []}
+        start = 1
+        while True:
+            batch = self.recorder.select_notifications(start, 1000, topics=list(creations))
+            for n in batch:
+                ids[creations[n.topic]].append(n.originator_id)
+            if len(batch) < 1000:
+                break
+            start = batch[-1].id + 1
+        found = {str(i) for kind in ids.values() for i in kind}
+        hidden = sorted(row.originator_id for row in self.store.key_rows()
+                        if row.wrapped is not None and row.originator_id == row.subject_id
+                        and not row.originator_id.startswith("system:")
+                        and row.originator_id not in found)
+        if hidden:
+            raise IntegrityViolation(f"{hidden[0]} has a data key but no creation event: its "
+                                     "events were deleted or their type edited outside vault")
+        return ids
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ def audit() -> None:
 @pass_cli
 def audit_log(state: CliContext, limit: int, fmt: str, as_json: bool) -> None:
     """Show the decrypted audit log (it is verified first; secrets are never in it)."""
-    entries = state.app().audit_log(limit=limit or None)
+    entries = state.app().audit.audit_log(limit=limit or None)
     emit(entries, chosen_format(fmt, as_json), lambda data: table(
         None, ["SEQ", "AT", "USER", "HOST", "ACTION", "SUBJECT", "OUTCOME", "DETAIL"],
         [[e["seq"], e["at"][:19], e.get("user"), e.get("host"), e["action"],
@@ -95,7 +95,7 @@ def audit_checkpoint(state: CliContext, export_file: str, force: bool) -> None:
 
     if export_file != "-":
         check_output(export_file, force=force, **CHECKPOINT_FILE)  # before any work
-    text, size = state.app().export_checkpoint()
+    text, size = state.app().audit.export_checkpoint()
     if export_file == "-":
         click.echo(text, nl=False)
         return
@@ -116,7 +116,7 @@ def rebuild_projections(state: CliContext) -> None:
 
     app = state.app()
     with progress_bar("replaying aggregates") as advance:
-        result = app.rebuild_projections(advance)
+        result = app.maintenance.rebuild_projections(advance)
     click.echo(f"read models rebuilt: {result['clients']} clients, {result['grants']} grants"
                + (f" ({result['purged']} purged, skipped)" if result["purged"] else ""))
 

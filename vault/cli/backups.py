@@ -91,7 +91,7 @@ def backup(state: CliContext, file: Path, force: bool, fmt: str, as_json: bool) 
 
     check_output(file, force=force, **BACKUP_FILE)  # before unlocking
     with _sigterm_discards_copies():
-        result = state.app().backup(file, force)
+        result = state.app().backups.backup(file, force)
     emit(result, chosen_format(fmt, as_json), _render("backed up to", str(file)))
 
 
@@ -141,7 +141,7 @@ def migrate(state: CliContext, to: str, fmt: str, as_json: bool) -> None:
         target_settings = Settings(home=Path(to).expanduser())
     target = _open_target(target_settings)
     try:
-        result = state.app().migrate(target)
+        result = state.app().backups.migrate(target)
     finally:
         target.close()
     emit(result, chosen_format(fmt, as_json), _render("migrated to", target_settings.location))

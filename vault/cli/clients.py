@@ -52,7 +52,7 @@ def client() -> None:
 @click.option("--authorize-url", help="Custom provider: authorization endpoint.")
 @click.option("--token-url", help="Custom provider: token endpoint.")
 @click.option("--issuer", help="OpenID issuer: where discovery finds a custom provider's "
-                                "endpoints and the keys that verify consent ID tokens.")
+              "endpoints and the keys that verify consent ID tokens.")
 @click.option("--device-url", help="Device authorization endpoint (overrides the profile's).")
 @click.option("--revoke-url", help="Token revocation endpoint, RFC 7009.")
 @click.option("--google-testing", is_flag=True,
@@ -83,18 +83,8 @@ def client_add(state: CliContext, name: str, provider: str, cloud: str | None,
                                       else "client_secret_post")
     endpoints = {"authorize_url": authorize_url, "token_url": token_url, "issuer": issuer,
                  "device_url": device_url, "revoke_url": revoke_url}
-    if issuer and not token_url:
-        from domain.credentials import check_endpoint_url
-
-        check_endpoint_url("issuer", issuer)  # before anything is fetched from it
-        from adapters.http import http_client
-        from adapters.oauth import discover
-
-        with http_client() as http:  # OpenID discovery, once, when the client is registered
-            found = discover(http, issuer)
-        endpoints = {k: v or found.get(k) for k, v in endpoints.items()}
     app = state.app()
-    result = app.add_client(
+    result = app.clients.add_client(
         name=name, provider=provider, cloud=cloud, tenant=tenant, client_id=client_id,
         secret=secret, certificate=certificate, auth_method=auth_method, secret_id=secret_id,
         secret_created=parse_date(secret_created, "--secret-created"),
@@ -125,7 +115,7 @@ def client_add(state: CliContext, name: str, provider: str, cloud: str | None,
 @pass_cli
 def client_list(state: CliContext, fmt: str, as_json: bool) -> None:
     """List clients (from the read model)."""
-    rows = state.app().list_clients()
+    rows = state.app().clients.list_clients()
     emit(rows, chosen_format(fmt, as_json), lambda data: table(
         None, ["NAME", "PROVIDER", "CLOUD", "TENANT", "CLIENT ID", "STATUS", "SECRETS",
                "CURRENT", "EXPIRES"],
@@ -143,7 +133,7 @@ def client_list(state: CliContext, fmt: str, as_json: bool) -> None:
 def client_show(state: CliContext, name: str, reveal_secret: bool, fmt: str,
                 as_json: bool) -> None:
     """Show client NAME; its secret only with --reveal-secret."""
-    data = state.app().show_client(name, reveal_secret=reveal_secret)
+    data = state.app().clients.show_client(name, reveal_secret=reveal_secret)
     if reveal_secret:
         data["secret"] = data["secret"].reveal()
     if chosen_format(fmt, as_json) == "json":
@@ -191,10 +181,10 @@ def client_rotate_secret(state: CliContext, name: str, secret_stdin: bool,
                    expires_on=parse_date(secret_expires, "--secret-expires"), overlap=overlap)
     app = state.app()
     if verify:
-        result = app.rotate_secret_verified(name, secret=secret, verify_for=verify_timeout,
-                                            **options)
+        result = app.clients.rotate_secret_verified(name, secret=secret, verify_for=verify_timeout,
+                                                    **options)
     else:
-        result = app.rotate_secret(name, secret=secret, **options)
+        result = app.clients.rotate_secret(name, secret=secret, **options)
     click.echo(f"Client {name}: secret {result['new_secret']} is now current"
                + (" (checked at the token endpoint)" if verify else "")
                + (" (older secrets stay active)" if overlap else ""))
@@ -209,8 +199,8 @@ def client_rotate_secret(state: CliContext, name: str, secret_stdin: bool,
 def client_add_certificate(state: CliContext, name: str, certificate_file: str,
                            overlap: bool) -> None:
     """Add a certificate credential to NAME as its current one (private_key_jwt)."""
-    result = state.app().add_certificate(name, _read_certificate(certificate_file),
-                                         overlap=overlap)
+    result = state.app().clients.add_certificate(name, _read_certificate(certificate_file),
+                                                 overlap=overlap)
     click.echo(f"Client {name}: certificate {result['ref']} ({result['thumbprint']}) is current, "
                f"valid until {result['not_after']}")
 
@@ -230,7 +220,7 @@ def _read_certificate(path: str):
 @pass_cli
 def client_retire_secret(state: CliContext, name: str, ref: str) -> None:
     """Retire secret REF (s1, s2 ... or its Secret ID) of client NAME."""
-    state.app().retire_secret(name, ref)
+    state.app().clients.retire_secret(name, ref)
     click.echo(f"Client {name}: secret {ref} retired")
 
 
@@ -245,8 +235,8 @@ def client_set_secret_dates(state: CliContext, name: str, ref: str, created: str
     """Record when secret REF of NAME was created and when it expires."""
     if not created and not expires:
         raise BadInput("give --created and/or --expires")
-    state.app().set_secret_dates(name, ref, created_on=parse_date(created, "--created"),
-                                 expires_on=parse_date(expires, "--expires"))
+    state.app().clients.set_secret_dates(name, ref, created_on=parse_date(created, "--created"),
+                                         expires_on=parse_date(expires, "--expires"))
     click.echo(f"Client {name}: dates of secret {ref} recorded")
 
 
@@ -264,7 +254,7 @@ def client_set_servers(state: CliContext, name: str, imap: str | None, pop: str 
              if v is not None}
     if not given:
         raise BadInput("give at least one of --imap, --pop, --smtp, --graph")
-    servers = state.app().set_mail_servers(name, given)
+    servers = state.app().clients.set_mail_servers(name, given)
     for protocol, server in sorted(servers.items()):
         click.echo(f"{protocol}: {server['host']}:{server['port']}"
                    + (f" ({server['tls']})" if server["tls"] else ""))
@@ -278,5 +268,5 @@ def client_set_servers(state: CliContext, name: str, imap: str | None, pop: str 
 @pass_cli
 def client_remove(state: CliContext, name: str, reason: str, purge: bool) -> None:
     """Remove client NAME (its grants must be revoked first)."""
-    result = state.app().remove_client(name, reason=reason, purge=purge)
+    result = state.app().clients.remove_client(name, reason=reason, purge=purge)
     click.echo(f"Client {result['client']} removed" + (" and purged" if purge else ""))

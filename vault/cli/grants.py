@@ -48,7 +48,7 @@ def grant_import(state: CliContext, client_name: str, mailbox: str, protocols: s
     from domain.scopes import parse_protocols, parse_scopes
 
     token = read_secret("refresh-token", refresh_token_stdin, refresh_token_file)
-    result = state.app().import_grant(
+    result = state.app().grants.import_grant(
         client=client_name, mailbox=mailbox, protocols=parse_protocols(protocols),
         scopes=parse_scopes(scopes) if scopes else None, refresh_token=token,
         granted_at=parse_moment(granted_at, "--granted-at"))
@@ -71,9 +71,9 @@ def grant_add_app(state: CliContext, client_name: str, mailbox: str, protocols: 
     """
     from domain.scopes import parse_protocols, parse_scopes
 
-    result = state.app().add_app_grant(client=client_name, mailbox=mailbox,
-                                       protocols=parse_protocols(protocols),
-                                       scopes=parse_scopes(scopes) if scopes else None)
+    result = state.app().grants.add_app_grant(client=client_name, mailbox=mailbox,
+                                              protocols=parse_protocols(protocols),
+                                              scopes=parse_scopes(scopes) if scopes else None)
     click.echo(f"Recorded app-only access of {result['client']} to {result['mailbox']}")
 
 
@@ -83,7 +83,7 @@ def grant_add_app(state: CliContext, client_name: str, mailbox: str, protocols: 
 @pass_cli
 def grant_list(state: CliContext, client_name: str | None, fmt: str, as_json: bool) -> None:
     """List grants and their token state (from the read model)."""
-    rows = state.app().list_grants(client_name)
+    rows = state.app().grants.list_grants(client_name)
     emit(rows, chosen_format(fmt, as_json), lambda data: table(
         None, ["MAILBOX", "CLIENT", "PROTOCOLS", "STATUS", "GRANTED", "LAST REFRESH",
                "ACCESS EXPIRES", "LAST ERROR"],
@@ -101,7 +101,7 @@ def grant_list(state: CliContext, client_name: str | None, fmt: str, as_json: bo
 def grant_show(state: CliContext, mailbox: str, client_name: str | None, fmt: str,
                as_json: bool) -> None:
     """Show the grant of MAILBOX (tokens are never shown)."""
-    data = state.app().show_grant(mailbox, client=client_name)
+    data = state.app().grants.show_grant(mailbox, client=client_name)
     if chosen_format(fmt, as_json) == "json":
         click.echo(to_json(data))
         return
@@ -150,8 +150,8 @@ def signed_in_line(signed_in: dict, mailbox: str) -> str:
 def grant_revoke(state: CliContext, mailbox: str, client_name: str | None, reason: str,
                  purge: bool) -> None:
     """Revoke the grant of MAILBOX: vault stops handing out its tokens."""
-    result = state.app().revoke_everywhere(mailbox, client=client_name, reason=reason,
-                                           purge=purge)
+    result = state.app().grants.revoke_everywhere(mailbox, client=client_name, reason=reason,
+                                                  purge=purge)
     click.echo(f"Revoked grant of {result['mailbox']} under {result['client']}"
                + (" and purged it" if purge else ""))
     if result["provider_revocation"]:

@@ -56,7 +56,7 @@ def import_mutt(state: CliContext, token_file: str | None, client_name: str | No
               if client_secret_file else None)
     text = read_secret("token", token_file is None, token_file)
     account = parse_mutt_oauth2(text.reveal(), client_id, secret)
-    _finish(state.app().import_accounts([account], client=client_name), fmt, as_json)
+    _finish(state.app().importers.import_accounts([account], client=client_name), fmt, as_json)
 
 
 @import_group.command("email-oauth2-proxy")
@@ -82,4 +82,4 @@ def import_proxy(state: CliContext, config: str, password_stdin: bool, password_
     except (OSError, UnicodeDecodeError) as e:
         raise BadInput(f"cannot read {config}: {getattr(e, 'strerror', None) or e}") from None
     accounts = parse_email_oauth2_proxy(text, password)
-    _finish(state.app().import_accounts(accounts, client=client_name), fmt, as_json)
+    _finish(state.app().importers.import_accounts(accounts, client=client_name), fmt, as_json)

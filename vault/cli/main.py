@@ -26,13 +26,14 @@ class CliContext:
     home: str | None
     key_file: str | None
     keyslot: int | None
+    ca_file: str | None = None
     _app: Any = field(default=None, repr=False)
 
     @property
     def settings(self):
         from vault.bootstrap import settings_from_env
 
-        return settings_from_env(self.home)
+        return settings_from_env(self.home, self.ca_file)
 
     def app(self):
         """Open and unlock the vault once per command."""
@@ -98,10 +99,8 @@ def cli(ctx: click.Context, home: str | None, key_file: str | None, keyslot: int
 
     Secrets are read from stdin, a file or the environment, never from the command line.
     """
-    if ca_file:
-        os.environ["VAULT_CA_FILE"] = ca_file  # read where the one HTTP client is built
     global _current
-    state = _current = CliContext(home=home, key_file=key_file, keyslot=keyslot)
+    state = _current = CliContext(home=home, key_file=key_file, keyslot=keyslot, ca_file=ca_file)
     ctx.obj = state
     ctx.call_on_close(state.close)
 

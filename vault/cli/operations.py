@@ -89,9 +89,9 @@ def report_audit(state: CliContext, since: str | None, until: str | None,
                  output: str | None, force: bool) -> None:
     """Who did what, when, from where, with what outcome; reads of secrets and tokens included."""
     _check_output(fmt, output, force)
-    rows = state.app().audit_report(start=parse_moment(since, "--since"),
-                                    end=parse_moment(until, "--until", end=True),
-                                    client=client_name, mailbox=mailbox)
+    rows = state.app().reports.audit_report(start=parse_moment(since, "--since"),
+                                            end=parse_moment(until, "--until", end=True),
+                                            client=client_name, mailbox=mailbox)
     emit_report("vault audit report", rows, AUDIT_COLUMNS, fmt, output, force)
 
 
@@ -102,7 +102,7 @@ def report_revocations(state: CliContext, fmt: str, output: str | None, force: b
     """Revoked grants and retired or removed credentials: when, by whom, why, and until when
     the access tokens already handed out stay valid."""
     _check_output(fmt, output, force)
-    rows = state.app().revocation_report()
+    rows = state.app().reports.revocation_report()
     emit_report("vault revocations", rows, REVOCATION_COLUMNS, fmt, output, force)
 
 
@@ -122,7 +122,7 @@ def report_expiry(state: CliContext, as_of: str | None, horizon: int, fmt: str,
 
     if output:
         check_output(output, force=force)
-    data = state.app().expiry_timeline(as_of=parse_date(as_of, "--as-of"), horizon_days=horizon)
+    data = state.app().reports.expiry_timeline(as_of=parse_date(as_of, "--as-of"), horizon_days=horizon)
     text = (expiry_page(data, datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"))
             if fmt == "html" else to_json(data) + "\n")
     write_or_echo(text, output, force=force)
@@ -170,9 +170,9 @@ def alert(state: CliContext, webhook_file: str | None, email_to: str | None, via
     from vault.cli.render import printable
     from vault.services.alerts import delivery_summary, pending_lines
 
-    result = state.app().alert(webhook=webhook_secret(webhook_file), email_to=email_to,
-                               via=via, min_severity=min_severity,
-                               resend_after=timedelta(hours=resend_after))
+    result = state.app().alerts.alert(webhook=webhook_secret(webhook_file), email_to=email_to,
+                                      via=via, min_severity=min_severity,
+                                      resend_after=timedelta(hours=resend_after))
     click.echo(delivery_summary(result))
     for line in pending_lines(result):  # a channel that failed (or still waits) is news
         click.echo(f"vault: alert: {printable(line)}", err=True)
@@ -220,7 +220,7 @@ def maintain(state: CliContext, keepalive_days: int, probe_every: int, probe_bud
         webhook=webhook_secret(webhook_file), email_to=email_to, via=via,
         min_severity=min_severity, resend_after=timedelta(hours=resend_after),
         metrics_file=metrics_file, checkpoint_dir=checkpoint_dir, force=force)
-    steps = state.app().maintain(plan)
+    steps = state.app().maintenance.maintain(plan)
 
     def render(data: list[dict]) -> None:
         for s in data:

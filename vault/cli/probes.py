@@ -36,9 +36,9 @@ def probe(state: CliContext, mailbox: str, client_name: str | None, protocol: st
 
     Exit 0 when every probe succeeded, 1 when one failed (2, 3, 4 keep their meaning).
     """
-    results = state.app().probe(mailbox, client=client_name, protocol=protocol, host=host,
-                                port=port, tls=tls, mechanism=mechanism, send_test=send_test,
-                                timeout=timeout)
+    results = state.app().probes.probe(mailbox, client=client_name, protocol=protocol, host=host,
+                                       port=port, tls=tls, mechanism=mechanism, send_test=send_test,
+                                       timeout=timeout)
 
     def render(data: list[dict]) -> None:
         table(None, ["PROTOCOL", "OUTCOME", "LATENCY", "DETAIL", "DIAGNOSIS"],

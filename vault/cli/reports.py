@@ -22,7 +22,7 @@ def register(cli: click.Group) -> None:
 @pass_cli
 def status(state: CliContext, fmt: str, as_json: bool) -> None:
     """One overview: clients, secrets, grants, token state, what expires next."""
-    data = state.app().status()
+    data = state.app().reports.status()
 
     def render(d: dict) -> None:
         table("clients", ["NAME", "PROVIDER", "CLOUD", "TENANT", "SECRETS", "SECRET DUE", ""],
@@ -86,10 +86,10 @@ def expiry(state: CliContext, as_of: str | None, within: int | None, check: bool
 
         if output:
             check_output(output, force=force, **METRICS_FILE)
-        write_or_echo(state.app().prometheus(), output, 0o644,  # node_exporter reads it
+        write_or_echo(state.app().alerts.prometheus(), output, 0o644,  # node_exporter reads it
                       force=force, **METRICS_FILE)
         return
-    data = state.app().expiry(as_of=parse_date(as_of, "--as-of"), within=within)
+    data = state.app().reports.expiry(as_of=parse_date(as_of, "--as-of"), within=within)
     findings = data["findings"]
     fmt = chosen_format(fmt, as_json)
     if check:
@@ -112,7 +112,7 @@ def expiry(state: CliContext, as_of: str | None, within: int | None, check: bool
 
     def render(d: dict) -> None:
         table(f"expiry as of {d['as_of']}", ["SEVERITY", "KIND", "CLIENT", "MAILBOX", "DUE",
-                                              "", "ADVICE"],
+                                             "", "ADVICE"],
               [[f["severity"] + (" (expired)" if f["expired"] else ""), f["kind"], f["client"],
                 f["mailbox"], (f["due"] or "") + (" (assumed)" if f["assumed"] else ""),
                 days(f["days_left"]), f["advice"]] for f in d["findings"]],
@@ -135,8 +135,8 @@ def expiry(state: CliContext, as_of: str | None, within: int | None, check: bool
 def history(state: CliContext, subject: str, client_name: str | None, as_of: str | None,
             limit: int, fmt: str, as_json: bool) -> None:
     """The event history of a client or mailbox, and its state as of a date (secrets redacted)."""
-    data = state.app().history(subject, client=client_name,
-                               as_of=parse_date_or_moment(as_of, "--as-of"), limit=limit)
+    data = state.app().reports.history(subject, client=client_name,
+                                       as_of=parse_date_or_moment(as_of, "--as-of"), limit=limit)
 
     def render(d: dict) -> None:
         shown = len(d["events"])

@@ -76,7 +76,7 @@ def key() -> None:
 @pass_cli
 def key_list(state: CliContext, fmt: str, as_json: bool) -> None:
     """List the keyslots that open this vault."""
-    slots = state.app().list_keyslots()
+    slots = state.app().keys.list_keyslots()
     emit(slots, chosen_format(fmt, as_json), lambda data: table(
         None, ["ID", "KIND", "LABEL", "KDF", "CREATED", "IN USE"],
         [[s["id"], s["kind"], s["label"], s["kdf"], s["created_at"][:10],
@@ -96,7 +96,7 @@ def key_add_passphrase(state: CliContext, label: str, kdf: str,
 
     app = state.app()
     material = new_passphrase("VAULT_NEW_PASSPHRASE", new_passphrase_file, "New passphrase")
-    slot = app.add_keyslot(material, label=label, kdf=kdf)
+    slot = app.keys.add_keyslot(material, label=label, kdf=kdf)
     click.echo(f"Added keyslot {slot['id']} ({slot['kdf']})")
 
 
@@ -118,7 +118,7 @@ def key_add_keyfile(state: CliContext, path: str, label: str) -> None:
     except OSError as e:
         raise BadInput(f"cannot create key file {path}: {e.strerror or e}") from None
     try:
-        slot = app.add_keyslot(material, label=label)
+        slot = app.keys.add_keyslot(material, label=label)
     except BaseException:
         os.unlink(path)
         raise
@@ -130,7 +130,7 @@ def key_add_keyfile(state: CliContext, path: str, label: str) -> None:
 @pass_cli
 def key_remove(state: CliContext, slot_id: int) -> None:
     """Remove keyslot SLOT_ID (the last keyslot cannot be removed)."""
-    result = state.app().remove_keyslot(slot_id)
+    result = state.app().keys.remove_keyslot(slot_id)
     click.echo(f"Removed keyslot {result['removed']}; remaining: "
                f"{', '.join(map(str, result['remaining']))}")
     click.echo("This is not revocation: the root key is unchanged, so the removed key file or "
@@ -150,7 +150,7 @@ def key_passwd(state: CliContext, kdf: str | None, new_passphrase_file: str | No
 
     app = state.app()
     material = new_passphrase("VAULT_NEW_PASSPHRASE", new_passphrase_file, "New passphrase")
-    result = app.change_passphrase(material, kdf=kdf)
+    result = app.keys.change_passphrase(material, kdf=kdf)
     click.echo(f"Passphrase of keyslot {result['slot']} changed ({result['kdf']})")
 
 
@@ -172,8 +172,8 @@ def key_rotate(state: CliContext, other_key_file: tuple[str, ...],
     from vault.cli.inputs import other_materials
 
     app = state.app()
-    result = app.rotate_root_key(other_materials(other_key_file, other_passphrase_file),
-                                 drop=drop_slot)
+    result = app.keys.rotate_root_key(other_materials(other_key_file, other_passphrase_file),
+                                      drop=drop_slot)
     click.echo(f"Root key rotated to term {result['root_term']}: "
                f"{result['data_keys_rewrapped']} data keys rewrapped, keyslots "
                f"{', '.join(map(str, result['keyslots']))}"
@@ -191,7 +191,7 @@ def config() -> None:
 @pass_cli
 def config_show(state: CliContext, fmt: str, as_json: bool) -> None:
     """Show the thresholds in force."""
-    data = state.app().show_config()
+    data = state.app().reports.show_config()
     emit(data, chosen_format(fmt, as_json), lambda d: fields(
         "thresholds (days; *_minutes in minutes)", sorted(d["expiry_thresholds"].items())))
 
@@ -204,5 +204,5 @@ def config_set(state: CliContext, name: str, value: int) -> None:
     """Set a threshold, e.g. `vault config set secret_warning_days 45` (days), or `vault config
     set invalid_grant_interval_minutes 30` (how far apart two refusals of a refresh token must
     be to mark its grant for re-consent)."""
-    state.app().set_threshold(name, value)
+    state.app().reports.set_threshold(name, value)
     click.echo(f"{name} = {value}")

@@ -38,8 +38,8 @@ def token(state: CliContext, mailbox: str, client_name: str | None, protocol: st
     """Print an access token for MAILBOX (refreshing only when needed)."""
     from vault.fastpath import render_token
 
-    result = state.app().access_token(mailbox, client=client_name, protocol=protocol,
-                                      min_valid=timedelta(seconds=min_valid))
+    result = state.app().tokens.access_token(mailbox, client=client_name, protocol=protocol,
+                                             min_valid=timedelta(seconds=min_valid))
     click.echo(render_token(fmt, token=result.token.reveal(), mailbox=result.mailbox,
                             expires_at=result.expires_at, resource=result.resource,
                             refreshed=result.refreshed))
@@ -62,9 +62,9 @@ def refresh(state: CliContext, mailbox: str | None, client_name: str | None, due
     from vault.cli.render import progress_bar
 
     with progress_bar("refreshing") as advance:
-        results = state.app().refresh(mailbox, client=client_name, due=due,
-                                      everything=everything, keepalive_days=keepalive_days,
-                                      progress=advance)
+        results = state.app().tokens.refresh(mailbox, client=client_name, due=due,
+                                             everything=everything, keepalive_days=keepalive_days,
+                                             progress=advance)
     emit(results, chosen_format(fmt, as_json), lambda data: table(
         None, ["MAILBOX", "CLIENT", "RESOURCE", "OUTCOME", "EXPIRES / ERROR"],
         [[r["mailbox"], r["client"], r["resource"], r["outcome"],
@@ -86,8 +86,8 @@ def app_token(state: CliContext, client_name: str, resource: str, scopes: str | 
     """Print an app-only (client credentials) access token; needs a concrete tenant."""
     from domain.scopes import parse_scopes
 
-    result = state.app().app_token(client_name, resource=resource,
-                                   scopes=parse_scopes(scopes) if scopes else None)
+    result = state.app().tokens.app_token(client_name, resource=resource,
+                                          scopes=parse_scopes(scopes) if scopes else None)
     if fmt == "json":
         click.echo(to_json({"access_token": result.token.reveal(), "token_type": "Bearer",
                             "expires_at": result.expires_at.isoformat(),
@@ -157,10 +157,10 @@ def consent(state: CliContext, client_name: str, mailbox: str, protocols: str, f
     from domain.scopes import parse_protocols
     from vault.cli.render import printable
 
-    result = state.app().consent(client_name, mailbox=mailbox,
-                                 protocols=parse_protocols(protocols), flow=flow,
-                                 ui=TerminalConsentUI(), open_browser=not no_open,
-                                 timeout=timeout, replace=replace, account=account)
+    result = state.app().consent.consent(client_name, mailbox=mailbox,
+                                         protocols=parse_protocols(protocols), flow=flow,
+                                         ui=TerminalConsentUI(), open_browser=not no_open,
+                                         timeout=timeout, replace=replace, account=account)
     signed_in = result["signed_in"]
     who = (f"signed in as {signed_in['account']}" if signed_in["checked"]
            else "the signed-in account was not checked")

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import getaddresses
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 import httpx
@@ -26,8 +26,14 @@ from domain.rotation import rotation_id_for
 from domain.secret_value import SecretValue
 from vault.core import use_case
 from vault.errors import BadInput, VaultError
-from vault.services.probes import ProbeUseCases
-from vault.services.reports import ReportUseCases
+
+if TYPE_CHECKING:
+    from vault.core import VaultCore
+    from vault.providers import Providers
+    from vault.services.grants import GrantService
+    from vault.services.probes import ProbeService
+    from vault.services.reports import ReportService
+    from vault.services.tokens import TokenService
 
 RESEND_AFTER = timedelta(hours=24)
 # The first line of every metrics file vault writes: a comment to Prometheus, and how vault knows
@@ -44,18 +50,29 @@ def written_metrics(path: str, head: bytes) -> bool:
 METRICS_FILE = {"what": "metrics file", "written_by_vault": written_metrics}
 
 
-class AlertUseCases(ProbeUseCases, ReportUseCases):
+class AlertService:
+    def __init__(self, core: VaultCore, *,
+                 grants: GrantService, reports: ReportService, probes: ProbeService, tokens: TokenService,
+                 providers: Providers, sleep: Callable[[float], None]) -> None:
+        self.core = core
+        self.grants = grants
+        self.reports = reports
+        self.probes = probes
+        self.tokens = tokens
+        self.providers = providers
+        self.sleep = sleep
+
     def alert_items(self, as_of: date, min_severity: str) -> list[dict[str, Any]]:
         """Expiry findings and failed probes at or above `min_severity`, each with the subject
         (grant or client id) it concerns."""
-        models = self.read_models()
-        secrets, grants = self.expiry_facts(models)
+        models = self.core.read_models()
+        secrets, grants = self.reports.expiry_facts(models)
         grant_rows = models.grants
         grant_ids = {(r["client_name"].casefold(), r["mailbox_key"]): r["grant_uuid"]
                      for r in grant_rows}
         client_ids = {r["name"].casefold(): r["client_uuid"] for r in models.clients}
         items = []
-        for finding in evaluate(secrets, grants, as_of, self.thresholds()):
+        for finding in evaluate(secrets, grants, as_of, self.grants.thresholds()):
             item = finding.as_dict()
             item["subject"] = (grant_ids.get((item["client"].casefold(),
                                               mailbox_key(item["mailbox"])))
@@ -85,7 +102,7 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
         from creation topics, as reports find clients and grants: that scans every stored event,
         millions of token refreshes, and `alert` runs every half hour.)"""
         ids = []
-        for row in self.store.key_rows():
+        for row in self.core.store.key_rows():
             if row.wrapped is None or row.originator_id == row.subject_id:
                 continue
             try:
@@ -105,12 +122,12 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
         for state_id in self.alert_state_ids():
             if state_id in present:
                 continue
-            state: AlertState = self.load(state_id)
+            state: AlertState = self.core.load(state_id)
             if not state.is_open or state.is_being_sent(now):
                 continue
             state.resolve(now=now)
             try:
-                self.commit(state)
+                self.core.commit(state)
                 resolved += 1
             except IntegrityError:
                 pass  # another host changed it meanwhile: it resolves it, or it is back
@@ -134,7 +151,7 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
             senders["webhook"] = lambda alerts, now: self._webhook(webhook, alerts, now)
         if email_to:
             senders["email"] = lambda alerts, now: self._email(alerts, email_to, via or "", now)
-        now = self.now()
+        now = self.core.now()
         findings = self.alert_items(now.date(), "info")
         floor = SEVERITY_RANK[min_severity]
         # what is due where: per finding, the channels that have not delivered it lately
@@ -174,9 +191,9 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
             except (AdapterError, VaultError) as e:
                 failed[channel] = str(e)
         if failed or pending:  # audited as failed: each settling commit seals the record so
-            self.audit_record.outcome = "failed"
-        self.audit_record.detail.update({"due": len(claimed), "resolved": resolved,
-                                         "delivered": delivered, "failed": failed})
+            self.core.broker.record.outcome = "failed"
+        self.core.broker.record.detail.update({"due": len(claimed), "resolved": resolved,
+                                               "delivered": delivered, "failed": failed})
         sent, lost_on = [], []
         for item, state, sending in claimed:
             ok = [c for c in sending if c in delivered]
@@ -185,10 +202,10 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
             def record(fresh: AlertState, severity: str = item["severity"], ok: list = ok,
                        lost: list = lost) -> None:
                 if lost:
-                    fresh.record_failed(now=self.now(), channels=lost,
+                    fresh.record_failed(now=self.core.now(), channels=lost,
                                         error="; ".join(failed[c] for c in lost))
                 if ok:
-                    fresh.record_sent(now=self.now(), severity=severity, channels=ok)
+                    fresh.record_sent(now=self.core.now(), severity=severity, channels=ok)
 
             settled = self._settle(state, record)
             if ok:
@@ -200,7 +217,7 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
         pending += [_pending(item, c, retry[c], settled, failed[c])
                     for item, c, settled in lost_on]
         if pending:
-            self.audit_record.detail["pending"] = {
+            self.core.broker.record.detail["pending"] = {
                 c: sum(p["channel"] == c for p in pending) for c in senders
                 if any(p["channel"] == c for p in pending)}
         return {"sent": len(sent), "alerts": sent, "resolved": resolved, "delivered": delivered,
@@ -209,39 +226,39 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
     def _alert_state(self, item: dict[str, Any], now: datetime) -> AlertState:
         """The finding's AlertState (a new one, not yet stored, for its first alert)."""
         key = alert_key(item["subject"], item["kind"], item.get("ref"))
-        if self.store.key_row(str(alert_id_for(key))) is None:
+        if self.core.store.key_row(str(alert_id_for(key))) is None:
             return AlertState.open(key=key, now=now)
-        return self.load(alert_id_for(key))
+        return self.core.load(alert_id_for(key))
 
     def _claim(self, state: AlertState, item: dict[str, Any], now: datetime) -> bool:
         """Record that this host sends the finding; False when another host claimed it first."""
         changes = Changes()
-        if state.version == 1 and self.store.key_row(str(state.id)) is None:
+        if state.version == 1 and self.core.store.key_row(str(state.id)) is None:
             # its first alert: its data key is filed under the grant's (or client's) subject,
             # so purging that shreds its alerts too
-            changes.keys = self.new_key_rows(state.id, UUID(item["subject"]))
+            changes.keys = self.core.new_key_rows(state.id, UUID(item["subject"]))
         state.claim_for(now=now, severity=item["severity"], host=socket.gethostname())
         try:
-            self.commit(state, changes=changes)
+            self.core.commit(state, changes=changes)
         except IntegrityError:
             return False  # another host claimed it first: it sends
         return True
 
     def _settle(self, state: AlertState, record) -> AlertState:
         def attempt() -> AlertState:
-            fresh: AlertState = self.load(state.id)
+            fresh: AlertState = self.core.load(state.id)
             record(fresh)
-            self.commit(fresh)
+            self.core.commit(fresh)
             return fresh
 
-        return self.retrying(attempt)
+        return self.core.retrying(attempt)
 
     def check_sender(self, via: str) -> None:
         """The grant that sends e-mail alerts exists and covers SMTP: refused before anything is
         claimed, and by `maintain` before anything is done. (One that is broken or revoked is a
         failure of that channel when it sends, so the other channel and maintain's other steps
         still run.)"""
-        rows = self.view_rows("view_grants", mailbox_key=mailbox_key(via))
+        rows = self.core.view_rows("view_grants", mailbox_key=mailbox_key(via))
         if not rows:
             raise BadInput(f"--via {via}: no such grant (see `vault grant list`)")
         if not any("smtp" in r["protocols"].split(",") for r in rows):
@@ -249,23 +266,21 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
                            f"({rows[0]['protocols']})")
 
     def _webhook(self, url: SecretValue, alerts: list[dict[str, Any]], now: datetime) -> None:
-        with self.http() as http:
-            post_webhook(http, url, self._payload(alerts, now), sleep=self.sleep)
+        post_webhook(self.providers.http, url, self._payload(alerts, now), sleep=self.sleep)
 
     def _payload(self, alerts: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
         worst = max((a["severity"] for a in alerts), key=SEVERITY_RANK.__getitem__)
-        return {"source": "vault", "vault_id": self.header.vault_id, "at": now.isoformat(),
+        return {"source": "vault", "vault_id": self.core.header.vault_id, "at": now.isoformat(),
                 "severity": worst, "alerts": alerts}
 
     def _email(self, alerts: list[dict[str, Any]], to: str, via: str, now: datetime) -> None:
-        from adapters.http import tls_context
         from adapters.mail import probe
 
-        row = self.grant_row(via)
-        credential = self.load_client(row["client_uuid"])
-        target = self._target(credential, self.load_grant(row["grant_uuid"]), "smtp", None,
-                              None, None, "xoauth2", 30.0)
-        token = self.usable_token(row, "smtp").token
+        row = self.grants.grant_row(via)
+        credential = self.core.load_client(row["client_uuid"])
+        target = self.probes.target(credential, self.core.load_grant(row["grant_uuid"]), "smtp", None,
+                                    None, None, "xoauth2", 30.0)
+        token = self.tokens.usable_token(row, "smtp").token
         message = EmailMessage()
         message["From"] = row["mailbox"]
         message["To"] = to
@@ -274,8 +289,8 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
         message.set_content("\n\n".join(
             f"{a['severity'].upper()} {a['kind'].replace('_', ' ')}: "
             f"{a['mailbox'] or a['client']}\n  due {a['due'] or '-'}\n  {a['advice']}"
-            for a in alerts) + f"\n\n(vault {self.header.vault_id}, {now:%Y-%m-%d %H:%M} UTC)\n")
-        result = probe(target, token, tls_context(), message=message)
+            for a in alerts) + f"\n\n(vault {self.core.header.vault_id}, {now:%Y-%m-%d %H:%M} UTC)\n")
+        result = probe(target, token, self.providers.tls_context(), message=message)
         if result.outcome != "ok":
             raise NotifyFailed(f"e-mail via {via} failed: {result.diagnosis}")
 
@@ -284,10 +299,10 @@ class AlertUseCases(ProbeUseCases, ReportUseCases):
     @use_case("expiry --format prometheus")
     def prometheus(self) -> str:
         """The textfile-collector exposition (node_exporter's --collector.textfile)."""
-        now = self.now()
-        models = self.read_models()
-        secrets, grants = self.expiry_facts(models)
-        t = self.thresholds()
+        now = self.core.now()
+        models = self.core.read_models()
+        secrets, grants = self.reports.expiry_facts(models)
+        t = self.grants.thresholds()
         metrics = _Exposition()
         secret_end = metrics.family("vault_secret_expiry_timestamp_seconds",
                                     "End of a client secret or certificate (UTC, end of its "

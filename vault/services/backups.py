@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from adapters.errors import IntegrityViolation, SubjectPurged
@@ -26,7 +26,10 @@ from adapters.store.schema import VIEW_TABLES
 from vault.audit import raise_if_broken, verify_log
 from vault.core import VaultCore, use_case
 from vault.errors import BadInput
-from vault.services.audit import AdminUseCases
+
+if TYPE_CHECKING:
+    from vault.bootstrap import Vault
+    from vault.services.maintenance import MaintenanceService
 
 
 def aggregate_states(app: VaultCore, loaded: dict[UUID, Any] | None = None) -> dict[UUID, Any]:
@@ -67,17 +70,19 @@ def _verify_audit(store: Store) -> int:
     return report.entries
 
 
-def stale_read_models(app: AdminUseCases, stored: dict[str, tuple[int, str]],
+def stale_read_models(app: Vault, stored: dict[str, tuple[int, str]],
                       loaded: dict[UUID, Any] | None = None) -> list[str]:
     """The read-model tables whose rows (`stored`: their digests) are not what the app's events
     give (aggregates in `loaded` are not loaded again). They are plain rows, derived, editable
     without the key: edited outside vault, or written by a vault version that projected
     differently. Either way the events are the truth, and a copy rebuilds the rows from them."""
-    if not app.header.row_macs:
+    core = app.core
+    if not core.header.row_macs:
         return list(VIEW_TABLES)  # from before sealed rows: upgraded (and rebuilt) when restored
     known = loaded or {}
-    views, _ = app.rebuilt_views(load=lambda i: known[i] if i in known else app.load(i))
-    rebuilt = view_digests(app.store, views, app.keyring.rows)
+    views, _ = app.maintenance.rebuilt_views(
+        load=lambda i: known[i] if i in known else core.load(i))
+    rebuilt = view_digests(core.store, views, core.keyring.rows)
     return [t for t in VIEW_TABLES if rebuilt[t] != stored[t]]
 
 
@@ -86,22 +91,22 @@ STALE_VIEWS = ("its read models ({}) were not what its events give (edited outsi
 
 
 def prove_copy(source: VaultCore, target: Store,
-               digests: dict[str, tuple[int, str]]) -> tuple[dict[str, Any], VaultCore]:
+               digests: dict[str, tuple[int, str]]) -> tuple[dict[str, Any], Vault]:
     """The copy in `target` equals the snapshot `digests` describe, verifies, and unlocks (with
     the source's key) to the source's state; the proof also names the read models that are not
     what the events give (`stale`). Returns the proof and the unlocked copy (which now owns
     `target`). Raises IntegrityViolation otherwise."""
-    from vault.bootstrap import unlock_store
+    from vault.bootstrap import Vault, unlock_store
 
     copied = table_digests(target)
     different = [t for t in TABLES if copied[t] != digests[t]]
     if different:
         raise IntegrityViolation(f"the copy differs from its source in {', '.join(different)}")
     entries = _verify_audit(target)
-    copy = unlock_store(target, lambda header: source.unlock_material)
+    copy = Vault(unlock_store(target, lambda header: source.unlock_material))
     try:
         loaded: dict[UUID, Any] = {}
-        states = aggregate_states(copy, loaded)
+        states = aggregate_states(copy.core, loaded)
         different = [aggregate_id for aggregate_id, state in states.items()
                      if not _as_in_source(source, aggregate_id, state)]
         if different:
@@ -116,10 +121,10 @@ def prove_copy(source: VaultCore, target: Store,
             "purged": sum(1 for s in states.values() if s == "purged"), "stale": stale}, copy
 
 
-def rebuild_if_stale(copy: AdminUseCases, proof: dict[str, Any], what: str) -> None:
+def rebuild_if_stale(copy: MaintenanceService, proof: dict[str, Any], what: str) -> None:
     """A copy that becomes a vault (restore, migrate) gets its read models from its events (a
     copy of a vault from before sealed rows is upgraded, which rebuilds them)."""
-    if not copy.header.row_macs:
+    if not copy.core.header.row_macs:
         copy.upgrade()
         proof["stale"] = list(VIEW_TABLES)
         proof["warnings"] = [f"{what}: written by an earlier vault version, before read models "
@@ -131,26 +136,29 @@ def rebuild_if_stale(copy: AdminUseCases, proof: dict[str, Any], what: str) -> N
                              + "; rebuilt from the events"]
 
 
-class BackupUseCases(AdminUseCases):
+class BackupService:
+    def __init__(self, core: VaultCore) -> None:
+        self.core = core
+
     @use_case("backup")
     def backup(self, path: Path, force: bool = False) -> dict[str, Any]:
         """A consistent, still encrypted copy in one file (SQLite's online backup API, or a
         REPEATABLE READ snapshot of PostgreSQL), proven before it replaces `path`."""
-        if self.store.holds(path):
-            raise BadInput(f"{path} is inside the vault's home {self.store.description}: write "
+        if self.core.store.holds(path):
+            raise BadInput(f"{path} is inside the vault's home {self.core.store.description}: write "
                            "backups elsewhere")
         try:
-            with staged_backup(self.store, path, force) as (staged, digests):
-                proof, copy = prove_copy(self, staged, digests)
+            with staged_backup(self.core.store, path, force) as (staged, digests):
+                proof, copy = prove_copy(self.core, staged, digests)
                 copy.close()
             if proof["stale"]:  # the backup holds the events; a restore rebuilds from them
-                self.warnings.append(
+                self.core.warnings.append(
                     "this vault: " + STALE_VIEWS.format(", ".join(proof["stale"]))
                     + "; run `vault admin rebuild-projections` (a restore rebuilds them anyway)")
         except IntegrityViolation as e:
             raise IntegrityViolation(f"{e}; the unproven copy was discarded and {path} was "
                                      "left as it was") from None
-        self.audit_record.detail.update({"file": str(path), "events": proof["tables"][
+        self.core.broker.record.detail.update({"file": str(path), "events": proof["tables"][
             "stored_events"], "audit_entries": proof["audit_entries"],
             "stale_read_models": proof["stale"]})
         return {"file": str(path), **proof}
@@ -160,28 +168,30 @@ class BackupUseCases(AdminUseCases):
         """Copy every event, in order, with keys, audit log and read models, into the empty
         `target`; then prove it, and that the source did not move on meanwhile. The source is
         left as it was."""
-        self.audit_record.detail["to"] = target.description
-        if self.store.dialect == target.dialect and self.store.description == target.description:
+        self.core.broker.record.detail["to"] = target.description
+        if self.core.store.dialect == target.dialect and self.core.store.description == target.description:
             raise CopyFailed("the target is the vault's own store")
-        digests = copy_store(self.store, target)
-        proof, copy = prove_copy(self, target, digests)
+        digests = copy_store(self.core.store, target)
+        proof, copy = prove_copy(self.core, target, digests)
         try:  # unlike a backup (a point in time), the target replaces the source: lose nothing
-            events, entries = written_since(self.store, target)
+            events, entries = written_since(self.core.store, target)
             if not (events or entries):
-                rebuild_if_stale(copy, proof, "the source")
+                rebuild_if_stale(copy.maintenance, proof, "the source")
         finally:
             copy.close()
         if events or entries:
             raise CopyFailed(f"{events} event(s) / {entries} audit entries were written to the "
                              "source during the copy: stop every writer (vault maintain timers, "
                              "vault token users), empty the target and run migrate again")
-        self.audit_record.detail.update({"events": proof["tables"]["stored_events"],
-                                         "rebuilt_read_models": proof["stale"]})
+        self.core.broker.record.detail.update({"events": proof["tables"]["stored_events"],
+                                               "rebuilt_read_models": proof["stale"]})
         return {"to": target.description, **proof}
 
     @use_case("restore")
     def record_restore(self, path: Path, proof: dict[str, Any]) -> None:
-        self.audit_record.detail.update({"file": str(path), "events": proof["tables"][
+        """The restore, in the restored vault's own audit log (after its read models are
+        rebuilt, if they had to be, by a use case of their own)."""
+        self.core.broker.record.detail.update({"file": str(path), "events": proof["tables"][
             "stored_events"], "audit_entries": proof["audit_entries"],
             "rebuilt_read_models": proof["stale"]})
 
@@ -210,8 +220,8 @@ def restore(path: Path, open_target: Callable[[], Store], material_source) -> di
             raise IntegrityViolation(f"{e}; {target.description} now holds this unproven copy: "
                                      "inspect it, then empty it before restoring again") from None
     try:
-        rebuild_if_stale(restored, proof, "the backup")
-        restored.record_restore(path, proof)
+        rebuild_if_stale(restored.maintenance, proof, "the backup")
+        restored.backups.record_restore(path, proof)
     finally:
         restored.close()
     return {"file": str(path), **proof}

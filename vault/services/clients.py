@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import date
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import IntegrityError
 
 from adapters.store import Changes
-from domain.clouds import PROTOCOLS
-from domain.credentials import ClientCredential, check_client_name
+from domain.clouds import PROTOCOLS, require_concrete_tenant
+from domain.credentials import ClientCredential, check_client_name, check_endpoint_url
 from domain.grants import REVOKED
 from domain.probes import mail_server
 from domain.secret_value import SecretValue
 from vault.core import ReadModels, VaultCore, apply_views, use_case
-from vault.errors import AlreadyExists, NotFound, VaultError
+from vault.errors import AlreadyExists, BadInput, NotFound, VaultError
 from vault.projections import client_changes, client_name_key, client_removal
+from vault.providers import TokenRefreshFailed
+
+if TYPE_CHECKING:
+    from vault.providers import Providers
 
 
 def _iso(value: Any) -> Any:
@@ -49,20 +54,25 @@ def client_summary(client: ClientCredential) -> dict[str, Any]:
     }
 
 
-class ClientUseCases(VaultCore):
+class ClientService:
+    def __init__(self, core: VaultCore, *, providers: Providers, sleep: Callable[[float], None]) -> None:
+        self.core = core
+        self.providers = providers
+        self.sleep = sleep
+
     def client_row(self, name: str) -> dict[str, Any]:
-        rows = self.view_rows("view_clients", name_key=client_name_key(name))
+        rows = self.core.view_rows("view_clients", name_key=client_name_key(name))
         if not rows:
             raise NotFound(f"no client named {name!r} (see `vault client list`)")
         return rows[0]
 
-    def _client(self, name: str) -> ClientCredential:
+    def credential(self, name: str) -> ClientCredential:
         row = self.client_row(name)
-        self.audit_record.subject.update({"client": row["name"]})
-        return self.load_client(row["client_uuid"])
+        self.core.broker.record.subject.update({"client": row["name"]})
+        return self.core.load_client(row["client_uuid"])
 
     def _save_client(self, client: ClientCredential) -> None:
-        self.commit(client, changes=apply_views(Changes(), client_changes(client)))
+        self.core.commit(client, changes=apply_views(Changes(), client_changes(client)))
 
     @use_case("client add")
     def add_client(
@@ -75,12 +85,18 @@ class ClientUseCases(VaultCore):
         certificate: Any = None,
     ) -> dict[str, Any]:
         name = check_client_name(name)
-        self.audit_record.subject.update({"client": name})
-        if any(c["name_key"] == client_name_key(name) for c in self.read_models().clients):
+        self.core.broker.record.subject.update({"client": name})
+        if any(c["name_key"] == client_name_key(name) for c in self.core.read_models().clients):
             raise AlreadyExists(f"a client named {name!r} already exists")
-        now = self.now()
+        endpoints = dict(endpoints or {})
+        if endpoints.get("issuer") and not endpoints.get("token_url"):
+            # OpenID discovery, once, when the client is registered
+            check_endpoint_url("issuer", endpoints["issuer"])  # before anything is fetched
+            found = self.providers.discover(endpoints["issuer"])
+            endpoints = {k: v or found.get(k) for k, v in endpoints.items()}
+        now = self.core.now()
         client = ClientCredential.register(
-            aggregate_id=self.new_id(), now=now, name=name, provider=provider, cloud=cloud,
+            aggregate_id=self.core.new_id(), now=now, name=name, provider=provider, cloud=cloud,
             tenant=tenant, client_id=client_id, endpoints=endpoints, redirect_uri=redirect_uri,
             scopes=scopes, google_testing=google_testing,
             auth_method=auth_method or ("none" if secret is None and certificate is None
@@ -95,12 +111,12 @@ class ClientUseCases(VaultCore):
                 thumbprint=certificate.thumbprint_sha1, subject=certificate.subject,
                 not_before=certificate.not_before, not_after=certificate.not_after,
                 thumbprint_sha256=certificate.thumbprint_sha256)
-        self.audit_record.detail.update({"provider": client.provider, "cloud": client.cloud,
-                                         "secret": client.current_secret() is not None})
-        changes = apply_views(Changes(keys=self.new_key_rows(client.id, client.id)),
+        self.core.broker.record.detail.update({"provider": client.provider, "cloud": client.cloud,
+                                               "secret": client.current_secret() is not None})
+        changes = apply_views(Changes(keys=self.core.new_key_rows(client.id, client.id)),
                               client_changes(client))
         try:
-            self.commit(client, changes=changes)
+            self.core.commit(client, changes=changes)
         except IntegrityError:
             # Two `client add` at once: the unique name in the read model lets one through.
             raise AlreadyExists(f"a client named {name!r} already exists") from None
@@ -108,7 +124,7 @@ class ClientUseCases(VaultCore):
 
     @use_case("client list")
     def list_clients(self) -> list[dict[str, Any]]:
-        return self.client_listing(self.read_models())
+        return self.client_listing(self.core.read_models())
 
     @staticmethod
     def client_listing(models: ReadModels) -> list[dict[str, Any]]:
@@ -131,14 +147,14 @@ class ClientUseCases(VaultCore):
 
     @use_case("client show")
     def show_client(self, name: str, *, reveal_secret: bool = False) -> dict[str, Any]:
-        client = self._client(name)
+        client = self.credential(name)
         summary = client_summary(client)
         if reveal_secret:
             current = client.current_secret()
             if current is None:
                 raise VaultError(f"client {client.name!r} holds no active secret")
-            self.audit_record.action = "client show --reveal-secret"
-            self.audit_record.detail.update({"revealed": "client_secret", "ref": current["ref"]})
+            self.core.broker.record.action = "client show --reveal-secret"
+            self.core.broker.record.detail.update({"revealed": "client_secret", "ref": current["ref"]})
             summary["secret"] = current["value"]
         return summary
 
@@ -148,74 +164,74 @@ class ClientUseCases(VaultCore):
         created_on: date | None = None, expires_on: date | None = None, overlap: bool = False,
     ) -> dict[str, Any]:
         def attempt() -> str:
-            client = self._client(name)
-            ref = client.rotate_secret(now=self.now(), value=secret, secret_id=secret_id,
+            client = self.credential(name)
+            ref = client.rotate_secret(now=self.core.now(), value=secret, secret_id=secret_id,
                                        created_on=created_on, expires_on=expires_on,
-                                       overlap=overlap, by=self.who)
-            self.audit_record.detail.update({"new_secret": ref, "overlap": overlap})
+                                       overlap=overlap, by=self.core.who)
+            self.core.broker.record.detail.update({"new_secret": ref, "overlap": overlap})
             self._save_client(client)
             return ref
 
-        ref = self.retrying(attempt)
+        ref = self.core.retrying(attempt)
         return {"client": name, "new_secret": ref, "overlap": overlap}
 
     @use_case("client add-certificate")
     def add_certificate(self, name: str, certificate: Any, *, overlap: bool = False) -> dict:
         def attempt() -> str:
-            client = self._client(name)
+            client = self.credential(name)
             ref = client.add_certificate(
-                now=self.now(), private_key=certificate.private_key,
+                now=self.core.now(), private_key=certificate.private_key,
                 thumbprint=certificate.thumbprint_sha1, subject=certificate.subject,
                 not_before=certificate.not_before, not_after=certificate.not_after,
-                overlap=overlap, by=self.who, thumbprint_sha256=certificate.thumbprint_sha256)
-            self.audit_record.detail.update({"certificate": ref,
-                                             "thumbprint": certificate.thumbprint_sha1})
+                overlap=overlap, by=self.core.who, thumbprint_sha256=certificate.thumbprint_sha256)
+            self.core.broker.record.detail.update({"certificate": ref,
+                                                   "thumbprint": certificate.thumbprint_sha1})
             self._save_client(client)
             return ref
 
-        ref = self.retrying(attempt)
+        ref = self.core.retrying(attempt)
         return {"client": name, "ref": ref, "thumbprint": certificate.thumbprint_sha1,
                 "not_after": certificate.not_after.isoformat()}
 
     @use_case("client retire-secret")
     def retire_secret(self, name: str, ref: str, *, reason: str = "retired by admin") -> None:
         def attempt() -> None:
-            client = self._client(name)
-            client.retire_secret(now=self.now(), ref=ref, reason=reason, by=self.who)
+            client = self.credential(name)
+            client.retire_secret(now=self.core.now(), ref=ref, reason=reason, by=self.core.who)
             self._save_client(client)
 
-        self.audit_record.detail.update({"secret": ref})
-        self.retrying(attempt)
+        self.core.broker.record.detail.update({"secret": ref})
+        self.core.retrying(attempt)
 
     @use_case("client set-secret-dates")
     def set_secret_dates(
         self, name: str, ref: str, *, created_on: date | None, expires_on: date | None
     ) -> None:
         def attempt() -> None:
-            client = self._client(name)
-            client.record_secret_dates(now=self.now(), ref=ref, created_on=created_on,
+            client = self.credential(name)
+            client.record_secret_dates(now=self.core.now(), ref=ref, created_on=created_on,
                                        expires_on=expires_on)
             self._save_client(client)
 
-        self.audit_record.detail.update({"secret": ref, "expires_on": _iso(expires_on)})
-        self.retrying(attempt)
+        self.core.broker.record.detail.update({"secret": ref, "expires_on": _iso(expires_on)})
+        self.core.retrying(attempt)
 
     @use_case("client set-servers")
     def set_mail_servers(self, name: str, servers: dict[str, str]) -> dict[str, Any]:
         def attempt() -> dict[str, Any]:
-            client = self._client(name)
-            client.set_mail_servers(now=self.now(), servers=servers)
+            client = self.credential(name)
+            client.set_mail_servers(now=self.core.now(), servers=servers)
             self._save_client(client)
             return client.mail_servers
 
-        self.audit_record.detail["servers"] = servers
-        return self.retrying(attempt)
+        self.core.broker.record.detail["servers"] = servers
+        return self.core.retrying(attempt)
 
     @use_case("client remove")
     def remove_client(self, name: str, *, reason: str, purge: bool = False) -> dict[str, Any]:
         row = self.client_row(name)
-        self.audit_record.subject.update({"client": row["name"]})
-        grants = self.grants_of(row["client_uuid"])
+        self.core.broker.record.subject.update({"client": row["name"]})
+        grants = self.core.grants_of(row["client_uuid"])
         live = [g for g in grants if g["status"] != REVOKED]
         if live:
             raise VaultError(
@@ -226,25 +242,61 @@ class ClientUseCases(VaultCore):
         if purge and grants:
             raise VaultError(f"purge the revoked grants of {row['name']!r} first "
                              "(`vault grant revoke MAILBOX --purge`)")
-        client = self.load_client(row["client_uuid"])
+        client = self.core.load_client(row["client_uuid"])
         if client.is_removed and not purge:
             raise VaultError(f"client {client.name!r} is already removed (add --purge to shred it)")
         if not client.is_removed:
-            client.remove(now=self.now(), reason=reason, by=self.who)
+            client.remove(now=self.core.now(), reason=reason, by=self.core.who)
         changes = Changes()
         if purge:
             changes.shred_subjects.append(row["client_uuid"])
-            changes.shredded_at = self.now().isoformat()
+            changes.shredded_at = self.core.now().isoformat()
             apply_views(changes, client_removal(row["client_uuid"]))
             # kept in the audit entry, which outlives the client's own events
-            self.audit_record.detail["removal"] = {
+            self.core.broker.record.detail["removal"] = {
                 "at": client.removed_at.isoformat(), "by": client.removed_by,
                 "reason": client.removed_reason}
         else:
             apply_views(changes, client_changes(client))
-        self.audit_record.detail.update({"reason": reason, "purged": purge})
-        self.commit(client, changes=changes)
+        self.core.broker.record.detail.update({"reason": reason, "purged": purge})
+        self.core.commit(client, changes=changes)
         if purge:
-            self.keyring.forget([row["client_uuid"]])
-            self.wipe_freed_pages()
+            self.core.keyring.forget([row["client_uuid"]])
+            self.core.wipe_freed_pages()
         return {"client": client.name, "removed": True, "purged": purge}
+
+    @use_case("client rotate-secret")
+    def rotate_secret_verified(
+        self, name: str, *, secret: SecretValue, verify_for: float = 180.0, **kwargs: Any
+    ) -> dict[str, Any]:
+        """Check a new secret at the token endpoint (client credentials) before it replaces the
+        old one. A new Microsoft secret can take a minute or two to work: retried until
+        `verify_for` seconds have passed. Nothing changes if it never works."""
+        from adapters.oauth import OAuthFailure
+
+        credential: ClientCredential = self.credential(name)
+        credential.check_rotates_secrets()  # before a secret is tried at the provider
+        scope = self._verification_scope(credential)
+        waited, delay = 0.0, 5.0
+        while True:
+            try:
+                self.providers.oauth(credential, secret=secret).client_credentials(scope)
+                break
+            except OAuthFailure as failure:
+                d = failure.diagnosis
+                retryable = d.name in ("secret_invalid", "app_or_tenant_not_found") or d.transient
+                if not retryable or waited + delay > verify_for:
+                    raise TokenRefreshFailed(d, False, credential.name) from None
+                waited += delay
+                self.sleep(delay)
+        self.core.broker.record.detail["verified"] = True
+        return {**self.rotate_secret(name, secret=secret, **kwargs), "verified": True}
+
+    @staticmethod
+    def _verification_scope(credential: ClientCredential) -> str:
+        if credential.profile.is_microsoft:
+            require_concrete_tenant(credential.tenant)
+            return f"{credential.profile.graph_resource}.default"
+        if credential.scopes:
+            return " ".join(credential.scopes)
+        raise BadInput("--verify needs the client's app-only scopes (client add --scopes)")

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from adapters.id_token import (
     IdTokenRejected,
@@ -42,7 +43,13 @@ from vault.core import apply_views, use_case
 from vault.errors import AlreadyExists, BadInput, VaultError
 from vault.projections import grant_changes, rotation_changes
 from vault.services.grants import grant_summary
-from vault.services.tokens import TokenRefreshFailed, TokenUseCases
+from vault.services.tokens import TokenRefreshFailed
+
+if TYPE_CHECKING:
+    from vault.core import VaultCore
+    from vault.providers import Providers
+    from vault.services.clients import ClientService
+    from vault.services.grants import GrantService
 
 FLOWS = ("browser", "manual", "device")
 MANUAL_REDIRECT = "http://127.0.0.1/callback"
@@ -72,7 +79,16 @@ def _loopback_target(redirect_uri: str | None) -> tuple[str, int, str]:
     return "/callback", 0, "127.0.0.1"
 
 
-class ConsentUseCases(TokenUseCases):
+class ConsentService:
+    def __init__(self, core: VaultCore, *,
+                 clients: ClientService, grants: GrantService, providers: Providers,
+                 sleep: Callable[[float], None]) -> None:
+        self.core = core
+        self.clients = clients
+        self.grants = grants
+        self.providers = providers
+        self.sleep = sleep
+
     @use_case("consent")
     def consent(
         self, client: str, *, mailbox: str, protocols: tuple[str, ...], flow: str,
@@ -83,21 +99,21 @@ class ConsentUseCases(TokenUseCases):
             raise BadInput(f"--flow must be one of {', '.join(FLOWS)}")
         mailbox = check_mailbox(mailbox)
         expected = check_account_name(account) if account is not None else mailbox
-        credential: ClientCredential = self._client(client)
-        self.audit_record.subject["mailbox"] = mailbox
-        self.audit_record.detail.update({"flow": flow, "protocols": list(protocols)})
+        credential: ClientCredential = self.clients.credential(client)
+        self.core.broker.record.subject["mailbox"] = mailbox
+        self.core.broker.record.detail.update({"flow": flow, "protocols": list(protocols)})
         if account is not None:
-            self.audit_record.detail["account"] = expected
+            self.core.broker.record.detail["account"] = expected
         plan = plan_scopes(credential.profile, protocols, tuple(credential.scopes) or None)
         if flow == "device" and credential.provider == "google":
             raise BadInput("Google's device flow does not allow the Gmail scope: use "
                            "--flow browser or --flow manual")
-        existing = self.grants_of(str(credential.id), mailbox)
+        existing = self.core.grants_of(str(credential.id), mailbox)
         if existing and existing[0]["status"] == "active" and not replace:
             raise AlreadyExists(f"{mailbox} already has an active grant under "
                                 f"{credential.name!r}: add --replace to consent again")
         first = MAIL if MAIL in plan else next(iter(plan))
-        oauth = self.oauth(credential)
+        oauth = self.providers.oauth(credential)
         # Before anyone signs in: where the provider publishes its keys, which scopes it knows.
         openid = self._openid_provider(credential, oauth)
         identity = list(identity_scopes(credential.provider, openid is not None,
@@ -121,8 +137,8 @@ class ConsentUseCases(TokenUseCases):
             raise ConsentFailed("the provider issued no refresh token: the grant would die "
                                 "within the hour (is offline_access allowed for the app?)")
         signed_in = self._signed_in(credential, oauth, openid, tokens, expected, nonce)
-        self.audit_record.detail["signed_in"] = (signed_in.get("account") if signed_in["checked"]
-                                                 else "not checked")
+        self.core.broker.record.detail["signed_in"] = (signed_in.get("account") if signed_in["checked"]
+                                                       else "not checked")
         return self._record_consent(credential, mailbox, protocols, flow, tokens, first,
                                     existing[0]["grant_uuid"] if existing else None, signed_in)
 
@@ -140,21 +156,21 @@ class ConsentUseCases(TokenUseCases):
         """Who signed in, from the verified ID token; refused when it is not `expected`."""
         if openid is None or tokens.id_token is None:
             reason = NOT_CHECKED_NO_ISSUER if openid is None else NOT_CHECKED_NO_ID_TOKEN
-            self.warnings.append(f"{reason}: vault could not check who signed in, and records "
-                                 "the grant's account as not checked")
+            self.core.warnings.append(f"{reason}: vault could not check who signed in, and records "
+                                      "the grant's account as not checked")
             return not_checked(reason)
         try:
             claims = verify_id_token(tokens.id_token.reveal(), provider=openid,
                                      keys=fetch_keys(oauth.http, openid.jwks_uri),
                                      client_id=credential.client_id, nonce=nonce,
-                                     now=self.now())
+                                     now=self.core.now())
         except IdTokenRejected as e:
             raise ConsentFailed(f"{e}: refused, nothing was stored") from None
         signed_in = signed_in_account(claims, expected=expected, provider=credential.provider,
                                       tenant_pinned=openid.tenant_pinned)
         if not signed_in["checked"]:
-            self.warnings.append(f"{signed_in['reason']}: vault could not check who signed in, "
-                                 "and records the grant's account as not checked")
+            self.core.warnings.append(f"{signed_in['reason']}: vault could not check who signed in, "
+                                      "and records the grant's account as not checked")
         return signed_in
 
     def _authorization_code(self, oauth, credential: ClientCredential, mailbox: str,
@@ -207,20 +223,20 @@ class ConsentUseCases(TokenUseCases):
     def _record_consent(self, credential: ClientCredential, mailbox: str,
                         protocols: tuple[str, ...], flow: str, tokens, first: str,
                         existing_uuid: str | None, signed_in: dict[str, Any]) -> dict[str, Any]:
-        now = self.now()
+        now = self.core.now()
         changes = Changes()
         if existing_uuid:
-            grant: ConsentGrant = self.load_grant(existing_uuid)
-            rotation: TokenRotation = self.load(grant.rotation_id)
+            grant: ConsentGrant = self.core.load_grant(existing_uuid)
+            rotation: TokenRotation = self.core.load(grant.rotation_id)
             if grant.is_active:
                 grant.revoke(now=now, reason="replaced by a new consent",
-                             revoked_by=self.who)
+                             revoked_by=self.core.who)
             grant.regrant(now=now, client=credential, protocols=protocols, scopes=None,
-                          method=flow, granted_at=now, granted_by=self.who, signed_in=signed_in)
+                          method=flow, granted_at=now, granted_by=self.core.who, signed_in=signed_in)
             rotation.reseed(now=now, refresh_token=tokens.refresh_token, issued_at=now,
                             source="consent")
         else:
-            grant, rotation, changes.keys = self.new_grant(
+            grant, rotation, changes.keys = self.grants.new_grant(
                 credential, mailbox, protocols, None, method=flow, granted_at=now,
                 refresh_token=tokens.refresh_token, signed_in=signed_in)
         rotation.record_tokens(now=now, attempt_id=None, resource=first,
@@ -228,5 +244,5 @@ class ConsentUseCases(TokenUseCases):
                                refresh_token=None, scope=tokens.scope)
         apply_views(changes, grant_changes(grant, credential.provider, credential.google_testing),
                     rotation_changes(rotation))
-        self.commit(grant, rotation, changes=changes)
+        self.core.commit(grant, rotation, changes=changes)
         return grant_summary(grant)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
 from adapters.store import Changes
+from domain.credentials import ClientCredential
 from domain.expiry import ExpiryThresholds
 from domain.grants import ConsentGrant, check_mailbox, mailbox_key
 from domain.identity import NOT_CHECKED_BEFORE, not_checked
@@ -23,7 +24,10 @@ from domain.secret_value import SecretValue
 from vault.core import THRESHOLDS_KEY, VaultCore, apply_views, use_case
 from vault.errors import AlreadyExists, AmbiguousMailbox, BadInput, NotFound
 from vault.projections import client_name_key, grant_changes, grant_removal, rotation_changes
-from vault.services.clients import ClientUseCases
+
+if TYPE_CHECKING:
+    from vault.providers import Providers
+    from vault.services.clients import ClientService
 
 
 def _iso(value: Any) -> Any:
@@ -75,11 +79,16 @@ def grant_summary(grant: ConsentGrant) -> dict[str, Any]:
     }
 
 
-class GrantUseCases(ClientUseCases, VaultCore):
+class GrantService:
+    def __init__(self, core: VaultCore, *, clients: ClientService, providers: Providers) -> None:
+        self.core = core
+        self.clients = clients
+        self.providers = providers
+
     def thresholds(self) -> ExpiryThresholds:
         """The thresholds every host shares (`vault config`): expiry rules, and how far apart
         two refusals of a refresh token must be to mark its grant for re-consent."""
-        stored = self.settings().get(THRESHOLDS_KEY)
+        stored = self.core.settings().get(THRESHOLDS_KEY)
         if not stored:
             return ExpiryThresholds()
         try:
@@ -93,8 +102,8 @@ class GrantUseCases(ClientUseCases, VaultCore):
     def grant_row(self, mailbox: str, client: str | None = None) -> dict[str, Any]:
         match = {"mailbox_key": mailbox_key(mailbox.strip())}
         if client:
-            match["client_uuid"] = self.client_row(client)["client_uuid"]
-        rows = sorted(self.view_rows("view_grants", **match), key=lambda r: r["client_name"])
+            match["client_uuid"] = self.clients.client_row(client)["client_uuid"]
+        rows = sorted(self.core.view_rows("view_grants", **match), key=lambda r: r["client_name"])
         if not rows:
             under = f" under client {client!r}" if client else ""
             raise NotFound(f"no grant for {mailbox}{under} (see `vault grant list`)")
@@ -104,16 +113,16 @@ class GrantUseCases(ClientUseCases, VaultCore):
                 f"({', '.join(r['client_name'] for r in rows)}): add --client NAME"
             )
         row = rows[0]
-        self.audit_record.subject.update({"client": row["client_name"], "mailbox": row["mailbox"]})
+        self.core.broker.record.subject.update({"client": row["client_name"], "mailbox": row["mailbox"]})
         return row
 
     def access_valid_until(self, rotation_id: UUID, cutoff: datetime | None) -> str | None:
         """The latest expiry among access tokens issued before `cutoff`: a revoked consent or a
         removed client does not end them at the provider."""
-        version = self.version_as_of(rotation_id, cutoff)
+        version = self.core.version_as_of(rotation_id, cutoff)
         if not version:
             return None
-        rotation: TokenRotation = self.load(rotation_id, version)
+        rotation: TokenRotation = self.core.load(rotation_id, version)
         return _iso(max((a["expires_at"] for a in rotation.access.values()), default=None))
 
     @use_case("grant import")
@@ -123,24 +132,24 @@ class GrantUseCases(ClientUseCases, VaultCore):
         granted_at: datetime | None = None,
     ) -> dict[str, Any]:
         mailbox = check_mailbox(mailbox)
-        crow = self.client_row(client)
-        self.audit_record.subject.update({"client": crow["name"], "mailbox": mailbox})
-        credential = self.load_client(crow["client_uuid"])
-        now = self.now()
-        self.audit_record.detail.update({"protocols": list(protocols), "method": "import"})
-        existing = self.grants_of(crow["client_uuid"], mailbox)
+        crow = self.clients.client_row(client)
+        self.core.broker.record.subject.update({"client": crow["name"], "mailbox": mailbox})
+        credential = self.core.load_client(crow["client_uuid"])
+        now = self.core.now()
+        self.core.broker.record.detail.update({"protocols": list(protocols), "method": "import"})
+        existing = self.core.grants_of(crow["client_uuid"], mailbox)
         if existing:
             def attempt() -> ConsentGrant:
-                grant = self.load_grant(existing[0]["grant_uuid"])
-                rotation = self.load(grant.rotation_id)
+                grant = self.core.load_grant(existing[0]["grant_uuid"])
+                rotation = self.core.load(grant.rotation_id)
                 grant.regrant(now=now, client=credential, protocols=protocols, scopes=scopes,
-                              method="import", granted_at=granted_at, granted_by=self.who)
+                              method="import", granted_at=granted_at, granted_by=self.core.who)
                 rotation.reseed(now=now, refresh_token=refresh_token,
                                 issued_at=grant.granted_at, source="import")
                 self._save_grant(grant, rotation, credential)
                 return grant
 
-            grant = self.retrying(attempt)
+            grant = self.core.retrying(attempt)
         else:
             grant, rotation, keys = self.new_grant(
                 credential, mailbox, protocols, scopes, method="import", granted_at=granted_at,
@@ -154,16 +163,16 @@ class GrantUseCases(ClientUseCases, VaultCore):
         refresh_token: SecretValue | None, signed_in: dict[str, Any] | None = None,
     ) -> tuple[ConsentGrant, TokenRotation, list]:
         """A new grant, its token lineage and their data keys (one subject: the grant)."""
-        grant_id = self.new_id()
+        grant_id = self.core.new_id()
         grant = ConsentGrant.grant(
-            aggregate_id=grant_id, rotation_id=rotation_id_for(grant_id), now=self.now(),
+            aggregate_id=grant_id, rotation_id=rotation_id_for(grant_id), now=self.core.now(),
             client=credential, mailbox=mailbox, protocols=protocols, scopes=scopes,
-            method=method, granted_at=granted_at, granted_by=self.who, signed_in=signed_in)
+            method=method, granted_at=granted_at, granted_by=self.core.who, signed_in=signed_in)
         source = {"import": "import", "app-only": "app-only"}.get(method, "consent")
-        rotation = TokenRotation.start(grant_id=grant_id, now=self.now(),
+        rotation = TokenRotation.start(grant_id=grant_id, now=self.core.now(),
                                        refresh_token=refresh_token, issued_at=grant.granted_at,
                                        source=source)
-        keys = self.new_key_rows(grant.id, grant.id) + self.new_key_rows(rotation.id, grant.id)
+        keys = self.core.new_key_rows(grant.id, grant.id) + self.core.new_key_rows(rotation.id, grant.id)
         return grant, rotation, keys
 
     def _save_new_grant(self, grant: ConsentGrant, rotation: TokenRotation, credential: Any,
@@ -180,7 +189,7 @@ class GrantUseCases(ClientUseCases, VaultCore):
         changes = apply_views(changes or Changes(),
                               grant_changes(grant, credential.provider, credential.google_testing),
                               rotation_changes(rotation))
-        self.commit(grant, rotation, changes=changes)
+        self.core.commit(grant, rotation, changes=changes)
 
     @use_case("grant add-app")
     def add_app_grant(self, *, client: str, mailbox: str, protocols: tuple[str, ...],
@@ -188,11 +197,11 @@ class GrantUseCases(ClientUseCases, VaultCore):
         """Record that an app reaches a mailbox app-only (client credentials): in Exchange, a
         service principal of the Enterprise Application with permission on the mailbox."""
         mailbox = check_mailbox(mailbox)
-        crow = self.client_row(client)
-        self.audit_record.subject.update({"client": crow["name"], "mailbox": mailbox})
-        self.audit_record.detail.update({"protocols": list(protocols), "method": "app-only"})
-        credential = self.load_client(crow["client_uuid"])
-        if self.grants_of(crow["client_uuid"], mailbox):
+        crow = self.clients.client_row(client)
+        self.core.broker.record.subject.update({"client": crow["name"], "mailbox": mailbox})
+        self.core.broker.record.detail.update({"protocols": list(protocols), "method": "app-only"})
+        credential = self.core.load_client(crow["client_uuid"])
+        if self.core.grants_of(crow["client_uuid"], mailbox):
             raise AlreadyExists(f"{mailbox} already has a grant under {crow['name']!r}")
         grant, rotation, keys = self.new_grant(credential, mailbox, protocols, scopes,
                                                method="app-only", granted_at=None,
@@ -202,9 +211,9 @@ class GrantUseCases(ClientUseCases, VaultCore):
 
     @use_case("grant list")
     def list_grants(self, client: str | None = None) -> list[dict[str, Any]]:
-        rows = self.read_models().grants
+        rows = self.core.read_models().grants
         if client:
-            uuid = self.client_row(client)["client_uuid"]
+            uuid = self.clients.client_row(client)["client_uuid"]
             rows = [r for r in rows if r["client_uuid"] == uuid]
         interval = self.refusal_interval()
         return [grant_listing(r, interval) for r in rows]
@@ -212,8 +221,8 @@ class GrantUseCases(ClientUseCases, VaultCore):
     @use_case("grant show")
     def show_grant(self, mailbox: str, *, client: str | None = None) -> dict[str, Any]:
         row = self.grant_row(mailbox, client)
-        grant = self.load_grant(row["grant_uuid"])
-        rotation: TokenRotation = self.load(UUID(row["rotation_uuid"]))
+        grant = self.core.load_grant(row["grant_uuid"])
+        rotation: TokenRotation = self.core.load(UUID(row["rotation_uuid"]))
         tokens = rotation_summary(rotation)
         tokens["refresh_refused"] = refusal_state(rotation.refused_since, grant.status,
                                                   self.refusal_interval())
@@ -224,19 +233,19 @@ class GrantUseCases(ClientUseCases, VaultCore):
         self, mailbox: str, *, reason: str, client: str | None = None, purge: bool = False
     ) -> dict[str, Any]:
         row = self.grant_row(mailbox, client)
-        self.audit_record.detail.update({"reason": reason, "purged": purge})
+        self.core.broker.record.detail.update({"reason": reason, "purged": purge})
 
         def attempt() -> ConsentGrant:
-            grant = self.load_grant(row["grant_uuid"])
-            rotation = self.load(grant.rotation_id)
-            now = self.now()
+            grant = self.core.load_grant(row["grant_uuid"])
+            rotation = self.core.load(grant.rotation_id)
+            now = self.core.now()
             if grant.status != "revoked" or not purge:  # a second revoke is refused
-                grant.revoke(now=now, reason=reason, revoked_by=self.who)
+                grant.revoke(now=now, reason=reason, revoked_by=self.core.who)
             # Recorded in the audit entry, which outlives a purge of the grant's own events.
-            self.audit_record.detail["access_valid_until"] = self.access_valid_until(
+            self.core.broker.record.detail["access_valid_until"] = self.access_valid_until(
                 grant.rotation_id, grant.status_changed_at)
             if purge:
-                self.audit_record.detail["revocation"] = {
+                self.core.broker.record.detail["revocation"] = {
                     "at": _iso(grant.status_changed_at), "by": grant.revoked_by,
                     "reason": grant.status_reason}
             rotation.discard_tokens(now=now, reason="grant revoked")
@@ -249,16 +258,40 @@ class GrantUseCases(ClientUseCases, VaultCore):
                 apply_views(changes, grant_changes(grant, row["provider"],
                                                    bool(row["google_testing"])),
                             rotation_changes(rotation))
-            self.commit(grant, rotation, changes=changes)
+            self.core.commit(grant, rotation, changes=changes)
             return grant
 
-        grant = self.retrying(attempt)
+        grant = self.core.retrying(attempt)
         if purge:
-            self.keyring.forget([row["grant_uuid"], row["rotation_uuid"]])
-            self.wipe_freed_pages()
+            self.core.keyring.forget([row["grant_uuid"], row["rotation_uuid"]])
+            self.core.wipe_freed_pages()
         return {"mailbox": grant.mailbox, "client": grant.client_name, "revoked": True,
                 "purged": purge,
                 "provider_revocation": PROVIDER_REVOCATION_ADVICE.get(row["provider"], "")}
+
+    @use_case("grant revoke")
+    def revoke_everywhere(
+        self, mailbox: str, *, reason: str, client: str | None = None, purge: bool = False
+    ) -> dict[str, Any]:
+        """Revoke at the provider where it can be done (RFC 7009, Google), then in the vault."""
+        from adapters.errors import AdapterError
+        from adapters.oauth import OAuthFailure
+
+        row = self.grant_row(mailbox, client)
+        credential: ClientCredential = self.core.load_client(row["client_uuid"])
+        rotation: TokenRotation = self.core.load(UUID(row["rotation_uuid"]))
+        at_provider = None
+        if credential.endpoints.get("revoke_url") and rotation.refresh_token is not None:
+            try:
+                self.providers.oauth(credential).revoke(rotation.refresh_token)
+                at_provider = "the refresh token was revoked at the provider"
+            except (OAuthFailure, AdapterError) as e:
+                at_provider = f"revoking at the provider failed ({e}); revoke it there by hand"
+        self.core.broker.record.detail["at_provider"] = bool(at_provider and "failed" not in at_provider)
+        result = self.revoke_grant(mailbox, reason=reason, client=client, purge=purge)
+        if at_provider:
+            result["provider_revocation"] = at_provider
+        return result
 
 
 PROVIDER_REVOCATION_ADVICE = {
@@ -284,4 +317,4 @@ def grant_listing(r: dict[str, Any], refusal_interval: timedelta) -> dict[str, A
     }
 
 
-__all__ = ["GrantUseCases", "client_name_key"]
+__all__ = ["GrantService", "client_name_key"]

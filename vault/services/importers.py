@@ -5,16 +5,25 @@ already granted under that client is reported and left alone."""
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters.importers import Account
 from domain.errors import DomainError
 from vault.core import use_case
 from vault.errors import BadInput, VaultError
-from vault.services.grants import GrantUseCases
+
+if TYPE_CHECKING:
+    from vault.core import VaultCore
+    from vault.services.clients import ClientService
+    from vault.services.grants import GrantService
 
 
-class ImportUseCases(GrantUseCases):
+class ImportService:
+    def __init__(self, core: VaultCore, *, clients: ClientService, grants: GrantService) -> None:
+        self.core = core
+        self.clients = clients
+        self.grants = grants
+
     @use_case("import")
     def import_accounts(self, accounts: list[Account], *,
                         client: str | None = None) -> list[dict[str, Any]]:
@@ -22,7 +31,7 @@ class ImportUseCases(GrantUseCases):
         if client and len(apps) > 1:
             raise BadInput(f"the accounts use {len(apps)} different apps: leave out --client "
                            "and vault names one client per app")
-        summary = self.audit_record
+        summary = self.core.broker.record
         summary.detail.update({"source": accounts[0].source if accounts else None,
                                "accounts": len(accounts)})
         results = []
@@ -30,7 +39,7 @@ class ImportUseCases(GrantUseCases):
             row = {"mailbox": account.mailbox, "client": None, "outcome": "skipped",
                    "detail": account.problem}
             if account.problem is None:
-                with self.audit_item(mailbox=account.mailbox):
+                with self.core.broker.item(mailbox=account.mailbox):
                     try:
                         row.update(self._import_one(account, client))
                     except (DomainError, VaultError) as e:
@@ -44,7 +53,7 @@ class ImportUseCases(GrantUseCases):
 
     def _client_for(self, account: Account, wanted: str | None) -> tuple[str, bool]:
         """(name, created): the vault's client for this app, registered if it has none."""
-        clients = self.read_models().clients
+        clients = self.core.read_models().clients
         for row in clients:
             if (row["provider"], row["client_id"], row["status"]) == (
                     account.provider, account.client_id, "active") and (
@@ -56,22 +65,22 @@ class ImportUseCases(GrantUseCases):
         while name.casefold() in taken:
             n += 1
             name = f"{base}-{n}"
-        self.add_client(name=name, provider=account.provider, client_id=account.client_id,
-                        cloud=account.cloud, tenant=account.tenant, secret=account.client_secret,
-                        redirect_uri=account.redirect_uri,
-                        scopes=account.scopes if account.provider == "custom" else (),
-                        endpoints=account.endpoints or None)
+        self.clients.add_client(name=name, provider=account.provider, client_id=account.client_id,
+                                cloud=account.cloud, tenant=account.tenant, secret=account.client_secret,
+                                redirect_uri=account.redirect_uri,
+                                scopes=account.scopes if account.provider == "custom" else (),
+                                endpoints=account.endpoints or None)
         return name, True
 
     def _import_one(self, account: Account, wanted: str | None) -> dict[str, Any]:
         name, created = self._client_for(account, wanted)
-        if self.grants_of(self.client_row(name)["client_uuid"], account.mailbox):
+        if self.core.grants_of(self.clients.client_row(name)["client_uuid"], account.mailbox):
             return {"client": name, "outcome": "exists",
                     "detail": "already granted under this client: left as it is"}
         assert account.refresh_token is not None
-        self.import_grant(client=name, mailbox=account.mailbox, protocols=account.protocols,
-                          refresh_token=account.refresh_token,
-                          scopes=account.scopes if account.provider != "google" else None)
+        self.grants.import_grant(client=name, mailbox=account.mailbox, protocols=account.protocols,
+                                 refresh_token=account.refresh_token,
+                                 scopes=account.scopes if account.provider != "google" else None)
         return {"client": name, "outcome": "imported",
                 "detail": f"{'new' if created else 'existing'} client; "
                           f"protocols {','.join(account.protocols)}"}

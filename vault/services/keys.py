@@ -39,77 +39,79 @@ def slot_summary(slot: Keyslot, unlocked_with: Keyslot) -> dict[str, Any]:
             "used_now": slot.slot_id == unlocked_with.slot_id}
 
 
-class KeyUseCases(VaultCore):
-    unlock_material: UnlockMaterial
+class KeyService:
+    def __init__(self, core: VaultCore) -> None:
+        self.core = core
+
 
     def _replace_header(self, header: Header, root: RootKey, changes: Changes | None = None) -> None:
         """Write a new header if nobody changed it since this command unlocked the vault."""
         changes = changes or Changes()
         sealed = seal_header(header, root)
-        changes.header = (self.header_checksum, sealed)
-        self.commit(changes=changes)
-        self.header, self.header_checksum = header, sealed.checksum
-        self.wipe_freed_pages()  # the old wraps of a removed or changed keyslot
+        changes.header = (self.core.header_checksum, sealed)
+        self.core.commit(changes=changes)
+        self.core.header, self.core.header_checksum = header, sealed.checksum
+        self.core.wipe_freed_pages()  # the old wraps of a removed or changed keyslot
 
     @use_case("key list")
     def list_keyslots(self) -> list[dict[str, Any]]:
-        return [slot_summary(s, self.unlocked_with) for s in self.header.keyslots]
+        return [slot_summary(s, self.core.unlocked_with) for s in self.core.header.keyslots]
 
     @use_case("key add")
     def add_keyslot(self, material: UnlockMaterial, *, label: str, kdf: str = "moderate") -> dict:
         if kdf not in KDF_PROFILES:
             raise BadInput(f"--kdf must be one of {', '.join(KDF_PROFILES)}")
-        self.audit_record.action = f"key add-{material.kind}"
-        if len(self.header.keyslots) >= MAX_KEYSLOTS:
+        self.core.broker.record.action = f"key add-{material.kind}"
+        if len(self.core.header.keyslots) >= MAX_KEYSLOTS:
             raise BadInput(f"a vault has at most {MAX_KEYSLOTS} keyslots")
-        slot = new_slot(self.header, self.root, self.header.vault_id, material, label,
-                        self.now().isoformat(), kdf=kdf)
-        self.audit_record.detail.update({"slot": slot.slot_id, "kind": slot.kind,
-                                         "label": label})
-        self._replace_header(replace(self.header, keyslots=(*self.header.keyslots, slot)),
-                             self.root)
-        return slot_summary(slot, self.unlocked_with)
+        slot = new_slot(self.core.header, self.core.root, self.core.header.vault_id, material, label,
+                        self.core.now().isoformat(), kdf=kdf)
+        self.core.broker.record.detail.update({"slot": slot.slot_id, "kind": slot.kind,
+                                               "label": label})
+        self._replace_header(replace(self.core.header, keyslots=(*self.core.header.keyslots, slot)),
+                             self.core.root)
+        return slot_summary(slot, self.core.unlocked_with)
 
     @use_case("key remove")
     def remove_keyslot(self, slot_id: int) -> dict[str, Any]:
-        slots = [s for s in self.header.keyslots if s.slot_id != slot_id]
-        if len(slots) == len(self.header.keyslots):
+        slots = [s for s in self.core.header.keyslots if s.slot_id != slot_id]
+        if len(slots) == len(self.core.header.keyslots):
             raise NotFound(f"no keyslot {slot_id} (see `vault key list`)")
         if not slots:
             raise VaultError("refusing to remove the last keyslot: the vault could never be "
                              "opened again")
-        self.audit_record.detail.update({"slot": slot_id})
-        self._replace_header(replace(self.header, keyslots=tuple(slots)), self.root)
+        self.core.broker.record.detail.update({"slot": slot_id})
+        self._replace_header(replace(self.core.header, keyslots=tuple(slots)), self.core.root)
         return {"removed": slot_id, "remaining": [s.slot_id for s in slots]}
 
     @use_case("key passwd")
     def change_passphrase(self, new: Passphrase, *, kdf: str | None = None) -> dict[str, Any]:
         """Rewrap the root key in the passphrase slot that opened the vault; nothing else moves."""
-        old = self.unlocked_with
+        old = self.core.unlocked_with
         if old.kind != "passphrase":
             raise BadInput("unlock with the passphrase you want to change (not a key file)")
         profile = kdf or _profile_of(old)
-        slot = new_slot(self.header, self.root, self.header.vault_id, new, old.label,
-                        self.now().isoformat(), kdf=profile, slot_id=old.slot_id)
-        slots = tuple(slot if s.slot_id == old.slot_id else s for s in self.header.keyslots)
-        self.audit_record.detail.update({"slot": slot.slot_id, "kdf": profile})
-        self._replace_header(replace(self.header, keyslots=slots), self.root)
-        self.unlocked_with, self.unlock_material = slot, new
+        slot = new_slot(self.core.header, self.core.root, self.core.header.vault_id, new, old.label,
+                        self.core.now().isoformat(), kdf=profile, slot_id=old.slot_id)
+        slots = tuple(slot if s.slot_id == old.slot_id else s for s in self.core.header.keyslots)
+        self.core.broker.record.detail.update({"slot": slot.slot_id, "kdf": profile})
+        self._replace_header(replace(self.core.header, keyslots=slots), self.core.root)
+        self.core.unlocked_with, self.core.unlock_material = slot, new
         return {"slot": slot.slot_id, "kdf": slot.kdf_description()}
 
     @use_case("key rotate")
     def rotate_root_key(
         self, others: list[UnlockMaterial], *, drop: tuple[int, ...] = ()
     ) -> dict[str, Any]:
-        new_root = RootKey(term=self.root.term + 1, key=crypto.new_key())
-        new_header = replace(self.header, root_term=new_root.term)
-        materials = [self.unlock_material, *others]
+        new_root = RootKey(term=self.core.root.term + 1, key=crypto.new_key())
+        new_header = replace(self.core.header, root_term=new_root.term)
+        materials = [self.core.unlock_material, *others]
         slots, missing, dropped = [], [], []
-        for slot in self.header.keyslots:
+        for slot in self.core.header.keyslots:
             material = next((m for m in materials if slot.kind == m.kind
-                             and open_slot(slot, self.header, m) is not None), None)
+                             and open_slot(slot, self.core.header, m) is not None), None)
             if material is not None:
-                slots.append(rewrap_slot(slot, self.header, material, new_root))
+                slots.append(rewrap_slot(slot, self.core.header, material, new_root))
             elif slot.slot_id in drop:
                 dropped.append(slot.slot_id)
             else:
@@ -125,13 +127,13 @@ class KeyUseCases(VaultCore):
 
         def rekey(rows: list) -> list:
             rewrapped.append(len(rows))
-            return self.keyring.rewrap(rows, new_root)
+            return self.core.keyring.rewrap(rows, new_root)
 
-        self.audit_record.detail.update({"term": new_root.term, "dropped_slots": dropped})
+        self.core.broker.record.detail.update({"term": new_root.term, "dropped_slots": dropped})
         self._replace_header(new_header, new_root, Changes(rekey=rekey))
-        self.root = new_root
-        self.keyring.root = new_root
-        self.unlocked_with = next(s for s in slots if s.slot_id == self.unlocked_with.slot_id)
+        self.core.root = new_root
+        self.core.keyring.root = new_root
+        self.core.unlocked_with = next(s for s in slots if s.slot_id == self.core.unlocked_with.slot_id)
         return {"root_term": new_root.term, "data_keys_rewrapped": rewrapped[0],
                 "keyslots": [s.slot_id for s in slots], "dropped": dropped}
 

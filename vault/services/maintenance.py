@@ -9,29 +9,43 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+from uuid import UUID
 
 from eventsourcing.persistence import PersistenceError
 
-from adapters.errors import AdapterError, IntegrityViolation
+from adapters.errors import AdapterError, IntegrityViolation, SubjectPurged
 from adapters.files import check_output, write_atomically
+from adapters.keyring import ROWS_KEY_ID, SETTINGS_KEY_ID
+from adapters.keyslots import seal_header
+from adapters.store import Changes, Head, ViewChange
 from adapters.store.failures import explain_store_failure
 from domain.grants import ACTIVE
 from domain.secret_value import SecretValue
 from vault.audit import TrustedCheckpoint, parse_checkpoint
+from vault.core import REQUIRED_SETTINGS, use_case
 from vault.errors import BadInput, VaultError
+from vault.projections import client_changes, grant_changes, rotation_changes
 from vault.services.alerts import (
     METRICS_FILE,
     RESEND_AFTER,
-    AlertUseCases,
     check_alert_channels,
     delivery_summary,
     pending_lines,
 )
 from vault.services.audit import CHECKPOINT_FILE
 
+if TYPE_CHECKING:
+    from vault.core import VaultCore
+    from vault.services.alerts import AlertService
+    from vault.services.audit import AuditService
+    from vault.services.probes import ProbeService
+    from vault.services.tokens import TokenService
+
+
+Progress = Callable[[int, int], None]  # (done, total), for a progress bar
 
 @dataclass
 class MaintainPlan:
@@ -61,20 +75,29 @@ class MaintainPlan:
             check_output(self.metrics_file, force=self.force, **METRICS_FILE)
 
 
-class MaintenanceUseCases(AlertUseCases):
+class MaintenanceService:
+    def __init__(self, core: VaultCore, *,
+                 tokens: TokenService, probes: ProbeService, alerts: AlertService,
+                 audit: AuditService) -> None:
+        self.core = core
+        self.tokens = tokens
+        self.probes = probes
+        self.alerts = alerts
+        self.audit = audit
+
     def maintain(self, plan: MaintainPlan) -> list[dict[str, Any]]:
         """Every step's outcome: {step, outcome: ok|failed|skipped, summary, ...}."""
         plan.check()
         if plan.checkpoint_dir:
-            check_output(self._checkpoint_path(plan, self.header.vault_id), force=plan.force,
+            check_output(self._checkpoint_path(plan, self.core.header.vault_id), force=plan.force,
                          **CHECKPOINT_FILE)
         if plan.email_to:
-            self.check_sender(plan.via or "")
+            self.alerts.check_sender(plan.via or "")
         previous = self._previous_checkpoint(plan) if plan.checkpoint_dir else None
         if previous is not None:
             # First: a store rolled back to an older copy must not be acted on (its refresh
             # tokens may be spent; refreshing them could make the provider revoke the grant).
-            self.verified_audit_rows(trusted=previous)
+            self.audit.verified_audit_rows(trusted=previous)
         steps: list[dict[str, Any]] = []
 
         def step(name: str, run: Callable[[], tuple[str, dict[str, Any]]],
@@ -89,8 +112,8 @@ class MaintenanceUseCases(AlertUseCases):
             except IntegrityViolation:
                 raise  # tampering stops everything: exit 5, nothing else is trusted
             except (VaultError, AdapterError, PersistenceError) as e:  # the next step still runs
-                summary = explain_store_failure(e, f"the vault's store {self.store.description}",
-                                                getattr(self.store, "home", None))
+                summary = explain_store_failure(e, f"the vault's store {self.core.store.description}",
+                                                getattr(self.core.store, "home", None))
                 steps.append({"step": name, "outcome": "failed", "summary": summary or str(e)})
 
         step("refresh", lambda: self._refresh_due(plan))
@@ -104,7 +127,7 @@ class MaintenanceUseCases(AlertUseCases):
         return steps
 
     def _refresh_due(self, plan: MaintainPlan) -> tuple[str, dict[str, Any]]:
-        results = self.refresh(due=True, keepalive_days=plan.keepalive_days)
+        results = self.tokens.refresh(due=True, keepalive_days=plan.keepalive_days)
         count = {o: sum(r["outcome"] == o for r in results)
                  for o in ("refreshed", "fresh", "failed")}
         failed = [r["error"] for r in results if r["outcome"] == "failed"]
@@ -115,7 +138,7 @@ class MaintenanceUseCases(AlertUseCases):
     def probes_due(self, now: datetime, every: timedelta) -> list[tuple[str, str, str]]:
         """(mailbox, client, protocol) of active grants not probed within `every`."""
         due = []
-        for row in self.read_models().grants:
+        for row in self.core.read_models().grants:
             if row["status"] != ACTIVE:
                 continue
             last = json.loads(row["probes"] or "{}")
@@ -128,13 +151,13 @@ class MaintenanceUseCases(AlertUseCases):
     def _probe_due(self, plan: MaintainPlan) -> tuple[str, dict[str, Any]]:
         assert plan.probe_every is not None
         results, problems = [], []
-        started = self.now()
+        started = self.core.now()
         due = self.probes_due(started, plan.probe_every)
         for mailbox, client, protocol in due:
-            if results and self.now() - started >= plan.probe_budget:
+            if results and self.core.now() - started >= plan.probe_budget:
                 break  # what is left stays due: the next run starts with it
             try:
-                (result,) = self.probe(mailbox, client=client, protocol=protocol)
+                (result,) = self.probes.probe(mailbox, client=client, protocol=protocol)
             except IntegrityViolation:
                 raise
             except (VaultError, AdapterError) as e:  # no server known, grant unusable ...
@@ -149,14 +172,14 @@ class MaintenanceUseCases(AlertUseCases):
         return summary, {"results": results, "failed": bool(problems)}
 
     def _alert(self, plan: MaintainPlan) -> tuple[str, dict[str, Any]]:
-        result = self.alert(webhook=plan.webhook, email_to=plan.email_to, via=plan.via,
-                            min_severity=plan.min_severity, resend_after=plan.resend_after)
+        result = self.alerts.alert(webhook=plan.webhook, email_to=plan.email_to, via=plan.via,
+                                   min_severity=plan.min_severity, resend_after=plan.resend_after)
         summary = "\n".join([delivery_summary(result), *pending_lines(result)])
         return summary, {**result, "failed": bool(result["pending"])}
 
     def _metrics(self, plan: MaintainPlan) -> tuple[str, dict[str, Any]]:
         assert plan.metrics_file is not None
-        write_atomically(plan.metrics_file, self.prometheus(), 0o644, force=plan.force,
+        write_atomically(plan.metrics_file, self.alerts.prometheus(), 0o644, force=plan.force,
                          **METRICS_FILE)
         return f"written to {plan.metrics_file}", {}
 
@@ -166,7 +189,7 @@ class MaintenanceUseCases(AlertUseCases):
         return os.path.join(plan.checkpoint_dir, f"vault-{vault_id}.checkpoint")
 
     def _previous_checkpoint(self, plan: MaintainPlan) -> TrustedCheckpoint | None:
-        path = self._checkpoint_path(plan, self.header.vault_id)
+        path = self._checkpoint_path(plan, self.core.header.vault_id)
         try:
             with open(path, encoding="utf-8") as f:
                 return parse_checkpoint(f.read(64 * 1024))
@@ -181,7 +204,78 @@ class MaintenanceUseCases(AlertUseCases):
 
     def _checkpoint(self, plan: MaintainPlan,
                     previous: TrustedCheckpoint | None) -> tuple[str, dict[str, Any]]:
-        path = self._checkpoint_path(plan, self.header.vault_id)
-        text, size = self.export_checkpoint(previous)
+        path = self._checkpoint_path(plan, self.core.header.vault_id)
+        text, size = self.audit.export_checkpoint(previous)
         write_atomically(path, text, 0o644, force=plan.force, **CHECKPOINT_FILE)
         return f"{size} entries, written to {path}", {"size": size}
+
+    def rebuilt_views(self, progress: Progress | None = None,
+                      load: Callable[[UUID], Any] | None = None) -> tuple[list[ViewChange],
+                                                                          dict[str, int]]:
+        """The read models as the events give them (every aggregate replayed, by `load` if given;
+        purged subjects have none), and how many clients, grants and purged subjects that took."""
+        load = load or self.core.load
+        views: list[ViewChange] = []
+        ids = self.core.aggregate_ids()
+        total, done, purged = len(ids["client"]) + len(ids["grant"]), 0, 0
+        providers: dict[UUID, tuple[str, bool]] = {}
+        for kind in ("client", "grant"):
+            for aggregate_id in ids[kind]:
+                try:
+                    if kind == "client":
+                        client = load(aggregate_id)
+                        views.extend(client_changes(client))
+                        providers[client.id] = (client.provider, client.google_testing)
+                    else:
+                        grant = load(aggregate_id)
+                        provider, testing = providers.get(grant.client_id, ("custom", False))
+                        views.extend(grant_changes(grant, provider, testing))
+                        views.extend(rotation_changes(load(grant.rotation_id)))
+                except SubjectPurged:
+                    purged += 1
+                done += 1
+                if progress:
+                    progress(done, total)
+        return views, {"clients": len(ids["client"]), "grants": len(ids["grant"]),
+                       "purged": purged}
+
+    @use_case("admin rebuild-projections")
+    def rebuild_projections(self, progress: Progress | None = None) -> dict[str, int]:
+        """Clear the read models and replay every aggregate, in one transaction during which
+        other writers wait (nothing committed meanwhile can be missed)."""
+        return self._rebuild(Changes(), progress)
+
+    def _rebuild(self, changes: Changes, progress: Progress | None = None) -> dict[str, int]:
+        result: dict[str, int] = {}
+
+        def replay(changes: Changes) -> None:
+            views, counts = self.rebuilt_views(progress)
+            changes.views.extend(views)
+            result.update(counts)
+            self.core.broker.record.detail.update(result)
+
+        changes.clear_views, changes.prepare = True, replay
+        self.core.commit(changes=changes)
+        return result
+
+    def upgrade(self) -> None:
+        """Bring a vault from before sealed rows (schema 1) up to date, once, in one transaction:
+        columns added, read models rebuilt from the events and sealed, settings and purges sealed
+        as they are found, and the header marked (so this never runs again on that vault)."""
+        if not self.core.header.row_macs:
+            self._upgrade()
+
+    @use_case("upgrade")
+    def _upgrade(self) -> None:
+        header = replace(self.core.header, row_macs=True)
+        sealed = seal_header(header, self.core.root)
+        self.core.broker.record.detail["to"] = "schema 2: sealed read models, settings and purges"
+        now = self.core.now().isoformat()
+        keys = [self.core.keyring.create(key_id, key_id, now) for key_id in (ROWS_KEY_ID,
+                                                                             SETTINGS_KEY_ID)]
+        self._rebuild(Changes(
+            header=(self.core.header_checksum, sealed), upgrade=True, keys=keys,
+            settings=dict(REQUIRED_SETTINGS), settings_version=1,
+            heads=[Head(SETTINGS_KEY_ID, 1, self.core.keyring.head_mac(SETTINGS_KEY_ID, 1))]))
+        self.core.header, self.core.header_checksum = header, sealed.checksum
+        self.core.keyring.purges_unsealed = False

@@ -4,7 +4,7 @@ on the grant (ProbeRecorded) and shown by `vault status` and `vault grant show`.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from adapters.mail import ProbeResult, Target, probe, probe_graph
@@ -15,22 +15,34 @@ from domain.probes import DEFAULT_PORTS, NETWORK, OK, mail_server
 from vault.core import apply_views, use_case
 from vault.errors import BadInput
 from vault.projections import grant_changes
-from vault.services.tokens import TokenUseCases
+
+if TYPE_CHECKING:
+    from vault.core import VaultCore
+    from vault.providers import Providers
+    from vault.services.grants import GrantService
+    from vault.services.tokens import TokenService
 
 MECHANISMS = ("xoauth2", "oauthbearer")
 TLS_MODES = ("implicit", "starttls", "plain")
 
 
-class ProbeUseCases(TokenUseCases):
+class ProbeService:
+    def __init__(self, core: VaultCore, *,
+                 grants: GrantService, tokens: TokenService, providers: Providers) -> None:
+        self.core = core
+        self.grants = grants
+        self.tokens = tokens
+        self.providers = providers
+
     @use_case("probe")
     def probe(
         self, mailbox: str, *, client: str | None = None, protocol: str = "all",
         host: str | None = None, port: int | None = None, tls: str | None = None,
         mechanism: str = "xoauth2", send_test: bool = False, timeout: float = 20.0,
     ) -> list[dict[str, Any]]:
-        row = self.grant_row(mailbox, client)
-        grant: ConsentGrant = self.load_grant(row["grant_uuid"])
-        credential: ClientCredential = self.load_client(row["client_uuid"])
+        row = self.grants.grant_row(mailbox, client)
+        grant: ConsentGrant = self.core.load_grant(row["grant_uuid"])
+        credential: ClientCredential = self.core.load_client(row["client_uuid"])
         protocols = list(grant.protocols) if protocol == "all" else [protocol]
         if protocol != "all" and protocol not in grant.protocols:
             raise BadInput(f"the grant of {grant.mailbox} covers {', '.join(grant.protocols)}, "
@@ -40,23 +52,23 @@ class ProbeUseCases(TokenUseCases):
         if mechanism not in MECHANISMS or (tls is not None and tls not in TLS_MODES):
             raise BadInput("--mechanism is xoauth2 or oauthbearer; --tls implicit, starttls "
                            "or plain")
-        self.audit_record.detail.update({"protocols": protocols, "send_test": send_test})
+        self.core.broker.record.detail.update({"protocols": protocols, "send_test": send_test})
         jobs = []
         for name in protocols:
-            target = self._target(credential, grant, name, host, port, tls, mechanism, timeout)
-            jobs.append((target, self.usable_token(row, name).token))
+            target = self.target(credential, grant, name, host, port, tls, mechanism, timeout)
+            jobs.append((target, self.tokens.usable_token(row, name).token))
         with ThreadPoolExecutor(max_workers=len(jobs)) as pool:
             results = list(pool.map(lambda job: self._run(grant, credential, *job, send_test),
                                     jobs))
         self._record_probes(grant, credential, results)
-        self.audit_record.detail["outcomes"] = {r.protocol: r.outcome for r in results}
+        self.core.broker.record.detail["outcomes"] = {r.protocol: r.outcome for r in results}
         if any(r.outcome != OK for r in results):
-            self.audit_record.outcome = "failed"
+            self.core.broker.record.outcome = "failed"
         return [r.as_dict() for r in results]
 
-    def _target(self, credential: ClientCredential, grant: ConsentGrant, protocol: str,
-                host: str | None, port: int | None, tls: str | None, mechanism: str,
-                timeout: float) -> Target:
+    def target(self, credential: ClientCredential, grant: ConsentGrant, protocol: str,
+               host: str | None, port: int | None, tls: str | None, mechanism: str,
+               timeout: float) -> Target:
         default_port, default_tls = DEFAULT_PORTS[protocol]
         known = mail_server(credential.profile, credential.mail_servers, protocol) or {}
         host = host or known.get("host")
@@ -70,28 +82,26 @@ class ProbeUseCases(TokenUseCases):
 
     def _run(self, grant: ConsentGrant, credential: ClientCredential, target: Target,
              token: Any, send_test: bool) -> ProbeResult:
-        from adapters.http import tls_context
-
         try:
-            context = tls_context()
+            context = self.providers.tls_context()
         except Exception as e:  # noqa: BLE001 - reported as the probe's outcome
             return ProbeResult(target.protocol, NETWORK, diagnosis=str(e))
         if target.protocol != "graph":
             return probe(target, token, context, send_test=send_test and target.protocol == "smtp")
         scheme = "http" if target.tls == "plain" else "https"
         base = f"{scheme}://{target.host}" + (f":{target.port}" if target.port != 443 else "")
-        with self.http() as http:
-            return probe_graph(http, base, grant.mailbox, token, app_only=grant.app_only)
+        return probe_graph(self.providers.http, base, grant.mailbox, token,
+                           app_only=grant.app_only)
 
     def _record_probes(self, grant: ConsentGrant, credential: ClientCredential,
-                results: list[ProbeResult]) -> None:
+                       results: list[ProbeResult]) -> None:
         def attempt() -> None:
-            fresh: ConsentGrant = self.load(UUID(str(grant.id)))
+            fresh: ConsentGrant = self.core.load(UUID(str(grant.id)))
             for r in results:
-                fresh.record_probe(now=self.now(), protocol=r.protocol, outcome=r.outcome,
+                fresh.record_probe(now=self.core.now(), protocol=r.protocol, outcome=r.outcome,
                                    latency_ms=r.latency_ms, greeting=r.greeting,
                                    diagnosis=r.diagnosis)
-            self.commit(fresh, changes=apply_views(Changes(), grant_changes(
+            self.core.commit(fresh, changes=apply_views(Changes(), grant_changes(
                 fresh, credential.provider, credential.google_testing)))
 
-        self.retrying(attempt)
+        self.core.retrying(attempt)

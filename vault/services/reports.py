@@ -1,4 +1,6 @@
-"""Read-side use cases: status, expiry findings, history, and the expiry thresholds setting.
+"""Reports: status, expiry findings, history, the expiry thresholds setting; who did what (the
+audit log, filtered), what was revoked or retired and until when its tokens stay valid, and what
+expires when (for a timeline).
 
 Status and expiry read the read models only (never replay aggregates), so they stay fast with
 10,000 grants. History replays one subject's events, which is what event sourcing is for: what
@@ -9,10 +11,13 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from adapters.errors import IntegrityViolation
+from adapters.errors import IntegrityViolation, SubjectPurged
+from adapters.keyring import AUDIT_KEY_ID
+from adapters.store import AuditRow
+from domain.credentials import ClientCredential
 from domain.expiry import (
     ExpiryThresholds,
     GrantFacts,
@@ -20,18 +25,27 @@ from domain.expiry import (
     due_items,
     evaluate,
 )
+from domain.grants import ConsentGrant
 from domain.secret_value import SecretValue
+from vault.audit import actor_name, decrypt_entry
 from vault.core import THRESHOLDS_KEY, ReadModels, VaultCore, use_case
 from vault.errors import BadInput, NotFound
 from vault.services.clients import client_summary
 from vault.services.grants import (
-    GrantUseCases,
     grant_listing,
     grant_summary,
     rotation_summary,
 )
 
+if TYPE_CHECKING:
+    from vault.services.audit import AuditService
+    from vault.services.clients import ClientService
+    from vault.services.grants import GrantService
+
 _EVENT_META = {"originator_id", "originator_version", "timestamp", "originator_topic"}
+# a purge's audit entry: (kind, what, the detail that keeps the facts of the revocation/removal)
+_PURGES = {"grant revoke": ("grant", "grant revoked", "revocation"),
+           "client remove": ("credential", "client removed", "removal")}
 
 
 def _date(value: str | None) -> date | None:
@@ -64,31 +78,38 @@ def describe_event(event: Any) -> dict[str, Any]:
     }
 
 
-class ReportUseCases(GrantUseCases, VaultCore):
+class ReportService:
+    def __init__(self, core: VaultCore, *,
+                 clients: ClientService, grants: GrantService, audit: AuditService) -> None:
+        self.core = core
+        self.clients = clients
+        self.grants = grants
+        self.audit = audit
+
     # -- thresholds (read by `thresholds()`, in GrantUseCases) ----------------------------------
 
     @use_case("config show")
     def show_config(self) -> dict[str, Any]:
-        return {"expiry_thresholds": self.thresholds().as_dict()}
+        return {"expiry_thresholds": self.grants.thresholds().as_dict()}
 
     @use_case("config set")
     def set_threshold(self, key: str, value: int) -> dict[str, Any]:
         """Also the repair of thresholds edited or deleted outside vault: they are not trusted,
         so the others start again from their defaults, and the admin is told."""
-        self.audit_record.subject.update({"setting": key})
-        self.audit_record.detail.update({"value": value})
+        self.core.broker.record.subject.update({"setting": key})
+        self.core.broker.record.detail.update({"value": value})
         try:
-            current = self.thresholds()
+            current = self.grants.thresholds()
         except IntegrityViolation as e:
             current = ExpiryThresholds()
-            self.audit_record.detail["replaced"] = str(e)
-            self.warnings.append(f"{e}: the other thresholds are back at their defaults "
-                                 "(see `vault config show`)")
+            self.core.broker.record.detail["replaced"] = str(e)
+            self.core.warnings.append(f"{e}: the other thresholds are back at their defaults "
+                                      "(see `vault config show`)")
         try:
             updated = current.with_changes(**{key: value})
         except (ValueError, TypeError) as e:
             raise BadInput(str(e)) from None
-        self.commit(changes=self.settings_changes({THRESHOLDS_KEY: json.dumps(
+        self.core.commit(changes=self.core.settings_changes({THRESHOLDS_KEY: json.dumps(
             {k: v for k, v in updated.as_dict().items()
              if v != getattr(ExpiryThresholds(), k)}, sort_keys=True)}))
         return {"expiry_thresholds": updated.as_dict()}
@@ -98,7 +119,7 @@ class ReportUseCases(GrantUseCases, VaultCore):
     def expiry_facts(
         self, models: ReadModels | None = None
     ) -> tuple[list[SecretFacts], list[GrantFacts]]:
-        models = models or self.read_models()
+        models = models or self.core.read_models()
         clients = {c["client_uuid"]: c for c in models.clients}
         secrets = [
             SecretFacts(client=c["name"], provider=c["provider"], ref=r["ref"],
@@ -127,23 +148,23 @@ class ReportUseCases(GrantUseCases, VaultCore):
 
     @use_case("expiry")
     def expiry(self, *, as_of: date | None = None, within: int | None = None) -> dict[str, Any]:
-        as_of = as_of or self.now().date()
+        as_of = as_of or self.core.now().date()
         if within is not None and within < 0:
             raise BadInput("--within takes a number of days >= 0")
         secrets, grants = self.expiry_facts()
-        findings = evaluate(secrets, grants, as_of, self.thresholds(), within)
-        self.audit_record.detail.update({"as_of": as_of.isoformat(), "findings": len(findings)})
+        findings = evaluate(secrets, grants, as_of, self.grants.thresholds(), within)
+        self.core.broker.record.detail.update({"as_of": as_of.isoformat(), "findings": len(findings)})
         return {"as_of": as_of.isoformat(), "findings": [f.as_dict() for f in findings]}
 
     @use_case("status")
     def status(self) -> dict[str, Any]:
-        today = self.now().date()
-        t = self.thresholds()
-        models = self.read_models()
+        today = self.core.now().date()
+        t = self.grants.thresholds()
+        models = self.core.read_models()
         secrets, grants = self.expiry_facts(models)
         findings = evaluate(secrets, grants, today, t)
         items = due_items(secrets, grants, t)
-        clients = self.client_listing(models)
+        clients = self.clients.client_listing(models)
         due_by_client = {}
         for item in items:
             if item.mailbox is None:
@@ -191,46 +212,174 @@ class ReportUseCases(GrantUseCases, VaultCore):
         if "@" in subject and self._has_grant(subject, client):
             return self._grant_history(subject, client, cutoff, as_of, limit)
         try:
-            row = self.client_row(subject)
+            row = self.clients.client_row(subject)
         except NotFound:
             if "@" in subject:
                 raise NotFound(f"no grant or client named {subject!r}") from None
             raise
-        self.audit_record.subject.update({"client": row["name"]})
+        self.core.broker.record.subject.update({"client": row["name"]})
         client_id = UUID(row["client_uuid"])
-        version = self.version_as_of(client_id, cutoff)
-        events = self.events_up_to(client_id, version) if version else []
-        state = client_summary(self.load(client_id, version)) if version else None
+        version = self.core.version_as_of(client_id, cutoff)
+        events = self.core.events_up_to(client_id, version) if version else []
+        state = client_summary(self.core.load(client_id, version)) if version else None
         return {"kind": "client", "subject": row["name"], "as_of": _iso_or_none(as_of),
                 "total_events": len(events), "events": [describe_event(e) for e in
-                                                       events[-limit:]],
+                                                        events[-limit:]],
                 "state": state}
 
     def _has_grant(self, mailbox: str, client: str | None) -> bool:
         try:
-            self.grant_row(mailbox, client)
+            self.grants.grant_row(mailbox, client)
         except NotFound:
             return False
         return True
 
     def _grant_history(self, mailbox: str, client: str | None, cutoff: datetime | None,
                        as_of: date | datetime | None, limit: int) -> dict[str, Any]:
-        row = self.grant_row(mailbox, client)
+        row = self.grants.grant_row(mailbox, client)
         grant_id, rotation_id = UUID(row["grant_uuid"]), UUID(row["rotation_uuid"])
-        g_version = self.version_as_of(grant_id, cutoff)
-        r_version = self.version_as_of(rotation_id, cutoff)
-        grant_events = self.events_up_to(grant_id, g_version) if g_version else []
-        rotation_events = self.events_up_to(rotation_id, r_version, limit) if r_version else []
+        g_version = self.core.version_as_of(grant_id, cutoff)
+        r_version = self.core.version_as_of(rotation_id, cutoff)
+        grant_events = self.core.events_up_to(grant_id, g_version) if g_version else []
+        rotation_events = self.core.events_up_to(rotation_id, r_version, limit) if r_version else []
         merged = sorted(grant_events + rotation_events, key=lambda e: e.timestamp)
         state = None
         if g_version:
-            state = grant_summary(self.load(grant_id, g_version))
+            state = grant_summary(self.core.load(grant_id, g_version))
             if r_version:
-                state["tokens"] = rotation_summary(self.load(rotation_id, r_version))
+                state["tokens"] = rotation_summary(self.core.load(rotation_id, r_version))
         return {"kind": "grant", "subject": f"{row['mailbox']} ({row['client_name']})",
                 "as_of": _iso_or_none(as_of),
                 "total_events": len(grant_events) + (r_version or 0),
                 "events": [describe_event(e) for e in merged[-limit:]], "state": state}
+
+    @use_case("report audit")
+    def audit_report(self, *, start: datetime | None = None, end: datetime | None = None,
+                     client: str | None = None, mailbox: str | None = None) -> list[dict]:
+        """Entries from `start` (inclusive) to `end` (exclusive), of one client or mailbox."""
+        if start and end and end <= start:
+            raise BadInput("--until is before --since")
+        self.core.broker.record.detail.update({k: v.isoformat() if isinstance(v, datetime) else v
+                                               for k, v in (("since", start), ("until", end),
+                                                            ("client", client), ("mailbox", mailbox))
+                                               if v is not None})
+
+        def in_window(row: AuditRow) -> bool:
+            # the plaintext header's time is covered by the chain: no need to decrypt to filter
+            at = datetime.fromisoformat(json.loads(row.header)["at"])
+            return (start is None or at >= start) and (end is None or at < end)
+
+        _, picked = self.audit.verified_audit_rows(in_window)
+        key = self.core.keyring.key(AUDIT_KEY_ID)
+        rows = []
+        for row in picked:
+            e = decrypt_entry(key, self.core.header.vault_id, row)
+            subject = e.get("subject", {})
+            if client and subject.get("client", "").casefold() != client.casefold():
+                continue
+            if mailbox and subject.get("mailbox", "").casefold() != mailbox.casefold():
+                continue
+            detail = e.get("detail", {})
+            rows.append({
+                "seq": row.seq, "at": e["at"], "user": e.get("user"),
+                "sudo_user": e.get("sudo_user"), "host": e.get("host"),
+                "action": e["action"], "client": subject.get("client"),
+                "mailbox": subject.get("mailbox"), "outcome": e["outcome"],
+                "revealed": detail.get("revealed"),
+                "detail": "; ".join(f"{k}={v}" for k, v in sorted(detail.items())),
+            })
+        self.core.broker.record.detail.update({"rows": len(rows)})
+        return rows
+
+    @use_case("report revocations")
+    def revocation_report(self) -> list[dict[str, Any]]:
+        """Every revoked grant and retired or removed credential: when, by whom, why, and until
+        when access tokens already handed out stay valid (revoking a consent does not end them).
+        Purged subjects come from their purge's audit entry, which outlives their events."""
+        rows: list[dict[str, Any]] = []
+        ids = self.core.aggregate_ids()
+        purged = 0
+        for grant_id in ids["grant"]:
+            try:
+                grant: ConsentGrant = self.core.load(grant_id)
+            except SubjectPurged:
+                purged += 1
+                continue
+            for e in self.core.events_up_to(grant_id, grant.version):
+                if isinstance(e, ConsentGrant.Revoked):
+                    rows.append({"kind": "grant", "what": "grant revoked",
+                                 "client": grant.client_name, "mailbox": grant.mailbox,
+                                 "at": e.timestamp.isoformat(), "by": e.revoked_by,
+                                 "reason": e.reason, "access_valid_until":
+                                 self.grants.access_valid_until(grant.rotation_id, e.timestamp)})
+        for client_id in ids["client"]:
+            try:
+                client: ClientCredential = self.core.load(client_id)
+                events = self.core.events_up_to(client_id, client.version)
+            except SubjectPurged:
+                purged += 1
+                continue
+            for e in events:
+                if isinstance(e, ClientCredential.SecretRetired):
+                    ends = client.secret(e.ref)["expires_on"]
+                    # retiring it in vault does not delete it in the app registration
+                    what = (f"secret {e.ref} retired; the provider accepts it until "
+                            + (f"{ends} unless it is deleted there" if ends
+                               else "it is deleted there"))
+                elif isinstance(e, ClientCredential.Removed):
+                    what = "client removed"
+                else:
+                    continue
+                rows.append({"kind": "credential", "what": what, "client": client.name,
+                             "mailbox": None, "at": e.timestamp.isoformat(), "by": e.by,
+                             "reason": e.reason, "access_valid_until": None})
+        if purged:
+            rows += self._purge_rows()
+        for row in rows:  # a client is removed once its grants are revoked: theirs are its tokens
+            if row["kind"] == "credential" and row["what"].startswith("client removed"):
+                row["access_valid_until"] = max(
+                    (g["access_valid_until"] for g in rows if g["kind"] == "grant"
+                     and g["access_valid_until"] and g["at"] <= row["at"]
+                     and (g["client"] or "").casefold() == row["client"].casefold()),
+                    default=None)
+        rows.sort(key=lambda r: r["at"] or "")
+        self.core.broker.record.detail["rows"] = len(rows)
+        return rows
+
+    def _purge_rows(self) -> list[dict[str, Any]]:
+        key = self.core.keyring.key(AUDIT_KEY_ID)
+        vault_id = self.core.header.vault_id
+
+        def is_purge(row: AuditRow) -> bool:
+            e = decrypt_entry(key, vault_id, row)
+            return (e["action"] in _PURGES and e["outcome"] == "ok"
+                    and e.get("detail", {}).get("purged") is True)
+
+        rows = []
+        for row in self.audit.verified_audit_rows(is_purge)[1]:
+            e = decrypt_entry(key, vault_id, row)
+            kind, what, facts_key = _PURGES[e["action"]]
+            detail, subject = e["detail"], e.get("subject", {})
+            facts = detail.get(facts_key) or {}  # entries written before 2026-12 lack them
+            rows.append({"kind": kind, "what": f"{what}, purged {e['at'][:10]}",
+                         "client": subject.get("client"), "mailbox": subject.get("mailbox"),
+                         "at": facts.get("at") or e["at"], "by": facts.get("by") or actor_name(e),
+                         "reason": facts.get("reason") or detail.get("reason"),
+                         "access_valid_until": detail.get("access_valid_until")})
+        return rows
+
+    @use_case("report expiry")
+    def expiry_timeline(self, *, as_of: date | None = None, horizon_days: int = 365) -> dict:
+        as_of = as_of or self.core.now().date()
+        secrets, grants = self.expiry_facts()
+        t = self.grants.thresholds()
+        findings = evaluate(secrets, grants, as_of, t)
+        items = [{"kind": i.kind, "client": i.client, "mailbox": i.mailbox,
+                  "due": i.due.isoformat(), "days_left": (i.due - as_of).days,
+                  "assumed": i.assumed, "ref": i.ref}
+                 for i in due_items(secrets, grants, t) if (i.due - as_of).days <= horizon_days]
+        return {"as_of": as_of.isoformat(), "horizon_days": horizon_days, "items": items,
+                "findings": [f.as_dict() for f in findings]}
 
 
 def _history_cutoff(as_of: date | datetime | None) -> datetime | None:
