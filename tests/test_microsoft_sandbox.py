@@ -192,7 +192,7 @@ def test_rotate_secret_verify_waits_for_a_new_secret_to_work(vault: Harness, san
     sleeps: list[float] = []
     with vault.app(sleep=sleeps.append) as app:
         fail_next(sandbox, 7000215, count=2)  # not working yet: it is still propagating
-        result = app.clients.rotate_secret_verified("demo", secret=SecretValue(new_secret),
+        result = app.clients.rotate_secret("demo", secret=SecretValue(new_secret),
                                                     verify_for=60)
     assert result["verified"] and sleeps == [5.0, 5.0]
     secrets = json.loads(vault.ok("client", "show", "demo", "--json").out)["secrets"]

@@ -53,7 +53,7 @@ def _history(h: Harness, server) -> None:
         ref = app.clients.show_client("legacy")["secrets"][0]["ref"]
         app.clients.retire_secret("legacy", ref, reason="leaked in a ticket")
         clock.at = DAY[5]
-        app.grants.revoke_everywhere(SECOND, reason="mailbox decommissioned")
+        app.grants.revoke(SECOND, reason="mailbox decommissioned")
         app.clients.remove_client("legacy", reason="integration retired")
 
 

@@ -180,11 +180,8 @@ def client_rotate_secret(state: CliContext, name: str, secret_stdin: bool,
                    created_on=parse_date(secret_created, "--secret-created"),
                    expires_on=parse_date(secret_expires, "--secret-expires"), overlap=overlap)
     app = state.app()
-    if verify:
-        result = app.clients.rotate_secret_verified(name, secret=secret, verify_for=verify_timeout,
-                                                    **options)
-    else:
-        result = app.clients.rotate_secret(name, secret=secret, **options)
+    result = app.clients.rotate_secret(name, secret=secret, **options,
+                                       verify_for=verify_timeout if verify else None)
     click.echo(f"Client {name}: secret {result['new_secret']} is now current"
                + (" (checked at the token endpoint)" if verify else "")
                + (" (older secrets stay active)" if overlap else ""))

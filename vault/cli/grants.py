@@ -150,8 +150,8 @@ def signed_in_line(signed_in: dict, mailbox: str) -> str:
 def grant_revoke(state: CliContext, mailbox: str, client_name: str | None, reason: str,
                  purge: bool) -> None:
     """Revoke the grant of MAILBOX: vault stops handing out its tokens."""
-    result = state.app().grants.revoke_everywhere(mailbox, client=client_name, reason=reason,
-                                                  purge=purge)
+    result = state.app().grants.revoke(mailbox, client=client_name, reason=reason,
+                                       purge=purge)
     click.echo(f"Revoked grant of {result['mailbox']} under {result['client']}"
                + (" and purged it" if purge else ""))
     if result["provider_revocation"]:

@@ -162,7 +162,13 @@ class ClientService:
     def rotate_secret(
         self, name: str, *, secret: SecretValue, secret_id: str | None = None,
         created_on: date | None = None, expires_on: date | None = None, overlap: bool = False,
+        verify_for: float | None = None,
     ) -> dict[str, Any]:
+        """Add `secret` as NAME's current one (older ones retire unless `overlap`); with
+        `verify_for`, only once it works at the token endpoint."""
+        if verify_for is not None:
+            self._verify_new_secret(name, secret, verify_for)
+
         def attempt() -> str:
             client = self.credential(name)
             ref = client.rotate_secret(now=self.core.now(), value=secret, secret_id=secret_id,
@@ -173,7 +179,8 @@ class ClientService:
             return ref
 
         ref = self.core.retrying(attempt)
-        return {"client": name, "new_secret": ref, "overlap": overlap}
+        result = {"client": name, "new_secret": ref, "overlap": overlap}
+        return result if verify_for is None else {**result, "verified": True}
 
     @use_case("client add-certificate")
     def add_certificate(self, name: str, certificate: Any, *, overlap: bool = False) -> dict:
@@ -266,9 +273,7 @@ class ClientService:
         return {"client": client.name, "removed": True, "purged": purge}
 
     @use_case("client rotate-secret")
-    def rotate_secret_verified(
-        self, name: str, *, secret: SecretValue, verify_for: float = 180.0, **kwargs: Any
-    ) -> dict[str, Any]:
+    def _verify_new_secret(self, name: str, secret: SecretValue, verify_for: float) -> None:
         """Check a new secret at the token endpoint (client credentials) before it replaces the
         old one. A new Microsoft secret can take a minute or two to work: retried until
         `verify_for` seconds have passed. Nothing changes if it never works."""
@@ -290,7 +295,7 @@ class ClientService:
                 waited += delay
                 self.sleep(delay)
         self.core.broker.record.detail["verified"] = True
-        return {**self.rotate_secret(name, secret=secret, **kwargs), "verified": True}
+
 
     @staticmethod
     def _verification_scope(credential: ClientCredential) -> str:

@@ -229,10 +229,31 @@ class GrantService:
         return {**grant_summary(grant), "tokens": tokens}
 
     @use_case("grant revoke")
-    def revoke_grant(
+    def revoke(
         self, mailbox: str, *, reason: str, client: str | None = None, purge: bool = False
     ) -> dict[str, Any]:
+        """Revoke at the provider where it can be done (RFC 7009, Google), then in the vault
+        (the grant revoked, its tokens discarded; with `purge`, its data key destroyed)."""
+        from adapters.errors import AdapterError
+        from adapters.oauth import OAuthFailure
+
         row = self.grant_row(mailbox, client)
+        credential: ClientCredential = self.core.load_client(row["client_uuid"])
+        rotation: TokenRotation = self.core.load(UUID(row["rotation_uuid"]))
+        at_provider = None
+        if credential.endpoints.get("revoke_url") and rotation.refresh_token is not None:
+            try:
+                self.providers.oauth(credential).revoke(rotation.refresh_token)
+                at_provider = "the refresh token was revoked at the provider"
+            except (OAuthFailure, AdapterError) as e:
+                at_provider = f"revoking at the provider failed ({e}); revoke it there by hand"
+        self.core.broker.record.detail["at_provider"] = bool(at_provider and "failed" not in at_provider)
+        result = self._revoke_in_vault(row, reason=reason, purge=purge)
+        if at_provider:
+            result["provider_revocation"] = at_provider
+        return result
+
+    def _revoke_in_vault(self, row: dict[str, Any], *, reason: str, purge: bool) -> dict[str, Any]:
         self.core.broker.record.detail.update({"reason": reason, "purged": purge})
 
         def attempt() -> ConsentGrant:
@@ -268,30 +289,6 @@ class GrantService:
         return {"mailbox": grant.mailbox, "client": grant.client_name, "revoked": True,
                 "purged": purge,
                 "provider_revocation": PROVIDER_REVOCATION_ADVICE.get(row["provider"], "")}
-
-    @use_case("grant revoke")
-    def revoke_everywhere(
-        self, mailbox: str, *, reason: str, client: str | None = None, purge: bool = False
-    ) -> dict[str, Any]:
-        """Revoke at the provider where it can be done (RFC 7009, Google), then in the vault."""
-        from adapters.errors import AdapterError
-        from adapters.oauth import OAuthFailure
-
-        row = self.grant_row(mailbox, client)
-        credential: ClientCredential = self.core.load_client(row["client_uuid"])
-        rotation: TokenRotation = self.core.load(UUID(row["rotation_uuid"]))
-        at_provider = None
-        if credential.endpoints.get("revoke_url") and rotation.refresh_token is not None:
-            try:
-                self.providers.oauth(credential).revoke(rotation.refresh_token)
-                at_provider = "the refresh token was revoked at the provider"
-            except (OAuthFailure, AdapterError) as e:
-                at_provider = f"revoking at the provider failed ({e}); revoke it there by hand"
-        self.core.broker.record.detail["at_provider"] = bool(at_provider and "failed" not in at_provider)
-        result = self.revoke_grant(mailbox, reason=reason, client=client, purge=purge)
-        if at_provider:
-            result["provider_revocation"] = at_provider
-        return result
 
 
 PROVIDER_REVOCATION_ADVICE = {
