@@ -21,16 +21,11 @@ from adapters.store.failures import explain_store_failure
 from domain.grants import ACTIVE
 from domain.secret_value import SecretValue
 from vault.admin import CHECKPOINT_FILE
-from vault.alerting import (
-    METRICS_FILE,
-    RESEND_AFTER,
-    AlertUseCases,
-    check_alert_channels,
-    delivery_summary,
-    pending_lines,
-)
+from vault.alerting import METRICS_FILE, RESEND_AFTER, AlertUseCases, check_alert_channels
 from vault.audit import TrustedCheckpoint, parse_checkpoint
 from vault.errors import BadInput, VaultError
+from vault.render.alerts import delivery_summary, pending_lines
+from vault.render.text import printable
 
 
 @dataclass
@@ -109,7 +104,8 @@ class MaintenanceUseCases(AlertUseCases):
                  for o in ("refreshed", "fresh", "failed")}
         failed = [r["error"] for r in results if r["outcome"] == "failed"]
         summary = (f"{count['refreshed']} refreshed, {count['fresh']} already fresh, "
-                   f"{count['failed']} failed" + ("".join(f"\n  {f}" for f in failed)))
+                   f"{count['failed']} failed"
+                   + "".join(f"\n  {printable(f)}" for f in failed))  # a line each: shown
         return summary, {"results": results, "failed": bool(failed)}
 
     def probes_due(self, now: datetime, every: timedelta) -> list[tuple[str, str, str]]:
