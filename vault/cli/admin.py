@@ -6,8 +6,10 @@ import click
 
 from adapters.files import check_output, write_atomically
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
-from vault.cli.render import emit, table, to_json
 from vault.errors import BadInput
+from vault.render.machine import to_json
+from vault.render.tables import emit, table
+from vault.render.text import say
 
 
 def register(cli: click.Group) -> None:
@@ -65,15 +67,15 @@ def audit_verify(state: CliContext, trusted_file: str | None, fmt: str, as_json:
             "checkpoint_size": report.checkpoint_size, "trusted_size": report.trusted_size,
             "problems": report.problems}
     if chosen_format(fmt, as_json) == "json":
-        click.echo(to_json(data))
+        say(to_json(data), lines=True)
     elif report.ok:
-        click.echo(f"audit log OK: {report.entries} entries, signed checkpoint covers "
-                   f"{report.checkpoint_size}"
-                   + (f", extends the trusted checkpoint ({report.trusted_size})" if trusted
-                      else " (pin it: vault audit checkpoint --export FILE)"))
+        say(f"audit log OK: {report.entries} entries, signed checkpoint covers "
+            f"{report.checkpoint_size}"
+            + (f", extends the trusted checkpoint ({report.trusted_size})" if trusted
+               else " (pin it: vault audit checkpoint --export FILE)"))
     else:
         for problem in report.problems:
-            click.echo(f"vault: integrity: {problem}", err=True)
+            say(f"vault: integrity: {problem}", err=True)
     if not report.ok:
         raise click.exceptions.Exit(5)
 
@@ -97,10 +99,10 @@ def audit_checkpoint(state: CliContext, export_file: str, force: bool) -> None:
         check_output(export_file, force=force, **CHECKPOINT_FILE)  # before any work
     text, size = state.app().audit.export_checkpoint()
     if export_file == "-":
-        click.echo(text, nl=False)
+        say(text, nl=False, lines=True)
         return
     write_atomically(export_file, text, 0o644, force=force, **CHECKPOINT_FILE)
-    click.echo(f"checkpoint of {size} entries written to {export_file}")
+    say(f"checkpoint of {size} entries written to {export_file}")
 
 
 @click.group()
@@ -112,11 +114,11 @@ def admin() -> None:
 @pass_cli
 def rebuild_projections(state: CliContext) -> None:
     """Clear the read models and rebuild them from the events (one transaction)."""
-    from vault.cli.render import progress_bar
+    from vault.render.tables import progress_bar
 
     app = state.app()
     with progress_bar("replaying aggregates") as advance:
         result = app.maintenance.rebuild_projections(advance)
-    click.echo(f"read models rebuilt: {result['clients']} clients, {result['grants']} grants"
-               + (f" ({result['purged']} purged, skipped)" if result["purged"] else ""))
+    say(f"read models rebuilt: {result['clients']} clients, {result['grants']} grants"
+        + (f" ({result['purged']} purged, skipped)" if result["purged"] else ""))
 

@@ -12,8 +12,9 @@ from urllib.parse import urlsplit
 import click
 
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
-from vault.cli.render import emit
 from vault.errors import BadInput
+from vault.render.tables import emit
+from vault.render.text import say
 
 
 def register(cli: click.Group) -> None:
@@ -25,16 +26,16 @@ def register(cli: click.Group) -> None:
 def _render(verb: str, where: str):
     def render(data: dict) -> None:
         tables = data["tables"]
-        click.echo(f"{verb} {where}: {tables['stored_events']} events, "
-                   f"{data['aggregates']} aggregates ({data['purged']} purged), "
-                   f"{data['audit_entries']} audit entries")
+        say(f"{verb} {where}: {tables['stored_events']} events, "
+            f"{data['aggregates']} aggregates ({data['purged']} purged), "
+            f"{data['audit_entries']} audit entries")
         views = ("read models match the events" if not data["stale"]
                  else "read models rebuilt from the events" if data.get("warnings")
                  else "read models differ from the events (see the warning)")
-        click.echo("proof: every table identical to the snapshot copied, audit log verified, "
-                   f"unlocks to the same state, {views}")
+        say("proof: every table identical to the snapshot copied, audit log verified, "
+            f"unlocks to the same state, {views}")
         for warning in data.get("warnings", []):
-            click.echo(f"vault: warning: {warning}", err=True)
+            say(f"vault: warning: {warning}", err=True)
 
     return render
 
@@ -47,7 +48,7 @@ def _sigterm_discards_copies() -> Iterator[None]:
 
     def stop(signum: int, frame: object) -> None:
         discard_unfinished_copies()
-        click.echo("vault: stopped by SIGTERM; the unfinished copy was removed", err=True)
+        say("vault: stopped by SIGTERM; the unfinished copy was removed", err=True)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGTERM)
 

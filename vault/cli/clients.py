@@ -6,8 +6,10 @@ import click
 
 from vault.cli.inputs import parse_date, read_secret
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
-from vault.cli.render import emit, fields, table, to_json
 from vault.errors import BadInput
+from vault.render.machine import to_json
+from vault.render.tables import emit, fields, table
+from vault.render.text import say
 
 
 def register(cli: click.Group) -> None:
@@ -93,21 +95,21 @@ def client_add(state: CliContext, name: str, provider: str, cloud: str | None,
         endpoints=endpoints,
         google_testing=google_testing,
     )
-    click.echo(f"Added client {result['name']} ({result['provider']}, {result['cloud']})")
+    say(f"Added client {result['name']} ({result['provider']}, {result['cloud']})")
     if result["provider"] == "microsoft" and not result["redirect_uri"]:
         from vault.services.consent import MANUAL_REDIRECT
 
         # Microsoft's "Redirect URI (reply URL) restrictions": the portal refuses an http
         # 127.0.0.1 address (manifest only) but takes http://localhost, port ignored.
-        click.echo(f"warning: without --redirect-uri, consent (--flow browser or manual) sends "
-                   f"{MANUAL_REDIRECT} (any port), which the Entra portal cannot register: "
-                   "register it in the app's manifest (replyUrlsWithType), or register "
-                   "http://localhost/callback as a Web redirect URI (the port is ignored for "
-                   "localhost) and add this client again with --redirect-uri "
-                   "http://localhost/callback. --flow device needs neither.", err=True)
+        say(f"warning: without --redirect-uri, consent (--flow browser or manual) sends "
+            f"{MANUAL_REDIRECT} (any port), which the Entra portal cannot register: "
+            "register it in the app's manifest (replyUrlsWithType), or register "
+            "http://localhost/callback as a Web redirect URI (the port is ignored for "
+            "localhost) and add this client again with --redirect-uri "
+            "http://localhost/callback. --flow device needs neither.", err=True)
     if result["tenant"] in ("common", "organizations", "consumers"):
-        click.echo(f"note: tenant '{result['tenant']}' serves delegated consent only; app-only "
-                   "tokens need the tenant's ID or domain (AADSTS9001023)", err=True)
+        say(f"note: tenant '{result['tenant']}' serves delegated consent only; app-only "
+            "tokens need the tenant's ID or domain (AADSTS9001023)", err=True)
 
 
 @client.command("list")
@@ -137,7 +139,7 @@ def client_show(state: CliContext, name: str, reveal_secret: bool, fmt: str,
     if reveal_secret:
         data["secret"] = data["secret"].reveal()
     if chosen_format(fmt, as_json) == "json":
-        click.echo(to_json(data))
+        say(to_json(data), lines=True)
         return
     fields(f"client {data['name']}", [
         ("provider", data["provider"]), ("cloud", data["cloud"]), ("tenant", data["tenant"]),
@@ -156,7 +158,7 @@ def client_show(state: CliContext, name: str, reveal_secret: bool, fmt: str,
             (s["retired_at"] or "")[:10], "yes" if s["current"] else ""]
            for s in data["secrets"]])
     if reveal_secret:
-        click.echo(f"secret: {data['secret']}")
+        say(f"secret: {data['secret']}")
 
 
 @client.command("rotate-secret")
@@ -182,9 +184,9 @@ def client_rotate_secret(state: CliContext, name: str, secret_stdin: bool,
     app = state.app()
     result = app.clients.rotate_secret(name, secret=secret, **options,
                                        verify_for=verify_timeout if verify else None)
-    click.echo(f"Client {name}: secret {result['new_secret']} is now current"
-               + (" (checked at the token endpoint)" if verify else "")
-               + (" (older secrets stay active)" if overlap else ""))
+    say(f"Client {name}: secret {result['new_secret']} is now current"
+        + (" (checked at the token endpoint)" if verify else "")
+        + (" (older secrets stay active)" if overlap else ""))
 
 
 @client.command("add-certificate")
@@ -198,8 +200,8 @@ def client_add_certificate(state: CliContext, name: str, certificate_file: str,
     """Add a certificate credential to NAME as its current one (private_key_jwt)."""
     result = state.app().clients.add_certificate(name, _read_certificate(certificate_file),
                                                  overlap=overlap)
-    click.echo(f"Client {name}: certificate {result['ref']} ({result['thumbprint']}) is current, "
-               f"valid until {result['not_after']}")
+    say(f"Client {name}: certificate {result['ref']} ({result['thumbprint']}) is current, "
+        f"valid until {result['not_after']}")
 
 
 def _read_certificate(path: str):
@@ -218,7 +220,7 @@ def _read_certificate(path: str):
 def client_retire_secret(state: CliContext, name: str, ref: str) -> None:
     """Retire secret REF (s1, s2 ... or its Secret ID) of client NAME."""
     state.app().clients.retire_secret(name, ref)
-    click.echo(f"Client {name}: secret {ref} retired")
+    say(f"Client {name}: secret {ref} retired")
 
 
 @client.command("set-secret-dates")
@@ -234,7 +236,7 @@ def client_set_secret_dates(state: CliContext, name: str, ref: str, created: str
         raise BadInput("give --created and/or --expires")
     state.app().clients.set_secret_dates(name, ref, created_on=parse_date(created, "--created"),
                                          expires_on=parse_date(expires, "--expires"))
-    click.echo(f"Client {name}: dates of secret {ref} recorded")
+    say(f"Client {name}: dates of secret {ref} recorded")
 
 
 @client.command("set-servers")
@@ -253,8 +255,8 @@ def client_set_servers(state: CliContext, name: str, imap: str | None, pop: str 
         raise BadInput("give at least one of --imap, --pop, --smtp, --graph")
     servers = state.app().clients.set_mail_servers(name, given)
     for protocol, server in sorted(servers.items()):
-        click.echo(f"{protocol}: {server['host']}:{server['port']}"
-                   + (f" ({server['tls']})" if server["tls"] else ""))
+        say(f"{protocol}: {server['host']}:{server['port']}"
+            + (f" ({server['tls']})" if server["tls"] else ""))
 
 
 @client.command("remove")
@@ -266,4 +268,4 @@ def client_set_servers(state: CliContext, name: str, imap: str | None, pop: str 
 def client_remove(state: CliContext, name: str, reason: str, purge: bool) -> None:
     """Remove client NAME (its grants must be revoked first)."""
     result = state.app().clients.remove_client(name, reason=reason, purge=purge)
-    click.echo(f"Client {result['client']} removed" + (" and purged" if purge else ""))
+    say(f"Client {result['client']} removed" + (" and purged" if purge else ""))

@@ -6,7 +6,9 @@ import click
 
 from vault.cli.inputs import parse_moment, read_secret
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
-from vault.cli.render import emit, fields, table, to_json
+from vault.render.machine import to_json
+from vault.render.tables import emit, fields, table
+from vault.render.text import say
 
 
 def register(cli: click.Group) -> None:
@@ -53,7 +55,7 @@ def grant_import(state: CliContext, client_name: str, mailbox: str, protocols: s
         scopes=parse_scopes(scopes) if scopes else None, refresh_token=token,
         granted_at=parse_moment(granted_at, "--granted-at"))
     resources = ", ".join(f"{r}: {' '.join(s)}" for r, s in result["scopes"].items())
-    click.echo(f"Imported grant for {result['mailbox']} under {result['client']} ({resources})")
+    say(f"Imported grant for {result['mailbox']} under {result['client']} ({resources})")
 
 
 @grant.command("add-app")
@@ -74,7 +76,7 @@ def grant_add_app(state: CliContext, client_name: str, mailbox: str, protocols: 
     result = state.app().grants.add_app_grant(client=client_name, mailbox=mailbox,
                                               protocols=parse_protocols(protocols),
                                               scopes=parse_scopes(scopes) if scopes else None)
-    click.echo(f"Recorded app-only access of {result['client']} to {result['mailbox']}")
+    say(f"Recorded app-only access of {result['client']} to {result['mailbox']}")
 
 
 @grant.command("list")
@@ -103,7 +105,7 @@ def grant_show(state: CliContext, mailbox: str, client_name: str | None, fmt: st
     """Show the grant of MAILBOX (tokens are never shown)."""
     data = state.app().grants.show_grant(mailbox, client=client_name)
     if chosen_format(fmt, as_json) == "json":
-        click.echo(to_json(data))
+        say(to_json(data), lines=True)
         return
     tokens = data["tokens"]
     fields(f"grant {data['mailbox']} under {data['client']}", [
@@ -150,9 +152,8 @@ def signed_in_line(signed_in: dict, mailbox: str) -> str:
 def grant_revoke(state: CliContext, mailbox: str, client_name: str | None, reason: str,
                  purge: bool) -> None:
     """Revoke the grant of MAILBOX: vault stops handing out its tokens."""
-    result = state.app().grants.revoke(mailbox, client=client_name, reason=reason,
-                                       purge=purge)
-    click.echo(f"Revoked grant of {result['mailbox']} under {result['client']}"
-               + (" and purged it" if purge else ""))
+    result = state.app().grants.revoke(mailbox, client=client_name, reason=reason, purge=purge)
+    say(f"Revoked grant of {result['mailbox']} under {result['client']}"
+        + (" and purged it" if purge else ""))
     if result["provider_revocation"]:
-        click.echo(f"At the provider: {result['provider_revocation']}")
+        say(f"At the provider: {result['provider_revocation']}")

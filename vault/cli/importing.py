@@ -6,8 +6,8 @@ import click
 
 from vault.cli.inputs import read_secret
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
-from vault.cli.render import emit, table
 from vault.errors import BadInput
+from vault.render.tables import emit, table
 
 
 def register(cli: click.Group) -> None:

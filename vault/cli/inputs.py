@@ -21,6 +21,7 @@ from adapters.keyslots import (
 )
 from domain.secret_value import SecretValue
 from vault.errors import BadInput
+from vault.render.text import say
 
 MAX_SECRET_BYTES = 64 * 1024
 
@@ -74,8 +75,7 @@ def read_typed_secret(what: str) -> str:
     # nothing typed once it shows is echoed
     termios.tcsetattr(fd, termios.TCSAFLUSH, hidden)
     try:
-        click.echo(f"{what.replace('-', ' ').capitalize()} (typing is not shown): ", err=True,
-                   nl=False)
+        say(f"{what.replace('-', ' ').capitalize()} (typing is not shown): ", err=True, nl=False)
         chunks: list[bytes] = []
         while not chunks or not chunks[-1].endswith(b"\n"):
             data = os.read(fd, 4096)  # canonical mode: at most one line per read
@@ -84,7 +84,7 @@ def read_typed_secret(what: str) -> str:
             chunks.append(data)
     finally:
         termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
-        click.echo("", err=True)  # the Enter was not echoed either
+        say("", err=True)  # the Enter was not echoed either
     line = b"".join(chunks).rstrip(b"\r\n")
     if len(line) >= TERMINAL_LINE_LIMIT:
         raise BadInput(f"the {what} typed at the terminal is {TERMINAL_LINE_LIMIT} bytes or "

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from vault import errors as codes
-from vault.cli.render import printable
+from vault.render.text import one_line, say
 
 CHECK_UNKNOWN = 3
 
@@ -60,7 +60,7 @@ class CliContext:
     def close(self) -> None:
         if self._app is not None:
             for warning in self._app.warnings:
-                click.echo(f"vault: warning: {warning}", err=True)
+                say(f"vault: warning: {warning}", err=True)
             self._app.close()
             self._app = None
 
@@ -148,10 +148,6 @@ def exit_code_for(error: BaseException) -> int:
     return codes.FAILED
 
 
-def _one_line(text: str) -> str:
-    return printable(" ".join(text.split()))
-
-
 def _is_check_mode(args: list[str]) -> bool:
     """`vault [global options] expiry ... --check`: errors must then exit 3 (unknown)."""
     return "expiry" in args and "--check" in args[args.index("expiry"):]
@@ -168,21 +164,21 @@ def main(args: list[str] | None = None) -> None:
     except click.exceptions.Exit as e:
         code = e.exit_code
     except click.exceptions.NoArgsIsHelpError as e:
-        click.echo(e.ctx.get_help())
+        say(e.ctx.get_help(), lines=True)
         code = CHECK_UNKNOWN if check else codes.BAD_INPUT
     except click.UsageError as e:
-        click.echo(e.format_message() if e.ctx is None else
-                   f"{e.ctx.get_usage()}\nTry '{e.ctx.command_path} -h' for help.\n\n"
-                   f"vault: error: {_one_line(e.format_message())}", err=True)
+        say(e.format_message() if e.ctx is None else
+            f"{e.ctx.get_usage()}\nTry '{e.ctx.command_path} -h' for help.\n\n"
+            f"vault: error: {one_line(e.format_message())}", err=True, lines=True)
         code = CHECK_UNKNOWN if check else codes.BAD_INPUT
     except click.Abort:
-        click.echo("vault: aborted", err=True)
+        say("vault: aborted", err=True)
         code = CHECK_UNKNOWN if check else codes.FAILED
     except click.ClickException as e:
-        click.echo(f"vault: error: {_one_line(e.format_message())}", err=True)
+        say(f"vault: error: {one_line(e.format_message())}", err=True)
         code = CHECK_UNKNOWN if check else codes.BAD_INPUT
     except KeyboardInterrupt:
-        click.echo("vault: interrupted", err=True)
+        say("vault: interrupted", err=True)
         code = CHECK_UNKNOWN if check else 130
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, no traceback
         from eventsourcing.persistence import PersistenceError
@@ -196,22 +192,22 @@ def main(args: list[str] | None = None) -> None:
         if not isinstance(e, IntegrityViolation) and _current is not None:
             failure = _current.store_failure(e)
         if isinstance(e, IntegrityViolation):
-            click.echo(f"vault: integrity violation: {_one_line(str(e))}", err=True)
+            say(f"vault: integrity violation: {one_line(str(e))}", err=True)
         elif failure:
-            click.echo(f"vault: error: {_one_line(failure)}", err=True)
+            say(f"vault: error: {one_line(failure)}", err=True)
         elif isinstance(e, PersistenceError):
-            click.echo(f"vault: error: the database failed: {_one_line(str(e))[:300]}", err=True)
+            say(f"vault: error: the database failed: {one_line(str(e))[:300]}", err=True)
         elif isinstance(e, codes.VaultError | AdapterError | DomainError):
-            click.echo(f"vault: error: {_one_line(str(e))}", err=True)
+            say(f"vault: error: {one_line(str(e))}", err=True)
         elif isinstance(e, OverflowError):
-            click.echo("vault: error: a date or number is out of range", err=True)
+            say("vault: error: a date or number is out of range", err=True)
         else:
             if os.environ.get("VAULT_DEBUG") == "1":
                 import traceback
 
                 traceback.print_exc()
-            click.echo(f"vault: internal error ({type(e).__name__}); nothing secret is shown. "
-                       "Run with VAULT_DEBUG=1 for a traceback (it may contain data).", err=True)
+            say(f"vault: internal error ({type(e).__name__}); nothing secret is shown. "
+                "Run with VAULT_DEBUG=1 for a traceback (it may contain data).", err=True)
         code = CHECK_UNKNOWN if check else codes.FAILED if failure else exit_code_for(e)
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -10,8 +10,10 @@ import click
 from adapters.files import Recogniser, check_output, write_atomically
 from vault.cli.inputs import parse_date, parse_moment, read_secret
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
-from vault.cli.render import emit, table, to_json
 from vault.errors import BadInput
+from vault.render.machine import to_json
+from vault.render.tables import emit, table
+from vault.render.text import say
 
 REPORT_FORMAT = click.Choice(["table", "json", "csv", "html"])
 AUDIT_COLUMNS = ["seq", "at", "user", "sudo_user", "host", "action", "client", "mailbox", "outcome",
@@ -28,7 +30,7 @@ def register(cli: click.Group) -> None:
 
 def emit_report(title: str, rows: list[dict], columns: list[str], fmt: str,
                 output: str | None, force: bool = False) -> None:
-    from vault.cli import report_formats
+    from vault.render import html, machine
 
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     if fmt == "table":
@@ -36,8 +38,8 @@ def emit_report(title: str, rows: list[dict], columns: list[str], fmt: str,
               [[r.get(c) for c in columns] for r in rows], empty="nothing to report")
         return
     text = {"json": lambda: to_json(rows) + "\n",
-            "csv": lambda: report_formats.to_csv(rows, columns),
-            "html": lambda: report_formats.html_table(title, rows, columns, generated)}[fmt]()
+            "csv": lambda: machine.to_csv(rows, columns),
+            "html": lambda: html.html_table(title, rows, columns, generated)}[fmt]()
     write_or_echo(text, output, force=force)
 
 
@@ -48,9 +50,9 @@ def write_or_echo(text: str, output: str | None, mode: int = 0o600, *, force: bo
     if output:
         write_atomically(output, text, mode, force=force, what=what,
                          written_by_vault=written_by_vault)
-        click.echo(f"written to {output}")
+        say(f"written to {output}")
     else:
-        click.echo(text, nl=False)
+        say(text, nl=False, lines=True)
 
 
 def _check_output(fmt: str, output: str | None, force: bool) -> None:
@@ -118,7 +120,7 @@ def report_revocations(state: CliContext, fmt: str, output: str | None, force: b
 def report_expiry(state: CliContext, as_of: str | None, horizon: int, fmt: str,
                   output: str | None, force: bool) -> None:
     """One self-contained page: a timeline of what expires when, and the findings."""
-    from vault.cli.report_formats import expiry_page
+    from vault.render.html import expiry_page
 
     if output:
         check_output(output, force=force)
@@ -167,15 +169,14 @@ def alert(state: CliContext, webhook_file: str | None, email_to: str | None, via
 
     Exit 1 while anything is pending on a channel (it failed, or waits after failing): stderr
     says what, on which channel, and when it is tried next."""
-    from vault.cli.render import printable
-    from vault.services.alerts import delivery_summary, pending_lines
+    from vault.render.alerts import delivery_summary, pending_lines
 
     result = state.app().alerts.alert(webhook=webhook_secret(webhook_file), email_to=email_to,
                                       via=via, min_severity=min_severity,
                                       resend_after=timedelta(hours=resend_after))
-    click.echo(delivery_summary(result))
+    say(delivery_summary(result))
     for line in pending_lines(result):  # a channel that failed (or still waits) is news
-        click.echo(f"vault: alert: {printable(line)}", err=True)
+        say(f"vault: alert: {line}", err=True)
     if result["pending"]:
         raise click.exceptions.Exit(1)
 
@@ -225,14 +226,13 @@ def maintain(state: CliContext, keepalive_days: int, probe_every: int, probe_bud
     def render(data: list[dict]) -> None:
         for s in data:
             first, *rest = s["summary"].split("\n")
-            click.echo(f"{s['step']:<11}{s['outcome']:<8}{first}")
+            say(f"{s['step']:<11}{s['outcome']:<8}{first}")
             for line in rest:
-                click.echo(f"{'':<19}{line.strip()}")
+                say(f"{'':<19}{line.strip()}")
 
     emit(steps, chosen_format(fmt, as_json), render)
     failed = [s for s in steps if s["outcome"] == "failed"]
     for s in failed:  # also on stderr: cron mails it, and a timer's journal marks it
-        click.echo(f"vault: maintain: {s['step']} failed: {s['summary'].splitlines()[0]}",
-                   err=True)
+        say(f"vault: maintain: {s['step']} failed: {s['summary'].splitlines()[0]}", err=True)
     if failed:
         raise click.exceptions.Exit(1)

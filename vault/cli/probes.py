@@ -5,7 +5,8 @@ from __future__ import annotations
 import click
 
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
-from vault.cli.render import emit, table
+from vault.render.tables import emit, table
+from vault.render.text import say
 
 
 def register(cli: click.Group) -> None:
@@ -47,9 +48,10 @@ def probe(state: CliContext, mailbox: str, client_name: str | None, protocol: st
                 r["diagnosis"] or ""] for r in data])
         for r in data:
             if r["checklist"]:
-                click.echo(f"\n{r['protocol']}: check")
+                say()
+                say(f"{r['protocol']}: check")
                 for item in r["checklist"]:
-                    click.echo(f"  - {item}")
+                    say(f"  - {item}")
 
     emit(results, chosen_format(fmt, as_json), render)
     if any(r["outcome"] != "ok" for r in results):

@@ -7,8 +7,10 @@ import click
 from vault.cli.grants import grant_status, refusal_line
 from vault.cli.inputs import parse_date, parse_date_or_moment
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
-from vault.cli.render import days, emit, fields, printable, table, to_json
 from vault.errors import BadInput
+from vault.render.machine import to_json
+from vault.render.tables import emit, fields, table
+from vault.render.text import days, say
 
 
 def register(cli: click.Group) -> None:
@@ -29,7 +31,7 @@ def status(state: CliContext, fmt: str, as_json: bool) -> None:
               [[c["name"], c["provider"], c["cloud"], c["tenant"], c["active_secrets"],
                 (c["next_due"] or "") + (" (assumed)" if c["next_due_assumed"] else ""),
                 days(c["days_left"])] for c in d["clients"]])
-        click.echo()
+        say()
         table("grants", ["MAILBOX", "CLIENT", "PROTOCOLS", "STATUS", "ACCESS EXPIRES",
                          "LAST REFRESH", "IDLE", "TOKEN DUE", "LAST PROBE"],
               [[g["mailbox"], g["client"], g["protocols"], grant_status(g),
@@ -39,18 +41,17 @@ def status(state: CliContext, fmt: str, as_json: bool) -> None:
                 " ".join(f"{p}:{o}" for p, o in g["probes"].items())] for g in d["grants"]])
         for g in d["grants"]:
             if g["refresh_refused"]:
-                click.echo(f"refresh refused once: {printable(g['mailbox'])} "
-                           f"({printable(g['client'])}) "
-                           f"{refusal_line(g['refresh_refused'])}")
-        click.echo()
+                say(f"refresh refused once: {g['mailbox']} ({g['client']}) "
+                    f"{refusal_line(g['refresh_refused'])}")
+        say()
         nxt = d["next_expiry"]
         counts = d["findings"]
-        click.echo("next expiry: " + (
+        say("next expiry: " + (
             f"{nxt['due']} ({days(nxt['days_left'])}) {nxt['kind'].replace('_', ' ')} of "
             f"{nxt['mailbox'] or nxt['client']}" + (" (assumed)" if nxt["assumed"] else "")
             if nxt else "nothing dated"))
-        click.echo(f"findings: {counts['critical']} critical, {counts['warning']} warning, "
-                   f"{counts['info']} info (details: vault expiry)")
+        say(f"findings: {counts['critical']} critical, {counts['warning']} warning, "
+            f"{counts['info']} info (details: vault expiry)")
 
     emit(data, chosen_format(fmt, as_json), render)
 
@@ -97,17 +98,17 @@ def expiry(state: CliContext, as_of: str | None, within: int | None, check: bool
             f["severity"] == s for f in findings)), None)
         code = {"critical": 2, "warning": 1, None: 0}[worst]
         if fmt == "json":
-            click.echo(to_json({**data, "status": worst or "ok", "exit_code": code}))
+            say(to_json({**data, "status": worst or "ok", "exit_code": code}), lines=True)
         else:
             alarming = [f for f in findings if f["severity"] in ("critical", "warning")]
             summary = "; ".join(f"{f['mailbox'] or f['client']}: {f['kind'].replace('_', ' ')} "
                                 f"{days(f['days_left'])}" for f in alarming[:5])
             counts = (f"{sum(f['severity'] == 'critical' for f in findings)} critical, "
                       f"{sum(f['severity'] == 'warning' for f in findings)} warning")
-            click.echo(f"VAULT {(worst or 'ok').upper()} - {counts}"
-                       + (f" - {summary}" if summary else "")
-                       + f" | critical={sum(f['severity'] == 'critical' for f in findings)}"
-                       f" warning={sum(f['severity'] == 'warning' for f in findings)}")
+            say(f"VAULT {(worst or 'ok').upper()} - {counts}"
+                + (f" - {summary}" if summary else "")
+                + f" | critical={sum(f['severity'] == 'critical' for f in findings)}"
+                f" warning={sum(f['severity'] == 'warning' for f in findings)}")
         raise click.exceptions.Exit(code)
 
     def render(d: dict) -> None:
@@ -148,7 +149,7 @@ def history(state: CliContext, subject: str, client_name: str | None, as_of: str
               [[e["at"][:19], e["event"], _summary(e["data"])] for e in d["events"]],
               empty="no events up to that date")
         if d["state"] is not None:
-            click.echo()
+            say()
             fields(f"state{' as of ' + d['as_of'] if d['as_of'] else ''}",
                    [(k, _summary(v) if isinstance(v, dict | list) else v)
                     for k, v in d["state"].items()])

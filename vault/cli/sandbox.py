@@ -26,6 +26,7 @@ def sandbox(port: int, tenant: str, failures: tuple[int, ...]) -> None:
     """
     from adapters.sandbox import SandboxServer, settings_line
     from vault.errors import BadInput
+    from vault.render.text import say
 
     try:
         server = SandboxServer(port)
@@ -33,10 +34,9 @@ def sandbox(port: int, tenant: str, failures: tuple[int, ...]) -> None:
         raise BadInput(f"--port {port}: cannot listen on 127.0.0.1:{port} ({e.strerror}); "
                        "pick another port, or 0 for any free one") from None
     server.state.failures.extend((code, None) for code in failures)
-    click.echo(settings_line(server, tenant))
+    say(settings_line(server, tenant))
     sys.stdout.flush()
-    click.echo(f"vault sandbox on {server.base_url} (tenant {tenant}); Ctrl-C stops it",
-               err=True)
+    say(f"vault sandbox on {server.base_url} (tenant {tenant}); Ctrl-C stops it", err=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

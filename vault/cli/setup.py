@@ -5,8 +5,9 @@ from __future__ import annotations
 import click
 
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
-from vault.cli.render import emit, fields, table
 from vault.errors import BadInput
+from vault.render.tables import emit, fields, table
+from vault.render.text import say
 
 KDF_CHOICE = click.Choice(["interactive", "moderate", "sensitive"])
 
@@ -58,12 +59,12 @@ def init(state: CliContext, kdf: str, new_key_file: str | None, no_passphrase: b
 
             os.unlink(created_key_file.path)
         raise
-    click.echo(f"Initialised vault {result['vault_id']} in {result['location']}")
+    say(f"Initialised vault {result['vault_id']} in {result['location']}")
     for slot in result["keyslots"]:
-        click.echo(f"  keyslot {slot['id']}: {slot['kind']}")
+        say(f"  keyslot {slot['id']}: {slot['kind']}")
     if created_key_file is not None:
-        click.echo(f"Key file written to {created_key_file.path} (keep it private; it opens "
-                   "the vault on its own)")
+        say(f"Key file written to {created_key_file.path} (keep it private; it opens "
+            "the vault on its own)")
 
 
 @click.group()
@@ -97,7 +98,7 @@ def key_add_passphrase(state: CliContext, label: str, kdf: str,
     app = state.app()
     material = new_passphrase("VAULT_NEW_PASSPHRASE", new_passphrase_file, "New passphrase")
     slot = app.keys.add_keyslot(material, label=label, kdf=kdf)
-    click.echo(f"Added keyslot {slot['id']} ({slot['kdf']})")
+    say(f"Added keyslot {slot['id']} ({slot['kdf']})")
 
 
 @key.command("add-keyfile")
@@ -122,7 +123,7 @@ def key_add_keyfile(state: CliContext, path: str, label: str) -> None:
     except BaseException:
         os.unlink(path)
         raise
-    click.echo(f"Added keyslot {slot['id']}; key file written to {path}")
+    say(f"Added keyslot {slot['id']}; key file written to {path}")
 
 
 @key.command("remove")
@@ -131,12 +132,12 @@ def key_add_keyfile(state: CliContext, path: str, label: str) -> None:
 def key_remove(state: CliContext, slot_id: int) -> None:
     """Remove keyslot SLOT_ID (the last keyslot cannot be removed)."""
     result = state.app().keys.remove_keyslot(slot_id)
-    click.echo(f"Removed keyslot {result['removed']}; remaining: "
-               f"{', '.join(map(str, result['remaining']))}")
-    click.echo("This is not revocation: the root key is unchanged, so the removed key file or "
-               "passphrase still opens any earlier copy of the database, and with it what is "
-               "written from now on. `vault key rotate` gives a new root key (existing data keys "
-               "stay: an old copy still reads newer events of existing clients and grants).")
+    say(f"Removed keyslot {result['removed']}; remaining: "
+        f"{', '.join(map(str, result['remaining']))}")
+    say("This is not revocation: the root key is unchanged, so the removed key file or "
+        "passphrase still opens any earlier copy of the database, and with it what is "
+        "written from now on. `vault key rotate` gives a new root key (existing data keys "
+        "stay: an old copy still reads newer events of existing clients and grants).")
 
 
 @key.command("passwd")
@@ -151,7 +152,7 @@ def key_passwd(state: CliContext, kdf: str | None, new_passphrase_file: str | No
     app = state.app()
     material = new_passphrase("VAULT_NEW_PASSPHRASE", new_passphrase_file, "New passphrase")
     result = app.keys.change_passphrase(material, kdf=kdf)
-    click.echo(f"Passphrase of keyslot {result['slot']} changed ({result['kdf']})")
+    say(f"Passphrase of keyslot {result['slot']} changed ({result['kdf']})")
 
 
 @key.command("rotate")
@@ -174,11 +175,11 @@ def key_rotate(state: CliContext, other_key_file: tuple[str, ...],
     app = state.app()
     result = app.keys.rotate_root_key(other_materials(other_key_file, other_passphrase_file),
                                       drop=drop_slot)
-    click.echo(f"Root key rotated to term {result['root_term']}: "
-               f"{result['data_keys_rewrapped']} data keys rewrapped, keyslots "
-               f"{', '.join(map(str, result['keyslots']))}"
-               + (f"; dropped {', '.join(map(str, result['dropped']))}" if result["dropped"]
-                  else ""))
+    say(f"Root key rotated to term {result['root_term']}: "
+        f"{result['data_keys_rewrapped']} data keys rewrapped, keyslots "
+        f"{', '.join(map(str, result['keyslots']))}"
+        + (f"; dropped {', '.join(map(str, result['dropped']))}" if result["dropped"]
+           else ""))
 
 
 @click.group()
@@ -205,4 +206,4 @@ def config_set(state: CliContext, name: str, value: int) -> None:
     set invalid_grant_interval_minutes 30` (how far apart two refusals of a refresh token must
     be to mark its grant for re-consent)."""
     state.app().reports.set_threshold(name, value)
-    click.echo(f"{name} = {value}")
+    say(f"{name} = {value}")

@@ -13,7 +13,8 @@ from datetime import timedelta
 import click
 
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
-from vault.cli.render import emit, table, to_json
+from vault.render.tables import emit, table
+from vault.render.text import say
 
 PROTOCOL = click.Choice(["imap", "pop", "smtp", "graph"])
 
@@ -36,13 +37,13 @@ def register(cli: click.Group) -> None:
 def token(state: CliContext, mailbox: str, client_name: str | None, protocol: str, fmt: str,
           min_valid: int) -> None:
     """Print an access token for MAILBOX (refreshing only when needed)."""
-    from vault.fastpath import render_token
+    from vault.render.tokens import render_token
 
     result = state.app().tokens.access_token(mailbox, client=client_name, protocol=protocol,
                                              min_valid=timedelta(seconds=min_valid))
-    click.echo(render_token(fmt, token=result.token.reveal(), mailbox=result.mailbox,
-                            expires_at=result.expires_at, resource=result.resource,
-                            refreshed=result.refreshed))
+    say(render_token(fmt, token=result.token.reveal(), mailbox=result.mailbox,
+                     expires_at=result.expires_at, resource=result.resource,
+                     refreshed=result.refreshed), lines=True)
 
 
 @click.command()
@@ -59,7 +60,7 @@ def token(state: CliContext, mailbox: str, client_name: str | None, protocol: st
 def refresh(state: CliContext, mailbox: str | None, client_name: str | None, due: bool,
             everything: bool, keepalive_days: int, fmt: str, as_json: bool) -> None:
     """Refresh a grant's tokens now, or every grant (--all), or those due (--due, for cron)."""
-    from vault.cli.render import progress_bar
+    from vault.render.tables import progress_bar
 
     with progress_bar("refreshing") as advance:
         results = state.app().tokens.refresh(mailbox, client=client_name, due=due,
@@ -85,15 +86,12 @@ def app_token(state: CliContext, client_name: str, resource: str, scopes: str | 
               fmt: str) -> None:
     """Print an app-only (client credentials) access token; needs a concrete tenant."""
     from domain.scopes import parse_scopes
+    from vault.render.tokens import render_app_token
 
     result = state.app().tokens.app_token(client_name, resource=resource,
                                           scopes=parse_scopes(scopes) if scopes else None)
-    if fmt == "json":
-        click.echo(to_json({"access_token": result.token.reveal(), "token_type": "Bearer",
-                            "expires_at": result.expires_at.isoformat(),
-                            "resource": result.resource}))
-    else:
-        click.echo(result.token.reveal())
+    say(render_app_token(fmt, token=result.token.reveal(), expires_at=result.expires_at,
+                         resource=result.resource), lines=True)
 
 
 class TerminalConsentUI:
@@ -111,15 +109,15 @@ class TerminalConsentUI:
 
     def show_authorize_url(self, url: str, opened: bool) -> None:
         if opened:
-            click.echo("A browser window asks for the mailbox's consent. If it did not open, "
-                       "visit:", err=True)
+            say("A browser window asks for the mailbox's consent. If it did not open, visit:",
+                err=True)
         else:
-            click.echo("Open this URL in a browser, sign in as the mailbox and accept:", err=True)
-        click.echo(url, err=True)
+            say("Open this URL in a browser, sign in as the mailbox and accept:", err=True)
+        say(url, err=True)
 
     def read_redirect_url(self) -> str:
-        click.echo("After accepting, the browser is sent to an address that may not load. "
-                   "Paste that whole address here:", err=True)
+        say("After accepting, the browser is sent to an address that may not load. "
+            "Paste that whole address here:", err=True)
         line = sys.stdin.readline()
         if not line.strip():
             from vault.errors import BadInput
@@ -128,8 +126,8 @@ class TerminalConsentUI:
         return line
 
     def show_device_code(self, device) -> None:
-        click.echo(f"On any device, open {device.verification_uri} and enter the code "
-                   f"{device.user_code} (valid {device.expires_in // 60} minutes).", err=True)
+        say(f"On any device, open {device.verification_uri} and enter the code "
+            f"{device.user_code} (valid {device.expires_in // 60} minutes).", err=True)
 
 
 @click.command()
@@ -155,7 +153,6 @@ def consent(state: CliContext, client_name: str, mailbox: str, protocols: str, f
     refused and nothing is stored.
     """
     from domain.scopes import parse_protocols
-    from vault.cli.render import printable
 
     result = state.app().consent.consent(client_name, mailbox=mailbox,
                                          protocols=parse_protocols(protocols), flow=flow,
@@ -164,5 +161,5 @@ def consent(state: CliContext, client_name: str, mailbox: str, protocols: str, f
     signed_in = result["signed_in"]
     who = (f"signed in as {signed_in['account']}" if signed_in["checked"]
            else "the signed-in account was not checked")
-    click.echo(printable(f"Consent recorded for {result['mailbox']} under {result['client']} "
-                         f"({', '.join(result['protocols'])}); {who}"))
+    say(f"Consent recorded for {result['mailbox']} under {result['client']} "
+        f"({', '.join(result['protocols'])}); {who}")

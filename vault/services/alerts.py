@@ -26,6 +26,8 @@ from domain.rotation import rotation_id_for
 from domain.secret_value import SecretValue
 from vault.core import use_case
 from vault.errors import BadInput, VaultError
+from vault.render.alerts import email_body, email_subject, webhook_payload
+from vault.render.prometheus import METRICS_MARKER, Exposition
 
 if TYPE_CHECKING:
     from vault.core import VaultCore
@@ -36,9 +38,6 @@ if TYPE_CHECKING:
     from vault.services.tokens import TokenService
 
 RESEND_AFTER = timedelta(hours=24)
-# The first line of every metrics file vault writes: a comment to Prometheus, and how vault knows
-# a file it may replace (docs/operations.md). Files written before it began with the first family.
-METRICS_MARKER = "# vault-metrics-v1: written by vault, replaced on every run"
 _METRICS_BEFORE_MARKER = b"# HELP vault_secret_expiry_timestamp_seconds "
 
 
@@ -266,12 +265,8 @@ class AlertService:
                            f"({rows[0]['protocols']})")
 
     def _webhook(self, url: SecretValue, alerts: list[dict[str, Any]], now: datetime) -> None:
-        post_webhook(self.providers.http, url, self._payload(alerts, now), sleep=self.sleep)
-
-    def _payload(self, alerts: list[dict[str, Any]], now: datetime) -> dict[str, Any]:
-        worst = max((a["severity"] for a in alerts), key=SEVERITY_RANK.__getitem__)
-        return {"source": "vault", "vault_id": self.core.header.vault_id, "at": now.isoformat(),
-                "severity": worst, "alerts": alerts}
+        post_webhook(self.providers.http, url,
+                     webhook_payload(alerts, self.core.header.vault_id, now), sleep=self.sleep)
 
     def _email(self, alerts: list[dict[str, Any]], to: str, via: str, now: datetime) -> None:
         from adapters.mail import probe
@@ -284,12 +279,8 @@ class AlertService:
         message = EmailMessage()
         message["From"] = row["mailbox"]
         message["To"] = to
-        worst = max((a["severity"] for a in alerts), key=SEVERITY_RANK.__getitem__)
-        message["Subject"] = f"[vault {worst}] {len(alerts)} credential alert(s)"
-        message.set_content("\n\n".join(
-            f"{a['severity'].upper()} {a['kind'].replace('_', ' ')}: "
-            f"{a['mailbox'] or a['client']}\n  due {a['due'] or '-'}\n  {a['advice']}"
-            for a in alerts) + f"\n\n(vault {self.core.header.vault_id}, {now:%Y-%m-%d %H:%M} UTC)\n")
+        message["Subject"] = email_subject(alerts)
+        message.set_content(email_body(alerts, self.core.header.vault_id, now))
         result = probe(target, token, self.providers.tls_context(), message=message)
         if result.outcome != "ok":
             raise NotifyFailed(f"e-mail via {via} failed: {result.diagnosis}")
@@ -303,7 +294,7 @@ class AlertService:
         models = self.core.read_models()
         secrets, grants = self.reports.expiry_facts(models)
         t = self.grants.thresholds()
-        metrics = _Exposition()
+        metrics = Exposition()
         secret_end = metrics.family("vault_secret_expiry_timestamp_seconds",
                                     "End of a client secret or certificate (UTC, end of its "
                                     "last valid day).")
@@ -343,32 +334,6 @@ class AlertService:
         return metrics.text()
 
 
-class _Family(list):
-    def append(self, value: float, **labels: str) -> None:
-        inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items())
-        number = str(int(value)) if float(value).is_integer() else repr(round(value, 3))
-        super().append(f"{{{inner}}} {number}" if inner else f" {number}")
-
-
-class _Exposition:
-    """The Prometheus text format: each family's HELP, TYPE and samples together."""
-
-    def __init__(self) -> None:
-        self.families: dict[str, tuple[str, _Family]] = {}
-
-    def family(self, name: str, help_text: str) -> _Family:
-        samples = _Family()
-        self.families[name] = (help_text, samples)
-        return samples
-
-    def text(self) -> str:
-        lines = [METRICS_MARKER]
-        for name, (help_text, samples) in self.families.items():
-            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge"]
-            lines += [name + sample for sample in samples]
-        return "\n".join(lines) + "\n"
-
-
 def check_webhook_url(url: SecretValue) -> SecretValue:
     """The URL as it will be used (stripped): https only, since it is a credential, except to a
     receiver on this host."""
@@ -399,37 +364,6 @@ def check_alert_channels(webhook: SecretValue | None, email_to: str | None, via:
                 "@" in address for _, address in addresses):
             raise BadInput(f"--email-to {email_to!r} is not a list of e-mail addresses")
     return check_webhook_url(webhook) if webhook is not None else None
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def delivery_summary(result: dict[str, Any]) -> str:
-    """One line on what an alert run sent, and on which channels something is pending."""
-    sent = (f"{result['sent']} alert(s) sent by {', '.join(result['delivered'])}"
-            if result["sent"] else "nothing sent" if result["pending"] else "nothing new to send")
-    channels = list(dict.fromkeys(p["channel"] for p in result["pending"]))
-    return sent + (f"; pending on {', '.join(channels)}" if channels else "")
-
-
-def pending_lines(result: dict[str, Any]) -> list[str]:
-    """Per channel, what did not go out on it, why, and when it is tried next."""
-    lines = []
-    for channel in dict.fromkeys(p["channel"] for p in result["pending"]):
-        items = [p for p in result["pending"] if p["channel"] == channel]
-        named = ", ".join(f"{p['mailbox'] or p['client']} {p['kind'].replace('_', ' ')} "
-                          f"({p['severity']})" for p in items[:3])
-        more = f" and {len(items) - 3} more" if len(items) > 3 else ""
-        failures = max(p["failures"] for p in items)
-        error = next((p["error"] for p in items if p["error"]), None)
-        tries = [datetime.fromisoformat(p["next_try"]) for p in items if p["next_try"]]
-        lines.append(
-            f"{len(items)} finding(s) pending on {channel} ({named}{more}): "
-            f"{failures} delivery attempt(s) failed in a row"
-            + (f", the last: {error}" if error else "")
-            + (f"; next try at {max(tries):%Y-%m-%d %H:%M} UTC" if tries else ""))
-    return lines
 
 
 def _public(item: dict[str, Any]) -> dict[str, Any]:

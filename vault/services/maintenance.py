@@ -28,13 +28,9 @@ from vault.audit import TrustedCheckpoint, parse_checkpoint
 from vault.core import REQUIRED_SETTINGS, use_case
 from vault.errors import BadInput, VaultError
 from vault.projections import client_changes, grant_changes, rotation_changes
-from vault.services.alerts import (
-    METRICS_FILE,
-    RESEND_AFTER,
-    check_alert_channels,
-    delivery_summary,
-    pending_lines,
-)
+from vault.render.alerts import delivery_summary, pending_lines
+from vault.render.text import printable
+from vault.services.alerts import METRICS_FILE, RESEND_AFTER, check_alert_channels
 from vault.services.audit import CHECKPOINT_FILE
 
 if TYPE_CHECKING:
@@ -132,7 +128,8 @@ class MaintenanceService:
                  for o in ("refreshed", "fresh", "failed")}
         failed = [r["error"] for r in results if r["outcome"] == "failed"]
         summary = (f"{count['refreshed']} refreshed, {count['fresh']} already fresh, "
-                   f"{count['failed']} failed" + ("".join(f"\n  {f}" for f in failed)))
+                   f"{count['failed']} failed"
+                   + "".join(f"\n  {printable(f)}" for f in failed))  # a line each: shown
         return summary, {"results": results, "failed": bool(failed)}
 
     def probes_due(self, now: datetime, every: timedelta) -> list[tuple[str, str, str]]:

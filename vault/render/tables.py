@@ -1,36 +1,15 @@
-"""One rendering path: the same data as a table for people or JSON for programs."""
+"""The same data as a table for people or JSON for programs; field lists; a progress bar. Cells,
+titles and labels pass `printable` (text.py) like every other line; rich is imported only when a
+table or a progress bar is drawn."""
 
 from __future__ import annotations
 
-import json
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-import click
-
-from domain.secret_value import SecretValue
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, SecretValue):
-        return "<redacted>"  # a secret reaches output only when a command reveals it on purpose
-    return str(value)
-
-
-def to_json(data: Any) -> str:
-    return json.dumps(data, indent=2, sort_keys=False, default=_default)
-
-
-_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7f, 0xa0)) if chr(c) != "\t"}
-
-
-def printable(value: Any) -> str:
-    """Text as it may reach a terminal: control characters shown, not obeyed. A revocation
-    reason or a provider's error text holding ESC sequences could otherwise rewrite the lines
-    an auditor reads (or, with OSC 52, the clipboard)."""
-    return str(value).translate(_CONTROL)
+from vault.render.text import printable, say
 
 
 def console():
@@ -44,15 +23,15 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
           empty: str = "(none)") -> None:
     if not rows:
         if title:
-            click.echo(f"{title}: {empty}")
+            say(f"{title}: {empty}")
         else:
-            click.echo(empty)
+            say(empty)
         return
     from rich.table import Table
     from rich.text import Text
 
-    t = Table(title=Text(title) if title else None, title_justify="left", show_lines=False,
-              box=None, pad_edge=False)
+    t = Table(title=Text(printable(title)) if title else None, title_justify="left",
+              show_lines=False, box=None, pad_edge=False)
     for column in columns:
         t.add_column(column, overflow="fold")
     for row in rows:
@@ -62,27 +41,21 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
 
 def fields(title: str | None, pairs: Sequence[tuple[str, Any]]) -> None:
     if title:
-        click.echo(title)
+        say(title)
     width = max((len(k) for k, _ in pairs), default=0)
     for key, value in pairs:
         shown = "" if value is None else (
             ", ".join(map(str, value)) if isinstance(value, list) else value)
-        click.echo(f"  {key.ljust(width)}  {printable(shown)}")
+        say(f"  {key.ljust(width)}  {shown}")
 
 
 def emit(data: Any, fmt: str, render_table) -> None:
     if fmt == "json":
-        click.echo(to_json(data))
+        from vault.render.machine import to_json
+
+        say(to_json(data), lines=True)
     else:
         render_table(data)
-
-
-def days(n: int | None) -> str:
-    if n is None:
-        return ""
-    if n < 0:
-        return f"{-n}d ago"
-    return "today" if n == 0 else f"in {n}d"
 
 
 @contextmanager
@@ -92,13 +65,15 @@ def progress_bar(what: str) -> Iterator[Callable[..., None]]:
         yield lambda *args: None
         return
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import Progress
 
     with Progress(transient=True, console=Console(stderr=True)) as progress:
         task = progress.add_task(what, total=None)
 
         def advance(done: int, total: int, label: str = "") -> None:
+            # a label is data (a mailbox): shown, neither obeyed nor read as rich markup
             progress.update(task, completed=done, total=total,
-                            description=f"{what} {label}".strip())
+                            description=escape(printable(f"{what} {label}".strip())))
 
         yield advance

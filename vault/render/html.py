@@ -1,14 +1,19 @@
-"""Report output: CSV, and one self-contained HTML page (inline CSS and SVG, no network fetch)."""
+"""Report pages: one self-contained HTML page each (inline CSS and SVG, no network fetch). Data
+is escaped for HTML and its control characters shown (`printable`): a page printed to stdout
+reaches a terminal first."""
 
 from __future__ import annotations
 
-import csv
-import io
 from datetime import date
-from html import escape
+from html import escape as _escape_html
 from typing import Any
 
-from vault.cli.render import printable
+from vault.render.text import printable
+
+
+def escape(value: Any) -> str:
+    return _escape_html(printable(value))
+
 
 SEVERITY_COLOURS = {"critical": "#c62828", "warning": "#ef6c00", "info": "#1565c0",
                     None: "#607d8b"}
@@ -19,23 +24,6 @@ th,td{border-bottom:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-al
 th{background:#f4f4f4}.critical{color:#c62828;font-weight:600}.warning{color:#ef6c00}
 svg text{font-size:11px;font-family:inherit}.muted{color:#777;font-size:.85em}
 """
-
-
-def _cell(value: Any) -> str:
-    """A spreadsheet runs a cell starting with = + - @ (or a tab/CR) as a formula: free text
-    such as a revocation reason or a provider's error must not become one; and control
-    characters are shown, not sent (a CSV often goes to a terminal)."""
-    text = "" if value is None else printable(value)
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
-
-
-def to_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({c: _cell(row.get(c)) for c in columns})
-    return out.getvalue()
 
 
 def _page(title: str, body: str, generated: str) -> str:

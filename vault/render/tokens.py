@@ -1,0 +1,47 @@
+"""What `vault token` prints: the bare access token, the SASL initial response (XOAUTH2,
+OAUTHBEARER) or JSON. Imported by the cached-token path (vault/fastpath.py): nothing heavy."""
+
+from __future__ import annotations
+
+import base64
+from datetime import datetime
+
+from vault.render.text import printable
+
+FORMATS = ("token", "xoauth2", "oauthbearer", "json")
+
+
+def sasl(kind: str, user: str, access_token: str) -> str:
+    """The SASL initial response: XOAUTH2, or OAUTHBEARER (RFC 7628, host/port omitted)."""
+    if kind == "xoauth2":
+        raw = f"user={user}\x01auth=Bearer {access_token}\x01\x01"
+    else:
+        raw = f"n,a={user},\x01auth=Bearer {access_token}\x01\x01"
+    return base64.b64encode(raw.encode()).decode()
+
+
+def render_token(fmt: str, *, token: str, mailbox: str, expires_at: datetime, resource: str,
+                 refreshed: bool) -> str:
+    """The command's output, without its final line feed. An access token is printable ASCII
+    (RFC 6750's b64token; JWTs, Microsoft's and Google's opaque tokens): one that is not came
+    from a provider that misbehaves, and its control characters are shown, not sent (no mail
+    client takes such a token anyway)."""
+    if fmt == "token":
+        return printable(token)
+    if fmt == "json":
+        from vault.render.machine import to_json
+
+        return to_json({"access_token": token, "token_type": "Bearer",
+                        "expires_at": expires_at.isoformat(), "mailbox": mailbox,
+                        "resource": resource, "refreshed": refreshed})
+    return sasl(fmt, mailbox, token)
+
+
+def render_app_token(fmt: str, *, token: str, expires_at: datetime, resource: str) -> str:
+    """What `vault app-token` prints: the bare token or JSON."""
+    if fmt == "json":
+        from vault.render.machine import to_json
+
+        return to_json({"access_token": token, "token_type": "Bearer",
+                        "expires_at": expires_at.isoformat(), "resource": resource})
+    return printable(token)
