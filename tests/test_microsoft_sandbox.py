@@ -222,7 +222,7 @@ def add_certificate_client(h: Harness, sandbox, tmp_path, days: int = 20) -> Non
     import trustme
     from cryptography import x509
 
-    from adapters.sandbox import settings_line
+    from sandbox import settings_line
 
     pem = trustme.CA().issue_cert("vault-app.example.test", key_type=trustme.KeyType.RSA,
                                   not_after=datetime.now(UTC) + timedelta(days=days))
