@@ -5,14 +5,18 @@
 - Password KDF: Argon2id (nacl.pwhash.argon2id) with explicit parameters, never the defaults.
 - Sub-keys and key-file KEKs: keyed BLAKE2b with a per-purpose personalisation.
 - Signatures: Ed25519 (nacl.signing).
+- base64url without padding (RFC 7515, section 2), as JWTs and PKCE write bytes.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
+import json
 import os
 import struct
+from typing import Any
 
 import nacl.exceptions
 import nacl.secret
@@ -100,3 +104,17 @@ def verify_signature(public_key: bytes, message: bytes, signature: bytes) -> boo
     except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):
         return False
     return True
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def b64url_json(value: dict[str, Any]) -> str:
+    """A JWT's header or claims: compact JSON, base64url."""
+    return b64url(json.dumps(value, separators=(",", ":")).encode())
+
+
+def b64url_decode(text: str) -> bytes:
+    """Raises ValueError (binascii.Error) on what is not base64url."""
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))

@@ -21,6 +21,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
+from adapters.crypto import b64url, b64url_json
 from adapters.errors import AdapterError
 from adapters.http import transport_failure
 from domain.diagnosis import CLIENT_CREDENTIALS, CODE, DEVICE, REFRESH, Diagnosis, classify
@@ -75,29 +76,19 @@ class ClientAuth:
         issued = int(now if now is not None else time.time())
         if self.thumbprint_sha256:
             header = {"alg": "PS256", "typ": "JWT",
-                      "x5t#S256": _b64url(bytes.fromhex(self.thumbprint_sha256))}
+                      "x5t#S256": b64url(bytes.fromhex(self.thumbprint_sha256))}
             pad: padding.AsymmetricPadding = padding.PSS(
                 mgf=padding.MGF1(hashes.SHA256()), salt_length=padding.PSS.DIGEST_LENGTH)
         else:
             assert self.thumbprint_sha1 is not None
             header = {"alg": "RS256", "typ": "JWT",
-                      "x5t": _b64url(bytes.fromhex(self.thumbprint_sha1))}
+                      "x5t": b64url(bytes.fromhex(self.thumbprint_sha1))}
             pad = padding.PKCS1v15()
         claims = {"aud": audience, "iss": self.client_id, "sub": self.client_id,
                   "jti": str(uuid.uuid4()), "nbf": issued, "iat": issued, "exp": issued + 600}
-        signing_input = f"{_b64url_json(header)}.{_b64url_json(claims)}".encode()
+        signing_input = f"{b64url_json(header)}.{b64url_json(claims)}".encode()
         signature = key.sign(signing_input, pad, hashes.SHA256())
-        return signing_input.decode() + "." + _b64url(signature)
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
-
-
-def _b64url_json(value: dict[str, Any]) -> str:
-    import json
-
-    return _b64url(json.dumps(value, separators=(",", ":")).encode())
+        return signing_input.decode() + "." + b64url(signature)
 
 
 @dataclass(frozen=True)
@@ -123,8 +114,8 @@ class DeviceAuthorization:
 
 def pkce_pair() -> tuple[str, str]:
     """A code verifier (43-128 chars, RFC 7636) and its S256 challenge."""
-    verifier = _b64url(secrets.token_bytes(48))  # 64 characters
-    challenge = _b64url(hashlib.sha256(verifier.encode()).digest())
+    verifier = b64url(secrets.token_bytes(48))  # 64 characters
+    challenge = b64url(hashlib.sha256(verifier.encode()).digest())
     return verifier, challenge
 
 

@@ -225,7 +225,7 @@ def bench_token(b: Bench, runs: int = 30) -> dict:
 
     import httpx
 
-    from adapters.sandbox import SandboxServer, settings_line
+    from sandbox import SandboxServer, settings_line
     from tests.conftest import ScriptedConsent
 
     server = SandboxServer().start()

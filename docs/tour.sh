@@ -60,7 +60,7 @@ step "vault audit verify --trusted $tmp/checkpoint.txt   # needs no key"
 env -u VAULT_KEY_FILE vault audit verify --trusted "$tmp/checkpoint.txt"
 
 # 7. OAuth for real, against `vault sandbox`: a local identity provider that behaves like
-#    Microsoft's v2.0 endpoints (every password is "sandbox").
+#    Microsoft's v2.0 endpoints (every password is "sandbox"; its code is in sandbox/).
 vault sandbox > "$tmp/sandbox.json" 2>/dev/null &
 sandbox_pid=$!
 trap 'kill $sandbox_pid 2>/dev/null; rm -rf "$tmp"' EXIT

@@ -271,7 +271,7 @@ def oidc():
 @pytest.fixture
 def sandbox():
     """vault's own Microsoft-like identity provider, in-process, fresh per test."""
-    from adapters.sandbox import SandboxServer
+    from sandbox import SandboxServer
 
     server = SandboxServer().start()
     yield server
@@ -291,7 +291,7 @@ def add_oidc_client(h: Harness, peer, name: str = "idp", client_id: str = "vault
 def add_sandbox_client(h: Harness, server, name: str = "demo") -> Result:
     import json as _json
 
-    from adapters.sandbox import settings_line
+    from sandbox import settings_line
 
     s = _json.loads(settings_line(server))
     return h.ok("client", "add", name, "--provider", "microsoft", "--tenant", s["tenant"],

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.sandbox import settings_line
+from sandbox import settings_line
 from tests.conftest import (
     PASSPHRASE,
     VAULT_ENV,

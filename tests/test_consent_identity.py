@@ -12,8 +12,8 @@ import uuid
 import httpx
 import pytest
 
-from adapters.sandbox import FORGERIES, settings_line, tenant_id
 from domain.identity import AccountMismatch
+from sandbox import FORGERIES, settings_line, tenant_id
 from tests.conftest import Harness, ScriptedConsent, add_oidc_client, add_sandbox_client
 from tests.test_microsoft_sandbox import sign_in
 

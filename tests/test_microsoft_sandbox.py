@@ -218,7 +218,7 @@ def add_certificate_client(h: Harness, sandbox, tmp_path, days: int = 20) -> Non
     import trustme
     from cryptography import x509
 
-    from adapters.sandbox import settings_line
+    from sandbox import settings_line
 
     pem = trustme.CA().issue_cert("vault-app.example.test", key_type=trustme.KeyType.RSA,
                                   not_after=datetime.now(UTC) + timedelta(days=days))
@@ -255,3 +255,53 @@ def test_device_polling_honours_slow_down(vault: Harness, sandbox) -> None:
     with vault.app(sleep=sleeps.append) as app:
         app.consent.consent("demo", mailbox=MAILBOX, protocols=("imap",), flow="device", ui=ui)
     assert sleeps == [1, 6, 11]  # the given interval, then +5 s for each slow_down
+
+
+def test_one_token_is_for_one_resource_as_the_domain_reads_scopes(sandbox) -> None:
+    """The sandbox reads scopes with domain/scopes.py: mail and Graph in one request is AADSTS700022;
+    Exchange's two global resources (delegated and app-only) are one resource."""
+    from sandbox import settings_line
+
+    s = json.loads(settings_line(sandbox))
+
+    def answer(scope: str) -> dict:
+        return httpx.post(s["token_url"], data={
+            "grant_type": "refresh_token", "refresh_token": "sbx-rt.unknown", "scope": scope,
+            "client_id": s["client_id"], "client_secret": s["client_secret"]}).json()
+
+    mixed = answer("https://outlook.office.com/IMAP.AccessAsUser.All Mail.Read offline_access")
+    assert mixed["error_codes"] == [700022]
+    one = answer("https://outlook.office.com/IMAP.AccessAsUser.All "
+                 "https://outlook.office365.com/SMTP.Send offline_access openid")
+    assert one["error_codes"] == [70000]  # past the resource check: the refresh token is unknown
+    other_cloud = answer("https://outlook.office365.us/IMAP.AccessAsUser.All Mail.Read")
+    assert other_cloud["error_codes"] == [700022]  # another cloud's: one more resource
+
+
+def test_the_sandbox_is_a_peer_only_its_command_imports() -> None:
+    """Nothing in vault/, adapters/ or domain/ imports the sandbox but `vault sandbox`'s command,
+    inside its function, so no other command loads it."""
+    import ast
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    importers = []
+    for package in ("vault", "adapters", "domain"):
+        for path in sorted((root / package).rglob("*.py")):
+            tree = ast.parse(path.read_text())
+            top_level = set(map(id, tree.body))
+            for node in ast.walk(tree):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                         else [])
+                if any(n == "sandbox" or n.startswith("sandbox.") for n in names):
+                    importers.append((str(path.relative_to(root)), id(node) in top_level))
+    assert importers == [("vault/cli/sandbox.py", False)]
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "vault", "status", "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "Usage:" in result.stdout
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()}
+    assert "vault" in imported
+    assert not {m for m in imported if m == "sandbox" or m.startswith("sandbox.")}

@@ -22,8 +22,8 @@ import httpx
 import pytest
 
 from adapters.oauth import diagnose
-from adapters.sandbox import settings_line
 from domain.diagnosis import classify
+from sandbox import settings_line
 from tests.conftest import Harness, ScriptedConsent, add_sandbox_client
 from tests.test_microsoft_sandbox import MAILBOX, consent, fail_next, sign_in
 
@@ -431,7 +431,7 @@ DOCUMENTED = {  # code: (class, words its advice must carry)
 
 def test_each_documented_code_reaches_the_admin_with_its_own_advice(vault: Harness,
                                                                     sandbox) -> None:
-    from adapters.sandbox import MESSAGES
+    from sandbox import MESSAGES
 
     add_sandbox_client(vault, sandbox)
     consent(vault, sandbox)

@@ -1,4 +1,5 @@
-"""`vault sandbox`: run the local Microsoft-like identity provider in the foreground."""
+"""`vault sandbox`: run the local Microsoft-like identity provider (sandbox/, a peer of vault,
+not a part of it) in the foreground."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ def sandbox(port: int, tenant: str, failures: tuple[int, ...]) -> None:
     Every password is "sandbox"; the client secret it prints is not a secret. Inject errors
     while it runs: curl -X POST 'http://127.0.0.1:PORT/sandbox/fail?code=700082'.
     """
-    from adapters.sandbox import SandboxServer, settings_line
+    from sandbox import SandboxServer, settings_line  # here: no other command loads it
     from vault.errors import BadInput
     from vault.render.text import say
 
