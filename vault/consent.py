@@ -39,7 +39,7 @@ from domain.rotation import TokenRotation
 from domain.scopes import MAIL, plan_scopes
 from domain.secret_value import SecretValue
 from vault.application import apply_views, use_case
-from vault.errors import AlreadyExists, BadInput, VaultError
+from vault.errors import AlreadyExists, BadInput, OperationFailed
 from vault.grants import grant_summary
 from vault.projections import grant_changes, rotation_changes
 from vault.tokens import TokenRefreshFailed, TokenUseCases
@@ -58,7 +58,7 @@ class ConsentUI(Protocol):
     def show_device_code(self, device: DeviceAuthorization) -> None: ...
 
 
-class ConsentFailed(VaultError):
+class ConsentFailed(OperationFailed):
     pass
 
 

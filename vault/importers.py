@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from adapters.errors import AdapterError, IntegrityViolation
 from adapters.importers import Account
-from domain.errors import DomainError
 from vault.application import use_case
 from vault.errors import BadInput, VaultError
 from vault.grants import GrantUseCases
@@ -33,7 +33,9 @@ class ImportUseCases(GrantUseCases):
                 with self.audit_item(mailbox=account.mailbox):
                     try:
                         row.update(self._import_one(account, client))
-                    except (DomainError, VaultError) as e:
+                    except (AdapterError, IntegrityViolation):
+                        raise  # the store or the world failed, not this account
+                    except VaultError as e:
                         row["detail"] = str(e)
             results.append(row)
         outcomes = Counter(r["outcome"] for r in results)

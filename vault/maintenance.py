@@ -15,9 +15,10 @@ from typing import Any
 
 from eventsourcing.persistence import PersistenceError
 
-from adapters.errors import AdapterError, IntegrityViolation
+from adapters.errors import IntegrityViolation
 from adapters.files import check_output, write_atomically
 from adapters.store.failures import explain_store_failure
+from domain.errors import DomainError
 from domain.grants import ACTIVE
 from domain.secret_value import SecretValue
 from vault.admin import CHECKPOINT_FILE
@@ -86,9 +87,11 @@ class MaintenanceUseCases(AlertUseCases):
                 summary, extra = run()
                 outcome = "failed" if extra.pop("failed", False) else "ok"
                 steps.append({"step": name, "outcome": outcome, "summary": summary, **extra})
-            except IntegrityViolation:
-                raise  # tampering stops everything: exit 5, nothing else is trusted
-            except (VaultError, AdapterError, PersistenceError) as e:  # the next step still runs
+            except (IntegrityViolation, DomainError):
+                # tampering stops everything (exit 5: nothing else is trusted); so does a refusal by
+                # the domain's rules
+                raise
+            except (VaultError, PersistenceError) as e:  # the next step still runs
                 summary = explain_store_failure(e, f"the vault's store {self.store.description}",
                                                 getattr(self.store, "home", None))
                 steps.append({"step": name, "outcome": "failed", "summary": summary or str(e)})
@@ -135,9 +138,9 @@ class MaintenanceUseCases(AlertUseCases):
                 break  # what is left stays due: the next run starts with it
             try:
                 (result,) = self.probe(mailbox, client=client, protocol=protocol)
-            except IntegrityViolation:
+            except (IntegrityViolation, DomainError):
                 raise
-            except (VaultError, AdapterError) as e:  # no server known, grant unusable ...
+            except VaultError as e:  # no server known, grant unusable ...
                 result = {"protocol": protocol, "outcome": "error", "diagnosis": str(e)}
             results.append({"mailbox": mailbox, "client": client, **result})
             if result["outcome"] != "ok":

@@ -37,7 +37,7 @@ from domain.rotation import TokenRotation
 from domain.scopes import resource_for
 from domain.secret_value import SecretValue
 from vault.application import VaultCore, apply_views, use_case
-from vault.errors import BadInput, VaultError
+from vault.errors import BadInput, OperationFailed
 from vault.grants import GrantUseCases
 from vault.projections import grant_changes, rotation_changes
 
@@ -57,7 +57,7 @@ NEXT_TRY_FORCED = ("nothing retries it until `vault refresh` runs again, or a `v
                    "--due` / `vault maintain` run finds it due")
 
 
-class TokenRefreshFailed(VaultError):
+class TokenRefreshFailed(OperationFailed):
     """The provider refused the refresh (or stayed unreachable); the message says why, how often
     vault tried, and what happens next."""
 
@@ -80,7 +80,7 @@ class TokenRefreshFailed(VaultError):
         self.broken = broken
 
 
-class GrantUnusable(VaultError):
+class GrantUnusable(OperationFailed):
     pass
 
 
