@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from datetime import date
 
 from adapters.errors import AdapterError
+from domain.errors import OperationFailed
 from domain.secret_value import SecretValue
 
 
-class CertificateError(AdapterError):
+class CertificateError(OperationFailed, AdapterError):
     pass
 
 

@@ -20,6 +20,7 @@ import tempfile
 from collections.abc import Callable
 
 from adapters.errors import AdapterError
+from domain.errors import BadInput
 
 HEAD_BYTES = 4096
 
@@ -27,7 +28,7 @@ HEAD_BYTES = 4096
 Recogniser = Callable[[str, bytes], bool]
 
 
-class OutputFailed(AdapterError):
+class OutputFailed(BadInput, AdapterError):
     """An output file could not be written (missing directory, no permission, disk full)."""
 
 
@@ -36,7 +37,7 @@ class OutputRefused(OutputFailed):
     symbolic link, a directory or a device."""
 
 
-class InputUnreadable(AdapterError):
+class InputUnreadable(BadInput, AdapterError):
     """An input file could not be read (missing, no permission)."""
 
 

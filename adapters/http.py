@@ -12,12 +12,13 @@ import ssl
 import httpx
 
 from adapters.errors import AdapterError
+from domain.errors import OperationFailed
 
 USER_AGENT = "vault-mail-oauth/0.1"
 TIMEOUT = httpx.Timeout(20.0, connect=10.0)
 
 
-class HttpSetupError(AdapterError):
+class HttpSetupError(OperationFailed, AdapterError):
     pass
 
 

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
 from adapters.errors import AdapterError
+from domain.errors import OperationFailed
 
 CLOCK_SKEW = timedelta(minutes=5)
 MAX_AGE = timedelta(hours=1)  # an ID token issued longer ago than this is not from this consent
@@ -45,11 +46,11 @@ _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 _B64URL = re.compile(r"^[A-Za-z0-9_-]*$")
 
 
-class IdTokenRejected(AdapterError):
+class IdTokenRejected(OperationFailed, AdapterError):
     """The ID token failed verification: whoever signed in cannot be told."""
 
 
-class OpenIdDiscoveryFailed(AdapterError):
+class OpenIdDiscoveryFailed(OperationFailed, AdapterError):
     pass
 
 

@@ -10,13 +10,14 @@ from typing import Any
 import httpx
 
 from adapters.errors import AdapterError
+from domain.errors import OperationFailed
 from domain.secret_value import SecretValue
 
 ATTEMPTS = 4
 MAX_WAIT_S = 30.0
 
 
-class NotifyFailed(AdapterError):
+class NotifyFailed(OperationFailed, AdapterError):
     pass
 
 

@@ -25,6 +25,7 @@ from adapters.crypto import b64url, b64url_json
 from adapters.errors import AdapterError
 from adapters.http import transport_failure
 from domain.diagnosis import CLIENT_CREDENTIALS, CODE, DEVICE, REFRESH, Diagnosis, classify
+from domain.errors import OperationFailed
 from domain.secret_value import SecretValue
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -32,7 +33,7 @@ DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 MAX_DEVICE_INTERVAL = 60
 
 
-class OAuthFailure(AdapterError):
+class OAuthFailure(OperationFailed, AdapterError):
     def __init__(self, diagnosis: Diagnosis) -> None:
         super().__init__(diagnosis.message())
         self.diagnosis = diagnosis

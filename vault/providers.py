@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from domain.credentials import CERTIFICATE, ClientCredential
 from domain.diagnosis import Diagnosis
 from domain.secret_value import SecretValue
-from vault.errors import VaultError
+from vault.errors import OperationFailed
 
 if TYPE_CHECKING:
     import httpx
@@ -19,11 +19,11 @@ if TYPE_CHECKING:
     from adapters.oauth import ClientAuth, OAuthClient
 
 
-class GrantUnusable(VaultError):
+class GrantUnusable(OperationFailed):
     pass
 
 
-class TokenRefreshFailed(VaultError):
+class TokenRefreshFailed(OperationFailed):
     """The provider refused the refresh (or stayed unreachable); the message says why, how often
     vault tried, and what happens next."""
 

@@ -34,6 +34,7 @@ from adapters.files import (
 )
 from adapters.store.base import RowMacs, Store, Tx, ViewChange, _check_identifier
 from adapters.store.schema import VIEW_TABLES
+from domain.errors import OperationFailed
 
 # Every table of a vault, in a fixed order, each with the columns that order its rows (text
 # columns are compared byte-wise on both databases, whatever PostgreSQL's locale).
@@ -54,7 +55,7 @@ UUID_COLUMNS = {"stored_events": ("originator_id",), "stored_snapshots": ("origi
 BATCH = 1000
 
 
-class CopyFailed(AdapterError):
+class CopyFailed(OperationFailed, AdapterError):
     """A copy could not be made or does not match its source."""
 
 

@@ -1,5 +1,6 @@
 """The `vault` command: options -> one use case -> rendering. Errors become one line and an exit
-code (README, "Exit codes"); never a traceback, never a secret.
+code (README, "Exit codes"; vault's own errors carry theirs: domain/errors.py); never a traceback,
+never a secret.
 
 Exit codes: 0 ok, 1 operation failed, 2 bad input, 3 cannot unlock, 4 not found, 5 integrity
 violation. Under `vault expiry --check` (monitoring-plugin convention): 0 ok, 1 warning,
@@ -128,26 +129,6 @@ def _register_commands() -> None:
 _register_commands()
 
 
-def exit_code_for(error: BaseException) -> int:
-    from adapters import errors as adapter_errors
-    from adapters.files import InputUnreadable, OutputFailed
-    from domain.errors import InvalidInput, RuleViolation
-
-    if isinstance(error, codes.VaultError):
-        return error.exit_code
-    if isinstance(error, adapter_errors.UnlockFailed | adapter_errors.UnsafeFile):
-        return codes.CANNOT_UNLOCK
-    if isinstance(error, adapter_errors.IntegrityViolation):
-        return codes.INTEGRITY
-    if isinstance(error, adapter_errors.SubjectPurged | adapter_errors.NotInitialised):
-        return codes.NOT_FOUND
-    if isinstance(error, InvalidInput | OverflowError | OutputFailed | InputUnreadable):
-        return codes.BAD_INPUT
-    if isinstance(error, RuleViolation):
-        return codes.FAILED
-    return codes.FAILED
-
-
 def _is_check_mode(args: list[str]) -> bool:
     """`vault [global options] expiry ... --check`: errors must then exit 3 (unknown)."""
     return "expiry" in args and "--check" in args[args.index("expiry"):]
@@ -181,35 +162,42 @@ def main(args: list[str] | None = None) -> None:
         say("vault: interrupted", err=True)
         code = CHECK_UNKNOWN if check else 130
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, no traceback
-        from eventsourcing.persistence import PersistenceError
-
-        from adapters.errors import AdapterError, IntegrityViolation
-        from adapters.store.failures import undecodable_text
-        from domain.errors import DomainError
-
-        e = undecodable_text(e) or e
-        failure = None
-        if not isinstance(e, IntegrityViolation) and _current is not None:
-            failure = _current.store_failure(e)
-        if isinstance(e, IntegrityViolation):
-            say(f"vault: integrity violation: {one_line(str(e))}", err=True)
-        elif failure:
-            say(f"vault: error: {one_line(failure)}", err=True)
-        elif isinstance(e, PersistenceError):
-            say(f"vault: error: the database failed: {one_line(str(e))[:300]}", err=True)
-        elif isinstance(e, codes.VaultError | AdapterError | DomainError):
-            say(f"vault: error: {one_line(str(e))}", err=True)
-        elif isinstance(e, OverflowError):
-            say("vault: error: a date or number is out of range", err=True)
-        else:
-            if os.environ.get("VAULT_DEBUG") == "1":
-                import traceback
-
-                traceback.print_exc()
-            say(f"vault: internal error ({type(e).__name__}); nothing secret is shown. "
-                "Run with VAULT_DEBUG=1 for a traceback (it may contain data).", err=True)
-        code = CHECK_UNKNOWN if check else codes.FAILED if failure else exit_code_for(e)
+        reported = _report(e)
+        code = CHECK_UNKNOWN if check else reported
     sys.exit(code if isinstance(code, int) else 0)
+
+
+def _report(error: Exception) -> int:
+    """Say `error` in one line on stderr; its exit code. vault's own errors carry both their
+    words and their code (domain/errors.py draws the tree); the rest is said here."""
+    from eventsourcing.persistence import PersistenceError
+
+    from adapters.store.failures import undecodable_text
+
+    error = undecodable_text(error) or error
+    # a full disk or a lost connection behind any error is the news, but it never hides tampering
+    failure = None
+    if not isinstance(error, codes.IntegrityViolation) and _current is not None:
+        failure = _current.store_failure(error)
+    if failure:
+        say(f"vault: error: {one_line(failure)}", err=True)
+        return codes.FAILED
+    if isinstance(error, codes.VaultError):
+        say(f"vault: {error.prefix}: {one_line(str(error))}", err=True)
+        return error.exit_code
+    if isinstance(error, PersistenceError):
+        say(f"vault: error: the database failed: {one_line(str(error))[:300]}", err=True)
+        return codes.FAILED
+    if isinstance(error, OverflowError):
+        say("vault: error: a date or number is out of range", err=True)
+        return codes.BAD_INPUT
+    if os.environ.get("VAULT_DEBUG") == "1":
+        import traceback
+
+        traceback.print_exc()
+    say(f"vault: internal error ({type(error).__name__}); nothing secret is shown. "
+        "Run with VAULT_DEBUG=1 for a traceback (it may contain data).", err=True)
+    return codes.FAILED
 
 
 if __name__ == "__main__":

@@ -16,10 +16,11 @@ from uuid import UUID
 import httpx
 from eventsourcing.persistence import IntegrityError
 
-from adapters.errors import AdapterError, IntegrityViolation
+from adapters.errors import IntegrityViolation
 from adapters.notify import NotifyFailed, post_webhook
 from adapters.store import Changes
 from domain.alerts import AlertState, alert_id_for, alert_key
+from domain.errors import DomainError
 from domain.expiry import SEVERITY_RANK, due_items, evaluate
 from domain.grants import REVOKED, mailbox_key
 from domain.rotation import rotation_id_for
@@ -185,9 +186,9 @@ class AlertService:
             try:
                 send(alerts, now)
                 delivered[channel] = len(alerts)
-            except IntegrityViolation:
+            except (IntegrityViolation, DomainError):
                 raise
-            except (AdapterError, VaultError) as e:
+            except VaultError as e:
                 failed[channel] = str(e)
         if failed or pending:  # audited as failed: each settling commit seals the record so
             self.core.broker.record.outcome = "failed"

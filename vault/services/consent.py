@@ -40,7 +40,7 @@ from domain.rotation import TokenRotation
 from domain.scopes import MAIL, plan_scopes
 from domain.secret_value import SecretValue
 from vault.core import apply_views, use_case
-from vault.errors import AlreadyExists, BadInput, VaultError
+from vault.errors import AlreadyExists, BadInput, OperationFailed
 from vault.projections import grant_changes, rotation_changes
 from vault.services.grants import grant_summary
 from vault.services.tokens import TokenRefreshFailed
@@ -65,7 +65,7 @@ class ConsentUI(Protocol):
     def show_device_code(self, device: DeviceAuthorization) -> None: ...
 
 
-class ConsentFailed(VaultError):
+class ConsentFailed(OperationFailed):
     pass
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Any
 
+from adapters.errors import AdapterError, IntegrityViolation
 from adapters.importers import Account
-from domain.errors import DomainError
 from vault.core import use_case
 from vault.errors import BadInput, VaultError
 
@@ -42,7 +42,9 @@ class ImportService:
                 with self.core.broker.item(mailbox=account.mailbox):
                     try:
                         row.update(self._import_one(account, client))
-                    except (DomainError, VaultError) as e:
+                    except (AdapterError, IntegrityViolation):
+                        raise  # the store or the world failed, not this account
+                    except VaultError as e:
                         row["detail"] = str(e)
             results.append(row)
         outcomes = Counter(r["outcome"] for r in results)

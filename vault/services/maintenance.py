@@ -16,12 +16,13 @@ from uuid import UUID
 
 from eventsourcing.persistence import PersistenceError
 
-from adapters.errors import AdapterError, IntegrityViolation, SubjectPurged
+from adapters.errors import IntegrityViolation, SubjectPurged
 from adapters.files import check_output, write_atomically
 from adapters.keyring import ROWS_KEY_ID, SETTINGS_KEY_ID
 from adapters.keyslots import seal_header
 from adapters.store import Changes, Head, ViewChange
 from adapters.store.failures import explain_store_failure
+from domain.errors import DomainError
 from domain.grants import ACTIVE
 from domain.secret_value import SecretValue
 from vault.audit import TrustedCheckpoint, parse_checkpoint
@@ -105,9 +106,11 @@ class MaintenanceService:
                 summary, extra = run()
                 outcome = "failed" if extra.pop("failed", False) else "ok"
                 steps.append({"step": name, "outcome": outcome, "summary": summary, **extra})
-            except IntegrityViolation:
-                raise  # tampering stops everything: exit 5, nothing else is trusted
-            except (VaultError, AdapterError, PersistenceError) as e:  # the next step still runs
+            except (IntegrityViolation, DomainError):
+                # tampering stops everything (exit 5: nothing else is trusted); so does a refusal by
+                # the domain's rules
+                raise
+            except (VaultError, PersistenceError) as e:  # the next step still runs
                 summary = explain_store_failure(e, f"the vault's store {self.core.store.description}",
                                                 getattr(self.core.store, "home", None))
                 steps.append({"step": name, "outcome": "failed", "summary": summary or str(e)})
@@ -155,9 +158,9 @@ class MaintenanceService:
                 break  # what is left stays due: the next run starts with it
             try:
                 (result,) = self.probes.probe(mailbox, client=client, protocol=protocol)
-            except IntegrityViolation:
+            except (IntegrityViolation, DomainError):
                 raise
-            except (VaultError, AdapterError) as e:  # no server known, grant unusable ...
+            except VaultError as e:  # no server known, grant unusable ...
                 result = {"protocol": protocol, "outcome": "error", "diagnosis": str(e)}
             results.append({"mailbox": mailbox, "client": client, **result})
             if result["outcome"] != "ok":
