@@ -7,7 +7,7 @@ Imports nothing of eventsourcing, so the cached-token path (vault/fastpath.py) s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -119,6 +119,12 @@ class Keyring:
         key = self.unwrap(row)
         self._keys[originator_id] = key
         return key
+
+    def load(self, rows: Iterable[KeyRow]) -> None:
+        """Unwrap and keep the data keys of `rows` (key rows read by the caller: the cached-token
+        path reads them without a store object)."""
+        for row in rows:
+            self._keys[row.originator_id] = self.unwrap(row)
 
     @property
     def rows(self) -> RowSealer:

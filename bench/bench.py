@@ -130,7 +130,7 @@ def bench_rotations(b: Bench, count: int) -> dict:
                 scope="https://outlook.office.com/IMAP.AccessAsUser.All")
             app.core.commit(rotation, changes=apply_views(Changes(), rotation_changes(rotation)))
 
-        rid = UUID(app.core.view_rows("view_grants")[0]["rotation_uuid"])
+        rid = UUID(app.core.reads.rows("view_grants")[0].rotation_uuid)
         start = time.perf_counter()
         for i in range(count):
             b.clock += timedelta(minutes=10)
@@ -168,7 +168,7 @@ def bench_grants(b: Bench, count: int) -> dict:
                 aggregates += [grant, rotation]
             app.core.commit(*aggregates, changes=changes)
 
-        if not app.core.view_rows("view_clients"):
+        if not app.core.reads.rows("view_clients"):
             client = ClientCredential.register(
                 aggregate_id=app.new_id(), now=b.clock, name="jira", provider="microsoft",
                 cloud=None, tenant="contoso.com",

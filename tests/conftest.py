@@ -243,7 +243,7 @@ def record_refreshes(app, mailbox: str, count: int, token_prefix: str = "RT") ->
 
     @use_case("test: record refreshes")
     def run(app) -> None:
-        rotation_id = UUID(app.grants.grant_row(mailbox)["rotation_uuid"])
+        rotation_id = UUID(app.grants.grant_row(mailbox).rotation_uuid)
         for i in range(count):
             rotation = app.core.load(rotation_id)
             rotation.record_tokens(

@@ -183,8 +183,8 @@ def test_a_refresh_token_typed_at_a_terminal_is_not_echoed(sqlite_vault: Harness
     assert code == 0, shown
     assert b"Refresh token (typing is not shown): " in shown and token[:12].encode() not in shown
     with sqlite_vault.app() as app:
-        (row,) = app.core.view_rows("view_grants")
-        rotation = app.core.load(UUID(row["rotation_uuid"]))
+        (row,) = app.core.reads.rows("view_grants")
+        rotation = app.core.load(UUID(row.rotation_uuid))
         assert rotation.refresh_token.reveal() == token
 
 

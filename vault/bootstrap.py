@@ -38,9 +38,10 @@ from adapters.keyslots import (
 )
 from adapters.store import Changes, Head, KeyRow, Store, open_store
 from vault.audit import AuditRecord, AuditSealer, os_actor
-from vault.core import REQUIRED_SETTINGS, VaultCore, system_clock
+from vault.core import VaultCore, system_clock
 from vault.errors import AlreadyExists, BadInput
 from vault.providers import Providers
+from vault.reads import REQUIRED_SETTINGS
 from vault.services.alerts import AlertService
 from vault.services.audit import AuditService
 from vault.services.backups import BackupService

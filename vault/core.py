@@ -19,7 +19,6 @@ import functools
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID, uuid4
@@ -43,21 +42,18 @@ from adapters.encryption import (
     transcoder,
 )
 from adapters.errors import AuditAppendFailed, IntegrityViolation
-from adapters.keyring import SETTINGS_KEY_ID, forged_purge
+from adapters.keyring import SETTINGS_KEY_ID
 from adapters.keyslots import Header, Keyslot, RootKey
 from adapters.store import Changes, Head, KeyRow, Store, ViewChange
-from adapters.store.schema import VIEW_TABLES
 from domain.alerts import AlertState
 from domain.credentials import ClientCredential
-from domain.grants import ConsentGrant, mailbox_key
+from domain.grants import ConsentGrant
 from domain.rotation import TokenRotation
 from vault.audit import AuditBroker, os_actor
 from vault.errors import AuditWriteFailed, Conflict, WiringError
+from vault.reads import ReadSide
 
 T = TypeVar("T")
-# Settings every vault holds from its start (init writes them): their absence is an edit.
-THRESHOLDS_KEY = "expiry_thresholds"
-REQUIRED_SETTINGS = {THRESHOLDS_KEY: "{}"}
 CONFLICT_RETRIES = 10
 # A TokenRotation refreshed every 10 minutes writes ~52,000 events a year; with a snapshot every
 # 20 events, loading one decrypts the snapshot and at most 19 events (docs/performance.md).
@@ -162,6 +158,7 @@ class VaultCore(Application[UUID]):
         self.keyring = Keyring(store, root, header.vault_id)
         # a vault from before tombstones (its authenticated header says so) has purges without one
         self.keyring.purges_unsealed = not header.row_macs
+        self.reads = ReadSide(store, self.keyring)
         self.broker = AuditBroker(
             vault_id=header.vault_id, public_key=header.audit_public_key, actor=self.actor,
             clock=self.now, keys=self.keyring.key,
@@ -325,101 +322,6 @@ class VaultCore(Application[UUID]):
     def load_grant(self, grant_uuid: str) -> ConsentGrant:
         return self.load(UUID(grant_uuid))
 
-    # -- the read side: no row is used before it is checked ------------------------------------
-
-    def view_rows(self, table: str, **equal: Any) -> list[dict[str, Any]]:
-        """The read-model rows whose columns equal the values given, each checked: its MAC, and
-        that it was projected from the newest stored events (an older copy of a row put back is
-        as much an edit as a changed one)."""
-        rows, newest = self.store.view_rows(
-            table, lambda row: [aggregate for _, aggregate in _projected_from(table, row)],
-            **equal)
-        _check_sealed(self.keyring.rows, table, rows)
-        for row in rows:
-            _check_projected(table, row, newest)
-        return rows
-
-    def read_models(self) -> ReadModels:
-        """Every read-model row, for a listing, from one snapshot: each row checked, and the rows
-        checked against the key table and the events, so that neither a deleted row nor deleted
-        events can hide a subject from status, expiry or alerts."""
-        side = self.store.read_side()
-        sealer = self.keyring.rows
-        for table in VIEW_TABLES:
-            _check_sealed(sealer, table, side[table])
-        for key in side["purged"]:
-            if not sealer.is_tombstone(key):
-                raise forged_purge(key.originator_id)
-        live = {originator for originator, _ in side["live"]}
-        known = {o.replace("-", "") for o in live} | {
-            k.originator_id.replace("-", "") for k in side["purged"]}
-        newest = side["newest"]
-        strays = [o for o in newest if o not in known]
-        if strays:
-            raise IntegrityViolation(f"events of {strays[0]} have no data key: the key table "
-                                     "was edited")
-        clients = {r["client_uuid"]: r for r in side["view_clients"]}
-        grants = {r["grant_uuid"]: r for r in side["view_grants"]}
-        subjects = {originator for originator, subject in side["live"]
-                    if originator == subject and not originator.startswith("system:")}
-        missing = subjects - clients.keys() - grants.keys()
-        if missing:
-            raise IntegrityViolation(
-                f"{sorted(missing)[0]} has a data key but no read-model row: the row was deleted "
-                "outside vault; run `vault admin rebuild-projections`")
-        for table, rows in (("view_clients", clients), ("view_grants", grants)):
-            for row in rows.values():
-                _check_projected(table, row, newest, live)
-        active: dict[str, int] = dict.fromkeys(clients, 0)
-        for row in side["view_secrets"]:
-            owner = clients.get(row["client_uuid"])
-            if owner is None or row["client_version"] != owner["version"]:
-                raise IntegrityViolation(
-                    f"secret {row['ref']} of {row['client_uuid']} does not match its client's "
-                    "read-model row; run `vault admin rebuild-projections`")
-            active[row["client_uuid"]] += row["retired_at"] is None
-        for uuid, count in active.items():
-            if count != clients[uuid]["active_secrets"]:
-                raise IntegrityViolation(
-                    f"{_row_name('view_clients', clients[uuid])} counts "
-                    f"{clients[uuid]['active_secrets']} active secrets, its secret rows {count}: "
-                    "rows were deleted outside vault; run `vault admin rebuild-projections`")
-        return ReadModels(
-            clients=sorted(clients.values(), key=lambda r: r["name_key"]),
-            secrets=sorted(side["view_secrets"], key=lambda r: (
-                clients[r["client_uuid"]]["name_key"], r["ref"])),
-            grants=sorted(grants.values(), key=lambda r: (r["mailbox_key"], r["client_name"])))
-
-    def grants_of(self, client_uuid: str, mailbox: str | None = None) -> list[dict[str, Any]]:
-        """A client's grant rows (of one mailbox), from a checked listing, for the decisions that
-        create or destroy: a row deleted outside vault must not make a mailbox look free to grant
-        again, or a client look unused to purge."""
-        key = mailbox_key(mailbox) if mailbox is not None else None
-        return [r for r in self.read_models().grants if r["client_uuid"] == client_uuid
-                and key in (None, r["mailbox_key"])]
-
-    def settings(self) -> dict[str, str]:
-        """The shared settings, each row checked, and all of the version the settings' recorded
-        head names: an older copy of a row put back, or a setting every vault has deleted
-        (deleting a lowered threshold must not quietly bring back the default), is refused."""
-        rows, key = self.store.settings(SETTINGS_KEY_ID)
-        version = self.keyring.verified_head(SETTINGS_KEY_ID, key)
-        repair = "; set it again with `vault config set`"
-        for row in rows:
-            if not self.keyring.rows.valid("vault_settings", row):
-                raise IntegrityViolation(f"the setting {row['key']} was edited outside vault"
-                                         + repair)
-            if row["version"] != version:
-                raise IntegrityViolation(f"the setting {row['key']} is from version "
-                                         f"{row['version']} of the settings, not {version}: an "
-                                         "older copy was put back" + repair)
-        settings = {row["key"]: row["value"] for row in rows}
-        missing = REQUIRED_SETTINGS.keys() - settings.keys()
-        if missing:
-            raise IntegrityViolation(f"the setting {sorted(missing)[0]} was deleted outside "
-                                     "vault" + repair)
-        return settings
-
     def settings_changes(self, settings: dict[str, str]) -> Changes:
         """Every setting, written as the next version of the settings (their recorded head)."""
         version = self.keyring.recorded_head(SETTINGS_KEY_ID) + 1
@@ -450,58 +352,6 @@ class VaultCore(Application[UUID]):
             raise IntegrityViolation(f"{hidden[0]} has a data key but no creation event: its "
                                      "events were deleted or their type edited outside vault")
         return ids
-
-
-@dataclass(frozen=True)
-class ReadModels:
-    """The read models as one listing sees them: checked rows, in display order."""
-
-    clients: list[dict[str, Any]]
-    secrets: list[dict[str, Any]]
-    grants: list[dict[str, Any]]
-
-
-def _check_sealed(sealer: Any, table: str, rows: list[dict[str, Any]]) -> None:
-    for row in rows:
-        if not sealer.valid(table, row):
-            sealer.check(table, row, _row_name(table, row))  # says which, and raises
-
-
-def _projected_from(table: str, row: dict[str, Any]) -> list[tuple[str, str]]:
-    """(version column, aggregate id) of each aggregate a read-model row was projected from."""
-    if table == "view_clients":
-        return [("version", row["client_uuid"])]
-    if table == "view_grants":
-        return [("grant_version", row["grant_uuid"]), ("rotation_version", row["rotation_uuid"])]
-    return []  # a secret's row: checked against its client's
-
-
-def _check_projected(table: str, row: dict[str, Any], newest: dict[str, int],
-                     live: set[str] | None = None) -> None:
-    """The row was projected from the newest stored events of its aggregates (and, for a
-    listing, each has its data key)."""
-    for column, aggregate in _projected_from(table, row):
-        if live is not None and aggregate not in live:
-            raise IntegrityViolation(f"{_row_name(table, row)} has no data key (or was "
-                                     "purged): the row or the key table was edited outside vault")
-        stored = newest.get(aggregate.replace("-", ""), 0)
-        if row[column] != stored:
-            raise IntegrityViolation(
-                f"{_row_name(table, row)} was projected from version {row[column]} of "
-                f"{aggregate}, whose events end at version {stored}: "
-                + ("its newest events were deleted" if isinstance(row[column], int)
-                   and row[column] > stored else
-                   "an older copy of the row was put back, or it is stale; run `vault admin "
-                   "rebuild-projections`"))
-
-
-def _row_name(table: str, row: dict[str, Any]) -> str:
-    """How an error names a row (its values are shown through the CLI's escaping)."""
-    if table == "view_grants":
-        return f"the read-model row of {row.get('mailbox')} ({row.get('client_name')})"
-    if table == "view_clients":
-        return f"the read-model row of client {row.get('name')}"
-    return f"a row of {table}"
 
 
 def apply_views(changes: Changes, *groups: list[ViewChange]) -> Changes:

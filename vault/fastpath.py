@@ -2,9 +2,10 @@
 
 It handles exactly one case: the embedded SQLite store, a key-file unlock, and an access token
 still valid for --min-valid. It reads the header, unlocks, finds the grant in the read model
-(checking the row's MAC), decrypts the newest events of its TokenRotation (checking the recorded
-head version), writes the audit entry (once the signed head proves the log), and prints. It
-imports no eventsourcing, click or HTTP code. Anything else (a refresh, a passphrase, PostgreSQL,
+(checking the row's MAC) with the stores' own queries (adapters/store/queries.py), decrypts the
+newest events of its TokenRotation (checking the recorded head version), writes the audit entry
+through the audit broker (once the signed head proves the log), and prints. It imports no
+eventsourcing, click or HTTP code. Anything else (a refresh, a passphrase, PostgreSQL,
 an error of any kind) returns None, and the full CLI runs the same command from the start with
 everything it needs, errors and messages included.
 """
@@ -140,56 +141,42 @@ def _serve(conn: sqlite3.Connection, key_file: str, slot_id: int | None,
     from adapters import crypto
     from adapters.keyring import AUDIT_KEY_ID, ROWS_KEY_ID, SIGNING_KEY_ID, Keyring, event_aad
     from adapters.keyslots import SealedHeader, read_key_file, unlock
-    from adapters.store.base import Tx, _key_row, append_audit
-    from vault.audit import AuditRecord, AuditSealer, os_actor
+    from adapters.store import queries
+    from adapters.store.base import Tx, append_audit, key_row_of
+    from vault.audit import AuditBroker, os_actor
 
-    header_row = conn.execute("SELECT body, checksum, mac FROM vault_header WHERE id = 1").fetchone()
+    tx = Tx(conn.cursor())
+    header_row = queries.header_row(tx)
     sealed = SealedHeader(header_row["body"], header_row["checksum"], header_row["mac"])
     header = sealed.parse()
     root, _ = unlock(header, read_key_file(key_file), slot_id)
     sealed.verify_mac(root)
 
-    keyring = Keyring(None, root, header.vault_id)  # type: ignore[arg-type]
-
-    def unwrap(*originators: str) -> dict[str, Any]:
-        marks = ", ".join("?" for _ in originators)
-        found = {r["originator_id"]: _key_row(r) for r in conn.execute(
-            f"SELECT * FROM vault_keys WHERE originator_id IN ({marks})", originators)}
-        for originator, row in found.items():
-            keyring._keys[originator] = keyring.unwrap(row)
-        return found
-
-    unwrap(ROWS_KEY_ID, AUDIT_KEY_ID, SIGNING_KEY_ID)
+    keyring = Keyring(None, root, header.vault_id)  # type: ignore[arg-type] - keys loaded here
+    keyring.load(key_row_of(r) for r in queries.key_rows(tx, ROWS_KEY_ID, AUDIT_KEY_ID,
+                                                         SIGNING_KEY_ID))
     rows_sealer = keyring.rows  # every row used is one vault wrote
-    sql = "SELECT * FROM view_grants WHERE mailbox_key = ?"
-    params: tuple = (options["mailbox"].strip().casefold(),)
+    match = {"mailbox_key": options["mailbox"].strip().casefold()}
     if "--client" in options:
-        clients = conn.execute("SELECT * FROM view_clients WHERE name_key = ?",
-                               (options["--client"].casefold(),)).fetchall()
-        if len(clients) != 1 or not rows_sealer.valid("view_clients", dict(clients[0])):
+        clients = queries.view_rows(tx, "view_clients", name_key=options["--client"].casefold())
+        if len(clients) != 1 or not rows_sealer.valid("view_clients", clients[0]):
             return None
-        sql += " AND client_uuid = ?"
-        params += (clients[0]["client_uuid"],)
-    rows = conn.execute(sql, params).fetchall()
-    if len(rows) != 1 or not rows_sealer.valid("view_grants", dict(rows[0])):
+        match["client_uuid"] = clients[0]["client_uuid"]
+    rows = queries.view_rows(tx, "view_grants", **match)
+    if len(rows) != 1 or not rows_sealer.valid("view_grants", rows[0]):
         return None
-    grant = rows[0]
-    if grant["status"] != "active" or protocol not in grant["protocols"].split(","):
+    grant = queries.typed_row("view_grants", rows[0])
+    if grant.status != "active" or protocol not in grant.protocols.split(","):
         return None
-    resource = json.loads(grant["resources"])[protocol]
-    rotation_id = grant["rotation_uuid"]
+    resource = json.loads(grant.resources)[protocol]
+    rotation_id = grant.rotation_uuid
 
-    head = unwrap(rotation_id)[rotation_id]
-    if head.head_version is None or head.head_mac is None or not crypto.same(
-            keyring.head_mac(rotation_id, head.head_version), head.head_mac):
-        return None
-
-    events = conn.execute(
-        "SELECT originator_version, topic, state FROM stored_events WHERE originator_id = ? "
-        "ORDER BY originator_version DESC LIMIT ?",
-        (rotation_id.replace("-", ""), EVENTS_SCANNED)).fetchall()
-    if not events or events[0]["originator_version"] < head.head_version or \
-            events[0]["originator_version"] != grant["rotation_version"]:
+    (key_row,) = [key_row_of(r) for r in queries.key_rows(tx, rotation_id)]
+    keyring.load([key_row])
+    head = keyring.verified_head(rotation_id, key_row)
+    events = queries.newest_events(tx, rotation_id, EVENTS_SCANNED)
+    if not events or events[0]["originator_version"] < head or \
+            events[0]["originator_version"] != grant.rotation_version:
         return None
     found = None
     for event in events:
@@ -200,7 +187,7 @@ def _serve(conn: sqlite3.Connection, key_file: str, slot_id: int | None,
             continue
         blob = bytes(event["state"])
         state = _decode(crypto.unseal(
-            keyring._keys[rotation_id], blob[1:],
+            keyring.key(rotation_id), blob[1:],
             event_aad(rotation_id, event["originator_version"], topic), "stored event"))
         if state["resource"] == resource:
             found = state
@@ -209,20 +196,24 @@ def _serve(conn: sqlite3.Connection, key_file: str, slot_id: int | None,
     if found is None or found["access_expires_at"] - min_valid <= now:
         return None
 
-    record = AuditRecord(
-        "token", subject={"client": grant["client_name"], "mailbox": grant["mailbox"]},
-        detail={"protocol": protocol, "revealed": "access_token", "resource": resource,
-                "refreshed": False})
-    sealer = AuditSealer(keyring._keys[AUDIT_KEY_ID], keyring._keys[SIGNING_KEY_ID],
-                         header.vault_id, record, os_actor(), now,
-                         public_key=header.audit_public_key)
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        append_audit(Tx(conn.cursor()), sealer)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    return render_token(fmt, token=found["access_token"].reveal(), mailbox=grant["mailbox"],
-                        expires_at=found["access_expires_at"], resource=resource,
-                        refreshed=False)
+    def append(sealer: Any) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            append_audit(Tx(conn.cursor()), sealer)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    broker = AuditBroker(vault_id=header.vault_id, public_key=header.audit_public_key,
+                         actor=os_actor(), clock=lambda: now, keys=keyring.key, append=append)
+
+    def hand_out() -> str:
+        broker.record.subject.update({"client": grant.client_name, "mailbox": grant.mailbox})
+        broker.record.detail.update({"protocol": protocol, "revealed": "access_token",
+                                     "resource": resource, "refreshed": False})
+        return render_token(fmt, token=found["access_token"].reveal(), mailbox=grant.mailbox,
+                            expires_at=found["access_expires_at"], resource=resource,
+                            refreshed=False)
+
+    return broker.run("token", hand_out)

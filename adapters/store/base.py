@@ -24,6 +24,8 @@ from adapters.errors import (
     SubjectPurged,
 )
 from adapters.keyslots import SealedHeader
+from adapters.store import queries
+from adapters.store.queries import check_identifier
 from adapters.store.schema import ADDED_COLUMNS, SCHEMA_VERSION, VIEW_KEYS, VIEW_TABLES
 
 
@@ -167,12 +169,6 @@ class Changes:
     # a vault from before sealed rows: add the columns, seal settings and purges as found
     # (`settings`: the ones it must have, where it had none)
     upgrade: bool = False
-
-
-def _check_identifier(name: str) -> str:
-    if not name.replace("_", "").isalnum():
-        raise ValueError(f"bad SQL identifier {name!r}")
-    return name
 
 
 class Store(ABC):
@@ -351,7 +347,7 @@ class Store(ABC):
 
     def _rekey(self, tx: Tx, rekey: Callable[[list[KeyRow]], list[KeyRow]]) -> None:
         """Rewrap every live key under the writer lock, so no purge or new key slips between."""
-        live = [_key_row(r) for r in tx.all(
+        live = [key_row_of(r) for r in tx.all(
             "SELECT * FROM vault_keys WHERE wrapped IS NOT NULL ORDER BY originator_id")]
         for old, new in zip(live, rekey(live), strict=True):
             tx.execute("UPDATE vault_keys SET term = ?, wrapped = ? "
@@ -379,8 +375,8 @@ class Store(ABC):
         what vault means the row to hold (never read back, so nothing the database does on its
         own, a trigger say, is sealed). A row only partly changed is checked first: sealing an
         edited row again would make the edit look like vault's."""
-        table = _check_identifier(change.table)
-        where = " AND ".join(f"{_check_identifier(k)} = ?" for k in change.key)
+        table = check_identifier(change.table)
+        where = " AND ".join(f"{check_identifier(k)} = ?" for k in change.key)
         params = list(change.key.values())
         if isinstance(change, Delete):
             tx.execute(f"DELETE FROM {table} WHERE {where}", params)
@@ -404,7 +400,7 @@ class Store(ABC):
         for old in existing:
             rows.check(table, old, f"a row of {table}")
             row = {**{c: old[c] for c in columns}, **change.values}
-            sets = ", ".join(f"{_check_identifier(k)} = ?" for k in change.values)
+            sets = ", ".join(f"{check_identifier(k)} = ?" for k in change.values)
             tx.execute(f"UPDATE {table} SET {sets}, mac = ? WHERE "
                        + " AND ".join(f"{k} = ?" for k in primary),
                        [*change.values.values(), rows.mac(table, row),
@@ -462,12 +458,12 @@ class Store(ABC):
 
     def key_row(self, originator_id: str) -> KeyRow | None:
         with self.read() as tx:
-            row = tx.one("SELECT * FROM vault_keys WHERE originator_id = ?", (originator_id,))
-        return _key_row(row) if row else None
+            found = queries.key_rows(tx, originator_id)
+        return key_row_of(found[0]) if found else None
 
     def key_rows(self) -> list[KeyRow]:
         with self.read() as tx:
-            return [_key_row(r) for r in tx.all("SELECT * FROM vault_keys ORDER BY originator_id")]
+            return [key_row_of(r) for r in tx.all("SELECT * FROM vault_keys ORDER BY originator_id")]
 
     # -- settings, views, audit (reads) ------------------------------------------------------
 
@@ -477,7 +473,7 @@ class Store(ABC):
         with self.snapshot() as tx:
             rows = [dict(r) for r in tx.all("SELECT * FROM vault_settings ORDER BY key")]
             key = tx.one("SELECT * FROM vault_keys WHERE originator_id = ?", (key_id,))
-        return rows, _key_row(key) if key is not None else None
+        return rows, key_row_of(key) if key is not None else None
 
     def view_rows(self, table: str, aggregates_of: Callable[[dict[str, Any]], list[str]],
                   **equal: Any) -> tuple[list[dict[str, Any]], dict[str, int]]:
@@ -485,10 +481,8 @@ class Store(ABC):
         equal the values given, and the newest stored version of each aggregate `aggregates_of`
         names for them (by the hex of its id), from one snapshot: another process committing
         meanwhile must not make a row look older than its events."""
-        where = " AND ".join(f"{_check_identifier(k)} = ?" for k in equal)
-        sql = f"SELECT * FROM {_check_identifier(table)}" + (f" WHERE {where}" if where else "")
         with self.snapshot() as tx:
-            rows = [dict(r) for r in tx.all(sql, list(equal.values()))]
+            rows = queries.view_rows(tx, table, **equal)
             ids = [a for row in rows for a in aggregates_of(row)]
             return rows, self._newest(tx, ids) if ids else {}
 
@@ -514,7 +508,7 @@ class Store(ABC):
             # the key table without its keys: who has one, and the purges (with their tombstone)
             side["live"] = [(r["originator_id"], r["subject_id"]) for r in tx.all(
                 "SELECT originator_id, subject_id FROM vault_keys WHERE wrapped IS NOT NULL")]
-            side["purged"] = [_key_row(r) for r in tx.all(
+            side["purged"] = [key_row_of(r) for r in tx.all(
                 "SELECT * FROM vault_keys WHERE wrapped IS NULL")]
             side["newest"] = self._newest(tx)
         return side
@@ -570,7 +564,8 @@ _AUDIT_ROW = {"seq": _INT, "prev_hash": _BLOB, "header": _TEXT, "nonce": _BLOB,
 _CHECKPOINT = {"size": _INT, "head_hash": _BLOB, "signed_at": _TEXT, "signature": _BLOB}
 
 
-def _key_row(r: Any) -> KeyRow:
+def key_row_of(r: Any) -> KeyRow:
+    """A vault_keys row as a KeyRow, its values' types checked."""
     return KeyRow(**_typed("vault_keys", r, _KEY_ROW))
 
 
@@ -579,11 +574,11 @@ def _audit_row(r: Any) -> AuditRow:
 
 
 def upsert_sql(table: str, key_cols: list[str], value_cols: list[str]) -> str:
-    cols = [_check_identifier(c) for c in key_cols + value_cols]
+    cols = [check_identifier(c) for c in key_cols + value_cols]
     placeholders = ", ".join("?" for _ in cols)
     updates = ", ".join(f"{c} = excluded.{c}" for c in value_cols) or None
     conflict = (f"DO UPDATE SET {updates}" if updates else "DO NOTHING")
-    return (f"INSERT INTO {_check_identifier(table)} ({', '.join(cols)}) "
+    return (f"INSERT INTO {check_identifier(table)} ({', '.join(cols)}) "
             f"VALUES ({placeholders}) ON CONFLICT ({', '.join(key_cols)}) {conflict}")
 
 

@@ -32,7 +32,8 @@ from adapters.files import (
     replace_checked,
     temporary_prefix,
 )
-from adapters.store.base import RowMacs, Store, Tx, ViewChange, _check_identifier
+from adapters.store.base import RowMacs, Store, Tx, ViewChange
+from adapters.store.queries import check_identifier
 from adapters.store.schema import VIEW_TABLES
 from domain.errors import OperationFailed
 
@@ -84,7 +85,7 @@ def _rows(store: Store, tx: Tx, table: str) -> Iterator[tuple[list[str], list[tu
     cursor = tx.stream_cursor()
     cursor.execute(_select(store, table))
     # a backup file is input: its column names must be plain identifiers before any SQL uses them
-    columns = [_check_identifier(d[0]) for d in cursor.description]
+    columns = [check_identifier(d[0]) for d in cursor.description]
     while batch := cursor.fetchmany(BATCH):
         yield columns, [tuple(_value(r[c] if not isinstance(r, tuple) else r[i])
                               for i, c in enumerate(columns)) for r in batch]

@@ -8,11 +8,25 @@ from typing import Any
 from vault.render.text import printable
 
 
+def fields_of(value: Any) -> dict[str, Any]:
+    """A use case's result (a dataclass) as the fields a program reads, in their order; a field
+    whose metadata says `omit_if_none` is left out while it is None (it is only there for some
+    results, as `verified` of a rotation checked at the provider)."""
+    import dataclasses
+
+    return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)
+            if not (f.metadata.get("omit_if_none") and getattr(value, f.name) is None)}
+
+
 def _default(value: Any) -> Any:
+    import dataclasses
+
     from domain.secret_value import SecretValue
 
     if isinstance(value, SecretValue):
         return "<redacted>"  # a secret reaches output only when a command reveals it on purpose
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return fields_of(value)
     return str(value)
 
 
@@ -33,7 +47,8 @@ def _cell(value: Any) -> str:
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
-def to_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
+def to_csv(rows: list[Any], columns: list[str]) -> str:
+    """`rows` (mappings or dataclasses) as CSV with the given columns."""
     import csv
     import io
 
@@ -41,5 +56,6 @@ def to_csv(rows: list[dict[str, Any]], columns: list[str]) -> str:
     writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({c: _cell(row.get(c)) for c in columns})
+        values = row if isinstance(row, dict) else fields_of(row)
+        writer.writerow({c: _cell(values.get(c)) for c in columns})
     return out.getvalue()

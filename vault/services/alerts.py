@@ -65,12 +65,12 @@ class AlertService:
     def alert_items(self, as_of: date, min_severity: str) -> list[dict[str, Any]]:
         """Expiry findings and failed probes at or above `min_severity`, each with the subject
         (grant or client id) it concerns."""
-        models = self.core.read_models()
+        models = self.core.reads.models()
         secrets, grants = self.reports.expiry_facts(models)
         grant_rows = models.grants
-        grant_ids = {(r["client_name"].casefold(), r["mailbox_key"]): r["grant_uuid"]
+        grant_ids = {(r.client_name.casefold(), r.mailbox_key): r.grant_uuid
                      for r in grant_rows}
-        client_ids = {r["name"].casefold(): r["client_uuid"] for r in models.clients}
+        client_ids = {r.name.casefold(): r.client_uuid for r in models.clients}
         items = []
         for finding in evaluate(secrets, grants, as_of, self.grants.thresholds()):
             item = finding.as_dict()
@@ -79,19 +79,19 @@ class AlertService:
                                if item["mailbox"] else client_ids.get(item["client"].casefold()))
             items.append(item)
         for row in grant_rows:
-            if row["status"] != "active":
+            if row.status != "active":
                 continue
-            for protocol, probe in json.loads(row["probes"] or "{}").items():
+            for protocol, probe in json.loads(row.probes or "{}").items():
                 if probe["outcome"] == "ok":
                     continue
                 items.append({
                     "severity": "critical" if probe["outcome"] == "refused" else "warning",
-                    "kind": "probe_failed", "client": row["client_name"],
-                    "mailbox": row["mailbox"], "due": None, "days_left": None,
-                    "expired": False, "ref": protocol, "subject": row["grant_uuid"],
-                    "advice": f"the last {protocol} probe of {row['mailbox']} "
+                    "kind": "probe_failed", "client": row.client_name,
+                    "mailbox": row.mailbox, "due": None, "days_left": None,
+                    "expired": False, "ref": protocol, "subject": row.grant_uuid,
+                    "advice": f"the last {protocol} probe of {row.mailbox} "
                               f"({probe['at'][:16]}) was {probe['outcome']}: run "
-                              f"`vault probe {row['mailbox']} --protocol {protocol}`",
+                              f"`vault probe {row.mailbox} --protocol {protocol}`",
                 })
         floor = SEVERITY_RANK[min_severity]
         return [i for i in items if i["subject"] and SEVERITY_RANK[i["severity"]] >= floor]
@@ -258,12 +258,12 @@ class AlertService:
         claimed, and by `maintain` before anything is done. (One that is broken or revoked is a
         failure of that channel when it sends, so the other channel and maintain's other steps
         still run.)"""
-        rows = self.core.view_rows("view_grants", mailbox_key=mailbox_key(via))
+        rows = self.core.reads.rows("view_grants", mailbox_key=mailbox_key(via))
         if not rows:
             raise BadInput(f"--via {via}: no such grant (see `vault grant list`)")
-        if not any("smtp" in r["protocols"].split(",") for r in rows):
+        if not any("smtp" in r.protocols.split(",") for r in rows):
             raise BadInput(f"--via {via}: its grant does not cover smtp "
-                           f"({rows[0]['protocols']})")
+                           f"({rows[0].protocols})")
 
     def _webhook(self, url: SecretValue, alerts: list[dict[str, Any]], now: datetime) -> None:
         post_webhook(self.providers.http, url,
@@ -273,12 +273,12 @@ class AlertService:
         from adapters.mail import probe
 
         row = self.grants.grant_row(via)
-        credential = self.core.load_client(row["client_uuid"])
-        target = self.probes.target(credential, self.core.load_grant(row["grant_uuid"]), "smtp", None,
+        credential = self.core.load_client(row.client_uuid)
+        target = self.probes.target(credential, self.core.load_grant(row.grant_uuid), "smtp", None,
                                     None, None, "xoauth2", 30.0)
         token = self.tokens.usable_token(row, "smtp").token
         message = EmailMessage()
-        message["From"] = row["mailbox"]
+        message["From"] = row.mailbox
         message["To"] = to
         message["Subject"] = email_subject(alerts)
         message.set_content(email_body(alerts, self.core.header.vault_id, now))
@@ -292,7 +292,7 @@ class AlertService:
     def prometheus(self) -> str:
         """The textfile-collector exposition (node_exporter's --collector.textfile)."""
         now = self.core.now()
-        models = self.core.read_models()
+        models = self.core.reads.models()
         secrets, grants = self.reports.expiry_facts(models)
         t = self.grants.thresholds()
         metrics = Exposition()
@@ -316,10 +316,10 @@ class AlertService:
         latency = metrics.family("vault_probe_latency_seconds", "Latency of the last probe.")
         probed = metrics.family("vault_probe_timestamp_seconds", "When the last probe ran.")
         for row in models.grants:
-            if row["status"] == REVOKED:
+            if row.status == REVOKED:
                 continue
-            for protocol, probe in json.loads(row["probes"] or "{}").items():
-                labels = {"client": row["client_name"], "mailbox": row["mailbox"],
+            for protocol, probe in json.loads(row.probes or "{}").items():
+                labels = {"client": row.client_name, "mailbox": row.mailbox,
                           "protocol": protocol}
                 success.append(int(probe["outcome"] == "ok"), **labels)
                 if probe["latency_ms"] is not None:

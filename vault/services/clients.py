@@ -9,15 +9,17 @@ from typing import TYPE_CHECKING, Any
 from eventsourcing.persistence import IntegrityError
 
 from adapters.store import Changes
+from adapters.store.queries import ClientRow
 from domain.clouds import PROTOCOLS, require_concrete_tenant
 from domain.credentials import ClientCredential, check_client_name, check_endpoint_url
 from domain.grants import REVOKED
 from domain.probes import mail_server
 from domain.secret_value import SecretValue
-from vault.core import ReadModels, VaultCore, apply_views, use_case
+from vault.core import VaultCore, apply_views, use_case
 from vault.errors import AlreadyExists, BadInput, NotFound, VaultError
 from vault.projections import client_changes, client_name_key, client_removal
 from vault.providers import TokenRefreshFailed
+from vault.reads import ReadModels
 
 if TYPE_CHECKING:
     from vault.providers import Providers
@@ -60,16 +62,16 @@ class ClientService:
         self.providers = providers
         self.sleep = sleep
 
-    def client_row(self, name: str) -> dict[str, Any]:
-        rows = self.core.view_rows("view_clients", name_key=client_name_key(name))
+    def client_row(self, name: str) -> ClientRow:
+        rows = self.core.reads.rows("view_clients", name_key=client_name_key(name))
         if not rows:
             raise NotFound(f"no client named {name!r} (see `vault client list`)")
         return rows[0]
 
     def credential(self, name: str) -> ClientCredential:
         row = self.client_row(name)
-        self.core.broker.record.subject.update({"client": row["name"]})
-        return self.core.load_client(row["client_uuid"])
+        self.core.broker.record.subject.update({"client": row.name})
+        return self.core.load_client(row.client_uuid)
 
     def _save_client(self, client: ClientCredential) -> None:
         self.core.commit(client, changes=apply_views(Changes(), client_changes(client)))
@@ -86,7 +88,7 @@ class ClientService:
     ) -> dict[str, Any]:
         name = check_client_name(name)
         self.core.broker.record.subject.update({"client": name})
-        if any(c["name_key"] == client_name_key(name) for c in self.core.read_models().clients):
+        if any(c.name_key == client_name_key(name) for c in self.core.reads.models().clients):
             raise AlreadyExists(f"a client named {name!r} already exists")
         endpoints = dict(endpoints or {})
         if endpoints.get("issuer") and not endpoints.get("token_url"):
@@ -124,24 +126,24 @@ class ClientService:
 
     @use_case("client list")
     def list_clients(self) -> list[dict[str, Any]]:
-        return self.client_listing(self.core.read_models())
+        return self.client_listing(self.core.reads.models())
 
     @staticmethod
     def client_listing(models: ReadModels) -> list[dict[str, Any]]:
         by_client: dict[str, list[dict[str, Any]]] = {}
         for s in models.secrets:
-            if s["retired_at"] is None:
-                by_client.setdefault(s["client_uuid"], []).append(s)
+            if s.retired_at is None:
+                by_client.setdefault(s.client_uuid, []).append(s)
         result = []
         for c in models.clients:
-            current = next((s for s in by_client.get(c["client_uuid"], []) if s["is_current"]),
+            current = next((s for s in by_client.get(c.client_uuid, []) if s.is_current),
                            None)
             result.append({
-                "name": c["name"], "provider": c["provider"], "cloud": c["cloud"],
-                "tenant": c["tenant"], "client_id": c["client_id"], "status": c["status"],
-                "active_secrets": c["active_secrets"],
-                "current_secret": current["ref"] if current else None,
-                "current_secret_expires": current["expires_on"] if current else None,
+                "name": c.name, "provider": c.provider, "cloud": c.cloud,
+                "tenant": c.tenant, "client_id": c.client_id, "status": c.status,
+                "active_secrets": c.active_secrets,
+                "current_secret": current.ref if current else None,
+                "current_secret_expires": current.expires_on if current else None,
             })
         return result
 
@@ -237,28 +239,28 @@ class ClientService:
     @use_case("client remove")
     def remove_client(self, name: str, *, reason: str, purge: bool = False) -> dict[str, Any]:
         row = self.client_row(name)
-        self.core.broker.record.subject.update({"client": row["name"]})
-        grants = self.core.grants_of(row["client_uuid"])
-        live = [g for g in grants if g["status"] != REVOKED]
+        self.core.broker.record.subject.update({"client": row.name})
+        grants = self.core.reads.grants_of(row.client_uuid)
+        live = [g for g in grants if g.status != REVOKED]
         if live:
             raise VaultError(
-                f"client {row['name']!r} still has grants ({', '.join(g['mailbox'] for g in live)}):"
+                f"client {row.name!r} still has grants ({', '.join(g.mailbox for g in live)}):"
                 " revoke them first (`vault grant revoke MAILBOX --client "
-                f"{row['name']} --reason ...`)"
+                f"{row.name} --reason ...`)"
             )
         if purge and grants:
-            raise VaultError(f"purge the revoked grants of {row['name']!r} first "
+            raise VaultError(f"purge the revoked grants of {row.name!r} first "
                              "(`vault grant revoke MAILBOX --purge`)")
-        client = self.core.load_client(row["client_uuid"])
+        client = self.core.load_client(row.client_uuid)
         if client.is_removed and not purge:
             raise VaultError(f"client {client.name!r} is already removed (add --purge to shred it)")
         if not client.is_removed:
             client.remove(now=self.core.now(), reason=reason, by=self.core.who)
         changes = Changes()
         if purge:
-            changes.shred_subjects.append(row["client_uuid"])
+            changes.shred_subjects.append(row.client_uuid)
             changes.shredded_at = self.core.now().isoformat()
-            apply_views(changes, client_removal(row["client_uuid"]))
+            apply_views(changes, client_removal(row.client_uuid))
             # kept in the audit entry, which outlives the client's own events
             self.core.broker.record.detail["removal"] = {
                 "at": client.removed_at.isoformat(), "by": client.removed_by,
@@ -268,7 +270,7 @@ class ClientService:
         self.core.broker.record.detail.update({"reason": reason, "purged": purge})
         self.core.commit(client, changes=changes)
         if purge:
-            self.core.keyring.forget([row["client_uuid"]])
+            self.core.keyring.forget([row.client_uuid])
             self.core.wipe_freed_pages()
         return {"client": client.name, "removed": True, "purged": purge}
 

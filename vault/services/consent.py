@@ -108,8 +108,8 @@ class ConsentService:
         if flow == "device" and credential.provider == "google":
             raise BadInput("Google's device flow does not allow the Gmail scope: use "
                            "--flow browser or --flow manual")
-        existing = self.core.grants_of(str(credential.id), mailbox)
-        if existing and existing[0]["status"] == "active" and not replace:
+        existing = self.core.reads.grants_of(str(credential.id), mailbox)
+        if existing and existing[0].status == "active" and not replace:
             raise AlreadyExists(f"{mailbox} already has an active grant under "
                                 f"{credential.name!r}: add --replace to consent again")
         first = MAIL if MAIL in plan else next(iter(plan))
@@ -140,7 +140,7 @@ class ConsentService:
         self.core.broker.record.detail["signed_in"] = (signed_in.get("account") if signed_in["checked"]
                                                        else "not checked")
         return self._record_consent(credential, mailbox, protocols, flow, tokens, first,
-                                    existing[0]["grant_uuid"] if existing else None, signed_in)
+                                    existing[0].grant_uuid if existing else None, signed_in)
 
     def _openid_provider(self, credential: ClientCredential,
                          oauth: OAuthClient) -> OpenIdProvider | None:

@@ -14,6 +14,7 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError
 
 from adapters.store import Changes
+from adapters.store.queries import GrantRow
 from domain.credentials import ClientCredential
 from domain.expiry import ExpiryThresholds
 from domain.grants import ConsentGrant, check_mailbox, mailbox_key
@@ -21,9 +22,10 @@ from domain.identity import NOT_CHECKED_BEFORE, not_checked
 from domain.rotation import TokenRotation, rotation_id_for
 from domain.scopes import resource_url
 from domain.secret_value import SecretValue
-from vault.core import THRESHOLDS_KEY, VaultCore, apply_views, use_case
+from vault.core import VaultCore, apply_views, use_case
 from vault.errors import AlreadyExists, AmbiguousMailbox, BadInput, NotFound
 from vault.projections import client_name_key, grant_changes, grant_removal, rotation_changes
+from vault.reads import THRESHOLDS_KEY
 
 if TYPE_CHECKING:
     from vault.providers import Providers
@@ -88,7 +90,7 @@ class GrantService:
     def thresholds(self) -> ExpiryThresholds:
         """The thresholds every host shares (`vault config`): expiry rules, and how far apart
         two refusals of a refresh token must be to mark its grant for re-consent."""
-        stored = self.core.settings().get(THRESHOLDS_KEY)
+        stored = self.core.reads.settings().get(THRESHOLDS_KEY)
         if not stored:
             return ExpiryThresholds()
         try:
@@ -99,21 +101,21 @@ class GrantService:
     def refusal_interval(self) -> timedelta:
         return timedelta(minutes=self.thresholds().invalid_grant_interval_minutes)
 
-    def grant_row(self, mailbox: str, client: str | None = None) -> dict[str, Any]:
+    def grant_row(self, mailbox: str, client: str | None = None) -> GrantRow:
         match = {"mailbox_key": mailbox_key(mailbox.strip())}
         if client:
-            match["client_uuid"] = self.clients.client_row(client)["client_uuid"]
-        rows = sorted(self.core.view_rows("view_grants", **match), key=lambda r: r["client_name"])
+            match["client_uuid"] = self.clients.client_row(client).client_uuid
+        rows = sorted(self.core.reads.rows("view_grants", **match), key=lambda r: r.client_name)
         if not rows:
             under = f" under client {client!r}" if client else ""
             raise NotFound(f"no grant for {mailbox}{under} (see `vault grant list`)")
         if len(rows) > 1:
             raise AmbiguousMailbox(
                 f"{mailbox} is granted under several clients "
-                f"({', '.join(r['client_name'] for r in rows)}): add --client NAME"
+                f"({', '.join(r.client_name for r in rows)}): add --client NAME"
             )
         row = rows[0]
-        self.core.broker.record.subject.update({"client": row["client_name"], "mailbox": row["mailbox"]})
+        self.core.broker.record.subject.update({"client": row.client_name, "mailbox": row.mailbox})
         return row
 
     def access_valid_until(self, rotation_id: UUID, cutoff: datetime | None) -> str | None:
@@ -133,14 +135,14 @@ class GrantService:
     ) -> dict[str, Any]:
         mailbox = check_mailbox(mailbox)
         crow = self.clients.client_row(client)
-        self.core.broker.record.subject.update({"client": crow["name"], "mailbox": mailbox})
-        credential = self.core.load_client(crow["client_uuid"])
+        self.core.broker.record.subject.update({"client": crow.name, "mailbox": mailbox})
+        credential = self.core.load_client(crow.client_uuid)
         now = self.core.now()
         self.core.broker.record.detail.update({"protocols": list(protocols), "method": "import"})
-        existing = self.core.grants_of(crow["client_uuid"], mailbox)
+        existing = self.core.reads.grants_of(crow.client_uuid, mailbox)
         if existing:
             def attempt() -> ConsentGrant:
-                grant = self.core.load_grant(existing[0]["grant_uuid"])
+                grant = self.core.load_grant(existing[0].grant_uuid)
                 rotation = self.core.load(grant.rotation_id)
                 grant.regrant(now=now, client=credential, protocols=protocols, scopes=scopes,
                               method="import", granted_at=granted_at, granted_by=self.core.who)
@@ -198,11 +200,11 @@ class GrantService:
         service principal of the Enterprise Application with permission on the mailbox."""
         mailbox = check_mailbox(mailbox)
         crow = self.clients.client_row(client)
-        self.core.broker.record.subject.update({"client": crow["name"], "mailbox": mailbox})
+        self.core.broker.record.subject.update({"client": crow.name, "mailbox": mailbox})
         self.core.broker.record.detail.update({"protocols": list(protocols), "method": "app-only"})
-        credential = self.core.load_client(crow["client_uuid"])
-        if self.core.grants_of(crow["client_uuid"], mailbox):
-            raise AlreadyExists(f"{mailbox} already has a grant under {crow['name']!r}")
+        credential = self.core.load_client(crow.client_uuid)
+        if self.core.reads.grants_of(crow.client_uuid, mailbox):
+            raise AlreadyExists(f"{mailbox} already has a grant under {crow.name!r}")
         grant, rotation, keys = self.new_grant(credential, mailbox, protocols, scopes,
                                                method="app-only", granted_at=None,
                                                refresh_token=None)
@@ -211,18 +213,18 @@ class GrantService:
 
     @use_case("grant list")
     def list_grants(self, client: str | None = None) -> list[dict[str, Any]]:
-        rows = self.core.read_models().grants
+        rows = self.core.reads.models().grants
         if client:
-            uuid = self.clients.client_row(client)["client_uuid"]
-            rows = [r for r in rows if r["client_uuid"] == uuid]
+            uuid = self.clients.client_row(client).client_uuid
+            rows = [r for r in rows if r.client_uuid == uuid]
         interval = self.refusal_interval()
         return [grant_listing(r, interval) for r in rows]
 
     @use_case("grant show")
     def show_grant(self, mailbox: str, *, client: str | None = None) -> dict[str, Any]:
         row = self.grant_row(mailbox, client)
-        grant = self.core.load_grant(row["grant_uuid"])
-        rotation: TokenRotation = self.core.load(UUID(row["rotation_uuid"]))
+        grant = self.core.load_grant(row.grant_uuid)
+        rotation: TokenRotation = self.core.load(UUID(row.rotation_uuid))
         tokens = rotation_summary(rotation)
         tokens["refresh_refused"] = refusal_state(rotation.refused_since, grant.status,
                                                   self.refusal_interval())
@@ -238,8 +240,8 @@ class GrantService:
         from adapters.oauth import OAuthFailure
 
         row = self.grant_row(mailbox, client)
-        credential: ClientCredential = self.core.load_client(row["client_uuid"])
-        rotation: TokenRotation = self.core.load(UUID(row["rotation_uuid"]))
+        credential: ClientCredential = self.core.load_client(row.client_uuid)
+        rotation: TokenRotation = self.core.load(UUID(row.rotation_uuid))
         at_provider = None
         if credential.endpoints.get("revoke_url") and rotation.refresh_token is not None:
             try:
@@ -253,11 +255,11 @@ class GrantService:
             result["provider_revocation"] = at_provider
         return result
 
-    def _revoke_in_vault(self, row: dict[str, Any], *, reason: str, purge: bool) -> dict[str, Any]:
+    def _revoke_in_vault(self, row: GrantRow, *, reason: str, purge: bool) -> dict[str, Any]:
         self.core.broker.record.detail.update({"reason": reason, "purged": purge})
 
         def attempt() -> ConsentGrant:
-            grant = self.core.load_grant(row["grant_uuid"])
+            grant = self.core.load_grant(row.grant_uuid)
             rotation = self.core.load(grant.rotation_id)
             now = self.core.now()
             if grant.status != "revoked" or not purge:  # a second revoke is refused
@@ -272,23 +274,23 @@ class GrantService:
             rotation.discard_tokens(now=now, reason="grant revoked")
             changes = Changes()
             if purge:
-                changes.shred_subjects.append(row["grant_uuid"])
+                changes.shred_subjects.append(row.grant_uuid)
                 changes.shredded_at = now.isoformat()
-                apply_views(changes, grant_removal(row["grant_uuid"]))
+                apply_views(changes, grant_removal(row.grant_uuid))
             else:
-                apply_views(changes, grant_changes(grant, row["provider"],
-                                                   bool(row["google_testing"])),
+                apply_views(changes, grant_changes(grant, row.provider,
+                                                   bool(row.google_testing)),
                             rotation_changes(rotation))
             self.core.commit(grant, rotation, changes=changes)
             return grant
 
         grant = self.core.retrying(attempt)
         if purge:
-            self.core.keyring.forget([row["grant_uuid"], row["rotation_uuid"]])
+            self.core.keyring.forget([row.grant_uuid, row.rotation_uuid])
             self.core.wipe_freed_pages()
         return {"mailbox": grant.mailbox, "client": grant.client_name, "revoked": True,
                 "purged": purge,
-                "provider_revocation": PROVIDER_REVOCATION_ADVICE.get(row["provider"], "")}
+                "provider_revocation": PROVIDER_REVOCATION_ADVICE.get(row.provider, "")}
 
 
 PROVIDER_REVOCATION_ADVICE = {
@@ -301,16 +303,16 @@ PROVIDER_REVOCATION_ADVICE = {
 
 
 def grant_listing(r: dict[str, Any], refusal_interval: timedelta) -> dict[str, Any]:
-    access = json.loads(r["access_expires"] or "{}")
+    access = json.loads(r.access_expires or "{}")
     return {
-        "mailbox": r["mailbox"], "client": r["client_name"], "protocols": r["protocols"],
-        "status": r["status"], "status_reason": r["status_reason"], "method": r["method"],
-        "granted_at": r["granted_at"], "refresh_token_issued_at": r["rt_issued_at"],
-        "last_refresh_at": r["last_refresh_at"],
+        "mailbox": r.mailbox, "client": r.client_name, "protocols": r.protocols,
+        "status": r.status, "status_reason": r.status_reason, "method": r.method,
+        "granted_at": r.granted_at, "refresh_token_issued_at": r.rt_issued_at,
+        "last_refresh_at": r.last_refresh_at,
         "access_expires": min(access.values()) if access else None,
-        "last_error": r["last_error"],
-        "refresh_refused": refusal_state(r["refused_since"], r["status"], refusal_interval),
-        "probes": {p: v["outcome"] for p, v in json.loads(r["probes"] or "{}").items()},
+        "last_error": r.last_error,
+        "refresh_refused": refusal_state(r.refused_since, r.status, refusal_interval),
+        "probes": {p: v["outcome"] for p, v in json.loads(r.probes or "{}").items()},
     }
 
 

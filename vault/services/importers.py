@@ -55,13 +55,13 @@ class ImportService:
 
     def _client_for(self, account: Account, wanted: str | None) -> tuple[str, bool]:
         """(name, created): the vault's client for this app, registered if it has none."""
-        clients = self.core.read_models().clients
+        clients = self.core.reads.models().clients
         for row in clients:
-            if (row["provider"], row["client_id"], row["status"]) == (
+            if (row.provider, row.client_id, row.status) == (
                     account.provider, account.client_id, "active") and (
-                    (row["tenant"] or "").casefold() == (account.tenant or "").casefold()):
-                return row["name"], False
-        taken = {r["name_key"] for r in clients}
+                    (row.tenant or "").casefold() == (account.tenant or "").casefold()):
+                return row.name, False
+        taken = {r.name_key for r in clients}
         name = wanted or f"{account.provider}-{account.client_id[:8]}"
         base, n = name, 1
         while name.casefold() in taken:
@@ -76,7 +76,7 @@ class ImportService:
 
     def _import_one(self, account: Account, wanted: str | None) -> dict[str, Any]:
         name, created = self._client_for(account, wanted)
-        if self.core.grants_of(self.clients.client_row(name)["client_uuid"], account.mailbox):
+        if self.core.reads.grants_of(self.clients.client_row(name).client_uuid, account.mailbox):
             return {"client": name, "outcome": "exists",
                     "detail": "already granted under this client: left as it is"}
         assert account.refresh_token is not None

@@ -26,9 +26,10 @@ from domain.errors import DomainError
 from domain.grants import ACTIVE
 from domain.secret_value import SecretValue
 from vault.audit import TrustedCheckpoint, parse_checkpoint
-from vault.core import REQUIRED_SETTINGS, use_case
+from vault.core import use_case
 from vault.errors import BadInput, VaultError
 from vault.projections import client_changes, grant_changes, rotation_changes
+from vault.reads import REQUIRED_SETTINGS
 from vault.render.alerts import delivery_summary, pending_lines
 from vault.render.text import printable
 from vault.services.alerts import METRICS_FILE, RESEND_AFTER, check_alert_channels
@@ -138,14 +139,14 @@ class MaintenanceService:
     def probes_due(self, now: datetime, every: timedelta) -> list[tuple[str, str, str]]:
         """(mailbox, client, protocol) of active grants not probed within `every`."""
         due = []
-        for row in self.core.read_models().grants:
-            if row["status"] != ACTIVE:
+        for row in self.core.reads.models().grants:
+            if row.status != ACTIVE:
                 continue
-            last = json.loads(row["probes"] or "{}")
-            for protocol in filter(None, row["protocols"].split(",")):
+            last = json.loads(row.probes or "{}")
+            for protocol in filter(None, row.protocols.split(",")):
                 at = last.get(protocol, {}).get("at")
                 if at is None or now - datetime.fromisoformat(at) >= every:
-                    due.append((row["mailbox"], row["client_name"], protocol))
+                    due.append((row.mailbox, row.client_name, protocol))
         return due
 
     def _probe_due(self, plan: MaintainPlan) -> tuple[str, dict[str, Any]]:

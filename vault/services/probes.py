@@ -41,8 +41,8 @@ class ProbeService:
         mechanism: str = "xoauth2", send_test: bool = False, timeout: float = 20.0,
     ) -> list[dict[str, Any]]:
         row = self.grants.grant_row(mailbox, client)
-        grant: ConsentGrant = self.core.load_grant(row["grant_uuid"])
-        credential: ClientCredential = self.core.load_client(row["client_uuid"])
+        grant: ConsentGrant = self.core.load_grant(row.grant_uuid)
+        credential: ClientCredential = self.core.load_client(row.client_uuid)
         protocols = list(grant.protocols) if protocol == "all" else [protocol]
         if protocol != "all" and protocol not in grant.protocols:
             raise BadInput(f"the grant of {grant.mailbox} covers {', '.join(grant.protocols)}, "

@@ -28,8 +28,9 @@ from domain.expiry import (
 from domain.grants import ConsentGrant
 from domain.secret_value import SecretValue
 from vault.audit import actor_name, decrypt_entry
-from vault.core import THRESHOLDS_KEY, ReadModels, VaultCore, use_case
+from vault.core import VaultCore, use_case
 from vault.errors import BadInput, NotFound
+from vault.reads import THRESHOLDS_KEY, ReadModels
 from vault.services.clients import client_summary
 from vault.services.grants import (
     grant_listing,
@@ -119,28 +120,28 @@ class ReportService:
     def expiry_facts(
         self, models: ReadModels | None = None
     ) -> tuple[list[SecretFacts], list[GrantFacts]]:
-        models = models or self.core.read_models()
-        clients = {c["client_uuid"]: c for c in models.clients}
+        models = models or self.core.reads.models()
+        clients = {c.client_uuid: c for c in models.clients}
         secrets = [
-            SecretFacts(client=c["name"], provider=c["provider"], ref=r["ref"],
-                        secret_id=r["secret_id"], created_on=_date(r["created_on"]),
-                        expires_on=_date(r["expires_on"]), kind=r["kind"])
+            SecretFacts(client=c.name, provider=c.provider, ref=r.ref,
+                        secret_id=r.secret_id, created_on=_date(r.created_on),
+                        expires_on=_date(r.expires_on), kind=r.kind)
             for r in models.secrets
-            if r["retired_at"] is None and (c := clients[r["client_uuid"]])["status"] == "active"
+            if r.retired_at is None and (c := clients[r.client_uuid]).status == "active"
         ]
         grants = []
         for r in models.grants:
-            if r["status"] == "revoked":
+            if r.status == "revoked":
                 continue
-            activity = [d for d in (_date(r["rt_issued_at"]), _date(r["rt_last_used_at"])) if d]
+            activity = [d for d in (_date(r.rt_issued_at), _date(r.rt_last_used_at)) if d]
             grants.append(GrantFacts(
-                client=r["client_name"], mailbox=r["mailbox"], provider=r["provider"],
-                status=r["status"], status_reason=r["status_reason"],
-                status_changed_on=_date(r["status_changed_at"]),
-                granted_on=_date(r["granted_at"]) or date.min,
+                client=r.client_name, mailbox=r.mailbox, provider=r.provider,
+                status=r.status, status_reason=r.status_reason,
+                status_changed_on=_date(r.status_changed_at),
+                granted_on=_date(r.granted_at) or date.min,
                 last_activity_on=max(activity) if activity else None,
-                google_testing=bool(r["google_testing"]), app_only=r["method"] == "app-only",
-                protocols=r["protocols"],
+                google_testing=bool(r.google_testing), app_only=r.method == "app-only",
+                protocols=r.protocols,
             ))
         return secrets, grants
 
@@ -160,7 +161,7 @@ class ReportService:
     def status(self) -> dict[str, Any]:
         today = self.core.now().date()
         t = self.grants.thresholds()
-        models = self.core.read_models()
+        models = self.core.reads.models()
         secrets, grants = self.expiry_facts(models)
         findings = evaluate(secrets, grants, today, t)
         items = due_items(secrets, grants, t)
@@ -217,12 +218,12 @@ class ReportService:
             if "@" in subject:
                 raise NotFound(f"no grant or client named {subject!r}") from None
             raise
-        self.core.broker.record.subject.update({"client": row["name"]})
-        client_id = UUID(row["client_uuid"])
+        self.core.broker.record.subject.update({"client": row.name})
+        client_id = UUID(row.client_uuid)
         version = self.core.version_as_of(client_id, cutoff)
         events = self.core.events_up_to(client_id, version) if version else []
         state = client_summary(self.core.load(client_id, version)) if version else None
-        return {"kind": "client", "subject": row["name"], "as_of": _iso_or_none(as_of),
+        return {"kind": "client", "subject": row.name, "as_of": _iso_or_none(as_of),
                 "total_events": len(events), "events": [describe_event(e) for e in
                                                         events[-limit:]],
                 "state": state}
@@ -237,7 +238,7 @@ class ReportService:
     def _grant_history(self, mailbox: str, client: str | None, cutoff: datetime | None,
                        as_of: date | datetime | None, limit: int) -> dict[str, Any]:
         row = self.grants.grant_row(mailbox, client)
-        grant_id, rotation_id = UUID(row["grant_uuid"]), UUID(row["rotation_uuid"])
+        grant_id, rotation_id = UUID(row.grant_uuid), UUID(row.rotation_uuid)
         g_version = self.core.version_as_of(grant_id, cutoff)
         r_version = self.core.version_as_of(rotation_id, cutoff)
         grant_events = self.core.events_up_to(grant_id, g_version) if g_version else []
@@ -248,7 +249,7 @@ class ReportService:
             state = grant_summary(self.core.load(grant_id, g_version))
             if r_version:
                 state["tokens"] = rotation_summary(self.core.load(rotation_id, r_version))
-        return {"kind": "grant", "subject": f"{row['mailbox']} ({row['client_name']})",
+        return {"kind": "grant", "subject": f"{row.mailbox} ({row.client_name})",
                 "as_of": _iso_or_none(as_of),
                 "total_events": len(grant_events) + (r_version or 0),
                 "events": [describe_event(e) for e in merged[-limit:]], "state": state}

@@ -27,6 +27,7 @@ from uuid import UUID, uuid4
 
 from adapters.errors import AdapterError, IntegrityViolation
 from adapters.store import Changes
+from adapters.store.queries import GrantRow
 from domain.clouds import require_concrete_tenant
 from domain.credentials import ClientCredential
 from domain.diagnosis import Diagnosis
@@ -90,24 +91,24 @@ class TokenService:
         self.core.broker.record.detail.update({"protocol": protocol})
         return self.usable_token(row, protocol, min_valid, next_try=NEXT_TRY_TOKEN, reveal=True)
 
-    def usable_token(self, row: dict[str, Any], protocol: str,
+    def usable_token(self, row: GrantRow, protocol: str,
                      min_valid: timedelta = DEFAULT_MIN_VALID,
                      next_try: str = NEXT_TRY_ANY, *, reveal: bool = False) -> AccessToken:
         """A grant's access token for a protocol, refreshed under the protocol when needed.
         `reveal`: it is handed out (printed), which its audit entry says; only then."""
-        if protocol not in row["protocols"].split(","):
-            raise BadInput(f"the grant of {row['mailbox']} covers {row['protocols']}, "
+        if protocol not in row.protocols.split(","):
+            raise BadInput(f"the grant of {row.mailbox} covers {row.protocols}, "
                            f"not {protocol}")
-        if row["status"] != "active":
-            state = "needs a new consent" if row["status"] == "needs-reconsent" else "was revoked"
+        if row.status != "active":
+            state = "needs a new consent" if row.status == "needs-reconsent" else "was revoked"
             raise GrantUnusable(
-                f"the grant of {row['mailbox']} {state}"
-                + (f" ({row['status_reason']})" if row["status_reason"] else "")
-                + (f": run `vault consent {row['client_name']} --mailbox {row['mailbox']} "
-                   f"--protocols {row['protocols']} --replace`"
-                   if row["status"] == "needs-reconsent" else ""))
-        rotation: TokenRotation = self.core.load(UUID(row["rotation_uuid"]))
-        grant: ConsentGrant = self.core.load_grant(row["grant_uuid"])
+                f"the grant of {row.mailbox} {state}"
+                + (f" ({row.status_reason})" if row.status_reason else "")
+                + (f": run `vault consent {row.client_name} --mailbox {row.mailbox} "
+                   f"--protocols {row.protocols} --replace`"
+                   if row.status == "needs-reconsent" else ""))
+        rotation: TokenRotation = self.core.load(UUID(row.rotation_uuid))
+        grant: ConsentGrant = self.core.load_grant(row.grant_uuid)
         resource = resource_for(grant.scopes, protocol)
         self.core.broker.record.detail["resource"] = resource
         cached = rotation.valid_access_token(resource, self.core.now(), min_valid)
@@ -115,7 +116,7 @@ class TokenService:
             self.core.broker.record.detail["refreshed"] = False
             self._handed_out(reveal)
             return AccessToken(cached, rotation.access[resource]["expires_at"], resource,
-                               row["mailbox"], refreshed=False)
+                               row.mailbox, refreshed=False)
         return self._refresh_under_lock(row, resource, min_valid=min_valid, force=False,
                                         next_try=next_try, reveal=reveal)
 
@@ -124,24 +125,24 @@ class TokenService:
             self.core.broker.record.detail["revealed"] = "access_token"
 
     def _refresh_under_lock(
-        self, row: dict[str, Any], resource: str, *, min_valid: timedelta, force: bool,
+        self, row: GrantRow, resource: str, *, min_valid: timedelta, force: bool,
         next_try: str, reveal: bool = False,
     ) -> AccessToken:
-        with self.core.store.grant_lock(row["grant_uuid"], LOCK_WAIT_S):
-            rotation: TokenRotation = self.core.load(UUID(row["rotation_uuid"]))
+        with self.core.store.grant_lock(row.grant_uuid, LOCK_WAIT_S):
+            rotation: TokenRotation = self.core.load(UUID(row.rotation_uuid))
             if not force:
                 cached = rotation.valid_access_token(resource, self.core.now(), min_valid)
                 if cached is not None:  # another process refreshed while we waited
                     self.core.broker.record.detail["refreshed"] = False
                     self._handed_out(reveal)
                     return AccessToken(cached, rotation.access[resource]["expires_at"],
-                                       resource, row["mailbox"], refreshed=False)
-            grant: ConsentGrant = self.core.load_grant(row["grant_uuid"])
-            credential: ClientCredential = self.core.load_client(row["client_uuid"])
+                                       resource, row.mailbox, refreshed=False)
+            grant: ConsentGrant = self.core.load_grant(row.grant_uuid)
+            credential: ClientCredential = self.core.load_client(row.client_uuid)
             return self._rotate(grant, rotation, credential, resource, row, next_try, reveal)
 
     def _rotate(self, grant: ConsentGrant, rotation: TokenRotation,
-                credential: ClientCredential, resource: str, row: dict[str, Any],
+                credential: ClientCredential, resource: str, row: GrantRow,
                 next_try: str, reveal: bool = False) -> AccessToken:
         from adapters.oauth import OAuthFailure
 
@@ -218,7 +219,7 @@ class TokenService:
             self._handed_out(reveal)  # the entry this commit seals: the token goes out next
             self._save_rotation(rotation)  # the new refresh token is stored before anything else
             return AccessToken(tokens.access_token, rotation.access[resource]["expires_at"],
-                               resource, row["mailbox"], refreshed=True)
+                               resource, row.mailbox, refreshed=True)
 
     def _save_rotation(self, rotation: TokenRotation) -> None:
         self.core.commit(rotation, changes=apply_views(Changes(), rotation_changes(rotation)))
@@ -249,14 +250,14 @@ class TokenService:
         if mailbox:
             rows = [self.grants.grant_row(mailbox, client)]
         else:
-            rows = [r for r in self.core.read_models().grants if r["status"] == ACTIVE]
+            rows = [r for r in self.core.reads.models().grants if r.status == ACTIVE]
         self.core.broker.record.detail.update({"selection": mailbox or ("due" if due else "all")})
         now = self.core.now()
         results: list[dict[str, Any]] = []
         for n, row in enumerate(rows, start=1):
             if progress:
-                progress(n, len(rows), row["mailbox"])
-            with (self.core.broker.item(client=row["client_name"], mailbox=row["mailbox"])
+                progress(n, len(rows), row.mailbox)
+            with (self.core.broker.item(client=row.client_name, mailbox=row.mailbox)
                   if not mailbox else contextlib.nullcontext()):  # each grant's commits: its own
                 results += self._refresh_grant(row, due=due, now=now,
                                                keepalive_days=keepalive_days, min_valid=min_valid)
@@ -265,16 +266,16 @@ class TokenService:
             self.core.broker.record.outcome = "failed"
         return results
 
-    def _refresh_grant(self, row: dict[str, Any], *, due: bool, now: datetime,
+    def _refresh_grant(self, row: GrantRow, *, due: bool, now: datetime,
                        keepalive_days: int, min_valid: timedelta) -> list[dict[str, Any]]:
         results = []
-        grant: ConsentGrant = self.core.load_grant(row["grant_uuid"])
+        grant: ConsentGrant = self.core.load_grant(row.grant_uuid)
         rotation: TokenRotation = self.core.load(grant.rotation_id)
         for resource in grant.scopes:
             if due and not self._is_due(grant, rotation, resource, now, keepalive_days,
                                         min_valid):
                 continue
-            outcome = {"mailbox": row["mailbox"], "client": row["client_name"],
+            outcome = {"mailbox": row.mailbox, "client": row.client_name,
                        "resource": resource}
             try:
                 token = self._refresh_under_lock(row, resource, min_valid=min_valid,
