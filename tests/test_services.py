@@ -125,7 +125,7 @@ def test_clients_discovers_a_custom_provider_through_the_one_http_client(
 def test_grants_import_and_list(core, providers) -> None:
     _, grants = _with_grant(core, providers)
     (row,) = grants.list_grants()
-    assert (row["mailbox"], row["client"], row["status"]) == ("ops@example.test", "corp", "active")
+    assert (row.mailbox, row.client, row.status) == ("ops@example.test", "corp", "active")
 
 
 def test_tokens_refresh_at_the_token_endpoint_and_back_off_with_the_injected_sleep(
@@ -178,8 +178,8 @@ def test_reports_status_from_the_read_models(core, providers) -> None:
     clients, grants = _with_grant(core, providers)
     status = ReportService(core, clients=clients, grants=grants,
                            audit=AuditService(core)).status()
-    assert [c["name"] for c in status["clients"]] == ["corp"]
-    assert [g["mailbox"] for g in status["grants"]] == ["ops@example.test"]
+    assert [c.name for c in status.clients] == ["corp"]
+    assert [g.mailbox for g in status.grants] == ["ops@example.test"]
 
 
 def test_alerts_post_a_finding_to_the_webhook(core, providers, provider) -> None:

@@ -470,7 +470,7 @@ def test_a_command_that_unlocked_before_a_key_rotation_still_works(vault: Harnes
         with vault.app() as rotating:
             rotating.keys.rotate_root_key([Passphrase(SecretValue(PASSPHRASE))])
         record_refreshes(early, "help@contoso.com", 1)  # its commit seals rows as before
-        assert early.reports.status()["grants"][0]["mailbox"] == "help@contoso.com"
+        assert early.reports.status().grants[0].mailbox == "help@contoso.com"
     finally:
         early.close()
     assert vault.ok("token", "help@contoso.com").out.startswith("AT-RT-000000")

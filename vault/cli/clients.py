@@ -121,8 +121,8 @@ def client_list(state: CliContext, fmt: str, as_json: bool) -> None:
     emit(rows, chosen_format(fmt, as_json), lambda data: table(
         None, ["NAME", "PROVIDER", "CLOUD", "TENANT", "CLIENT ID", "STATUS", "SECRETS",
                "CURRENT", "EXPIRES"],
-        [[c["name"], c["provider"], c["cloud"], c["tenant"], c["client_id"], c["status"],
-          c["active_secrets"], c["current_secret"], c["current_secret_expires"]] for c in data],
+        [[c.name, c.provider, c.cloud, c.tenant, c.client_id, c.status, c.active_secrets,
+          c.current_secret, c.current_secret_expires] for c in data],
         empty="no clients yet: `vault client add NAME --provider ...`"))
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from vault.cli.inputs import parse_moment, read_secret
@@ -10,14 +12,17 @@ from vault.render.machine import to_json
 from vault.render.tables import emit, fields, table
 from vault.render.text import say
 
+if TYPE_CHECKING:
+    from vault.services.grants import GrantListing
+
 
 def register(cli: click.Group) -> None:
     cli.add_command(grant)
 
 
-def grant_status(g: dict) -> str:
+def grant_status(g: GrantListing) -> str:
     """A grant's status for tables: an active grant whose refresh token was refused says so."""
-    return g["status"] + (", refresh refused once" if g.get("refresh_refused") else "")
+    return g.status + (", refresh refused once" if g.refresh_refused else "")
 
 
 def refusal_line(refused: dict | None) -> str | None:
@@ -89,8 +94,8 @@ def grant_list(state: CliContext, client_name: str | None, fmt: str, as_json: bo
     emit(rows, chosen_format(fmt, as_json), lambda data: table(
         None, ["MAILBOX", "CLIENT", "PROTOCOLS", "STATUS", "GRANTED", "LAST REFRESH",
                "ACCESS EXPIRES", "LAST ERROR"],
-        [[g["mailbox"], g["client"], g["protocols"], grant_status(g), (g["granted_at"] or "")[:10],
-          (g["last_refresh_at"] or "")[:16], (g["access_expires"] or "")[:16], g["last_error"]]
+        [[g.mailbox, g.client, g.protocols, grant_status(g), (g.granted_at or "")[:10],
+          (g.last_refresh_at or "")[:16], (g.access_expires or "")[:16], g.last_error]
          for g in data],
         empty="no grants yet: `vault grant import --client NAME --mailbox ADDR ...`"))
 

@@ -31,11 +31,12 @@ def register(cli: click.Group) -> None:
 def emit_report(title: str, rows: list[dict], columns: list[str], fmt: str,
                 output: str | None, force: bool = False) -> None:
     from vault.render import html, machine
+    from vault.render.machine import as_mapping
 
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     if fmt == "table":
         table(None, [c.upper().replace("_", " ") for c in columns],
-              [[r.get(c) for c in columns] for r in rows], empty="nothing to report")
+              [[as_mapping(r).get(c) for c in columns] for r in rows], empty="nothing to report")
         return
     text = {"json": lambda: to_json(rows) + "\n",
             "csv": lambda: machine.to_csv(rows, columns),

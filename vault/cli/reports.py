@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
+from typing import TYPE_CHECKING
+
 import click
 
 from vault.cli.grants import grant_status, refusal_line
 from vault.cli.inputs import parse_date, parse_date_or_moment
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
 from vault.errors import BadInput
-from vault.render.machine import to_json
+from vault.render.machine import fields_of, to_json
 from vault.render.tables import emit, fields, table
 from vault.render.text import days, say
+
+if TYPE_CHECKING:
+    from vault.services.reports import ExpiryReport, History, Status
 
 
 def register(cli: click.Group) -> None:
@@ -26,29 +32,28 @@ def status(state: CliContext, fmt: str, as_json: bool) -> None:
     """One overview: clients, secrets, grants, token state, what expires next."""
     data = state.app().reports.status()
 
-    def render(d: dict) -> None:
+    def render(d: Status) -> None:
         table("clients", ["NAME", "PROVIDER", "CLOUD", "TENANT", "SECRETS", "SECRET DUE", ""],
-              [[c["name"], c["provider"], c["cloud"], c["tenant"], c["active_secrets"],
-                (c["next_due"] or "") + (" (assumed)" if c["next_due_assumed"] else ""),
-                days(c["days_left"])] for c in d["clients"]])
+              [[c.name, c.provider, c.cloud, c.tenant, c.active_secrets,
+                (c.next_due or "") + (" (assumed)" if c.next_due_assumed else ""),
+                days(c.days_left)] for c in d.clients])
         say()
         table("grants", ["MAILBOX", "CLIENT", "PROTOCOLS", "STATUS", "ACCESS EXPIRES",
                          "LAST REFRESH", "IDLE", "TOKEN DUE", "LAST PROBE"],
-              [[g["mailbox"], g["client"], g["protocols"], grant_status(g),
-                (g["access_expires"] or "")[:16], (g["last_refresh_at"] or "")[:16],
-                "" if g["idle_days"] is None else f"{g['idle_days']}d",
-                g["refresh_token_due"],
-                " ".join(f"{p}:{o}" for p, o in g["probes"].items())] for g in d["grants"]])
-        for g in d["grants"]:
-            if g["refresh_refused"]:
-                say(f"refresh refused once: {g['mailbox']} ({g['client']}) "
-                    f"{refusal_line(g['refresh_refused'])}")
+              [[g.mailbox, g.client, g.protocols, grant_status(g),
+                (g.access_expires or "")[:16], (g.last_refresh_at or "")[:16],
+                "" if g.idle_days is None else f"{g.idle_days}d", g.refresh_token_due,
+                " ".join(f"{p}:{o}" for p, o in g.probes.items())] for g in d.grants])
+        for g in d.grants:
+            if g.refresh_refused:
+                say(f"refresh refused once: {g.mailbox} ({g.client}) "
+                    f"{refusal_line(g.refresh_refused)}")
         say()
-        nxt = d["next_expiry"]
-        counts = d["findings"]
+        nxt = d.next_expiry
+        counts = d.findings
         say("next expiry: " + (
-            f"{nxt['due']} ({days(nxt['days_left'])}) {nxt['kind'].replace('_', ' ')} of "
-            f"{nxt['mailbox'] or nxt['client']}" + (" (assumed)" if nxt["assumed"] else "")
+            f"{nxt.due} ({days(nxt.days_left)}) {nxt.kind.replace('_', ' ')} of "
+            f"{nxt.mailbox or nxt.client}" + (" (assumed)" if nxt.assumed else "")
             if nxt else "nothing dated"))
         say(f"findings: {counts['critical']} critical, {counts['warning']} warning, "
             f"{counts['info']} info (details: vault expiry)")
@@ -91,32 +96,33 @@ def expiry(state: CliContext, as_of: str | None, within: int | None, check: bool
                       force=force, **METRICS_FILE)
         return
     data = state.app().reports.expiry(as_of=parse_date(as_of, "--as-of"), within=within)
-    findings = data["findings"]
+    findings = data.findings
     fmt = chosen_format(fmt, as_json)
     if check:
         worst = next((s for s in ("critical", "warning") if any(
-            f["severity"] == s for f in findings)), None)
+            f.severity == s for f in findings)), None)
         code = {"critical": 2, "warning": 1, None: 0}[worst]
         if fmt == "json":
-            say(to_json({**data, "status": worst or "ok", "exit_code": code}), lines=True)
+            say(to_json({**fields_of(data), "status": worst or "ok", "exit_code": code}),
+                lines=True)
         else:
-            alarming = [f for f in findings if f["severity"] in ("critical", "warning")]
-            summary = "; ".join(f"{f['mailbox'] or f['client']}: {f['kind'].replace('_', ' ')} "
-                                f"{days(f['days_left'])}" for f in alarming[:5])
-            counts = (f"{sum(f['severity'] == 'critical' for f in findings)} critical, "
-                      f"{sum(f['severity'] == 'warning' for f in findings)} warning")
+            alarming = [f for f in findings if f.severity in ("critical", "warning")]
+            summary = "; ".join(f"{f.mailbox or f.client}: {f.kind.replace('_', ' ')} "
+                                f"{days(f.days_left)}" for f in alarming[:5])
+            counts = (f"{sum(f.severity == 'critical' for f in findings)} critical, "
+                      f"{sum(f.severity == 'warning' for f in findings)} warning")
             say(f"VAULT {(worst or 'ok').upper()} - {counts}"
                 + (f" - {summary}" if summary else "")
-                + f" | critical={sum(f['severity'] == 'critical' for f in findings)}"
-                f" warning={sum(f['severity'] == 'warning' for f in findings)}")
+                + f" | critical={sum(f.severity == 'critical' for f in findings)}"
+                f" warning={sum(f.severity == 'warning' for f in findings)}")
         raise click.exceptions.Exit(code)
 
-    def render(d: dict) -> None:
-        table(f"expiry as of {d['as_of']}", ["SEVERITY", "KIND", "CLIENT", "MAILBOX", "DUE",
-                                             "", "ADVICE"],
-              [[f["severity"] + (" (expired)" if f["expired"] else ""), f["kind"], f["client"],
-                f["mailbox"], (f["due"] or "") + (" (assumed)" if f["assumed"] else ""),
-                days(f["days_left"]), f["advice"]] for f in d["findings"]],
+    def render(d: ExpiryReport) -> None:
+        table(f"expiry as of {d.as_of}", ["SEVERITY", "KIND", "CLIENT", "MAILBOX", "DUE",
+                                          "", "ADVICE"],
+              [[f.severity + (" (expired)" if f.expired else ""), f.kind, f.client, f.mailbox,
+                (f.due.isoformat() if f.due else "") + (" (assumed)" if f.assumed else ""),
+                days(f.days_left), f.advice] for f in d.findings],
               empty="nothing expires soon")
 
     emit(data, fmt, render)
@@ -139,25 +145,28 @@ def history(state: CliContext, subject: str, client_name: str | None, as_of: str
     data = state.app().reports.history(subject, client=client_name,
                                        as_of=parse_date_or_moment(as_of, "--as-of"), limit=limit)
 
-    def render(d: dict) -> None:
-        shown = len(d["events"])
-        table(f"history of {d['kind']} {d['subject']}"
-              + (f" up to {d['as_of']}" if d["as_of"] else "")
-              + (f" (last {shown} of {d['total_events']} events)"
-                 if shown < d["total_events"] else ""),
+    def render(d: History) -> None:
+        shown = len(d.events)
+        table(f"history of {d.kind} {d.subject}"
+              + (f" up to {d.as_of}" if d.as_of else "")
+              + (f" (last {shown} of {d.total_events} events)" if shown < d.total_events
+                 else ""),
               ["AT", "EVENT", "DETAILS"],
-              [[e["at"][:19], e["event"], _summary(e["data"])] for e in d["events"]],
+              [[e.at[:19], e.event, _summary(e.data)] for e in d.events],
               empty="no events up to that date")
-        if d["state"] is not None:
+        if d.state is not None:
+            state = d.state if isinstance(d.state, dict) else fields_of(d.state)
             say()
-            fields(f"state{' as of ' + d['as_of'] if d['as_of'] else ''}",
-                   [(k, _summary(v) if isinstance(v, dict | list) else v)
-                    for k, v in d["state"].items()])
+            fields(f"state{' as of ' + d.as_of if d.as_of else ''}",
+                   [(k, _summary(v) if isinstance(v, dict | list) or dataclasses.is_dataclass(v)
+                     else v) for k, v in state.items()])
 
     emit(data, chosen_format(fmt, as_json), render)
 
 
 def _summary(value: object) -> str:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = fields_of(value)
     if isinstance(value, dict):
         return ", ".join(f"{k}={_summary(v)}" for k, v in value.items() if v not in (None, {}, []))
     if isinstance(value, list):

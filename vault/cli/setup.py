@@ -6,6 +6,7 @@ import click
 
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
 from vault.errors import BadInput
+from vault.render.machine import fields_of
 from vault.render.tables import emit, fields, table
 from vault.render.text import say
 
@@ -194,7 +195,8 @@ def config_show(state: CliContext, fmt: str, as_json: bool) -> None:
     """Show the thresholds in force."""
     data = state.app().reports.show_config()
     emit(data, chosen_format(fmt, as_json), lambda d: fields(
-        "thresholds (days; *_minutes in minutes)", sorted(d["expiry_thresholds"].items())))
+        "thresholds (days; *_minutes in minutes)",
+        sorted(fields_of(d.expiry_thresholds).items())))
 
 
 @config.command("set")

@@ -6,9 +6,12 @@ from __future__ import annotations
 
 from datetime import date
 from html import escape as _escape_html
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vault.render.text import printable
+
+if TYPE_CHECKING:
+    from vault.services.reports import Timeline
 
 
 def escape(value: Any) -> str:
@@ -34,9 +37,12 @@ def _page(title: str, body: str, generated: str) -> str:
             f"part of a report.</p></body></html>\n")
 
 
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+def _table(rows: list[Any], columns: list[str]) -> str:
+    from vault.render.machine import as_mapping
+
     if not rows:
         return "<p>Nothing to report.</p>"
+    rows = [as_mapping(r) for r in rows]
     head = "".join(f"<th>{escape(c.replace('_', ' '))}</th>" for c in columns)
     body = "".join(
         "<tr>" + "".join(f"<td class='{escape(str(r.get('severity') or ''))}'>"
@@ -45,18 +51,17 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def html_table(title: str, rows: list[dict[str, Any]], columns: list[str],
+def html_table(title: str, rows: list[Any], columns: list[str],
                generated: str) -> str:
     return _page(title, _table(rows, columns), generated)
 
 
-def expiry_page(data: dict[str, Any], generated: str) -> str:
+def expiry_page(data: Timeline, generated: str) -> str:
     """A timeline (SVG) of what stops working when, and the findings as a table."""
-    as_of = date.fromisoformat(data["as_of"])
-    horizon = max(data["horizon_days"], 30)
-    items = sorted(data["items"], key=lambda i: i["due"])
-    severity_of = {(f["kind"], f["client"], f["mailbox"], f.get("ref")): f["severity"]
-                   for f in data["findings"]}
+    as_of = date.fromisoformat(data.as_of)
+    horizon = max(data.horizon_days, 30)
+    items = sorted(data.items, key=lambda i: i.due)
+    severity_of = {(f.kind, f.client, f.mailbox, f.ref): f.severity for f in data.findings}
     width, left, right, row_h = 900, 260, 20, 22
     height = 40 + row_h * max(len(items), 1)
     scale = (width - left - right) / horizon
@@ -73,18 +78,17 @@ def expiry_page(data: dict[str, Any], generated: str) -> str:
                      f"+{tick}d</text>")
     for n, item in enumerate(items):
         y = 40 + n * row_h
-        severity = severity_of.get((item["kind"], item["client"], item["mailbox"],
-                                    item.get("ref")))
+        severity = severity_of.get((item.kind, item.client, item.mailbox, item.ref))
         colour = SEVERITY_COLOURS.get(severity, SEVERITY_COLOURS[None])
-        label = f"{item['mailbox'] or item['client']} - {item['kind'].replace('_', ' ')}"
+        label = f"{item.mailbox or item.client} - {item.kind.replace('_', ' ')}"
         parts.append(f"<text x='{left - 8}' y='{y + 4}' text-anchor='end'>{escape(label)}</text>"
-                     f"<circle cx='{x(item['days_left']):.1f}' cy='{y}' r='6' fill='{colour}'>"
-                     f"<title>{escape(item['due'])} ({item['days_left']} days)"
-                     f"{' assumed' if item['assumed'] else ''}</title></circle>"
-                     f"<text x='{x(item['days_left']) + 10:.1f}' y='{y + 4}'>"
-                     f"{escape(item['due'])}</text>")
+                     f"<circle cx='{x(item.days_left):.1f}' cy='{y}' r='6' fill='{colour}'>"
+                     f"<title>{escape(item.due)} ({item.days_left} days)"
+                     f"{' assumed' if item.assumed else ''}</title></circle>"
+                     f"<text x='{x(item.days_left) + 10:.1f}' y='{y + 4}'>"
+                     f"{escape(item.due)}</text>")
     parts.append("</svg>")
-    findings = _table(data["findings"], ["severity", "kind", "client", "mailbox", "due",
+    findings = _table(data.findings, ["severity", "kind", "client", "mailbox", "due",
                                          "days_left", "advice"])
     body = (f"<p>As of {escape(as_of.isoformat())}, the next {horizon} days.</p>"
             + "".join(parts) + "<h2>Findings</h2>" + findings)

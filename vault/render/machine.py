@@ -18,6 +18,11 @@ def fields_of(value: Any) -> dict[str, Any]:
             if not (f.metadata.get("omit_if_none") and getattr(value, f.name) is None)}
 
 
+def as_mapping(row: Any) -> dict[str, Any]:
+    """A row of a report (a mapping, or a use case's dataclass) by column name."""
+    return row if isinstance(row, dict) else fields_of(row)
+
+
 def _default(value: Any) -> Any:
     import dataclasses
 
@@ -56,6 +61,6 @@ def to_csv(rows: list[Any], columns: list[str]) -> str:
     writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        values = row if isinstance(row, dict) else fields_of(row)
+        values = as_mapping(row)
         writer.writerow({c: _cell(values.get(c)) for c in columns})
     return out.getvalue()

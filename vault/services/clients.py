@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import IntegrityError
 
 from adapters.store import Changes
-from adapters.store.queries import ClientRow
+from adapters.store.queries import ClientRow, SecretRow
 from domain.clouds import PROTOCOLS, require_concrete_tenant
 from domain.credentials import ClientCredential, check_client_name, check_endpoint_url
 from domain.grants import REVOKED
@@ -55,6 +56,21 @@ def client_summary(client: ClientCredential) -> dict[str, Any]:
                     for s in client.secrets],
     }
 
+
+
+@dataclass(frozen=True)
+class ClientListing:
+    """A client as `client list` shows it."""
+
+    name: str
+    provider: str
+    cloud: str
+    tenant: str | None
+    client_id: str
+    status: str
+    active_secrets: int
+    current_secret: str | None
+    current_secret_expires: str | None
 
 class ClientService:
     def __init__(self, core: VaultCore, *, providers: Providers, sleep: Callable[[float], None]) -> None:
@@ -125,12 +141,12 @@ class ClientService:
         return client_summary(client)
 
     @use_case("client list")
-    def list_clients(self) -> list[dict[str, Any]]:
+    def list_clients(self) -> list[ClientListing]:
         return self.client_listing(self.core.reads.models())
 
     @staticmethod
-    def client_listing(models: ReadModels) -> list[dict[str, Any]]:
-        by_client: dict[str, list[dict[str, Any]]] = {}
+    def client_listing(models: ReadModels) -> list[ClientListing]:
+        by_client: dict[str, list[SecretRow]] = {}
         for s in models.secrets:
             if s.retired_at is None:
                 by_client.setdefault(s.client_uuid, []).append(s)
@@ -138,13 +154,11 @@ class ClientService:
         for c in models.clients:
             current = next((s for s in by_client.get(c.client_uuid, []) if s.is_current),
                            None)
-            result.append({
-                "name": c.name, "provider": c.provider, "cloud": c.cloud,
-                "tenant": c.tenant, "client_id": c.client_id, "status": c.status,
-                "active_secrets": c.active_secrets,
-                "current_secret": current.ref if current else None,
-                "current_secret_expires": current.expires_on if current else None,
-            })
+            result.append(ClientListing(
+                name=c.name, provider=c.provider, cloud=c.cloud, tenant=c.tenant,
+                client_id=c.client_id, status=c.status, active_secrets=c.active_secrets,
+                current_secret=current.ref if current else None,
+                current_secret_expires=current.expires_on if current else None))
         return result
 
     @use_case("client show")

@@ -7,6 +7,7 @@ share asks for --client.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -212,7 +213,7 @@ class GrantService:
         return grant_summary(grant)
 
     @use_case("grant list")
-    def list_grants(self, client: str | None = None) -> list[dict[str, Any]]:
+    def list_grants(self, client: str | None = None) -> list[GrantListing]:
         rows = self.core.reads.models().grants
         if client:
             uuid = self.clients.client_row(client).client_uuid
@@ -302,18 +303,35 @@ PROVIDER_REVOCATION_ADVICE = {
 }
 
 
-def grant_listing(r: dict[str, Any], refusal_interval: timedelta) -> dict[str, Any]:
+@dataclass(frozen=True)
+class GrantListing:
+    """A grant as `grant list` shows it: `refresh_refused` says since when and from when a further
+    refusal counts; `probes` the last outcome per protocol."""
+
+    mailbox: str
+    client: str
+    protocols: str
+    status: str
+    status_reason: str | None
+    method: str
+    granted_at: str
+    refresh_token_issued_at: str | None
+    last_refresh_at: str | None
+    access_expires: str | None
+    last_error: str | None
+    refresh_refused: dict[str, str] | None
+    probes: dict[str, str]
+
+
+def grant_listing(r: GrantRow, refusal_interval: timedelta) -> GrantListing:
     access = json.loads(r.access_expires or "{}")
-    return {
-        "mailbox": r.mailbox, "client": r.client_name, "protocols": r.protocols,
-        "status": r.status, "status_reason": r.status_reason, "method": r.method,
-        "granted_at": r.granted_at, "refresh_token_issued_at": r.rt_issued_at,
-        "last_refresh_at": r.last_refresh_at,
-        "access_expires": min(access.values()) if access else None,
-        "last_error": r.last_error,
-        "refresh_refused": refusal_state(r.refused_since, r.status, refusal_interval),
-        "probes": {p: v["outcome"] for p, v in json.loads(r.probes or "{}").items()},
-    }
+    return GrantListing(
+        mailbox=r.mailbox, client=r.client_name, protocols=r.protocols, status=r.status,
+        status_reason=r.status_reason, method=r.method, granted_at=r.granted_at,
+        refresh_token_issued_at=r.rt_issued_at, last_refresh_at=r.last_refresh_at,
+        access_expires=min(access.values()) if access else None, last_error=r.last_error,
+        refresh_refused=refusal_state(r.refused_since, r.status, refusal_interval),
+        probes={p: v["outcome"] for p, v in json.loads(r.probes or "{}").items()})
 
 
 __all__ = ["GrantService", "client_name_key"]

@@ -9,7 +9,9 @@ was true on a given day, and who changed it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -19,7 +21,12 @@ from adapters.keyring import AUDIT_KEY_ID
 from adapters.store import AuditRow
 from domain.credentials import ClientCredential
 from domain.expiry import (
+    CRITICAL,
+    INFO,
+    WARNING,
+    DueItem,
     ExpiryThresholds,
+    Finding,
     GrantFacts,
     SecretFacts,
     due_items,
@@ -31,8 +38,9 @@ from vault.audit import actor_name, decrypt_entry
 from vault.core import VaultCore, use_case
 from vault.errors import BadInput, NotFound
 from vault.reads import THRESHOLDS_KEY, ReadModels
-from vault.services.clients import client_summary
+from vault.services.clients import ClientListing, client_summary
 from vault.services.grants import (
+    GrantListing,
     grant_listing,
     grant_summary,
     rotation_summary,
@@ -71,13 +79,142 @@ def redact(value: Any) -> Any:
     return value
 
 
-def describe_event(event: Any) -> dict[str, Any]:
-    return {
-        "version": event.originator_version, "at": event.timestamp.isoformat(),
-        "event": type(event).__name__,
-        "data": {k: redact(v) for k, v in vars(event).items() if k not in _EVENT_META},
-    }
+@dataclass(frozen=True)
+class EventLine:
+    """One stored event as `history` shows it (secrets redacted)."""
 
+    version: int
+    at: str
+    event: str
+    data: dict[str, Any]
+
+
+def describe_event(event: Any) -> EventLine:
+    return EventLine(
+        version=event.originator_version, at=event.timestamp.isoformat(),
+        event=type(event).__name__,
+        data={k: redact(v) for k, v in vars(event).items() if k not in _EVENT_META})
+
+
+@dataclass(frozen=True)
+class History:
+    """A client's or a grant's events up to a moment, and its state then (None before it
+    existed)."""
+
+    kind: str
+    subject: str
+    as_of: str | None
+    total_events: int
+    events: list[EventLine]
+    state: Any
+
+
+
+@dataclass(frozen=True)
+class AuditReportRow:
+    """One audit entry as `report audit` shows it."""
+
+    seq: int
+    at: str
+    user: str | None
+    sudo_user: str | None
+    host: str | None
+    action: str
+    client: str | None
+    mailbox: str | None
+    outcome: str
+    revealed: str | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class Revocation:
+    """A revoked grant, or a retired or removed credential: when, by whom, why, and until when
+    the access tokens already handed out stay valid."""
+
+    kind: str
+    what: str
+    client: str | None
+    mailbox: str | None
+    at: str
+    by: str | None
+    reason: str | None
+    access_valid_until: str | None
+
+
+@dataclass(frozen=True)
+class TimelineItem:
+    kind: str
+    client: str
+    mailbox: str | None
+    due: str
+    days_left: int
+    assumed: bool
+    ref: str | None
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """`report expiry`: what comes due within the horizon, and the findings as of a date."""
+
+    as_of: str
+    horizon_days: int
+    items: list[TimelineItem]
+    findings: list[Finding]
+
+
+@dataclass(frozen=True)
+class Config:
+    """The settings every host of the vault shares."""
+
+    expiry_thresholds: ExpiryThresholds
+
+
+@dataclass(frozen=True)
+class ExpiryReport:
+    """What will stop working, evaluated as of a date."""
+
+    as_of: str
+    findings: list[Finding]
+
+
+@dataclass(frozen=True)
+class ClientStatus(ClientListing):
+    """A client in `status`: its listing and its next dated expiry."""
+
+    next_due: str | None
+    next_due_assumed: bool
+    days_left: int | None
+
+
+@dataclass(frozen=True)
+class GrantStatus(GrantListing):
+    """A grant in `status`: its listing, how long its refresh token has been idle, and when
+    that runs out."""
+
+    idle_days: int | None
+    refresh_token_due: str | None
+
+
+@dataclass(frozen=True)
+class NextExpiry:
+    kind: str
+    client: str
+    mailbox: str | None
+    due: str
+    days_left: int
+    assumed: bool
+
+
+@dataclass(frozen=True)
+class Status:
+    """`vault status`: clients, grants, what expires next, and the findings by severity."""
+
+    as_of: str
+    clients: list[ClientStatus]
+    grants: list[GrantStatus]
+    next_expiry: NextExpiry | None
+    findings: dict[str, int]
 
 class ReportService:
     def __init__(self, core: VaultCore, *,
@@ -90,11 +227,11 @@ class ReportService:
     # -- thresholds (read by `thresholds()`, in GrantUseCases) ----------------------------------
 
     @use_case("config show")
-    def show_config(self) -> dict[str, Any]:
-        return {"expiry_thresholds": self.grants.thresholds().as_dict()}
+    def show_config(self) -> Config:
+        return Config(expiry_thresholds=self.grants.thresholds())
 
     @use_case("config set")
-    def set_threshold(self, key: str, value: int) -> dict[str, Any]:
+    def set_threshold(self, key: str, value: int) -> Config:
         """Also the repair of thresholds edited or deleted outside vault: they are not trusted,
         so the others start again from their defaults, and the admin is told."""
         self.core.broker.record.subject.update({"setting": key})
@@ -113,7 +250,7 @@ class ReportService:
         self.core.commit(changes=self.core.settings_changes({THRESHOLDS_KEY: json.dumps(
             {k: v for k, v in updated.as_dict().items()
              if v != getattr(ExpiryThresholds(), k)}, sort_keys=True)}))
-        return {"expiry_thresholds": updated.as_dict()}
+        return Config(expiry_thresholds=updated)
 
     # -- facts from the read models ----------------------------------------------------------
 
@@ -148,57 +285,55 @@ class ReportService:
     # -- use cases ---------------------------------------------------------------------------
 
     @use_case("expiry")
-    def expiry(self, *, as_of: date | None = None, within: int | None = None) -> dict[str, Any]:
+    def expiry(self, *, as_of: date | None = None, within: int | None = None) -> ExpiryReport:
         as_of = as_of or self.core.now().date()
         if within is not None and within < 0:
             raise BadInput("--within takes a number of days >= 0")
         secrets, grants = self.expiry_facts()
         findings = evaluate(secrets, grants, as_of, self.grants.thresholds(), within)
         self.core.broker.record.detail.update({"as_of": as_of.isoformat(), "findings": len(findings)})
-        return {"as_of": as_of.isoformat(), "findings": [f.as_dict() for f in findings]}
+        return ExpiryReport(as_of=as_of.isoformat(), findings=findings)
 
     @use_case("status")
-    def status(self) -> dict[str, Any]:
+    def status(self) -> Status:
         today = self.core.now().date()
         t = self.grants.thresholds()
         models = self.core.reads.models()
         secrets, grants = self.expiry_facts(models)
         findings = evaluate(secrets, grants, today, t)
         items = due_items(secrets, grants, t)
-        clients = self.clients.client_listing(models)
-        due_by_client = {}
+        due_by_client: dict[str, DueItem] = {}
         for item in items:
             if item.mailbox is None:
                 due_by_client.setdefault(item.client, item)
-        for c in clients:
-            item = due_by_client.get(c["name"])
-            c["next_due"] = item.due.isoformat() if item else None
-            c["next_due_assumed"] = bool(item and item.assumed)
-            c["days_left"] = (item.due - today).days if item else None
+        clients = []
+        for c in self.clients.client_listing(models):
+            item = due_by_client.get(c.name)
+            clients.append(ClientStatus(
+                **vars(c), next_due=item.due.isoformat() if item else None,
+                next_due_assumed=bool(item and item.assumed),
+                days_left=(item.due - today).days if item else None))
         interval = timedelta(minutes=t.invalid_grant_interval_minutes)
-        grant_rows = [grant_listing(r, interval) for r in models.grants]
         idle_due = {(i.client, i.mailbox): i for i in items if i.kind == "refresh_token_idle"}
-        for g, facts in zip(grant_rows, self._facts_for(grant_rows, grants), strict=True):
+        facts_of = {(f.client, f.mailbox): f for f in grants}
+        grant_rows = []
+        for r in models.grants:
+            g = grant_listing(r, interval)
+            facts = facts_of.get((g.client, g.mailbox))
             last = facts.last_activity_on if facts else None
-            g["idle_days"] = (today - last).days if last else None
-            item = idle_due.get((g["client"], g["mailbox"]))
-            g["refresh_token_due"] = item.due.isoformat() if item else None
+            item = idle_due.get((g.client, g.mailbox))
+            grant_rows.append(GrantStatus(
+                **vars(g), idle_days=(today - last).days if last else None,
+                refresh_token_due=item.due.isoformat() if item else None))
         upcoming = [i for i in items if i.due >= today]
         nxt = upcoming[0] if upcoming else None
-        counts = {s: sum(1 for f in findings if f.severity == s)
-                  for s in ("critical", "warning", "info")}
-        return {
-            "as_of": today.isoformat(), "clients": clients, "grants": grant_rows,
-            "next_expiry": ({"kind": nxt.kind, "client": nxt.client, "mailbox": nxt.mailbox,
-                             "due": nxt.due.isoformat(), "days_left": (nxt.due - today).days,
-                             "assumed": nxt.assumed} if nxt else None),
-            "findings": counts,
-        }
-
-    @staticmethod
-    def _facts_for(rows: list[dict[str, Any]], facts: list[GrantFacts]) -> list[GrantFacts | None]:
-        by_key = {(f.client, f.mailbox): f for f in facts}
-        return [by_key.get((r["client"], r["mailbox"])) for r in rows]
+        counts = {s: sum(1 for f in findings if f.severity == s) for s in (CRITICAL, WARNING, INFO)}
+        return Status(
+            as_of=today.isoformat(), clients=clients, grants=grant_rows,
+            next_expiry=NextExpiry(kind=nxt.kind, client=nxt.client, mailbox=nxt.mailbox,
+                                   due=nxt.due.isoformat(), days_left=(nxt.due - today).days,
+                                   assumed=nxt.assumed) if nxt else None,
+            findings=counts)
 
     @use_case("history")
     def history(
@@ -223,10 +358,9 @@ class ReportService:
         version = self.core.version_as_of(client_id, cutoff)
         events = self.core.events_up_to(client_id, version) if version else []
         state = client_summary(self.core.load(client_id, version)) if version else None
-        return {"kind": "client", "subject": row.name, "as_of": _iso_or_none(as_of),
-                "total_events": len(events), "events": [describe_event(e) for e in
-                                                        events[-limit:]],
-                "state": state}
+        return History(kind="client", subject=row.name, as_of=_iso_or_none(as_of),
+                       total_events=len(events),
+                       events=[describe_event(e) for e in events[-limit:]], state=state)
 
     def _has_grant(self, mailbox: str, client: str | None) -> bool:
         try:
@@ -236,7 +370,7 @@ class ReportService:
         return True
 
     def _grant_history(self, mailbox: str, client: str | None, cutoff: datetime | None,
-                       as_of: date | datetime | None, limit: int) -> dict[str, Any]:
+                       as_of: date | datetime | None, limit: int) -> History:
         row = self.grants.grant_row(mailbox, client)
         grant_id, rotation_id = UUID(row.grant_uuid), UUID(row.rotation_uuid)
         g_version = self.core.version_as_of(grant_id, cutoff)
@@ -249,14 +383,15 @@ class ReportService:
             state = grant_summary(self.core.load(grant_id, g_version))
             if r_version:
                 state["tokens"] = rotation_summary(self.core.load(rotation_id, r_version))
-        return {"kind": "grant", "subject": f"{row.mailbox} ({row.client_name})",
-                "as_of": _iso_or_none(as_of),
-                "total_events": len(grant_events) + (r_version or 0),
-                "events": [describe_event(e) for e in merged[-limit:]], "state": state}
+        return History(kind="grant", subject=f"{row.mailbox} ({row.client_name})",
+                       as_of=_iso_or_none(as_of),
+                       total_events=len(grant_events) + (r_version or 0),
+                       events=[describe_event(e) for e in merged[-limit:]], state=state)
 
     @use_case("report audit")
     def audit_report(self, *, start: datetime | None = None, end: datetime | None = None,
-                     client: str | None = None, mailbox: str | None = None) -> list[dict]:
+                     client: str | None = None, mailbox: str | None = None
+                     ) -> list[AuditReportRow]:
         """Entries from `start` (inclusive) to `end` (exclusive), of one client or mailbox."""
         if start and end and end <= start:
             raise BadInput("--until is before --since")
@@ -281,23 +416,21 @@ class ReportService:
             if mailbox and subject.get("mailbox", "").casefold() != mailbox.casefold():
                 continue
             detail = e.get("detail", {})
-            rows.append({
-                "seq": row.seq, "at": e["at"], "user": e.get("user"),
-                "sudo_user": e.get("sudo_user"), "host": e.get("host"),
-                "action": e["action"], "client": subject.get("client"),
-                "mailbox": subject.get("mailbox"), "outcome": e["outcome"],
-                "revealed": detail.get("revealed"),
-                "detail": "; ".join(f"{k}={v}" for k, v in sorted(detail.items())),
-            })
+            rows.append(AuditReportRow(
+                seq=row.seq, at=e["at"], user=e.get("user"), sudo_user=e.get("sudo_user"),
+                host=e.get("host"), action=e["action"], client=subject.get("client"),
+                mailbox=subject.get("mailbox"), outcome=e["outcome"],
+                revealed=detail.get("revealed"),
+                detail="; ".join(f"{k}={v}" for k, v in sorted(detail.items()))))
         self.core.broker.record.detail.update({"rows": len(rows)})
         return rows
 
     @use_case("report revocations")
-    def revocation_report(self) -> list[dict[str, Any]]:
+    def revocation_report(self) -> list[Revocation]:
         """Every revoked grant and retired or removed credential: when, by whom, why, and until
         when access tokens already handed out stay valid (revoking a consent does not end them).
         Purged subjects come from their purge's audit entry, which outlives their events."""
-        rows: list[dict[str, Any]] = []
+        rows: list[Revocation] = []
         ids = self.core.aggregate_ids()
         purged = 0
         for grant_id in ids["grant"]:
@@ -308,11 +441,11 @@ class ReportService:
                 continue
             for e in self.core.events_up_to(grant_id, grant.version):
                 if isinstance(e, ConsentGrant.Revoked):
-                    rows.append({"kind": "grant", "what": "grant revoked",
-                                 "client": grant.client_name, "mailbox": grant.mailbox,
-                                 "at": e.timestamp.isoformat(), "by": e.revoked_by,
-                                 "reason": e.reason, "access_valid_until":
-                                 self.grants.access_valid_until(grant.rotation_id, e.timestamp)})
+                    rows.append(Revocation(
+                        kind="grant", what="grant revoked", client=grant.client_name,
+                        mailbox=grant.mailbox, at=e.timestamp.isoformat(), by=e.revoked_by,
+                        reason=e.reason, access_valid_until=self.grants.access_valid_until(
+                            grant.rotation_id, e.timestamp)))
         for client_id in ids["client"]:
             try:
                 client: ClientCredential = self.core.load(client_id)
@@ -331,23 +464,25 @@ class ReportService:
                     what = "client removed"
                 else:
                     continue
-                rows.append({"kind": "credential", "what": what, "client": client.name,
-                             "mailbox": None, "at": e.timestamp.isoformat(), "by": e.by,
-                             "reason": e.reason, "access_valid_until": None})
+                rows.append(Revocation(
+                    kind="credential", what=what, client=client.name, mailbox=None,
+                    at=e.timestamp.isoformat(), by=e.by, reason=e.reason,
+                    access_valid_until=None))
         if purged:
             rows += self._purge_rows()
-        for row in rows:  # a client is removed once its grants are revoked: theirs are its tokens
-            if row["kind"] == "credential" and row["what"].startswith("client removed"):
-                row["access_valid_until"] = max(
-                    (g["access_valid_until"] for g in rows if g["kind"] == "grant"
-                     and g["access_valid_until"] and g["at"] <= row["at"]
-                     and (g["client"] or "").casefold() == row["client"].casefold()),
-                    default=None)
-        rows.sort(key=lambda r: r["at"] or "")
+        # a client is removed once its grants are revoked: theirs are its tokens
+        rows = [dataclasses.replace(row, access_valid_until=max(
+                    (g.access_valid_until for g in rows if g.kind == "grant"
+                     and g.access_valid_until and g.at <= row.at
+                     and (g.client or "").casefold() == (row.client or "").casefold()),
+                    default=None))
+                if row.kind == "credential" and row.what.startswith("client removed") else row
+                for row in rows]
+        rows.sort(key=lambda r: r.at or "")
         self.core.broker.record.detail["rows"] = len(rows)
         return rows
 
-    def _purge_rows(self) -> list[dict[str, Any]]:
+    def _purge_rows(self) -> list[Revocation]:
         key = self.core.keyring.key(AUDIT_KEY_ID)
         vault_id = self.core.header.vault_id
 
@@ -362,25 +497,27 @@ class ReportService:
             kind, what, facts_key = _PURGES[e["action"]]
             detail, subject = e["detail"], e.get("subject", {})
             facts = detail.get(facts_key) or {}  # entries written before 2026-12 lack them
-            rows.append({"kind": kind, "what": f"{what}, purged {e['at'][:10]}",
-                         "client": subject.get("client"), "mailbox": subject.get("mailbox"),
-                         "at": facts.get("at") or e["at"], "by": facts.get("by") or actor_name(e),
-                         "reason": facts.get("reason") or detail.get("reason"),
-                         "access_valid_until": detail.get("access_valid_until")})
+            rows.append(Revocation(
+                kind=kind, what=f"{what}, purged {e['at'][:10]}", client=subject.get("client"),
+                mailbox=subject.get("mailbox"), at=facts.get("at") or e["at"],
+                by=facts.get("by") or actor_name(e),
+                reason=facts.get("reason") or detail.get("reason"),
+                access_valid_until=detail.get("access_valid_until")))
         return rows
 
     @use_case("report expiry")
-    def expiry_timeline(self, *, as_of: date | None = None, horizon_days: int = 365) -> dict:
+    def expiry_timeline(self, *, as_of: date | None = None, horizon_days: int = 365
+                        ) -> Timeline:
         as_of = as_of or self.core.now().date()
         secrets, grants = self.expiry_facts()
         t = self.grants.thresholds()
         findings = evaluate(secrets, grants, as_of, t)
-        items = [{"kind": i.kind, "client": i.client, "mailbox": i.mailbox,
-                  "due": i.due.isoformat(), "days_left": (i.due - as_of).days,
-                  "assumed": i.assumed, "ref": i.ref}
+        items = [TimelineItem(kind=i.kind, client=i.client, mailbox=i.mailbox,
+                              due=i.due.isoformat(), days_left=(i.due - as_of).days,
+                              assumed=i.assumed, ref=i.ref)
                  for i in due_items(secrets, grants, t) if (i.due - as_of).days <= horizon_days]
-        return {"as_of": as_of.isoformat(), "horizon_days": horizon_days, "items": items,
-                "findings": [f.as_dict() for f in findings]}
+        return Timeline(as_of=as_of.isoformat(), horizon_days=horizon_days, items=items,
+                        findings=findings)
 
 
 def _history_cutoff(as_of: date | datetime | None) -> datetime | None:
