@@ -106,7 +106,6 @@ class Tokens:
     expires_in: int
     refresh_token: SecretValue | None
     scope: str
-    token_type: str
     id_token: SecretValue | None = None  # with `openid`; verified by adapters/id_token.py
 
 
@@ -115,7 +114,6 @@ class DeviceAuthorization:
     device_code: SecretValue
     user_code: str
     verification_uri: str
-    verification_uri_complete: str | None
     expires_in: int
     interval: int
     message: str | None
@@ -208,7 +206,7 @@ class OAuthClient:
         return Tokens(
             access_token=SecretValue(access), expires_in=max(expires_in, 1),
             refresh_token=SecretValue(refresh) if isinstance(refresh, str) and refresh else None,
-            scope=str(body.get("scope", "")), token_type=str(body.get("token_type", "Bearer")),
+            scope=str(body.get("scope", "")),
             id_token=SecretValue(id_token) if isinstance(id_token, str) and id_token else None,
         )
 
@@ -251,7 +249,6 @@ class OAuthClient:
                 user_code=str(body["user_code"]),
                 verification_uri=str(body.get("verification_uri")
                                      or body.get("verification_url")),
-                verification_uri_complete=body.get("verification_uri_complete"),
                 expires_in=int(body.get("expires_in", 900)),
                 interval=min(max(int(body.get("interval", 5)), 1), MAX_DEVICE_INTERVAL),
                 message=body.get("message"),
