@@ -1,6 +1,6 @@
 """TokenRotation: the token lineage of one grant, every refresh attempt and its outcome.
 
-The refresh protocol (shared/design/architecture.md) records intent before calling the provider
+The refresh protocol (docs/architecture.md, "A token") records intent before calling the provider
 (RotationStarted) and the outcome after (TokensIssued or RotationFailed). A RotationStarted with
 no outcome means a process died in between: the refresh token it used may be spent.
 Long-lived (a grant refreshed every 10 minutes writes ~52,000 events a year): snapshotted.

@@ -2,8 +2,8 @@
 
 The header, keyslots and key table live in the database, so every host unlocks the same vault with
 its own keyslot. eventsourcing's postgres module does the events (its EXCLUSIVE table lock keeps
-notification ids in commit order); vault's tables share the transaction. Writers that append to
-the audit log serialise on the checkpoint row (SELECT ... FOR UPDATE).
+notification ids in commit order); vault's tables share the transaction. Every write transaction
+takes that lock first, so writers (audit appends included) are serialised as on SQLite.
 """
 
 from __future__ import annotations

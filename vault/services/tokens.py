@@ -1,6 +1,6 @@
 """Token use cases: hand out access tokens, rotate refresh tokens safely, app-only tokens.
 
-The refresh protocol (shared/design/architecture.md):
+The refresh protocol (docs/architecture.md, "A token"):
 1. take the grant's lock, held across the network call (a lock file on SQLite, an advisory lock on
    PostgreSQL; not a database transaction, so other commands keep writing);
 2. re-read the TokenRotation: if another process refreshed meanwhile, use its token (single flight);
