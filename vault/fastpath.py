@@ -11,7 +11,6 @@ everything it needs, errors and messages included.
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import sqlite3
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from adapters.sasl import initial_response
 from domain import topics
 
 GLOBAL_OPTIONS = {"--home", "--key-file", "--keyslot", "--ca-file"}
@@ -28,15 +28,6 @@ TOKEN_OPTIONS = {"--client", "--protocol", "--format", "--min-valid"}
 PROTOCOLS = ("imap", "pop", "smtp", "graph")
 FORMATS = ("token", "xoauth2", "oauthbearer", "json")
 EVENTS_SCANNED = 64
-
-
-def sasl(kind: str, user: str, access_token: str) -> str:
-    """The SASL initial response: XOAUTH2, or OAUTHBEARER (RFC 7628, host/port omitted)."""
-    if kind == "xoauth2":
-        raw = f"user={user}\x01auth=Bearer {access_token}\x01\x01"
-    else:
-        raw = f"n,a={user},\x01auth=Bearer {access_token}\x01\x01"
-    return base64.b64encode(raw.encode()).decode()
 
 
 def render_token(fmt: str, *, token: str, mailbox: str, expires_at: datetime, resource: str,
@@ -47,7 +38,7 @@ def render_token(fmt: str, *, token: str, mailbox: str, expires_at: datetime, re
         return json.dumps({"access_token": token, "token_type": "Bearer",
                            "expires_at": expires_at.isoformat(), "mailbox": mailbox,
                            "resource": resource, "refreshed": refreshed}, indent=2)
-    return sasl(fmt, mailbox, token)
+    return initial_response(fmt, mailbox, token)
 
 
 def _parse(args: list[str]) -> dict[str, str] | None:
