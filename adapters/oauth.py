@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -23,6 +22,7 @@ import httpx
 
 from adapters.errors import AdapterError
 from adapters.http import transport_failure
+from adapters.retry import retry_after_seconds
 from domain.diagnosis import CLIENT_CREDENTIALS, CODE, DEVICE, REFRESH, Diagnosis, classify
 from domain.secret_value import SecretValue
 
@@ -126,19 +126,6 @@ def pkce_pair() -> tuple[str, str]:
     return verifier, challenge
 
 
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
-
-
 def _error_json(response: httpx.Response) -> dict[str, Any]:
     try:
         body = response.json()
@@ -155,7 +142,8 @@ def diagnose(response: httpx.Response, context: str) -> Diagnosis:
         error=str(body["error"]) if body.get("error") else None,
         codes=tuple(c for c in codes if isinstance(c, int)),
         context=context, trace_id=body.get("trace_id"),
-        correlation_id=body.get("correlation_id"), retry_after=_retry_after(response),
+        correlation_id=body.get("correlation_id"),
+        retry_after=retry_after_seconds(response.headers.get("Retry-After")),
     )
 
 

@@ -18,7 +18,6 @@ The refresh protocol (docs/architecture.md, "A token"):
 from __future__ import annotations
 
 import contextlib
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from uuid import UUID, uuid4
 
 from adapters.errors import AdapterError, IntegrityViolation
 from adapters.oauth import ClientAuth, OAuthClient, OAuthFailure, Tokens
+from adapters.retry import Backoff
 from adapters.store import Changes
 from domain.clouds import require_concrete_tenant
 from domain.credentials import CERTIFICATE, ClientCredential
@@ -42,8 +42,7 @@ from vault.projections import grant_changes, rotation_changes
 from vault.services.grants import GrantUseCases
 
 LOCK_WAIT_S = 120.0
-MAX_ATTEMPTS = 4
-MAX_RETRY_WAIT_S = 30.0
+RETRY_BACKOFF = Backoff(attempts=4, cap=30.0, jitter=0.5)  # waits 1, 2, 4 s and a little
 RETRY_BUDGET_S = 60.0
 DEFAULT_MIN_VALID = timedelta(minutes=5)
 
@@ -275,11 +274,9 @@ class TokenUseCases(GrantUseCases, VaultCore):
     def _retry_delay(self, d: Diagnosis, attempt: int, retried_once: bool) -> float | None:
         if d.error_class.retry == "once" and not retried_once:
             return 1.0
-        if not d.transient or attempt >= MAX_ATTEMPTS:
+        if not d.transient:
             return None
-        if d.retry_after is not None:
-            return min(d.retry_after, MAX_RETRY_WAIT_S)
-        return min(2 ** (attempt - 1) + random.uniform(0, 0.5), MAX_RETRY_WAIT_S)  # noqa: S311
+        return RETRY_BACKOFF.delay(attempt, d.retry_after)
 
     # -- refreshing ahead of time -------------------------------------------------------------
 
