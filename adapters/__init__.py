@@ -1,1 +1,2 @@
-"""Everything that touches the world: crypto and keys, stores, (later) OAuth, mail, notifiers."""
+"""Everything that touches the world: crypto and keys, stores, HTTP and OAuth, mailbox probes,
+notifiers, files (vault's own and other tools')."""

@@ -235,11 +235,6 @@ class KeyFile:
 UnlockMaterial = Passphrase | KeyFile
 
 
-def check_new_passphrase(value: SecretValue) -> None:
-    if len(value.reveal()) < MIN_PASSPHRASE:
-        raise ValueError(f"a vault passphrase has at least {MIN_PASSPHRASE} characters")
-
-
 def _kek(slot: Keyslot, material: UnlockMaterial) -> bytes:
     if isinstance(material, Passphrase):
         assert slot.opslimit is not None and slot.memlimit is not None

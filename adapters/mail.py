@@ -10,7 +10,6 @@ Tokens are sent, never logged or kept in a result.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import socket
 import ssl
@@ -20,6 +19,7 @@ from email.message import EmailMessage
 from email.utils import formatdate, getaddresses, make_msgid
 from typing import Any
 
+from adapters import sasl
 from domain.probes import NETWORK, OK, PROTOCOL, TEMPORARY, TLS, decode_challenge, judge_refusal
 from domain.secret_value import SecretValue
 
@@ -64,17 +64,9 @@ class _Unexpected(Exception):
     pass
 
 
-def initial_response(mechanism: str, user: str, token: SecretValue, host: str, port: int) -> str:
-    if mechanism == "xoauth2":
-        raw = f"user={user}\x01auth=Bearer {token.reveal()}\x01\x01"
-    else:
-        raw = f"n,a={user},\x01host={host}\x01port={port}\x01auth=Bearer {token.reveal()}\x01\x01"
-    return base64.b64encode(raw.encode()).decode()
-
-
-def _abort_answer(mechanism: str) -> str:
-    """After an error challenge: XOAUTH2 wants an empty line, OAUTHBEARER a single ^A."""
-    return "" if mechanism == "xoauth2" else base64.b64encode(b"\x01").decode()
+def _initial_response(target: Target, token: SecretValue) -> str:
+    return sasl.initial_response(target.mechanism, target.user, token.reveal(), target.host,
+                                 target.port)
 
 
 class _Line:
@@ -191,7 +183,7 @@ def _imap(conn: _Line, target: Target, token: SecretValue, result: ProbeResult,
     if f"AUTH={mechanism}" not in caps:
         raise _Unexpected(f"the server does not offer AUTH={mechanism} (it offers: "
                           f"{' '.join(sorted(c for c in caps if c.startswith('AUTH=')))})")
-    response = initial_response(target.mechanism, target.user, token, target.host, target.port)
+    response = _initial_response(target, token)
     if "SASL-IR" in caps:
         conn.send(f"v4 AUTHENTICATE {mechanism} {response}")
     else:
@@ -202,7 +194,7 @@ def _imap(conn: _Line, target: Target, token: SecretValue, result: ProbeResult,
     challenge = None
     if line.startswith("+"):
         challenge = decode_challenge(line[1:])
-        conn.send(_abort_answer(target.mechanism))
+        conn.send(sasl.abort_answer(target.mechanism))
         line = conn.readline()
     while line.startswith("*"):
         line = conn.readline()
@@ -231,12 +223,12 @@ def _pop(conn: _Line, target: Target, token: SecretValue, result: ProbeResult,
         conn.upgrade()
     conn.send(f"AUTH {target.mechanism.upper()}")
     _expect(conn.readline(), "+")  # Exchange wants the two steps; so does everyone else
-    conn.send(initial_response(target.mechanism, target.user, token, target.host, target.port))
+    conn.send(_initial_response(target, token))
     line = conn.readline()
     challenge = None
     if line.startswith("+ ") and len(line) > 2:
         challenge = decode_challenge(line[2:])
-        conn.send(_abort_answer(target.mechanism))
+        conn.send(sasl.abort_answer(target.mechanism))
         line = conn.readline()
     if not line.startswith("+OK"):
         raise _Refused(line[:300], challenge)
@@ -293,13 +285,12 @@ def _smtp(conn: _Line, target: Target, token: SecretValue, result: ProbeResult,
     mechanism = target.mechanism.upper()
     if mechanism not in offered.split():
         raise _Unexpected(f"the server does not offer AUTH {mechanism} ({offered or 'no AUTH'})")
-    conn.send(f"AUTH {mechanism} "
-              + initial_response(target.mechanism, target.user, token, target.host, target.port))
+    conn.send(f"AUTH {mechanism} " + _initial_response(target, token))
     code, reply = _smtp_reply(conn)
     challenge = None
     if code == 334:
         challenge = decode_challenge(reply[-1][4:])
-        conn.send(_abort_answer(target.mechanism))
+        conn.send(sasl.abort_answer(target.mechanism))
         code, reply = _smtp_reply(conn)
     if code != 235:
         raise _Refused(reply[-1][:300], challenge)

@@ -10,11 +10,11 @@ from typing import Any
 import httpx
 
 from adapters.errors import AdapterError
+from adapters.retry import Backoff, retry_after_seconds
 from domain.errors import OperationFailed
 from domain.secret_value import SecretValue
 
-ATTEMPTS = 4
-MAX_WAIT_S = 30.0
+BACKOFF = Backoff(attempts=4, cap=30.0)  # waits 1, 2, 4 s
 
 
 class NotifyFailed(OperationFailed, AdapterError):
@@ -33,8 +33,8 @@ def post_webhook(http: httpx.Client, url: SecretValue, payload: dict[str, Any],
     Retry-After. Returns the number of attempts it took."""
     shown = redact_url(url.reveal())
     last = "no attempt"
-    for attempt in range(1, ATTEMPTS + 1):
-        delay = min(2.0 ** (attempt - 1), MAX_WAIT_S)
+    for attempt in range(1, BACKOFF.attempts + 1):
+        retry_after = None
         try:
             response = http.post(url.reveal(), json=payload)
         except httpx.TransportError as e:
@@ -45,9 +45,8 @@ def post_webhook(http: httpx.Client, url: SecretValue, payload: dict[str, Any],
             last = f"HTTP {response.status_code}"
             if response.status_code not in (408, 429) and response.status_code < 500:
                 break  # the receiver refuses this request: retrying will not help
-            retry_after = response.headers.get("Retry-After", "")
-            if retry_after.isdigit():
-                delay = min(float(retry_after), MAX_WAIT_S)
-        if attempt < ATTEMPTS:
+            retry_after = retry_after_seconds(response.headers.get("Retry-After"))
+        delay = BACKOFF.delay(attempt, retry_after)
+        if delay is not None:
             sleep(delay)
     raise NotifyFailed(f"webhook {shown} failed: {last}")

@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -24,6 +23,7 @@ import httpx
 from adapters.crypto import b64url, b64url_json
 from adapters.errors import AdapterError
 from adapters.http import transport_failure
+from adapters.retry import retry_after_seconds
 from domain.diagnosis import CLIENT_CREDENTIALS, CODE, DEVICE, REFRESH, Diagnosis, classify
 from domain.errors import OperationFailed
 from domain.secret_value import SecretValue
@@ -98,7 +98,6 @@ class Tokens:
     expires_in: int
     refresh_token: SecretValue | None
     scope: str
-    token_type: str
     id_token: SecretValue | None = None  # with `openid`; verified by adapters/id_token.py
 
 
@@ -107,7 +106,6 @@ class DeviceAuthorization:
     device_code: SecretValue
     user_code: str
     verification_uri: str
-    verification_uri_complete: str | None
     expires_in: int
     interval: int
     message: str | None
@@ -118,19 +116,6 @@ def pkce_pair() -> tuple[str, str]:
     verifier = b64url(secrets.token_bytes(48))  # 64 characters
     challenge = b64url(hashlib.sha256(verifier.encode()).digest())
     return verifier, challenge
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("Retry-After")
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        try:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-        except (TypeError, ValueError):
-            return None
 
 
 def _error_json(response: httpx.Response) -> dict[str, Any]:
@@ -149,7 +134,8 @@ def diagnose(response: httpx.Response, context: str) -> Diagnosis:
         error=str(body["error"]) if body.get("error") else None,
         codes=tuple(c for c in codes if isinstance(c, int)),
         context=context, trace_id=body.get("trace_id"),
-        correlation_id=body.get("correlation_id"), retry_after=_retry_after(response),
+        correlation_id=body.get("correlation_id"),
+        retry_after=retry_after_seconds(response.headers.get("Retry-After")),
     )
 
 
@@ -200,7 +186,7 @@ class OAuthClient:
         return Tokens(
             access_token=SecretValue(access), expires_in=max(expires_in, 1),
             refresh_token=SecretValue(refresh) if isinstance(refresh, str) and refresh else None,
-            scope=str(body.get("scope", "")), token_type=str(body.get("token_type", "Bearer")),
+            scope=str(body.get("scope", "")),
             id_token=SecretValue(id_token) if isinstance(id_token, str) and id_token else None,
         )
 
@@ -243,7 +229,6 @@ class OAuthClient:
                 user_code=str(body["user_code"]),
                 verification_uri=str(body.get("verification_uri")
                                      or body.get("verification_url")),
-                verification_uri_complete=body.get("verification_uri_complete"),
                 expires_in=int(body.get("expires_in", 900)),
                 interval=min(max(int(body.get("interval", 5)), 1), MAX_DEVICE_INTERVAL),
                 message=body.get("message"),

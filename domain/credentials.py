@@ -15,7 +15,6 @@ from domain.clouds import PROTOCOLS, CloudProfile, check_tenant, is_guid, profil
 from domain.errors import ClientRemoved, InvalidInput, RuleViolation, SecretLooksLikeId
 from domain.secret_value import SecretValue
 
-MICROSOFT_SECRET_MAX_DAYS = 730
 AUTH_METHODS = ("client_secret_post", "client_secret_basic", "private_key_jwt", "none")
 CLIENT_SECRET, CERTIFICATE = "client_secret", "certificate"
 

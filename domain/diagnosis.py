@@ -9,7 +9,7 @@ timed out, name not found, TLS), with the host and port it tried.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 REFRESH, CODE, CLIENT_CREDENTIALS, DEVICE = "refresh", "code", "client_credentials", "device"
 
@@ -246,7 +246,6 @@ class Diagnosis:
     correlation_id: str | None = None
     retry_after: float | None = None
     context: str = REFRESH
-    notes: tuple[str, ...] = field(default=())
     endpoint: str | None = None  # host:port that could not be reached (network failures)
     network_cause: str | None = None  # why, in words: "connection refused", "timed out", ...
 

@@ -285,12 +285,6 @@ def sort_findings(findings: list[Finding]) -> list[Finding]:
     )
 
 
-def worst_severity(findings: list[Finding]) -> str | None:
-    if not findings:
-        return None
-    return max((f.severity for f in findings), key=SEVERITY_RANK.__getitem__)
-
-
 @dataclass(frozen=True)
 class DueItem:
     """Something with a date on which it stops working, whatever the thresholds say."""

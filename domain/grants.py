@@ -91,15 +91,6 @@ class ConsentGrant(VaultAggregate):
             grant._set_status(ACTIVE, None, self.timestamp)
             grant.probes = {}  # probes of the earlier consent say nothing about this one
 
-    class ScopesChanged(VaultAggregate.Event):
-        TOPIC = "vault.ConsentGrant.ScopesChanged"
-        protocols: list
-        scopes: dict
-
-        def apply(self, grant: ConsentGrant) -> None:
-            grant.protocols = self.protocols
-            grant.scopes = self.scopes
-
     class ProbeRecorded(VaultAggregate.Event):
         TOPIC = "vault.ConsentGrant.ProbeRecorded"
         protocol: str

@@ -1,5 +1,5 @@
 """What a mailbox probe's answer means, and what the admin should check. Pure: the wire talk is
-in adapters/mail.py. Facts: shared/reference/providers.md section 6.
+in adapters/mail.py. Facts: docs/providers.md ("Clouds and hosts" and the 5.7.139 note).
 
 Outcomes: ok; refused (the server does not accept this credential for this mailbox); temporary
 (the server could not check it now: never reported as a bad credential); tls (certificate not

@@ -1,6 +1,6 @@
 """TokenRotation: the token lineage of one grant, every refresh attempt and its outcome.
 
-The refresh protocol (shared/design/architecture.md) records intent before calling the provider
+The refresh protocol (docs/architecture.md, "A token") records intent before calling the provider
 (RotationStarted) and the outcome after (TokensIssued or RotationFailed). A RotationStarted with
 no outcome means a process died in between: the refresh token it used may be spent.
 Long-lived (a grant refreshed every 10 minutes writes ~52,000 events a year): snapshotted.
@@ -17,11 +17,6 @@ from domain.base import AggregateCreated, VaultAggregate, stable_snapshot
 from domain.errors import InvalidInput, RuleViolation
 from domain.secret_value import SecretValue
 
-# Office 365 sometimes answers invalid_grant for a passing fault (docs/providers.md), so one
-# refusal proves nothing: a grant is marked broken only by a second refusal in a later attempt at
-# least this long after the first (configurable: `vault config set invalid_grant_interval_minutes`),
-# never by a retry inside one command.
-DEFAULT_REFUSAL_INTERVAL = timedelta(minutes=10)
 _ROTATION_NAMESPACE = uuid5(NAMESPACE_URL, "urn:vault:token-rotation")
 
 
@@ -207,6 +202,10 @@ class TokenRotation(VaultAggregate):
         since = self.refused_since
         return since + interval if since is not None else None
 
+    # Office 365 sometimes answers invalid_grant for a passing fault (docs/providers.md), so one
+    # refusal proves nothing: a grant is marked broken only by a second refusal in a later attempt
+    # at least `interval` after the first (10 minutes unless `vault config set
+    # invalid_grant_interval_minutes` says otherwise), never by a retry inside one command.
     def refusal_marks_broken(self, *, now: datetime, attempt_began_at: datetime,
                              interval: timedelta) -> bool:
         """After a refusal was recorded: whether it is the second one, in a separate attempt

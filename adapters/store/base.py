@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from adapters.errors import (
     AuditAppendFailed,
     ConcurrentChange,
     IntegrityViolation,
+    LockTimeout,
     NotInitialised,
     SubjectPurged,
 )
@@ -169,6 +171,33 @@ class Changes:
     # a vault from before sealed rows: add the columns, seal settings and purges as found
     # (`settings`: the ones it must have, where it had none)
     upgrade: bool = False
+
+
+LOCK_POLL_S = 0.02
+
+
+def poll_lock(try_lock: Callable[[], bool], timeout: float) -> None:
+    """Take a grant's lock through a call that never blocks (flock LOCK_NB on SQLite,
+    pg_try_advisory_lock on PostgreSQL), tried again every 20 ms; LockTimeout after `timeout`
+    seconds."""
+    deadline = time.monotonic() + timeout
+    while not try_lock():
+        if time.monotonic() >= deadline:
+            raise LockTimeout(f"another process has been refreshing this grant for "
+                              f"over {timeout:.0f} s")
+        time.sleep(LOCK_POLL_S)
+
+
+class WritesThroughStore:
+    """Mixed into eventsourcing's application recorder (before it): the events the application
+    saves go through the store's one transactional path, with the changes it passes along."""
+
+    def __init__(self, datastore: Any, *, store: Store) -> None:
+        super().__init__(datastore)  # eventsourcing's recorder, next in the MRO
+        self.store = store
+
+    def insert_events(self, stored_events: Sequence[Any], **kwargs: Any) -> Sequence[int] | None:
+        return self.store.commit(stored_events, kwargs.get("changes") or Changes())
 
 
 class Store(ABC):

@@ -2,15 +2,14 @@
 
 The header, keyslots and key table live in the database, so every host unlocks the same vault with
 its own keyslot. eventsourcing's postgres module does the events (its EXCLUSIVE table lock keeps
-notification ids in commit order); vault's tables share the transaction. Writers that append to
-the audit log serialise on the checkpoint row (SELECT ... FOR UPDATE).
+notification ids in commit order); vault's tables share the transaction. Every write transaction
+takes that lock first, so writers (audit appends included) are serialised as on SQLite.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -25,8 +24,8 @@ from eventsourcing.postgres import (
 )
 from psycopg.sql import SQL, Identifier
 
-from adapters.errors import LockTimeout, StoreUnavailable
-from adapters.store.base import Changes, Store, Tx
+from adapters.errors import StoreUnavailable
+from adapters.store.base import Store, Tx, WritesThroughStore, poll_lock
 from adapters.store.schema import ddl
 from domain.errors import InvalidInput
 
@@ -178,12 +177,8 @@ class PostgresStore(Store):
         except psycopg.Error:
             raise StoreUnavailable(self._why_unreachable()) from None
         try:
-            deadline = time.monotonic() + timeout
-            while not conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]:
-                if time.monotonic() >= deadline:
-                    raise LockTimeout(f"another process has been refreshing this grant for "
-                                      f"over {timeout:.0f} s")
-                time.sleep(0.02)
+            poll_lock(lambda: conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0],
+                      timeout)
             try:
                 yield
             finally:
@@ -229,12 +224,5 @@ class PostgresStore(Store):
 _cursor_ids = itertools.count()
 
 
-class _Recorder(PostgresApplicationRecorder):
-    """eventsourcing's recorder, writing through the store's one transactional path."""
-
-    def __init__(self, datastore: PostgresDatastore, *, store: PostgresStore) -> None:
-        super().__init__(datastore)
-        self.store = store
-
-    def insert_events(self, stored_events: Sequence[Any], **kwargs: Any) -> Sequence[int] | None:
-        return self.store.commit(stored_events, kwargs.get("changes") or Changes())
+class _Recorder(WritesThroughStore, PostgresApplicationRecorder):
+    pass

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,12 +27,11 @@ from eventsourcing.sqlite import (
 )
 
 from adapters.errors import (
-    LockTimeout,
     NotInitialised,
     StoreUnavailable,
     UnsafeFile,
 )
-from adapters.store.base import Changes, Store, Tx
+from adapters.store.base import Store, Tx, WritesThroughStore, poll_lock
 from adapters.store.failures import undecodable_text
 from adapters.store.schema import ddl
 
@@ -159,17 +157,16 @@ class SQLiteStore(Store):
         directory = self.home / "locks"
         directory.mkdir(mode=0o700, exist_ok=True)
         fd = os.open(directory / f"{grant_id}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+
+        def try_lock() -> bool:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            return True
+
         try:
-            deadline = time.monotonic() + timeout
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise LockTimeout(f"another process has been refreshing this grant for "
-                                          f"over {timeout:.0f} s") from None
-                    time.sleep(0.02)
+            poll_lock(try_lock, timeout)
             try:
                 yield
             finally:
@@ -208,15 +205,8 @@ class SQLiteStore(Store):
         return path.resolve().is_relative_to(self.home.resolve())
 
 
-class _Recorder(SQLiteApplicationRecorder):
-    """eventsourcing's recorder, writing through the store's one transactional path."""
-
-    def __init__(self, datastore: SQLiteDatastore, *, store: SQLiteStore) -> None:
-        super().__init__(datastore)
-        self.store = store
-
-    def insert_events(self, stored_events: Sequence[Any], **kwargs: Any) -> Sequence[int] | None:
-        return self.store.commit(stored_events, kwargs.get("changes") or Changes())
+class _Recorder(WritesThroughStore, SQLiteApplicationRecorder):
+    pass
 
 
 def _read_only_mode(path: Path) -> str:

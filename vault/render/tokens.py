@@ -3,21 +3,12 @@ OAUTHBEARER) or JSON. Imported by the cached-token path (vault/fastpath.py): not
 
 from __future__ import annotations
 
-import base64
 from datetime import datetime
 
+from adapters.sasl import initial_response
 from vault.render.text import printable
 
 FORMATS = ("token", "xoauth2", "oauthbearer", "json")
-
-
-def sasl(kind: str, user: str, access_token: str) -> str:
-    """The SASL initial response: XOAUTH2, or OAUTHBEARER (RFC 7628, host/port omitted)."""
-    if kind == "xoauth2":
-        raw = f"user={user}\x01auth=Bearer {access_token}\x01\x01"
-    else:
-        raw = f"n,a={user},\x01auth=Bearer {access_token}\x01\x01"
-    return base64.b64encode(raw.encode()).decode()
 
 
 def render_token(fmt: str, *, token: str, mailbox: str, expires_at: datetime, resource: str,
@@ -34,7 +25,7 @@ def render_token(fmt: str, *, token: str, mailbox: str, expires_at: datetime, re
         return to_json({"access_token": token, "token_type": "Bearer",
                         "expires_at": expires_at.isoformat(), "mailbox": mailbox,
                         "resource": resource, "refreshed": refreshed})
-    return sasl(fmt, mailbox, token)
+    return initial_response(fmt, mailbox, token)
 
 
 def render_app_token(fmt: str, *, token: str, expires_at: datetime, resource: str) -> str:

@@ -1,6 +1,6 @@
 """Token use cases: hand out access tokens, rotate refresh tokens safely, app-only tokens.
 
-The refresh protocol (shared/design/architecture.md):
+The refresh protocol (docs/architecture.md, "A token"):
 1. take the grant's lock, held across the network call (a lock file on SQLite, an advisory lock on
    PostgreSQL; not a database transaction, so other commands keep writing);
 2. re-read the TokenRotation: if another process refreshed meanwhile, use its token (single flight);
@@ -18,7 +18,6 @@ The refresh protocol (shared/design/architecture.md):
 from __future__ import annotations
 
 import contextlib
-import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID, uuid4
 
 from adapters.errors import AdapterError, IntegrityViolation
+from adapters.retry import Backoff
 from adapters.store import Changes
 from adapters.store.queries import GrantRow
 from domain.clouds import require_concrete_tenant
@@ -47,8 +47,7 @@ if TYPE_CHECKING:
     from vault.services.grants import GrantService
 
 LOCK_WAIT_S = 120.0
-MAX_ATTEMPTS = 4
-MAX_RETRY_WAIT_S = 30.0
+RETRY_BACKOFF = Backoff(attempts=4, cap=30.0, jitter=0.5)  # waits 1, 2, 4 s and a little
 RETRY_BUDGET_S = 60.0
 DEFAULT_MIN_VALID = timedelta(minutes=5)
 
@@ -227,11 +226,9 @@ class TokenService:
     def _retry_delay(self, d: Diagnosis, attempt: int, retried_once: bool) -> float | None:
         if d.error_class.retry == "once" and not retried_once:
             return 1.0
-        if not d.transient or attempt >= MAX_ATTEMPTS:
+        if not d.transient:
             return None
-        if d.retry_after is not None:
-            return min(d.retry_after, MAX_RETRY_WAIT_S)
-        return min(2 ** (attempt - 1) + random.uniform(0, 0.5), MAX_RETRY_WAIT_S)  # noqa: S311
+        return RETRY_BACKOFF.delay(attempt, d.retry_after)
 
     # -- refreshing ahead of time -------------------------------------------------------------
 
