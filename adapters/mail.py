@@ -20,7 +20,7 @@ from email.utils import formatdate, getaddresses, make_msgid
 from typing import Any
 
 from adapters import sasl
-from domain.probes import NETWORK, OK, PROTOCOL, TEMPORARY, TLS, decode_challenge, judge_refusal
+from domain.mail_verdicts import NETWORK, OK, PROTOCOL, TEMPORARY, TLS, decode_challenge, judge_refusal
 from domain.secret_value import SecretValue
 
 

@@ -7,7 +7,7 @@ import base64
 
 import pytest
 
-from domain.probes import REFUSED, TEMPORARY, decode_challenge, judge_refusal
+from domain.mail_verdicts import REFUSED, TEMPORARY, decode_challenge, judge_refusal
 
 
 @pytest.mark.parametrize("protocol,reply,outcome,words", [

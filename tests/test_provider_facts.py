@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from domain.probes import REFUSED, judge_refusal
+from domain.mail_verdicts import REFUSED, judge_refusal
 from domain.secret_value import SecretValue
 from tests.conftest import MS_CLIENT_ID, Harness
 

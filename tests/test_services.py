@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from adapters.importers import Account
 from adapters.keyslots import write_key_file
+from adapters.other_tools import Account
 from domain.secret_value import SecretValue
 from vault.bootstrap import Settings, init_vault, open_settings_store, unlock_store
 from vault.errors import BadInput

@@ -48,7 +48,7 @@ def import_mutt(state: CliContext, token_file: str | None, client_name: str | No
                 as_json: bool) -> None:
     """A mutt_oauth2.py token file (its JSON, decrypted). Microsoft registrations use the
     `common` tenant, as mutt_oauth2.py does."""
-    from adapters.importers import parse_mutt_oauth2
+    from adapters.other_tools import parse_mutt_oauth2
 
     if token_file is None and client_secret_file == "-":
         raise BadInput("standard input carries the token file: give the secret in a file")
@@ -72,7 +72,7 @@ def import_proxy(state: CliContext, config: str, password_stdin: bool, password_
                  client_name: str | None, fmt: str, as_json: bool) -> None:
     """An emailproxy.config: every [account@domain] section with a refresh token. Sections
     without one, or whose tokens the password does not open, are listed as skipped (exit 1)."""
-    from adapters.importers import parse_email_oauth2_proxy
+    from adapters.other_tools import parse_email_oauth2_proxy
 
     password = (read_secret("password", password_stdin, password_file)
                 if password_stdin or password_file else None)

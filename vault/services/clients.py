@@ -14,7 +14,7 @@ from adapters.store.queries import ClientRow, SecretRow
 from domain.clouds import PROTOCOLS, require_concrete_tenant
 from domain.credentials import ClientCredential, check_client_name, check_endpoint_url
 from domain.grants import REVOKED
-from domain.probes import mail_server
+from domain.mail_verdicts import mail_server
 from domain.secret_value import SecretValue
 from vault.core import VaultCore, apply_views, use_case
 from vault.errors import AlreadyExists, BadInput, NotFound, VaultError

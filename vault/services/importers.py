@@ -8,7 +8,7 @@ from collections import Counter
 from typing import TYPE_CHECKING, Any
 
 from adapters.errors import AdapterError, IntegrityViolation
-from adapters.importers import Account
+from adapters.other_tools import Account
 from vault.core import use_case
 from vault.errors import BadInput, VaultError
 

@@ -11,7 +11,7 @@ from adapters.mail import ProbeResult, Target, probe, probe_graph
 from adapters.store import Changes
 from domain.credentials import ClientCredential
 from domain.grants import ConsentGrant
-from domain.probes import DEFAULT_PORTS, NETWORK, OK, mail_server
+from domain.mail_verdicts import DEFAULT_PORTS, NETWORK, OK, mail_server
 from vault.core import apply_views, use_case
 from vault.errors import BadInput
 from vault.projections import grant_changes
