@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from email.message import EmailMessage
 from email.utils import getaddresses
@@ -50,17 +51,15 @@ def written_metrics(path: str, head: bytes) -> bool:
 METRICS_FILE = {"what": "metrics file", "written_by_vault": written_metrics}
 
 
+@dataclass(eq=False)
 class AlertService:
-    def __init__(self, core: VaultCore, *,
-                 grants: GrantService, reports: ReportService, probes: ProbeService, tokens: TokenService,
-                 providers: Providers, sleep: Callable[[float], None]) -> None:
-        self.core = core
-        self.grants = grants
-        self.reports = reports
-        self.probes = probes
-        self.tokens = tokens
-        self.providers = providers
-        self.sleep = sleep
+    core: VaultCore
+    grants: GrantService
+    reports: ReportService
+    probes: ProbeService
+    tokens: TokenService
+    providers: Providers
+    sleep: Callable[[float], None]
 
     def alert_items(self, as_of: date, min_severity: str) -> list[dict[str, Any]]:
         """Expiry findings and failed probes at or above `min_severity`, each with the subject

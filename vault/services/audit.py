@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 from adapters.errors import IntegrityViolation
@@ -26,9 +27,9 @@ CHECKPOINT_FILE = {"what": "checkpoint",
                    "written_by_vault": starts_with(CHECKPOINT_FILE_HEADER.encode() + b"\n")}
 
 
+@dataclass(eq=False)
 class AuditService:
-    def __init__(self, core: VaultCore) -> None:
-        self.core = core
+    core: VaultCore
 
     @use_case("audit log")
     def audit_log(self, *, limit: int | None = 100, after_seq: int = 0) -> list[dict[str, Any]]:

@@ -6,6 +6,7 @@ purged). Nothing is decrypted to be copied."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -136,9 +137,9 @@ def rebuild_if_stale(copy: MaintenanceService, proof: dict[str, Any], what: str)
                              + "; rebuilt from the events"]
 
 
+@dataclass(eq=False)
 class BackupService:
-    def __init__(self, core: VaultCore) -> None:
-        self.core = core
+    core: VaultCore
 
     @use_case("backup")
     def backup(self, path: Path, force: bool = False) -> dict[str, Any]:

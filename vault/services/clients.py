@@ -72,11 +72,11 @@ class ClientListing:
     current_secret: str | None
     current_secret_expires: str | None
 
+@dataclass(eq=False)
 class ClientService:
-    def __init__(self, core: VaultCore, *, providers: Providers, sleep: Callable[[float], None]) -> None:
-        self.core = core
-        self.providers = providers
-        self.sleep = sleep
+    core: VaultCore
+    providers: Providers
+    sleep: Callable[[float], None]
 
     def client_row(self, name: str) -> ClientRow:
         rows = self.core.reads.rows("view_clients", name_key=client_name_key(name))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 from adapters.id_token import (
@@ -79,15 +80,13 @@ def _loopback_target(redirect_uri: str | None) -> tuple[str, int, str]:
     return "/callback", 0, "127.0.0.1"
 
 
+@dataclass(eq=False)
 class ConsentService:
-    def __init__(self, core: VaultCore, *,
-                 clients: ClientService, grants: GrantService, providers: Providers,
-                 sleep: Callable[[float], None]) -> None:
-        self.core = core
-        self.clients = clients
-        self.grants = grants
-        self.providers = providers
-        self.sleep = sleep
+    core: VaultCore
+    clients: ClientService
+    grants: GrantService
+    providers: Providers
+    sleep: Callable[[float], None]
 
     @use_case("consent")
     def consent(

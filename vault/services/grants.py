@@ -82,11 +82,11 @@ def grant_summary(grant: ConsentGrant) -> dict[str, Any]:
     }
 
 
+@dataclass(eq=False)
 class GrantService:
-    def __init__(self, core: VaultCore, *, clients: ClientService, providers: Providers) -> None:
-        self.core = core
-        self.clients = clients
-        self.providers = providers
+    core: VaultCore
+    clients: ClientService
+    providers: Providers
 
     def thresholds(self) -> ExpiryThresholds:
         """The thresholds every host shares (`vault config`): expiry rules, and how far apart

@@ -5,6 +5,7 @@ already granted under that client is reported and left alone."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from adapters.errors import AdapterError, IntegrityViolation
@@ -18,11 +19,11 @@ if TYPE_CHECKING:
     from vault.services.grants import GrantService
 
 
+@dataclass(eq=False)
 class ImportService:
-    def __init__(self, core: VaultCore, *, clients: ClientService, grants: GrantService) -> None:
-        self.core = core
-        self.clients = clients
-        self.grants = grants
+    core: VaultCore
+    clients: ClientService
+    grants: GrantService
 
     @use_case("import")
     def import_accounts(self, accounts: list[Account], *,

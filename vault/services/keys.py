@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from adapters import crypto
@@ -39,9 +39,9 @@ def slot_summary(slot: Keyslot, unlocked_with: Keyslot) -> dict[str, Any]:
             "used_now": slot.slot_id == unlocked_with.slot_id}
 
 
+@dataclass(eq=False)
 class KeyService:
-    def __init__(self, core: VaultCore) -> None:
-        self.core = core
+    core: VaultCore
 
 
     def _replace_header(self, header: Header, root: RootKey, changes: Changes | None = None) -> None:

@@ -73,15 +73,13 @@ class MaintainPlan:
             check_output(self.metrics_file, force=self.force, **METRICS_FILE)
 
 
+@dataclass(eq=False)
 class MaintenanceService:
-    def __init__(self, core: VaultCore, *,
-                 tokens: TokenService, probes: ProbeService, alerts: AlertService,
-                 audit: AuditService) -> None:
-        self.core = core
-        self.tokens = tokens
-        self.probes = probes
-        self.alerts = alerts
-        self.audit = audit
+    core: VaultCore
+    tokens: TokenService
+    probes: ProbeService
+    alerts: AlertService
+    audit: AuditService
 
     def maintain(self, plan: MaintainPlan) -> list[dict[str, Any]]:
         """Every step's outcome: {step, outcome: ok|failed|skipped, summary, ...}."""

@@ -4,6 +4,7 @@ on the grant (ProbeRecorded) and shown by `vault status` and `vault grant show`.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -26,13 +27,12 @@ MECHANISMS = ("xoauth2", "oauthbearer")
 TLS_MODES = ("implicit", "starttls", "plain")
 
 
+@dataclass(eq=False)
 class ProbeService:
-    def __init__(self, core: VaultCore, *,
-                 grants: GrantService, tokens: TokenService, providers: Providers) -> None:
-        self.core = core
-        self.grants = grants
-        self.tokens = tokens
-        self.providers = providers
+    core: VaultCore
+    grants: GrantService
+    tokens: TokenService
+    providers: Providers
 
     @use_case("probe")
     def probe(

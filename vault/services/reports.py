@@ -142,15 +142,6 @@ class Revocation:
     access_valid_until: str | None
 
 
-@dataclass(frozen=True)
-class TimelineItem:
-    kind: str
-    client: str
-    mailbox: str | None
-    due: str
-    days_left: int
-    assumed: bool
-    ref: str | None
 
 
 @dataclass(frozen=True)
@@ -197,7 +188,10 @@ class GrantStatus(GrantListing):
 
 
 @dataclass(frozen=True)
-class NextExpiry:
+class Due:
+    """Something dated that stops working: what (`kind`), whose, when, and whether the date is
+    assumed (a secret's 730-day limit) rather than recorded."""
+
     kind: str
     client: str
     mailbox: str | None
@@ -207,22 +201,26 @@ class NextExpiry:
 
 
 @dataclass(frozen=True)
+class TimelineItem(Due):
+    ref: str | None  # the secret or certificate, for a credential's expiry
+
+
+@dataclass(frozen=True)
 class Status:
     """`vault status`: clients, grants, what expires next, and the findings by severity."""
 
     as_of: str
     clients: list[ClientStatus]
     grants: list[GrantStatus]
-    next_expiry: NextExpiry | None
+    next_expiry: Due | None
     findings: dict[str, int]
 
+@dataclass(eq=False)
 class ReportService:
-    def __init__(self, core: VaultCore, *,
-                 clients: ClientService, grants: GrantService, audit: AuditService) -> None:
-        self.core = core
-        self.clients = clients
-        self.grants = grants
-        self.audit = audit
+    core: VaultCore
+    clients: ClientService
+    grants: GrantService
+    audit: AuditService
 
     # -- thresholds (read by `thresholds()`, in GrantUseCases) ----------------------------------
 
@@ -330,7 +328,7 @@ class ReportService:
         counts = {s: sum(1 for f in findings if f.severity == s) for s in (CRITICAL, WARNING, INFO)}
         return Status(
             as_of=today.isoformat(), clients=clients, grants=grant_rows,
-            next_expiry=NextExpiry(kind=nxt.kind, client=nxt.client, mailbox=nxt.mailbox,
+            next_expiry=Due(kind=nxt.kind, client=nxt.client, mailbox=nxt.mailbox,
                                    due=nxt.due.isoformat(), days_left=(nxt.due - today).days,
                                    assumed=nxt.assumed) if nxt else None,
             findings=counts)

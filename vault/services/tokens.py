@@ -70,14 +70,13 @@ class AccessToken:
     refreshed: bool
 
 
+@dataclass(eq=False)
 class TokenService:
-    def __init__(self, core: VaultCore, *, clients: ClientService, grants: GrantService,
-                 providers: Providers, sleep: Callable[[float], None]) -> None:
-        self.core = core
-        self.clients = clients
-        self.grants = grants
-        self.providers = providers
-        self.sleep = sleep
+    core: VaultCore
+    clients: ClientService
+    grants: GrantService
+    providers: Providers
+    sleep: Callable[[float], None]
 
     # -- handing out access tokens -----------------------------------------------------------
 
