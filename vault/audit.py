@@ -131,6 +131,7 @@ class AuditSealer(AuditAppender):
         return Checkpoint(size, head_hash, self.at, signature)
 
 
+@dataclass(eq=False)
 class AuditBroker:
     """The one choke point every use case passes (the full CLI's services, the cached-token path,
     restore): one record per use case, written in the same transaction as the change it
@@ -140,16 +141,13 @@ class AuditBroker:
     `append(sealer)` writes one entry on its own (a store commit with only the audit entry);
     `keys(key_id)` gives the audit and signing keys once the vault is unlocked."""
 
-    def __init__(self, *, vault_id: str, public_key: bytes, actor: dict[str, Any],
-                 clock: Callable[[], datetime], keys: Callable[[str], bytes],
-                 append: Callable[[AuditSealer], None]) -> None:
-        self.vault_id = vault_id
-        self.public_key = public_key
-        self.actor = actor
-        self.clock = clock
-        self.keys = keys
-        self.append = append
-        self.current: AuditRecord | None = None
+    vault_id: str
+    public_key: bytes
+    actor: dict[str, Any]
+    clock: Callable[[], datetime]
+    keys: Callable[[str], bytes]
+    append: Callable[[AuditSealer], None]
+    current: AuditRecord | None = None  # the running use case's record
 
     @property
     def who(self) -> str:
