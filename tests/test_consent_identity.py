@@ -16,6 +16,7 @@ from domain.identity import AccountMismatch
 from sandbox import FORGERIES, settings_line, tenant_id
 from tests.conftest import Harness, ScriptedConsent, add_oidc_client, add_sandbox_client
 from tests.test_microsoft_sandbox import sign_in
+from vault.services.grants import GrantSummary
 
 DAVE, MALLORY = "dave@contoso.com", "mallory@contoso.com"
 TENANT = "sandbox.onmicrosoft.com"  # settings_line's default tenant
@@ -28,15 +29,15 @@ def approve(uri: str, user_code: str, user: str, password: str) -> None:
 
 
 def consent(h: Harness, *, mailbox: str = DAVE, signs_in: str = DAVE, flow: str = "manual",
-            client: str = "demo", **kwargs) -> dict:
-    """A consent for `mailbox` where the person at the browser signs in as `signs_in`."""
+            client: str = "demo", **kwargs) -> tuple[GrantSummary, list[str]]:
+    """A consent for `mailbox` where the person at the browser signs in as `signs_in`; the
+    grant and the warnings it left for the admin."""
     ui = ScriptedConsent(sign_in, signs_in, "sandbox")
     ui.device_approver = approve
     with h.app(sleep=lambda seconds: None) as app:
         result = app.consent.consent(client, mailbox=mailbox, protocols=("imap",), flow=flow, ui=ui,
                                      timeout=30, **kwargs)
-        result["warnings"] = list(app.warnings)
-        return result
+        return result, list(app.warnings)
 
 
 def grants(h: Harness) -> list:
@@ -79,8 +80,8 @@ def test_mallory_is_refused_in_the_browser_and_device_flows_too(vault: Harness, 
 
 def test_the_right_account_is_recorded_with_its_oid_and_tid(vault: Harness, sandbox) -> None:
     add_sandbox_client(vault, sandbox)
-    result = consent(vault, mailbox="Dave@contoso.com")  # names compare case-insensitively
-    assert result["warnings"] == []
+    _, warnings = consent(vault, mailbox="Dave@contoso.com")  # names compare case-insensitively
+    assert warnings == []
     shown = json.loads(vault.ok("grant", "show", DAVE, "--json").out)["signed_in"]
     tid = tenant_id(TENANT)
     assert shown == {
@@ -173,8 +174,8 @@ def test_a_forged_id_token_is_refused_for_a_regrant_and_keeps_the_old_grant(
 def test_no_id_token_is_said_and_recorded_as_not_checked(vault: Harness, sandbox) -> None:
     add_sandbox_client(vault, sandbox)
     sandbox.state.forge_id_tokens.append("missing")
-    result = consent(vault, signs_in=MALLORY)  # nothing to check it with
-    assert any("returned no ID token" in w for w in result["warnings"])
+    _, warnings = consent(vault, signs_in=MALLORY)  # nothing to check it with
+    assert any("returned no ID token" in w for w in warnings)
     shown = json.loads(vault.ok("grant", "show", DAVE, "--json").out)["signed_in"]
     assert shown == {"checked": False, "reason": "the provider returned no ID token"}
     assert re.search(r"\n  signed in +not checked \(the provider returned no ID token\)\n",
@@ -201,7 +202,7 @@ def test_imported_and_app_only_grants_record_that_nobody_was_checked(vault: Harn
 
 
 def peer_consent(h: Harness, peer, *, mailbox: str, user, flow: str = "browser",
-                 **kwargs) -> dict:
+                 **kwargs) -> GrantSummary:
     ui = ScriptedConsent(peer.complete_authorization, *user)
     ui.device_approver = peer.approve_device_code
     with h.app(sleep=lambda seconds: None) as app:

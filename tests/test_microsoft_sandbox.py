@@ -15,6 +15,7 @@ import pytest
 from domain.diagnosis import CLASSES, classify
 from domain.secret_value import SecretValue
 from tests.conftest import Harness, ScriptedConsent, add_sandbox_client
+from vault.services.grants import GrantSummary
 
 MAILBOX = "carol@contoso.com"
 
@@ -94,7 +95,7 @@ def sign_in(url: str, user: str, password: str) -> str:
 
 
 def consent(h: Harness, server, flow: str = "manual", clock=None, mailbox: str = MAILBOX,
-            **kwargs) -> dict:
+            **kwargs) -> GrantSummary:
     ui = ScriptedConsent(sign_in, mailbox, "sandbox")
 
     def approve(uri: str, user_code: str, user: str, password: str) -> None:
@@ -122,7 +123,7 @@ def fail_next(server, code: int = 0, count: int = 1, status: int | None = None) 
 def test_consent_flows_against_the_sandbox(vault: Harness, sandbox, flow: str) -> None:
     add_sandbox_client(vault, sandbox)
     result = consent(vault, sandbox, flow, protocols=("imap", "graph"))
-    assert result["status"] == "active"
+    assert result.status == "active"
     imap = vault.ok("token", MAILBOX).out.strip()
     graph = vault.ok("token", MAILBOX, "--protocol", "graph").out.strip()
     assert imap.startswith("sbx-at.") and graph.startswith("sbx-at.") and imap != graph
@@ -194,7 +195,7 @@ def test_rotate_secret_verify_waits_for_a_new_secret_to_work(vault: Harness, san
         fail_next(sandbox, 7000215, count=2)  # not working yet: it is still propagating
         result = app.clients.rotate_secret("demo", secret=SecretValue(new_secret),
                                                     verify_for=60)
-    assert result["verified"] and sleeps == [5.0, 5.0]
+    assert result.verified and sleeps == [5.0, 5.0]
     secrets = json.loads(vault.ok("client", "show", "demo", "--json").out)["secrets"]
     assert [(s["ref"], s["current"], s["retired_at"] is None) for s in secrets] == [
         ("s1", False, False), ("s2", True, True)]

@@ -30,7 +30,7 @@ def test_browser_consent_with_each_client_authentication(vault: Harness, oidc,
                                                          client_id: str) -> None:
     add_oidc_client(vault, oidc, client_id=client_id)
     result = consent(vault, oidc, "browser")
-    assert result["status"] == "active" and result["method"] == "browser"
+    assert result.status == "active" and result.method == "browser"
     access = token(vault)
     assert oidc.introspect(access)["active"] is True
     assert oidc.introspect(access)["sub"] == ALICE[0]
@@ -43,8 +43,8 @@ def test_browser_consent_with_each_client_authentication(vault: Harness, oidc,
 def test_manual_and_device_consent(vault: Harness, oidc) -> None:
     add_oidc_client(vault, oidc, "manual-app", client_id="vault-post")
     add_oidc_client(vault, oidc, "device-app", client_id="vault-basic")
-    assert consent(vault, oidc, "manual", client="manual-app")["method"] == "manual"
-    assert consent(vault, oidc, "device", client="device-app")["method"] == "device"
+    assert consent(vault, oidc, "manual", client="manual-app").method == "manual"
+    assert consent(vault, oidc, "device", client="device-app").method == "device"
     for client in ("manual-app", "device-app"):
         access = vault.ok("token", ALICE[0], "--client", client).out.strip()
         assert oidc.introspect(access)["active"] is True

@@ -50,7 +50,7 @@ def _history(h: Harness, server) -> None:
         app.tokens.refresh(SECOND)
         clock.at = DAY[4]
         app.clients.rotate_secret("legacy", secret=SecretValue("New~secret.value"), overlap=True)
-        ref = app.clients.show_client("legacy")["secrets"][0]["ref"]
+        ref = app.clients.show_client("legacy").secrets[0].ref
         app.clients.retire_secret("legacy", ref, reason="leaked in a ticket")
         clock.at = DAY[5]
         app.grants.revoke(SECOND, reason="mailbox decommissioned")

@@ -4,7 +4,6 @@ proven end to end against the real peers elsewhere (oidc-provider, the sandbox, 
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from domain.secret_value import SecretValue
 from vault.bootstrap import Settings, init_vault, open_settings_store, unlock_store
 from vault.errors import BadInput
 from vault.providers import Providers
+from vault.render.machine import to_json
 from vault.services.alerts import AlertService
 from vault.services.audit import AuditService
 from vault.services.backups import BackupService
@@ -114,12 +114,12 @@ def test_clients_discovers_a_custom_provider_through_the_one_http_client(
     added = clients.add_client(name="corp", provider="custom", client_id="corp-client",
                                secret=SecretValue(SECRET),
                                endpoints={"issuer": ISSUER, "token_url": None})
-    assert added["name"] == "corp"
+    assert added.name == "corp"
     assert [str(r.url) for r in provider.requests] == [
         f"{ISSUER}/.well-known/openid-configuration"]
     shown = clients.show_client("corp")
-    assert shown["endpoints"]["token_url"] == f"{ISSUER}/token"
-    assert SECRET not in json.dumps(shown, default=str)
+    assert shown.endpoints["token_url"] == f"{ISSUER}/token"
+    assert SECRET not in to_json(shown) and SECRET not in repr(shown)
 
 
 def test_grants_import_and_list(core, providers) -> None:

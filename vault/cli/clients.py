@@ -7,7 +7,7 @@ import click
 from vault.cli.inputs import parse_date, read_secret
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
 from vault.errors import BadInput
-from vault.render.machine import to_json
+from vault.render.machine import fields_of, to_json
 from vault.render.tables import emit, fields, table
 from vault.render.text import say
 
@@ -95,8 +95,8 @@ def client_add(state: CliContext, name: str, provider: str, cloud: str | None,
         endpoints=endpoints,
         google_testing=google_testing,
     )
-    say(f"Added client {result['name']} ({result['provider']}, {result['cloud']})")
-    if result["provider"] == "microsoft" and not result["redirect_uri"]:
+    say(f"Added client {result.name} ({result.provider}, {result.cloud})")
+    if result.provider == "microsoft" and not result.redirect_uri:
         from vault.services.consent import MANUAL_REDIRECT
 
         # Microsoft's "Redirect URI (reply URL) restrictions": the portal refuses an http
@@ -107,8 +107,8 @@ def client_add(state: CliContext, name: str, provider: str, cloud: str | None,
             "http://localhost/callback as a Web redirect URI (the port is ignored for "
             "localhost) and add this client again with --redirect-uri "
             "http://localhost/callback. --flow device needs neither.", err=True)
-    if result["tenant"] in ("common", "organizations", "consumers"):
-        say(f"note: tenant '{result['tenant']}' serves delegated consent only; app-only "
+    if result.tenant in ("common", "organizations", "consumers"):
+        say(f"note: tenant '{result.tenant}' serves delegated consent only; app-only "
             "tokens need the tenant's ID or domain (AADSTS9001023)", err=True)
 
 
@@ -136,29 +136,30 @@ def client_show(state: CliContext, name: str, reveal_secret: bool, fmt: str,
                 as_json: bool) -> None:
     """Show client NAME; its secret only with --reveal-secret."""
     data = state.app().clients.show_client(name, reveal_secret=reveal_secret)
-    if reveal_secret:
-        data["secret"] = data["secret"].reveal()
     if chosen_format(fmt, as_json) == "json":
-        say(to_json(data), lines=True)
+        shown = fields_of(data)
+        if data.secret is not None:  # asked for with --reveal-secret: the one place it shows
+            shown["secret"] = data.secret.reveal()
+        say(to_json(shown), lines=True)
         return
-    fields(f"client {data['name']}", [
-        ("provider", data["provider"]), ("cloud", data["cloud"]), ("tenant", data["tenant"]),
-        ("client id", data["client_id"]), ("status", data["status"]),
-        ("token url", data["endpoints"].get("token_url")),
-        ("authorize url", data["endpoints"].get("authorize_url")),
-        ("redirect uri", data["redirect_uri"]), ("scopes", data["scopes"]),
-        ("google testing", "yes" if data["google_testing"] else None),
+    fields(f"client {data.name}", [
+        ("provider", data.provider), ("cloud", data.cloud), ("tenant", data.tenant),
+        ("client id", data.client_id), ("status", data.status),
+        ("token url", data.endpoints.get("token_url")),
+        ("authorize url", data.endpoints.get("authorize_url")),
+        ("redirect uri", data.redirect_uri), ("scopes", data.scopes),
+        ("google testing", "yes" if data.google_testing else None),
         *[(f"{p} server", f"{v['host']}:{v['port']} ({v['tls']}, {v['source']}"
            + (", unverified" if v["unverified"] else "") + ")")
-          for p, v in data["servers"].items()],
-        ("registered", data["registered_at"]),
+          for p, v in data.servers.items()],
+        ("registered", data.registered_at),
     ])
     table("secrets", ["REF", "SECRET ID", "CREATED", "EXPIRES", "ADDED", "RETIRED", "CURRENT"],
-          [[s["ref"], s["secret_id"], s["created_on"], s["expires_on"], s["added_at"][:10],
-            (s["retired_at"] or "")[:10], "yes" if s["current"] else ""]
-           for s in data["secrets"]])
-    if reveal_secret:
-        say(f"secret: {data['secret']}")
+          [[s.ref, s.secret_id, s.created_on, s.expires_on, s.added_at[:10],
+            (s.retired_at or "")[:10], "yes" if s.current else ""]
+           for s in data.secrets])
+    if data.secret is not None:
+        say(f"secret: {data.secret.reveal()}")
 
 
 @client.command("rotate-secret")
@@ -184,7 +185,7 @@ def client_rotate_secret(state: CliContext, name: str, secret_stdin: bool,
     app = state.app()
     result = app.clients.rotate_secret(name, secret=secret, **options,
                                        verify_for=verify_timeout if verify else None)
-    say(f"Client {name}: secret {result['new_secret']} is now current"
+    say(f"Client {name}: secret {result.new_secret} is now current"
         + (" (checked at the token endpoint)" if verify else "")
         + (" (older secrets stay active)" if overlap else ""))
 
@@ -200,8 +201,8 @@ def client_add_certificate(state: CliContext, name: str, certificate_file: str,
     """Add a certificate credential to NAME as its current one (private_key_jwt)."""
     result = state.app().clients.add_certificate(name, _read_certificate(certificate_file),
                                                  overlap=overlap)
-    say(f"Client {name}: certificate {result['ref']} ({result['thumbprint']}) is current, "
-        f"valid until {result['not_after']}")
+    say(f"Client {name}: certificate {result.ref} ({result.thumbprint}) is current, "
+        f"valid until {result.not_after}")
 
 
 def _read_certificate(path: str):
@@ -253,8 +254,8 @@ def client_set_servers(state: CliContext, name: str, imap: str | None, pop: str 
              if v is not None}
     if not given:
         raise BadInput("give at least one of --imap, --pop, --smtp, --graph")
-    servers = state.app().clients.set_mail_servers(name, given)
-    for protocol, server in sorted(servers.items()):
+    recorded = state.app().clients.set_mail_servers(name, given)
+    for protocol, server in sorted(recorded.servers.items()):
         say(f"{protocol}: {server['host']}:{server['port']}"
             + (f" ({server['tls']})" if server["tls"] else ""))
 
@@ -268,4 +269,4 @@ def client_set_servers(state: CliContext, name: str, imap: str | None, pop: str 
 def client_remove(state: CliContext, name: str, reason: str, purge: bool) -> None:
     """Remove client NAME (its grants must be revoked first)."""
     result = state.app().clients.remove_client(name, reason=reason, purge=purge)
-    say(f"Client {result['client']} removed" + (" and purged" if purge else ""))
+    say(f"Client {result.client} removed" + (" and purged" if purge else ""))

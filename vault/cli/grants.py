@@ -59,8 +59,8 @@ def grant_import(state: CliContext, client_name: str, mailbox: str, protocols: s
         client=client_name, mailbox=mailbox, protocols=parse_protocols(protocols),
         scopes=parse_scopes(scopes) if scopes else None, refresh_token=token,
         granted_at=parse_moment(granted_at, "--granted-at"))
-    resources = ", ".join(f"{r}: {' '.join(s)}" for r, s in result["scopes"].items())
-    say(f"Imported grant for {result['mailbox']} under {result['client']} ({resources})")
+    resources = ", ".join(f"{r}: {' '.join(s)}" for r, s in result.scopes.items())
+    say(f"Imported grant for {result.mailbox} under {result.client} ({resources})")
 
 
 @grant.command("add-app")
@@ -81,7 +81,7 @@ def grant_add_app(state: CliContext, client_name: str, mailbox: str, protocols: 
     result = state.app().grants.add_app_grant(client=client_name, mailbox=mailbox,
                                               protocols=parse_protocols(protocols),
                                               scopes=parse_scopes(scopes) if scopes else None)
-    say(f"Recorded app-only access of {result['client']} to {result['mailbox']}")
+    say(f"Recorded app-only access of {result.client} to {result.mailbox}")
 
 
 @grant.command("list")
@@ -112,25 +112,24 @@ def grant_show(state: CliContext, mailbox: str, client_name: str | None, fmt: st
     if chosen_format(fmt, as_json) == "json":
         say(to_json(data), lines=True)
         return
-    tokens = data["tokens"]
-    fields(f"grant {data['mailbox']} under {data['client']}", [
-        ("status", data["status"] + (f" ({data['status_reason']})" if data["status_reason"]
-                                     else "")),
-        ("protocols", data["protocols"]),
-        *[(f"scopes [{r}]", s) for r, s in data["scopes"].items()],
-        *[(f"resource [{r}]", url) for r, url in data["resources"].items() if url],
-        ("granted", f"{data['granted_at']} by {data['granted_by']} ({data['method']})"),
-        ("signed in", signed_in_line(data["signed_in"], data["mailbox"])),
-        ("refresh token", f"{tokens['refresh_token']}, generation {tokens['generation']}, "
-                          f"issued {tokens['refresh_token_issued_at']}"),
-        ("last refresh", tokens["last_refresh_at"]),
+    tokens = data.tokens
+    fields(f"grant {data.mailbox} under {data.client}", [
+        ("status", data.status + (f" ({data.status_reason})" if data.status_reason else "")),
+        ("protocols", data.protocols),
+        *[(f"scopes [{r}]", s) for r, s in data.scopes.items()],
+        *[(f"resource [{r}]", url) for r, url in data.resources.items() if url],
+        ("granted", f"{data.granted_at} by {data.granted_by} ({data.method})"),
+        ("signed in", signed_in_line(data.signed_in, data.mailbox)),
+        ("refresh token", f"{tokens.refresh_token}, generation {tokens.generation}, "
+                          f"issued {tokens.refresh_token_issued_at}"),
+        ("last refresh", tokens.last_refresh_at),
         *[(f"access token [{r}]", f"expires {a['expires_at']}")
-          for r, a in tokens["access_tokens"].items()],
-        ("last failure", (f"{tokens['last_failure']['error_class']} at "
-                          f"{tokens['last_failure']['at']}") if tokens["last_failure"] else None),
-        ("refresh refused", refusal_line(tokens["refresh_refused"])),
+          for r, a in tokens.access_tokens.items()],
+        ("last failure", (f"{tokens.last_failure['error_class']} at "
+                          f"{tokens.last_failure['at']}") if tokens.last_failure else None),
+        ("refresh refused", refusal_line(tokens.refresh_refused)),
         *[(f"probe [{p}]", f"{r['outcome']} at {r['at']} ({r['latency_ms']} ms)"
-           + (f": {r['diagnosis']}" if r["diagnosis"] else "")) for p, r in data["probes"].items()],
+           + (f": {r['diagnosis']}" if r["diagnosis"] else "")) for p, r in data.probes.items()],
     ])
 
 
@@ -158,7 +157,7 @@ def grant_revoke(state: CliContext, mailbox: str, client_name: str | None, reaso
                  purge: bool) -> None:
     """Revoke the grant of MAILBOX: vault stops handing out its tokens."""
     result = state.app().grants.revoke(mailbox, client=client_name, reason=reason, purge=purge)
-    say(f"Revoked grant of {result['mailbox']} under {result['client']}"
+    say(f"Revoked grant of {result.mailbox} under {result.client}"
         + (" and purged it" if purge else ""))
-    if result["provider_revocation"]:
-        say(f"At the provider: {result['provider_revocation']}")
+    if result.provider_revocation:
+        say(f"At the provider: {result.provider_revocation}")

@@ -158,8 +158,8 @@ def consent(state: CliContext, client_name: str, mailbox: str, protocols: str, f
                                          protocols=parse_protocols(protocols), flow=flow,
                                          ui=TerminalConsentUI(), open_browser=not no_open,
                                          timeout=timeout, replace=replace, account=account)
-    signed_in = result["signed_in"]
+    signed_in = result.signed_in
     who = (f"signed in as {signed_in['account']}" if signed_in["checked"]
            else "the signed-in account was not checked")
-    say(f"Consent recorded for {result['mailbox']} under {result['client']} "
-        f"({', '.join(result['protocols'])}); {who}")
+    say(f"Consent recorded for {result.mailbox} under {result.client} "
+        f"({', '.join(result.protocols)}); {who}")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -30,31 +30,100 @@ def _iso(value: Any) -> Any:
     return value.isoformat() if value is not None else None
 
 
-def secret_summary(secret: dict[str, Any], current_ref: str | None) -> dict[str, Any]:
-    return {
-        "ref": secret["ref"], "kind": secret["kind"], "secret_id": secret["secret_id"],
-        "created_on": _iso(secret["created_on"]), "expires_on": _iso(secret["expires_on"]),
-        "added_at": _iso(secret["added_at"]), "retired_at": _iso(secret["retired_at"]),
-        "current": secret["ref"] == current_ref,
-    }
+@dataclass(frozen=True)
+class SecretSummary:
+    """A client secret or certificate, never its value."""
+
+    ref: str
+    kind: str
+    secret_id: str | None
+    created_on: str | None
+    expires_on: str | None
+    added_at: str
+    retired_at: str | None
+    current: bool
 
 
-def client_summary(client: ClientCredential) -> dict[str, Any]:
+@dataclass(frozen=True)
+class ClientSummary:
+    """A client as `client show` shows it; `secret` only when revealed on purpose (a SecretValue:
+    redacted in repr and JSON until the command reveals it)."""
+
+    name: str
+    provider: str
+    cloud: str
+    tenant: str | None
+    client_id: str
+    auth_method: str
+    status: str
+    endpoints: dict[str, str | None]
+    redirect_uri: str | None
+    scopes: list[str]
+    google_testing: bool
+    mail_servers: dict[str, dict[str, Any]]  # as `client set-servers` recorded them
+    servers: dict[str, dict[str, Any]]  # where probes connect, per protocol
+    registered_at: str | None
+    secrets: list[SecretSummary]
+    secret: SecretValue | None = field(default=None, metadata={"omit_if_none": True})
+
+
+@dataclass(frozen=True)
+class RotatedSecret:
+    """`verified`: only when the new secret was first checked at the token endpoint."""
+
+    client: str
+    new_secret: str
+    overlap: bool
+    verified: bool | None = field(default=None, metadata={"omit_if_none": True})
+
+
+@dataclass(frozen=True)
+class AddedCertificate:
+    client: str
+    ref: str
+    thumbprint: str
+    not_after: str
+
+
+@dataclass(frozen=True)
+class RecordedServers:
+    """Per protocol, where a client's mailboxes are served, as recorded."""
+
+    client: str
+    servers: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class RemovedClient:
+    client: str
+    removed: bool
+    purged: bool
+
+
+def secret_summary(secret: dict[str, Any], current_ref: str | None) -> SecretSummary:
+    return SecretSummary(
+        ref=secret["ref"], kind=secret["kind"], secret_id=secret["secret_id"],
+        created_on=_iso(secret["created_on"]), expires_on=_iso(secret["expires_on"]),
+        added_at=_iso(secret["added_at"]), retired_at=_iso(secret["retired_at"]),
+        current=secret["ref"] == current_ref)
+
+
+def client_summary(client: ClientCredential) -> ClientSummary:
     current = client.current_secret()
-    return {
-        "name": client.name, "provider": client.provider, "cloud": client.cloud,
-        "tenant": client.tenant, "client_id": client.client_id,
-        "auth_method": client.auth_method, "status": "removed" if client.is_removed else "active",
-        "endpoints": client.endpoints, "redirect_uri": client.redirect_uri,
-        "scopes": client.scopes, "google_testing": client.google_testing,
-        "mail_servers": client.mail_servers,
+    return ClientSummary(
+        name=client.name, provider=client.provider, cloud=client.cloud,
+        tenant=client.tenant, client_id=client.client_id,
+        auth_method=client.auth_method, status="removed" if client.is_removed else "active",
+        endpoints=client.endpoints, redirect_uri=client.redirect_uri,
+        scopes=client.scopes, google_testing=client.google_testing,
+        mail_servers=client.mail_servers,
         # where probes connect: recorded servers, else the cloud profile's hosts
-        "servers": {p: server for p in PROTOCOLS
-                    if (server := mail_server(client.profile, client.mail_servers, p))},
-        "registered_at": _iso(client.created_on),
-        "secrets": [secret_summary(s, current["ref"] if current else None)
-                    for s in client.secrets],
-    }
+        servers={p: server for p in PROTOCOLS
+                 if (server := mail_server(client.profile, client.mail_servers, p))},
+        registered_at=_iso(client.created_on),
+        secrets=[secret_summary(s, current["ref"] if current else None)
+                 for s in client.secrets],
+    )
 
 
 
@@ -101,7 +170,7 @@ class ClientService:
         scopes: tuple[str, ...] = (), endpoints: dict[str, str | None] | None = None,
         google_testing: bool = False, auth_method: str | None = None,
         certificate: Any = None,
-    ) -> dict[str, Any]:
+    ) -> ClientSummary:
         name = check_client_name(name)
         self.core.broker.record.subject.update({"client": name})
         if any(c.name_key == client_name_key(name) for c in self.core.reads.models().clients):
@@ -162,7 +231,7 @@ class ClientService:
         return result
 
     @use_case("client show")
-    def show_client(self, name: str, *, reveal_secret: bool = False) -> dict[str, Any]:
+    def show_client(self, name: str, *, reveal_secret: bool = False) -> ClientSummary:
         client = self.credential(name)
         summary = client_summary(client)
         if reveal_secret:
@@ -171,7 +240,7 @@ class ClientService:
                 raise VaultError(f"client {client.name!r} holds no active secret")
             self.core.broker.record.action = "client show --reveal-secret"
             self.core.broker.record.detail.update({"revealed": "client_secret", "ref": current["ref"]})
-            summary["secret"] = current["value"]
+            summary = replace(summary, secret=current["value"])
         return summary
 
     @use_case("client rotate-secret")
@@ -179,7 +248,7 @@ class ClientService:
         self, name: str, *, secret: SecretValue, secret_id: str | None = None,
         created_on: date | None = None, expires_on: date | None = None, overlap: bool = False,
         verify_for: float | None = None,
-    ) -> dict[str, Any]:
+    ) -> RotatedSecret:
         """Add `secret` as NAME's current one (older ones retire unless `overlap`); with
         `verify_for`, only once it works at the token endpoint."""
         if verify_for is not None:
@@ -195,11 +264,12 @@ class ClientService:
             return ref
 
         ref = self.core.retrying(attempt)
-        result = {"client": name, "new_secret": ref, "overlap": overlap}
-        return result if verify_for is None else {**result, "verified": True}
+        return RotatedSecret(client=name, new_secret=ref, overlap=overlap,
+                             verified=None if verify_for is None else True)
 
     @use_case("client add-certificate")
-    def add_certificate(self, name: str, certificate: Any, *, overlap: bool = False) -> dict:
+    def add_certificate(self, name: str, certificate: Any, *,
+                        overlap: bool = False) -> AddedCertificate:
         def attempt() -> str:
             client = self.credential(name)
             ref = client.add_certificate(
@@ -213,8 +283,8 @@ class ClientService:
             return ref
 
         ref = self.core.retrying(attempt)
-        return {"client": name, "ref": ref, "thumbprint": certificate.thumbprint_sha1,
-                "not_after": certificate.not_after.isoformat()}
+        return AddedCertificate(client=name, ref=ref, thumbprint=certificate.thumbprint_sha1,
+                                not_after=certificate.not_after.isoformat())
 
     @use_case("client retire-secret")
     def retire_secret(self, name: str, ref: str, *, reason: str = "retired by admin") -> None:
@@ -240,18 +310,18 @@ class ClientService:
         self.core.retrying(attempt)
 
     @use_case("client set-servers")
-    def set_mail_servers(self, name: str, servers: dict[str, str]) -> dict[str, Any]:
-        def attempt() -> dict[str, Any]:
+    def set_mail_servers(self, name: str, servers: dict[str, str]) -> RecordedServers:
+        def attempt() -> RecordedServers:
             client = self.credential(name)
             client.set_mail_servers(now=self.core.now(), servers=servers)
             self._save_client(client)
-            return client.mail_servers
+            return RecordedServers(client=client.name, servers=client.mail_servers)
 
         self.core.broker.record.detail["servers"] = servers
         return self.core.retrying(attempt)
 
     @use_case("client remove")
-    def remove_client(self, name: str, *, reason: str, purge: bool = False) -> dict[str, Any]:
+    def remove_client(self, name: str, *, reason: str, purge: bool = False) -> RemovedClient:
         row = self.client_row(name)
         self.core.broker.record.subject.update({"client": row.name})
         grants = self.core.reads.grants_of(row.client_uuid)
@@ -286,7 +356,7 @@ class ClientService:
         if purge:
             self.core.keyring.forget([row.client_uuid])
             self.core.wipe_freed_pages()
-        return {"client": client.name, "removed": True, "purged": purge}
+        return RemovedClient(client=client.name, removed=True, purged=purge)
 
     @use_case("client rotate-secret")
     def _verify_new_secret(self, name: str, secret: SecretValue, verify_for: float) -> None:

@@ -43,7 +43,7 @@ from domain.secret_value import SecretValue
 from vault.core import apply_views, use_case
 from vault.errors import AlreadyExists, BadInput, OperationFailed
 from vault.projections import grant_changes, rotation_changes
-from vault.services.grants import grant_summary
+from vault.services.grants import GrantSummary, grant_summary
 from vault.services.tokens import TokenRefreshFailed
 
 if TYPE_CHECKING:
@@ -93,7 +93,7 @@ class ConsentService:
         self, client: str, *, mailbox: str, protocols: tuple[str, ...], flow: str,
         ui: ConsentUI, open_browser: bool = True, timeout: float = 300.0,
         replace: bool = False, account: str | None = None,
-    ) -> dict[str, Any]:
+    ) -> GrantSummary:
         if flow not in FLOWS:
             raise BadInput(f"--flow must be one of {', '.join(FLOWS)}")
         mailbox = check_mailbox(mailbox)
@@ -221,7 +221,7 @@ class ConsentService:
 
     def _record_consent(self, credential: ClientCredential, mailbox: str,
                         protocols: tuple[str, ...], flow: str, tokens, first: str,
-                        existing_uuid: str | None, signed_in: dict[str, Any]) -> dict[str, Any]:
+                        existing_uuid: str | None, signed_in: dict[str, Any]) -> GrantSummary:
         now = self.core.now()
         changes = Changes()
         if existing_uuid:

@@ -7,7 +7,7 @@ share asks for --client.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -37,23 +37,71 @@ def _iso(value: Any) -> Any:
     return value.isoformat() if value is not None else None
 
 
-def rotation_summary(rotation: TokenRotation) -> dict[str, Any]:
+@dataclass(frozen=True)
+class TokenState:
+    """A grant's token lineage, never a token: whether a refresh token is held, its generation,
+    the access tokens' expiry per resource, and the last failure."""
+
+    refresh_token: str  # "held" or "none"
+    generation: int
+    refresh_token_issued_at: str | None
+    refresh_token_last_used_at: str | None
+    last_refresh_at: str | None
+    refreshes: int
+    access_tokens: dict[str, dict[str, Any]]  # per resource: expires_at, scope
+    interrupted_attempt: bool
+    last_failure: dict[str, Any] | None  # as the rotation recorded it
+    refresh_refused: dict[str, str] | None  # refusal_state, with the interval in force
+
+
+@dataclass(frozen=True)
+class GrantSummary:
+    """A grant as `grant show` shows it; `tokens` only where its lineage is shown too."""
+
+    mailbox: str
+    client: str
+    protocols: list[str]
+    scopes: dict[str, list[str]]
+    resources: dict[str, str | None]
+    status: str
+    status_reason: str | None
+    method: str
+    granted_at: str | None
+    granted_by: str | None
+    signed_in: dict[str, Any]  # who signed in, as the ID token said (domain/identity.py)
+    probes: dict[str, dict[str, Any]]  # the last probe per protocol
+    tokens: TokenState | None = field(default=None, metadata={"omit_if_none": True})
+
+
+@dataclass(frozen=True)
+class RevokedGrant:
+    """`provider_revocation`: what was done at the provider, or what is left to do there."""
+
+    mailbox: str
+    client: str
+    revoked: bool
+    purged: bool
+    provider_revocation: str
+
+
+def rotation_summary(rotation: TokenRotation,
+                     refresh_refused: dict[str, str] | None = None) -> TokenState:
     failure = rotation.last_failure
-    return {
-        "refresh_token": "held" if rotation.refresh_token is not None else "none",
-        "generation": rotation.generation,
-        "refresh_token_issued_at": _iso(rotation.refresh_issued_at),
-        "refresh_token_last_used_at": _iso(rotation.refresh_last_used_at),
-        "last_refresh_at": _iso(rotation.last_refresh_at),
-        "refreshes": rotation.refreshes,
-        "access_tokens": {r: {"expires_at": _iso(a["expires_at"]), "scope": a["scope"]}
-                          for r, a in rotation.access.items()},
-        "interrupted_attempt": bool(rotation.pending),
-        "last_failure": ({**failure, "at": _iso(failure["at"]),
-                          "refused_since": _iso(failure.get("refused_since"))}
-                         if failure else None),
-        "refresh_refused": None,  # filled in with the interval in force (refusal_state)
-    }
+    return TokenState(
+        refresh_token="held" if rotation.refresh_token is not None else "none",
+        generation=rotation.generation,
+        refresh_token_issued_at=_iso(rotation.refresh_issued_at),
+        refresh_token_last_used_at=_iso(rotation.refresh_last_used_at),
+        last_refresh_at=_iso(rotation.last_refresh_at),
+        refreshes=rotation.refreshes,
+        access_tokens={r: {"expires_at": _iso(a["expires_at"]), "scope": a["scope"]}
+                       for r, a in rotation.access.items()},
+        interrupted_attempt=bool(rotation.pending),
+        last_failure=({**failure, "at": _iso(failure["at"]),
+                       "refused_since": _iso(failure.get("refused_since"))}
+                      if failure else None),
+        refresh_refused=refresh_refused,
+    )
 
 
 def refusal_state(refused_since: datetime | str | None, status: str,
@@ -68,18 +116,18 @@ def refusal_state(refused_since: datetime | str | None, status: str,
     return {"since": since.isoformat(), "counts_from": (since + interval).isoformat()}
 
 
-def grant_summary(grant: ConsentGrant) -> dict[str, Any]:
-    return {
-        "mailbox": grant.mailbox, "client": grant.client_name, "protocols": grant.protocols,
-        "scopes": grant.scopes,
+def grant_summary(grant: ConsentGrant) -> GrantSummary:
+    return GrantSummary(
+        mailbox=grant.mailbox, client=grant.client_name, protocols=grant.protocols,
+        scopes=grant.scopes,
         # which resource each token is for: DoD mail scopes may name either of two
-        "resources": {r: resource_url(s) for r, s in grant.scopes.items()},
-        "status": grant.status, "status_reason": grant.status_reason,
-        "method": grant.method, "granted_at": _iso(grant.granted_at),
-        "granted_by": grant.granted_by,
-        "signed_in": grant.signed_in or not_checked(NOT_CHECKED_BEFORE),
-        "probes": {p: {**r, "at": _iso(r["at"])} for p, r in grant.probes.items()},
-    }
+        resources={r: resource_url(s) for r, s in grant.scopes.items()},
+        status=grant.status, status_reason=grant.status_reason,
+        method=grant.method, granted_at=_iso(grant.granted_at),
+        granted_by=grant.granted_by,
+        signed_in=grant.signed_in or not_checked(NOT_CHECKED_BEFORE),
+        probes={p: {**r, "at": _iso(r["at"])} for p, r in grant.probes.items()},
+    )
 
 
 @dataclass(eq=False)
@@ -133,7 +181,7 @@ class GrantService:
         self, *, client: str, mailbox: str, protocols: tuple[str, ...],
         refresh_token: SecretValue, scopes: tuple[str, ...] | None = None,
         granted_at: datetime | None = None,
-    ) -> dict[str, Any]:
+    ) -> GrantSummary:
         mailbox = check_mailbox(mailbox)
         crow = self.clients.client_row(client)
         self.core.broker.record.subject.update({"client": crow.name, "mailbox": mailbox})
@@ -196,7 +244,7 @@ class GrantService:
 
     @use_case("grant add-app")
     def add_app_grant(self, *, client: str, mailbox: str, protocols: tuple[str, ...],
-                      scopes: tuple[str, ...] | None = None) -> dict[str, Any]:
+                      scopes: tuple[str, ...] | None = None) -> GrantSummary:
         """Record that an app reaches a mailbox app-only (client credentials): in Exchange, a
         service principal of the Enterprise Application with permission on the mailbox."""
         mailbox = check_mailbox(mailbox)
@@ -222,19 +270,18 @@ class GrantService:
         return [grant_listing(r, interval) for r in rows]
 
     @use_case("grant show")
-    def show_grant(self, mailbox: str, *, client: str | None = None) -> dict[str, Any]:
+    def show_grant(self, mailbox: str, *, client: str | None = None) -> GrantSummary:
         row = self.grant_row(mailbox, client)
         grant = self.core.load_grant(row.grant_uuid)
         rotation: TokenRotation = self.core.load(UUID(row.rotation_uuid))
-        tokens = rotation_summary(rotation)
-        tokens["refresh_refused"] = refusal_state(rotation.refused_since, grant.status,
-                                                  self.refusal_interval())
-        return {**grant_summary(grant), "tokens": tokens}
+        tokens = rotation_summary(rotation, refusal_state(rotation.refused_since, grant.status,
+                                                          self.refusal_interval()))
+        return replace(grant_summary(grant), tokens=tokens)
 
     @use_case("grant revoke")
     def revoke(
         self, mailbox: str, *, reason: str, client: str | None = None, purge: bool = False
-    ) -> dict[str, Any]:
+    ) -> RevokedGrant:
         """Revoke at the provider where it can be done (RFC 7009, Google), then in the vault
         (the grant revoked, its tokens discarded; with `purge`, its data key destroyed)."""
         from adapters.errors import AdapterError
@@ -252,11 +299,9 @@ class GrantService:
                 at_provider = f"revoking at the provider failed ({e}); revoke it there by hand"
         self.core.broker.record.detail["at_provider"] = bool(at_provider and "failed" not in at_provider)
         result = self._revoke_in_vault(row, reason=reason, purge=purge)
-        if at_provider:
-            result["provider_revocation"] = at_provider
-        return result
+        return replace(result, provider_revocation=at_provider) if at_provider else result
 
-    def _revoke_in_vault(self, row: GrantRow, *, reason: str, purge: bool) -> dict[str, Any]:
+    def _revoke_in_vault(self, row: GrantRow, *, reason: str, purge: bool) -> RevokedGrant:
         self.core.broker.record.detail.update({"reason": reason, "purged": purge})
 
         def attempt() -> ConsentGrant:
@@ -289,9 +334,9 @@ class GrantService:
         if purge:
             self.core.keyring.forget([row.grant_uuid, row.rotation_uuid])
             self.core.wipe_freed_pages()
-        return {"mailbox": grant.mailbox, "client": grant.client_name, "revoked": True,
-                "purged": purge,
-                "provider_revocation": PROVIDER_REVOCATION_ADVICE.get(row.provider, "")}
+        return RevokedGrant(mailbox=grant.mailbox, client=grant.client_name, revoked=True,
+                            purged=purge,
+                            provider_revocation=PROVIDER_REVOCATION_ADVICE.get(row.provider, ""))
 
 
 PROVIDER_REVOCATION_ADVICE = {

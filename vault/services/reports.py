@@ -380,7 +380,8 @@ class ReportService:
         if g_version:
             state = grant_summary(self.core.load(grant_id, g_version))
             if r_version:
-                state["tokens"] = rotation_summary(self.core.load(rotation_id, r_version))
+                state = dataclasses.replace(state, tokens=rotation_summary(self.core.load(
+                    rotation_id, r_version)))
         return History(kind="grant", subject=f"{row.mailbox} ({row.client_name})",
                        as_of=_iso_or_none(as_of),
                        total_events=len(grant_events) + (r_version or 0),
