@@ -120,6 +120,9 @@ def test_clients_discovers_a_custom_provider_through_the_one_http_client(
     shown = clients.show_client("corp")
     assert shown.endpoints["token_url"] == f"{ISSUER}/token"
     assert SECRET not in to_json(shown) and SECRET not in repr(shown)
+    revealed = clients.show_client("corp", reveal_secret=True)
+    assert revealed.secret.reveal() == SECRET  # a SecretValue: redacted until revealed
+    assert SECRET not in to_json(revealed) and SECRET not in repr(revealed)
 
 
 def test_grants_import_and_list(core, providers) -> None:
