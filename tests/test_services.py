@@ -168,7 +168,7 @@ def test_probes_need_a_known_mail_server(core, providers) -> None:
 
 def test_keys_list_the_keyslots(core) -> None:
     (slot,) = KeyService(core).list_keyslots()
-    assert (slot["kind"], slot["label"]) == ("keyfile", "test")
+    assert (slot.kind, slot.label) == ("keyfile", "test")
 
 
 def test_audit_log_holds_every_use_case(core, providers) -> None:

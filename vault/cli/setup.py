@@ -81,8 +81,8 @@ def key_list(state: CliContext, fmt: str, as_json: bool) -> None:
     slots = state.app().keys.list_keyslots()
     emit(slots, chosen_format(fmt, as_json), lambda data: table(
         None, ["ID", "KIND", "LABEL", "KDF", "CREATED", "IN USE"],
-        [[s["id"], s["kind"], s["label"], s["kdf"], s["created_at"][:10],
-          "yes" if s["used_now"] else ""] for s in data]))
+        [[s.id, s.kind, s.label, s.kdf, s.created_at[:10], "yes" if s.used_now else ""]
+         for s in data]))
 
 
 @key.command("add-passphrase")
@@ -99,7 +99,7 @@ def key_add_passphrase(state: CliContext, label: str, kdf: str,
     app = state.app()
     material = new_passphrase("VAULT_NEW_PASSPHRASE", new_passphrase_file, "New passphrase")
     slot = app.keys.add_keyslot(material, label=label, kdf=kdf)
-    say(f"Added keyslot {slot['id']} ({slot['kdf']})")
+    say(f"Added keyslot {slot.id} ({slot.kdf})")
 
 
 @key.command("add-keyfile")
@@ -124,7 +124,7 @@ def key_add_keyfile(state: CliContext, path: str, label: str) -> None:
     except BaseException:
         os.unlink(path)
         raise
-    say(f"Added keyslot {slot['id']}; key file written to {path}")
+    say(f"Added keyslot {slot.id}; key file written to {path}")
 
 
 @key.command("remove")
@@ -133,8 +133,7 @@ def key_add_keyfile(state: CliContext, path: str, label: str) -> None:
 def key_remove(state: CliContext, slot_id: int) -> None:
     """Remove keyslot SLOT_ID (the last keyslot cannot be removed)."""
     result = state.app().keys.remove_keyslot(slot_id)
-    say(f"Removed keyslot {result['removed']}; remaining: "
-        f"{', '.join(map(str, result['remaining']))}")
+    say(f"Removed keyslot {result.removed}; remaining: {', '.join(map(str, result.remaining))}")
     say("This is not revocation: the root key is unchanged, so the removed key file or "
         "passphrase still opens any earlier copy of the database, and with it what is "
         "written from now on. `vault key rotate` gives a new root key (existing data keys "
@@ -153,7 +152,7 @@ def key_passwd(state: CliContext, kdf: str | None, new_passphrase_file: str | No
     app = state.app()
     material = new_passphrase("VAULT_NEW_PASSPHRASE", new_passphrase_file, "New passphrase")
     result = app.keys.change_passphrase(material, kdf=kdf)
-    say(f"Passphrase of keyslot {result['slot']} changed ({result['kdf']})")
+    say(f"Passphrase of keyslot {result.slot} changed ({result.kdf})")
 
 
 @key.command("rotate")
@@ -176,11 +175,10 @@ def key_rotate(state: CliContext, other_key_file: tuple[str, ...],
     app = state.app()
     result = app.keys.rotate_root_key(other_materials(other_key_file, other_passphrase_file),
                                       drop=drop_slot)
-    say(f"Root key rotated to term {result['root_term']}: "
-        f"{result['data_keys_rewrapped']} data keys rewrapped, keyslots "
-        f"{', '.join(map(str, result['keyslots']))}"
-        + (f"; dropped {', '.join(map(str, result['dropped']))}" if result["dropped"]
-           else ""))
+    say(f"Root key rotated to term {result.root_term}: "
+        f"{result.data_keys_rewrapped} data keys rewrapped, keyslots "
+        f"{', '.join(map(str, result.keyslots))}"
+        + (f"; dropped {', '.join(map(str, result.dropped))}" if result.dropped else ""))
 
 
 @click.group()

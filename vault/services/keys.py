@@ -12,7 +12,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any
 
 from adapters import crypto
 from adapters.keyslots import (
@@ -33,10 +32,42 @@ from vault.core import VaultCore, use_case
 from vault.errors import BadInput, NotFound, VaultError
 
 
-def slot_summary(slot: Keyslot, unlocked_with: Keyslot) -> dict[str, Any]:
-    return {"id": slot.slot_id, "kind": slot.kind, "label": slot.label,
-            "kdf": slot.kdf_description(), "created_at": slot.created_at,
-            "used_now": slot.slot_id == unlocked_with.slot_id}
+@dataclass(frozen=True)
+class KeyslotSummary:
+    """A keyslot as `key list` shows it (adapters.keyslots.Keyslot holds its wrapped key)."""
+
+    id: int
+    kind: str
+    label: str
+    kdf: str
+    created_at: str
+    used_now: bool  # it unlocked the vault for this command
+
+
+@dataclass(frozen=True)
+class RemovedKeyslot:
+    removed: int
+    remaining: list[int]
+
+
+@dataclass(frozen=True)
+class ChangedPassphrase:
+    slot: int
+    kdf: str
+
+
+@dataclass(frozen=True)
+class RootKeyRotation:
+    root_term: int
+    data_keys_rewrapped: int
+    keyslots: list[int]
+    dropped: list[int]  # keyslots removed instead of rewrapped
+
+
+def slot_summary(slot: Keyslot, unlocked_with: Keyslot) -> KeyslotSummary:
+    return KeyslotSummary(id=slot.slot_id, kind=slot.kind, label=slot.label,
+                          kdf=slot.kdf_description(), created_at=slot.created_at,
+                          used_now=slot.slot_id == unlocked_with.slot_id)
 
 
 @dataclass(eq=False)
@@ -54,11 +85,12 @@ class KeyService:
         self.core.wipe_freed_pages()  # the old wraps of a removed or changed keyslot
 
     @use_case("key list")
-    def list_keyslots(self) -> list[dict[str, Any]]:
+    def list_keyslots(self) -> list[KeyslotSummary]:
         return [slot_summary(s, self.core.unlocked_with) for s in self.core.header.keyslots]
 
     @use_case("key add")
-    def add_keyslot(self, material: UnlockMaterial, *, label: str, kdf: str = "moderate") -> dict:
+    def add_keyslot(self, material: UnlockMaterial, *, label: str,
+                    kdf: str = "moderate") -> KeyslotSummary:
         if kdf not in KDF_PROFILES:
             raise BadInput(f"--kdf must be one of {', '.join(KDF_PROFILES)}")
         self.core.broker.record.action = f"key add-{material.kind}"
@@ -73,7 +105,7 @@ class KeyService:
         return slot_summary(slot, self.core.unlocked_with)
 
     @use_case("key remove")
-    def remove_keyslot(self, slot_id: int) -> dict[str, Any]:
+    def remove_keyslot(self, slot_id: int) -> RemovedKeyslot:
         slots = [s for s in self.core.header.keyslots if s.slot_id != slot_id]
         if len(slots) == len(self.core.header.keyslots):
             raise NotFound(f"no keyslot {slot_id} (see `vault key list`)")
@@ -82,10 +114,10 @@ class KeyService:
                              "opened again")
         self.core.broker.record.detail.update({"slot": slot_id})
         self._replace_header(replace(self.core.header, keyslots=tuple(slots)), self.core.root)
-        return {"removed": slot_id, "remaining": [s.slot_id for s in slots]}
+        return RemovedKeyslot(removed=slot_id, remaining=[s.slot_id for s in slots])
 
     @use_case("key passwd")
-    def change_passphrase(self, new: Passphrase, *, kdf: str | None = None) -> dict[str, Any]:
+    def change_passphrase(self, new: Passphrase, *, kdf: str | None = None) -> ChangedPassphrase:
         """Rewrap the root key in the passphrase slot that opened the vault; nothing else moves."""
         old = self.core.unlocked_with
         if old.kind != "passphrase":
@@ -97,12 +129,12 @@ class KeyService:
         self.core.broker.record.detail.update({"slot": slot.slot_id, "kdf": profile})
         self._replace_header(replace(self.core.header, keyslots=slots), self.core.root)
         self.core.unlocked_with, self.core.unlock_material = slot, new
-        return {"slot": slot.slot_id, "kdf": slot.kdf_description()}
+        return ChangedPassphrase(slot=slot.slot_id, kdf=slot.kdf_description())
 
     @use_case("key rotate")
     def rotate_root_key(
         self, others: list[UnlockMaterial], *, drop: tuple[int, ...] = ()
-    ) -> dict[str, Any]:
+    ) -> RootKeyRotation:
         new_root = RootKey(term=self.core.root.term + 1, key=crypto.new_key())
         new_header = replace(self.core.header, root_term=new_root.term)
         materials = [self.core.unlock_material, *others]
@@ -134,8 +166,8 @@ class KeyService:
         self.core.root = new_root
         self.core.keyring.root = new_root
         self.core.unlocked_with = next(s for s in slots if s.slot_id == self.core.unlocked_with.slot_id)
-        return {"root_term": new_root.term, "data_keys_rewrapped": rewrapped[0],
-                "keyslots": [s.slot_id for s in slots], "dropped": dropped}
+        return RootKeyRotation(root_term=new_root.term, data_keys_rewrapped=rewrapped[0],
+                               keyslots=[s.slot_id for s in slots], dropped=dropped)
 
 
 def _profile_of(slot: Keyslot) -> str:
