@@ -173,7 +173,7 @@ def test_keys_list_the_keyslots(core) -> None:
 
 def test_audit_log_holds_every_use_case(core, providers) -> None:
     _with_grant(core, providers)
-    actions = [e["action"] for e in AuditService(core).audit_log()]
+    actions = [e.action for e in AuditService(core).audit_log()]
     assert actions == ["init", "client add", "grant import"]
 
 

@@ -32,9 +32,9 @@ def audit_log(state: CliContext, limit: int, fmt: str, as_json: bool) -> None:
     entries = state.app().audit.audit_log(limit=limit or None)
     emit(entries, chosen_format(fmt, as_json), lambda data: table(
         None, ["SEQ", "AT", "USER", "HOST", "ACTION", "SUBJECT", "OUTCOME", "DETAIL"],
-        [[e["seq"], e["at"][:19], e.get("user"), e.get("host"), e["action"],
-          " ".join(f"{k}={v}" for k, v in e["subject"].items()), e["outcome"],
-          " ".join(f"{k}={v}" for k, v in e["detail"].items())] for e in data]))
+        [[e.seq, e.at[:19], e.user, e.host, e.action,
+          " ".join(f"{k}={v}" for k, v in e.subject.items()), e.outcome,
+          " ".join(f"{k}={v}" for k, v in e.detail.items())] for e in data]))
 
 
 @audit.command("verify")
@@ -97,12 +97,12 @@ def audit_checkpoint(state: CliContext, export_file: str, force: bool) -> None:
 
     if export_file != "-":
         check_output(export_file, force=force, **CHECKPOINT_FILE)  # before any work
-    text, size = state.app().audit.export_checkpoint()
+    checkpoint = state.app().audit.export_checkpoint()
     if export_file == "-":
-        say(text, nl=False, lines=True)
+        say(checkpoint.text, nl=False, lines=True)
         return
-    write_atomically(export_file, text, 0o644, force=force, **CHECKPOINT_FILE)
-    say(f"checkpoint of {size} entries written to {export_file}")
+    write_atomically(export_file, checkpoint.text, 0o644, force=force, **CHECKPOINT_FILE)
+    say(f"checkpoint of {checkpoint.size} entries written to {export_file}")
 
 
 @click.group()

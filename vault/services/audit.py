@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from adapters.errors import IntegrityViolation
@@ -27,19 +27,59 @@ CHECKPOINT_FILE = {"what": "checkpoint",
                    "written_by_vault": starts_with(CHECKPOINT_FILE_HEADER.encode() + b"\n")}
 
 
+def _actor() -> Any:
+    return field(default=None, metadata={"omit_if_none": True})
+
+
+@dataclass(frozen=True, kw_only=True)
+class AuditEntry:
+    """An entry of the audit log, decrypted: its fields in the order the entry stores them
+    (sorted). Who acted is what vault.audit.os_actor recorded: entries written before it
+    recorded `uid` have none, and `sudo_user` is there only under sudo."""
+
+    seq: int
+    action: str
+    at: str
+    detail: dict[str, Any]  # what the use case recorded: its own keys
+    host: str | None = _actor()
+    outcome: str
+    pid: int | None = _actor()
+    subject: dict[str, str]  # client, mailbox
+    sudo_user: str | None = _actor()
+    uid: int | None = _actor()
+    user: str | None = _actor()
+
+    @classmethod
+    def of(cls, seq: int, content: dict[str, Any]) -> AuditEntry:
+        # a key a later vault version may add is not one this version shows
+        return cls(seq=seq, **{k: v for k, v in content.items() if k in _ENTRY_FIELDS})
+
+
+_ENTRY_FIELDS = {f.name for f in fields(AuditEntry)} - {"seq"}
+
+
+@dataclass(frozen=True)
+class ExportedCheckpoint:
+    """The signed head of the audit log as a checkpoint file's text, and how many entries it
+    covers."""
+
+    text: str
+    size: int
+
+
 @dataclass(eq=False)
 class AuditService:
     core: VaultCore
 
     @use_case("audit log")
-    def audit_log(self, *, limit: int | None = 100, after_seq: int = 0) -> list[dict[str, Any]]:
+    def audit_log(self, *, limit: int | None = 100, after_seq: int = 0) -> list[AuditEntry]:
         """Decrypted entries, oldest first (the last `limit` of them). Verifies the chain first:
         an entry shown from a tampered log would be worse than none."""
         if limit is not None and limit < 1:
             raise BadInput("--limit takes a number >= 1")
         _, selected = self.verified_audit_rows(lambda row: row.seq > after_seq, last=limit)
         key = self.core.keyring.key(AUDIT_KEY_ID)
-        entries = [{"seq": row.seq, **decrypt_entry(key, self.core.header.vault_id, row)}
+        entries = [AuditEntry.of(row.seq, decrypt_entry(key, self.core.header.vault_id, row))
                    for row in selected]
         self.core.broker.record.detail.update({"entries_shown": len(entries)})
         return entries
@@ -71,11 +111,12 @@ class AuditService:
         return checkpoint, list(picked)
 
     @use_case("audit checkpoint")
-    def export_checkpoint(self, trusted: TrustedCheckpoint | None = None) -> tuple[str, int]:
+    def export_checkpoint(self, trusted: TrustedCheckpoint | None = None) -> ExportedCheckpoint:
         """The signed head of a log that verifies (and extends `trusted`, a checkpoint exported
         earlier), with the public key this unlock authenticated (the header's MAC covers it), to
         keep elsewhere as a trusted checkpoint."""
         checkpoint, _ = self.verified_audit_rows(trusted=trusted)
         self.core.broker.record.detail.update({"size": checkpoint.size})
-        return (export_checkpoint(self.core.header.vault_id, self.core.header.audit_public_key, checkpoint),
-                checkpoint.size)
+        return ExportedCheckpoint(export_checkpoint(self.core.header.vault_id,
+                                                    self.core.header.audit_public_key, checkpoint),
+                                  checkpoint.size)

@@ -204,9 +204,9 @@ class MaintenanceService:
     def _checkpoint(self, plan: MaintainPlan,
                     previous: TrustedCheckpoint | None) -> tuple[str, dict[str, Any]]:
         path = self._checkpoint_path(plan, self.core.header.vault_id)
-        text, size = self.audit.export_checkpoint(previous)
-        write_atomically(path, text, 0o644, force=plan.force, **CHECKPOINT_FILE)
-        return f"{size} entries, written to {path}", {"size": size}
+        checkpoint = self.audit.export_checkpoint(previous)
+        write_atomically(path, checkpoint.text, 0o644, force=plan.force, **CHECKPOINT_FILE)
+        return f"{checkpoint.size} entries, written to {path}", {"size": checkpoint.size}
 
     def rebuilt_views(self, progress: Progress | None = None,
                       load: Callable[[UUID], Any] | None = None) -> tuple[list[ViewChange],
