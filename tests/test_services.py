@@ -231,5 +231,5 @@ def test_importers_register_the_app_once_and_import_each_mailbox(core, providers
                         refresh_token=SecretValue(f"1//0g-{m}"), protocols=("imap",))
                 for m in ("a@example.test", "b@example.test")]
     results = importers.import_accounts(accounts)
-    assert [r["outcome"] for r in results] == ["imported", "imported"]
+    assert [r.outcome for r in results] == ["imported", "imported"]
     assert len(clients.list_clients()) == 1

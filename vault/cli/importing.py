@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from vault.cli.inputs import read_secret
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
 from vault.errors import BadInput
 from vault.render.tables import emit, table
+
+if TYPE_CHECKING:
+    from vault.services.importers import ImportOutcome
 
 
 def register(cli: click.Group) -> None:
@@ -20,13 +25,13 @@ def import_group() -> None:
     when the vault already has that app) plus a grant whose history starts now."""
 
 
-def _finish(results: list[dict], fmt: str, as_json: bool) -> None:
-    def render(rows: list[dict]) -> None:
+def _finish(results: list[ImportOutcome], fmt: str, as_json: bool) -> None:
+    def render(rows: list[ImportOutcome]) -> None:
         table(None, ["MAILBOX", "CLIENT", "OUTCOME", "DETAIL"],
-              [[r["mailbox"], r["client"] or "", r["outcome"], r["detail"] or ""] for r in rows])
+              [[r.mailbox, r.client or "", r.outcome, r.detail or ""] for r in rows])
 
     emit(results, chosen_format(fmt, as_json), render)
-    if any(r["outcome"] == "skipped" for r in results):
+    if any(r.outcome == "skipped" for r in results):
         raise click.exceptions.Exit(1)
 
 

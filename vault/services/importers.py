@@ -5,8 +5,8 @@ already granted under that client is reported and left alone."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from adapters.errors import AdapterError, IntegrityViolation
 from adapters.other_tools import Account
@@ -19,6 +19,17 @@ if TYPE_CHECKING:
     from vault.services.grants import GrantService
 
 
+@dataclass(frozen=True)
+class ImportOutcome:
+    """One account: `outcome` imported, exists (left as it is) or skipped (`detail` says why);
+    `client` the vault's client it is (or was already) under."""
+
+    mailbox: str
+    client: str | None
+    outcome: str
+    detail: str | None
+
+
 @dataclass(eq=False)
 class ImportService:
     core: VaultCore
@@ -27,7 +38,7 @@ class ImportService:
 
     @use_case("import")
     def import_accounts(self, accounts: list[Account], *,
-                        client: str | None = None) -> list[dict[str, Any]]:
+                        client: str | None = None) -> list[ImportOutcome]:
         apps = {(a.provider, a.client_id, a.tenant) for a in accounts if not a.problem}
         if client and len(apps) > 1:
             raise BadInput(f"the accounts use {len(apps)} different apps: leave out --client "
@@ -37,18 +48,18 @@ class ImportService:
                                "accounts": len(accounts)})
         results = []
         for account in accounts:
-            row = {"mailbox": account.mailbox, "client": None, "outcome": "skipped",
-                   "detail": account.problem}
+            row = ImportOutcome(mailbox=account.mailbox, client=None, outcome="skipped",
+                                detail=account.problem)
             if account.problem is None:
                 with self.core.broker.item(mailbox=account.mailbox):
                     try:
-                        row.update(self._import_one(account, client))
+                        row = self._import_one(account, client)
                     except (AdapterError, IntegrityViolation):
                         raise  # the store or the world failed, not this account
                     except VaultError as e:
-                        row["detail"] = str(e)
+                        row = replace(row, detail=str(e))
             results.append(row)
-        outcomes = Counter(r["outcome"] for r in results)
+        outcomes = Counter(r.outcome for r in results)
         summary.detail.update({k: outcomes[k] for k in ("imported", "exists", "skipped")})
         if outcomes["skipped"]:
             summary.outcome = "failed"  # as the exit code says
@@ -75,15 +86,15 @@ class ImportService:
                                 endpoints=account.endpoints or None)
         return name, True
 
-    def _import_one(self, account: Account, wanted: str | None) -> dict[str, Any]:
+    def _import_one(self, account: Account, wanted: str | None) -> ImportOutcome:
         name, created = self._client_for(account, wanted)
         if self.core.reads.grants_of(self.clients.client_row(name).client_uuid, account.mailbox):
-            return {"client": name, "outcome": "exists",
-                    "detail": "already granted under this client: left as it is"}
+            return ImportOutcome(mailbox=account.mailbox, client=name, outcome="exists",
+                                 detail="already granted under this client: left as it is")
         assert account.refresh_token is not None
         self.grants.import_grant(client=name, mailbox=account.mailbox, protocols=account.protocols,
                                  refresh_token=account.refresh_token,
                                  scopes=account.scopes if account.provider != "google" else None)
-        return {"client": name, "outcome": "imported",
-                "detail": f"{'new' if created else 'existing'} client; "
-                          f"protocols {','.join(account.protocols)}"}
+        return ImportOutcome(mailbox=account.mailbox, client=name, outcome="imported",
+                             detail=f"{'new' if created else 'existing'} client; "
+                                    f"protocols {','.join(account.protocols)}")
