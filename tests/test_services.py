@@ -220,7 +220,7 @@ def test_maintenance_runs_its_steps(core, providers) -> None:
 def test_backups_write_a_proven_copy(core, providers, tmp_path: Path) -> None:
     _with_grant(core, providers)
     result = BackupService(core).backup(tmp_path / "vault.backup")
-    assert result["aggregates"] == 3 and (tmp_path / "vault.backup").exists()
+    assert result.aggregates == 3 and (tmp_path / "vault.backup").exists()
 
 
 def test_importers_register_the_app_once_and_import_each_mailbox(core, providers) -> None:

@@ -7,6 +7,7 @@ import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 import click
@@ -16,6 +17,9 @@ from vault.errors import BadInput
 from vault.render.tables import emit
 from vault.render.text import say
 
+if TYPE_CHECKING:
+    from vault.services.backups import BackupProof
+
 
 def register(cli: click.Group) -> None:
     cli.add_command(backup)
@@ -24,17 +28,16 @@ def register(cli: click.Group) -> None:
 
 
 def _render(verb: str, where: str):
-    def render(data: dict) -> None:
-        tables = data["tables"]
-        say(f"{verb} {where}: {tables['stored_events']} events, "
-            f"{data['aggregates']} aggregates ({data['purged']} purged), "
-            f"{data['audit_entries']} audit entries")
-        views = ("read models match the events" if not data["stale"]
-                 else "read models rebuilt from the events" if data.get("warnings")
+    def render(data: BackupProof) -> None:
+        say(f"{verb} {where}: {data.tables['stored_events']} events, "
+            f"{data.aggregates} aggregates ({data.purged} purged), "
+            f"{data.audit_entries} audit entries")
+        views = ("read models match the events" if not data.stale
+                 else "read models rebuilt from the events" if data.warnings
                  else "read models differ from the events (see the warning)")
         say("proof: every table identical to the snapshot copied, audit log verified, "
             f"unlocks to the same state, {views}")
-        for warning in data.get("warnings", []):
+        for warning in data.warnings or []:
             say(f"vault: warning: {warning}", err=True)
 
     return render

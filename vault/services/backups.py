@@ -6,7 +6,7 @@ purged). Nothing is decrypted to be copied."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -31,6 +31,23 @@ from vault.errors import BadInput
 if TYPE_CHECKING:
     from vault.bootstrap import Vault
     from vault.services.maintenance import MaintenanceService
+
+
+@dataclass(frozen=True, kw_only=True)
+class BackupProof:
+    """What proves a copy (backup, migration, restore): where it went (`file` or `to`), its rows
+    per table, its verified audit entries, its aggregates (and how many of them are purged), the
+    read models that were not what its events give (`stale`), and `warnings` for the admin when
+    the copy's read models were rebuilt."""
+
+    file: str | None = field(default=None, metadata={"omit_if_none": True})
+    to: str | None = field(default=None, metadata={"omit_if_none": True})
+    tables: dict[str, int]
+    audit_entries: int
+    aggregates: int
+    purged: int
+    stale: list[str]
+    warnings: list[str] | None = field(default=None, metadata={"omit_if_none": True})
 
 
 def aggregate_states(app: VaultCore, loaded: dict[UUID, Any] | None = None) -> dict[UUID, Any]:
@@ -92,7 +109,7 @@ STALE_VIEWS = ("its read models ({}) were not what its events give (edited outsi
 
 
 def prove_copy(source: VaultCore, target: Store,
-               digests: dict[str, tuple[int, str]]) -> tuple[dict[str, Any], Vault]:
+               digests: dict[str, tuple[int, str]]) -> tuple[BackupProof, Vault]:
     """The copy in `target` equals the snapshot `digests` describe, verifies, and unlocks (with
     the source's key) to the source's state; the proof also names the read models that are not
     what the events give (`stale`). Returns the proof and the unlocked copy (which now owns
@@ -117,24 +134,26 @@ def prove_copy(source: VaultCore, target: Store,
     except BaseException:
         copy.close()
         raise
-    return {"tables": {t: count for t, (count, _) in copied.items()}, "audit_entries": entries,
-            "aggregates": len(states),
-            "purged": sum(1 for s in states.values() if s == "purged"), "stale": stale}, copy
+    return BackupProof(tables={t: count for t, (count, _) in copied.items()},
+                       audit_entries=entries, aggregates=len(states),
+                       purged=sum(1 for s in states.values() if s == "purged"),
+                       stale=stale), copy
 
 
-def rebuild_if_stale(copy: MaintenanceService, proof: dict[str, Any], what: str) -> None:
+def rebuild_if_stale(copy: MaintenanceService, proof: BackupProof, what: str) -> BackupProof:
     """A copy that becomes a vault (restore, migrate) gets its read models from its events (a
-    copy of a vault from before sealed rows is upgraded, which rebuilds them)."""
+    copy of a vault from before sealed rows is upgraded, which rebuilds them); the proof then
+    says so."""
     if not copy.core.header.row_macs:
         copy.upgrade()
-        proof["stale"] = list(VIEW_TABLES)
-        proof["warnings"] = [f"{what}: written by an earlier vault version, before read models "
-                             "and settings were sealed; upgraded, read models rebuilt from the "
-                             "events"]
-    elif proof["stale"]:
+        return replace(proof, stale=list(VIEW_TABLES), warnings=[
+            f"{what}: written by an earlier vault version, before read models and settings were "
+            "sealed; upgraded, read models rebuilt from the events"])
+    if proof.stale:
         copy.rebuild_projections()
-        proof["warnings"] = [f"{what}: " + STALE_VIEWS.format(", ".join(proof["stale"]))
-                             + "; rebuilt from the events"]
+        return replace(proof, warnings=[f"{what}: " + STALE_VIEWS.format(", ".join(proof.stale))
+                                        + "; rebuilt from the events"])
+    return proof
 
 
 @dataclass(eq=False)
@@ -142,7 +161,7 @@ class BackupService:
     core: VaultCore
 
     @use_case("backup")
-    def backup(self, path: Path, force: bool = False) -> dict[str, Any]:
+    def backup(self, path: Path, force: bool = False) -> BackupProof:
         """A consistent, still encrypted copy in one file (SQLite's online backup API, or a
         REPEATABLE READ snapshot of PostgreSQL), proven before it replaces `path`."""
         if self.core.store.holds(path):
@@ -152,20 +171,20 @@ class BackupService:
             with staged_backup(self.core.store, path, force) as (staged, digests):
                 proof, copy = prove_copy(self.core, staged, digests)
                 copy.close()
-            if proof["stale"]:  # the backup holds the events; a restore rebuilds from them
+            if proof.stale:  # the backup holds the events; a restore rebuilds from them
                 self.core.warnings.append(
-                    "this vault: " + STALE_VIEWS.format(", ".join(proof["stale"]))
+                    "this vault: " + STALE_VIEWS.format(", ".join(proof.stale))
                     + "; run `vault admin rebuild-projections` (a restore rebuilds them anyway)")
         except IntegrityViolation as e:
             raise IntegrityViolation(f"{e}; the unproven copy was discarded and {path} was "
                                      "left as it was") from None
-        self.core.broker.record.detail.update({"file": str(path), "events": proof["tables"][
-            "stored_events"], "audit_entries": proof["audit_entries"],
-            "stale_read_models": proof["stale"]})
-        return {"file": str(path), **proof}
+        self.core.broker.record.detail.update({"file": str(path), "events": proof.tables[
+            "stored_events"], "audit_entries": proof.audit_entries,
+            "stale_read_models": proof.stale})
+        return replace(proof, file=str(path))
 
     @use_case("migrate")
-    def migrate(self, target: Store) -> dict[str, Any]:
+    def migrate(self, target: Store) -> BackupProof:
         """Copy every event, in order, with keys, audit log and read models, into the empty
         `target`; then prove it, and that the source did not move on meanwhile. The source is
         left as it was."""
@@ -177,27 +196,27 @@ class BackupService:
         try:  # unlike a backup (a point in time), the target replaces the source: lose nothing
             events, entries = written_since(self.core.store, target)
             if not (events or entries):
-                rebuild_if_stale(copy.maintenance, proof, "the source")
+                proof = rebuild_if_stale(copy.maintenance, proof, "the source")
         finally:
             copy.close()
         if events or entries:
             raise CopyFailed(f"{events} event(s) / {entries} audit entries were written to the "
                              "source during the copy: stop every writer (vault maintain timers, "
                              "vault token users), empty the target and run migrate again")
-        self.core.broker.record.detail.update({"events": proof["tables"]["stored_events"],
-                                               "rebuilt_read_models": proof["stale"]})
-        return {"to": target.description, **proof}
+        self.core.broker.record.detail.update({"events": proof.tables["stored_events"],
+                                               "rebuilt_read_models": proof.stale})
+        return replace(proof, to=target.description)
 
     @use_case("restore")
-    def record_restore(self, path: Path, proof: dict[str, Any]) -> None:
+    def record_restore(self, path: Path, proof: BackupProof) -> None:
         """The restore, in the restored vault's own audit log (after its read models are
         rebuilt, if they had to be, by a use case of their own)."""
-        self.core.broker.record.detail.update({"file": str(path), "events": proof["tables"][
-            "stored_events"], "audit_entries": proof["audit_entries"],
-            "rebuilt_read_models": proof["stale"]})
+        self.core.broker.record.detail.update({"file": str(path), "events": proof.tables[
+            "stored_events"], "audit_entries": proof.audit_entries,
+            "rebuilt_read_models": proof.stale})
 
 
-def restore(path: Path, open_target: Callable[[], Store], material_source) -> dict[str, Any]:
+def restore(path: Path, open_target: Callable[[], Store], material_source) -> BackupProof:
     """Restore the backup at `path` into an empty store (opened only once the backup has
     unlocked with the given key and its audit log verified). The copy is one transaction, then
     proven, its read models rebuilt from its events if they differ, and recorded in the restored
@@ -221,8 +240,8 @@ def restore(path: Path, open_target: Callable[[], Store], material_source) -> di
             raise IntegrityViolation(f"{e}; {target.description} now holds this unproven copy: "
                                      "inspect it, then empty it before restoring again") from None
     try:
-        rebuild_if_stale(restored.maintenance, proof, "the backup")
+        proof = rebuild_if_stale(restored.maintenance, proof, "the backup")
         restored.backups.record_restore(path, proof)
     finally:
         restored.close()
-    return {"file": str(path), **proof}
+    return replace(proof, file=str(path))
