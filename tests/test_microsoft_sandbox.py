@@ -138,8 +138,8 @@ def test_each_error_class_reaches_the_admin_with_its_advice(vault: Harness, sand
                         (65001, "consent is missing"), (53003, "Conditional Access")):
         fail_next(sandbox, code)
         (result,) = refresh_in_process(vault)
-        assert result["outcome"] == "failed" and words in result["error"], result
-        assert f"AADSTS{code}" in result["error"] and "trace id" in result["error"]
+        assert result.outcome == "failed" and words in result.error, result
+        assert f"AADSTS{code}" in result.error and "trace id" in result.error
     shown = json.loads(vault.ok("grant", "show", MAILBOX, "--json").out)
     # refusals seconds apart never mark a grant for re-consent: it is "refused once"
     assert shown["status"] == "active" and shown["tokens"]["refresh_refused"]
@@ -152,7 +152,7 @@ def test_transient_answers_are_retried_honouring_retry_after(vault: Harness, san
     fail_next(sandbox, status=503)
     sleeps: list[float] = []
     (result,) = refresh_in_process(vault, sleeps)
-    assert result["outcome"] == "refreshed"
+    assert result.outcome == "refreshed"
     assert sleeps[0] == 1.0  # Retry-After: 1
     assert 2.0 <= sleeps[1] <= 2.5  # exponential back-off
     events = json.loads(vault.ok("history", MAILBOX, "--json").out)["events"]
@@ -180,7 +180,7 @@ def test_invalid_grant_70000_is_retried_once_and_a_retry_that_works_clears_it(
     add_sandbox_client(vault, sandbox)
     consent(vault, sandbox)
     fail_next(sandbox, 70000)
-    assert refresh_in_process(vault)[0]["outcome"] == "refreshed"  # the retry worked
+    assert refresh_in_process(vault)[0].outcome == "refreshed"  # the retry worked
     shown = json.loads(vault.ok("grant", "show", MAILBOX, "--json").out)
     assert shown["status"] == "active" and shown["tokens"]["refresh_refused"] is None
 
@@ -199,7 +199,7 @@ def test_rotate_secret_verify_waits_for_a_new_secret_to_work(vault: Harness, san
     secrets = json.loads(vault.ok("client", "show", "demo", "--json").out)["secrets"]
     assert [(s["ref"], s["current"], s["retired_at"] is None) for s in secrets] == [
         ("s1", False, False), ("s2", True, True)]
-    assert refresh_in_process(vault)[0]["outcome"] == "refreshed"
+    assert refresh_in_process(vault)[0].outcome == "refreshed"
 
 
 def test_app_only_tokens_need_a_concrete_tenant(vault: Harness, sandbox) -> None:

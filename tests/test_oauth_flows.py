@@ -131,7 +131,7 @@ def test_a_grant_revoked_at_the_provider_breaks_after_a_second_refusal(vault: Ha
     ten_minutes_on = timedelta(minutes=10, seconds=5)
     with vault.app(clock=lambda: datetime.now(UTC) + ten_minutes_on, sleep=lambda seconds: None) as app:
         (outcome,) = app.tokens.refresh("bob@example.test")
-    assert "marked for re-consent" in outcome["error"]
+    assert "marked for re-consent" in outcome.error
     events = [e["event"] for e in json.loads(vault.ok(
         "history", "bob@example.test", "--json").out)["events"]]
     assert events[-7:] == ["RotationStarted", "RotationFailed", "RotationStarted",

@@ -96,7 +96,7 @@ def test_transient_codes_from_the_sandbox_are_retried_with_back_off(vault: Harne
     sleeps: list[float] = []
     with in_process(vault, sleeps=sleeps) as app:
         (result,) = app.tokens.refresh(MAILBOX)
-    assert result["outcome"] == "refreshed"  # the fourth attempt worked
+    assert result.outcome == "refreshed"  # the fourth attempt worked
     assert len(sleeps) == 3 and 1.0 <= sleeps[0] <= 1.5 and 2.0 <= sleeps[1] <= 2.5
     events = json.loads(vault.ok("history", MAILBOX, "--json").out)["events"]
     failures = [e["data"] for e in events if e["event"] == "RotationFailed"]
@@ -114,8 +114,8 @@ def test_a_transient_code_that_persists_is_reported_as_transient(vault: Harness,
     fail_next(sandbox, 90090, count=4)
     with in_process(vault) as app:
         (result,) = app.tokens.refresh(MAILBOX, due=False, everything=False)
-    assert result["outcome"] == "failed"
-    error = result["error"]
+    assert result.outcome == "failed"
+    error = result.error
     assert "a temporary problem at the provider (AADSTS90090)" in error
     assert "tried 4 times" in error and "nothing retries it until `vault refresh`" in error
     assert "app registration" not in error and "re-consent" not in error
@@ -132,8 +132,8 @@ def test_a_refusal_twice_within_one_command_leaves_the_grant_refused_once(vault:
     fail_next(sandbox, 70000, count=2)  # the refusal and its retry one second later
     with in_process(vault) as app:
         (result,) = app.tokens.refresh(MAILBOX)
-    assert result["outcome"] == "failed" and "refresh refused once" in result["error"]
-    assert "marked for re-consent" not in result["error"]
+    assert result.outcome == "failed" and "refresh refused once" in result.error
+    assert "marked for re-consent" not in result.error
     shown = grant_shown(vault)
     assert shown["status"] == "active" and shown["tokens"]["refresh_refused"]
 
@@ -192,14 +192,14 @@ def test_the_refusal_interval_is_a_shared_setting(vault: Harness, sandbox) -> No
     start = datetime.now(UTC)
     fail_next(sandbox, 70000, count=2)
     with in_process(vault, clock=lambda: start) as app:
-        assert app.tokens.refresh(MAILBOX)[0]["outcome"] == "failed"
+        assert app.tokens.refresh(MAILBOX)[0].outcome == "failed"
     fail_next(sandbox, 70000, count=2)
     with in_process(vault, clock=lambda: start + timedelta(minutes=11)) as app:
-        assert "refresh refused once" in app.tokens.refresh(MAILBOX)[0]["error"]
+        assert "refresh refused once" in app.tokens.refresh(MAILBOX)[0].error
     assert grant_shown(vault)["status"] == "active"
     fail_next(sandbox, 70000, count=2)
     with in_process(vault, clock=lambda: start + timedelta(minutes=30)) as app:
-        assert "marked for re-consent" in app.tokens.refresh(MAILBOX)[0]["error"]
+        assert "marked for re-consent" in app.tokens.refresh(MAILBOX)[0].error
     assert grant_shown(vault)["status"] == "needs-reconsent"
 
 
@@ -209,13 +209,13 @@ def test_a_success_between_two_refusals_starts_over(vault: Harness, sandbox) -> 
     start = datetime.now(UTC)
     fail_next(sandbox, 70000, count=2)
     with in_process(vault, clock=lambda: start) as app:
-        assert app.tokens.refresh(MAILBOX)[0]["outcome"] == "failed"
+        assert app.tokens.refresh(MAILBOX)[0].outcome == "failed"
     with in_process(vault, clock=lambda: start + timedelta(minutes=5)) as app:
-        assert app.tokens.refresh(MAILBOX)[0]["outcome"] == "refreshed"
+        assert app.tokens.refresh(MAILBOX)[0].outcome == "refreshed"
     assert grant_shown(vault)["tokens"]["refresh_refused"] is None
     fail_next(sandbox, 70000, count=2)
     with in_process(vault, clock=lambda: start + timedelta(minutes=12)) as app:
-        assert "refresh refused once" in app.tokens.refresh(MAILBOX)[0]["error"]
+        assert "refresh refused once" in app.tokens.refresh(MAILBOX)[0].error
     assert grant_shown(vault)["status"] == "active"
 
 
@@ -242,7 +242,7 @@ def test_a_closed_port_names_host_port_and_cause_and_what_happens_next(vault: Ha
     sleeps: list[float] = []
     with in_process(vault, sleeps=sleeps) as app:
         (forced,) = app.tokens.refresh(MAILBOX)
-    error = forced["error"]
+    error = forced.error
     assert f"the provider could not be reached at 127.0.0.1:{port} (connection refused)" in error
     assert f"tried 4 times, {sum(sleeps):.0f} s of back-off" in error and len(sleeps) == 3
     assert "nothing retries it until `vault refresh` runs again" in error
@@ -299,7 +299,7 @@ def test_an_untrusted_tls_certificate_is_named_and_not_retried(vault: Harness, t
         sleeps: list[float] = []
         with in_process(vault, sleeps=sleeps) as app:
             (result,) = app.tokens.refresh(MAILBOX)
-        error = result["error"]
+        error = result.error
         assert (f"the TLS connection to the provider failed at 127.0.0.1:{server.port} (TLS "
                 "failure: certificate not trusted (unable to get local issuer certificate))"
                 in error)
@@ -309,7 +309,7 @@ def test_an_untrusted_tls_certificate_is_named_and_not_retried(vault: Harness, t
         with in_process(vault) as app:
             (result,) = app.tokens.refresh(MAILBOX)
         assert (f"could not be reached at 127.0.0.1:{server.port} (the server closed the "
-                "connection without an HTTP answer)") in result["error"]
+                "connection without an HTTP answer)") in result.error
     finally:
         server.close()
 
@@ -445,10 +445,10 @@ def test_each_documented_code_reaches_the_admin_with_its_own_advice(vault: Harne
             fail_next(sandbox, code)
         with in_process(vault) as app:
             (result,) = app.tokens.refresh(MAILBOX)
-        assert result["outcome"] == "failed", (code, result)
-        assert f"{d.error_class.title} (AADSTS{code})" in result["error"], (code, result)
-        assert words in result["error"] and "trace id" in result["error"]
-        assert "Secret ID" not in result["error"]
+        assert result.outcome == "failed", (code, result)
+        assert f"{d.error_class.title} (AADSTS{code})" in result.error, (code, result)
+        assert words in result.error and "trace id" in result.error
+        assert "Secret ID" not in result.error
     # refusals seconds apart, whatever they were: the grant is still usable
     assert grant_shown(vault)["status"] == "active"
     assert vault.ok("token", MAILBOX).out.startswith("sbx-at.")

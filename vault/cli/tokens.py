@@ -68,10 +68,10 @@ def refresh(state: CliContext, mailbox: str | None, client_name: str | None, due
                                              progress=advance)
     emit(results, chosen_format(fmt, as_json), lambda data: table(
         None, ["MAILBOX", "CLIENT", "RESOURCE", "OUTCOME", "EXPIRES / ERROR"],
-        [[r["mailbox"], r["client"], r["resource"], r["outcome"],
-          r.get("expires_at", "")[:19] or r.get("error", "")] for r in data],
+        [[r.mailbox, r.client, r.resource, r.outcome, (r.expires_at or "")[:19] or r.error]
+         for r in data],
         empty="nothing was due"))
-    if any(r["outcome"] == "failed" for r in results):
+    if any(r.outcome == "failed" for r in results):
         raise click.exceptions.Exit(1)
 
 

@@ -126,9 +126,9 @@ class MaintenanceService:
 
     def _refresh_due(self, plan: MaintainPlan) -> tuple[str, dict[str, Any]]:
         results = self.tokens.refresh(due=True, keepalive_days=plan.keepalive_days)
-        count = {o: sum(r["outcome"] == o for r in results)
+        count = {o: sum(r.outcome == o for r in results)
                  for o in ("refreshed", "fresh", "failed")}
-        failed = [r["error"] for r in results if r["outcome"] == "failed"]
+        failed = [r.error for r in results if r.outcome == "failed"]
         summary = (f"{count['refreshed']} refreshed, {count['fresh']} already fresh, "
                    f"{count['failed']} failed"
                    + "".join(f"\n  {printable(f)}" for f in failed))  # a line each: shown

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
 
 from adapters.errors import AdapterError, IntegrityViolation
@@ -68,6 +68,19 @@ class AccessToken:
     resource: str
     mailbox: str
     refreshed: bool
+
+
+@dataclass(frozen=True)
+class RefreshOutcome:
+    """One resource of one grant: `outcome` refreshed, fresh (its token was still valid) or
+    failed; `expires_at` of its access token, or the `error`."""
+
+    mailbox: str
+    client: str
+    resource: str
+    outcome: str
+    expires_at: str | None = field(default=None, metadata={"omit_if_none": True})
+    error: str | None = field(default=None, metadata={"omit_if_none": True})
 
 
 @dataclass(eq=False)
@@ -237,7 +250,7 @@ class TokenService:
         everything: bool = False, keepalive_days: int = 14,
         min_valid: timedelta = DEFAULT_MIN_VALID,
         progress: Callable[[int, int, str], None] | None = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[RefreshOutcome]:
         """Refresh one grant, every grant, or those due: access tokens about to expire, and
         refresh tokens idle for `keepalive_days` (spread over a few days per grant, so a fleet
         of grants does not come due on the same night)."""
@@ -249,7 +262,7 @@ class TokenService:
             rows = [r for r in self.core.reads.models().grants if r.status == ACTIVE]
         self.core.broker.record.detail.update({"selection": mailbox or ("due" if due else "all")})
         now = self.core.now()
-        results: list[dict[str, Any]] = []
+        results: list[RefreshOutcome] = []
         for n, row in enumerate(rows, start=1):
             if progress:
                 progress(n, len(rows), row.mailbox)
@@ -257,13 +270,13 @@ class TokenService:
                   if not mailbox else contextlib.nullcontext()):  # each grant's commits: its own
                 results += self._refresh_grant(row, due=due, now=now,
                                                keepalive_days=keepalive_days, min_valid=min_valid)
-        self.core.broker.record.detail["grants"] = len({r["mailbox"] for r in results})
-        if any(r["outcome"] == "failed" for r in results):
+        self.core.broker.record.detail["grants"] = len({r.mailbox for r in results})
+        if any(r.outcome == "failed" for r in results):
             self.core.broker.record.outcome = "failed"
         return results
 
     def _refresh_grant(self, row: GrantRow, *, due: bool, now: datetime,
-                       keepalive_days: int, min_valid: timedelta) -> list[dict[str, Any]]:
+                       keepalive_days: int, min_valid: timedelta) -> list[RefreshOutcome]:
         results = []
         grant: ConsentGrant = self.core.load_grant(row.grant_uuid)
         rotation: TokenRotation = self.core.load(grant.rotation_id)
@@ -271,18 +284,18 @@ class TokenService:
             if due and not self._is_due(grant, rotation, resource, now, keepalive_days,
                                         min_valid):
                 continue
-            outcome = {"mailbox": row.mailbox, "client": row.client_name,
-                       "resource": resource}
+            whose = {"mailbox": row.mailbox, "client": row.client_name, "resource": resource}
             try:
                 token = self._refresh_under_lock(row, resource, min_valid=min_valid,
                                                  force=not due,
                                                  next_try=NEXT_TRY_DUE if due else NEXT_TRY_FORCED)
-                outcome.update(outcome="refreshed" if token.refreshed else "fresh",
-                               expires_at=token.expires_at.isoformat())
+                outcome = RefreshOutcome(**whose,
+                                         outcome="refreshed" if token.refreshed else "fresh",
+                                         expires_at=token.expires_at.isoformat())
             except IntegrityViolation:
                 raise  # tampering is never one grant's failed row: exit 5
             except (TokenRefreshFailed, GrantUnusable, AdapterError) as e:
-                outcome.update(outcome="failed", error=str(e))
+                outcome = RefreshOutcome(**whose, outcome="failed", error=str(e))
             results.append(outcome)
         return results
 
