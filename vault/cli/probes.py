@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
 from vault.render.tables import emit, table
 from vault.render.text import say
+
+if TYPE_CHECKING:
+    from vault.services.probes import ProbeOutcome
 
 
 def register(cli: click.Group) -> None:
@@ -41,18 +46,18 @@ def probe(state: CliContext, mailbox: str, client_name: str | None, protocol: st
                                        port=port, tls=tls, mechanism=mechanism, send_test=send_test,
                                        timeout=timeout)
 
-    def render(data: list[dict]) -> None:
+    def render(data: list[ProbeOutcome]) -> None:
         table(None, ["PROTOCOL", "OUTCOME", "LATENCY", "DETAIL", "DIAGNOSIS"],
-              [[r["protocol"], r["outcome"], f"{r['latency_ms']} ms",
-                " ".join(f"{k}={v}" for k, v in r["detail"].items()) or (r["greeting"] or ""),
-                r["diagnosis"] or ""] for r in data])
+              [[r.protocol, r.outcome, f"{r.latency_ms} ms",
+                " ".join(f"{k}={v}" for k, v in r.detail.items()) or (r.greeting or ""),
+                r.diagnosis or ""] for r in data])
         for r in data:
-            if r["checklist"]:
+            if r.checklist:
                 say()
-                say(f"{r['protocol']}: check")
-                for item in r["checklist"]:
+                say(f"{r.protocol}: check")
+                for item in r.checklist:
                     say(f"  - {item}")
 
     emit(results, chosen_format(fmt, as_json), render)
-    if any(r["outcome"] != "ok" for r in results):
+    if any(r.outcome != "ok" for r in results):
         raise click.exceptions.Exit(1)

@@ -39,11 +39,23 @@ if TYPE_CHECKING:
     from vault.core import VaultCore
     from vault.services.alerts import AlertService
     from vault.services.audit import AuditService
-    from vault.services.probes import ProbeService
+    from vault.services.probes import ProbeOutcome, ProbeService
     from vault.services.tokens import TokenService
 
 
 Progress = Callable[[int, int], None]  # (done, total), for a progress bar
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProbeNotRun:
+    """A probe that was due and could not run (no server known, the grant unusable ...)."""
+
+    mailbox: str
+    client: str
+    protocol: str
+    outcome: str = "error"
+    diagnosis: str
+
 
 @dataclass
 class MaintainPlan:
@@ -155,15 +167,18 @@ class MaintenanceService:
         for mailbox, client, protocol in due:
             if results and self.core.now() - started >= plan.probe_budget:
                 break  # what is left stays due: the next run starts with it
+            result: ProbeOutcome | ProbeNotRun
             try:
-                (result,) = self.probes.probe(mailbox, client=client, protocol=protocol)
+                (outcome,) = self.probes.probe(mailbox, client=client, protocol=protocol)
+                result = replace(outcome, mailbox=mailbox, client=client)
             except (IntegrityViolation, DomainError):
                 raise
             except VaultError as e:  # no server known, grant unusable ...
-                result = {"protocol": protocol, "outcome": "error", "diagnosis": str(e)}
-            results.append({"mailbox": mailbox, "client": client, **result})
-            if result["outcome"] != "ok":
-                problems.append(f"{mailbox} {protocol}: {result['outcome']}")
+                result = ProbeNotRun(mailbox=mailbox, client=client, protocol=protocol,
+                                     diagnosis=str(e))
+            results.append(result)
+            if result.outcome != "ok":
+                problems.append(f"{mailbox} {protocol}: {result.outcome}")
         left = len(due) - len(results)
         summary = (f"{len(results)} probed, {len(results) - len(problems)} ok"
                    + (f", {left} left for the next run (--probe-budget)" if left else "")

@@ -4,7 +4,7 @@ on the grant (ProbeRecorded) and shown by `vault status` and `vault grant show`.
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
@@ -27,6 +27,24 @@ MECHANISMS = ("xoauth2", "oauthbearer")
 TLS_MODES = ("implicit", "starttls", "plain")
 
 
+@dataclass(frozen=True, kw_only=True)
+class ProbeOutcome:
+    """One protocol probed: the outcome, the server's greeting and reply, what vault makes of
+    it (`diagnosis`, `checklist`) and protocol facts (`detail`, e.g. Graph's folder count).
+    `mailbox` and `client` are named where one run probes several grants (maintain)."""
+
+    mailbox: str | None = field(default=None, metadata={"omit_if_none": True})
+    client: str | None = field(default=None, metadata={"omit_if_none": True})
+    protocol: str
+    outcome: str
+    latency_ms: int | None
+    greeting: str | None
+    diagnosis: str | None
+    detail: dict[str, Any]
+    checklist: list[str]
+    server_reply: str | None
+
+
 @dataclass(eq=False)
 class ProbeService:
     core: VaultCore
@@ -39,7 +57,7 @@ class ProbeService:
         self, mailbox: str, *, client: str | None = None, protocol: str = "all",
         host: str | None = None, port: int | None = None, tls: str | None = None,
         mechanism: str = "xoauth2", send_test: bool = False, timeout: float = 20.0,
-    ) -> list[dict[str, Any]]:
+    ) -> list[ProbeOutcome]:
         row = self.grants.grant_row(mailbox, client)
         grant: ConsentGrant = self.core.load_grant(row.grant_uuid)
         credential: ClientCredential = self.core.load_client(row.client_uuid)
@@ -64,7 +82,7 @@ class ProbeService:
         self.core.broker.record.detail["outcomes"] = {r.protocol: r.outcome for r in results}
         if any(r.outcome != OK for r in results):
             self.core.broker.record.outcome = "failed"
-        return [r.as_dict() for r in results]
+        return [ProbeOutcome(**r.as_dict()) for r in results]
 
     def target(self, credential: ClientCredential, grant: ConsentGrant, protocol: str,
                host: str | None, port: int | None, tls: str | None, mechanism: str,
