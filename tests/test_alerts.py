@@ -5,6 +5,7 @@ through the real Dovecot submission service to the sink, and the Prometheus text
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -12,6 +13,8 @@ import pytest
 
 from domain.secret_value import SecretValue
 from tests.conftest import Harness, add_client, add_oidc_client, import_grant, point_at
+from vault.render.machine import to_json
+from vault.services.alerts import AlertRun
 
 T0 = datetime(2027, 1, 4, 8, 0, tzinfo=UTC)
 
@@ -40,20 +43,18 @@ def fleet(vault: Harness) -> Harness:
     return vault
 
 
-def _alert(h: Harness, clock: Clock, receiver, sleeps: list | None = None, **kwargs) -> dict:
+def _alert(h: Harness, clock: Clock, receiver, sleeps: list | None = None, **kwargs) -> AlertRun:
     with h.app(clock=clock, sleep=sleeps.append if sleeps is not None else (lambda s: None)) as app:
         return app.alerts.alert(webhook=SecretValue(receiver.url), **kwargs)
 
 
-NOTHING = {"sent": 0, "alerts": [], "resolved": 0, "delivered": {}, "errors": [],
-           "pending": []}
+NOTHING = AlertRun(sent=0, alerts=[], resolved=0, delivered={}, errors=[], pending=[])
 
 
-def _pending(result: dict) -> list[tuple[str, str, str, datetime | None]]:
+def _pending(result: AlertRun) -> list[tuple[str, str, str, datetime | None]]:
     """(channel, client, kind, next try) of what a run left pending."""
-    return sorted((p["channel"], p["client"], p["kind"],
-                   p["next_try"] and datetime.fromisoformat(p["next_try"]))
-                  for p in result["pending"])
+    return sorted((p.channel, p.client, p.kind, p.next_try and datetime.fromisoformat(p.next_try))
+                  for p in result.pending)
 
 
 def _summary(alerts: list[dict]) -> list[tuple[str, str, str]]:
@@ -63,7 +64,7 @@ def _summary(alerts: list[dict]) -> list[tuple[str, str, str]]:
 def test_one_alert_per_finding_then_on_a_rise_then_after_the_interval(fleet: Harness,
                                                                       webhook) -> None:
     clock = Clock(T0)
-    assert _alert(fleet, clock, webhook)["sent"] == 1
+    assert _alert(fleet, clock, webhook).sent == 1
     assert _summary(webhook.alerts()) == [("client_secret_expiry", "jira", "warning")]
     (payload,) = webhook.received
     assert payload["severity"] == "warning" and payload["source"] == "vault"
@@ -74,24 +75,24 @@ def test_one_alert_per_finding_then_on_a_rise_then_after_the_interval(fleet: Har
 
     webhook.clear()
     clock.at = T0 + timedelta(days=14)  # jira 6 days left: critical; crm 26 days: warning
-    assert _alert(fleet, clock, webhook)["sent"] == 2
+    assert _alert(fleet, clock, webhook).sent == 2
     assert _summary(webhook.alerts()) == [("client_secret_expiry", "crm", "warning"),
                                           ("client_secret_expiry", "jira", "critical")]
     assert webhook.attempts == 1  # both in one POST
 
     webhook.clear()
     clock.at += timedelta(hours=23)
-    assert _alert(fleet, clock, webhook)["sent"] == 0
+    assert _alert(fleet, clock, webhook).sent == 0
     clock.at += timedelta(hours=1)  # 24 h unchanged: reminded once more
-    assert _summary(_alert(fleet, clock, webhook)["alerts"]) == [
+    assert _summary(_alert(fleet, clock, webhook).alerts) == [
         ("client_secret_expiry", "crm", "warning"), ("client_secret_expiry", "jira", "critical")]
     clock.at += timedelta(hours=4)
-    assert _alert(fleet, clock, webhook, resend_after=timedelta(hours=2))["sent"] == 2
+    assert _alert(fleet, clock, webhook, resend_after=timedelta(hours=2)).sent == 2
     assert webhook.attempts == 2
 
     webhook.clear()
     clock.at += timedelta(hours=1)
-    assert _alert(fleet, clock, webhook, min_severity="critical")["sent"] == 0
+    assert _alert(fleet, clock, webhook, min_severity="critical").sent == 0
     assert webhook.attempts == 0
 
 
@@ -100,7 +101,7 @@ def test_retries_on_500_with_back_off_and_a_failed_delivery_is_sent_again(fleet:
     clock = Clock(T0)
     webhook.script = [500, 503]
     sleeps: list[float] = []
-    assert _alert(fleet, clock, webhook, sleeps)["sent"] == 1
+    assert _alert(fleet, clock, webhook, sleeps).sent == 1
     assert webhook.attempts == 3 and len(webhook.received) == 1
     assert sleeps == [1.0, 2.0]
 
@@ -108,8 +109,8 @@ def test_retries_on_500_with_back_off_and_a_failed_delivery_is_sent_again(fleet:
     clock.at = T0 + timedelta(days=14)
     webhook.script = [500] * 4
     failed = _alert(fleet, clock, webhook, sleeps)
-    assert failed["sent"] == 0 and "HTTP 500" in failed["errors"][0]
-    assert "s3cr3t" not in json.dumps(failed)
+    assert failed.sent == 0 and "HTTP 500" in failed.errors[0]
+    assert "s3cr3t" not in to_json(failed)
     retry = clock.at + timedelta(minutes=5)
     assert _pending(failed) == [("webhook", "crm", "client_secret_expiry", retry),
                                 ("webhook", "jira", "client_secret_expiry", retry)]
@@ -118,7 +119,7 @@ def test_retries_on_500_with_back_off_and_a_failed_delivery_is_sent_again(fleet:
     audit = json.loads(fleet.ok("audit", "log", "--json").out)
     assert [e["outcome"] for e in audit if e["action"] == "alert"][-1] == "failed"
     clock.at += timedelta(minutes=10)  # the next run sends what did not get through
-    assert _alert(fleet, clock, webhook)["sent"] == 2
+    assert _alert(fleet, clock, webhook).sent == 2
     assert webhook.attempts == 5
 
 
@@ -126,20 +127,20 @@ def test_a_finding_that_clears_and_comes_back_is_news_again(fleet: Harness, webh
     """jira's warning is sent; the secret gets a later end date (the finding is gone), then the
     date turns out wrong: within the 24 h resend interval, it is sent again."""
     clock = Clock(T0)
-    assert _alert(fleet, clock, webhook)["sent"] == 1
+    assert _alert(fleet, clock, webhook).sent == 1
     _secret_expiring(fleet, "jira", T0.date() + timedelta(days=400))
     clock.at += timedelta(hours=1)
-    assert _alert(fleet, clock, webhook) == {**NOTHING, "resolved": 1}
+    assert _alert(fleet, clock, webhook) == replace(NOTHING, resolved=1)
     clock.at += timedelta(hours=1)
-    assert _alert(fleet, clock, webhook)["resolved"] == 0  # resolved once
+    assert _alert(fleet, clock, webhook).resolved == 0  # resolved once
     _secret_expiring(fleet, "jira", T0.date() + timedelta(days=20))
     clock.at += timedelta(hours=1)
-    assert _summary(_alert(fleet, clock, webhook)["alerts"]) == [
+    assert _summary(_alert(fleet, clock, webhook).alerts) == [
         ("client_secret_expiry", "jira", "warning")]
     assert webhook.attempts == 2
     # a finding that only drops below --min-severity has not gone: it is not resolved
     clock.at += timedelta(hours=1)
-    assert _alert(fleet, clock, webhook, min_severity="critical")["resolved"] == 0
+    assert _alert(fleet, clock, webhook, min_severity="critical").resolved == 0
 
 
 def test_while_the_receiver_is_down_deliveries_back_off(fleet: Harness, webhook) -> None:
@@ -150,19 +151,19 @@ def test_while_the_receiver_is_down_deliveries_back_off(fleet: Harness, webhook)
         failed = _alert(fleet, clock, webhook)
         waits.append(clock.at)
         retry = clock.at + timedelta(minutes=5 * 2 ** (len(waits) - 1))  # 5, 10, 20 minutes
-        assert failed["sent"] == 0 and _pending(failed) == [
+        assert failed.sent == 0 and _pending(failed) == [
             ("webhook", "jira", "client_secret_expiry", retry)]
         clock.at += timedelta(minutes=4)  # inside the back-off: not tried, but still pending
         waiting = _alert(fleet, clock, webhook)
-        assert waiting["sent"] == 0 and waiting["errors"] == []
+        assert waiting.sent == 0 and waiting.errors == []
         assert _pending(waiting) == [("webhook", "jira", "client_secret_expiry", retry)]
-        assert "HTTP 500" in waiting["pending"][0]["error"]
+        assert "HTTP 500" in waiting.pending[0].error
         clock.at = retry + timedelta(minutes=1)
     assert webhook.attempts == 12  # the runs inside a back-off did not call the receiver
-    assert _alert(fleet, clock, webhook)["sent"] == 1  # it came back: delivered
+    assert _alert(fleet, clock, webhook).sent == 1  # it came back: delivered
     assert webhook.attempts == 13 and len(webhook.received) == 1
     clock.at += timedelta(minutes=30)
-    assert _alert(fleet, clock, webhook)["sent"] == 0  # and the back-off is over
+    assert _alert(fleet, clock, webhook).sent == 0  # and the back-off is over
 
 
 def test_the_sending_grant_is_checked_before_anything_is_claimed(fleet: Harness,
@@ -192,14 +193,14 @@ def test_the_sending_grant_is_checked_before_anything_is_claimed(fleet: Harness,
 def test_long_lived_alert_states_are_snapshotted(fleet: Harness, webhook) -> None:
     clock = Clock(T0)
     for _ in range(12):  # jira's warning: two events (claimed, sent) a day
-        assert "jira" in {a["client"] for a in _alert(fleet, clock, webhook)["alerts"]}
+        assert "jira" in {a["client"] for a in _alert(fleet, clock, webhook).alerts}
         clock.at += timedelta(days=1)
     snapshots = fleet.sql("SELECT COUNT(*) FROM stored_snapshots")[0][0]
     assert snapshots >= 1
     # and it loads from the snapshot: still due once a day, not twice
-    assert "jira" in {a["client"] for a in _alert(fleet, clock, webhook)["alerts"]}
+    assert "jira" in {a["client"] for a in _alert(fleet, clock, webhook).alerts}
     clock.at += timedelta(hours=1)
-    assert _alert(fleet, clock, webhook)["sent"] == 0
+    assert _alert(fleet, clock, webhook).sent == 0
 
 
 def test_retry_after_is_honoured_up_to_a_cap_and_network_errors_are_retried(
@@ -207,7 +208,7 @@ def test_retry_after_is_honoured_up_to_a_cap_and_network_errors_are_retried(
     clock = Clock(T0)
     webhook.script = [(429, {"Retry-After": "7"}), (503, {"Retry-After": "3600"})]
     sleeps: list[float] = []
-    assert _alert(fleet, clock, webhook, sleeps)["sent"] == 1
+    assert _alert(fleet, clock, webhook, sleeps).sent == 1
     assert sleeps == [7.0, 30.0] and webhook.attempts == 3  # an hour is capped at 30 s
 
     import socket
@@ -218,7 +219,7 @@ def test_retry_after_is_honoured_up_to_a_cap_and_network_errors_are_retried(
     sleeps.clear()
     clock.at += timedelta(days=14)  # critical now: due again
     with fleet.app(clock=clock, sleep=sleeps.append) as app:
-        (error,) = app.alerts.alert(webhook=SecretValue(closed))["errors"]
+        (error,) = app.alerts.alert(webhook=SecretValue(closed)).errors
     assert sleeps == [1.0, 2.0, 4.0] and "ConnectError" in error
     assert "s3cr3t" not in error and "127.0.0.1/..." in error
 
@@ -267,7 +268,7 @@ def test_hosts_racing_for_one_finding_send_it_once(fleet: Harness, webhook) -> N
     def host() -> None:
         with fleet.app(clock=clock) as app:
             barrier.wait()
-            results.append(app.alerts.alert(webhook=SecretValue(webhook.url))["sent"])
+            results.append(app.alerts.alert(webhook=SecretValue(webhook.url)).sent)
 
     threads = [threading.Thread(target=host) for _ in range(4)]
     for t in threads:
@@ -384,7 +385,7 @@ def test_purging_a_grant_shreds_its_alerts_and_no_name_is_in_the_clear(
     import_grant(vault, "help@contoso.com", "jira")
     (grant_uuid,) = vault.sql("SELECT grant_uuid FROM view_grants")[0]
     clock = Clock(T0 + timedelta(days=80))  # the refresh token idle for 80 days: a warning
-    assert _alert(vault, clock, webhook)["sent"] == 1
+    assert _alert(vault, clock, webhook).sent == 1
     (alert,) = webhook.alerts()
     assert alert["kind"] == "refresh_token_idle"
     live = "SELECT COUNT(*) FROM vault_keys WHERE subject_id = ? AND wrapped IS NOT NULL"
@@ -394,7 +395,7 @@ def test_purging_a_grant_shreds_its_alerts_and_no_name_is_in_the_clear(
     vault.ok("grant", "revoke", "help@contoso.com", "--reason", "gone", "--purge")
     assert int(vault.sql(live, (grant_uuid,))[0][0]) == 0
     clock.at += timedelta(days=2)
-    assert _alert(vault, clock, webhook)["sent"] == 0  # nothing left to say about it
+    assert _alert(vault, clock, webhook).sent == 0  # nothing left to say about it
 
 
 # -- pending deliveries: said, exit 1, and other channels are not held back ----------------------
@@ -423,7 +424,7 @@ def test_a_failed_delivery_is_pending_until_its_channel_delivers_it(fleet: Harne
     assert webhook.attempts == 4  # not hammered meanwhile
 
     clock = Clock(datetime.now(UTC) + timedelta(minutes=6))  # the back-off (5 min) is over
-    assert _summary(_alert(fleet, clock, webhook)["alerts"]) == [
+    assert _summary(_alert(fleet, clock, webhook).alerts) == [
         ("client_secret_expiry", "jira", "warning")]
     assert fleet.ok("alert", VAULT_WEBHOOK_URL=webhook.url).out.strip() == "nothing new to send"
     audit = json.loads(fleet.ok("audit", "log", "--json").out)
@@ -453,14 +454,14 @@ def test_a_channel_in_back_off_holds_back_no_other_channel(
     start = clock.at
     channels = {"email_to": "ops@example.test", "via": ALICE[0]}
 
-    def run(**kwargs) -> dict:
+    def run(**kwargs) -> AlertRun:
         with h.app(clock=clock, sleep=lambda seconds: None) as app:
             return app.alerts.alert(webhook=SecretValue(webhook.url), **channels, **kwargs)
 
     monkeypatch.setenv("VAULT_CA_FILE", str(mail_ca.ca_path))  # Dovecot's TLS certificate
     webhook.script = [500] * 4
     first = run()
-    assert first["delivered"] == {"email": 1} and len(mail_sink.wait_for(1)) == 1
+    assert first.delivered == {"email": 1} and len(mail_sink.wait_for(1)) == 1
     assert _pending(first) == [("webhook", "idp", "client_secret_expiry",
                                 start + timedelta(minutes=5))]
 
@@ -468,7 +469,7 @@ def test_a_channel_in_back_off_holds_back_no_other_channel(
     add_client(h, "crm")
     _secret_expiring(h, "crm", date.today() + timedelta(days=2))  # new meanwhile
     second = run()
-    assert second["delivered"] == {"email": 1}  # crm, at once; idp is not mailed again
+    assert second.delivered == {"email": 1}  # crm, at once; idp is not mailed again
     assert _pending(second) == [
         ("webhook", "crm", "client_secret_expiry", start + timedelta(minutes=5)),
         ("webhook", "idp", "client_secret_expiry", start + timedelta(minutes=5))]
@@ -477,13 +478,13 @@ def test_a_channel_in_back_off_holds_back_no_other_channel(
     webhook.script = [500] * 4  # down again when its turn comes: 10 minutes now
     clock.at = start + timedelta(minutes=6)
     third = run()
-    assert third["sent"] == 0 and third["delivered"] == {}
+    assert third.sent == 0 and third.delivered == {}
     retry = clock.at + timedelta(minutes=10)
     assert [p[3] for p in _pending(third)] == [retry, retry]
 
     clock.at = retry
     fourth = run()
-    assert fourth["delivered"] == {"webhook": 2} and fourth["pending"] == []
+    assert fourth.delivered == {"webhook": 2} and fourth.pending == []
     assert sorted(a["client"] for a in webhook.alerts()) == ["crm", "idp"]
     clock.at += timedelta(minutes=1)
     assert run() == NOTHING

@@ -196,7 +196,7 @@ def test_alerts_post_a_finding_to_the_webhook(core, providers, provider) -> None
         tokens=tokens, providers=providers, sleep=lambda s: None)
     # the client's secret has no recorded expiry: an info finding
     result = alerts.alert(webhook=SecretValue(f"{ISSUER}/hook"), min_severity="info")
-    assert result["sent"] == 1, result
+    assert result.sent == 1, result
     (posted,) = [r for r in provider.requests if r.url.path == "/hook"]
     assert "client_secret_expiry_unknown" in posted.content.decode()
 

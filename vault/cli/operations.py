@@ -178,7 +178,7 @@ def alert(state: CliContext, webhook_file: str | None, email_to: str | None, via
     say(delivery_summary(result))
     for line in pending_lines(result):  # a channel that failed (or still waits) is news
         say(f"vault: alert: {line}", err=True)
-    if result["pending"]:
+    if result.pending:
         raise click.exceptions.Exit(1)
 
 

@@ -51,6 +51,36 @@ def written_metrics(path: str, head: bytes) -> bool:
 METRICS_FILE = {"what": "metrics file", "written_by_vault": written_metrics}
 
 
+@dataclass(frozen=True)
+class PendingAlert:
+    """A finding that did not go out on `channel`: how many deliveries failed in a row, the
+    last error, and when that channel is tried next."""
+
+    channel: str
+    severity: str
+    kind: str
+    client: str
+    mailbox: str | None
+    ref: str | None
+    failures: int
+    error: str | None
+    next_try: str | None
+
+
+@dataclass(frozen=True)
+class AlertRun:
+    """What an alert run did: `alerts` are the findings delivered on some channel, as the
+    webhook receives them (expiry findings and failed probes, each as its own mapping);
+    `delivered` counts them per channel; `errors` has a line per channel that failed now."""
+
+    sent: int
+    alerts: list[dict[str, Any]]
+    resolved: int
+    delivered: dict[str, int]
+    errors: list[str]
+    pending: list[PendingAlert]
+
+
 @dataclass(eq=False)
 class AlertService:
     core: VaultCore
@@ -137,11 +167,8 @@ class AlertService:
         self, *, webhook: SecretValue | None = None, email_to: str | None = None,
         via: str | None = None, min_severity: str = "warning",
         resend_after: timedelta = RESEND_AFTER,
-    ) -> dict[str, Any]:
-        """Send what is due on each channel given. Returns {sent, alerts (those delivered on
-        some channel), resolved, delivered (per channel), errors (a line per channel that
-        failed now), pending (per finding and channel: what did not go out, why, and when that
-        channel is tried next)}."""
+    ) -> AlertRun:
+        """Send what is due on each channel given."""
         webhook = check_alert_channels(webhook, email_to, via, min_severity)
         if email_to:
             self.check_sender(via or "")
@@ -217,10 +244,10 @@ class AlertService:
                     for item, c, settled in lost_on]
         if pending:
             self.core.broker.record.detail["pending"] = {
-                c: sum(p["channel"] == c for p in pending) for c in senders
-                if any(p["channel"] == c for p in pending)}
-        return {"sent": len(sent), "alerts": sent, "resolved": resolved, "delivered": delivered,
-                "errors": [f"{c}: {e}" for c, e in failed.items()], "pending": pending}
+                c: sum(p.channel == c for p in pending) for c in senders
+                if any(p.channel == c for p in pending)}
+        return AlertRun(sent=len(sent), alerts=sent, resolved=resolved, delivered=delivered,
+                        errors=[f"{c}: {e}" for c, e in failed.items()], pending=pending)
 
     def _alert_state(self, item: dict[str, Any], now: datetime) -> AlertState:
         """The finding's AlertState (a new one, not yet stored, for its first alert)."""
@@ -377,11 +404,11 @@ def _latest(moments: list[datetime | None]) -> datetime | None:
 
 
 def _pending(item: dict[str, Any], channel: str, next_try: datetime | None, state: AlertState,
-             error: str | None = None) -> dict[str, Any]:
+             error: str | None = None) -> PendingAlert:
     """A finding that did not go out on `channel`, and when that channel is tried next."""
     record = state.channel(channel)
-    return {"channel": channel, "severity": item["severity"], "kind": item["kind"],
-            "client": item["client"], "mailbox": item["mailbox"], "ref": item.get("ref"),
-            "failures": record["failures"], "error": error or record["error"],
-            "next_try": next_try.isoformat() if next_try else None}
+    return PendingAlert(channel=channel, severity=item["severity"], kind=item["kind"],
+                        client=item["client"], mailbox=item["mailbox"], ref=item.get("ref"),
+                        failures=record["failures"], error=error or record["error"],
+                        next_try=next_try.isoformat() if next_try else None)
 

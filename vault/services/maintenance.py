@@ -189,7 +189,7 @@ class MaintenanceService:
         result = self.alerts.alert(webhook=plan.webhook, email_to=plan.email_to, via=plan.via,
                                    min_severity=plan.min_severity, resend_after=plan.resend_after)
         summary = "\n".join([delivery_summary(result), *pending_lines(result)])
-        return summary, {**result, "failed": bool(result["pending"])}
+        return summary, {**vars(result), "failed": bool(result.pending)}
 
     def _metrics(self, plan: MaintainPlan) -> tuple[str, dict[str, Any]]:
         assert plan.metrics_file is not None
