@@ -213,8 +213,8 @@ def test_maintenance_runs_its_steps(core, providers) -> None:
     maintenance = MaintenanceService(core, tokens=tokens, probes=probes, alerts=alerts,
                                      audit=audit)
     steps = maintenance.maintain(MaintainPlan(probe_every=None))
-    assert [s["step"] for s in steps][:1] == ["refresh"]
-    assert all(s["outcome"] != "failed" for s in steps), steps
+    assert [s.step for s in steps][:1] == ["refresh"]
+    assert all(s.outcome != "failed" for s in steps), steps
 
 
 def test_backups_write_a_proven_copy(core, providers, tmp_path: Path) -> None:

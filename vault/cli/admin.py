@@ -119,6 +119,6 @@ def rebuild_projections(state: CliContext) -> None:
     app = state.app()
     with progress_bar("replaying aggregates") as advance:
         result = app.maintenance.rebuild_projections(advance)
-    say(f"read models rebuilt: {result['clients']} clients, {result['grants']} grants"
-        + (f" ({result['purged']} purged, skipped)" if result["purged"] else ""))
+    say(f"read models rebuilt: {result.clients} clients, {result.grants} grants"
+        + (f" ({result.purged} purged, skipped)" if result.purged else ""))
 

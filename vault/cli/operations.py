@@ -213,7 +213,7 @@ def maintain(state: CliContext, keepalive_days: int, probe_every: int, probe_bud
 
     Exit 0 when every step succeeded, 1 when one failed (the others still ran).
     """
-    from vault.services.maintenance import MaintainPlan
+    from vault.services.maintenance import MaintainPlan, MaintainStep
 
     plan = MaintainPlan(
         keepalive_days=keepalive_days,
@@ -224,16 +224,16 @@ def maintain(state: CliContext, keepalive_days: int, probe_every: int, probe_bud
         metrics_file=metrics_file, checkpoint_dir=checkpoint_dir, force=force)
     steps = state.app().maintenance.maintain(plan)
 
-    def render(data: list[dict]) -> None:
+    def render(data: list[MaintainStep]) -> None:
         for s in data:
-            first, *rest = s["summary"].split("\n")
-            say(f"{s['step']:<11}{s['outcome']:<8}{first}")
+            first, *rest = s.summary.split("\n")
+            say(f"{s.step:<11}{s.outcome:<8}{first}")
             for line in rest:
                 say(f"{'':<19}{line.strip()}")
 
     emit(steps, chosen_format(fmt, as_json), render)
-    failed = [s for s in steps if s["outcome"] == "failed"]
+    failed = [s for s in steps if s.outcome == "failed"]
     for s in failed:  # also on stderr: cron mails it, and a timer's journal marks it
-        say(f"vault: maintain: {s['step']} failed: {s['summary'].splitlines()[0]}", err=True)
+        say(f"vault: maintain: {s.step} failed: {s.summary.splitlines()[0]}", err=True)
     if failed:
         raise click.exceptions.Exit(1)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -32,7 +32,7 @@ from vault.projections import client_changes, grant_changes, rotation_changes
 from vault.reads import REQUIRED_SETTINGS
 from vault.render.alerts import delivery_summary, pending_lines
 from vault.render.text import printable
-from vault.services.alerts import METRICS_FILE, RESEND_AFTER, check_alert_channels
+from vault.services.alerts import METRICS_FILE, RESEND_AFTER, AlertRun, check_alert_channels
 from vault.services.audit import CHECKPOINT_FILE
 
 if TYPE_CHECKING:
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from vault.services.alerts import AlertService
     from vault.services.audit import AuditService
     from vault.services.probes import ProbeOutcome, ProbeService
-    from vault.services.tokens import TokenService
+    from vault.services.tokens import RefreshOutcome, TokenService
 
 
 Progress = Callable[[int, int], None]  # (done, total), for a progress bar
@@ -55,6 +55,50 @@ class ProbeNotRun:
     protocol: str
     outcome: str = "error"
     diagnosis: str
+
+
+@dataclass(frozen=True)
+class MaintainStep:
+    """One step of `maintain`: its outcome (ok, failed or skipped) and a summary for people (a
+    line, then a line per problem). The steps that ran say more in their own class."""
+
+    step: str
+    outcome: str
+    summary: str
+
+
+@dataclass(frozen=True)
+class RefreshStep(MaintainStep):
+    results: list[RefreshOutcome]
+
+
+@dataclass(frozen=True)
+class ProbeStep(MaintainStep):
+    results: list[ProbeOutcome | ProbeNotRun]
+
+
+@dataclass(frozen=True)
+class AlertStep(AlertRun, MaintainStep):
+    """The step's fields, then the alert run's (a dataclass takes its bases' fields in reverse
+    order of their lookup: MaintainStep's first)."""
+
+
+@dataclass(frozen=True)
+class CheckpointStep(MaintainStep):
+    size: int  # the entries the checkpoint covers
+
+
+@dataclass(frozen=True)
+class RebuiltReadModels:
+    """How many clients and grants were replayed, and how many of them are purged (skipped)."""
+
+    clients: int
+    grants: int
+    purged: int
+
+
+def _ok_unless(failed: bool) -> str:
+    return "failed" if failed else "ok"
 
 
 @dataclass
@@ -93,8 +137,8 @@ class MaintenanceService:
     alerts: AlertService
     audit: AuditService
 
-    def maintain(self, plan: MaintainPlan) -> list[dict[str, Any]]:
-        """Every step's outcome: {step, outcome: ok|failed|skipped, summary, ...}."""
+    def maintain(self, plan: MaintainPlan) -> list[MaintainStep]:
+        """Every step's outcome, in the order they ran."""
         plan.check()
         if plan.checkpoint_dir:
             check_output(self._checkpoint_path(plan, self.core.header.vault_id), force=plan.force,
@@ -106,17 +150,14 @@ class MaintenanceService:
             # First: a store rolled back to an older copy must not be acted on (its refresh
             # tokens may be spent; refreshing them could make the provider revoke the grant).
             self.audit.verified_audit_rows(trusted=previous)
-        steps: list[dict[str, Any]] = []
+        steps: list[MaintainStep] = []
 
-        def step(name: str, run: Callable[[], tuple[str, dict[str, Any]]],
-                 skip: str | None = None) -> None:
+        def step(name: str, run: Callable[[], MaintainStep], skip: str | None = None) -> None:
             if skip:
-                steps.append({"step": name, "outcome": "skipped", "summary": skip})
+                steps.append(MaintainStep(name, "skipped", skip))
                 return
             try:
-                summary, extra = run()
-                outcome = "failed" if extra.pop("failed", False) else "ok"
-                steps.append({"step": name, "outcome": outcome, "summary": summary, **extra})
+                steps.append(run())
             except (IntegrityViolation, DomainError):
                 # tampering stops everything (exit 5: nothing else is trusted); so does a refusal by
                 # the domain's rules
@@ -124,7 +165,7 @@ class MaintenanceService:
             except (VaultError, PersistenceError) as e:  # the next step still runs
                 summary = explain_store_failure(e, f"the vault's store {self.core.store.description}",
                                                 getattr(self.core.store, "home", None))
-                steps.append({"step": name, "outcome": "failed", "summary": summary or str(e)})
+                steps.append(MaintainStep(name, "failed", summary or str(e)))
 
         step("refresh", lambda: self._refresh_due(plan))
         step("probe", lambda: self._probe_due(plan), None if plan.probe_every else "disabled")
@@ -136,7 +177,7 @@ class MaintenanceService:
              else "no --checkpoint-dir")
         return steps
 
-    def _refresh_due(self, plan: MaintainPlan) -> tuple[str, dict[str, Any]]:
+    def _refresh_due(self, plan: MaintainPlan) -> RefreshStep:
         results = self.tokens.refresh(due=True, keepalive_days=plan.keepalive_days)
         count = {o: sum(r.outcome == o for r in results)
                  for o in ("refreshed", "fresh", "failed")}
@@ -144,7 +185,7 @@ class MaintenanceService:
         summary = (f"{count['refreshed']} refreshed, {count['fresh']} already fresh, "
                    f"{count['failed']} failed"
                    + "".join(f"\n  {printable(f)}" for f in failed))  # a line each: shown
-        return summary, {"results": results, "failed": bool(failed)}
+        return RefreshStep("refresh", _ok_unless(bool(failed)), summary, results)
 
     def probes_due(self, now: datetime, every: timedelta) -> list[tuple[str, str, str]]:
         """(mailbox, client, protocol) of active grants not probed within `every`."""
@@ -159,7 +200,7 @@ class MaintenanceService:
                     due.append((row.mailbox, row.client_name, protocol))
         return due
 
-    def _probe_due(self, plan: MaintainPlan) -> tuple[str, dict[str, Any]]:
+    def _probe_due(self, plan: MaintainPlan) -> ProbeStep:
         assert plan.probe_every is not None
         results, problems = [], []
         started = self.core.now()
@@ -183,19 +224,20 @@ class MaintenanceService:
         summary = (f"{len(results)} probed, {len(results) - len(problems)} ok"
                    + (f", {left} left for the next run (--probe-budget)" if left else "")
                    + "".join(f"\n  {p}" for p in problems))
-        return summary, {"results": results, "failed": bool(problems)}
+        return ProbeStep("probe", _ok_unless(bool(problems)), summary, results)
 
-    def _alert(self, plan: MaintainPlan) -> tuple[str, dict[str, Any]]:
+    def _alert(self, plan: MaintainPlan) -> AlertStep:
         result = self.alerts.alert(webhook=plan.webhook, email_to=plan.email_to, via=plan.via,
                                    min_severity=plan.min_severity, resend_after=plan.resend_after)
         summary = "\n".join([delivery_summary(result), *pending_lines(result)])
-        return summary, {**vars(result), "failed": bool(result.pending)}
+        return AlertStep(**vars(result), step="alert", outcome=_ok_unless(bool(result.pending)),
+                         summary=summary)
 
-    def _metrics(self, plan: MaintainPlan) -> tuple[str, dict[str, Any]]:
+    def _metrics(self, plan: MaintainPlan) -> MaintainStep:
         assert plan.metrics_file is not None
         write_atomically(plan.metrics_file, self.alerts.prometheus(), 0o644, force=plan.force,
                          **METRICS_FILE)
-        return f"written to {plan.metrics_file}", {}
+        return MaintainStep("metrics", "ok", f"written to {plan.metrics_file}")
 
     @staticmethod
     def _checkpoint_path(plan: MaintainPlan, vault_id: str) -> str:
@@ -217,15 +259,16 @@ class MaintenanceService:
             raise BadInput(f"cannot read the last checkpoint {path}: {e}") from None
 
     def _checkpoint(self, plan: MaintainPlan,
-                    previous: TrustedCheckpoint | None) -> tuple[str, dict[str, Any]]:
+                    previous: TrustedCheckpoint | None) -> CheckpointStep:
         path = self._checkpoint_path(plan, self.core.header.vault_id)
         checkpoint = self.audit.export_checkpoint(previous)
         write_atomically(path, checkpoint.text, 0o644, force=plan.force, **CHECKPOINT_FILE)
-        return f"{checkpoint.size} entries, written to {path}", {"size": checkpoint.size}
+        return CheckpointStep("checkpoint", "ok", f"{checkpoint.size} entries, written to {path}",
+                              checkpoint.size)
 
     def rebuilt_views(self, progress: Progress | None = None,
-                      load: Callable[[UUID], Any] | None = None) -> tuple[list[ViewChange],
-                                                                          dict[str, int]]:
+                      load: Callable[[UUID], Any] | None = None,
+                      ) -> tuple[list[ViewChange], RebuiltReadModels]:
         """The read models as the events give them (every aggregate replayed, by `load` if given;
         purged subjects have none), and how many clients, grants and purged subjects that took."""
         load = load or self.core.load
@@ -250,27 +293,27 @@ class MaintenanceService:
                 done += 1
                 if progress:
                     progress(done, total)
-        return views, {"clients": len(ids["client"]), "grants": len(ids["grant"]),
-                       "purged": purged}
+        return views, RebuiltReadModels(clients=len(ids["client"]), grants=len(ids["grant"]),
+                                        purged=purged)
 
     @use_case("admin rebuild-projections")
-    def rebuild_projections(self, progress: Progress | None = None) -> dict[str, int]:
+    def rebuild_projections(self, progress: Progress | None = None) -> RebuiltReadModels:
         """Clear the read models and replay every aggregate, in one transaction during which
         other writers wait (nothing committed meanwhile can be missed)."""
         return self._rebuild(Changes(), progress)
 
-    def _rebuild(self, changes: Changes, progress: Progress | None = None) -> dict[str, int]:
-        result: dict[str, int] = {}
+    def _rebuild(self, changes: Changes, progress: Progress | None = None) -> RebuiltReadModels:
+        replayed: list[RebuiltReadModels] = []
 
         def replay(changes: Changes) -> None:
             views, counts = self.rebuilt_views(progress)
             changes.views.extend(views)
-            result.update(counts)
-            self.core.broker.record.detail.update(result)
+            replayed.append(counts)
+            self.core.broker.record.detail.update(asdict(counts))
 
         changes.clear_views, changes.prepare = True, replay
         self.core.commit(changes=changes)
-        return result
+        return replayed[-1]
 
     def upgrade(self) -> None:
         """Bring a vault from before sealed rows (schema 1) up to date, once, in one transaction:
