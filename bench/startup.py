@@ -144,13 +144,14 @@ def make_vault(python: Path, workdir: Path) -> dict[str, str]:
     return env
 
 
-def measure(python: Path, env: dict[str, str], cwd: Path, pairs: int) -> list[dict]:
+def measure(python: Path, env: dict[str, str], cwd: Path, pairs: int,
+            commands: list[tuple[str, tuple[str, ...]]]) -> list[dict]:
     vault = str(python.parent / "vault")
     bare = [str(python), "-c", "pass"]
-    for _, args in COMMANDS:  # warm the page cache and the bytecode caches first
+    for _, args in commands:  # warm the page cache and the bytecode caches first
         cpu_seconds([vault, *args], env, cwd)
     rows = []
-    for name, args in COMMANDS:
+    for name, args in commands:
         base, command, ratios = [], [], []
         for _ in range(pairs):
             b = cpu_seconds(bare, env, cwd)
@@ -172,13 +173,17 @@ def main() -> None:
                         default=Path.home() / ".cache" / "vault-bench" / "startup",
                         help="where the venv is kept between runs")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--only", metavar="WORD", action="append",
+                        help="only the commands whose name holds WORD (repeatable)")
     args = parser.parse_args()
     python = venv(args.cache)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         os.chmod(workdir, 0o700)
         env = make_vault(python, workdir)
-        rows = measure(python, env, workdir, args.pairs)
+        commands = [(name, argv) for name, argv in COMMANDS
+                    if not args.only or any(word in name for word in args.only)]
+        rows = measure(python, env, workdir, args.pairs, commands)
     if args.json:
         print(json.dumps(rows, indent=2))
         return
