@@ -50,23 +50,23 @@ from uuid import UUID
 from adapters.keyslots import read_key_file
 from adapters.store import Changes
 from domain.secret_value import SecretValue
-from vault.application import apply_views, use_case
 from vault.bootstrap import open_vault, settings_from_env
+from vault.core import apply_views, use_case
 from vault.projections import rotation_changes
 
 mailbox, key_file = sys.argv[1], sys.argv[2]
 material = read_key_file(key_file)
 with open_vault(settings_from_env(None), lambda header: material) as app:
-    row = next(r for r in app.view_rows("view_grants") if r["mailbox"] == mailbox)
+    row = next(r for r in app.core.reads.rows("view_grants") if r.mailbox == mailbox)
 
     @use_case("bench: seed access token")
     def seed(app):
-        rotation = app.load(UUID(row["rotation_uuid"]))
+        rotation = app.core.load(UUID(row.rotation_uuid))
         rotation.record_tokens(
-            now=app.now(), attempt_id=None, resource=json.loads(row["resources"])["imap"],
+            now=app.core.now(), attempt_id=None, resource=json.loads(row.resources)["imap"],
             access_token=SecretValue("bench-access-token-" + "x" * 40), expires_in=86400,
             refresh_token=None, scope="https://outlook.office.com/IMAP.AccessAsUser.All")
-        app.commit(rotation, changes=apply_views(Changes(), rotation_changes(rotation)))
+        app.core.commit(rotation, changes=apply_views(Changes(), rotation_changes(rotation)))
 
     seed(app)
 """
