@@ -12,9 +12,9 @@ import re
 from dataclasses import dataclass, field
 
 from domain.errors import InvalidInput
+from domain.vocabulary import MAIL_PROTOCOLS as MAIL_PROTOCOLS  # re-exported
+from domain.vocabulary import PROTOCOLS, PROVIDERS
 
-PROTOCOLS = ("imap", "pop", "smtp", "graph")
-MAIL_PROTOCOLS = ("imap", "pop", "smtp")
 GENERIC_TENANTS = ("common", "organizations", "consumers")
 # Scopes that belong to no resource: they ride along with any token request.
 OIDC_SCOPES = frozenset({"offline_access", "openid", "profile", "email"})
@@ -191,8 +191,6 @@ CUSTOM = CloudProfile(
     login_host=None, mail_resource=None, app_only_mail_scope=None, graph_resource=None,
     hosts=MailHosts(None, None, None, None),
 )
-
-PROVIDERS = ("microsoft", "google", "custom")
 
 
 def profile_for(provider: str, cloud: str | None = None) -> CloudProfile:

@@ -14,8 +14,8 @@ from domain.base import AggregateCreated, VaultAggregate, stable_snapshot
 from domain.clouds import PROTOCOLS, CloudProfile, check_tenant, is_guid, profile_for
 from domain.errors import ClientRemoved, InvalidInput, RuleViolation, SecretLooksLikeId
 from domain.secret_value import SecretValue
+from domain.vocabulary import AUTH_METHODS, TLS_MODES
 
-AUTH_METHODS = ("client_secret_post", "client_secret_basic", "private_key_jwt", "none")
 CLIENT_SECRET, CERTIFICATE = "client_secret", "certificate"
 
 
@@ -377,7 +377,7 @@ class ClientCredential(VaultAggregate):
             address, _, tls = text.partition("/")
             host, _, port = address.rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536 or \
-                    tls not in ("", "implicit", "starttls", "plain"):
+                    tls not in ("", *TLS_MODES):
                 raise InvalidInput(f"--{protocol} takes HOST:PORT[/implicit|starttls|plain], "
                                    f"not {text!r}")
             merged[protocol] = {"host": host.strip("[]"), "port": int(port), "tls": tls or None}

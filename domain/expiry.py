@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import date, timedelta
 
-INFO, WARNING, CRITICAL = "info", "warning", "critical"
+from domain.vocabulary import ACTIVE, CRITICAL, INFO, REVOKED, WARNING
+
 MAX_THRESHOLD_DAYS = 3650
 MAX_INTERVAL_MINUTES = 10080  # a week
 SEVERITY_RANK = {INFO: 0, WARNING: 1, CRITICAL: 2}
@@ -221,9 +222,9 @@ def window_end(start: date, limit_days: int) -> date:
 
 
 def grant_findings(g: GrantFacts, as_of: date, t: ExpiryThresholds) -> list[Finding]:
-    if g.status == "revoked":
+    if g.status == REVOKED:
         return []
-    if g.status != "active":
+    if g.status != ACTIVE:
         since = g.status_changed_on or as_of
         return [Finding(
             severity=CRITICAL, kind="grant_broken", client=g.client, mailbox=g.mailbox,
@@ -306,7 +307,7 @@ def due_items(
         if due is not None:
             items.append(DueItem(f"{s.kind}_expiry", s.client, None, due, assumed, s.ref))
     for g in grants:
-        if g.status != "active" or g.app_only:
+        if g.status != ACTIVE or g.app_only:
             continue
         last = g.last_activity_on or g.granted_on
         if g.provider == "microsoft":

@@ -17,11 +17,7 @@ from domain.credentials import ClientCredential, check_plausible_date
 from domain.errors import ClientRemoved, GrantNotActive, InvalidInput, RuleViolation
 from domain.identity import NOT_CHECKED_APP_ONLY, NOT_CHECKED_IMPORT, not_checked
 from domain.scopes import plan_app_only, plan_scopes
-
-ACTIVE = "active"
-NEEDS_RECONSENT = "needs-reconsent"
-REVOKED = "revoked"
-METHODS = ("browser", "device", "manual", "import", "app-only")
+from domain.vocabulary import ACTIVE, GRANT_METHODS, NEEDS_RECONSENT, REVOKED
 
 _MAILBOX = re.compile(r"^[^@\s\x00-\x1f\"]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
 
@@ -158,7 +154,7 @@ class ConsentGrant(VaultAggregate):
         imports and app-only grants record that nobody was checked."""
         if client.is_removed:
             raise ClientRemoved(f"client {client.name!r} was removed")
-        if method not in METHODS:
+        if method not in GRANT_METHODS:
             raise InvalidInput(f"unknown consent method {method!r}")
         plan = _plan(client, protocols, scopes, method)
         granted_at = _check_granted_at(granted_at, now)

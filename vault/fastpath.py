@@ -22,11 +22,11 @@ from typing import Any
 from urllib.parse import quote
 
 from domain import topics
-from vault.render.tokens import FORMATS, render_token
+from domain.vocabulary import ACTIVE, PROTOCOLS, TOKEN_FORMATS
+from vault.render.tokens import render_token
 
 GLOBAL_OPTIONS = {"--home", "--key-file", "--keyslot", "--ca-file"}
 TOKEN_OPTIONS = {"--client", "--protocol", "--format", "--min-valid"}
-PROTOCOLS = ("imap", "pop", "smtp", "graph")
 EVENTS_SCANNED = 64
 
 
@@ -93,7 +93,7 @@ def cached_token(args: list[str]) -> str | None:
         slot_id = int(options["--keyslot"]) if "--keyslot" in options else None
     except ValueError:
         return None
-    if not key_file or protocol not in PROTOCOLS or fmt not in FORMATS or \
+    if not key_file or protocol not in PROTOCOLS or fmt not in TOKEN_FORMATS or \
             not 0 <= min_valid.total_seconds() <= 3000:
         return None
     home = options.get("--home") or os.environ.get("VAULT_HOME")
@@ -166,7 +166,7 @@ def _serve(conn: sqlite3.Connection, key_file: str, slot_id: int | None,
     if len(rows) != 1 or not rows_sealer.valid("view_grants", rows[0]):
         return None
     grant = queries.typed_row("view_grants", rows[0])
-    if grant.status != "active" or protocol not in grant.protocols.split(","):
+    if grant.status != ACTIVE or protocol not in grant.protocols.split(","):
         return None
     resource = json.loads(grant.resources)[protocol]
     rotation_id = grant.rotation_uuid

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from domain.vocabulary import MICROSOFT_CLOUD_NAMES, PROVIDERS, SECRET_AUTH_METHODS
 from vault.cli.inputs import parse_date, read_secret
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
 from vault.errors import BadInput
@@ -36,8 +37,8 @@ def client() -> None:
 
 @client.command("add")
 @click.argument("name")
-@click.option("--provider", type=click.Choice(["microsoft", "google", "custom"]), required=True)
-@click.option("--cloud", type=click.Choice(["global", "gcc-high", "dod", "china"]),
+@click.option("--provider", type=click.Choice(PROVIDERS), required=True)
+@click.option("--cloud", type=click.Choice(MICROSOFT_CLOUD_NAMES),
               help="Microsoft national cloud [default: global].")
 @click.option("--tenant", help="Microsoft Directory (tenant) ID or domain.")
 @click.option("--client-id", required=True, help="The Application (client) ID.")
@@ -47,7 +48,7 @@ def client() -> None:
               help="Authenticate with a certificate (private_key_jwt): a PEM file holding the "
                    "private key and its certificate.")
 @click.option("--auth-method",
-              type=click.Choice(["client_secret_post", "client_secret_basic"]),
+              type=click.Choice(SECRET_AUTH_METHODS),
               help="How to send the secret [default: basic for custom providers, else post].")
 @click.option("--redirect-uri", help="Redirect URI registered for consent flows.")
 @click.option("--scopes", help="Default scopes (space or comma separated); custom providers.")

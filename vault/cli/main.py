@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from domain.vocabulary import LISTING_FORMATS
 from vault import errors as codes
 from vault.render.text import one_line, say
 
@@ -69,7 +70,7 @@ class CliContext:
 def output_format(f):
     """`--format table|json` with `--json` as its shorthand, on every listing."""
     f = click.option("--json", "as_json", is_flag=True, help="Shorthand for --format json.")(f)
-    return click.option("--format", "fmt", type=click.Choice(["table", "json"]),
+    return click.option("--format", "fmt", type=click.Choice(LISTING_FORMATS),
                         default="table", show_default=True, help="Output format.")(f)
 
 

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import click
 
 from adapters.files import Recogniser, check_output, write_atomically
+from domain.vocabulary import EXPIRY_REPORT_FORMATS, REPORT_FORMATS, SEVERITIES
 from vault.cli.inputs import parse_date, parse_moment, read_secret
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
 from vault.errors import BadInput
@@ -15,7 +16,7 @@ from vault.render.machine import to_json
 from vault.render.tables import emit, table
 from vault.render.text import say
 
-REPORT_FORMAT = click.Choice(["table", "json", "csv", "html"])
+REPORT_FORMAT = click.Choice(REPORT_FORMATS)
 AUDIT_COLUMNS = ["seq", "at", "user", "sudo_user", "host", "action", "client", "mailbox", "outcome",
                  "revealed", "detail"]
 REVOCATION_COLUMNS = ["at", "kind", "what", "client", "mailbox", "by", "reason",
@@ -113,7 +114,7 @@ def report_revocations(state: CliContext, fmt: str, output: str | None, force: b
 @click.option("--as-of", metavar="DATE")
 @click.option("--horizon", type=click.IntRange(30, 3650), default=365, show_default=True,
               metavar="DAYS")
-@click.option("--format", "fmt", type=click.Choice(["html", "json"]), default="html",
+@click.option("--format", "fmt", type=click.Choice(EXPIRY_REPORT_FORMATS), default="html",
               show_default=True)
 @click.option("--output", "-o", metavar="FILE", help="Write to FILE (atomically).")
 @click.option("--force", is_flag=True, help=FORCE_HELP)
@@ -150,7 +151,7 @@ def alert_options(f):
         click.option("--email-to", metavar="ADDR", help="Mail the alerts to ADDR ..."),
         click.option("--via", metavar="MAILBOX",
                      help="... sending through this mailbox's own grant (SMTP, XOAUTH2)."),
-        click.option("--min-severity", type=click.Choice(["info", "warning", "critical"]),
+        click.option("--min-severity", type=click.Choice(SEVERITIES),
                      default="warning", show_default=True),
         click.option("--resend-after", type=click.IntRange(1, 24 * 90), default=24,
                      show_default=True, metavar="HOURS",

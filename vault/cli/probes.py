@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from domain.vocabulary import PROTOCOLS, SASL_MECHANISMS, TLS_MODES
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
 from vault.render.tables import emit, table
 from vault.render.text import say
@@ -21,14 +22,14 @@ def register(cli: click.Group) -> None:
 @click.command()
 @click.argument("mailbox")
 @click.option("--client", "client_name", metavar="NAME")
-@click.option("--protocol", type=click.Choice(["imap", "pop", "smtp", "graph", "all"]),
+@click.option("--protocol", type=click.Choice((*PROTOCOLS, "all")),
               default="all", show_default=True, help="all: every protocol the grant covers.")
 @click.option("--host", help="Server to probe [default: the cloud's, e.g. outlook.office365.com].")
 @click.option("--port", type=click.IntRange(1, 65535), help="Port (with one --protocol).")
-@click.option("--tls", type=click.Choice(["implicit", "starttls", "plain"]),
+@click.option("--tls", type=click.Choice(TLS_MODES),
               help="implicit (993/995/443), starttls (587), or plain: no TLS at all, only when "
                    "asked for explicitly [default: per protocol].")
-@click.option("--mechanism", type=click.Choice(["xoauth2", "oauthbearer"]), default="xoauth2",
+@click.option("--mechanism", type=click.Choice(SASL_MECHANISMS), default="xoauth2",
               show_default=True)
 @click.option("--send-test", is_flag=True, help="SMTP: send a short message to the mailbox itself.")
 @click.option("--timeout", type=click.IntRange(1, 300), default=20, show_default=True,

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from domain.vocabulary import EXPIRY_FORMATS
 from vault.cli.grants import grant_status, refusal_line
 from vault.cli.inputs import parse_date, parse_date_or_moment
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
@@ -69,7 +70,7 @@ def status(state: CliContext, fmt: str, as_json: bool) -> None:
               help="Monitoring-plugin mode: one status line; exit 0 ok, 1 warning, 2 critical, "
                    "3 unknown (any error).")
 @click.option("--json", "as_json", is_flag=True, help="Shorthand for --format json.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "prometheus"]),
+@click.option("--format", "fmt", type=click.Choice(EXPIRY_FORMATS),
               default="table", show_default=True,
               help="prometheus: a textfile-collector file (with --output, written atomically).")
 @click.option("--output", "-o", metavar="FILE", help="Where to write --format prometheus.")

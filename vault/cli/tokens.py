@@ -12,11 +12,12 @@ from datetime import timedelta
 
 import click
 
+from domain.vocabulary import APP_TOKEN_FORMATS, CONSENT_FLOWS, PROTOCOLS, TOKEN_FORMATS
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
 from vault.render.tables import emit, table
 from vault.render.text import say
 
-PROTOCOL = click.Choice(["imap", "pop", "smtp", "graph"])
+PROTOCOL = click.Choice(PROTOCOLS)
 
 
 def register(cli: click.Group) -> None:
@@ -28,7 +29,7 @@ def register(cli: click.Group) -> None:
 @click.argument("mailbox")
 @click.option("--client", "client_name", metavar="NAME")
 @click.option("--protocol", type=PROTOCOL, default="imap", show_default=True)
-@click.option("--format", "fmt", type=click.Choice(["token", "xoauth2", "oauthbearer", "json"]),
+@click.option("--format", "fmt", type=click.Choice(TOKEN_FORMATS),
               default="token", show_default=True,
               help="token: the bare access token; xoauth2/oauthbearer: the SASL initial response.")
 @click.option("--min-valid", type=click.IntRange(0, 3000), default=300, show_default=True,
@@ -79,7 +80,7 @@ def refresh(state: CliContext, mailbox: str | None, client_name: str | None, due
 @click.argument("client_name", metavar="CLIENT")
 @click.option("--resource", type=PROTOCOL, default="imap", show_default=True)
 @click.option("--scopes", help="App-only scopes (custom providers; Microsoft: <resource>/.default).")
-@click.option("--format", "fmt", type=click.Choice(["token", "json"]), default="token",
+@click.option("--format", "fmt", type=click.Choice(APP_TOKEN_FORMATS), default="token",
               show_default=True)
 @pass_cli
 def app_token(state: CliContext, client_name: str, resource: str, scopes: str | None,
@@ -134,7 +135,7 @@ class TerminalConsentUI:
 @click.argument("client_name", metavar="CLIENT")
 @click.option("--mailbox", required=True, metavar="ADDR")
 @click.option("--protocols", required=True, metavar="LIST", help="e.g. imap,smtp or graph")
-@click.option("--flow", type=click.Choice(["browser", "manual", "device"]), default="browser",
+@click.option("--flow", type=click.Choice(CONSENT_FLOWS), default="browser",
               show_default=True,
               help="browser: loopback redirect; manual: paste the redirect URL; device: a code.")
 @click.option("--no-open", is_flag=True, help="Print the URL instead of opening a browser.")

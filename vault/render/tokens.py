@@ -8,8 +8,6 @@ from datetime import datetime
 from adapters.sasl import initial_response
 from vault.render.text import printable
 
-FORMATS = ("token", "xoauth2", "oauthbearer", "json")
-
 
 def render_token(fmt: str, *, token: str, mailbox: str, expires_at: datetime, resource: str,
                  refreshed: bool) -> str:
