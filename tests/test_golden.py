@@ -139,15 +139,16 @@ def _captures(h: Harness) -> list[tuple[str, tuple[str, ...], dict, str | None]]
 def _help_cases() -> list[tuple[str, tuple[str, ...], dict, str | None]]:
     import click
 
-    from vault.cli.main import cli
+    from vault.cli.main import all_commands, cli
 
     cases = []
 
     def walk(command: click.Command, path: tuple[str, ...]) -> None:
         cases.append(("help-" + ("-".join(path) or "vault"), (*path, "--help"), {}, None))
         if isinstance(command, click.Group):
-            for name in sorted(command.commands):
-                walk(command.commands[name], (*path, name))
+            commands = all_commands() if command is cli else command.commands  # cli's are lazy
+            for name in sorted(commands):
+                walk(commands[name], (*path, name))
 
     walk(cli, ())
     return cases

@@ -9,9 +9,9 @@ violation. Under `vault expiry --check` (monitoring-plugin convention): 0 ok, 1 
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
-from dataclasses import dataclass, field
 from typing import Any
 
 import click
@@ -23,13 +23,17 @@ from vault.render.text import one_line, say
 CHECK_UNKNOWN = 3
 
 
-@dataclass
 class CliContext:
-    home: str | None
-    key_file: str | None
-    keyslot: int | None
-    ca_file: str | None = None
-    _app: Any = field(default=None, repr=False)
+    """What the global options say, and the vault once a command opens it. A plain class: the
+    dataclasses module (with inspect) would be the largest import `vault --help` makes."""
+
+    def __init__(self, home: str | None, key_file: str | None, keyslot: int | None,
+                 ca_file: str | None = None) -> None:
+        self.home = home
+        self.key_file = key_file
+        self.keyslot = keyslot
+        self.ca_file = ca_file
+        self._app: Any = None
 
     @property
     def settings(self):
@@ -81,8 +85,78 @@ def chosen_format(fmt: str, as_json: bool) -> str:
 pass_cli = click.make_pass_decorator(CliContext)
 _current: CliContext | None = None  # this command's, for the error handler of `main`
 
+# Each top-level command: the module that defines it (vault/cli/<module>.py, whose `register`
+# adds it) and its summary, the first sentence of its help, which `vault --help` lists. A command's
+# module, and what that imports, is loaded only when the command runs or its own help is shown.
+# tests/test_startup.py holds both to the commands themselves.
+COMMANDS: dict[str, tuple[str, str]] = {
+    "admin": ("admin", "Maintenance."),
+    "alert": ("operations", "Send new or worsened expiry findings and failed probes, once per "
+              "finding and severity on each channel (recorded as events: hosts sharing a store "
+              "never send one twice)."),
+    "app-token": ("tokens", "Print an app-only (client credentials) access token; needs a "
+                  "concrete tenant."),
+    "audit": ("admin", "The tamper-evident audit log: who did what, when, from where, with what "
+              "outcome."),
+    "backup": ("backups", "Write a consistent, still encrypted copy of the vault to FILE (mode "
+               "0600)."),
+    "client": ("clients", "App registrations: client id, tenant, cloud, endpoints, secrets."),
+    "config": ("setup", "Settings shared by every host of this vault (expiry thresholds, the "
+               "refusal interval)."),
+    "consent": ("tokens", "Ask MAILBOX's consent for CLIENT and keep the refresh token it yields."),
+    "expiry": ("reports", "What will stop working, and when: secrets, refresh tokens, broken "
+               "grants."),
+    "grant": ("grants", "Consent grants: which mailbox a client may reach, and its tokens."),
+    "history": ("reports", "The event history of a client or mailbox, and its state as of a date "
+                "(secrets redacted)."),
+    "import": ("importing", "Import accounts from mutt_oauth2.py or email-oauth2-proxy: each "
+               "becomes a client (reused when the vault already has that app) plus a grant whose "
+               "history starts now."),
+    "init": ("setup", "Create a new vault (in VAULT_HOME, or the PostgreSQL database of "
+             "VAULT_STORE)."),
+    "key": ("setup", "Keyslots (passphrases, key files) and root-key rotation."),
+    "maintain": ("operations", "Everything a timer should run: refresh due grants and keep idle "
+                 "ones alive, probe on a schedule, alert, write metrics, export an audit "
+                 "checkpoint."),
+    "migrate": ("backups", "Copy the whole vault, every event in order, into an empty store and "
+                "prove the copy."),
+    "probe": ("probes", "Probe MAILBOX over IMAP, POP3, SMTP or Graph with its grant's token."),
+    "refresh": ("tokens", "Refresh a grant's tokens now, or every grant (--all), or those due "
+                "(--due, for cron)."),
+    "report": ("operations", "Reports for auditors and admins: audit, revocations, expiry."),
+    "restore": ("backups", "Restore FILE into an empty home or store (--home / VAULT_HOME / "
+                "VAULT_STORE)."),
+    "sandbox": ("sandbox", "A local identity provider behaving like Microsoft's v2.0 endpoints, "
+                "for trying vault without a tenant."),
+    "status": ("reports", "One overview: clients, secrets, grants, token state, what expires "
+               "next."),
+    "token": ("tokens", "Print an access token for MAILBOX (refreshing only when needed)."),
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class LazyGroup(click.Group):
+    """The top-level group: a command is registered by its module when first named."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*self.commands, *COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            importlib.import_module(f"vault.cli.{COMMANDS[cmd_name][0]}").register(self)
+        return self.commands.get(cmd_name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """click's own listing, over stand-ins that carry a summary: listing every command
+        would otherwise import every module (a sixth of what `vault --help` costs)."""
+        listing = click.Group(commands=[
+            self.commands.get(name) or click.Command(name, help=COMMANDS[name][1])
+            if name in COMMANDS else self.get_command(ctx, name)
+            for name in self.list_commands(ctx)])
+        click.Group.format_commands(listing, ctx, formatter)
+
+
+@click.group(cls=LazyGroup,
+             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.option("--home", envvar="VAULT_HOME", metavar="DIR",
               help="Vault directory for the embedded SQLite store [env: VAULT_HOME; default: "
                    "the user data directory]. PostgreSQL: set VAULT_STORE=postgresql://...")
@@ -107,27 +181,11 @@ def cli(ctx: click.Context, home: str | None, key_file: str | None, keyslot: int
     ctx.call_on_close(state.close)
 
 
-def _register_commands() -> None:
-    from vault.cli import (
-        admin,
-        backups,
-        clients,
-        grants,
-        importing,
-        operations,
-        probes,
-        reports,
-        sandbox,
-        setup,
-        tokens,
-    )
-
-    for module in (setup, clients, grants, importing, reports, tokens, probes, operations, backups,
-                   admin, sandbox):
-        module.register(cli)
-
-
-_register_commands()
+def all_commands() -> dict[str, click.Command]:
+    """Every top-level command, each module loaded (for the tests that walk the whole CLI)."""
+    ctx = click.Context(cli)
+    return {name: command for name in cli.list_commands(ctx)
+            if (command := cli.get_command(ctx, name)) is not None}
 
 
 def _is_check_mode(args: list[str]) -> bool:
