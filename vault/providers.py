@@ -4,19 +4,20 @@ TLS context the mail probes use, and an OAuth client per client credential over 
 
 from __future__ import annotations
 
-import ssl
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from domain.credentials import CERTIFICATE, ClientCredential
-from domain.diagnosis import Diagnosis
 from domain.secret_value import SecretValue
 from vault.errors import OperationFailed
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # ssl and httpx are imported when a provider is first talked to
+    import ssl
+
     import httpx
 
     from adapters.oauth import ClientAuth, OAuthClient
+    from domain.diagnosis import Diagnosis
 
 
 class GrantUnusable(OperationFailed):

@@ -9,16 +9,12 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
-from email.message import EmailMessage
-from email.utils import getaddresses
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-import httpx
 from eventsourcing.persistence import IntegrityError
 
 from adapters.errors import IntegrityViolation
-from adapters.notify import NotifyFailed, post_webhook
 from adapters.store import Changes
 from domain.alerts import AlertState, alert_id_for, alert_key
 from domain.errors import DomainError
@@ -292,11 +288,16 @@ class AlertService:
                            f"({rows[0].protocols})")
 
     def _webhook(self, url: SecretValue, alerts: list[dict[str, Any]], now: datetime) -> None:
+        from adapters.notify import post_webhook
+
         post_webhook(self.providers.http, url,
                      webhook_payload(alerts, self.core.header.vault_id, now), sleep=self.sleep)
 
     def _email(self, alerts: list[dict[str, Any]], to: str, via: str, now: datetime) -> None:
+        from email.message import EmailMessage
+
         from adapters.mail import probe
+        from adapters.notify import NotifyFailed
 
         row = self.grants.grant_row(via)
         credential = self.core.load_client(row.client_uuid)
@@ -364,6 +365,8 @@ class AlertService:
 def check_webhook_url(url: SecretValue) -> SecretValue:
     """The URL as it will be used (stripped): https only, since it is a credential, except to a
     receiver on this host."""
+    import httpx  # here: only the alert commands check a webhook URL
+
     value = url.reveal().strip()
     try:
         parts = httpx.URL(value)
@@ -384,6 +387,8 @@ def check_alert_channels(webhook: SecretValue | None, email_to: str | None, via:
     if min_severity not in SEVERITY_RANK:
         raise BadInput("--min-severity is info, warning or critical")
     if email_to:
+        from email.utils import getaddresses
+
         if not via:
             raise BadInput("--email-to needs --via MAILBOX: the grant that sends it")
         addresses = getaddresses([email_to])

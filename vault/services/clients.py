@@ -14,7 +14,6 @@ from adapters.store.queries import ClientRow, SecretRow
 from domain.clouds import PROTOCOLS, require_concrete_tenant
 from domain.credentials import ClientCredential, check_client_name, check_endpoint_url
 from domain.grants import REVOKED
-from domain.mail_verdicts import mail_server
 from domain.secret_value import SecretValue
 from vault.core import VaultCore, apply_views, use_case
 from vault.errors import AlreadyExists, BadInput, NotFound, VaultError
@@ -109,6 +108,8 @@ def secret_summary(secret: dict[str, Any], current_ref: str | None) -> SecretSum
 
 
 def client_summary(client: ClientCredential) -> ClientSummary:
+    from domain.mail_verdicts import mail_server
+
     current = client.current_secret()
     return ClientSummary(
         name=client.name, provider=client.provider, cloud=client.cloud,

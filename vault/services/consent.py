@@ -16,18 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from adapters.id_token import (
-    IdTokenRejected,
-    OpenIdProvider,
-    discover_provider,
-    fetch_keys,
-    verify_id_token,
-)
-from adapters.loopback import LoopbackListener, Redirect, parse_redirect
-from adapters.oauth import DeviceAuthorization, OAuthClient, OAuthFailure, Tokens, pkce_pair
 from adapters.store import Changes
 from domain.credentials import ClientCredential
-from domain.diagnosis import CODE, classify
 from domain.grants import ConsentGrant, check_mailbox
 from domain.identity import (
     NOT_CHECKED_NO_ID_TOKEN,
@@ -46,7 +36,10 @@ from vault.projections import grant_changes, rotation_changes
 from vault.services.grants import GrantSummary, grant_summary
 from vault.services.tokens import TokenRefreshFailed
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the HTTP client and the loopback server are imported by a consent itself
+    from adapters.id_token import OpenIdProvider
+    from adapters.loopback import Redirect
+    from adapters.oauth import DeviceAuthorization, OAuthClient, Tokens
     from vault.core import VaultCore
     from vault.providers import Providers
     from vault.services.clients import ClientService
@@ -94,6 +87,8 @@ class ConsentService:
         ui: ConsentUI, open_browser: bool = True, timeout: float = 300.0,
         replace: bool = False, account: str | None = None,
     ) -> GrantSummary:
+        from adapters.oauth import OAuthFailure
+
         if flow not in FLOWS:
             raise BadInput(f"--flow must be one of {', '.join(FLOWS)}")
         mailbox = check_mailbox(mailbox)
@@ -144,6 +139,8 @@ class ConsentService:
     def _openid_provider(self, credential: ClientCredential,
                          oauth: OAuthClient) -> OpenIdProvider | None:
         """The provider's OpenID configuration; None for a custom client without an issuer."""
+        from adapters.id_token import discover_provider
+
         issuer = credential.endpoints.get("issuer")
         if not issuer:
             return None
@@ -153,6 +150,8 @@ class ConsentService:
                    openid: OpenIdProvider | None, tokens: Tokens, expected: str,
                    nonce: str | None) -> dict[str, Any]:
         """Who signed in, from the verified ID token; refused when it is not `expected`."""
+        from adapters.id_token import IdTokenRejected, fetch_keys, verify_id_token
+
         if openid is None or tokens.id_token is None:
             reason = NOT_CHECKED_NO_ISSUER if openid is None else NOT_CHECKED_NO_ID_TOKEN
             self.core.warnings.append(f"{reason}: vault could not check who signed in, and records "
@@ -175,6 +174,9 @@ class ConsentService:
     def _authorization_code(self, oauth, credential: ClientCredential, mailbox: str,
                             every_scope: list[str], first_scopes: list[str], flow: str,
                             ui: ConsentUI, open_browser: bool, timeout: float, nonce: str):
+        from adapters.loopback import LoopbackListener, parse_redirect
+        from adapters.oauth import pkce_pair
+
         verifier, challenge = pkce_pair()
         state = secrets.token_urlsafe(24)
         extra = ({"access_type": "offline", "prompt": "consent"}
@@ -207,6 +209,9 @@ class ConsentService:
 
     @staticmethod
     def _checked_code(redirect: Redirect, state: str) -> SecretValue:
+        from adapters.oauth import OAuthFailure
+        from domain.diagnosis import CODE, classify
+
         if redirect.error:
             raise OAuthFailure(classify(http_status=400, error=redirect.error, context=CODE))
         if redirect.state and not redirect.state.isascii():  # vault's are URL-safe base64

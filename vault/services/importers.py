@@ -9,11 +9,11 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from adapters.errors import AdapterError, IntegrityViolation
-from adapters.other_tools import Account
 from vault.core import use_case
 from vault.errors import BadInput, VaultError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the readers (cryptography's Fernet) are imported by the import commands
+    from adapters.other_tools import Account
     from vault.core import VaultCore
     from vault.services.clients import ClientService
     from vault.services.grants import GrantService

@@ -3,21 +3,19 @@ on the grant (ProbeRecorded) and shown by `vault status` and `vault grant show`.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from adapters.mail import ProbeResult, Target, probe, probe_graph
 from adapters.store import Changes
 from domain.credentials import ClientCredential
 from domain.grants import ConsentGrant
-from domain.mail_verdicts import DEFAULT_PORTS, NETWORK, OK, mail_server
 from vault.core import apply_views, use_case
 from vault.errors import BadInput
 from vault.projections import grant_changes
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the mail clients (ssl, email) are imported by the probes themselves
+    from adapters.mail import ProbeResult, Target
     from vault.core import VaultCore
     from vault.providers import Providers
     from vault.services.grants import GrantService
@@ -58,6 +56,10 @@ class ProbeService:
         host: str | None = None, port: int | None = None, tls: str | None = None,
         mechanism: str = "xoauth2", send_test: bool = False, timeout: float = 20.0,
     ) -> list[ProbeOutcome]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        from domain.mail_verdicts import OK
+
         row = self.grants.grant_row(mailbox, client)
         grant: ConsentGrant = self.core.load_grant(row.grant_uuid)
         credential: ClientCredential = self.core.load_client(row.client_uuid)
@@ -87,6 +89,9 @@ class ProbeService:
     def target(self, credential: ClientCredential, grant: ConsentGrant, protocol: str,
                host: str | None, port: int | None, tls: str | None, mechanism: str,
                timeout: float) -> Target:
+        from adapters.mail import Target
+        from domain.mail_verdicts import DEFAULT_PORTS, mail_server
+
         default_port, default_tls = DEFAULT_PORTS[protocol]
         known = mail_server(credential.profile, credential.mail_servers, protocol) or {}
         host = host or known.get("host")
@@ -100,6 +105,9 @@ class ProbeService:
 
     def _run(self, grant: ConsentGrant, credential: ClientCredential, target: Target,
              token: Any, send_test: bool) -> ProbeResult:
+        from adapters.mail import ProbeResult, probe, probe_graph
+        from domain.mail_verdicts import NETWORK
+
         try:
             context = self.providers.tls_context()
         except Exception as e:  # noqa: BLE001 - reported as the probe's outcome

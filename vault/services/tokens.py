@@ -30,7 +30,6 @@ from adapters.store import Changes
 from adapters.store.queries import GrantRow
 from domain.clouds import require_concrete_tenant
 from domain.credentials import ClientCredential
-from domain.diagnosis import Diagnosis
 from domain.grants import ACTIVE, ConsentGrant
 from domain.rotation import TokenRotation
 from domain.scopes import resource_for
@@ -42,6 +41,7 @@ from vault.providers import GrantUnusable, TokenRefreshFailed
 
 if TYPE_CHECKING:
     from adapters.oauth import Tokens
+    from domain.diagnosis import Diagnosis
     from vault.providers import Providers
     from vault.services.clients import ClientService
     from vault.services.grants import GrantService

@@ -1,0 +1,95 @@
+"""Start-up: each command imports what it uses. The lazily registered commands are the ones their
+modules define, `vault --help` lists them without importing them, the read commands load no HTTP
+client or server, and the shared vocabulary imports nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import click
+import pytest
+
+from domain import clouds, credentials, expiry, grants, vocabulary
+from tests.conftest import Harness, add_client, import_grant
+from vault.cli.main import COMMANDS, all_commands
+
+# What a read command has no use for: HTTP (client and server), TLS, mail, the OAuth and
+# ID-token adapters, the importers' cryptography.
+NOT_FOR_READS = ("httpx", "http.server", "http.client", "ssl", "email.message", "cryptography",
+                 "concurrent.futures", "adapters.oauth", "adapters.id_token", "adapters.loopback",
+                 "adapters.mail", "adapters.notify", "adapters.importers", "adapters.http")
+
+
+LIST_MODULES = """
+import atexit, json, os, sys
+atexit.register(lambda: open(os.environ["MODULES_FILE"], "w").write(json.dumps(list(sys.modules))))
+from vault.entry import main
+main(sys.argv[1:])
+"""
+
+
+def imported(h: Harness | None, tmp_path: Path, *args: str) -> set[str]:
+    """The modules `vault ARGS` has loaded when it exits, run as a separate process (which must
+    succeed). (`-X importtime` would miss the command modules: importlib loads them.)"""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
+    if h is not None:
+        env.update({k: v for k, v in h.env().items() if v is not None})
+    env["MODULES_FILE"] = str(tmp_path / "modules.json")
+    result = subprocess.run([sys.executable, "-c", LIST_MODULES, *args], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return set(json.loads((tmp_path / "modules.json").read_text()))
+
+
+def test_each_module_registers_the_commands_the_table_names() -> None:
+    for module in {m for m, _ in COMMANDS.values()}:
+        group = click.Group()
+        __import__(f"vault.cli.{module}", fromlist=["register"]).register(group)
+        assert set(group.commands) == {n for n, (m, _) in COMMANDS.items() if m == module}, module
+
+
+def test_the_help_lists_each_command_as_the_command_itself_would() -> None:
+    """The summaries `vault --help` shows without importing a command are what click makes of
+    the command's own help, at every width a terminal can give."""
+    for name, command in all_commands().items():
+        stand_in = click.Command(name, help=COMMANDS[name][1])
+        assert not command.hidden and not command.deprecated and command.short_help is None
+        for limit in range(0, 200):
+            assert stand_in.get_short_help_str(limit) == command.get_short_help_str(limit), (
+                f"{name}: update its summary in vault/cli/main.py's COMMANDS")
+
+
+def test_help_imports_no_command_module(tmp_path: Path) -> None:
+    modules = imported(None, tmp_path, "--help")
+    command_modules = {f"vault.cli.{module}" for module, _ in COMMANDS.values()}
+    assert "vault.cli.main" in modules and not modules & command_modules
+    assert not [m for m in modules if m.split(".")[0] in ("adapters", "eventsourcing")]
+
+
+@pytest.mark.parametrize("args", [("status",), ("status", "--json"), ("expiry",),
+                                  ("expiry", "--format", "json"), ("grant", "list")])
+def test_read_commands_load_no_http_or_mail(sqlite_vault: Harness, tmp_path: Path,
+                                            args: tuple[str, ...]) -> None:
+    add_client(sqlite_vault)
+    import_grant(sqlite_vault)
+    modules = imported(sqlite_vault, tmp_path, *args)
+    assert "vault.cli.reports" in modules or "vault.cli.grants" in modules  # it did run
+    assert not [m for m in NOT_FOR_READS if m in modules]
+
+
+def test_the_vocabulary_imports_nothing_and_is_the_domains() -> None:
+    result = subprocess.run([sys.executable, "-X", "importtime", "-c", "import domain.vocabulary"],
+                            capture_output=True, text=True, check=True)
+    modules = {line.split("|")[-1].strip() for line in result.stderr.splitlines()}
+    assert {m for m in modules if m.split(".")[0] in ("domain", "vault", "adapters")} == {
+        "domain", "domain.vocabulary"}
+    assert tuple(clouds.MICROSOFT_CLOUDS) == vocabulary.MICROSOFT_CLOUD_NAMES
+    assert clouds.PROTOCOLS is vocabulary.PROTOCOLS and clouds.PROVIDERS is vocabulary.PROVIDERS
+    assert clouds.MAIL_PROTOCOLS is vocabulary.MAIL_PROTOCOLS
+    assert credentials.AUTH_METHODS is vocabulary.AUTH_METHODS
+    assert (grants.ACTIVE, grants.NEEDS_RECONSENT, grants.REVOKED) == vocabulary.GRANT_STATUSES
+    assert tuple(expiry.SEVERITY_RANK) == vocabulary.SEVERITIES
