@@ -82,5 +82,5 @@ def test_no_heavy_imports_on_the_cached_path(granted: Harness) -> None:
                              MAILBOX], env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.startswith("sbx-at.")
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()}
-    for heavy in ("eventsourcing", "click", "httpx", "rich", "psycopg"):
+    for heavy in ("eventsourcing", "click", "httpx", "rich", "psycopg", "adapters.store.queries"):
         assert heavy not in imported, heavy

@@ -2,7 +2,7 @@
 
 It handles exactly one case: the embedded SQLite store, a key-file unlock, and an access token
 still valid for --min-valid. It reads the header, unlocks, finds the grant in the read model
-(checking the row's MAC) with the stores' own queries (adapters/store/queries.py), decrypts the
+(checking the row's MAC) with the stores' own lookups (adapters/store/lookups.py), decrypts the
 newest events of its TokenRotation (checking the recorded head version), writes the audit entry
 through the audit broker (once the signed head proves the log), and prints. It imports no
 eventsourcing, click or HTTP code. Anything else (a refresh, a passphrase, PostgreSQL,
@@ -141,42 +141,42 @@ def _serve(conn: sqlite3.Connection, key_file: str, slot_id: int | None,
     from adapters import crypto
     from adapters.keyring import AUDIT_KEY_ID, ROWS_KEY_ID, SIGNING_KEY_ID, Keyring, event_aad
     from adapters.keyslots import SealedHeader, read_key_file, unlock
-    from adapters.store import queries
+    from adapters.store import lookups
     from adapters.store.base import Tx, append_audit, key_row_of
     from vault.audit import AuditBroker, os_actor
 
     tx = Tx(conn.cursor())
-    header_row = queries.header_row(tx)
+    header_row = lookups.header_row(tx)
     sealed = SealedHeader(header_row["body"], header_row["checksum"], header_row["mac"])
     header = sealed.parse()
     root, _ = unlock(header, read_key_file(key_file), slot_id)
     sealed.verify_mac(root)
 
     keyring = Keyring(None, root, header.vault_id)  # type: ignore[arg-type] - keys loaded here
-    keyring.load(key_row_of(r) for r in queries.key_rows(tx, ROWS_KEY_ID, AUDIT_KEY_ID,
+    keyring.load(key_row_of(r) for r in lookups.key_rows(tx, ROWS_KEY_ID, AUDIT_KEY_ID,
                                                          SIGNING_KEY_ID))
     rows_sealer = keyring.rows  # every row used is one vault wrote
     match = {"mailbox_key": options["mailbox"].strip().casefold()}
     if "--client" in options:
-        clients = queries.view_rows(tx, "view_clients", name_key=options["--client"].casefold())
+        clients = lookups.view_rows(tx, "view_clients", name_key=options["--client"].casefold())
         if len(clients) != 1 or not rows_sealer.valid("view_clients", clients[0]):
             return None
         match["client_uuid"] = clients[0]["client_uuid"]
-    rows = queries.view_rows(tx, "view_grants", **match)
+    rows = lookups.view_rows(tx, "view_grants", **match)
     if len(rows) != 1 or not rows_sealer.valid("view_grants", rows[0]):
         return None
-    grant = queries.typed_row("view_grants", rows[0])
-    if grant.status != ACTIVE or protocol not in grant.protocols.split(","):
+    grant = rows[0]  # its columns, checked; not a GrantRow, whose dataclass this path never builds
+    if grant["status"] != ACTIVE or protocol not in grant["protocols"].split(","):
         return None
-    resource = json.loads(grant.resources)[protocol]
-    rotation_id = grant.rotation_uuid
+    resource = json.loads(grant["resources"])[protocol]
+    rotation_id = grant["rotation_uuid"]
 
-    (key_row,) = [key_row_of(r) for r in queries.key_rows(tx, rotation_id)]
+    (key_row,) = [key_row_of(r) for r in lookups.key_rows(tx, rotation_id)]
     keyring.load([key_row])
     head = keyring.verified_head(rotation_id, key_row)
-    events = queries.newest_events(tx, rotation_id, EVENTS_SCANNED)
+    events = lookups.newest_events(tx, rotation_id, EVENTS_SCANNED)
     if not events or events[0]["originator_version"] < head or \
-            events[0]["originator_version"] != grant.rotation_version:
+            events[0]["originator_version"] != grant["rotation_version"]:
         return None
     found = None
     for event in events:
@@ -209,10 +209,10 @@ def _serve(conn: sqlite3.Connection, key_file: str, slot_id: int | None,
                          actor=os_actor(), clock=lambda: now, keys=keyring.key, append=append)
 
     def hand_out() -> str:
-        broker.record.subject.update({"client": grant.client_name, "mailbox": grant.mailbox})
+        broker.record.subject.update({"client": grant["client_name"], "mailbox": grant["mailbox"]})
         broker.record.detail.update({"protocol": protocol, "revealed": "access_token",
                                      "resource": resource, "refreshed": False})
-        return render_token(fmt, token=found["access_token"].reveal(), mailbox=grant.mailbox,
+        return render_token(fmt, token=found["access_token"].reveal(), mailbox=grant["mailbox"],
                             expires_at=found["access_expires_at"], resource=resource,
                             refreshed=False)
 

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
-from uuid import UUID
 
 from adapters.errors import (
     AuditAppendFailed,
@@ -26,8 +25,8 @@ from adapters.errors import (
     SubjectPurged,
 )
 from adapters.keyslots import SealedHeader
-from adapters.store import queries
-from adapters.store.queries import check_identifier
+from adapters.store import lookups
+from adapters.store.lookups import check_identifier
 from adapters.store.schema import ADDED_COLUMNS, SCHEMA_VERSION, VIEW_KEYS, VIEW_TABLES
 
 
@@ -487,7 +486,7 @@ class Store(ABC):
 
     def key_row(self, originator_id: str) -> KeyRow | None:
         with self.read() as tx:
-            found = queries.key_rows(tx, originator_id)
+            found = lookups.key_rows(tx, originator_id)
         return key_row_of(found[0]) if found else None
 
     def key_rows(self) -> list[KeyRow]:
@@ -511,7 +510,7 @@ class Store(ABC):
         names for them (by the hex of its id), from one snapshot: another process committing
         meanwhile must not make a row look older than its events."""
         with self.snapshot() as tx:
-            rows = queries.view_rows(tx, table, **equal)
+            rows = lookups.view_rows(tx, table, **equal)
             ids = [a for row in rows for a in aggregates_of(row)]
             return rows, self._newest(tx, ids) if ids else {}
 
@@ -526,6 +525,8 @@ class Store(ABC):
 
     def stored_id(self, aggregate_id: str) -> Any:
         """An aggregate id as stored_events holds it (SQLite: hex text; PostgreSQL: uuid)."""
+        from uuid import UUID  # here: the cached-token path has no use for uuid (nor platform)
+
         return UUID(aggregate_id).hex
 
     def read_side(self) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from adapters.files import (
     temporary_prefix,
 )
 from adapters.store.base import RowMacs, Store, Tx, ViewChange
-from adapters.store.queries import check_identifier
+from adapters.store.lookups import check_identifier
 from adapters.store.schema import VIEW_TABLES
 from domain.errors import OperationFailed
 

@@ -1,6 +1,6 @@
 """The read models' rows as vault reads them: one dataclass per table (adapters/store/schema.py),
-built from a row only once its MAC and versions are checked (vault/reads.py), and the lookups
-the cached-token path (vault/fastpath.py) shares with the stores."""
+built from a row only once its MAC and versions are checked (vault/reads.py). The lookups the
+stores share with the cached-token path are in lookups.py, which builds no dataclass."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from adapters.errors import IntegrityViolation
-
-Tx = Any  # adapters.store.base.Tx: a cursor whose statements take `?` placeholders
 
 
 @dataclass(frozen=True)
@@ -104,37 +102,3 @@ def typed_row(table: str, row: Any) -> Any:
 def columns(row: ReadModelRow) -> dict[str, Any]:
     """The row's columns by name (what its MAC covers)."""
     return dict(vars(row))
-
-
-# -- lookups shared by the stores and the cached-token path --------------------------------
-
-
-def check_identifier(name: str) -> str:
-    """A table or column name vault itself chose (never one from input)."""
-    if not name.replace("_", "").isalnum():
-        raise ValueError(f"bad SQL identifier {name!r}")
-    return name
-
-
-def header_row(tx: Tx) -> Any:
-    return tx.one("SELECT body, checksum, mac FROM vault_header WHERE id = 1")
-
-
-def key_rows(tx: Tx, *originators: str) -> list[Any]:
-    """The key rows of the given originators (unchecked: see adapters.store.base.key_row_of)."""
-    marks = ", ".join("?" for _ in originators)
-    return tx.all(f"SELECT * FROM vault_keys WHERE originator_id IN ({marks})", originators)
-
-
-def view_rows(tx: Tx, table: str, **equal: Any) -> list[dict[str, Any]]:
-    """The rows of a read-model table whose columns equal the values given (unchecked)."""
-    where = " AND ".join(f"{check_identifier(c)} = ?" for c in equal)
-    sql = f"SELECT * FROM {check_identifier(table)}" + (f" WHERE {where}" if where else "")
-    return [dict(r) for r in tx.all(sql, tuple(equal.values()))]
-
-
-def newest_events(tx: Tx, originator_id: str, limit: int) -> list[Any]:
-    """The newest `limit` stored events of an aggregate (SQLite's hex ids), newest first."""
-    return tx.all("SELECT originator_version, topic, state FROM stored_events "
-                  "WHERE originator_id = ? ORDER BY originator_version DESC LIMIT ?",
-                  (originator_id.replace("-", ""), limit))
