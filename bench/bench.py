@@ -6,7 +6,9 @@
 
 Measures, on each store:
 - `vault token` on a cached token (SQLite, key file; a new process each run, as mail clients do),
-  beside `python3 -c pass`;
+  beside `python -c pass` by the interpreter running this script, which runs vault here too, from
+  the source tree (start-up against a bare interpreter, paired, in CPU time, from a non-editable
+  install: bench/startup.py);
 - append: a grant's token lineage grows to 52,560 refreshes (one every 10 minutes for a year),
   each in its own transaction with its audit entry and read-model update, snapshots every 20;
 - load: rebuilding that TokenRotation from snapshot + tail, against a full replay;
