@@ -93,3 +93,58 @@ def test_the_vocabulary_imports_nothing_and_is_the_domains() -> None:
     assert credentials.AUTH_METHODS is vocabulary.AUTH_METHODS
     assert (grants.ACTIVE, grants.NEEDS_RECONSENT, grants.REVOKED) == vocabulary.GRANT_STATUSES
     assert tuple(expiry.SEVERITY_RANK) == vocabulary.SEVERITIES
+
+
+CLICKS_OWN_WIDTH = """
+import sys
+from vault.cli import main
+main.help_width = lambda: None  # click works the width out itself, through shutil
+main.main(sys.argv[1:])
+"""
+
+
+def _output(argv: list[str], columns: str | None, tty_columns: int | None) -> str:
+    """What `argv` writes (stdout and stderr), COLUMNS set or not, on a pipe or on a terminal
+    that many columns wide."""
+    env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
+    if columns is not None:
+        env["COLUMNS"] = columns
+    if tty_columns is None:
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+        return result.stdout + result.stderr
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, tty_columns, 0, 0))
+    try:
+        subprocess.run(argv, env=env, stdout=follower, stderr=follower, timeout=60, check=False)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal's other end is closed: all read
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks).decode()
+    finally:
+        os.close(leader)
+
+
+@pytest.mark.parametrize("args", [("--help",), ("grant", "--help"), ("grant", "list", "--bogus"),
+                                  ("expiry", "--help")])
+def test_help_and_usage_are_as_wide_as_click_makes_them(args: tuple[str, ...]) -> None:
+    """vault works out click's width without shutil: the same text at every width."""
+    for columns, tty_columns in [(None, None), ("", None), ("0", None), ("abc", None),
+                                 ("-4", None), ("30", None), ("52", None), ("79", None),
+                                 ("100", None), ("101", None), ("250", None), (None, 60),
+                                 (None, 130), ("70", 120)]:
+        ours = _output([sys.executable, "-m", "vault", *args], columns, tty_columns)
+        clicks = _output([sys.executable, "-c", CLICKS_OWN_WIDTH, *args], columns, tty_columns)
+        assert ours == clicks, (columns, tty_columns)
+        assert "Usage: vault" in ours

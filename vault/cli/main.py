@@ -21,6 +21,7 @@ from vault import errors as codes
 from vault.render.text import one_line, say
 
 CHECK_UNKNOWN = 3
+MAX_CONTENT_WIDTH = 100
 
 
 class CliContext:
@@ -156,7 +157,8 @@ class LazyGroup(click.Group):
 
 
 @click.group(cls=LazyGroup,
-             context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+             context_settings={"help_option_names": ["-h", "--help"],
+                               "max_content_width": MAX_CONTENT_WIDTH})
 @click.option("--home", envvar="VAULT_HOME", metavar="DIR",
               help="Vault directory for the embedded SQLite store [env: VAULT_HOME; default: "
                    "the user data directory]. PostgreSQL: set VAULT_STORE=postgresql://...")
@@ -188,6 +190,28 @@ def all_commands() -> dict[str, click.Command]:
             if (command := cli.get_command(ctx, name)) is not None}
 
 
+def help_width() -> int | None:
+    """The width click gives help and usage text, worked out as click does (the terminal's
+    columns from shutil.get_terminal_size, clamped to MAX_CONTENT_WIDTH) but without importing
+    shutil, which brings the compression modules in: 0.4x of a bare interpreter, a twelfth of
+    what `vault --help` costs. None under click's test runner, whose fixed width click applies
+    itself. tests/test_startup.py compares the help at many widths with click's own."""
+    from click import formatting
+
+    if formatting.FORCED_WIDTH is not None:
+        return None
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns or 80
+        except (AttributeError, ValueError, OSError):
+            columns = 80
+    return max(min(columns, MAX_CONTENT_WIDTH) - 2, 50)
+
+
 def _is_check_mode(args: list[str]) -> bool:
     """`vault [global options] expiry ... --check`: errors must then exit 3 (unknown)."""
     return "expiry" in args and "--check" in args[args.index("expiry"):]
@@ -200,7 +224,8 @@ def main(args: list[str] | None = None) -> None:
     os.umask(0o077)  # whatever vault creates is private to its owner
     check = _is_check_mode(args)
     try:
-        code = cli.main(args=args, prog_name="vault", standalone_mode=False)
+        code = cli.main(args=args, prog_name="vault", standalone_mode=False,
+                        terminal_width=help_width())
     except click.exceptions.Exit as e:
         code = e.exit_code
     except click.exceptions.NoArgsIsHelpError as e:
