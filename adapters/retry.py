@@ -8,7 +8,6 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 
 
 @dataclass(frozen=True)
@@ -39,6 +38,8 @@ def retry_after_seconds(value: str | None,
     try:
         return max(0.0, float(value))
     except ValueError:
+        from email.utils import parsedate_to_datetime  # here: the read commands load no email
+
         try:
             return max(0.0, parsedate_to_datetime(value).timestamp() - now())
         except (TypeError, ValueError):

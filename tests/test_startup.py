@@ -19,7 +19,7 @@ from vault.cli.main import COMMANDS, all_commands
 
 # What a read command has no use for: HTTP (client and server), TLS, mail, the OAuth and
 # ID-token adapters, the importers' cryptography.
-NOT_FOR_READS = ("httpx", "http.server", "http.client", "ssl", "email.message", "cryptography",
+NOT_FOR_READS = ("httpx", "http.server", "http.client", "ssl", "email", "cryptography",
                  "concurrent.futures", "adapters.oauth", "adapters.id_token", "adapters.loopback",
                  "adapters.mail", "adapters.notify", "adapters.importers", "adapters.http")
 
