@@ -16,6 +16,7 @@ from domain.credentials import ClientCredential
 from domain.grants import ConsentGrant, mailbox_key
 from domain.rotation import TokenRotation
 from domain.scopes import resource_for
+from domain.vocabulary import CLIENT_ACTIVE, CLIENT_REMOVED
 
 
 def _iso(value: datetime | date | None) -> str | None:
@@ -34,7 +35,7 @@ def client_changes(client: ClientCredential) -> list[ViewChange]:
         "name": client.name, "name_key": client_name_key(client.name),
         "provider": client.provider, "cloud": client.cloud, "tenant": client.tenant,
         "client_id": client.client_id, "auth_method": client.auth_method,
-        "status": "removed" if client.is_removed else "active",
+        "status": CLIENT_REMOVED if client.is_removed else CLIENT_ACTIVE,
         "google_testing": int(client.google_testing),
         "active_secrets": len(client.active_secrets()),
         "registered_at": _iso(client.created_on), "updated_at": _iso(client.modified_on),

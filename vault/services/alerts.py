@@ -19,9 +19,10 @@ from adapters.store import Changes
 from domain.alerts import AlertState, alert_id_for, alert_key
 from domain.errors import DomainError
 from domain.expiry import SEVERITY_RANK, due_items, evaluate
-from domain.grants import REVOKED, mailbox_key
+from domain.grants import mailbox_key
 from domain.rotation import rotation_id_for
 from domain.secret_value import SecretValue
+from domain.vocabulary import ACTIVE, REVOKED
 from vault.core import use_case
 from vault.errors import BadInput, VaultError
 from vault.render.alerts import email_body, email_subject, webhook_payload
@@ -104,7 +105,7 @@ class AlertService:
                                if item["mailbox"] else client_ids.get(item["client"].casefold()))
             items.append(item)
         for row in grant_rows:
-            if row.status != "active":
+            if row.status != ACTIVE:
                 continue
             for protocol, probe in json.loads(row.probes or "{}").items():
                 if probe["outcome"] == "ok":

@@ -13,8 +13,8 @@ from adapters.store import Changes
 from adapters.store.queries import ClientRow, SecretRow
 from domain.clouds import PROTOCOLS, require_concrete_tenant
 from domain.credentials import ClientCredential, check_client_name, check_endpoint_url
-from domain.grants import REVOKED
 from domain.secret_value import SecretValue
+from domain.vocabulary import CLIENT_ACTIVE, CLIENT_REMOVED, REVOKED
 from vault.core import VaultCore, apply_views, use_case
 from vault.errors import AlreadyExists, BadInput, NotFound, VaultError
 from vault.projections import client_changes, client_name_key, client_removal
@@ -114,7 +114,7 @@ def client_summary(client: ClientCredential) -> ClientSummary:
     return ClientSummary(
         name=client.name, provider=client.provider, cloud=client.cloud,
         tenant=client.tenant, client_id=client.client_id,
-        auth_method=client.auth_method, status="removed" if client.is_removed else "active",
+        auth_method=client.auth_method, status=CLIENT_REMOVED if client.is_removed else CLIENT_ACTIVE,
         endpoints=client.endpoints, redirect_uri=client.redirect_uri,
         scopes=client.scopes, google_testing=client.google_testing,
         mail_servers=client.mail_servers,

@@ -30,6 +30,7 @@ from domain.identity import (
 from domain.rotation import TokenRotation
 from domain.scopes import MAIL, plan_scopes
 from domain.secret_value import SecretValue
+from domain.vocabulary import ACTIVE
 from vault.core import apply_views, use_case
 from vault.errors import AlreadyExists, BadInput, OperationFailed
 from vault.projections import grant_changes, rotation_changes
@@ -103,7 +104,7 @@ class ConsentService:
             raise BadInput("Google's device flow does not allow the Gmail scope: use "
                            "--flow browser or --flow manual")
         existing = self.core.reads.grants_of(str(credential.id), mailbox)
-        if existing and existing[0].status == "active" and not replace:
+        if existing and existing[0].status == ACTIVE and not replace:
             raise AlreadyExists(f"{mailbox} already has an active grant under "
                                 f"{credential.name!r}: add --replace to consent again")
         first = MAIL if MAIL in plan else next(iter(plan))

@@ -23,6 +23,7 @@ from domain.identity import NOT_CHECKED_BEFORE, not_checked
 from domain.rotation import TokenRotation, rotation_id_for
 from domain.scopes import resource_url
 from domain.secret_value import SecretValue
+from domain.vocabulary import ACTIVE, REVOKED
 from vault.core import VaultCore, apply_views, use_case
 from vault.errors import AlreadyExists, AmbiguousMailbox, BadInput, NotFound
 from vault.projections import client_name_key, grant_changes, grant_removal, rotation_changes
@@ -109,7 +110,7 @@ def refusal_state(refused_since: datetime | str | None, status: str,
     """"Refresh refused once": since when, and from when a further refusal marks the grant
     for re-consent. None unless an active grant's refresh token was refused and not since
     accepted."""
-    if not refused_since or status != "active":
+    if not refused_since or status != ACTIVE:
         return None
     since = (datetime.fromisoformat(refused_since) if isinstance(refused_since, str)
              else refused_since)
@@ -308,7 +309,7 @@ class GrantService:
             grant = self.core.load_grant(row.grant_uuid)
             rotation = self.core.load(grant.rotation_id)
             now = self.core.now()
-            if grant.status != "revoked" or not purge:  # a second revoke is refused
+            if grant.status != REVOKED or not purge:  # a second revoke is refused
                 grant.revoke(now=now, reason=reason, revoked_by=self.core.who)
             # Recorded in the audit entry, which outlives a purge of the grant's own events.
             self.core.broker.record.detail["access_valid_until"] = self.access_valid_until(

@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from adapters.errors import AdapterError, IntegrityViolation
+from domain.vocabulary import CLIENT_ACTIVE
 from vault.core import use_case
 from vault.errors import BadInput, VaultError
 
@@ -70,7 +71,7 @@ class ImportService:
         clients = self.core.reads.models().clients
         for row in clients:
             if (row.provider, row.client_id, row.status) == (
-                    account.provider, account.client_id, "active") and (
+                    account.provider, account.client_id, CLIENT_ACTIVE) and (
                     (row.tenant or "").casefold() == (account.tenant or "").casefold()):
                 return row.name, False
         taken = {r.name_key for r in clients}

@@ -23,8 +23,8 @@ from adapters.keyslots import seal_header
 from adapters.store import Changes, Head, ViewChange
 from adapters.store.failures import explain_store_failure
 from domain.errors import DomainError
-from domain.grants import ACTIVE
 from domain.secret_value import SecretValue
+from domain.vocabulary import ACTIVE
 from vault.audit import TrustedCheckpoint, parse_checkpoint
 from vault.core import use_case
 from vault.errors import BadInput, VaultError

@@ -34,6 +34,7 @@ from domain.expiry import (
 )
 from domain.grants import ConsentGrant
 from domain.secret_value import SecretValue
+from domain.vocabulary import CLIENT_ACTIVE, REVOKED
 from vault.audit import actor_name, decrypt_entry
 from vault.core import VaultCore, use_case
 from vault.errors import BadInput, NotFound
@@ -262,11 +263,11 @@ class ReportService:
                         secret_id=r.secret_id, created_on=_date(r.created_on),
                         expires_on=_date(r.expires_on), kind=r.kind)
             for r in models.secrets
-            if r.retired_at is None and (c := clients[r.client_uuid]).status == "active"
+            if r.retired_at is None and (c := clients[r.client_uuid]).status == CLIENT_ACTIVE
         ]
         grants = []
         for r in models.grants:
-            if r.status == "revoked":
+            if r.status == REVOKED:
                 continue
             activity = [d for d in (_date(r.rt_issued_at), _date(r.rt_last_used_at)) if d]
             grants.append(GrantFacts(

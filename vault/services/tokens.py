@@ -30,10 +30,11 @@ from adapters.store import Changes
 from adapters.store.queries import GrantRow
 from domain.clouds import require_concrete_tenant
 from domain.credentials import ClientCredential
-from domain.grants import ACTIVE, ConsentGrant
+from domain.grants import ConsentGrant
 from domain.rotation import TokenRotation
 from domain.scopes import resource_for
 from domain.secret_value import SecretValue
+from domain.vocabulary import ACTIVE, NEEDS_RECONSENT
 from vault.core import VaultCore, apply_views, use_case
 from vault.errors import BadInput
 from vault.projections import grant_changes, rotation_changes
@@ -110,14 +111,14 @@ class TokenService:
         if protocol not in row.protocols.split(","):
             raise BadInput(f"the grant of {row.mailbox} covers {row.protocols}, "
                            f"not {protocol}")
-        if row.status != "active":
-            state = "needs a new consent" if row.status == "needs-reconsent" else "was revoked"
+        if row.status != ACTIVE:
+            state = "needs a new consent" if row.status == NEEDS_RECONSENT else "was revoked"
             raise GrantUnusable(
                 f"the grant of {row.mailbox} {state}"
                 + (f" ({row.status_reason})" if row.status_reason else "")
                 + (f": run `vault consent {row.client_name} --mailbox {row.mailbox} "
                    f"--protocols {row.protocols} --replace`"
-                   if row.status == "needs-reconsent" else ""))
+                   if row.status == NEEDS_RECONSENT else ""))
         rotation: TokenRotation = self.core.load(UUID(row.rotation_uuid))
         grant: ConsentGrant = self.core.load_grant(row.grant_uuid)
         resource = resource_for(grant.scopes, protocol)
