@@ -259,3 +259,10 @@ def test_usage_errors_and_version(vault: Harness) -> None:
     assert vault.ok("--version").out.startswith("vault, version")
     missing = vault.run("grant", "revoke", "help@contoso.com")
     assert missing.code == 2 and "--reason" in missing.err
+
+
+def test_the_kdf_choices_are_the_kdf_profiles() -> None:
+    from adapters.keyslots import KDF_PROFILES
+    from vault.cli.setup import KDF_CHOICE
+
+    assert list(KDF_CHOICE.choices) == list(KDF_PROFILES)

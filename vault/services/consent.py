@@ -30,7 +30,7 @@ from domain.identity import (
 from domain.rotation import TokenRotation
 from domain.scopes import MAIL, plan_scopes
 from domain.secret_value import SecretValue
-from domain.vocabulary import ACTIVE
+from domain.vocabulary import ACTIVE, CONSENT_FLOWS
 from vault.core import apply_views, use_case
 from vault.errors import AlreadyExists, BadInput, OperationFailed
 from vault.projections import grant_changes, rotation_changes
@@ -46,7 +46,6 @@ if TYPE_CHECKING:  # the HTTP client and the loopback server are imported by a c
     from vault.services.clients import ClientService
     from vault.services.grants import GrantService
 
-FLOWS = ("browser", "manual", "device")
 MANUAL_REDIRECT = "http://127.0.0.1/callback"
 
 
@@ -90,8 +89,8 @@ class ConsentService:
     ) -> GrantSummary:
         from adapters.oauth import OAuthFailure
 
-        if flow not in FLOWS:
-            raise BadInput(f"--flow must be one of {', '.join(FLOWS)}")
+        if flow not in CONSENT_FLOWS:
+            raise BadInput(f"--flow must be one of {', '.join(CONSENT_FLOWS)}")
         mailbox = check_mailbox(mailbox)
         expected = check_account_name(account) if account is not None else mailbox
         credential: ClientCredential = self.clients.credential(client)

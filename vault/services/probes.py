@@ -10,6 +10,7 @@ from uuid import UUID
 from adapters.store import Changes
 from domain.credentials import ClientCredential
 from domain.grants import ConsentGrant
+from domain.vocabulary import SASL_MECHANISMS, TLS_MODES
 from vault.core import apply_views, use_case
 from vault.errors import BadInput
 from vault.projections import grant_changes
@@ -21,8 +22,6 @@ if TYPE_CHECKING:  # the mail clients (ssl, email) are imported by the probes th
     from vault.services.grants import GrantService
     from vault.services.tokens import TokenService
 
-MECHANISMS = ("xoauth2", "oauthbearer")
-TLS_MODES = ("implicit", "starttls", "plain")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,7 +68,7 @@ class ProbeService:
                            f"not {protocol}")
         if port is not None and len(protocols) > 1:
             raise BadInput("--port applies to one protocol: add --protocol")
-        if mechanism not in MECHANISMS or (tls is not None and tls not in TLS_MODES):
+        if mechanism not in SASL_MECHANISMS or (tls is not None and tls not in TLS_MODES):
             raise BadInput("--mechanism is xoauth2 or oauthbearer; --tls implicit, starttls "
                            "or plain")
         self.core.broker.record.detail.update({"protocols": protocols, "send_test": send_test})
