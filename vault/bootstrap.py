@@ -225,10 +225,9 @@ def unlock_store(
         material = material_source(header)
         root, slot = unlock(header, material, slot_id)
         sealed.verify_mac(root)
-        core = VaultCore(store=store, header=header, header_checksum=sealed.checksum,
-                         root=root, unlocked_with=slot, clock=clock, actor=actor)
-        core.unlock_material = material
-        return core
+        return VaultCore(store=store, header=header, header_checksum=sealed.checksum,
+                         root=root, unlocked_with=slot, clock=clock, actor=actor,
+                         unlock_material=material)
     except BaseException:
         store.close()
         raise

@@ -43,7 +43,7 @@ from adapters.encryption import (
 )
 from adapters.errors import AuditAppendFailed, IntegrityViolation
 from adapters.keyring import SETTINGS_KEY_ID
-from adapters.keyslots import Header, Keyslot, RootKey
+from adapters.keyslots import Header, Keyslot, RootKey, UnlockMaterial
 from adapters.store import Changes, Head, KeyRow, Store, ViewChange
 from domain.alerts import AlertState
 from domain.credentials import ClientCredential
@@ -146,12 +146,15 @@ class VaultCore(Application[UUID]):
         self, *, store: Store, header: Header, header_checksum: str, root: RootKey,
         unlocked_with: Keyslot, clock: Callable[[], datetime] = system_clock,
         actor: dict[str, Any] | None = None, new_id: Callable[[], UUID] = uuid4,
+        unlock_material: UnlockMaterial | None = None,
     ) -> None:
         self.store = store
         self.header = header
         self.header_checksum = header_checksum  # compare-and-swap base for header changes
         self.root = root
         self.unlocked_with = unlocked_with
+        # what opened it: a copy being proven (backups) and key rotation open with it again
+        self.unlock_material = unlock_material
         self.clock = clock
         self.actor = actor if actor is not None else os_actor()
         self.new_id = new_id
