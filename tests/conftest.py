@@ -32,6 +32,32 @@ VAULT_ENV = ("VAULT_HOME", "VAULT_STORE", "VAULT_KEY_FILE", "VAULT_PASSPHRASE",
 PASSPHRASE = "correct horse battery staple"
 
 
+# Fixtures that start a peer: a test using one is marked `peers` (`browser` for Chromium), and a
+# test on PostgreSQL `pg`, so that `-m "not pg and not peers and not browser"` picks the rest.
+PEER_FIXTURES = {"oidc", "sandbox", "webhook", "dovecot", "dovecot_without_idp", "mail_sink"}
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        fixtures = set(getattr(item, "fixturenames", ()))
+        callspec = getattr(item, "callspec", None)
+        if "pg_database" in fixtures or (callspec and callspec.params.get("store_kind") == "postgresql"):
+            item.add_marker(pytest.mark.pg)
+        if fixtures & PEER_FIXTURES:
+            item.add_marker(pytest.mark.peers)
+        if "chromium" in fixtures:
+            item.add_marker(pytest.mark.browser)
+        tier = item.path.relative_to(Path(__file__).parent).parts[0]
+        if tier not in TIERS:
+            raise pytest.UsageError(f"{item.nodeid}: every test lives in tests/unit, "
+                                    "tests/integration or tests/e2e")
+        needs = [m for m in ("pg", "peers", "browser") if item.get_closest_marker(m)]
+        if tier == "unit" and needs:
+            raise pytest.UsageError(f"{item.nodeid}: the unit tier starts no peer and needs no "
+                                    f"server, but this test is marked {', '.join(needs)}")
+
+
 @pytest.fixture(autouse=True)
 def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in VAULT_ENV:
@@ -129,6 +155,14 @@ class Harness:
         result = self.run(*args, input=input, **env)
         assert result.code == 0, f"vault {' '.join(args)} -> {result.code}: {result.text}"
         return result
+
+    def cached_token(self, *args: str, **env: str | None) -> str | None:
+        """`vault token ARGS` through the cached-token path alone (vault/fastpath.py), in-process
+        with this vault's environment: its output, or None where it hands over to the full CLI."""
+        from vault.fastpath import cached_token
+
+        with CliRunner().isolation(env=self.env(**env)):
+            return cached_token(["token", *args])
 
     def spawn(self, *args: str, input: str | None = None, **env: str) -> subprocess.Popen:
         """A separate `vault` process (for concurrency)."""
@@ -298,41 +332,6 @@ def add_sandbox_client(h: Harness, server, name: str = "demo") -> Result:
                 "--client-id", s["client_id"], "--secret-stdin", "--authorize-url",
                 s["authorize_url"], "--token-url", s["token_url"], "--device-url",
                 s["device_url"], "--issuer", s["issuer"], input=s["client_secret"])
-
-
-class ScriptedConsent:
-    """The person at the browser, scripted: signs in over HTTP and lets the redirect reach
-    vault's loopback listener (browser flow), or pastes it back (manual flow)."""
-
-    def __init__(self, sign_in, username: str, password: str) -> None:
-        self.sign_in = sign_in  # (authorize_url, username, password) -> final redirect URL
-        self.username, self.password = username, password
-        self.redirect: str | None = None
-        self.device_approver = None
-
-    def open_browser(self, url: str) -> bool:
-        import threading
-
-        import httpx
-
-        def person() -> None:
-            redirect = self.sign_in(url, self.username, self.password)
-            httpx.get(redirect, timeout=10)
-
-        threading.Thread(target=person, daemon=True).start()
-        return True
-
-    def show_authorize_url(self, url: str, opened: bool) -> None:
-        if not opened:
-            self.redirect = self.sign_in(url, self.username, self.password)
-
-    def read_redirect_url(self) -> str:
-        assert self.redirect is not None
-        return self.redirect
-
-    def show_device_code(self, device) -> None:
-        self.device_approver(device.verification_uri, device.user_code, self.username,
-                             self.password)
 
 
 def debian_tool(binary: str, package: str, needed_for: str) -> str:

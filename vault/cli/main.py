@@ -89,7 +89,7 @@ _current: CliContext | None = None  # this command's, for the error handler of `
 # Each top-level command: the module that defines it (vault/cli/<module>.py, whose `register`
 # adds it) and its summary, the first sentence of its help, which `vault --help` lists. A command's
 # module, and what that imports, is loaded only when the command runs or its own help is shown.
-# tests/test_startup.py holds both to the commands themselves.
+# tests/e2e/test_startup.py holds both to the commands themselves.
 COMMANDS: dict[str, tuple[str, str]] = {
     "admin": ("admin", "Maintenance."),
     "alert": ("operations", "Send new or worsened expiry findings and failed probes, once per "
@@ -195,7 +195,7 @@ def help_width() -> int | None:
     columns from shutil.get_terminal_size, clamped to MAX_CONTENT_WIDTH) but without importing
     shutil, which brings the compression modules in: 0.4x of a bare interpreter, a twelfth of
     what `vault --help` costs. None under click's test runner, whose fixed width click applies
-    itself. tests/test_startup.py compares the help at many widths with click's own."""
+    itself. tests/e2e/test_startup.py compares the help at many widths with click's own."""
     from click import formatting
 
     if formatting.FORCED_WIDTH is not None:

@@ -10,7 +10,7 @@ from vault.render.machine import fields_of
 from vault.render.tables import emit, fields, table
 from vault.render.text import say
 
-# adapters/keyslots.py KDF_PROFILES, not imported for a choice list (tests/test_cli.py compares)
+# adapters/keyslots.py KDF_PROFILES, not imported for a choice list (tests/unit/test_cli_choices.py compares)
 KDF_CHOICE = click.Choice(["interactive", "moderate", "sensitive"])
 
 
