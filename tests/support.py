@@ -9,6 +9,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -34,3 +36,15 @@ class Sleeps(list[float]):
 
     def __call__(self, seconds: float) -> None:
         self.append(seconds)
+
+
+def microsoft_error(code: int, error: str, text: str, status: int = 400) -> httpx.Response:
+    """An error body as Microsoft's token endpoint sends it (shape from its error reference)."""
+    trace, correlation = "0b9e3c56-7c1e-4f36-9d8a-1a2b3c4d5e6f", "5d1f2a3b-4c5d-6e7f-8a9b-0c1d2e3f4a5b"
+    return httpx.Response(status, json={
+        "error": error,
+        "error_description": f"AADSTS{code}: {text}\r\nTrace ID: {trace}\r\nCorrelation ID: "
+                             f"{correlation}\r\nTimestamp: 2026-11-01 09:14:03Z",
+        "error_codes": [code], "timestamp": "2026-11-01 09:14:03Z", "trace_id": trace,
+        "correlation_id": correlation,
+        "error_uri": f"https://login.microsoftonline.com/error?code={code}"})

@@ -12,9 +12,6 @@ import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
-
-from domain.mail_verdicts import REFUSED, judge_refusal
 from domain.secret_value import SecretValue
 from tests.conftest import MS_CLIENT_ID, Harness
 
@@ -125,20 +122,6 @@ def test_a_microsoft_client_without_a_redirect_uri_is_told_what_to_register(
 # -- item 19: 535 5.7.139 has two causes -------------------------------------------------------
 
 
-@pytest.mark.parametrize("reply,first", [
-    ("535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the "
-     "Tenant. Visit https://aka.ms/smtp_auth_disabled for more information.", "SMTP AUTH is disabled"),
-    ("535 5.7.139 Authentication unsuccessful, user is locked by your organization's security "
-     "defaults policy. Contact your administrator.", "security defaults"),
-])
-def test_smtp_auth_refused_names_both_causes(reply: str, first: str) -> None:
-    verdict = judge_refusal("smtp", reply, None)
-    assert verdict.outcome == REFUSED
-    text = verdict.diagnosis
-    assert "security defaults" in text and "SmtpClientAuthenticationDisabled" in text
-    assert text.index(first) == min(text.index("SMTP AUTH is disabled"),
-                                    text.index("security defaults"))
-    assert len(verdict.checklist) == 2
 
 
 # -- item 19 and 20: the email-oauth2-proxy importer -------------------------------------------

@@ -3,7 +3,8 @@
 until a later attempt is refused too, network failures named by host, port and cause, client
 assertions as Microsoft documents them, and each documented AADSTS code with its own advice.
 
-Recorded Microsoft error bodies test the classification; `vault sandbox` (a real HTTP peer
+Recorded Microsoft error bodies test the classification (tests/unit/test_error_classification.py);
+`vault sandbox` (a real HTTP peer
 answering Microsoft's error JSON), a closed port and a TLS server with an untrusted certificate
 test the whole path."""
 
@@ -22,7 +23,6 @@ import httpx
 import pytest
 
 from adapters.oauth import diagnose
-from domain.diagnosis import classify
 from sandbox import settings_line
 from tests.conftest import Harness, add_sandbox_client
 from tests.consent import SANDBOX_MAILBOX as MAILBOX
@@ -30,19 +30,7 @@ from tests.consent import ScriptedConsent, sandbox_sign_in
 from tests.consent import consent as run_consent
 from tests.consent import sandbox_consent as consent
 from tests.consent import sandbox_fail_next as fail_next
-from tests.support import Sleeps
-
-
-def recorded(code: int, error: str, text: str, status: int = 400) -> httpx.Response:
-    """An error body as Microsoft's token endpoint sends it (shape from its error reference)."""
-    trace, correlation = "0b9e3c56-7c1e-4f36-9d8a-1a2b3c4d5e6f", "5d1f2a3b-4c5d-6e7f-8a9b-0c1d2e3f4a5b"
-    return httpx.Response(status, json={
-        "error": error,
-        "error_description": f"AADSTS{code}: {text}\r\nTrace ID: {trace}\r\nCorrelation ID: "
-                             f"{correlation}\r\nTimestamp: 2026-11-01 09:14:03Z",
-        "error_codes": [code], "timestamp": "2026-11-01 09:14:03Z", "trace_id": trace,
-        "correlation_id": correlation,
-        "error_uri": f"https://login.microsoftonline.com/error?code={code}"})
+from tests.support import Sleeps, microsoft_error
 
 
 def in_process(h: Harness, clock=None, sleeps: Sleeps | None = None):
@@ -56,40 +44,8 @@ def grant_shown(h: Harness) -> dict:
 
 # -- item 8: transient means retried ---------------------------------------------------------------
 
-TRANSIENT = {  # code: (the error word it came with, Microsoft's words) - all "try again" codes
-    90006: ("invalid_request", "ExternalServerRetryableError - The service is temporarily "
-            "unavailable."),
-    90033: ("invalid_grant", "MsodsServiceUnavailable - The Microsoft Online Directory Service "
-            "(MSODS) isn't available."),
-    90090: ("invalid_request", "GraphRetryableError - The service is temporarily unavailable."),
-    90024: ("invalid_grant", "RequestBudgetExceededError - A transient error has occurred."),
-    50033: ("invalid_request", "RetryableError - Indicates a transient error."),
-    50087: ("invalid_grant", "SasRetryableError - A transient error has occurred during strong "
-            "authentication. Please try again."),
-    70012: ("server_error", "MsaServerError - A server error occurred. Try again."),
-    80005: ("invalid_request", "OnPremisePasswordValidatorUnpredictableWebException - Retry "
-            "the request."),
-    40010: ("invalid_request", "OAuth2IdPRetryableServerError"),
-    50162: ("invalid_request", "Claims transformation has timed out. A retry of the request may "
-            "succeed."),
-    501621: ("invalid_request", "ClaimsTransformationTimeoutRegularExpressionTimeout - A retry "
-             "of the request may succeed."),
-}
 
 
-@pytest.mark.parametrize("code", sorted(TRANSIENT))
-def test_a_transient_code_is_transient_whatever_its_error_word(code: int) -> None:
-    error, text = TRANSIENT[code]
-    d = diagnose(recorded(code, error, text), "refresh")
-    assert d.name == "transient" and d.transient and not d.invalid_grant
-    assert d.message().startswith(f"a temporary problem at the provider (AADSTS{code})")
-    assert "app registration" not in d.message() and "consent" not in d.message()
-
-
-def test_tenant_throttling_is_throttled_not_transient() -> None:
-    d = diagnose(recorded(90055, "temporarily_unavailable", "TenantThrottlingError - There are "
-                          "too many incoming requests."), "refresh")
-    assert d.name == "throttled" and d.transient  # backed off, never a credential problem
 
 
 def test_transient_codes_from_the_sandbox_are_retried_with_back_off(vault: Harness,
@@ -441,7 +397,7 @@ def test_each_documented_code_reaches_the_admin_with_its_own_advice(vault: Harne
     consent(vault, sandbox)
     for code, (name, words) in DOCUMENTED.items():
         status, error, text = MESSAGES[code]
-        d = diagnose(recorded(code, error, text, status), "refresh")  # the recorded body
+        d = diagnose(microsoft_error(code, error, text, status), "refresh")  # the recorded body
         assert (d.name, words in d.message()) == (name, True), code
         if code == 90055:
             fail_next(sandbox, code, count=4)  # throttled: backed off, then reported
@@ -475,8 +431,3 @@ def test_the_sandbox_command_injects_a_documented_code(tmp_path) -> None:
         process.wait(timeout=10)
 
 
-def test_device_flow_errors_speak_of_the_device_code() -> None:
-    """RFC 8628's words, as Microsoft's device-code page lists them."""
-    expired = classify(http_status=400, error="expired_token", context="device")
-    declined = classify(http_status=400, error="authorization_declined", context="device")
-    assert (expired.name, declined.name) == ("device_code_expired", "consent_declined")

@@ -37,3 +37,19 @@ def test_error_challenges_are_decoded() -> None:
                             decode_challenge(gmail))
     assert "status 400, scope https://mail.google.com/" in verdict.diagnosis
     assert decode_challenge("not base64!") is None
+
+
+@pytest.mark.parametrize("reply,first", [
+    ("535 5.7.139 Authentication unsuccessful, SmtpClientAuthentication is disabled for the "
+     "Tenant. Visit https://aka.ms/smtp_auth_disabled for more information.", "SMTP AUTH is disabled"),
+    ("535 5.7.139 Authentication unsuccessful, user is locked by your organization's security "
+     "defaults policy. Contact your administrator.", "security defaults"),
+])
+def test_smtp_auth_refused_names_both_causes(reply: str, first: str) -> None:
+    verdict = judge_refusal("smtp", reply, None)
+    assert verdict.outcome == REFUSED
+    text = verdict.diagnosis
+    assert "security defaults" in text and "SmtpClientAuthenticationDisabled" in text
+    assert text.index(first) == min(text.index("SMTP AUTH is disabled"),
+                                    text.index("security defaults"))
+    assert len(verdict.checklist) == 2
