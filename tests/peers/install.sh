@@ -5,7 +5,8 @@
 #                  from starting, and stopped and disabled if it runs: the tests start their own)
 #   Chromium       chromium (the browser consent test)
 #   systemd        systemd-analyze (the example units in docs/systemd)
-#   Node.js, npm   nodejs npm, unless node and npm are on PATH already
+#   Node.js, npm   nodejs npm, unless node and npm are on PATH already (the OIDC peer needs a newer
+#                  Node.js than Debian 12's 18, e.g. NodeSource's 22: an old node is refused)
 #   OIDC peer      npm ci in tests/peers/oidc, unless node_modules matches package-lock.json
 #
 # Idempotent: when everything is there it changes nothing and takes well under a second (no
@@ -117,6 +118,16 @@ elif [ -r /run/dovecot/master.pid ]; then
 fi
 
 # -- the OIDC peer's node_modules -----------------------------------------------------------------
+
+# oidc-provider 9 calls URL.parse, which Node.js 18 lacks (its authors support 22 LTS and later; 20.20
+# works too). Debian 12's nodejs is 18: the peer would die at start-up with
+# "URL.parse is not a function".
+node_version=$(node -p 'process.version + (typeof URL.parse === "function" ? "" : " too old")')
+if [[ $node_version == *" too old" ]]; then
+  die "node ${node_version% too old} ($(command -v node)) cannot run the OIDC peer: oidc-provider 9 needs" \
+      "URL.parse (Node.js 22 LTS or later; Debian 12's nodejs is 18). Install a newer Node.js (e.g." \
+      "NodeSource's nodejs 22) and run this script again"
+fi
 
 digest=$(sha256sum "$lock_file")
 digest=${digest%% *}
