@@ -3,7 +3,7 @@
 #
 #   Dovecot        dovecot-imapd dovecot-pop3d dovecot-submissiond (its system-wide instance is kept
 #                  from starting, and stopped and disabled if it runs: the tests start their own)
-#   Chromium       chromium (the browser consent test)
+#   Chromium       chromium (the browser consent test), and libatomic1 for Playwright's driver
 #   systemd        systemd-analyze (the example units in docs/systemd)
 #   Node.js, npm   nodejs npm, unless node and npm are on PATH already (the OIDC peer needs a newer
 #                  Node.js than Debian 12's 18, e.g. NodeSource's 22: an old node is refused)
@@ -67,6 +67,13 @@ want_command() {  # want_command BINARY PACKAGE: BINARY on PATH, else install PA
   fi
 }
 want_command chromium chromium
+# Playwright's own node (its driver) links libatomic.so.1, which chromium does not pull in
+if package_installed libatomic1; then
+  echo "libatomic1: found (Playwright's driver)"
+else
+  missing+=(libatomic1)
+  pending+=("libatomic1: installed (Playwright's driver)")
+fi
 want_command systemd-analyze systemd
 want_command node nodejs
 want_command npm npm
