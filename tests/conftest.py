@@ -347,7 +347,13 @@ def debian_tool(binary: str, package: str, needed_for: str) -> str:
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    return debian_tool("chromium", "chromium", "the browser tests")
+    from ctypes.util import find_library
+
+    path = debian_tool("chromium", "chromium", "the browser tests")
+    if find_library("atomic") is None:  # Playwright's own node (its driver) links libatomic.so.1
+        pytest.fail("libatomic.so.1 (Debian package libatomic1) is needed by Playwright's driver for "
+                    "the browser tests: run `bash tests/peers/install.sh`", pytrace=False)
+    return path
 
 
 # -- mail server ----------------------------------------------------------------------------------
