@@ -35,6 +35,11 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 as_root() { ${sudo[@]+"${sudo[@]}"} "$@"; }
+get_root() {  # false when neither root nor able to sudo
+  [ "$(id -u)" -eq 0 ] && return 0
+  command -v sudo >/dev/null || return 1
+  sudo=(sudo)
+}
 
 package_installed() {
   local status
@@ -79,15 +84,11 @@ want_command node nodejs
 want_command npm npm
 
 if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null; then
-      sudo=(sudo)
-    else
-      echo "missing Debian packages: ${missing[*]}"
-      echo "install them as root, then run this script again:"
-      echo "  apt-get update && apt-get install -y --no-install-recommends ${missing[*]}"
-      exit 1
-    fi
+  if ! get_root; then
+    echo "missing Debian packages: ${missing[*]}"
+    echo "install them as root, then run this script again:"
+    echo "  apt-get update && apt-get install -y --no-install-recommends ${missing[*]}"
+    exit 1
   fi
   command -v apt-get >/dev/null || die "apt-get not found: install ${missing[*]} by hand"
   # invoke-rc.d and deb-systemd-invoke ask policy-rc.d; 101 = "action forbidden": the packages'
@@ -109,18 +110,27 @@ fi
 
 # -- the system-wide Dovecot instance -------------------------------------------------------------
 
+# The tests start their own instances; the packaged one (Debian enables it) has no business running.
+stop=() pid=
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null; then
-  if systemctl --quiet is-active dovecot.service dovecot.socket \
+  if systemctl --quiet is-active dovecot.service dovecot.socket 2>/dev/null \
       || systemctl --quiet is-enabled dovecot.service dovecot.socket 2>/dev/null; then
-    as_root systemctl --quiet disable --now dovecot.service dovecot.socket
-    echo "dovecot: stopped and disabled the system-wide instance (dovecot.service)"
+    stop=(systemctl --quiet disable --now dovecot.service dovecot.socket)
   fi
 elif [ -r /run/dovecot/master.pid ]; then
   pid=$(cat /run/dovecot/master.pid)
   if [[ $pid =~ ^[0-9]+$ ]] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = dovecot ]; then
-    as_root kill "$pid"
-    for _ in $(seq 100); do [ -e "/proc/$pid" ] || break; sleep 0.1; done
-    echo "dovecot: stopped the system-wide instance (pid $pid)"
+    stop=(kill "$pid")
+  fi
+fi
+if [ ${#stop[@]} -gt 0 ]; then
+  if get_root && as_root "${stop[@]}"; then
+    if [ -n "$pid" ]; then
+      for _ in $(seq 100); do [ -e "/proc/$pid" ] || break; sleep 0.1; done
+    fi
+    echo "dovecot: stopped the system-wide instance (${stop[*]})"
+  else  # not fatal: the tests' own instances do not collide with it
+    echo "dovecot: the system-wide instance runs or is enabled; stop it as root: ${stop[*]}"
   fi
 fi
 
