@@ -98,9 +98,10 @@ if [ ${#missing[@]} -gt 0 ]; then
     as_root sh -c "printf '#!/bin/sh\n# temporary, written by tests/peers/install.sh\nexit 101\n' >$policy
                    chmod 755 $policy"
   fi
+  # --no-remove: never take a package away (e.g. NodeSource's nodejs, which conflicts with Debian's npm)
   apt=(env DEBIAN_FRONTEND=noninteractive NEEDRESTART_MODE=l apt-get -q)
   if ! as_root "${apt[@]}" update >"$log" 2>&1 \
-      || ! as_root "${apt[@]}" install -y --no-install-recommends "${missing[@]}" >>"$log" 2>&1; then
+      || ! as_root "${apt[@]}" install -y --no-install-recommends --no-remove "${missing[@]}" >>"$log" 2>&1; then
     cat "$log" >&2
     die "apt-get failed (output above)"
   fi
