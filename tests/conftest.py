@@ -335,23 +335,24 @@ def add_sandbox_client(h: Harness, server, name: str = "demo") -> Result:
 
 
 def debian_tool(binary: str, package: str, needed_for: str) -> str:
-    """A program from a Debian package, installed by the suite when it is missing (a test that
-    needs it is never skipped)."""
+    """A program from a Debian package that tests/peers/install.sh installs: the test fails (is
+    never skipped, and installs nothing) when it is missing."""
     path = shutil.which(binary)
-    if path is None and os.geteuid() == 0 and shutil.which("apt-get"):
-        for command in (["apt-get", "update", "-q"],
-                        ["apt-get", "install", "-y", "-q", "--no-install-recommends", package]):
-            subprocess.run(command, check=False, capture_output=True,
-                           env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        path = shutil.which(binary)
     if path is None:
-        pytest.fail(f"{binary} is needed for {needed_for}: apt-get install {package}")
+        pytest.fail(f"{binary} (Debian package {package}) is needed for {needed_for}: "
+                    "run `bash tests/peers/install.sh`", pytrace=False)
     return path
 
 
 @pytest.fixture(scope="session")
 def chromium() -> str:
-    return debian_tool("chromium", "chromium", "the browser tests")
+    from ctypes.util import find_library
+
+    path = debian_tool("chromium", "chromium", "the browser tests")
+    if find_library("atomic") is None:  # Playwright's own node (its driver) links libatomic.so.1
+        pytest.fail("libatomic.so.1 (Debian package libatomic1) is needed by Playwright's driver for "
+                    "the browser tests: run `bash tests/peers/install.sh`", pytrace=False)
+    return path
 
 
 # -- mail server ----------------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 
 No pytest fixtures here: a conftest builds them from these helpers.
 
-    ensure_dovecot_installed()            # apt-get on first use (~15 s), never starts the system instance
+    ensure_dovecot_installed()            # fails unless tests/peers/install.sh has installed Dovecot
     oidc = OidcPeer.start()
     ca = TestCA(tmp_dir)
     sink = MailSink().start()             # where submission relays to
@@ -38,13 +38,14 @@ HOST = "127.0.0.1"
 START_TIMEOUT = 20.0
 PACKAGES = ("dovecot-imapd", "dovecot-pop3d", "dovecot-submissiond")
 TEMPLATE_DIR = Path(__file__).resolve().parent / "dovecot"
+INSTALL_HINT = "run `bash tests/peers/install.sh`"
 
 # The resource server's introspection client at the OIDC peer (mirrors oidc_peer.CLIENTS["dovecot"]).
 INTROSPECTION_CLIENT = ("dovecot", "dovecot-secret-0123456789")
 
 
 # --------------------------------------------------------------------------------------------------
-# Installation
+# Installed? (tests/peers/install.sh installs Dovecot, keeping the system-wide instance from starting)
 
 
 def dovecot_binary() -> str | None:
@@ -58,100 +59,19 @@ def dovecot_binary() -> str | None:
     return None
 
 
-def _installed() -> str | None:
-    """The dovecot binary if Dovecot and the three protocol packages are installed."""
+def ensure_dovecot_installed() -> str:
+    """The path of the `dovecot` binary if Dovecot and its imap, pop3 and submission services are
+    installed; otherwise RuntimeError naming tests/peers/install.sh (the tests install nothing)."""
     binary = dovecot_binary()
     if binary is None:
-        return None
+        raise RuntimeError(f"the Dovecot test peer needs {' '.join(PACKAGES)} (no dovecot binary found): "
+                           f"{INSTALL_HINT}")
     libexec = Path("/usr/lib/dovecot")
-    if libexec.is_dir() and not all((libexec / name).exists() for name in ("imap", "pop3", "submission")):
-        return None  # e.g. dovecot-core + dovecot-imapd only
+    lacking = [name for name in ("imap", "pop3", "submission") if not (libexec / name).exists()]
+    if libexec.is_dir() and lacking:  # e.g. dovecot-core + dovecot-imapd only
+        raise RuntimeError(f"the Dovecot test peer needs {' '.join(PACKAGES)} ({', '.join(lacking)} "
+                           f"missing from {libexec}): {INSTALL_HINT}")
     return binary
-
-
-def ensure_dovecot_installed() -> str:
-    """Install Debian's Dovecot (imapd, pop3d, submissiond) unless it is there already; return the
-    path of the `dovecot` binary.
-
-    The packaged system-wide instance is kept from starting (policy-rc.d denies service starts
-    during the install) and stopped if it runs anyway. Raises RuntimeError with apt's output on
-    failure."""
-    binary = _installed()
-    if binary is not None:
-        return binary
-    with _file_lock(Path(tempfile.gettempdir()) / "dovecot-peer-install.lock"):
-        binary = _installed()  # another process may have installed it while we waited
-        if binary is not None:
-            return binary
-        if shutil.which("apt-get") is None:
-            raise RuntimeError("dovecot is not installed and apt-get is not available to install it")
-        env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive", "NEEDRESTART_MODE": "l"}
-        with _services_not_started():
-            output = []
-            for cmd in (
-                ["apt-get", "update"],
-                ["apt-get", "install", "-y", "--no-install-recommends", *PACKAGES],
-            ):
-                try:
-                    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600,
-                                          check=False, stdin=subprocess.DEVNULL)
-                except (OSError, subprocess.TimeoutExpired) as exc:
-                    raise RuntimeError(f"{' '.join(cmd)} failed: {exc}\n{''.join(output)}") from exc
-                output.append(f"$ {' '.join(cmd)}\n{proc.stdout}{proc.stderr}")
-                if proc.returncode != 0:
-                    raise RuntimeError(
-                        f"{' '.join(cmd)} failed with exit code {proc.returncode}:\n" + "\n".join(output)
-                    )
-        _stop_system_instance()
-        binary = _installed()
-        if binary is None:
-            raise RuntimeError("apt-get installed Dovecot but no dovecot binary was found:\n" + "\n".join(output))
-        return binary
-
-
-@contextlib.contextmanager
-def _file_lock(path: Path):
-    """Serialise installs between processes (e.g. pytest-xdist workers)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    with open(path, "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def _services_not_started():
-    """invoke-rc.d / deb-systemd-invoke honour /usr/sbin/policy-rc.d: exit 101 = "action forbidden".
-    Containers usually have one already; otherwise put one in place for the duration."""
-    policy = Path("/usr/sbin/policy-rc.d")
-    if policy.exists():
-        yield
-        return
-    policy.write_text("#!/bin/sh\n# temporary, written by tests/peers/dovecot_peer.py\nexit 101\n")
-    policy.chmod(0o755)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(OSError):
-            policy.unlink()
-
-
-def _stop_system_instance() -> None:
-    """Stop (and on systemd machines disable) the packaged instance if something started it."""
-    if Path("/run/systemd/system").is_dir() and shutil.which("systemctl"):
-        subprocess.run(["systemctl", "disable", "--now", "dovecot.service", "dovecot.socket"],
-                       capture_output=True, check=False, stdin=subprocess.DEVNULL)
-    pid = _dovecot_pid(Path("/run/dovecot/master.pid"))
-    if pid is not None:
-        with contextlib.suppress(OSError):
-            os.kill(pid, signal.SIGTERM)
-            _wait_pid_gone(pid, 10)
 
 
 def _dovecot_pid(pid_file: Path) -> int | None:
@@ -406,10 +326,9 @@ class DovecotPeer:
         start Dovecot and wait until every port accepts connections.
 
         required_scope: the scope the token must carry (Dovecot's `scope` setting), None for none.
-        Raises RuntimeError with Dovecot's log when it does not come up within `timeout` seconds."""
-        binary = dovecot_binary()
-        if binary is None:
-            raise RuntimeError("dovecot is not installed: call ensure_dovecot_installed() first")
+        Raises RuntimeError with Dovecot's log when it does not come up within `timeout` seconds, and
+        one naming tests/peers/install.sh when Dovecot is not installed."""
+        binary = ensure_dovecot_installed()
         if os.geteuid() != 0:
             raise RuntimeError("DovecotPeer runs Dovecot as root (it switches to the dovenull, dovecot "
                                "and mail users itself); run the tests as root")

@@ -2,7 +2,7 @@
 
 No pytest fixtures here: a conftest builds them from `OidcPeer.start()` / `.stop()`.
 
-    peer = OidcPeer.start()               # installs node_modules on first use (npm ci)
+    peer = OidcPeer.start()               # fails unless tests/peers/install.sh has run npm ci
     verifier, challenge = make_pkce()
     url = peer.build_authorize_url("vault-basic", "openid offline_access mail.imap", "st", challenge)
     redirect = peer.complete_authorization(url, "alice@example.test", "alice-password-123")
@@ -45,6 +45,7 @@ STAMP_FILE = PEER_DIR / "node_modules" / ".vault-package-lock.sha256"
 HOST = "127.0.0.1"
 START_TIMEOUT = 30.0
 REDIRECT_URI = "http://127.0.0.1/callback"
+INSTALL_HINT = "run `bash tests/peers/install.sh`"
 
 
 @dataclass(frozen=True)
@@ -73,60 +74,29 @@ APP_SCOPE = "mail.app"
 
 
 # --------------------------------------------------------------------------------------------------
-# Installation
+# Installed? (tests/peers/install.sh runs npm ci and writes STAMP_FILE)
 
 
 def _lock_digest() -> str:
     return hashlib.sha256(LOCK_FILE.read_bytes()).hexdigest()
 
 
-def ensure_installed() -> None:
-    """Run `npm ci` in tests/peers/oidc unless node_modules matches package-lock.json already.
-
-    Raises RuntimeError with npm's output when node/npm are missing or the install fails.
-    """
-    if STAMP_FILE.is_file() and STAMP_FILE.read_text().strip() == _lock_digest():
-        return
-    npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
-        raise RuntimeError("the OIDC test peer needs Node.js and npm on PATH (node/npm not found)")
-    with _install_lock():
-        # Another process may have installed while we waited for the lock.
-        if STAMP_FILE.is_file() and STAMP_FILE.read_text().strip() == _lock_digest():
-            return
-        try:
-            proc = subprocess.run(
-                [npm, "ci", "--no-audit", "--no-fund"],
-                cwd=PEER_DIR,
-                capture_output=True,
-                text=True,
-                timeout=600,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            raise RuntimeError(f"npm ci in {PEER_DIR} took over 600 s:\n{exc.stdout}\n{exc.stderr}") from exc
-        if proc.returncode != 0:
-            raise RuntimeError(
-                f"npm ci in {PEER_DIR} failed with exit code {proc.returncode}:\n"
-                f"{proc.stdout}\n{proc.stderr}".rstrip()
-            )
-        STAMP_FILE.write_text(_lock_digest() + "\n")
-
-
-@contextlib.contextmanager
-def _install_lock():
-    """Serialise installs between processes (e.g. pytest-xdist workers)."""
+def ensure_installed() -> str:
+    """The path of `node` if Node.js is on PATH and node_modules matches package-lock.json (the stamp
+    tests/peers/install.sh writes after `npm ci`); otherwise RuntimeError naming install.sh. A stale
+    node_modules is reported, never used: the tests install nothing."""
+    node = shutil.which("node")
+    if node is None:
+        raise RuntimeError(f"the OIDC test peer needs Node.js (node is not on PATH): {INSTALL_HINT}")
     try:
-        import fcntl
-    except ImportError:  # not POSIX: no cross-process lock
-        yield
-        return
-    with open(PEER_DIR / ".install.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+        stamp = STAMP_FILE.read_text().strip()
+    except OSError:
+        raise RuntimeError(f"the OIDC test peer's node_modules is not installed (no {STAMP_FILE}): "
+                           f"{INSTALL_HINT}") from None
+    if stamp != _lock_digest():
+        raise RuntimeError(f"the OIDC test peer's node_modules does not match {LOCK_FILE.name} (stale "
+                           f"{STAMP_FILE}): {INSTALL_HINT}")
+    return node
 
 
 # --------------------------------------------------------------------------------------------------
@@ -194,25 +164,23 @@ class OidcPeer:
 
     @classmethod
     def start(cls, timeout: float = START_TIMEOUT) -> OidcPeer:
-        """Install if needed, spawn the server on a free port and wait for its READY line."""
-        ensure_installed()
+        """Spawn the server on a free port and wait for its READY line (RuntimeError naming
+        tests/peers/install.sh if node or node_modules is missing)."""
+        node = ensure_installed()
         last_error: RuntimeError | None = None
         for _ in range(3):  # the free port can be taken between probing and listening
             try:
-                return cls._spawn(_free_port(), timeout)
+                return cls._spawn(node, _free_port(), timeout)
             except _PortTaken as exc:
                 last_error = RuntimeError(str(exc))
         assert last_error is not None
         raise last_error
 
     @classmethod
-    def _spawn(cls, port: int, timeout: float) -> OidcPeer:
+    def _spawn(cls, node: str, port: int, timeout: float) -> OidcPeer:
         issuer = f"http://{HOST}:{port}"
         log_fd, log_name = tempfile.mkstemp(prefix="oidc-peer-", suffix=".log")
         log_path = Path(log_name)
-        node = shutil.which("node")
-        if node is None:
-            raise RuntimeError("the OIDC test peer needs Node.js on PATH (node not found)")
         with os.fdopen(log_fd, "w") as log:
             process = subprocess.Popen(
                 [node, str(SERVER_SCRIPT), "--port", str(port), "--issuer", issuer, "--watch-stdin"],
