@@ -8,7 +8,6 @@ Imports nothing of eventsourcing, so the cached-token path (vault/fastpath.py) s
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
 from typing import Any
 
 from adapters import crypto
@@ -169,9 +168,9 @@ class Keyring:
 
     def rewrap(self, rows: list[KeyRow], new_root: RootKey) -> list[KeyRow]:
         """The given live key rows wrapped again under a new root key (key rotation)."""
-        return [replace(row, term=new_root.term,
-                        wrapped=crypto.seal(new_root.key, self.unwrap(row),
-                                            self._aad(row, new_root.term)))
+        return [row._replace(term=new_root.term,
+                             wrapped=crypto.seal(new_root.key, self.unwrap(row),
+                                                 self._aad(row, new_root.term)))
                 for row in rows]
 
     def head_mac(self, originator_id: str, version: int) -> bytes:

@@ -16,9 +16,7 @@ import base64
 import json
 import os
 import stat
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from adapters import crypto
 from adapters.errors import IntegrityViolation, UnlockFailed, UnsafeFile
@@ -50,8 +48,7 @@ def _unb64(text: Any, what: str) -> bytes:
         raise IntegrityViolation(f"vault header: {what} is not valid base64") from None
 
 
-@dataclass(frozen=True)
-class Keyslot:
+class Keyslot(NamedTuple):
     slot_id: int
     kind: str  # passphrase | keyfile
     label: str
@@ -100,7 +97,7 @@ class Keyslot:
                 raise IntegrityViolation(f"vault header: Argon2id opslimit {ops} out of bounds")
             if not MEMLIMIT_BOUNDS[0] <= mem <= MEMLIMIT_BOUNDS[1]:
                 raise IntegrityViolation(f"vault header: Argon2id memlimit {mem} out of bounds")
-            slot = replace(slot, opslimit=ops, memlimit=mem)
+            slot = slot._replace(opslimit=ops, memlimit=mem)
         return slot
 
     def wrap_aad(self, vault_id: str, term: int) -> bytes:
@@ -116,13 +113,12 @@ def _int(value: Any, what: str) -> int:
     return value
 
 
-@dataclass(frozen=True)
-class Header:
+class Header(NamedTuple):
     vault_id: str
     created_at: str
     root_term: int
     audit_public_key: bytes
-    keyslots: tuple[Keyslot, ...] = field(default=())
+    keyslots: tuple[Keyslot, ...] = ()
     # Read-model rows, settings and purges are sealed (adapters/keyring.py RowSealer). Kept in
     # the authenticated header, so nobody without the key can make a vault look like one from
     # before sealing (whose upgrade seals rows as it finds them).
@@ -173,8 +169,7 @@ class Header:
         raise KeyError(slot_id)
 
 
-@dataclass(frozen=True)
-class SealedHeader:
+class SealedHeader(NamedTuple):
     """The header as stored: its JSON text, a checksum, and an HMAC under the root key."""
 
     body: str
@@ -198,10 +193,12 @@ class SealedHeader:
             )
 
 
-@dataclass(frozen=True)
-class RootKey:
+class RootKey(NamedTuple):
     term: int
-    key: bytes = field(repr=False)
+    key: bytes
+
+    def __repr__(self) -> str:
+        return f"RootKey(term={self.term})"
 
 
 def header_mac(root: RootKey, body: str) -> str:
@@ -217,19 +214,20 @@ def seal_header(header: Header, root: RootKey) -> SealedHeader:
 # -- unlock material -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Passphrase:
+class Passphrase(NamedTuple):
     value: SecretValue
 
     kind = "passphrase"
 
 
-@dataclass(frozen=True)
-class KeyFile:
+class KeyFile(NamedTuple):
     path: str
-    secret: bytes = field(repr=False)
+    secret: bytes
 
     kind = "keyfile"
+
+    def __repr__(self) -> str:
+        return f"KeyFile(path={self.path!r})"
 
 
 UnlockMaterial = Passphrase | KeyFile
@@ -257,17 +255,17 @@ def new_slot(
     else:
         slot = Keyslot(slot_id, "keyfile", label, created_at, salt, b"")
     wrapped = crypto.seal(_kek(slot, material), root.key, slot.wrap_aad(vault_id, root.term))
-    return replace(slot, wrapped_root=wrapped)
+    return slot._replace(wrapped_root=wrapped)
 
 
 def rewrap_slot(slot: Keyslot, header: Header, material: UnlockMaterial, new_root: RootKey) -> Keyslot:
     """Wrap a new root key into an existing slot, which `material` must open."""
     if open_slot(slot, header, material) is None:
         raise UnlockFailed(f"the material given for keyslot {slot.slot_id} does not open it")
-    fresh = replace(slot, salt=crypto.random_bytes(SALT_BYTES))
+    fresh = slot._replace(salt=crypto.random_bytes(SALT_BYTES))
     wrapped = crypto.seal(_kek(fresh, material), new_root.key,
                           fresh.wrap_aad(header.vault_id, new_root.term))
-    return replace(fresh, wrapped_root=wrapped)
+    return fresh._replace(wrapped_root=wrapped)
 
 
 def open_slot(slot: Keyslot, header: Header, material: UnlockMaterial) -> RootKey | None:
@@ -306,15 +304,15 @@ def write_key_file(path: str) -> KeyFile:
     """Create a new key file (0600, never overwriting) holding 32 random bytes."""
     secret = crypto.new_key()
     text = KEYFILE_PREFIX + base64.urlsafe_b64encode(secret).decode() + "\n"
-    target = Path(path)
-    if target.parent and not target.parent.exists():
-        raise FileNotFoundError(f"directory {target.parent} does not exist")
-    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    parent = os.path.dirname(path) or "."
+    if not os.path.exists(parent):
+        raise FileNotFoundError(f"directory {parent} does not exist")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
         f.flush()
         os.fsync(f.fileno())
-    return KeyFile(path=str(target), secret=secret)
+    return KeyFile(path=path, secret=secret)
 
 
 SYSTEMD_CREDENTIAL = "vault.key"

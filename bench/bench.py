@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from adapters.keyslots import read_key_file, write_key_file  # noqa: E402
-from adapters.store import Changes  # noqa: E402
+from adapters.store.changes import Changes  # noqa: E402
 from domain.credentials import ClientCredential  # noqa: E402
 from domain.grants import ConsentGrant  # noqa: E402
 from domain.rotation import TokenRotation, rotation_id_for  # noqa: E402

@@ -48,7 +48,7 @@ SEED_ACCESS_TOKEN = """
 import json, sys
 from uuid import UUID
 from adapters.keyslots import read_key_file
-from adapters.store import Changes
+from adapters.store.changes import Changes
 from domain.secret_value import SecretValue
 from vault.bootstrap import open_vault, settings_from_env
 from vault.core import apply_views, use_case

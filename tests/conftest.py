@@ -270,7 +270,7 @@ def record_refreshes(app, mailbox: str, count: int, token_prefix: str = "RT") ->
     from datetime import timedelta
     from uuid import UUID
 
-    from adapters.store import Changes
+    from adapters.store.changes import Changes
     from domain.secret_value import SecretValue
     from vault.core import apply_views, use_case
     from vault.projections import rotation_changes

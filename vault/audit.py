@@ -14,13 +14,11 @@ import base64
 import json
 import os
 import pwd
-import socket
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from adapters import crypto
 from adapters.errors import IntegrityViolation
@@ -39,7 +37,7 @@ def os_actor() -> dict[str, Any]:
         user = pwd.getpwuid(uid).pw_name
     except KeyError:  # a uid with no passwd entry (containers)
         user = f"uid:{uid}"
-    actor: dict[str, Any] = {"user": user, "uid": uid, "host": socket.gethostname(),
+    actor: dict[str, Any] = {"user": user, "uid": uid, "host": os.uname().nodename,
                              "pid": os.getpid()}
     if os.environ.get("SUDO_USER"):
         actor["sudo_user"] = os.environ["SUDO_USER"]
@@ -72,15 +70,16 @@ def checkpoint_message(vault_id: str, size: int, head: bytes, signed_at: str) ->
     return f"{CHECKPOINT_FILE_HEADER}\n{vault_id}\n{size}\n{head.hex()}\n{signed_at}\n".encode()
 
 
-@dataclass
 class AuditRecord:
     """What a command did, to whom, with what outcome. Never holds a secret value."""
 
-    action: str
-    subject: dict[str, str] = field(default_factory=dict)
-    detail: dict[str, Any] = field(default_factory=dict)
-    outcome: str = "ok"
-    written: bool = False
+    def __init__(self, action: str, subject: dict[str, str] | None = None,
+                 detail: dict[str, Any] | None = None) -> None:
+        self.action = action
+        self.subject: dict[str, str] = subject if subject is not None else {}
+        self.detail: dict[str, Any] = detail if detail is not None else {}
+        self.outcome = "ok"
+        self.written = False
 
     def content(self, actor: dict[str, Any], at: datetime) -> dict[str, Any]:
         return {"at": at.isoformat(), "action": self.action, "subject": self.subject,
@@ -131,7 +130,6 @@ class AuditSealer(AuditAppender):
         return Checkpoint(size, head_hash, self.at, signature)
 
 
-@dataclass(eq=False)
 class AuditBroker:
     """The one choke point every use case passes (the full CLI's services, the cached-token path,
     restore): one record per use case, written in the same transaction as the change it
@@ -141,13 +139,16 @@ class AuditBroker:
     `append(sealer)` writes one entry on its own (a store commit with only the audit entry);
     `keys(key_id)` gives the audit and signing keys once the vault is unlocked."""
 
-    vault_id: str
-    public_key: bytes
-    actor: dict[str, Any]
-    clock: Callable[[], datetime]
-    keys: Callable[[str], bytes]
-    append: Callable[[AuditSealer], None]
-    current: AuditRecord | None = None  # the running use case's record
+    def __init__(self, *, vault_id: str, public_key: bytes, actor: dict[str, Any],
+                 clock: Callable[[], datetime], keys: Callable[[str], bytes],
+                 append: Callable[[AuditSealer], None]) -> None:
+        self.vault_id = vault_id
+        self.public_key = public_key
+        self.actor = actor
+        self.clock = clock
+        self.keys = keys
+        self.append = append
+        self.current: AuditRecord | None = None  # the running use case's record
 
     @property
     def who(self) -> str:
@@ -256,8 +257,7 @@ def decrypt_entry(audit_key: bytes, vault_id: str, row: AuditRow) -> dict[str, A
     return json.loads(plaintext)
 
 
-@dataclass(frozen=True)
-class TrustedCheckpoint:
+class TrustedCheckpoint(NamedTuple):
     vault_id: str
     size: int
     head: bytes
@@ -299,12 +299,12 @@ def parse_checkpoint(text: str) -> TrustedCheckpoint:
     return cp
 
 
-@dataclass
 class VerifyReport:
-    entries: int = 0
-    problems: list[str] = field(default_factory=list)
-    checkpoint_size: int | None = None
-    trusted_size: int | None = None
+    def __init__(self) -> None:
+        self.entries = 0
+        self.problems: list[str] = []
+        self.checkpoint_size: int | None = None
+        self.trusted_size: int | None = None
 
     @property
     def ok(self) -> bool:

@@ -36,7 +36,8 @@ from adapters.keyslots import (
     seal_header,
     unlock,
 )
-from adapters.store import Changes, Head, KeyRow, Store, open_store
+from adapters.store import Head, KeyRow, Store, open_store
+from adapters.store.changes import Changes
 from vault.audit import AuditRecord, AuditSealer, os_actor
 from vault.core import VaultCore, system_clock
 from vault.errors import AlreadyExists, BadInput

@@ -44,7 +44,8 @@ from adapters.encryption import (
 from adapters.errors import AuditAppendFailed, IntegrityViolation
 from adapters.keyring import SETTINGS_KEY_ID
 from adapters.keyslots import Header, Keyslot, RootKey, UnlockMaterial
-from adapters.store import Changes, Head, KeyRow, Store, ViewChange
+from adapters.store import Head, KeyRow, Store, ViewChange
+from adapters.store.changes import Changes
 from domain.alerts import AlertState
 from domain.credentials import ClientCredential
 from domain.grants import ConsentGrant

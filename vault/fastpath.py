@@ -17,9 +17,7 @@ import os
 import sqlite3
 import stat
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 from domain import topics
 from domain.vocabulary import ACTIVE, PROTOCOLS, TOKEN_FORMATS
@@ -98,19 +96,18 @@ def cached_token(args: list[str]) -> str | None:
         return None
     home = options.get("--home") or os.environ.get("VAULT_HOME")
     if home is None:
-        from platformdirs import user_data_path
+        from platformdirs import user_data_dir
 
-        home_path = user_data_path("vault", appauthor=False)
-    else:
-        try:
-            home_path = Path(home).expanduser()
-        except RuntimeError:  # ~name of no known user: the full CLI says so
+        home = user_data_dir("vault", appauthor=False)
+    elif home.startswith("~"):
+        home = os.path.expanduser(home)
+        if home.startswith("~"):  # ~name of no known user: the full CLI says so
             return None
-    if not _own_private_home(home_path):
+    db = os.path.join(home, "vault.db")
+    if not _own_private_home(home, db):
         return None  # the full CLI says what is wrong with it
     try:
-        conn = sqlite3.connect(f"file:{quote(str(home_path / 'vault.db'))}", uri=True,
-                               isolation_level=None, timeout=30)
+        conn = sqlite3.connect(db, isolation_level=None, timeout=30)  # a path, never a URI
     except sqlite3.Error:
         return None
     try:
@@ -124,11 +121,11 @@ def cached_token(args: list[str]) -> str | None:
         conn.close()
 
 
-def _own_private_home(home: Path) -> bool:
+def _own_private_home(home: str, db_file: str) -> bool:
     """The vault directory and its database exist, are this user's own, and the directory is
     private (the full CLI's checks, without their messages)."""
     try:
-        directory, db = home.stat(), (home / "vault.db").stat()
+        directory, db = os.stat(home), os.stat(db_file)
     except OSError:  # missing, or a directory this user cannot search
         return False
     uid = os.geteuid()

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from adapters.store.base import (
     AuditAppender,
     AuditRow,
-    Changes,
     Checkpoint,
     Delete,
     Head,
@@ -19,8 +18,11 @@ from adapters.store.base import (
     ViewChange,
 )
 
+if TYPE_CHECKING:
+    from pathlib import Path
+
 __all__ = [
-    "AuditAppender", "AuditRow", "Changes", "Checkpoint", "Delete", "Head", "KeyRow", "Store", "Tx",
+    "AuditAppender", "AuditRow", "Checkpoint", "Delete", "Head", "KeyRow", "Store", "Tx",
     "Update", "Upsert", "ViewChange", "open_store",
 ]
 

@@ -12,9 +12,7 @@ import json
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from adapters.errors import (
     AuditAppendFailed,
@@ -28,6 +26,11 @@ from adapters.keyslots import SealedHeader
 from adapters.store import lookups
 from adapters.store.lookups import check_identifier
 from adapters.store.schema import ADDED_COLUMNS, SCHEMA_VERSION, VIEW_KEYS, VIEW_TABLES
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from adapters.store.changes import Changes
 
 
 class Tx:
@@ -58,8 +61,7 @@ class Tx:
         return list(self.execute(sql, params).cursor.fetchall())
 
 
-@dataclass(frozen=True)
-class KeyRow:
+class KeyRow(NamedTuple):
     originator_id: str
     subject_id: str
     term: int
@@ -70,22 +72,19 @@ class KeyRow:
     head_mac: bytes | None = None
 
 
-@dataclass(frozen=True)
-class Upsert:
+class Upsert(NamedTuple):
     table: str
     key: dict[str, Any]
     values: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Update:
+class Update(NamedTuple):
     table: str
     key: dict[str, Any]
     values: dict[str, Any]
 
 
-@dataclass(frozen=True)
-class Delete:
+class Delete(NamedTuple):
     table: str
     key: dict[str, Any]
 
@@ -93,8 +92,7 @@ class Delete:
 ViewChange = Upsert | Update | Delete
 
 
-@dataclass(frozen=True)
-class AuditRow:
+class AuditRow(NamedTuple):
     seq: int
     prev_hash: bytes
     header: str
@@ -103,8 +101,7 @@ class AuditRow:
     entry_hash: bytes
 
 
-@dataclass(frozen=True)
-class Checkpoint:
+class Checkpoint(NamedTuple):
     size: int
     head_hash: bytes
     signed_at: str
@@ -128,8 +125,7 @@ class AuditAppender(ABC):
     def sign(self, size: int, head_hash: bytes) -> Checkpoint: ...
 
 
-@dataclass(frozen=True)
-class Head:
+class Head(NamedTuple):
     """The newest version of an aggregate, authenticated: deleting its last events shows."""
 
     originator_id: str
@@ -145,31 +141,6 @@ class RowMacs(Protocol):
     def check(self, table: str, row: dict[str, Any], what: str) -> None: ...
 
     def tombstone(self, originator_id: str, subject_id: str, shredded_at: str | None) -> bytes: ...
-
-
-@dataclass
-class Changes:
-    """Everything that commits together with a batch of events."""
-
-    keys: list[KeyRow] = field(default_factory=list)
-    key_term: int | None = None  # root-key term the new keys are wrapped under
-    heads: list[Head] = field(default_factory=list)
-    # Rewraps every live key row under a new root key (key rotation); run inside the transaction.
-    rekey: Callable[[list[KeyRow]], list[KeyRow]] | None = None
-    shred_subjects: list[str] = field(default_factory=list)
-    shredded_at: str | None = None
-    views: list[ViewChange] = field(default_factory=list)
-    clear_views: bool = False
-    # Runs first inside the transaction, with every other writer waiting (read-model rebuild).
-    prepare: Callable[[Changes], None] | None = None
-    settings: dict[str, str] = field(default_factory=dict)
-    header: tuple[str, SealedHeader] | None = None  # (expected old checksum, new header)
-    audit: AuditAppender | None = None
-    rows: RowMacs | None = None  # seals every view row and setting written
-    settings_version: int | None = None  # of `settings`, all of them, recorded in a head too
-    # a vault from before sealed rows: add the columns, seal settings and purges as found
-    # (`settings`: the ones it must have, where it had none)
-    upgrade: bool = False
 
 
 LOCK_POLL_S = 0.02
@@ -196,6 +167,8 @@ class WritesThroughStore:
         self.store = store
 
     def insert_events(self, stored_events: Sequence[Any], **kwargs: Any) -> Sequence[int] | None:
+        from adapters.store.changes import Changes
+
         return self.store.commit(stored_events, kwargs.get("changes") or Changes())
 
 

@@ -15,7 +15,7 @@ from uuid import UUID
 from eventsourcing.persistence import IntegrityError
 
 from adapters.errors import IntegrityViolation
-from adapters.store import Changes
+from adapters.store.changes import Changes
 from domain.alerts import AlertState, alert_id_for, alert_key
 from domain.errors import DomainError
 from domain.expiry import SEVERITY_RANK, due_items, evaluate

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from eventsourcing.persistence import IntegrityError
 
-from adapters.store import Changes
+from adapters.store.changes import Changes
 from adapters.store.queries import ClientRow, SecretRow
 from domain.clouds import PROTOCOLS, require_concrete_tenant
 from domain.credentials import ClientCredential, check_client_name, check_endpoint_url

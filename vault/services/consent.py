@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from adapters.store import Changes
+from adapters.store.changes import Changes
 from domain.credentials import ClientCredential
 from domain.grants import ConsentGrant, check_mailbox
 from domain.identity import (

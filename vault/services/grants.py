@@ -14,7 +14,7 @@ from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError
 
-from adapters.store import Changes
+from adapters.store.changes import Changes
 from adapters.store.queries import GrantRow
 from domain.credentials import ClientCredential
 from domain.expiry import ExpiryThresholds

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from adapters import crypto
 from adapters.keyslots import (
@@ -27,7 +27,7 @@ from adapters.keyslots import (
     rewrap_slot,
     seal_header,
 )
-from adapters.store import Changes
+from adapters.store.changes import Changes
 from vault.core import VaultCore, use_case
 from vault.errors import BadInput, NotFound, VaultError
 
@@ -100,7 +100,7 @@ class KeyService:
                         self.core.now().isoformat(), kdf=kdf)
         self.core.broker.record.detail.update({"slot": slot.slot_id, "kind": slot.kind,
                                                "label": label})
-        self._replace_header(replace(self.core.header, keyslots=(*self.core.header.keyslots, slot)),
+        self._replace_header(self.core.header._replace(keyslots=(*self.core.header.keyslots, slot)),
                              self.core.root)
         return slot_summary(slot, self.core.unlocked_with)
 
@@ -113,7 +113,7 @@ class KeyService:
             raise VaultError("refusing to remove the last keyslot: the vault could never be "
                              "opened again")
         self.core.broker.record.detail.update({"slot": slot_id})
-        self._replace_header(replace(self.core.header, keyslots=tuple(slots)), self.core.root)
+        self._replace_header(self.core.header._replace(keyslots=tuple(slots)), self.core.root)
         return RemovedKeyslot(removed=slot_id, remaining=[s.slot_id for s in slots])
 
     @use_case("key passwd")
@@ -127,7 +127,7 @@ class KeyService:
                         self.core.now().isoformat(), kdf=profile, slot_id=old.slot_id)
         slots = tuple(slot if s.slot_id == old.slot_id else s for s in self.core.header.keyslots)
         self.core.broker.record.detail.update({"slot": slot.slot_id, "kdf": profile})
-        self._replace_header(replace(self.core.header, keyslots=slots), self.core.root)
+        self._replace_header(self.core.header._replace(keyslots=slots), self.core.root)
         self.core.unlocked_with, self.core.unlock_material = slot, new
         return ChangedPassphrase(slot=slot.slot_id, kdf=slot.kdf_description())
 
@@ -136,7 +136,7 @@ class KeyService:
         self, others: list[UnlockMaterial], *, drop: tuple[int, ...] = ()
     ) -> RootKeyRotation:
         new_root = RootKey(term=self.core.root.term + 1, key=crypto.new_key())
-        new_header = replace(self.core.header, root_term=new_root.term)
+        new_header = self.core.header._replace(root_term=new_root.term)
         materials = [self.core.unlock_material, *others]
         slots, missing, dropped = [], [], []
         for slot in self.core.header.keyslots:
@@ -154,7 +154,7 @@ class KeyService:
                 f"{', '.join(missing)}: give their key files (--other-key-file) or passphrase "
                 "files (--other-passphrase-file), or remove them with --drop-slot"
             )
-        new_header = replace(new_header, keyslots=tuple(slots))
+        new_header = new_header._replace(keyslots=tuple(slots))
         rewrapped: list[int] = []
 
         def rekey(rows: list) -> list:

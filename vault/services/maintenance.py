@@ -20,7 +20,8 @@ from adapters.errors import IntegrityViolation, SubjectPurged
 from adapters.files import check_output, write_atomically
 from adapters.keyring import ROWS_KEY_ID, SETTINGS_KEY_ID
 from adapters.keyslots import seal_header
-from adapters.store import Changes, Head, ViewChange
+from adapters.store import Head, ViewChange
+from adapters.store.changes import Changes
 from adapters.store.failures import explain_store_failure
 from domain.errors import DomainError
 from domain.secret_value import SecretValue
@@ -324,7 +325,7 @@ class MaintenanceService:
 
     @use_case("upgrade")
     def _upgrade(self) -> None:
-        header = replace(self.core.header, row_macs=True)
+        header = self.core.header._replace(row_macs=True)
         sealed = seal_header(header, self.core.root)
         self.core.broker.record.detail["to"] = "schema 2: sealed read models, settings and purges"
         now = self.core.now().isoformat()

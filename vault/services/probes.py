@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
-from adapters.store import Changes
+from adapters.store.changes import Changes
 from domain.credentials import ClientCredential
 from domain.grants import ConsentGrant
 from domain.vocabulary import SASL_MECHANISMS, TLS_MODES

@@ -26,7 +26,7 @@ from uuid import UUID, uuid4
 
 from adapters.errors import AdapterError, IntegrityViolation
 from adapters.retry import Backoff
-from adapters.store import Changes
+from adapters.store.changes import Changes
 from adapters.store.queries import GrantRow
 from domain.clouds import require_concrete_tenant
 from domain.credentials import ClientCredential
