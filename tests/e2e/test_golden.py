@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import pwd
 import re
-import socket
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -173,7 +172,9 @@ def outputs(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
     results: dict[str, str] = {}
     with time_machine.travel(NOW, tick=False), pytest.MonkeyPatch.context() as patch:
         # the audit's actor, the same on every machine (the pid and uid are replaced below)
-        patch.setattr(socket, "gethostname", lambda: "golden-host")
+        real = os.uname()
+        patch.setattr(os, "uname", lambda: os.uname_result(
+            (real.sysname, "golden-host", real.release, real.version, real.machine)))
         patch.setattr(pwd, "getpwuid", lambda uid: SimpleNamespace(pw_name="admin"))
         for name, args, env, stdin in _build(h) + _captures(h) + _help_cases():
             if args[0] == "__sql__":

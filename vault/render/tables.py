@@ -1,9 +1,12 @@
 """The same data as a table for people or JSON for programs; field lists; a progress bar. Cells,
-titles and labels pass `printable` (text.py) like every other line; rich is imported only when a
-table or a progress bar is drawn."""
+titles and labels pass `printable` (text.py) like every other line. A table that rich would draw
+without styles or wrapping (output that is not a terminal, ASCII, as wide as it fits) is laid out
+here, exactly as rich lays it out (tests/unit/test_tables.py compares the two); rich is imported
+only for the rest (a terminal, wide characters, a table that must wrap) and for a progress bar."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -11,11 +14,13 @@ from typing import Any
 
 from vault.render.text import printable, say
 
+PLAIN_WIDTH = 200  # the width rich is given when the output is not a terminal
+
 
 def console():
     from rich.console import Console
 
-    return Console(width=None if sys.stdout.isatty() else 200, soft_wrap=False,
+    return Console(width=None if sys.stdout.isatty() else PLAIN_WIDTH, soft_wrap=False,
                    highlight=False)
 
 
@@ -27,16 +32,54 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
         else:
             say(empty)
         return
+    title_text = printable(title) if title else None
+    cells = [["" if v is None else printable(v) for v in row] for row in rows]
+    laid_out = plain_layout(title_text, columns, cells) if plain_output() else None
+    if laid_out is not None:
+        say(laid_out, lines=True)
+        return
     from rich.table import Table
     from rich.text import Text
 
-    t = Table(title=Text(printable(title)) if title else None, title_justify="left",
+    t = Table(title=Text(title_text) if title_text else None, title_justify="left",
               show_lines=False, box=None, pad_edge=False)
     for column in columns:
         t.add_column(column, overflow="fold")
-    for row in rows:
-        t.add_row(*(Text("" if v is None else printable(v)) for v in row))  # data, not markup
+    for row in cells:
+        t.add_row(*(Text(v) for v in row))  # data, not markup
     console().print(t)
+
+
+def plain_output() -> bool:
+    """rich would write no style here: stdout is not a terminal, and nothing in the environment
+    makes rich treat it as one (TTY_COMPATIBLE=1, a non-empty FORCE_COLOR)."""
+    compatible = os.environ.get("TTY_COMPATIBLE", "")
+    if compatible == "1":
+        return False
+    if compatible != "0" and os.environ.get("FORCE_COLOR") not in (None, ""):
+        return False
+    return not sys.stdout.isatty()
+
+
+def plain_layout(title: str | None, columns: Sequence[str],
+                 rows: Sequence[Sequence[str]]) -> str | None:
+    """The table as rich draws it with no box and no edge padding (two spaces between columns,
+    each line padded to the table's width, the title on a line of its own), or None where only
+    rich can say (a character that is not ASCII, whose width on screen rich measures; a table
+    wider than PLAIN_WIDTH, or a title wider than the table, which rich wraps; a table of no
+    width, which rich widens to one)."""
+    widths = [len(c) for c in columns]
+    for row in rows:
+        widths = [max(w, len(v)) for w, v in zip(widths, row, strict=True)]
+    total = sum(widths) + 2 * (len(widths) - 1)
+    texts = [title or "", *columns, *(v for row in rows for v in row)]
+    if not 0 < total <= PLAIN_WIDTH or len(title or "") > total or \
+            not all(t.isascii() for t in texts):
+        return None
+    lines = [title.ljust(total)] if title else []
+    for row in (columns, *rows):
+        lines.append("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)))
+    return "\n".join(lines)
 
 
 def fields(title: str | None, pairs: Sequence[tuple[str, Any]]) -> None:

@@ -1,6 +1,6 @@
 """The one path to the terminal: `say` prints every line vault writes to stdout or stderr, after
 `printable` has made its control characters visible. Imports nothing heavy (the cached-token path
-uses `printable`); click is imported when a line is printed.
+uses `printable`), not even click.
 
 What counts as a control character here, shown as an escape instead of sent:
 - C0 (U+0000-U+001F) but TAB, and DEL (U+007F): ESC starts CSI and OSC sequences (clear the
@@ -22,6 +22,7 @@ backslash is printable), so text may pass it twice.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 _BIDI_AND_SEPARATORS = (0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A),
@@ -41,10 +42,19 @@ def printable(value: Any, *, lines: bool = False) -> str:
 
 
 def say(text: Any = "", *, err: bool = False, nl: bool = True, lines: bool = False) -> None:
-    """Print to stdout (stderr with `err`): every line vault shows goes through here."""
-    import click
-
-    click.echo(printable(text, lines=lines), err=err, nl=nl)
+    """Print to stdout (stderr with `err`): every line vault shows goes through here, flushed
+    at once. A stream that cannot encode the text (an ASCII locale) gets it as UTF-8, as
+    click.echo would give it, never an encoding error."""
+    stream = sys.stderr if err else sys.stdout
+    if stream is None:  # no console at all
+        return
+    out = printable(text, lines=lines) + ("\n" if nl else "")
+    try:
+        stream.write(out)
+    except UnicodeEncodeError:
+        stream.flush()
+        stream.buffer.write(out.encode("utf-8", "replace"))
+    stream.flush()
 
 
 def one_line(text: str) -> str:
