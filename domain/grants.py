@@ -6,7 +6,6 @@ grant still works (active, needs-reconsent, revoked). Its tokens live in its Tok
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -16,23 +15,9 @@ from domain.clouds import require_concrete_tenant
 from domain.credentials import ClientCredential, check_plausible_date
 from domain.errors import ClientRemoved, GrantNotActive, InvalidInput, RuleViolation
 from domain.identity import NOT_CHECKED_APP_ONLY, NOT_CHECKED_IMPORT, not_checked
+from domain.mailboxes import check_mailbox
 from domain.scopes import plan_app_only, plan_scopes
 from domain.vocabulary import ACTIVE, GRANT_METHODS, NEEDS_RECONSENT, REVOKED
-
-_MAILBOX = re.compile(r"^[^@\s\x00-\x1f\"]{1,64}@[A-Za-z0-9.-]{1,253}\.[A-Za-z]{2,63}$")
-
-
-def check_mailbox(address: str) -> str:
-    address = address.strip()
-    if not _MAILBOX.match(address):
-        raise InvalidInput(f"{address!r} is not a mailbox address (user@example.com)")
-    local, _, domain = address.rpartition("@")
-    return f"{local}@{domain.lower()}"
-
-
-def mailbox_key(address: str) -> str:
-    """Mailbox addresses compare case-insensitively."""
-    return address.casefold()
 
 
 class ConsentGrant(VaultAggregate):

@@ -13,7 +13,8 @@ from datetime import date, datetime
 
 from adapters.store import Delete, Update, Upsert, ViewChange
 from domain.credentials import ClientCredential
-from domain.grants import ConsentGrant, mailbox_key
+from domain.grants import ConsentGrant
+from domain.mailboxes import mailbox_key
 from domain.rotation import TokenRotation
 from domain.scopes import resource_for
 from domain.vocabulary import CLIENT_ACTIVE, CLIENT_REMOVED

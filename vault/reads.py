@@ -12,7 +12,7 @@ from adapters.keyring import SETTINGS_KEY_ID, Keyring, forged_purge
 from adapters.store import Store
 from adapters.store.queries import ClientRow, GrantRow, SecretRow, typed_row
 from adapters.store.schema import VIEW_TABLES
-from domain.grants import mailbox_key
+from domain.mailboxes import mailbox_key
 
 # Settings every vault holds from its start (init writes them): their absence is an edit.
 THRESHOLDS_KEY = "expiry_thresholds"

@@ -11,7 +11,8 @@ from eventsourcing.utils import get_topic, resolve_topic
 
 from domain import clouds, errors
 from domain.credentials import ClientCredential
-from domain.grants import ConsentGrant, check_mailbox
+from domain.grants import ConsentGrant
+from domain.mailboxes import check_mailbox
 from domain.rotation import TokenRotation, rotation_id_for
 from domain.scopes import GRAPH, MAIL, parse_protocols, plan_scopes
 from domain.secret_value import SecretValue

@@ -23,7 +23,7 @@ def drawn_by_rich(title: str | None, columns: list[str], rows: list[list[str]]) 
     t = Table(title=Text(title) if title else None, title_justify="left", show_lines=False,
               box=None, pad_edge=False)
     for column in columns:
-        t.add_column(column, overflow="fold")
+        t.add_column(Text(column), overflow="fold")  # a header is text too, never markup
     for row in rows:
         t.add_row(*(Text(v) for v in row))
     console.print(t)

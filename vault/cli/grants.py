@@ -8,28 +8,17 @@ import click
 
 from vault.cli.inputs import parse_moment, read_secret
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
+from vault.render.listings import grant_list_table, refusal_line
 from vault.render.machine import to_json
-from vault.render.tables import emit, fields, table
+from vault.render.tables import emit, fields
 from vault.render.text import say
 
 if TYPE_CHECKING:
-    from vault.services.grants import GrantListing
+    pass
 
 
 def register(cli: click.Group) -> None:
     cli.add_command(grant)
-
-
-def grant_status(g: GrantListing) -> str:
-    """A grant's status for tables: an active grant whose refresh token was refused says so."""
-    return g.status + (", refresh refused once" if g.refresh_refused else "")
-
-
-def refusal_line(refused: dict | None) -> str | None:
-    if not refused:
-        return None
-    return (f"once, at {refused['since'][:16]} UTC; a further refusal from "
-            f"{refused['counts_from'][:16]} UTC on marks the grant for re-consent")
 
 
 @click.group()
@@ -91,13 +80,7 @@ def grant_add_app(state: CliContext, client_name: str, mailbox: str, protocols: 
 def grant_list(state: CliContext, client_name: str | None, fmt: str, as_json: bool) -> None:
     """List grants and their token state (from the read model)."""
     rows = state.app().grants.list_grants(client_name)
-    emit(rows, chosen_format(fmt, as_json), lambda data: table(
-        None, ["MAILBOX", "CLIENT", "PROTOCOLS", "STATUS", "GRANTED", "LAST REFRESH",
-               "ACCESS EXPIRES", "LAST ERROR"],
-        [[g.mailbox, g.client, g.protocols, grant_status(g), (g.granted_at or "")[:10],
-          (g.last_refresh_at or "")[:16], (g.access_expires or "")[:16], g.last_error]
-         for g in data],
-        empty="no grants yet: `vault grant import --client NAME --mailbox ADDR ...`"))
+    emit(rows, chosen_format(fmt, as_json), grant_list_table)
 
 
 @grant.command("show")

@@ -8,16 +8,16 @@ from typing import TYPE_CHECKING
 import click
 
 from domain.vocabulary import EXPIRY_FORMATS
-from vault.cli.grants import grant_status, refusal_line
 from vault.cli.inputs import parse_date, parse_date_or_moment
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
 from vault.errors import BadInput
+from vault.render.listings import expiry_table, status_table
 from vault.render.machine import fields_of, to_json
 from vault.render.tables import emit, fields, table
 from vault.render.text import days, say
 
 if TYPE_CHECKING:
-    from vault.services.reports import ExpiryReport, History, Status
+    from vault.services.reports import History
 
 
 def register(cli: click.Group) -> None:
@@ -31,35 +31,7 @@ def register(cli: click.Group) -> None:
 @pass_cli
 def status(state: CliContext, fmt: str, as_json: bool) -> None:
     """One overview: clients, secrets, grants, token state, what expires next."""
-    data = state.app().reports.status()
-
-    def render(d: Status) -> None:
-        table("clients", ["NAME", "PROVIDER", "CLOUD", "TENANT", "SECRETS", "SECRET DUE", ""],
-              [[c.name, c.provider, c.cloud, c.tenant, c.active_secrets,
-                (c.next_due or "") + (" (assumed)" if c.next_due_assumed else ""),
-                days(c.days_left)] for c in d.clients])
-        say()
-        table("grants", ["MAILBOX", "CLIENT", "PROTOCOLS", "STATUS", "ACCESS EXPIRES",
-                         "LAST REFRESH", "IDLE", "TOKEN DUE", "LAST PROBE"],
-              [[g.mailbox, g.client, g.protocols, grant_status(g),
-                (g.access_expires or "")[:16], (g.last_refresh_at or "")[:16],
-                "" if g.idle_days is None else f"{g.idle_days}d", g.refresh_token_due,
-                " ".join(f"{p}:{o}" for p, o in g.probes.items())] for g in d.grants])
-        for g in d.grants:
-            if g.refresh_refused:
-                say(f"refresh refused once: {g.mailbox} ({g.client}) "
-                    f"{refusal_line(g.refresh_refused)}")
-        say()
-        nxt = d.next_expiry
-        counts = d.findings
-        say("next expiry: " + (
-            f"{nxt.due} ({days(nxt.days_left)}) {nxt.kind.replace('_', ' ')} of "
-            f"{nxt.mailbox or nxt.client}" + (" (assumed)" if nxt.assumed else "")
-            if nxt else "nothing dated"))
-        say(f"findings: {counts['critical']} critical, {counts['warning']} warning, "
-            f"{counts['info']} info (details: vault expiry)")
-
-    emit(data, chosen_format(fmt, as_json), render)
+    emit(state.app().reports.status(), chosen_format(fmt, as_json), status_table)
 
 
 @click.command()
@@ -118,15 +90,7 @@ def expiry(state: CliContext, as_of: str | None, within: int | None, check: bool
                 f" warning={sum(f.severity == 'warning' for f in findings)}")
         raise click.exceptions.Exit(code)
 
-    def render(d: ExpiryReport) -> None:
-        table(f"expiry as of {d.as_of}", ["SEVERITY", "KIND", "CLIENT", "MAILBOX", "DUE",
-                                          "", "ADVICE"],
-              [[f.severity + (" (expired)" if f.expired else ""), f.kind, f.client, f.mailbox,
-                (f.due.isoformat() if f.due else "") + (" (assumed)" if f.assumed else ""),
-                days(f.days_left), f.advice] for f in d.findings],
-              empty="nothing expires soon")
-
-    emit(data, fmt, render)
+    emit(data, fmt, expiry_table)
 
 
 @click.command()

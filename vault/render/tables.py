@@ -44,7 +44,7 @@ def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any
     t = Table(title=Text(title_text) if title_text else None, title_justify="left",
               show_lines=False, box=None, pad_edge=False)
     for column in columns:
-        t.add_column(column, overflow="fold")
+        t.add_column(Text(column), overflow="fold")  # a header is text too, never markup
     for row in cells:
         t.add_row(*(Text(v) for v in row))  # data, not markup
     console().print(t)

@@ -19,12 +19,13 @@ from adapters.store.changes import Changes
 from domain.alerts import AlertState, alert_id_for, alert_key
 from domain.errors import DomainError
 from domain.expiry import SEVERITY_RANK, due_items, evaluate
-from domain.grants import mailbox_key
+from domain.mailboxes import mailbox_key
 from domain.rotation import rotation_id_for
 from domain.secret_value import SecretValue
 from domain.vocabulary import ACTIVE, REVOKED
 from vault.core import use_case
 from vault.errors import BadInput, VaultError
+from vault.listings import expiry_facts
 from vault.render.alerts import email_body, email_subject, webhook_payload
 from vault.render.prometheus import METRICS_MARKER, Exposition
 
@@ -92,7 +93,7 @@ class AlertService:
         """Expiry findings and failed probes at or above `min_severity`, each with the subject
         (grant or client id) it concerns."""
         models = self.core.reads.models()
-        secrets, grants = self.reports.expiry_facts(models)
+        secrets, grants = expiry_facts(models)
         grant_rows = models.grants
         grant_ids = {(r.client_name.casefold(), r.mailbox_key): r.grant_uuid
                      for r in grant_rows}
@@ -321,7 +322,7 @@ class AlertService:
         """The textfile-collector exposition (node_exporter's --collector.textfile)."""
         now = self.core.now()
         models = self.core.reads.models()
-        secrets, grants = self.reports.expiry_facts(models)
+        secrets, grants = expiry_facts(models)
         t = self.grants.thresholds()
         metrics = Exposition()
         secret_end = metrics.family("vault_secret_expiry_timestamp_seconds",

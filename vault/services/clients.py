@@ -10,16 +10,16 @@ from typing import TYPE_CHECKING, Any
 from eventsourcing.persistence import IntegrityError
 
 from adapters.store.changes import Changes
-from adapters.store.queries import ClientRow, SecretRow
+from adapters.store.queries import ClientRow
 from domain.clouds import PROTOCOLS, require_concrete_tenant
 from domain.credentials import ClientCredential, check_client_name, check_endpoint_url
 from domain.secret_value import SecretValue
 from domain.vocabulary import CLIENT_ACTIVE, CLIENT_REMOVED, REVOKED
 from vault.core import VaultCore, apply_views, use_case
 from vault.errors import AlreadyExists, BadInput, NotFound, VaultError
+from vault.listings import ClientListing, client_listing
 from vault.projections import client_changes, client_name_key, client_removal
 from vault.providers import TokenRefreshFailed
-from vault.reads import ReadModels
 
 if TYPE_CHECKING:
     from vault.providers import Providers
@@ -128,19 +128,6 @@ def client_summary(client: ClientCredential) -> ClientSummary:
 
 
 
-@dataclass(frozen=True)
-class ClientListing:
-    """A client as `client list` shows it."""
-
-    name: str
-    provider: str
-    cloud: str
-    tenant: str | None
-    client_id: str
-    status: str
-    active_secrets: int
-    current_secret: str | None
-    current_secret_expires: str | None
 
 @dataclass(eq=False)
 class ClientService:
@@ -212,24 +199,7 @@ class ClientService:
 
     @use_case("client list")
     def list_clients(self) -> list[ClientListing]:
-        return self.client_listing(self.core.reads.models())
-
-    @staticmethod
-    def client_listing(models: ReadModels) -> list[ClientListing]:
-        by_client: dict[str, list[SecretRow]] = {}
-        for s in models.secrets:
-            if s.retired_at is None:
-                by_client.setdefault(s.client_uuid, []).append(s)
-        result = []
-        for c in models.clients:
-            current = next((s for s in by_client.get(c.client_uuid, []) if s.is_current),
-                           None)
-            result.append(ClientListing(
-                name=c.name, provider=c.provider, cloud=c.cloud, tenant=c.tenant,
-                client_id=c.client_id, status=c.status, active_secrets=c.active_secrets,
-                current_secret=current.ref if current else None,
-                current_secret_expires=current.expires_on if current else None))
-        return result
+        return client_listing(self.core.reads.models())
 
     @use_case("client show")
     def show_client(self, name: str, *, reveal_secret: bool = False) -> ClientSummary:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from adapters.store.changes import Changes
 from domain.credentials import ClientCredential
-from domain.grants import ConsentGrant, check_mailbox
+from domain.grants import ConsentGrant
 from domain.identity import (
     NOT_CHECKED_NO_ID_TOKEN,
     NOT_CHECKED_NO_ISSUER,
@@ -27,6 +27,7 @@ from domain.identity import (
     not_checked,
     signed_in_account,
 )
+from domain.mailboxes import check_mailbox
 from domain.rotation import TokenRotation
 from domain.scopes import MAIL, plan_scopes
 from domain.secret_value import SecretValue

@@ -6,7 +6,6 @@ share asks for --client.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -18,16 +17,17 @@ from adapters.store.changes import Changes
 from adapters.store.queries import GrantRow
 from domain.credentials import ClientCredential
 from domain.expiry import ExpiryThresholds
-from domain.grants import ConsentGrant, check_mailbox, mailbox_key
+from domain.grants import ConsentGrant
 from domain.identity import NOT_CHECKED_BEFORE, not_checked
+from domain.mailboxes import check_mailbox, mailbox_key
 from domain.rotation import TokenRotation, rotation_id_for
 from domain.scopes import resource_url
 from domain.secret_value import SecretValue
-from domain.vocabulary import ACTIVE, REVOKED
+from domain.vocabulary import REVOKED
 from vault.core import VaultCore, apply_views, use_case
-from vault.errors import AlreadyExists, AmbiguousMailbox, BadInput, NotFound
+from vault.errors import AlreadyExists, AmbiguousMailbox, NotFound
+from vault.listings import GrantListing, grant_listing, refusal_interval, refusal_state, thresholds_of
 from vault.projections import client_name_key, grant_changes, grant_removal, rotation_changes
-from vault.reads import THRESHOLDS_KEY
 
 if TYPE_CHECKING:
     from vault.providers import Providers
@@ -105,16 +105,6 @@ def rotation_summary(rotation: TokenRotation,
     )
 
 
-def refusal_state(refused_since: datetime | str | None, status: str,
-                  interval: timedelta) -> dict[str, str] | None:
-    """"Refresh refused once": since when, and from when a further refusal marks the grant
-    for re-consent. None unless an active grant's refresh token was refused and not since
-    accepted."""
-    if not refused_since or status != ACTIVE:
-        return None
-    since = (datetime.fromisoformat(refused_since) if isinstance(refused_since, str)
-             else refused_since)
-    return {"since": since.isoformat(), "counts_from": (since + interval).isoformat()}
 
 
 def grant_summary(grant: ConsentGrant) -> GrantSummary:
@@ -138,18 +128,10 @@ class GrantService:
     providers: Providers
 
     def thresholds(self) -> ExpiryThresholds:
-        """The thresholds every host shares (`vault config`): expiry rules, and how far apart
-        two refusals of a refresh token must be to mark its grant for re-consent."""
-        stored = self.core.reads.settings().get(THRESHOLDS_KEY)
-        if not stored:
-            return ExpiryThresholds()
-        try:
-            return ExpiryThresholds().with_changes(**json.loads(stored))
-        except (ValueError, TypeError) as e:
-            raise BadInput(f"stored expiry thresholds are invalid: {e}") from None
+        return thresholds_of(self.core.reads.settings())
 
     def refusal_interval(self) -> timedelta:
-        return timedelta(minutes=self.thresholds().invalid_grant_interval_minutes)
+        return refusal_interval(self.thresholds())
 
     def grant_row(self, mailbox: str, client: str | None = None) -> GrantRow:
         match = {"mailbox_key": mailbox_key(mailbox.strip())}
@@ -349,35 +331,8 @@ PROVIDER_REVOCATION_ADVICE = {
 }
 
 
-@dataclass(frozen=True)
-class GrantListing:
-    """A grant as `grant list` shows it: `refresh_refused` says since when and from when a further
-    refusal counts; `probes` the last outcome per protocol."""
-
-    mailbox: str
-    client: str
-    protocols: str
-    status: str
-    status_reason: str | None
-    method: str
-    granted_at: str
-    refresh_token_issued_at: str | None
-    last_refresh_at: str | None
-    access_expires: str | None
-    last_error: str | None
-    refresh_refused: dict[str, str] | None
-    probes: dict[str, str]
 
 
-def grant_listing(r: GrantRow, refusal_interval: timedelta) -> GrantListing:
-    access = json.loads(r.access_expires or "{}")
-    return GrantListing(
-        mailbox=r.mailbox, client=r.client_name, protocols=r.protocols, status=r.status,
-        status_reason=r.status_reason, method=r.method, granted_at=r.granted_at,
-        refresh_token_issued_at=r.rt_issued_at, last_refresh_at=r.last_refresh_at,
-        access_expires=min(access.values()) if access else None, last_error=r.last_error,
-        refresh_refused=refusal_state(r.refused_since, r.status, refusal_interval),
-        probes={p: v["outcome"] for p, v in json.loads(r.probes or "{}").items()})
 
 
 __all__ = ["GrantService", "client_name_key"]

@@ -21,31 +21,20 @@ from adapters.keyring import AUDIT_KEY_ID
 from adapters.store import AuditRow
 from domain.credentials import ClientCredential
 from domain.expiry import (
-    CRITICAL,
-    INFO,
-    WARNING,
-    DueItem,
     ExpiryThresholds,
     Finding,
-    GrantFacts,
-    SecretFacts,
     due_items,
     evaluate,
 )
 from domain.grants import ConsentGrant
 from domain.secret_value import SecretValue
-from domain.vocabulary import CLIENT_ACTIVE, REVOKED
 from vault.audit import actor_name, decrypt_entry
 from vault.core import VaultCore, use_case
 from vault.errors import BadInput, NotFound
-from vault.reads import THRESHOLDS_KEY, ReadModels
-from vault.services.clients import ClientListing, client_summary
-from vault.services.grants import (
-    GrantListing,
-    grant_listing,
-    grant_summary,
-    rotation_summary,
-)
+from vault.listings import Due, ExpiryReport, Status, expiry_facts, expiry_of, status_of
+from vault.reads import THRESHOLDS_KEY
+from vault.services.clients import client_summary
+from vault.services.grants import grant_summary, rotation_summary
 
 if TYPE_CHECKING:
     from vault.services.audit import AuditService
@@ -58,11 +47,6 @@ _PURGES = {"grant revoke": ("grant", "grant revoked", "revocation"),
            "client remove": ("credential", "client removed", "removal")}
 
 
-def _date(value: str | None) -> date | None:
-    if not value:
-        return None
-    return (datetime.fromisoformat(value).astimezone(UTC).date() if "T" in value
-            else date.fromisoformat(value))
 
 
 def redact(value: Any) -> Any:
@@ -162,43 +146,12 @@ class Config:
     expiry_thresholds: ExpiryThresholds
 
 
-@dataclass(frozen=True)
-class ExpiryReport:
-    """What will stop working, evaluated as of a date."""
-
-    as_of: str
-    findings: list[Finding]
 
 
-@dataclass(frozen=True)
-class ClientStatus(ClientListing):
-    """A client in `status`: its listing and its next dated expiry."""
-
-    next_due: str | None
-    next_due_assumed: bool
-    days_left: int | None
 
 
-@dataclass(frozen=True)
-class GrantStatus(GrantListing):
-    """A grant in `status`: its listing, how long its refresh token has been idle, and when
-    that runs out."""
-
-    idle_days: int | None
-    refresh_token_due: str | None
 
 
-@dataclass(frozen=True)
-class Due:
-    """Something dated that stops working: what (`kind`), whose, when, and whether the date is
-    assumed (a secret's 730-day limit) rather than recorded."""
-
-    kind: str
-    client: str
-    mailbox: str | None
-    due: str
-    days_left: int
-    assumed: bool
 
 
 @dataclass(frozen=True)
@@ -206,15 +159,6 @@ class TimelineItem(Due):
     ref: str | None  # the secret or certificate, for a credential's expiry
 
 
-@dataclass(frozen=True)
-class Status:
-    """`vault status`: clients, grants, what expires next, and the findings by severity."""
-
-    as_of: str
-    clients: list[ClientStatus]
-    grants: list[GrantStatus]
-    next_expiry: Due | None
-    findings: dict[str, int]
 
 @dataclass(eq=False)
 class ReportService:
@@ -253,86 +197,19 @@ class ReportService:
 
     # -- facts from the read models ----------------------------------------------------------
 
-    def expiry_facts(
-        self, models: ReadModels | None = None
-    ) -> tuple[list[SecretFacts], list[GrantFacts]]:
-        models = models or self.core.reads.models()
-        clients = {c.client_uuid: c for c in models.clients}
-        secrets = [
-            SecretFacts(client=c.name, provider=c.provider, ref=r.ref,
-                        secret_id=r.secret_id, created_on=_date(r.created_on),
-                        expires_on=_date(r.expires_on), kind=r.kind)
-            for r in models.secrets
-            if r.retired_at is None and (c := clients[r.client_uuid]).status == CLIENT_ACTIVE
-        ]
-        grants = []
-        for r in models.grants:
-            if r.status == REVOKED:
-                continue
-            activity = [d for d in (_date(r.rt_issued_at), _date(r.rt_last_used_at)) if d]
-            grants.append(GrantFacts(
-                client=r.client_name, mailbox=r.mailbox, provider=r.provider,
-                status=r.status, status_reason=r.status_reason,
-                status_changed_on=_date(r.status_changed_at),
-                granted_on=_date(r.granted_at) or date.min,
-                last_activity_on=max(activity) if activity else None,
-                google_testing=bool(r.google_testing), app_only=r.method == "app-only",
-                protocols=r.protocols,
-            ))
-        return secrets, grants
-
     # -- use cases ---------------------------------------------------------------------------
 
     @use_case("expiry")
     def expiry(self, *, as_of: date | None = None, within: int | None = None) -> ExpiryReport:
         as_of = as_of or self.core.now().date()
-        if within is not None and within < 0:
-            raise BadInput("--within takes a number of days >= 0")
-        secrets, grants = self.expiry_facts()
-        findings = evaluate(secrets, grants, as_of, self.grants.thresholds(), within)
-        self.core.broker.record.detail.update({"as_of": as_of.isoformat(), "findings": len(findings)})
-        return ExpiryReport(as_of=as_of.isoformat(), findings=findings)
+        report = expiry_of(self.core.reads.models(), self.grants.thresholds(), as_of, within)
+        self.core.broker.record.detail.update({"as_of": report.as_of,
+                                               "findings": len(report.findings)})
+        return report
 
     @use_case("status")
     def status(self) -> Status:
-        today = self.core.now().date()
-        t = self.grants.thresholds()
-        models = self.core.reads.models()
-        secrets, grants = self.expiry_facts(models)
-        findings = evaluate(secrets, grants, today, t)
-        items = due_items(secrets, grants, t)
-        due_by_client: dict[str, DueItem] = {}
-        for item in items:
-            if item.mailbox is None:
-                due_by_client.setdefault(item.client, item)
-        clients = []
-        for c in self.clients.client_listing(models):
-            item = due_by_client.get(c.name)
-            clients.append(ClientStatus(
-                **vars(c), next_due=item.due.isoformat() if item else None,
-                next_due_assumed=bool(item and item.assumed),
-                days_left=(item.due - today).days if item else None))
-        interval = timedelta(minutes=t.invalid_grant_interval_minutes)
-        idle_due = {(i.client, i.mailbox): i for i in items if i.kind == "refresh_token_idle"}
-        facts_of = {(f.client, f.mailbox): f for f in grants}
-        grant_rows = []
-        for r in models.grants:
-            g = grant_listing(r, interval)
-            facts = facts_of.get((g.client, g.mailbox))
-            last = facts.last_activity_on if facts else None
-            item = idle_due.get((g.client, g.mailbox))
-            grant_rows.append(GrantStatus(
-                **vars(g), idle_days=(today - last).days if last else None,
-                refresh_token_due=item.due.isoformat() if item else None))
-        upcoming = [i for i in items if i.due >= today]
-        nxt = upcoming[0] if upcoming else None
-        counts = {s: sum(1 for f in findings if f.severity == s) for s in (CRITICAL, WARNING, INFO)}
-        return Status(
-            as_of=today.isoformat(), clients=clients, grants=grant_rows,
-            next_expiry=Due(kind=nxt.kind, client=nxt.client, mailbox=nxt.mailbox,
-                                   due=nxt.due.isoformat(), days_left=(nxt.due - today).days,
-                                   assumed=nxt.assumed) if nxt else None,
-            findings=counts)
+        return status_of(self.core.reads.models(), self.grants.thresholds(), self.core.now().date())
 
     @use_case("history")
     def history(
@@ -509,7 +386,7 @@ class ReportService:
     def expiry_timeline(self, *, as_of: date | None = None, horizon_days: int = 365
                         ) -> Timeline:
         as_of = as_of or self.core.now().date()
-        secrets, grants = self.expiry_facts()
+        secrets, grants = expiry_facts(self.core.reads.models())
         t = self.grants.thresholds()
         findings = evaluate(secrets, grants, as_of, t)
         items = [TimelineItem(kind=i.kind, client=i.client, mailbox=i.mailbox,
