@@ -136,10 +136,14 @@ class Harness:
         env.update(extra)
         return env
 
-    def run(self, *args: str, input: str | None = None, **env: str | None) -> Result:
-        """Run the CLI in-process exactly as `vault ARGS` would (same entry, same errors)."""
-        from vault.entry import main
+    def run(self, *args: str, input: str | None = None, full: bool = False,
+            **env: str | None) -> Result:
+        """Run the CLI in-process exactly as `vault ARGS` would (same entry, same errors);
+        `full`: the full CLI even where a light path (vault/fastpath.py) would serve it."""
+        from vault.cli.main import main as full_cli
+        from vault.entry import main as entry
 
+        main = full_cli if full else entry
         runner = CliRunner()
         with runner.isolation(input=input, env=self.env(**env)) as (out, err, _):
             try:
@@ -151,18 +155,24 @@ class Harness:
         self.outputs.append(result.text)
         return result
 
-    def ok(self, *args: str, input: str | None = None, **env: str | None) -> Result:
-        result = self.run(*args, input=input, **env)
+    def ok(self, *args: str, input: str | None = None, full: bool = False,
+           **env: str | None) -> Result:
+        result = self.run(*args, input=input, full=full, **env)
         assert result.code == 0, f"vault {' '.join(args)} -> {result.code}: {result.text}"
         return result
 
-    def cached_token(self, *args: str, **env: str | None) -> str | None:
-        """`vault token ARGS` through the cached-token path alone (vault/fastpath.py), in-process
-        with this vault's environment: its output, or None where it hands over to the full CLI."""
-        from vault.fastpath import cached_token
+    def light(self, *args: str, **env: str | None) -> str | None:
+        """`vault ARGS` through the light paths alone (vault/fastpath.py), in-process with this
+        vault's environment: the whole output, or None where they hand over to the full CLI."""
+        from vault.fastpath import light_output
 
         with CliRunner().isolation(env=self.env(**env)):
-            return cached_token(["token", *args])
+            return light_output(list(args))
+
+    def cached_token(self, *args: str, **env: str | None) -> str | None:
+        """`vault token ARGS` through the cached-token path alone: the token line, or None."""
+        output = self.light("token", *args, **env)
+        return None if output is None else output.removesuffix("\n")
 
     def spawn(self, *args: str, input: str | None = None, **env: str) -> subprocess.Popen:
         """A separate `vault` process (for concurrency)."""

@@ -1,5 +1,6 @@
-"""The `vault` program. `vault token` with a cached token is served by a light path first
-(vault/fastpath.py); everything else, and any token that needs more, runs the full CLI.
+"""The `vault` program. A cached `vault token` and the plain `vault status`, `vault expiry` and
+`vault grant list` are served by a light path first (vault/fastpath.py); everything else, and
+anything those cannot serve, runs the full CLI.
 
 Before anything else, and so before any key is read, the process gives up core dumps: a crash
 must not leave the root key or a secret in a core file."""
@@ -10,6 +11,8 @@ import os
 import sys
 
 PR_SET_DUMPABLE = 4  # <linux/prctl.h>
+# the words of the commands vault/fastpath.py may serve (its WORDS; tests/e2e/test_fastpath.py)
+LIGHT_WORDS = {"token", "status", "expiry", "grant", "list"}
 
 
 def forbid_core_dumps() -> None:
@@ -35,14 +38,15 @@ def forbid_core_dumps() -> None:
 def main(args: list[str] | None = None) -> None:
     forbid_core_dumps()
     args = list(sys.argv[1:] if args is None else args)
-    if "token" in args:
+    if any(arg in LIGHT_WORDS for arg in args):
         os.umask(0o077)
-        from vault.fastpath import cached_token
+        from vault.fastpath import light_output
 
-        output = cached_token(args)
+        output = light_output(args)
         if output is not None:
-            sys.stdout.write(output + "\n")
-            sys.stdout.flush()
+            from vault.render.text import write_out
+
+            write_out(output)
             sys.exit(0)
     from vault.cli.main import main as full_cli
 

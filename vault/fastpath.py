@@ -1,62 +1,82 @@
-"""The cached-token path of `vault token`, kept light: mail clients call it for every connection.
+"""The light paths of the `vault` command, for what is called often and must start fast: the
+cached `vault token` (mail clients call it for every connection) and the plain listings
+`vault status`, `vault expiry` and `vault grant list` (monitoring, cron, scripts).
 
-It handles exactly one case: the embedded SQLite store, a key-file unlock, and an access token
-still valid for --min-valid. It reads the header, unlocks, finds the grant in the read model
-(checking the row's MAC) with the stores' own lookups (adapters/store/lookups.py), decrypts the
-newest events of its TokenRotation (checking the recorded head version), writes the audit entry
-through the audit broker (once the signed head proves the log), and prints. It imports no
-eventsourcing, click or HTTP code. Anything else (a refresh, a passphrase, PostgreSQL,
-an error of any kind) returns None, and the full CLI runs the same command from the start with
-everything it needs, errors and messages included.
+They handle exactly one case: the embedded SQLite store, a key-file unlock, a vault at the
+current schema, the commands' plain forms (table or JSON, no other option) and, for the token,
+an access token still valid for --min-valid. They read the header, unlock, check every row
+they use as the full CLI does (the stores' own reads, adapters/store/base.py `Reads`, and the
+read side, vault/reads.py), compute with the same code (vault/listings.py), write the audit
+entry through the audit broker (once the signed head proves the log), and return the whole
+output, which vault/entry.py prints. They import no eventsourcing, click, HTTP code or
+aggregate. Anything else (a refresh, a passphrase, PostgreSQL, an option they do not take, an
+error of any kind) returns None before anything is written, and the full CLI runs the same
+command from the start with everything it needs, errors and messages included.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import sqlite3
 import stat
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from domain import topics
-from domain.vocabulary import ACTIVE, PROTOCOLS, TOKEN_FORMATS
+from domain.vocabulary import ACTIVE, EXPIRY_FORMATS, LISTING_FORMATS, PROTOCOLS, TOKEN_FORMATS
 from vault.render.tokens import render_token
 
 GLOBAL_OPTIONS = {"--home", "--key-file", "--keyslot", "--ca-file"}
-TOKEN_OPTIONS = {"--client", "--protocol", "--format", "--min-valid"}
+# each command: (options taking a value, flags, positional arguments)
+COMMANDS: dict[tuple[str, ...], tuple[set[str], set[str], int]] = {
+    ("token",): ({"--client", "--protocol", "--format", "--min-valid"}, set(), 1),
+    ("status",): ({"--format"}, {"--json"}, 0),
+    ("expiry",): ({"--format"}, {"--json"}, 0),
+    ("grant", "list"): ({"--format"}, {"--json"}, 0),
+}
+WORDS = {word for command in COMMANDS for word in command}  # vault/entry.py tries a light path
 EVENTS_SCANNED = 64
 
 
-def _parse(args: list[str]) -> dict[str, str] | None:
-    """`[global options] token MAILBOX [options]`, or None for anything else."""
+def _parse(args: list[str]) -> tuple[tuple[str, ...], dict[str, str], list[str]] | None:
+    """`[global options] COMMAND [options] [arguments]` for a command above, or None."""
     options: dict[str, str] = {}
+    words: list[str] = []
     positional: list[str] = []
-    i, seen_command = 0, False
+    i = 0
     while i < len(args):
         arg = args[i]
+        command = COMMANDS.get(tuple(words))
         if arg.startswith("--"):
-            name, _, value = arg.partition("=")
-            allowed = TOKEN_OPTIONS if seen_command else GLOBAL_OPTIONS
-            if name not in allowed:
+            name, eq, value = arg.partition("=")
+            takes, flags, _ = command if command else (GLOBAL_OPTIONS, set(), 0)
+            if words and not command:
+                return None  # an option between a group and its command
+            if name in flags and not eq:
+                value = "yes"
+            elif name not in takes:
                 return None
-            if not value:
+            elif not eq:
                 if i + 1 >= len(args):
                     return None
                 value = args[i + 1]
                 i += 1
             options[name] = value
-        elif not seen_command:
-            if arg != "token":
-                return None
-            seen_command = True
-        else:
+        elif command:
             positional.append(arg)
+        else:
+            words.append(arg)
+            if not any(c[:len(words)] == tuple(words) for c in COMMANDS):
+                return None
         i += 1
-    if not seen_command or len(positional) != 1:
+    command = tuple(words)
+    if command not in COMMANDS or len(positional) != COMMANDS[command][2]:
         return None
-    options["mailbox"] = positional[0]
-    return options
+    return command, options, positional
 
 
 def _decode(data: bytes) -> dict[str, Any]:
@@ -76,23 +96,20 @@ def _decode(data: bytes) -> dict[str, Any]:
     return json.loads(data, object_hook=hook)
 
 
-def cached_token(args: list[str]) -> str | None:
-    """The command's whole output when the cached path applies, else None (run the full CLI)."""
-    options = _parse(args)
-    if options is None or os.environ.get("VAULT_STORE"):
+def light_output(args: list[str]) -> str | None:
+    """The command's whole output when a light path applies, else None (run the full CLI)."""
+    parsed = _parse(args)
+    if parsed is None or os.environ.get("VAULT_STORE"):
         return None
+    command, options, positional = parsed
     from adapters.keyslots import key_file_from_environment
 
     key_file = options.get("--key-file") or key_file_from_environment()
-    protocol = options.get("--protocol", "imap")
-    fmt = options.get("--format", "token")
     try:
-        min_valid = timedelta(seconds=int(options.get("--min-valid", "300")))
         slot_id = int(options["--keyslot"]) if "--keyslot" in options else None
     except ValueError:
         return None
-    if not key_file or protocol not in PROTOCOLS or fmt not in TOKEN_FORMATS or \
-            not 0 <= min_valid.total_seconds() <= 3000:
+    if not key_file:
         return None
     home = options.get("--home") or os.environ.get("VAULT_HOME")
     if home is None:
@@ -114,7 +131,9 @@ def cached_token(args: list[str]) -> str | None:
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout = 30000")
         conn.execute("PRAGMA synchronous = FULL")
-        return _serve(conn, key_file, slot_id, options, protocol, fmt, min_valid)
+        if command == ("token",):
+            return _token(conn, key_file, slot_id, options, positional[0])
+        return _listing(conn, key_file, slot_id, command, options)
     except Exception:  # noqa: BLE001 - any surprise: the full CLI does it properly
         return None
     finally:
@@ -133,27 +152,77 @@ def _own_private_home(home: str, db_file: str) -> bool:
             and not directory.st_mode & 0o077 and directory.st_uid == uid and db.st_uid == uid)
 
 
-def _serve(conn: sqlite3.Connection, key_file: str, slot_id: int | None,
-           options: dict[str, str], protocol: str, fmt: str, min_valid: timedelta) -> str | None:
-    from adapters import crypto
-    from adapters.keyring import AUDIT_KEY_ID, ROWS_KEY_ID, SIGNING_KEY_ID, Keyring, event_aad
+def _unlock(db: Any, key_file: str, slot_id: int | None) -> tuple[Any, Any]:
+    """The header (checksum, then its MAC under the root key) and a keyring holding the keys
+    of the read-model seals and the audit log; other keys are read when first used."""
+    from adapters.keyring import AUDIT_KEY_ID, ROWS_KEY_ID, SIGNING_KEY_ID, Keyring
     from adapters.keyslots import SealedHeader, read_key_file, unlock
     from adapters.store import lookups
-    from adapters.store.base import Tx, append_audit, key_row_of
+    from adapters.store.base import key_row_of
+
+    with db.read() as tx:
+        header_row = lookups.header_row(tx)
+        sealed = SealedHeader(header_row["body"], header_row["checksum"], header_row["mac"])
+        header = sealed.parse()
+        root, _ = unlock(header, read_key_file(key_file), slot_id)
+        sealed.verify_mac(root)
+        keyring = Keyring(db, root, header.vault_id)
+        keyring.load(key_row_of(r) for r in lookups.key_rows(tx, ROWS_KEY_ID, AUDIT_KEY_ID,
+                                                             SIGNING_KEY_ID))
+    return header, keyring
+
+
+def _broker(conn: sqlite3.Connection, header: Any, keyring: Any, now: datetime) -> Any:
+    """The audit broker, appending each entry in a write transaction of its own."""
+    from adapters.store.base import Tx, append_audit
     from vault.audit import AuditBroker, os_actor
 
-    tx = Tx(conn.cursor())
-    header_row = lookups.header_row(tx)
-    sealed = SealedHeader(header_row["body"], header_row["checksum"], header_row["mac"])
-    header = sealed.parse()
-    root, _ = unlock(header, read_key_file(key_file), slot_id)
-    sealed.verify_mac(root)
+    def append(sealer: Any) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            append_audit(Tx(conn.cursor()), sealer)
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
 
-    keyring = Keyring(None, root, header.vault_id)  # type: ignore[arg-type] - keys loaded here
-    keyring.load(key_row_of(r) for r in lookups.key_rows(tx, ROWS_KEY_ID, AUDIT_KEY_ID,
-                                                         SIGNING_KEY_ID))
+    return AuditBroker(vault_id=header.vault_id, public_key=header.audit_public_key,
+                       actor=os_actor(), clock=lambda: now, keys=keyring.key, append=append)
+
+
+def _connection(conn: sqlite3.Connection) -> Any:
+    """The stores' own reads (adapters/store/base.py `Reads`) over this one connection."""
+    from adapters.store.base import Reads, Tx
+
+    class Connection(Reads):
+        @contextlib.contextmanager
+        def read(self) -> Iterator[Tx]:
+            conn.execute("BEGIN")
+            try:
+                yield Tx(conn.cursor())
+            finally:
+                conn.execute("ROLLBACK")
+
+    return Connection()
+
+
+def _token(conn: sqlite3.Connection, key_file: str, slot_id: int | None,
+           options: dict[str, str], mailbox: str) -> str | None:
+    from adapters import crypto
+    from adapters.keyring import event_aad
+    from adapters.store import lookups
+    from adapters.store.base import Tx, key_row_of
+
+    protocol = options.get("--protocol", "imap")
+    fmt = options.get("--format", "token")
+    min_valid = timedelta(seconds=int(options.get("--min-valid", "300")))
+    if protocol not in PROTOCOLS or fmt not in TOKEN_FORMATS or \
+            not 0 <= min_valid.total_seconds() <= 3000:
+        return None
+    header, keyring = _unlock(_connection(conn), key_file, slot_id)
+    tx = Tx(conn.cursor())
     rows_sealer = keyring.rows  # every row used is one vault wrote
-    match = {"mailbox_key": options["mailbox"].strip().casefold()}
+    match = {"mailbox_key": mailbox.strip().casefold()}
     if "--client" in options:
         clients = lookups.view_rows(tx, "view_clients", name_key=options["--client"].casefold())
         if len(clients) != 1 or not rows_sealer.valid("view_clients", clients[0]):
@@ -192,18 +261,7 @@ def _serve(conn: sqlite3.Connection, key_file: str, slot_id: int | None,
     now = datetime.now(UTC)
     if found is None or found["access_expires_at"] - min_valid <= now:
         return None
-
-    def append(sealer: Any) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            append_audit(Tx(conn.cursor()), sealer)
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-
-    broker = AuditBroker(vault_id=header.vault_id, public_key=header.audit_public_key,
-                         actor=os_actor(), clock=lambda: now, keys=keyring.key, append=append)
+    broker = _broker(conn, header, keyring, now)
 
     def hand_out() -> str:
         broker.record.subject.update({"client": grant["client_name"], "mailbox": grant["mailbox"]})
@@ -211,6 +269,54 @@ def _serve(conn: sqlite3.Connection, key_file: str, slot_id: int | None,
                                      "resource": resource, "refreshed": False})
         return render_token(fmt, token=found["access_token"].reveal(), mailbox=grant["mailbox"],
                             expires_at=found["access_expires_at"], resource=resource,
-                            refreshed=False)
+                            refreshed=False) + "\n"
 
     return broker.run("token", hand_out)
+
+
+def _listing(conn: sqlite3.Connection, key_file: str, slot_id: int | None,
+             command: tuple[str, ...], options: dict[str, str]) -> str | None:
+    """`status`, `expiry` or `grant list`, as the full CLI computes and prints them: the read
+    models checked as a listing checks them, the settings as every reader checks them."""
+    from vault.listings import (
+        expiry_of,
+        grant_listing,
+        refusal_interval,
+        status_of,
+        thresholds_of,
+    )
+    from vault.reads import ReadSide
+    from vault.render.listings import expiry_table, grant_list_table, status_table
+    from vault.render.tables import emit, plain_output
+
+    fmt = "json" if "--json" in options else options.get("--format", "table")
+    if fmt not in (EXPIRY_FORMATS if command == ("expiry",) else LISTING_FORMATS) or \
+            fmt not in ("table", "json") or not plain_output():
+        return None  # a terminal: rich measures it; prometheus: a file
+    db = _connection(conn)
+    header, keyring = _unlock(db, key_file, slot_id)
+    if not header.row_macs:
+        return None  # a vault from before sealed rows: the full CLI upgrades it first
+    reads = ReadSide(db, keyring)
+    now = datetime.now(UTC)
+    broker = _broker(conn, header, keyring, now)
+    models = reads.models()
+    thresholds = thresholds_of(reads.settings())
+    detail: dict[str, Any] = {}
+    if command == ("status",):
+        data, render = status_of(models, thresholds, now.date()), status_table
+    elif command == ("expiry",):
+        data, render = expiry_of(models, thresholds, now.date()), expiry_table
+        detail = {"as_of": data.as_of, "findings": len(data.findings)}
+    else:
+        interval = refusal_interval(thresholds)
+        data, render = [grant_listing(r, interval) for r in models.grants], grant_list_table
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        emit(data, fmt, render)
+
+    def shown() -> str:  # only once everything above held: a failure writes no entry here
+        broker.record.detail.update(detail)
+        return out.getvalue()
+
+    return broker.run(" ".join(command), shown)

@@ -172,7 +172,88 @@ class WritesThroughStore:
         return self.store.commit(stored_events, kwargs.get("changes") or Changes())
 
 
-class Store(ABC):
+class Reads:
+    """The reads of the key table, the settings and the read models, each in a transaction of
+    its own. Every store has them; so has the light read path over its one SQLite connection
+    (vault/fastpath.py), which needs only `read()`."""
+
+    def read(self) -> contextlib.AbstractContextManager[Tx]:
+        """A transaction that always ends in a rollback: what is written in it is only seen
+        inside it (both databases allow writes in it)."""
+        raise NotImplementedError
+
+    def snapshot(self) -> contextlib.AbstractContextManager[Tx]:
+        """A read transaction in which every query sees the same committed state (for copies).
+        SQLite's read transactions already do (WAL)."""
+        return self.read()
+
+    def root_term(self) -> int:
+        with self.read() as tx:
+            return self._root_term(tx)
+
+    def _root_term(self, tx: Tx) -> int:
+        row = tx.one("SELECT body FROM vault_header WHERE id = 1")
+        return int(json.loads(row["body"])["root_term"])
+
+    def key_row(self, originator_id: str) -> KeyRow | None:
+        with self.read() as tx:
+            found = lookups.key_rows(tx, originator_id)
+        return key_row_of(found[0]) if found else None
+
+    def key_rows(self) -> list[KeyRow]:
+        with self.read() as tx:
+            return [key_row_of(r) for r in tx.all("SELECT * FROM vault_keys ORDER BY originator_id")]
+
+    def settings(self, key_id: str) -> tuple[list[dict[str, Any]], KeyRow | None]:
+        """Every settings row (MAC included, to be checked by the reader) and the key row
+        `key_id` whose head records the settings' version, from one snapshot."""
+        with self.snapshot() as tx:
+            rows = [dict(r) for r in tx.all("SELECT * FROM vault_settings ORDER BY key")]
+            key = tx.one("SELECT * FROM vault_keys WHERE originator_id = ?", (key_id,))
+        return rows, key_row_of(key) if key is not None else None
+
+    def view_rows(self, table: str, aggregates_of: Callable[[dict[str, Any]], list[str]],
+                  **equal: Any) -> tuple[list[dict[str, Any]], dict[str, int]]:
+        """Whole rows of a read model (MAC included, to be checked by the reader) whose columns
+        equal the values given, and the newest stored version of each aggregate `aggregates_of`
+        names for them (by the hex of its id), from one snapshot: another process committing
+        meanwhile must not make a row look older than its events."""
+        with self.snapshot() as tx:
+            rows = lookups.view_rows(tx, table, **equal)
+            ids = [a for row in rows for a in aggregates_of(row)]
+            return rows, self._newest(tx, ids) if ids else {}
+
+    def _newest(self, tx: Tx, aggregate_ids: list[str] | None = None) -> dict[str, int]:
+        """The newest stored version of each aggregate (of every one, without ids), by the hex
+        of its id."""
+        where = ("" if aggregate_ids is None else
+                 f"WHERE originator_id IN ({', '.join('?' for _ in aggregate_ids)}) ")
+        return {str(r["originator_id"]).replace("-", ""): r["v"] for r in tx.all(
+            f"SELECT originator_id, MAX(originator_version) AS v FROM stored_events {where}"
+            "GROUP BY originator_id", [self.stored_id(a) for a in aggregate_ids or ()])}
+
+    def stored_id(self, aggregate_id: str) -> Any:
+        """An aggregate id as stored_events holds it (SQLite: hex text; PostgreSQL: uuid)."""
+        from uuid import UUID  # here: the cached-token path has no use for uuid (nor platform)
+
+        return UUID(aggregate_id).hex
+
+    def read_side(self) -> dict[str, Any]:
+        """Everything a listing must check, from one snapshot: every read-model row, the subjects
+        of the key table, and each aggregate's newest stored version."""
+        with self.snapshot() as tx:
+            side: dict[str, Any] = {t: [dict(r) for r in tx.all(f"SELECT * FROM {t}")]
+                                    for t in VIEW_TABLES}
+            # the key table without its keys: who has one, and the purges (with their tombstone)
+            side["live"] = [(r["originator_id"], r["subject_id"]) for r in tx.all(
+                "SELECT originator_id, subject_id FROM vault_keys WHERE wrapped IS NOT NULL")]
+            side["purged"] = [key_row_of(r) for r in tx.all(
+                "SELECT * FROM vault_keys WHERE wrapped IS NULL")]
+            side["newest"] = self._newest(tx)
+        return side
+
+
+class Store(Reads, ABC):
     """A vault's database: eventsourcing's recorders plus vault's own tables."""
 
     dialect: str
@@ -195,16 +276,9 @@ class Store(ABC):
         `long`: the transaction may wait on other work (PostgreSQL lifts its idle timeout)."""
 
     @abstractmethod
-    def read(self) -> contextlib.AbstractContextManager[Tx]:
-        """A transaction that always ends in a rollback: what is written in it is only seen
-        inside it (both databases allow writes in it)."""
+    def read(self) -> contextlib.AbstractContextManager[Tx]: ...
 
-    def snapshot(self) -> contextlib.AbstractContextManager[Tx]:
-        """A read transaction in which every query sees the same committed state (for copies).
-        SQLite's read transactions already do (WAL)."""
-        return self.read()
-
-    def after_bulk_load(self, tx: Tx) -> None:  # noqa: B027 - optional hook
+    def after_bulk_load(self, tx: Tx) -> None:
         """After rows were inserted with their own ids (a restore): keep the id sequence ahead."""
 
     @abstractmethod
@@ -227,7 +301,7 @@ class Store(ABC):
         Returns a warning for the admin when it could not."""
         return None
 
-    def close(self) -> None:  # noqa: B027 - optional hook
+    def close(self) -> None:
         pass
 
     def holds(self, path: Path) -> bool:
@@ -282,10 +356,6 @@ class Store(ABC):
             raise NotInitialised(f"no vault in {self.description}; run `vault init`")
         return SealedHeader(body=row["body"], checksum=row["checksum"], mac=row["mac"])
 
-    def root_term(self) -> int:
-        with self.read() as tx:
-            return self._root_term(tx)
-
     def _write_header(self, tx: Tx, expected_checksum: str | None, sealed: SealedHeader) -> None:
         if expected_checksum is None:
             tx.execute("INSERT INTO vault_header (id, body, checksum, mac) VALUES (1, ?, ?, ?)",
@@ -297,10 +367,6 @@ class Store(ABC):
         if tx.cursor.rowcount != 1:
             raise ConcurrentChange("the vault's keyslots changed since this command unlocked it "
                                    "(another key command?); nothing was changed, run it again")
-
-    def _root_term(self, tx: Tx) -> int:
-        row = tx.one("SELECT body FROM vault_header WHERE id = 1")
-        return int(json.loads(row["body"])["root_term"])
 
     # -- the one write path ------------------------------------------------------------------
 
@@ -457,64 +523,7 @@ class Store(ABC):
 
     # -- keys --------------------------------------------------------------------------------
 
-    def key_row(self, originator_id: str) -> KeyRow | None:
-        with self.read() as tx:
-            found = lookups.key_rows(tx, originator_id)
-        return key_row_of(found[0]) if found else None
-
-    def key_rows(self) -> list[KeyRow]:
-        with self.read() as tx:
-            return [key_row_of(r) for r in tx.all("SELECT * FROM vault_keys ORDER BY originator_id")]
-
     # -- settings, views, audit (reads) ------------------------------------------------------
-
-    def settings(self, key_id: str) -> tuple[list[dict[str, Any]], KeyRow | None]:
-        """Every settings row (MAC included, to be checked by the reader) and the key row
-        `key_id` whose head records the settings' version, from one snapshot."""
-        with self.snapshot() as tx:
-            rows = [dict(r) for r in tx.all("SELECT * FROM vault_settings ORDER BY key")]
-            key = tx.one("SELECT * FROM vault_keys WHERE originator_id = ?", (key_id,))
-        return rows, key_row_of(key) if key is not None else None
-
-    def view_rows(self, table: str, aggregates_of: Callable[[dict[str, Any]], list[str]],
-                  **equal: Any) -> tuple[list[dict[str, Any]], dict[str, int]]:
-        """Whole rows of a read model (MAC included, to be checked by the reader) whose columns
-        equal the values given, and the newest stored version of each aggregate `aggregates_of`
-        names for them (by the hex of its id), from one snapshot: another process committing
-        meanwhile must not make a row look older than its events."""
-        with self.snapshot() as tx:
-            rows = lookups.view_rows(tx, table, **equal)
-            ids = [a for row in rows for a in aggregates_of(row)]
-            return rows, self._newest(tx, ids) if ids else {}
-
-    def _newest(self, tx: Tx, aggregate_ids: list[str] | None = None) -> dict[str, int]:
-        """The newest stored version of each aggregate (of every one, without ids), by the hex
-        of its id."""
-        where = ("" if aggregate_ids is None else
-                 f"WHERE originator_id IN ({', '.join('?' for _ in aggregate_ids)}) ")
-        return {str(r["originator_id"]).replace("-", ""): r["v"] for r in tx.all(
-            f"SELECT originator_id, MAX(originator_version) AS v FROM stored_events {where}"
-            "GROUP BY originator_id", [self.stored_id(a) for a in aggregate_ids or ()])}
-
-    def stored_id(self, aggregate_id: str) -> Any:
-        """An aggregate id as stored_events holds it (SQLite: hex text; PostgreSQL: uuid)."""
-        from uuid import UUID  # here: the cached-token path has no use for uuid (nor platform)
-
-        return UUID(aggregate_id).hex
-
-    def read_side(self) -> dict[str, Any]:
-        """Everything a listing must check, from one snapshot: every read-model row, the subjects
-        of the key table, and each aggregate's newest stored version."""
-        with self.snapshot() as tx:
-            side: dict[str, Any] = {t: [dict(r) for r in tx.all(f"SELECT * FROM {t}")]
-                                    for t in VIEW_TABLES}
-            # the key table without its keys: who has one, and the purges (with their tombstone)
-            side["live"] = [(r["originator_id"], r["subject_id"]) for r in tx.all(
-                "SELECT originator_id, subject_id FROM vault_keys WHERE wrapped IS NOT NULL")]
-            side["purged"] = [key_row_of(r) for r in tx.all(
-                "SELECT * FROM vault_keys WHERE wrapped IS NULL")]
-            side["newest"] = self._newest(tx)
-        return side
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[dict[str, Any]]:
         with self.read() as tx:

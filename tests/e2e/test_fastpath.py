@@ -1,5 +1,6 @@
-"""The cached-token path of `vault token`: same answer and audit entry as the full CLI, no
-heavy imports, and a fall back to the full CLI whenever it is not the plain cached case."""
+"""The light paths (vault/fastpath.py): the cached `vault token` and the plain `vault status`,
+`vault expiry` and `vault grant list` give the same output and audit entry as the full CLI, with
+no heavy import, and fall back to the full CLI whenever they cannot vouch for the answer."""
 
 from __future__ import annotations
 
@@ -7,8 +8,11 @@ import json
 import os
 import subprocess
 import sys
+from datetime import date, timedelta
 
-from tests.conftest import PASSPHRASE, Harness
+import pytest
+
+from tests.conftest import PASSPHRASE, Harness, add_client, import_grant
 from tests.consent import SANDBOX_MAILBOX as MAILBOX
 
 
@@ -59,3 +63,65 @@ def test_no_heavy_imports_on_the_cached_path(granted: Harness) -> None:
     imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines()}
     for heavy in ("eventsourcing", "click", "httpx", "rich", "psycopg", "adapters.store.queries"):
         assert heavy not in imported, heavy
+
+
+# -- the plain listings --------------------------------------------------------------------------
+
+LISTINGS = [("status",), ("status", "--json"), ("expiry",), ("expiry", "--format", "json"),
+            ("grant", "list"), ("grant", "list", "--format=json")]
+
+
+@pytest.fixture
+def fleet(sqlite_vault: Harness) -> Harness:
+    """Two clients, one secret near its end, three grants, one of them revoked."""
+    h = sqlite_vault
+    add_client(h, "jira")
+    add_client(h, "crm")
+    h.ok("client", "set-secret-dates", "jira", "s1", "--created", "2025-01-01", "--expires",
+         (date.today() + timedelta(days=20)).isoformat())
+    for mailbox, client in (("help@contoso.com", "jira"), ("sales@contoso.com", "jira"),
+                            ("ops@contoso.com", "crm")):
+        import_grant(h, mailbox, client)
+    h.ok("grant", "revoke", "sales@contoso.com", "--reason", "gone")
+    return h
+
+
+def _last_audit(h: Harness) -> dict:
+    entry = json.loads(h.ok("audit", "log", "--limit", "1", "--json", full=True).out)[0]
+    return {k: v for k, v in entry.items() if k not in ("seq", "at", "pid")}
+
+
+@pytest.mark.parametrize("args", LISTINGS)
+def test_a_listing_is_served_as_the_full_cli_prints_and_audits_it(fleet: Harness,
+                                                                  args: tuple[str, ...]) -> None:
+    light = fleet.light(*args)
+    light_entry = _last_audit(fleet)
+    full = fleet.ok(*args, full=True)
+    assert light is not None and light == full.out and full.err == ""
+    assert light_entry == _last_audit(fleet) and light_entry["action"] == " ".join(
+        a for a in args if not a.startswith("-") and a != "json")
+    fleet.ok("audit", "verify")
+
+
+def test_a_listing_the_light_path_cannot_vouch_for_is_left_to_the_full_cli(
+        fleet: Harness) -> None:
+    before = _audit_count(fleet)
+    for args, env in ((("expiry", "--as-of", "2030-01-01"), {}), (("expiry", "--check"), {}),
+                      (("expiry", "--format", "prometheus"), {}), (("grant", "list", "--client",
+                                                                    "jira"), {}),
+                      (("status",), {"FORCE_COLOR": "1"}), (("status", "--bogus"), {}),
+                      (("status", "extra"), {}), (("grant", "--json", "list"), {}),
+                      (("status",), {"VAULT_KEY_FILE": None, "VAULT_PASSPHRASE": PASSPHRASE})):
+        assert fleet.light(*args, **env) is None, args
+    fleet.sql("UPDATE view_grants SET protocols = 'pop' WHERE mailbox = 'ops@contoso.com'")
+    for args in LISTINGS:
+        assert fleet.light(*args) is None, args
+    assert _audit_count(fleet) == before  # nothing was served, so nothing was recorded
+    assert fleet.run("status").code == 5  # the full CLI says why
+
+
+def test_the_entry_point_tries_the_light_path_for_the_words_of_its_commands() -> None:
+    from vault.entry import LIGHT_WORDS
+    from vault.fastpath import WORDS
+
+    assert LIGHT_WORDS == WORDS

@@ -45,15 +45,19 @@ def say(text: Any = "", *, err: bool = False, nl: bool = True, lines: bool = Fal
     """Print to stdout (stderr with `err`): every line vault shows goes through here, flushed
     at once. A stream that cannot encode the text (an ASCII locale) gets it as UTF-8, as
     click.echo would give it, never an encoding error."""
+    write_out(printable(text, lines=lines) + ("\n" if nl else ""), err=err)
+
+
+def write_out(text: str, *, err: bool = False) -> None:
+    """Write text `printable` has already passed, and flush it."""
     stream = sys.stderr if err else sys.stdout
     if stream is None:  # no console at all
         return
-    out = printable(text, lines=lines) + ("\n" if nl else "")
     try:
-        stream.write(out)
+        stream.write(text)
     except UnicodeEncodeError:
         stream.flush()
-        stream.buffer.write(out.encode("utf-8", "replace"))
+        stream.buffer.write(text.encode("utf-8", "replace"))
     stream.flush()
 
 
