@@ -9,8 +9,8 @@ something still works: the due day itself is critical, and a finding is `expired
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
 from datetime import date, timedelta
+from typing import NamedTuple
 
 from domain.vocabulary import ACTIVE, CRITICAL, INFO, REVOKED, WARNING
 
@@ -19,8 +19,7 @@ MAX_INTERVAL_MINUTES = 10080  # a week
 SEVERITY_RANK = {INFO: 0, WARNING: 1, CRITICAL: 2}
 
 
-@dataclass(frozen=True)
-class ExpiryThresholds:
+class _Thresholds(NamedTuple):
     secret_warning_days: int = 30
     secret_critical_days: int = 7
     microsoft_secret_max_days: int = 730
@@ -37,13 +36,23 @@ class ExpiryThresholds:
     # mark a grant for re-consent (domain/rotation.py). Kept here so every host shares it.
     invalid_grant_interval_minutes: int = 10
 
-    def __post_init__(self) -> None:
-        for f in fields(self):
-            value = getattr(self, f.name)
-            unit, top = (("minutes", MAX_INTERVAL_MINUTES) if f.name.endswith("_minutes")
+
+class ExpiryThresholds(_Thresholds):
+    """The thresholds, each checked when they are made (never made unchecked: no `_replace`)."""
+
+    __slots__ = ()
+
+    def __new__(cls, *args: int, **kwargs: int) -> ExpiryThresholds:
+        self = super().__new__(cls, *args, **kwargs)
+        self.check()
+        return self
+
+    def check(self) -> None:
+        for name, value in self._asdict().items():
+            unit, top = (("minutes", MAX_INTERVAL_MINUTES) if name.endswith("_minutes")
                          else ("days", MAX_THRESHOLD_DAYS))
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= top:
-                raise ValueError(f"{f.name} must be a whole number of {unit} from 0 to {top}")
+                raise ValueError(f"{name} must be a whole number of {unit} from 0 to {top}")
         windows = [
             ("secret", self.secret_critical_days, self.secret_warning_days, None),
             ("microsoft_idle", self.microsoft_idle_warning_days,
@@ -58,17 +67,16 @@ class ExpiryThresholds:
                 raise ValueError(f"{name} thresholds must increase towards the limit")
 
     def with_changes(self, **changes: int) -> ExpiryThresholds:
-        unknown = set(changes) - {f.name for f in fields(self)}
+        unknown = set(changes) - set(self._fields)
         if unknown:
             raise ValueError(f"unknown threshold {', '.join(sorted(unknown))}")
-        return replace(self, **changes)
+        return ExpiryThresholds(**{**self._asdict(), **changes})
 
     def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+        return self._asdict()
 
 
-@dataclass(frozen=True)
-class SecretFacts:
+class SecretFacts(NamedTuple):
     client: str
     provider: str
     ref: str
@@ -78,8 +86,7 @@ class SecretFacts:
     kind: str = "client_secret"  # or "certificate"
 
 
-@dataclass(frozen=True)
-class GrantFacts:
+class GrantFacts(NamedTuple):
     client: str
     mailbox: str
     provider: str
@@ -98,8 +105,7 @@ class GrantFacts:
                 f"{self.protocols} --replace`")
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(NamedTuple):
     severity: str
     kind: str
     client: str
@@ -112,7 +118,7 @@ class Finding:
     ref: str | None = None
 
     def as_dict(self) -> dict[str, object]:
-        data = asdict(self)
+        data = self._asdict()
         data["due"] = self.due.isoformat() if self.due else None
         return data
 
@@ -247,7 +253,7 @@ def grant_findings(g: GrantFacts, as_of: date, t: ExpiryThresholds) -> list[Find
              " or schedule `vault refresh --due`"),
         )
         if f and f.expired:
-            f = replace(f, advice=(f"the refresh token of {g.mailbox} was idle {idle} day(s) and "
+            f = f._replace(advice=(f"the refresh token of {g.mailbox} was idle {idle} day(s) and "
                                    "Microsoft no longer accepts it (AADSTS700082): run a new "
                                    f"consent ({g.reconsent})"))
         findings += [f] if f else []
@@ -286,8 +292,7 @@ def sort_findings(findings: list[Finding]) -> list[Finding]:
     )
 
 
-@dataclass(frozen=True)
-class DueItem:
+class DueItem(NamedTuple):
     """Something with a date on which it stops working, whatever the thresholds say."""
 
     kind: str

@@ -6,8 +6,8 @@ import eventsourcing or the aggregates: nothing here does."""
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from typing import Any, NamedTuple
 
 from adapters.store.queries import GrantRow, SecretRow
 from domain.expiry import (
@@ -27,8 +27,7 @@ from vault.errors import BadInput
 from vault.reads import THRESHOLDS_KEY, ReadModels
 
 
-@dataclass(frozen=True)
-class ClientListing:
+class ClientListing(NamedTuple):
     """A client as `client list` shows it."""
 
     name: str
@@ -42,8 +41,7 @@ class ClientListing:
     current_secret_expires: str | None
 
 
-@dataclass(frozen=True)
-class GrantListing:
+class GrantListing(NamedTuple):
     """A grant as `grant list` shows it: `refresh_refused` says since when and from when a further
     refusal counts; `probes` the last outcome per protocol."""
 
@@ -62,26 +60,7 @@ class GrantListing:
     probes: dict[str, str]
 
 
-@dataclass(frozen=True)
-class ClientStatus(ClientListing):
-    """A client in `status`: its listing and its next dated expiry."""
-
-    next_due: str | None
-    next_due_assumed: bool
-    days_left: int | None
-
-
-@dataclass(frozen=True)
-class GrantStatus(GrantListing):
-    """A grant in `status`: its listing, how long its refresh token has been idle, and when
-    that runs out."""
-
-    idle_days: int | None
-    refresh_token_due: str | None
-
-
-@dataclass(frozen=True)
-class Due:
+class Due(NamedTuple):
     """Something dated that stops working: what (`kind`), whose, when, and whether the date is
     assumed (a secret's 730-day limit) rather than recorded."""
 
@@ -93,8 +72,24 @@ class Due:
     assumed: bool
 
 
-@dataclass(frozen=True)
-class Status:
+def extended(base: type, name: str, doc: str, **more: str) -> Any:
+    """A NamedTuple with `base`'s fields and then `more` (name: annotation), as a dataclass
+    subclass would have them."""
+    cls = NamedTuple(name, [*base.__annotations__.items(), *more.items()])  # type: ignore[misc]
+    cls.__doc__, cls.__module__ = doc, __name__
+    return cls
+
+
+ClientStatus = extended(
+    ClientListing, "ClientStatus", "A client in `status`: its listing and its next dated expiry.",
+    next_due="str | None", next_due_assumed="bool", days_left="int | None")
+GrantStatus = extended(
+    GrantListing, "GrantStatus", "A grant in `status`: its listing, how long its refresh token "
+    "has been idle, and when that runs out.", idle_days="int | None",
+    refresh_token_due="str | None")
+
+
+class Status(NamedTuple):
     """`vault status`: clients, grants, what expires next, and the findings by severity."""
 
     as_of: str
@@ -104,8 +99,7 @@ class Status:
     findings: dict[str, int]
 
 
-@dataclass(frozen=True)
-class ExpiryReport:
+class ExpiryReport(NamedTuple):
     """What will stop working, evaluated as of a date."""
 
     as_of: str
@@ -222,7 +216,7 @@ def status_of(models: ReadModels, thresholds: ExpiryThresholds, today: date) -> 
     for c in client_listing(models):
         item = due_by_client.get(c.name)
         clients.append(ClientStatus(
-            **vars(c), next_due=item.due.isoformat() if item else None,
+            **c._asdict(), next_due=item.due.isoformat() if item else None,
             next_due_assumed=bool(item and item.assumed),
             days_left=(item.due - today).days if item else None))
     interval = refusal_interval(thresholds)
@@ -235,7 +229,7 @@ def status_of(models: ReadModels, thresholds: ExpiryThresholds, today: date) -> 
         last = facts.last_activity_on if facts else None
         item = idle_due.get((g.client, g.mailbox))
         grant_rows.append(GrantStatus(
-            **vars(g), idle_days=(today - last).days if last else None,
+            **g._asdict(), idle_days=(today - last).days if last else None,
             refresh_token_due=item.due.isoformat() if item else None))
     upcoming = [i for i in items if i.due >= today]
     nxt = upcoming[0] if upcoming else None

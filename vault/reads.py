@@ -4,12 +4,11 @@ use (its MAC, and that it was projected from the newest stored events), then typ
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from adapters.errors import IntegrityViolation
 from adapters.keyring import SETTINGS_KEY_ID, Keyring, forged_purge
-from adapters.store import Store
+from adapters.store.base import Reads
 from adapters.store.queries import ClientRow, GrantRow, SecretRow, typed_row
 from adapters.store.schema import VIEW_TABLES
 from domain.mailboxes import mailbox_key
@@ -20,7 +19,7 @@ REQUIRED_SETTINGS = {THRESHOLDS_KEY: "{}"}
 
 
 class ReadSide:
-    def __init__(self, store: Store, keyring: Keyring) -> None:
+    def __init__(self, store: Reads, keyring: Keyring) -> None:
         self.store = store
         self.keyring = keyring
 
@@ -120,8 +119,7 @@ class ReadSide:
         return settings
 
 
-@dataclass(frozen=True)
-class ReadModels:
+class ReadModels(NamedTuple):
     """The read models as one listing sees them: checked rows, in display order."""
 
     clients: list[ClientRow]

@@ -1,17 +1,15 @@
-"""The read models' rows as vault reads them: one dataclass per table (adapters/store/schema.py),
+"""The read models' rows as vault reads them: one NamedTuple per table (adapters/store/schema.py),
 built from a row only once its MAC and versions are checked (vault/reads.py). The lookups the
-stores share with the cached-token path are in lookups.py, which builds no dataclass."""
+stores share with the light paths are in lookups.py."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from adapters.errors import IntegrityViolation
 
 
-@dataclass(frozen=True)
-class ClientRow:
+class ClientRow(NamedTuple):
     """A client's row (view_clients)."""
 
     client_uuid: str
@@ -31,8 +29,7 @@ class ClientRow:
     mac: bytes | None
 
 
-@dataclass(frozen=True)
-class SecretRow:
+class SecretRow(NamedTuple):
     """A client secret's or certificate's row (view_secrets)."""
 
     client_uuid: str
@@ -48,8 +45,7 @@ class SecretRow:
     mac: bytes | None
 
 
-@dataclass(frozen=True)
-class GrantRow:
+class GrantRow(NamedTuple):
     """A consent grant's row, with its token rotation's state (view_grants)."""
 
     grant_uuid: str
@@ -91,7 +87,7 @@ ReadModelRow = ClientRow | SecretRow | GrantRow
 
 
 def typed_row(table: str, row: Any) -> Any:
-    """`row` (a mapping of a read-model table's columns) as its table's dataclass."""
+    """`row` (a mapping of a read-model table's columns) as its table's row type."""
     try:
         return ROW_TYPES[table](**row)
     except TypeError:
@@ -101,4 +97,4 @@ def typed_row(table: str, row: Any) -> Any:
 
 def columns(row: ReadModelRow) -> dict[str, Any]:
     """The row's columns by name (what its MAC covers)."""
-    return dict(vars(row))
+    return row._asdict()

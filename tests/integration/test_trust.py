@@ -320,12 +320,11 @@ def test_a_failed_token_is_not_recorded_as_revealed(vault: Harness, sandbox) -> 
 def _as_before_sealed_rows(h: Harness) -> None:
     """Turn a vault into what the previous schema (1) left on disk: no MAC or version columns,
     no purge tombstones, no keys for rows and settings, a header without the marker."""
-    from dataclasses import replace
 
     from adapters.keyslots import seal_header
 
     with h.app() as app:
-        sealed = seal_header(replace(app.core.header, row_macs=False), app.core.root)
+        sealed = seal_header(app.core.header._replace(row_macs=False), app.core.root)
     h.sql("UPDATE vault_header SET body = ?, checksum = ?, mac = ?",
           (sealed.body, sealed.checksum, sealed.mac))
     from adapters.store.schema import ADDED_COLUMNS

@@ -9,9 +9,11 @@ from vault.render.text import printable
 
 
 def fields_of(value: Any) -> dict[str, Any]:
-    """A use case's result (a dataclass) as the fields a program reads, in their order; a field
-    whose metadata says `omit_if_none` is left out while it is None (it is only there for some
-    results, as `verified` of a rotation checked at the provider)."""
+    """A use case's result (a NamedTuple or a dataclass) as the fields a program reads, in their
+    order; a dataclass field whose metadata says `omit_if_none` is left out while it is None (it
+    is only there for some results, as `verified` of a rotation checked at the provider)."""
+    if isinstance(value, tuple):
+        return value._asdict()
     import dataclasses
 
     return {f.name: getattr(value, f.name) for f in dataclasses.fields(value)
@@ -19,19 +21,28 @@ def fields_of(value: Any) -> dict[str, Any]:
 
 
 def as_mapping(row: Any) -> dict[str, Any]:
-    """A row of a report (a mapping, or a use case's dataclass) by column name."""
+    """A row of a report (a mapping, or a use case's result) by column name."""
     return row if isinstance(row, dict) else fields_of(row)
 
 
-def _default(value: Any) -> Any:
-    import dataclasses
+def _plain(value: Any) -> Any:
+    """Results as JSON documents hold them: a NamedTuple or a dataclass as an object (json
+    itself would write a NamedTuple as an array), a tuple as a list; the rest as it is."""
+    if (isinstance(value, tuple) and hasattr(value, "_fields")) or \
+            (hasattr(value, "__dataclass_fields__") and not isinstance(value, type)):
+        return {k: _plain(v) for k, v in fields_of(value).items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
 
+
+def _default(value: Any) -> Any:
     from domain.secret_value import SecretValue
 
     if isinstance(value, SecretValue):
         return "<redacted>"  # a secret reaches output only when a command reveals it on purpose
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return fields_of(value)
     return str(value)
 
 
@@ -40,7 +51,7 @@ def to_json(data: Any) -> str:
     it is, is escaped here: the document holds no control character, and parses the same."""
     import json
 
-    return json.dumps(data, indent=2, sort_keys=False, default=_default).replace(
+    return json.dumps(_plain(data), indent=2, sort_keys=False, default=_default).replace(
         "\x7f", "\\u007f")
 
 

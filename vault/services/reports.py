@@ -31,7 +31,15 @@ from domain.secret_value import SecretValue
 from vault.audit import actor_name, decrypt_entry
 from vault.core import VaultCore, use_case
 from vault.errors import BadInput, NotFound
-from vault.listings import Due, ExpiryReport, Status, expiry_facts, expiry_of, status_of
+from vault.listings import (
+    Due,
+    ExpiryReport,
+    Status,
+    expiry_facts,
+    expiry_of,
+    extended,
+    status_of,
+)
 from vault.reads import THRESHOLDS_KEY
 from vault.services.clients import client_summary
 from vault.services.grants import grant_summary, rotation_summary
@@ -154,9 +162,9 @@ class Config:
 
 
 
-@dataclass(frozen=True)
-class TimelineItem(Due):
-    ref: str | None  # the secret or certificate, for a credential's expiry
+TimelineItem = extended(Due, "TimelineItem", "Something dated that stops working, and the "
+                        "secret or certificate (`ref`) for a credential's expiry.",
+                        ref="str | None")
 
 
 
