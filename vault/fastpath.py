@@ -111,7 +111,9 @@ def light_output(args: list[str]) -> str | None:
         return None
     if not key_file:
         return None
-    home = options.get("--home") or os.environ.get("VAULT_HOME")
+    home = options["--home"] if "--home" in options else os.environ.get("VAULT_HOME")
+    if home == "":
+        return None  # the full CLI says what an empty name means
     if home is None:
         from platformdirs import user_data_dir
 

@@ -125,3 +125,12 @@ def test_the_entry_point_tries_the_light_path_for_the_words_of_its_commands() ->
     from vault.fastpath import WORDS
 
     assert LIGHT_WORDS == WORDS
+
+
+def test_an_empty_home_option_is_left_to_the_full_cli(fleet: Harness, tmp_path) -> None:
+    """`--home ""` is not "no --home": the light path must not serve the vault VAULT_HOME
+    names when the command line named another (the full CLI decides what "" means)."""
+    assert fleet.light("status") is not None
+    assert fleet.light("--home", "", "status") is None
+    assert fleet.light("--home=", "token", "help@contoso.com") is None
+    assert fleet.light("status", VAULT_HOME="") is None
