@@ -35,19 +35,39 @@ def forbid_core_dumps() -> None:
             pass
 
 
+def _light(args: list[str]) -> int | None:
+    """The exit code of a command a light path served (vault/fastpath.py), or None. Ends as
+    the full CLI ends: Ctrl-C is "aborted", a reader gone away (`| head`) a quiet exit 1, any
+    other output error one line on stderr."""
+    from vault.fastpath import light_output
+    from vault.render.text import say, write_out
+
+    try:
+        output = light_output(args)
+        if output is None:
+            return None
+        write_out(output)
+        return 0
+    except KeyboardInterrupt:
+        say("vault: aborted", err=True)
+        return 1
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
+        return 1
+    except OSError as error:
+        from vault.cli.main import report_error
+
+        return report_error(error)
+
+
 def main(args: list[str] | None = None) -> None:
     forbid_core_dumps()
     args = list(sys.argv[1:] if args is None else args)
     if any(arg in LIGHT_WORDS for arg in args):
         os.umask(0o077)
-        from vault.fastpath import light_output
-
-        output = light_output(args)
-        if output is not None:
-            from vault.render.text import write_out
-
-            write_out(output)
-            sys.exit(0)
+        served = _light(args)
+        if served is not None:
+            sys.exit(served)
     from vault.cli.main import main as full_cli
 
     full_cli(args)

@@ -66,6 +66,8 @@ def _parse(args: list[str]) -> tuple[tuple[str, ...], dict[str, str], list[str]]
                 value = args[i + 1]
                 i += 1
             options[name] = value
+        elif arg.startswith("-"):
+            return None  # a short option (or one click reads so): click's business
         elif command:
             positional.append(arg)
         else:
@@ -122,17 +124,20 @@ def light_output(args: list[str]) -> str | None:
         home = os.path.expanduser(home)
         if home.startswith("~"):  # ~name of no known user: the full CLI says so
             return None
-    db = os.path.join(home, "vault.db")
+    # absolute: SQLite reads a name that starts with "file:" as a URI, which could name
+    # another file than the one whose privacy is checked here
+    db = os.path.abspath(os.path.join(home, "vault.db"))
     if not _own_private_home(home, db):
         return None  # the full CLI says what is wrong with it
     try:
-        conn = sqlite3.connect(db, isolation_level=None, timeout=30)  # a path, never a URI
+        conn = sqlite3.connect(db, isolation_level=None, timeout=30)
     except sqlite3.Error:
         return None
     try:
         conn.row_factory = sqlite3.Row
         conn.execute("PRAGMA busy_timeout = 30000")
         conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("PRAGMA secure_delete = ON")  # as the store's own connections
         if command == ("token",):
             return _token(conn, key_file, slot_id, options, positional[0])
         return _listing(conn, key_file, slot_id, command, options)
@@ -291,10 +296,11 @@ def _listing(conn: sqlite3.Connection, key_file: str, slot_id: int | None,
     from vault.render.listings import expiry_table, grant_list_table, status_table
     from vault.render.tables import emit, plain_output
 
-    fmt = "json" if "--json" in options else options.get("--format", "table")
-    if fmt not in (EXPIRY_FORMATS if command == ("expiry",) else LISTING_FORMATS) or \
-            fmt not in ("table", "json") or not plain_output():
-        return None  # a terminal: rich measures it; prometheus: a file
+    given = options.get("--format", "table")
+    if given not in (EXPIRY_FORMATS if command == ("expiry",) else LISTING_FORMATS) or \
+            given == "prometheus" or not plain_output():
+        return None  # click refuses it; prometheus wins over --json; a terminal: rich measures
+    fmt = "json" if "--json" in options else given
     db = _connection(conn)
     header, keyring = _unlock(db, key_file, slot_id)
     if not header.row_macs:

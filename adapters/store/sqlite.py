@@ -98,7 +98,9 @@ class SQLiteStore(Store):
                 os.close(os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
         else:
             _check_private_dir(home)
-        quoted = quote(str(self.path))  # '#', '?' and '%' in a path must not end the file name
+        # '#', '?' and '%' in a path must not end the file name; a name that is not UTF-8 is
+        # quoted byte for byte
+        quoted = quote(os.fsencode(self.path))
         uri = f"file:{quoted}?{_read_only_mode(self.path)}" if read_only else f"file:{quoted}"
         self.datastore = _Datastore(uri, read_only=read_only)
         self.recorder = _Recorder(self.datastore, store=self)

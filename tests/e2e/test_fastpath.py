@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import PASSPHRASE, Harness, add_client, import_grant
 from tests.consent import SANDBOX_MAILBOX as MAILBOX
+from tests.consent import sandbox_consent
 
 
 def _audit_count(h: Harness) -> int:
@@ -134,3 +135,78 @@ def test_an_empty_home_option_is_left_to_the_full_cli(fleet: Harness, tmp_path) 
     assert fleet.light("--home", "", "status") is None
     assert fleet.light("--home=", "token", "help@contoso.com") is None
     assert fleet.light("status", VAULT_HOME="") is None
+
+
+def test_the_format_is_checked_as_the_full_cli_checks_it_even_with_json(fleet: Harness) -> None:
+    """--json picks JSON, but a --format click refuses is refused, and expiry's prometheus
+    wins over --json: the light path serves none of these."""
+    for args in (("status", "--json", "--format", "bogus"), ("grant", "list", "--format=", "--json"),
+                 ("expiry", "--format", "csv", "--json"),
+                 ("expiry", "--json", "--format", "prometheus")):
+        assert fleet.light(*args) is None, args
+    assert fleet.run("status", "--json", "--format", "bogus").code == 2
+    assert fleet.ok("expiry", "--json", "--format", "prometheus").out.startswith("# vault-metrics")
+
+
+def test_a_single_dash_argument_is_an_option_to_click_and_not_a_mailbox(granted: Harness,
+                                                                       sandbox) -> None:
+    sandbox_consent(granted, sandbox, mailbox="-ops@contoso.com")
+    assert granted.light("token", "--", "-ops@contoso.com") is None  # `--`: click's business
+    assert granted.light("token", "-ops@contoso.com") is None
+    assert granted.run("token", "-ops@contoso.com").code == 2  # click: no such option -o
+
+
+def test_a_home_named_like_a_sqlite_uri_opens_that_directory(fleet: Harness, tmp_path,
+                                                             monkeypatch) -> None:
+    """SQLite reads a file name starting with `file:` as a URI: `file:home` must open the
+    directory of that name (whose privacy was checked), never `home`."""
+    import shutil
+
+    monkeypatch.chdir(fleet.home.parent)
+    copy = fleet.home.parent / f"file:{fleet.home.name}"
+    shutil.copytree(fleet.home, copy)
+    import_grant(fleet, "late@contoso.com", "crm")  # in the original only
+    shown = fleet.light("grant", "list", "--json", VAULT_HOME=copy.name)
+    assert shown is not None and "late@contoso.com" not in shown
+    assert shown == fleet.ok("grant", "list", "--json", full=True, VAULT_HOME=copy.name).out
+
+
+def test_output_errors_end_as_the_full_cli_ends_them(fleet: Harness) -> None:
+    """A reader that went away (`vault grant list | head -1`) ends the command quietly with exit
+    1; a full disk is one line on stderr, exit 1; never a traceback."""
+    env = {**os.environ, **{k: v for k, v in fleet.env().items() if v}}
+    process = subprocess.Popen([sys.executable, "-m", "vault", "grant", "list"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    err = process.stderr.read().decode()
+    assert process.wait(timeout=60) == 1 and "Traceback" not in err, err
+    with open("/dev/full", "w") as full:
+        result = subprocess.run([sys.executable, "-m", "vault", "status"], env=env, stdout=full,
+                                stderr=subprocess.PIPE, text=True, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("vault: internal error (OSError)"), result.stderr
+
+
+def test_an_ascii_only_stdout_gets_utf8_from_both_paths(fleet: Harness) -> None:
+    """A table with a name that is not ASCII, on a stream that can only encode ASCII: written
+    as UTF-8 (as `say` writes every line), by the light path and by the full CLI (rich's
+    tables too), never an encoding error halfway through a table."""
+    import_grant(fleet, "j\u00fcrgen@contoso.com", "crm")
+    env = {**os.environ, **{k: v for k, v in fleet.env().items() if v},
+           "PYTHONIOENCODING": "ascii"}
+    for args in (("grant", "list"), ("status",), ("expiry", "--within", "3650")):
+        result = subprocess.run([sys.executable, "-m", "vault", *args], env=env,
+                                capture_output=True, timeout=60)
+        assert result.returncode == 0, (args, result.stderr)
+        assert "j\u00fcrgen@contoso.com".encode() in result.stdout, args
+
+
+def test_a_home_whose_name_is_not_utf8_opens_on_both_paths(fleet: Harness) -> None:
+    """A directory name that is not UTF-8 (as a Linux file system allows) reaches SQLite byte
+    for byte, through the full CLI's URI too (it used to end in an internal error)."""
+    odd = os.fsdecode(os.fsencode(str(fleet.home.parent)) + b"/h\xff")
+    os.rename(fleet.home, odd)
+    listed = fleet.ok("grant", "list", "--json", full=True, VAULT_HOME=odd).out
+    assert "help@contoso.com" in listed
+    assert fleet.light("grant", "list", "--json", VAULT_HOME=odd) == listed

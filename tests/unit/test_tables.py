@@ -13,7 +13,8 @@ from rich.text import Text
 
 from vault.render.tables import PLAIN_WIDTH, plain_layout
 
-CELL = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=24)
+CELL = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E, include_characters="\t"),
+               max_size=24)
 
 
 def drawn_by_rich(title: str | None, columns: list[str], rows: list[list[str]]) -> str:
@@ -43,9 +44,10 @@ def tables(draw, cell=CELL):
 def test_an_ascii_table_is_laid_out_as_rich_lays_it_out(table) -> None:
     title, columns, rows = table
     laid_out = plain_layout(title or None, columns, rows)
-    if laid_out is None:  # only where rich would wrap the title, or widen an empty table
+    if laid_out is None:  # only where rich expands a TAB, wraps the title or widens nothing
         natural = sum(max(map(len, col)) for col in zip(columns, *rows, strict=True))
-        assert len(title or "") > natural + 2 * (len(columns) - 1) or natural == 0
+        tabs = any("\t" in text for text in (title or "", *columns, *(v for r in rows for v in r)))
+        assert tabs or len(title or "") > natural + 2 * (len(columns) - 1) or natural == 0
         return
     assert laid_out + "\n" == drawn_by_rich(title, columns, rows)
 
@@ -56,3 +58,8 @@ def test_what_only_rich_can_lay_out_is_left_to_it() -> None:
     assert plain_layout(None, ["A", "B"], [["x" * 100, "y" * 100]]) is None  # wider than 200
     assert plain_layout("a title wider than its table", ["A"], [["x"]]) is None  # wrapped
     assert plain_layout("t", ["A", "B"], [["x" * 99, "y" * 99]]) is not None  # 200 fits
+
+
+def test_a_tab_is_left_to_rich() -> None:
+    """`printable` lets a TAB through; rich expands it, so only rich lays that table out."""
+    assert plain_layout(None, ["REASON"], [["left\tcompany"]]) is None

@@ -246,12 +246,12 @@ def main(args: list[str] | None = None) -> None:
         say("vault: interrupted", err=True)
         code = CHECK_UNKNOWN if check else 130
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, no traceback
-        reported = _report(e)
+        reported = report_error(e)
         code = CHECK_UNKNOWN if check else reported
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def _report(error: Exception) -> int:
+def report_error(error: Exception) -> int:
     """Say `error` in one line on stderr; its exit code. vault's own errors carry both their
     words and their code (domain/errors.py draws the tree); the rest is said here."""
     from eventsourcing.persistence import PersistenceError

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
-from vault.render.text import printable, say
+from vault.render.text import printable, say, write_out
 
 PLAIN_WIDTH = 200  # the width rich is given when the output is not a terminal
 
@@ -20,8 +20,28 @@ PLAIN_WIDTH = 200  # the width rich is given when the output is not a terminal
 def console():
     from rich.console import Console
 
-    return Console(width=None if sys.stdout.isatty() else PLAIN_WIDTH, soft_wrap=False,
-                   highlight=False)
+    return Console(file=_Stdout(), width=None if sys.stdout.isatty() else PLAIN_WIDTH,
+                   soft_wrap=False, highlight=False)
+
+
+class _Stdout:
+    """stdout for rich, written as `say` writes it: text a stream cannot encode (an ASCII
+    locale) goes out as UTF-8, never as an encoding error halfway through a table."""
+
+    encoding = "utf-8"
+
+    def write(self, text: str) -> int:
+        write_out(text)
+        return len(text)
+
+    def flush(self) -> None:
+        sys.stdout.flush()
+
+    def isatty(self) -> bool:
+        return sys.stdout.isatty()
+
+    def fileno(self) -> int:
+        return sys.stdout.fileno()
 
 
 def table(title: str | None, columns: Sequence[str], rows: Sequence[Sequence[Any]],
@@ -65,7 +85,8 @@ def plain_layout(title: str | None, columns: Sequence[str],
                  rows: Sequence[Sequence[str]]) -> str | None:
     """The table as rich draws it with no box and no edge padding (two spaces between columns,
     each line padded to the table's width, the title on a line of its own), or None where only
-    rich can say (a character that is not ASCII, whose width on screen rich measures; a table
+    rich can say (a character that is not ASCII, whose width on screen rich measures, or a TAB,
+    which rich expands; a table
     wider than PLAIN_WIDTH, or a title wider than the table, which rich wraps; a table of no
     width, which rich widens to one)."""
     widths = [len(c) for c in columns]
@@ -74,7 +95,7 @@ def plain_layout(title: str | None, columns: Sequence[str],
     total = sum(widths) + 2 * (len(widths) - 1)
     texts = [title or "", *columns, *(v for row in rows for v in row)]
     if not 0 < total <= PLAIN_WIDTH or len(title or "") > total or \
-            not all(t.isascii() for t in texts):
+            not all(t.isascii() and "\t" not in t for t in texts):
         return None
     lines = [title.ljust(total)] if title else []
     for row in (columns, *rows):
