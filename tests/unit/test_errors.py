@@ -123,10 +123,8 @@ def test_the_docstring_draws_the_tree_as_it_is() -> None:
 @pytest.mark.parametrize("cls", [VaultError, *CATEGORIES, *TAGS.values()],
                          ids=lambda cls: cls.__name__)
 def test_the_cli_says_each_category_with_its_words_and_exit_code(
-        cls: type[VaultError], capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli_main, "_current", None)  # no store to blame
-    code = cli_main.report_error(cls("something\nwent\x1b[31m wrong"))
+        cls: type[VaultError], capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli_main.report_error(cls("something\nwent\x1b[31m wrong"))  # no store to blame
     words = "integrity violation" if cls is errors.IntegrityViolation else "error"
     assert (code, capsys.readouterr().err) == (
         cls.exit_code, f"vault: {words}: something went\\x1b[31m wrong\n")

@@ -246,14 +246,15 @@ def main(args: list[str] | None = None) -> None:
         say("vault: interrupted", err=True)
         code = CHECK_UNKNOWN if check else 130
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, no traceback
-        reported = report_error(e)
+        reported = report_error(e, _current)
         code = CHECK_UNKNOWN if check else reported
     sys.exit(code if isinstance(code, int) else 0)
 
 
-def report_error(error: Exception) -> int:
+def report_error(error: Exception, context: CliContext | None = None) -> int:
     """Say `error` in one line on stderr; its exit code. vault's own errors carry both their
-    words and their code (domain/errors.py draws the tree); the rest is said here."""
+    words and their code (domain/errors.py draws the tree); the rest is said here, naming the
+    store of `context` (the command's) when a full disk or a lost connection is behind it."""
     from eventsourcing.persistence import PersistenceError
 
     from adapters.store.failures import undecodable_text
@@ -261,8 +262,8 @@ def report_error(error: Exception) -> int:
     error = undecodable_text(error) or error
     # a full disk or a lost connection behind any error is the news, but it never hides tampering
     failure = None
-    if not isinstance(error, codes.IntegrityViolation) and _current is not None:
-        failure = _current.store_failure(error)
+    if not isinstance(error, codes.IntegrityViolation) and context is not None:
+        failure = context.store_failure(error)
     if failure:
         say(f"vault: error: {one_line(failure)}", err=True)
         return codes.FAILED
