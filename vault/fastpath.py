@@ -28,7 +28,6 @@ from typing import Any
 
 from domain import topics
 from domain.vocabulary import ACTIVE, EXPIRY_FORMATS, LISTING_FORMATS, PROTOCOLS, TOKEN_FORMATS
-from vault.render.tokens import render_token
 
 GLOBAL_OPTIONS = {"--home", "--key-file", "--keyslot", "--ca-file"}
 # each command: (options taking a value, flags, positional arguments)
@@ -219,6 +218,7 @@ def _token(conn: sqlite3.Connection, key_file: str, slot_id: int | None,
     from adapters.keyring import event_aad
     from adapters.store import lookups
     from adapters.store.base import Tx, key_row_of
+    from vault.render.tokens import render_token
 
     protocol = options.get("--protocol", "imap")
     fmt = options.get("--format", "token")

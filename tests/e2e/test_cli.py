@@ -235,8 +235,6 @@ def test_vault_files_are_private(sqlite_vault: Harness) -> None:
     assert result.code == 3 and "chmod 700" in result.err
 
 
-
-
 def test_usage_errors_and_version(vault: Harness) -> None:
     result = vault.run("client")
     assert result.code == 2 and "rotate-secret" in result.out and result.err == ""

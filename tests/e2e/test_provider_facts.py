@@ -122,8 +122,6 @@ def test_a_microsoft_client_without_a_redirect_uri_is_told_what_to_register(
 # -- item 19: 535 5.7.139 has two causes -------------------------------------------------------
 
 
-
-
 # -- item 19 and 20: the email-oauth2-proxy importer -------------------------------------------
 
 PROXY_PASSWORD = "proxy-password-in-the-mail-client"

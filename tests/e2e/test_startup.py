@@ -44,10 +44,6 @@ def imported(h: Harness | None, tmp_path: Path, *args: str) -> set[str]:
     return set(json.loads((tmp_path / "modules.json").read_text()))
 
 
-
-
-
-
 def test_help_imports_no_command_module(tmp_path: Path) -> None:
     modules = imported(None, tmp_path, "--help")
     command_modules = {f"vault.cli.{module}" for module, _ in COMMANDS.values()}

@@ -276,7 +276,6 @@ def test_hosts_racing_for_one_finding_send_it_once(fleet: Harness, webhook) -> N
 # -- e-mail ---------------------------------------------------------------------------------------
 
 
-
 def test_an_email_alert_goes_through_dovecot_submission_with_xoauth2(
         sqlite_vault: Harness, oidc, dovecot, mail_ca, mail_sink, webhook) -> None:
     h = sqlite_vault

@@ -103,5 +103,3 @@ def test_snapshots_are_encrypted_and_bound_too(vault: Harness) -> None:
     assert result.code == 5 and "failed authentication" in result.err
 
 
-
-

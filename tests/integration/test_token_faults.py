@@ -45,9 +45,6 @@ def grant_shown(h: Harness) -> dict:
 # -- item 8: transient means retried ---------------------------------------------------------------
 
 
-
-
-
 def test_transient_codes_from_the_sandbox_are_retried_with_back_off(vault: Harness,
                                                                     sandbox) -> None:
     add_sandbox_client(vault, sandbox)

@@ -127,8 +127,6 @@ def client_summary(client: ClientCredential) -> ClientSummary:
     )
 
 
-
-
 @dataclass(eq=False)
 class ClientService:
     core: VaultCore

@@ -105,8 +105,6 @@ def rotation_summary(rotation: TokenRotation,
     )
 
 
-
-
 def grant_summary(grant: ConsentGrant) -> GrantSummary:
     return GrantSummary(
         mailbox=grant.mailbox, client=grant.client_name, protocols=grant.protocols,
@@ -329,10 +327,6 @@ PROVIDER_REVOCATION_ADVICE = {
               "(or the Admin console for Workspace)",
     "custom": "revoke the refresh token at the provider if it offers a revocation endpoint",
 }
-
-
-
-
 
 
 __all__ = ["GrantService", "client_name_key"]

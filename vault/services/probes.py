@@ -23,7 +23,6 @@ if TYPE_CHECKING:  # the mail clients (ssl, email) are imported by the probes th
     from vault.services.tokens import TokenService
 
 
-
 @dataclass(frozen=True, kw_only=True)
 class ProbeOutcome:
     """One protocol probed: the outcome, the server's greeting and reply, what vault makes of

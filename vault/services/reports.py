@@ -55,8 +55,6 @@ _PURGES = {"grant revoke": ("grant", "grant revoked", "revocation"),
            "client remove": ("credential", "client removed", "removal")}
 
 
-
-
 def redact(value: Any) -> Any:
     """Event data for display: secrets redacted, ids and times as text."""
     if isinstance(value, SecretValue):
@@ -102,7 +100,6 @@ class History:
     state: Any
 
 
-
 @dataclass(frozen=True)
 class AuditReportRow:
     """One audit entry as `report audit` shows it."""
@@ -135,8 +132,6 @@ class Revocation:
     access_valid_until: str | None
 
 
-
-
 @dataclass(frozen=True)
 class Timeline:
     """`report expiry`: what comes due within the horizon, and the findings as of a date."""
@@ -154,18 +149,9 @@ class Config:
     expiry_thresholds: ExpiryThresholds
 
 
-
-
-
-
-
-
-
-
 TimelineItem = extended(Due, "TimelineItem", "Something dated that stops working, and the "
                         "secret or certificate (`ref`) for a credential's expiry.",
                         ref="str | None")
-
 
 
 @dataclass(eq=False)
