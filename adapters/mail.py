@@ -33,6 +33,7 @@ class Target:
     mechanism: str  # xoauth2 | oauthbearer
     user: str
     timeout: float = 20.0
+    provider: str = "custom"  # whose advice a refusal gets (domain/mail_verdicts.py)
 
 
 @dataclass
@@ -118,7 +119,8 @@ def probe(target: Target, token: SecretValue, context: ssl.SSLContext | None,
         talk = {"imap": _imap, "pop": _pop, "smtp": _smtp}[target.protocol]
         talk(conn, target, token, result, message)
     except _Refused as refused:
-        verdict = judge_refusal(target.protocol, refused.reply, refused.challenge)
+        verdict = judge_refusal(target.protocol, refused.reply, refused.challenge,
+                                target.provider)
         result.outcome, result.diagnosis = verdict.outcome, verdict.diagnosis
         result.checklist, result.server_reply = verdict.checklist, refused.reply
     except ssl.SSLCertVerificationError as e:
@@ -352,7 +354,7 @@ def probe_graph(http: Any, base_url: str, user: str, token: SecretValue,
             except ValueError:
                 error = {}
             code = error.get("code", f"HTTP {response.status_code}")
-            verdict = judge_refusal("graph", f"{response.status_code} {code}", None)
+            verdict = judge_refusal("graph", f"{response.status_code} {code}", None, "microsoft")
             result.outcome = verdict.outcome
             result.diagnosis = (f"Graph refused the token ({code}: {error.get('message', '')}"
                                 ")" + ("; app-only access needs Mail.Read application "

@@ -42,6 +42,8 @@ def mail_server(profile: CloudProfile, recorded: dict[str, dict[str, Any]],
             "unverified": from_profile and profile.is_unverified(f"hosts.{protocol}")}
 
 
+# What to check when a server refuses a token, by provider: Exchange's settings for Microsoft,
+# Gmail's for Google, and for any other server what holds everywhere (its own log says which).
 EXCHANGE_CHECKLIST = (
     "the token's audience: IMAP/POP/SMTP need Outlook scopes (https://outlook.office.com/...), "
     "a Graph token is refused",
@@ -51,6 +53,23 @@ EXCHANGE_CHECKLIST = (
     "app-only: a service principal created from the Enterprise Application's object id, with "
     "permission on this mailbox (Add-MailboxPermission)",
 )
+GMAIL_CHECKLIST = (
+    "the token's scope: Gmail's IMAP, POP and SMTP take only https://mail.google.com/",
+    "the protocol is allowed: IMAP is always on for personal accounts; in Google Workspace the "
+    "admin must allow IMAP/POP (Apps > Google Workspace > Gmail > End User Access), and POP is "
+    "enabled per account in Gmail's settings",
+    "the user= address is the account that consented (Gmail takes no delegated login)",
+    "an app in testing: its refresh tokens end after 7 days and only listed test users may "
+    "consent",
+)
+GENERIC_CHECKLIST = (
+    "the token's scope and audience (resource) are the ones this server checks",
+    "the user= address is the login this server expects for the mailbox (its token subject or "
+    "a name it maps to it)",
+    "the token is still valid where the server checks it (introspection or its signing keys)",
+    "the server's log names the reason it refused the token",
+)
+CHECKLISTS = {"microsoft": EXCHANGE_CHECKLIST, "google": GMAIL_CHECKLIST}
 
 
 # 535 5.7.139 has two causes Exchange tells apart only in its free text: SMTP AUTH switched off
@@ -92,25 +111,29 @@ def _smtp_auth_blocked(reply: str) -> MailVerdict:
                        tuple(causes))
 
 
-def judge_refusal(protocol: str, reply: str, challenge: dict[str, str] | None) -> MailVerdict:
-    """Classify the server's final answer to AUTHENTICATE / AUTH."""
+def judge_refusal(protocol: str, reply: str, challenge: dict[str, str] | None,
+                  provider: str = "custom") -> MailVerdict:
+    """Classify the server's final answer to AUTHENTICATE / AUTH, with the checks of the
+    provider the client belongs to (`custom`: a server vault knows nothing about)."""
     upper = reply.upper()
     if any(mark in upper for mark in ("[UNAVAILABLE]", "[SYS/TEMP]", "[TEMPFAIL]")) or \
             (protocol == "smtp" and reply[:1] == "4"):
         return MailVerdict(TEMPORARY, "the server could not check the token right now (its "
                                       "authorization service is unreachable or failing); this "
                                       "says nothing about the credential: try again later")
-    if "5.7.139" in reply:
+    if "5.7.139" in reply and provider == "microsoft":
         return _smtp_auth_blocked(reply)
     detail = ""
     if challenge:
         status = challenge.get("status", "")
         scope = challenge.get("scope")
         detail = f" (server: status {status}" + (f", scope {scope}" if scope else "") + ")"
-    if "AUTHENTICATE FAILED" in upper or "5.7.3" in reply:
-        return MailVerdict(REFUSED, "Exchange refused the token" + detail, EXCHANGE_CHECKLIST)
+    checklist = CHECKLISTS.get(provider, GENERIC_CHECKLIST) if protocol != "graph" else ()
+    if provider == "microsoft" and ("AUTHENTICATE FAILED" in upper or "5.7.3" in reply):
+        return MailVerdict(REFUSED, "Exchange refused the token" + detail, checklist)
+    server = {"microsoft": "Exchange", "google": "Gmail"}.get(provider, "the server")
     return MailVerdict(
         REFUSED,
-        "the server refused the token" + detail + ": it may have expired or been revoked, be "
+        f"{server} refused the token" + detail + ": it may have expired or been revoked, be "
         "for another resource or lack the mail scope, or belong to another mailbox than user=",
-        EXCHANGE_CHECKLIST if protocol != "graph" else ())
+        checklist)
