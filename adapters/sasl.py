@@ -8,12 +8,12 @@ import base64
 
 def initial_response(mechanism: str, user: str, access_token: str, host: str | None = None,
                      port: int | None = None) -> str:
-    """The client's first message, base64: XOAUTH2, or OAUTHBEARER with host and port when
-    they are known (RFC 7628 makes them optional; `vault token --format` has no server)."""
+    """The client's first message, base64: XOAUTH2, or OAUTHBEARER with the host and port of
+    the server it is for, each where it is known (RFC 7628 section 3.1 makes both optional)."""
     if mechanism == "xoauth2":
         raw = f"user={user}\x01auth=Bearer {access_token}\x01\x01"
     else:
-        server = f"host={host}\x01port={port}\x01" if host is not None else ""
+        server = (f"host={host}\x01" if host else "") + (f"port={port}\x01" if port else "")
         raw = f"n,a={user},\x01{server}auth=Bearer {access_token}\x01\x01"
     return base64.b64encode(raw.encode()).decode()
 

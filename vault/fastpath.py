@@ -32,7 +32,8 @@ from domain.vocabulary import ACTIVE, EXPIRY_FORMATS, LISTING_FORMATS, PROTOCOLS
 GLOBAL_OPTIONS = {"--home", "--key-file", "--keyslot", "--ca-file"}
 # each command: (options taking a value, flags, positional arguments)
 COMMANDS: dict[tuple[str, ...], tuple[set[str], set[str], int]] = {
-    ("token",): ({"--client", "--protocol", "--format", "--min-valid"}, set(), 1),
+    ("token",): ({"--client", "--protocol", "--format", "--min-valid", "--host", "--port"},
+                 set(), 1),
     ("status",): ({"--format"}, {"--json"}, 0),
     ("expiry",): ({"--format"}, {"--json"}, 0),
     ("grant", "list"): ({"--format"}, {"--json"}, 0),
@@ -223,9 +224,14 @@ def _token(conn: sqlite3.Connection, key_file: str, slot_id: int | None,
     protocol = options.get("--protocol", "imap")
     fmt = options.get("--format", "token")
     min_valid = timedelta(seconds=int(options.get("--min-valid", "300")))
+    host, port = options.get("--host"), int(options["--port"]) if "--port" in options else None
     if protocol not in PROTOCOLS or fmt not in TOKEN_FORMATS or \
-            not 0 <= min_valid.total_seconds() <= 3000:
+            not 0 <= min_valid.total_seconds() <= 3000 or \
+            (port is not None and not 1 <= port <= 65535) or \
+            ((host or port) and fmt != "oauthbearer"):
         return None
+    if fmt == "oauthbearer" and not (host and port):
+        return None  # the client's server: its aggregate knows it, the read model does not
     header, keyring = _unlock(_connection(conn), key_file, slot_id)
     tx = Tx(conn.cursor())
     rows_sealer = keyring.rows  # every row used is one vault wrote
@@ -276,7 +282,7 @@ def _token(conn: sqlite3.Connection, key_file: str, slot_id: int | None,
                                      "resource": resource, "refreshed": False})
         return render_token(fmt, token=found["access_token"].reveal(), mailbox=grant["mailbox"],
                             expires_at=found["access_expires_at"], resource=resource,
-                            refreshed=False) + "\n"
+                            refreshed=False, host=host, port=port) + "\n"
 
     return broker.run("token", hand_out)
 

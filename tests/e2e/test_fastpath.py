@@ -210,3 +210,17 @@ def test_a_home_whose_name_is_not_utf8_opens_on_both_paths(fleet: Harness) -> No
     listed = fleet.ok("grant", "list", "--json", full=True, VAULT_HOME=odd).out
     assert "help@contoso.com" in listed
     assert fleet.light("grant", "list", "--json", VAULT_HOME=odd) == listed
+
+
+def test_an_oauthbearer_response_is_served_light_only_for_a_named_server(granted: Harness) -> None:
+    """The client's servers are in its aggregate, not in the read model: without --host and
+    --port the full CLI answers; with both, the light path, as the full CLI would."""
+    import base64
+
+    assert granted.light("token", MAILBOX, "--format", "oauthbearer") is None
+    assert granted.light("token", MAILBOX, "--host", "mail.example.test") is None  # token format
+    served = granted.light("token", MAILBOX, "--format", "oauthbearer", "--host",
+                           "mail.example.test", "--port=993")
+    full = granted.ok("token", MAILBOX, "--format", "oauthbearer", "--host", "mail.example.test",
+                      "--port", "993", full=True).out
+    assert served == full and b"host=mail.example.test\x01port=993\x01" in base64.b64decode(full)

@@ -70,7 +70,19 @@ def test_token_formats_for_mail_clients(vault: Harness, oidc) -> None:
     xoauth2 = base64.b64decode(token(vault, ALICE[0], "--format", "xoauth2")).decode()
     assert xoauth2 == f"user={ALICE[0]}\x01auth=Bearer {access}\x01\x01"
     bearer = base64.b64decode(token(vault, ALICE[0], "--format", "oauthbearer")).decode()
-    assert bearer == f"n,a={ALICE[0]},\x01auth=Bearer {access}\x01\x01"
+    assert bearer == f"n,a={ALICE[0]},\x01auth=Bearer {access}\x01\x01"  # no server known
+    # RFC 7628: the host and port of the server the response is for, once the client has one
+    vault.ok("client", "set-servers", "idp", "--imap", "mail.example.test:993",
+             "--smtp", "mail.example.test:465/implicit")
+    for protocol, port in (("imap", 993), ("smtp", 465)):
+        bearer = base64.b64decode(token(vault, ALICE[0], "--protocol", protocol, "--format",
+                                        "oauthbearer")).decode()
+        assert bearer == (f"n,a={ALICE[0]},\x01host=mail.example.test\x01port={port}\x01"
+                          f"auth=Bearer {access}\x01\x01")
+    bearer = base64.b64decode(token(vault, ALICE[0], "--format", "oauthbearer", "--host",
+                                    "imap.example.test", "--port", "1993")).decode()
+    assert "\x01host=imap.example.test\x01port=1993\x01" in bearer
+    assert vault.run("token", ALICE[0], "--host", "x.example.test").code == 2  # not a SASL format
     as_json = json.loads(vault.ok("token", ALICE[0], "--format", "json").out)
     assert as_json["access_token"] == access and as_json["refreshed"] is False
     assert vault.run("token", ALICE[0], "--protocol", "pop").code == 2  # not granted

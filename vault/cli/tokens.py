@@ -14,6 +14,7 @@ import click
 
 from domain.vocabulary import APP_TOKEN_FORMATS, CONSENT_FLOWS, PROTOCOLS, TOKEN_FORMATS
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
+from vault.errors import BadInput
 from vault.render.tables import emit, table
 from vault.render.text import say
 
@@ -34,17 +35,30 @@ def register(cli: click.Group) -> None:
               help="token: the bare access token; xoauth2/oauthbearer: the SASL initial response.")
 @click.option("--min-valid", type=click.IntRange(0, 3000), default=300, show_default=True,
               metavar="SECONDS", help="Refresh if the cached token expires sooner than this.")
+@click.option("--host", metavar="HOST",
+              help="oauthbearer: the server's host [default: the client's server for the "
+                   "protocol].")
+@click.option("--port", type=click.IntRange(1, 65535), metavar="PORT",
+              help="oauthbearer: the server's port [default: the client's].")
 @pass_cli
 def token(state: CliContext, mailbox: str, client_name: str | None, protocol: str, fmt: str,
-          min_valid: int) -> None:
-    """Print an access token for MAILBOX (refreshing only when needed)."""
+          min_valid: int, host: str | None, port: int | None) -> None:
+    """Print an access token for MAILBOX (refreshing only when needed).
+
+    --format oauthbearer names the server the response is for (RFC 7628): the client's server
+    for the protocol (`vault client set-servers`, else its cloud's), or --host and --port."""
     from vault.render.tokens import render_token
 
-    result = state.app().tokens.access_token(mailbox, client=client_name, protocol=protocol,
-                                             min_valid=timedelta(seconds=min_valid))
+    if (host or port) and fmt != "oauthbearer":
+        raise BadInput("--host and --port go with --format oauthbearer")
+    result = state.app().tokens.access_token(
+        mailbox, client=client_name, protocol=protocol, min_valid=timedelta(seconds=min_valid),
+        server=fmt == "oauthbearer" and not (host and port))
+    known_host, known_port = result.server or (None, None)
     say(render_token(fmt, token=result.token.reveal(), mailbox=result.mailbox,
                      expires_at=result.expires_at, resource=result.resource,
-                     refreshed=result.refreshed), lines=True)
+                     refreshed=result.refreshed, host=host or known_host,
+                     port=port or known_port), lines=True)
 
 
 @click.command()

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 from uuid import UUID, uuid4
@@ -34,7 +34,7 @@ from domain.grants import ConsentGrant
 from domain.rotation import TokenRotation
 from domain.scopes import resource_for
 from domain.secret_value import SecretValue
-from domain.vocabulary import ACTIVE, NEEDS_RECONSENT
+from domain.vocabulary import ACTIVE, MAIL_PROTOCOLS, NEEDS_RECONSENT
 from vault.core import VaultCore, apply_views, use_case
 from vault.errors import BadInput
 from vault.projections import grant_changes, rotation_changes
@@ -69,6 +69,8 @@ class AccessToken:
     resource: str
     mailbox: str
     refreshed: bool
+    # the protocol's server (host, port), where `access_token` was asked for it and knows it
+    server: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -97,11 +99,20 @@ class TokenService:
     @use_case("token")
     def access_token(
         self, mailbox: str, *, client: str | None = None, protocol: str = "imap",
-        min_valid: timedelta = DEFAULT_MIN_VALID,
+        min_valid: timedelta = DEFAULT_MIN_VALID, server: bool = False,
     ) -> AccessToken:
+        """`server`: also where the protocol is served for the grant's client (what `client set-servers`
+        recorded, else its cloud's host), for an OAUTHBEARER response."""
         row = self.grants.grant_row(mailbox, client)
         self.core.broker.record.detail.update({"protocol": protocol})
-        return self.usable_token(row, protocol, min_valid, next_try=NEXT_TRY_TOKEN, reveal=True)
+        token = self.usable_token(row, protocol, min_valid, next_try=NEXT_TRY_TOKEN, reveal=True)
+        if not server or protocol not in MAIL_PROTOCOLS:
+            return token
+        from domain.mail_verdicts import mail_server
+
+        credential: ClientCredential = self.core.load_client(row.client_uuid)
+        known = mail_server(credential.profile, credential.mail_servers, protocol)
+        return replace(token, server=(known["host"], known["port"]) if known else None)
 
     def usable_token(self, row: GrantRow, protocol: str,
                      min_valid: timedelta = DEFAULT_MIN_VALID,
