@@ -20,7 +20,8 @@ Microsoft's error answers; state.py what it remembers.
 
 from sandbox.failures import MESSAGES
 from sandbox.oidc import FORGERIES, tenant_id
-from sandbox.server import SandboxServer, settings_line
+from sandbox.server import SandboxServer, client_add_args, settings_line
 from sandbox.state import SandboxState
 
-__all__ = ["FORGERIES", "MESSAGES", "SandboxServer", "SandboxState", "settings_line", "tenant_id"]
+__all__ = ["FORGERIES", "MESSAGES", "SandboxServer", "SandboxState", "client_add_args",
+           "settings_line", "tenant_id"]

@@ -206,6 +206,17 @@ class SandboxServer(ThreadingHTTPServer):
         self.server_close()
 
 
+def client_add_args(server: SandboxServer, tenant: str = "sandbox.onmicrosoft.com",
+                    name: str = "demo") -> list[str]:
+    """The `vault client add` that registers the sandbox as client `name` (its arguments; the
+    client secret goes on stdin, as every secret does)."""
+    s = json.loads(settings_line(server, tenant))
+    return ["client", "add", name, "--provider", "microsoft", "--tenant", tenant,
+            "--client-id", s["client_id"], "--authorize-url", s["authorize_url"],
+            "--token-url", s["token_url"], "--device-url", s["device_url"],
+            "--issuer", s["issuer"], "--secret-stdin"]
+
+
 def settings_line(server: SandboxServer, tenant: str = "sandbox.onmicrosoft.com") -> str:
     """What a `vault client add` needs to use the sandbox (the secret is not a real one)."""
     base = server.base_url

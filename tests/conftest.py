@@ -333,15 +333,10 @@ def add_oidc_client(h: Harness, peer, name: str = "idp", client_id: str = "vault
 
 
 def add_sandbox_client(h: Harness, server, name: str = "demo") -> Result:
-    import json as _json
+    """The sandbox as client `name`, added with the very line `vault sandbox` prints."""
+    from sandbox import client_add_args
 
-    from sandbox import settings_line
-
-    s = _json.loads(settings_line(server))
-    return h.ok("client", "add", name, "--provider", "microsoft", "--tenant", s["tenant"],
-                "--client-id", s["client_id"], "--secret-stdin", "--authorize-url",
-                s["authorize_url"], "--token-url", s["token_url"], "--device-url",
-                s["device_url"], "--issuer", s["issuer"], input=s["client_secret"])
+    return h.ok(*client_add_args(server, name=name), input=server.state.secret)
 
 
 def debian_tool(binary: str, package: str, needed_for: str) -> str:

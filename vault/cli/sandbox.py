@@ -20,12 +20,16 @@ def register(cli: click.Group) -> None:
               help="Answer the next token request with this AADSTS error (repeatable, in order).")
 def sandbox(port: int, tenant: str, failures: tuple[int, ...]) -> None:
     """A local identity provider behaving like Microsoft's v2.0 endpoints, for trying vault
-    without a tenant. Prints one JSON line of settings, then serves until interrupted.
+    without a tenant. Prints one JSON line of settings (and, on stderr, the `vault client add`
+    that registers it), then serves until interrupted.
 
     Every password is "sandbox"; the client secret it prints is not a secret. Inject errors
     while it runs: curl -X POST 'http://127.0.0.1:PORT/sandbox/fail?code=700082'.
     """
-    from sandbox import SandboxServer, settings_line  # here: no other command loads it
+    import json
+    import shlex
+
+    from sandbox import SandboxServer, client_add_args, settings_line  # no other command loads it
     from vault.errors import BadInput
     from vault.render.text import say
 
@@ -35,9 +39,13 @@ def sandbox(port: int, tenant: str, failures: tuple[int, ...]) -> None:
         raise BadInput(f"--port {port}: cannot listen on 127.0.0.1:{port} ({e.strerror}); "
                        "pick another port, or 0 for any free one") from None
     server.state.failures.extend((code, None) for code in failures)
-    say(settings_line(server, tenant))
+    settings = settings_line(server, tenant)
+    say(settings)
     sys.stdout.flush()
-    say(f"vault sandbox on {server.base_url} (tenant {tenant}); Ctrl-C stops it", err=True)
+    say(f"vault sandbox on {server.base_url} (tenant {tenant}); Ctrl-C stops it. Add it to a "
+        f"vault as client demo (the client secret, {json.loads(settings)['client_secret']}, "
+        "on stdin: it is not a real one):", err=True)
+    say("  " + shlex.join(["vault", *client_add_args(server, tenant)]), err=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
