@@ -14,7 +14,9 @@ def initial_response(mechanism: str, user: str, access_token: str, host: str | N
         raw = f"user={user}\x01auth=Bearer {access_token}\x01\x01"
     else:
         server = (f"host={host}\x01" if host else "") + (f"port={port}\x01" if port else "")
-        raw = f"n,a={user},\x01{server}auth=Bearer {access_token}\x01\x01"
+        # RFC 5801's saslname: "," and "=" in the authzid are sent as =2C and =3D
+        authzid = user.replace("=", "=3D").replace(",", "=2C")
+        raw = f"n,a={authzid},\x01{server}auth=Bearer {access_token}\x01\x01"
     return base64.b64encode(raw.encode()).decode()
 
 

@@ -15,7 +15,7 @@ from domain.clouds import require_concrete_tenant
 from domain.credentials import ClientCredential, check_plausible_date
 from domain.errors import ClientRemoved, GrantNotActive, InvalidInput, RuleViolation
 from domain.identity import NOT_CHECKED_APP_ONLY, NOT_CHECKED_IMPORT, not_checked
-from domain.mailboxes import check_mailbox
+from domain.mailboxes import check_login, check_mailbox
 from domain.scopes import plan_app_only, plan_scopes
 from domain.vocabulary import ACTIVE, GRANT_METHODS, NEEDS_RECONSENT, REVOKED
 
@@ -23,11 +23,15 @@ from domain.vocabulary import ACTIVE, GRANT_METHODS, NEEDS_RECONSENT, REVOKED
 class ConsentGrant(VaultAggregate):
     TOPIC = "vault.ConsentGrant"
     Snapshot = stable_snapshot("vault.ConsentGrant.Snapshot")
-    class_version = 2  # snapshots: version 1 had no signed_in
+    class_version = 3  # snapshots: version 1 had no signed_in, version 2 no login
 
     @staticmethod
     def upcast_v1_v2(state: dict) -> None:
         state["signed_in"] = None
+
+    @staticmethod
+    def upcast_v2_v3(state: dict) -> None:
+        state["login"] = None
 
     class Granted(VaultAggregate.Event, AggregateCreated):
         TOPIC = "vault.ConsentGrant.Granted"
@@ -86,6 +90,16 @@ class ConsentGrant(VaultAggregate):
                 "greeting": self.greeting, "diagnosis": self.diagnosis, "at": self.timestamp,
             }
 
+    class LoginSet(VaultAggregate.Event):
+        """The user name the mail server expects in SASL, where it is not the mailbox (None:
+        the mailbox again)."""
+
+        TOPIC = "vault.ConsentGrant.LoginSet"
+        login: str | None
+
+        def apply(self, grant: ConsentGrant) -> None:
+            grant.login = self.login
+
     class MarkedBroken(VaultAggregate.Event):
         TOPIC = "vault.ConsentGrant.MarkedBroken"
         reason: str
@@ -118,6 +132,7 @@ class ConsentGrant(VaultAggregate):
         self.granted_by = granted_by
         self.rotation_id = rotation_id
         self.signed_in = signed_in
+        self.login: str | None = None  # None: the mailbox
         self.status = ACTIVE
         self.status_reason: str | None = None
         self.status_changed_at: datetime | None = None
@@ -134,21 +149,42 @@ class ConsentGrant(VaultAggregate):
         cls, *, aggregate_id: UUID, rotation_id: UUID, now: datetime, client: ClientCredential,
         mailbox: str, protocols: tuple[str, ...], scopes: tuple[str, ...] | None, method: str,
         granted_at: datetime | None, granted_by: str, signed_in: dict[str, Any] | None = None,
+        login: str | None = None,
     ) -> ConsentGrant:
         """`signed_in`: what the consent proved about who signed in (domain/identity.py);
-        imports and app-only grants record that nobody was checked."""
+        imports and app-only grants record that nobody was checked. `login`: the mail server's
+        user name, where it is not the mailbox."""
         if client.is_removed:
             raise ClientRemoved(f"client {client.name!r} was removed")
         if method not in GRANT_METHODS:
             raise InvalidInput(f"unknown consent method {method!r}")
         plan = _plan(client, protocols, scopes, method)
         granted_at = _check_granted_at(granted_at, now)
-        return cls._start(
+        grant = cls._start(
             cls.Granted, aggregate_id, now, client_id=client.id, client_name=client.name,
             mailbox=check_mailbox(mailbox), protocols=list(protocols), scopes=plan,
             method=method, granted_at=granted_at, granted_by=granted_by, rotation_id=rotation_id,
             signed_in=_signed_in(method, signed_in),
         )
+        if login is not None:
+            grant.set_login(now=now, login=login)
+        return grant
+
+    @property
+    def sasl_user(self) -> str:
+        """Who the mail server is told logs in (XOAUTH2's user, OAUTHBEARER's a=)."""
+        return self.login or self.mailbox
+
+    def set_login(self, *, now: datetime, login: str | None) -> bool:
+        """The mail server's user name for this grant (None or the mailbox: the mailbox).
+        False when it already was."""
+        wanted = None if login is None else check_login(login)
+        if wanted == self.mailbox:
+            wanted = None
+        if wanted == self.login:
+            return False
+        self._trigger(self.LoginSet, now, login=wanted)
+        return True
 
     @property
     def is_active(self) -> bool:
@@ -161,9 +197,10 @@ class ConsentGrant(VaultAggregate):
     def regrant(
         self, *, now: datetime, client: ClientCredential, protocols: tuple[str, ...],
         scopes: tuple[str, ...] | None, method: str, granted_at: datetime | None,
-        granted_by: str, signed_in: dict[str, Any] | None = None,
+        granted_by: str, signed_in: dict[str, Any] | None = None, login: str | None = None,
     ) -> None:
-        """A new consent for a grant that was revoked or broke; an active grant is refused."""
+        """A new consent for a grant that was revoked or broke; an active grant is refused.
+        `login`: a new login name; None keeps the one it has."""
         if self.is_active:
             raise RuleViolation(
                 f"{self.mailbox} already has an active grant under {self.client_name!r}; "
@@ -177,6 +214,8 @@ class ConsentGrant(VaultAggregate):
             granted_at=_check_granted_at(granted_at, now), granted_by=granted_by,
             signed_in=_signed_in(method, signed_in),
         )
+        if login is not None:
+            self.set_login(now=now, login=login)
 
     def record_probe(self, *, now: datetime, protocol: str, outcome: str,
                      latency_ms: int | None, greeting: str | None,

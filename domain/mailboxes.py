@@ -21,3 +21,13 @@ def check_mailbox(address: str) -> str:
 def mailbox_key(address: str) -> str:
     """Mailbox addresses compare case-insensitively."""
     return address.casefold()
+
+
+def check_login(name: str) -> str:
+    """A mail server's login name (the SASL user, RFC 7628's authzid): 1-256 characters, no
+    spaces or control characters (XOAUTH2 separates its fields with ^A)."""
+    name = name.strip()
+    if not name or len(name) > 256 or any(ord(c) < 0x21 or 0x7f <= ord(c) < 0xa0 for c in name):
+        raise InvalidInput("--login is the user name the mail server expects (1-256 characters, "
+                           "no spaces or control characters)")
+    return name

@@ -76,6 +76,10 @@ class ScriptedConsent:
 # People of the oidc-provider peer (tests/peers/oidc), with their passwords.
 ALICE = ("alice@example.test", "alice-password-123")
 BOB = ("bob@example.test", "bob-password-123")
+# signs in as `carol` (the token's subject, the mail server's login); her mailbox and email
+# claim are carol@example.test
+CAROL = ("carol", "carol-password-123")
+CAROL_MAILBOX = "carol@example.test"
 SANDBOX_MAILBOX = "carol@contoso.com"
 
 

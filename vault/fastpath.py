@@ -245,7 +245,8 @@ def _token(conn: sqlite3.Connection, key_file: str, slot_id: int | None,
     if len(rows) != 1 or not rows_sealer.valid("view_grants", rows[0]):
         return None
     grant = rows[0]  # its columns, checked; not a GrantRow, whose dataclass this path never builds
-    if grant["status"] != ACTIVE or protocol not in grant["protocols"].split(","):
+    if grant["status"] != ACTIVE or protocol not in grant["protocols"].split(",") or \
+            "login" not in grant:  # an earlier schema's: the full CLI upgrades it
         return None
     resource = json.loads(grant["resources"])[protocol]
     rotation_id = grant["rotation_uuid"]
@@ -281,6 +282,7 @@ def _token(conn: sqlite3.Connection, key_file: str, slot_id: int | None,
         broker.record.detail.update({"protocol": protocol, "revealed": "access_token",
                                      "resource": resource, "refreshed": False})
         return render_token(fmt, token=found["access_token"].reveal(), mailbox=grant["mailbox"],
+                            login=grant["login"] or grant["mailbox"],
                             expires_at=found["access_expires_at"], resource=resource,
                             refreshed=False, host=host, port=port) + "\n"
 

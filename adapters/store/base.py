@@ -319,6 +319,14 @@ class Store(Reads, ABC):
             tx.execute(self.upsert_sql("vault_meta", ["key"], ["value"]),
                        ("schema_version", SCHEMA_VERSION))
 
+    def schema_is_current(self) -> bool:
+        """Whether the tables are the current schema's (vault_meta says so: it is not sealed,
+        and need not be: a wrong answer makes vault rebuild its read models, or fail their
+        checks and say so)."""
+        with self.read() as tx:
+            row = tx.one("SELECT value FROM vault_meta WHERE key = 'schema_version'")
+        return row is not None and row["value"] == SCHEMA_VERSION
+
     def is_initialised(self) -> bool:
         """Whether a vault lives here (a header whose vault left no other trace is refused)."""
         try:
@@ -382,6 +390,10 @@ class Store(Reads, ABC):
         if changes.upgrade:
             self._upgrade(tx, _sealer(changes), changes.settings, changes.settings_version)
             changes.settings = {}
+        elif changes.add_columns:
+            self.add_columns(tx)
+            tx.execute(self.upsert_sql("vault_meta", ["key"], ["value"]),
+                       ("schema_version", SCHEMA_VERSION))
         if changes.rekey is not None:
             self._rekey(tx, changes.rekey)
 

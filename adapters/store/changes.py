@@ -32,3 +32,6 @@ class Changes:
     # a vault from before sealed rows: add the columns, seal settings and purges as found
     # (`settings`: the ones it must have, where it had none)
     upgrade: bool = False
+    # a sealed vault of an earlier schema: add the columns it lacks (the caller rebuilds the
+    # read models, whose rows' MACs cover every column)
+    add_columns: bool = False

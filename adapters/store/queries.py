@@ -56,6 +56,7 @@ class GrantRow(NamedTuple):
     google_testing: int
     mailbox: str
     mailbox_key: str
+    login: str | None  # the mail server's user name, where it is not the mailbox
     protocols: str
     resources: str
     status: str

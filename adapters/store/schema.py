@@ -16,7 +16,7 @@ Written once for both databases: `{blob}` and `{int}` become BLOB/BYTEA and INTE
   under a key derived from the root key: plain rows, but none a keyless writer can edit.
 """
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 TABLES = [
     """CREATE TABLE IF NOT EXISTS vault_meta (
@@ -93,6 +93,7 @@ TABLES = [
         google_testing {int} NOT NULL,
         mailbox TEXT NOT NULL,
         mailbox_key TEXT NOT NULL,
+        login TEXT,
         protocols TEXT NOT NULL,
         resources TEXT NOT NULL,
         status TEXT NOT NULL,
@@ -124,13 +125,14 @@ VIEW_TABLES = ("view_clients", "view_secrets", "view_grants")
 # Each read-model table's primary key (the row a MAC is written back to).
 VIEW_KEYS = {"view_clients": ("client_uuid",), "view_secrets": ("client_uuid", "ref"),
              "view_grants": ("grant_uuid",)}
-# Columns schema version 2 added; a vault created earlier gets them when it is upgraded.
+# Columns schema versions 2 and 3 added; a vault created earlier gets them when it is upgraded.
 ADDED_COLUMNS = (("vault_settings", "mac", "{blob}"), ("vault_settings", "version", "{int}"),
                  ("view_clients", "mac", "{blob}"),
                  ("view_secrets", "client_version", "{int}"), ("view_secrets", "mac", "{blob}"),
                  ("view_grants", "grant_version", "{int}"),
                  ("view_grants", "rotation_version", "{int}"), ("view_grants", "mac", "{blob}"),
-                 ("view_grants", "refused_since", "TEXT"))
+                 ("view_grants", "refused_since", "TEXT"),
+                 ("view_grants", "login", "TEXT"))  # schema 3
 
 
 def ddl(blob: str, integer: str) -> list[str]:

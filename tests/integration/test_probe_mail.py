@@ -4,6 +4,7 @@ real authorization server (oidc-provider introspection), over TLS with a test CA
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -134,3 +135,66 @@ def test_no_token_in_output_audit_or_events(alice: Harness, dovecot, mail_ca) ->
     assert token.encode() not in alice.stored_bytes()
     entries = alice.ok("audit", "log", "--limit", "0", "--json").out
     assert token not in entries and '"action": "probe"' in entries
+
+
+def _login_with(initial_response: str, dovecot, mail_ca, protocol: str) -> str:
+    """Log in to Dovecot with a SASL initial response as `vault token --format ...` printed it
+    (base64); the server's answer."""
+    import base64
+    import imaplib
+    import smtplib
+
+    raw = base64.b64decode(initial_response)
+    mechanism = "OAUTHBEARER" if raw.startswith(b"n,") else "XOAUTH2"
+    if protocol == "imap":
+        with imaplib.IMAP4_SSL(dovecot.host, dovecot.imaps_port,
+                               ssl_context=mail_ca.client_context()) as imap:
+            try:
+                typ, data = imap.authenticate(mechanism, lambda _: raw)
+            except imaplib.IMAP4.error as refused:
+                return f"NO {refused}"
+            return f"{typ} {data[0].decode()}"
+    with smtplib.SMTP_SSL(dovecot.host, dovecot.submissions_port,
+                          context=mail_ca.client_context()) as smtp:
+        smtp.ehlo()
+        code, text = smtp.docmd("AUTH", f"{mechanism} {initial_response}")
+        return f"{code} {text.decode()}"
+
+
+def test_a_login_that_is_not_the_mailbox(sqlite_vault: Harness, oidc, dovecot, mail_ca) -> None:
+    """carol's mailbox is carol@example.test, but the mail server knows her as `carol` (her
+    token's subject): with --login the probes and the SASL formats name `carol`; without it
+    they name the mailbox and are refused."""
+    import base64
+
+    from tests.consent import CAROL, CAROL_MAILBOX
+
+    h = sqlite_vault
+    add_oidc_client(h, oidc, scopes=MAIL_SCOPES)
+    oidc_consent(h, oidc, protocols=("imap", "pop", "smtp"), user=CAROL, mailbox=CAROL_MAILBOX,
+                 login=CAROL[0])
+    point_at(h, dovecot)
+    shown = json.loads(h.ok("grant", "show", CAROL_MAILBOX, "--json").out)
+    assert (shown["mailbox"], shown["signed_in"]["account"], shown["login"]) == (
+        CAROL_MAILBOX, CAROL_MAILBOX, "carol")
+    assert re.search(r"^  login +carol$", h.ok("grant", "show", CAROL_MAILBOX).out, re.M)
+    results, _ = _probe(h, CAROL_MAILBOX, ca=mail_ca, code=0)
+    assert {p: r["outcome"] for p, r in results.items()} == {
+        "imap": "ok", "pop": "ok", "smtp": "ok"}
+    for fmt in ("xoauth2", "oauthbearer"):
+        for protocol in ("imap", "smtp"):
+            response = h.ok("token", CAROL_MAILBOX, "--protocol", protocol, "--format", fmt).out
+            raw = base64.b64decode(response)
+            assert b"user=carol\x01" in raw or b"n,a=carol," in raw
+            answer = _login_with(response.strip(), dovecot, mail_ca, protocol)
+            assert answer.startswith(("OK", "235")), (fmt, protocol, answer)
+    # the cached-token path names her login too
+    assert h.light("token", CAROL_MAILBOX, "--format", "xoauth2") == h.ok(
+        "token", CAROL_MAILBOX, "--format", "xoauth2", full=True).out
+
+    h.ok("grant", "set-login", CAROL_MAILBOX, CAROL_MAILBOX)  # back to the mailbox
+    assert json.loads(h.ok("grant", "show", CAROL_MAILBOX, "--json").out)["login"] == CAROL_MAILBOX
+    results, _ = _probe(h, CAROL_MAILBOX, "--protocol", "imap", ca=mail_ca, code=1)
+    assert results["imap"]["outcome"] == "refused"
+    response = h.ok("token", CAROL_MAILBOX, "--format", "xoauth2").out
+    assert _login_with(response.strip(), dovecot, mail_ca, "imap").startswith("NO")

@@ -379,6 +379,43 @@ def test_a_backup_from_before_sealed_rows_restores_and_upgrades(sqlite_vault: Ha
     assert target.run("status").code == 5
 
 
+def _as_schema_2(h: Harness) -> None:
+    """Turn a vault into what schema 2 left on disk: no login column, every read-model row
+    sealed over the columns it had then."""
+    h.sql("ALTER TABLE view_grants DROP COLUMN login")
+    with h.app() as app:
+        sealer = app.core.keyring.rows
+        names = [r[1] for r in h.sql("PRAGMA table_info(view_grants)")] if h.kind == "sqlite" \
+            else [r[0] for r in h.sql("SELECT column_name FROM information_schema.columns WHERE "
+                                      "table_name = 'view_grants' AND table_schema = "
+                                      "current_schema() ORDER BY ordinal_position")]
+        for values in h.sql("SELECT * FROM view_grants"):
+            row = dict(zip(names, values, strict=True))
+            row["mac"] = None
+            h.sql("UPDATE view_grants SET mac = ? WHERE grant_uuid = ?",
+                  (sealer.mac("view_grants", {k: v for k, v in row.items() if k != "mac"}),
+                   row["grant_uuid"]))
+    h.sql("UPDATE vault_meta SET value = '2' WHERE key = 'schema_version'")
+
+
+def test_a_vault_of_schema_2_gets_the_login_column_once(used: Harness) -> None:
+    import json
+
+    before = json.loads(used.ok("status", "--json").out)
+    _as_schema_2(used)
+    assert used.light("status", "--json") is None  # left to the full CLI, which upgrades
+    assert json.loads(used.ok("status", "--json").out) == before
+    used.ok("grant", "set-login", "help@contoso.com", "helpdesk")
+    shown = json.loads(used.ok("grant", "show", "help@contoso.com", "--json").out)
+    assert shown["login"] == "helpdesk"
+    used.ok("grant", "list")
+    used.ok("audit", "verify")
+    assert [e["action"] for e in json.loads(used.ok("audit", "log", "--json").out)].count(
+        "upgrade") == 1
+    used.sql("UPDATE view_grants SET login = 'mallory'")  # sealed like every other column
+    assert used.run("grant", "list").code == 5
+
+
 # -- 7. removing a keyslot is not revocation -------------------------------------------------------
 
 def test_key_remove_says_it_revokes_nothing_and_it_is_true(sqlite_vault: Harness,

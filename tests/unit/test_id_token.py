@@ -159,7 +159,7 @@ def test_which_names_count() -> None:
 
 def test_grant_events_and_snapshots_stored_before_the_check_still_load() -> None:
     """Granted and Regranted v1 (no signed_in), and a v1 ConsentGrant snapshot, upcast to
-    "not checked" (None)."""
+    "not checked" (None); a v1 or v2 snapshot (no login) to the mailbox as the login."""
     from eventsourcing.persistence import Mapper, StoredEvent
 
     from adapters.encryption import transcoder
@@ -196,8 +196,16 @@ def test_grant_events_and_snapshots_stored_before_the_check_still_load() -> None
     snapshot = ConsentGrant.Snapshot.take(loaded)
     stored = mapper.to_stored_event(snapshot)
     state = mapper.transcoder.decode(stored.state)
-    assert state["state"].pop("class_version") == 2
-    del state["state"]["signed_in"]  # a snapshot taken by the old code
+    assert state["state"].pop("class_version") == 3
+    del state["state"]["login"]  # a snapshot taken by version 2
+    v2 = {**state, "state": {**state["state"], "class_version": 2}}
+    old = StoredEvent(stored.originator_id, stored.originator_version, stored.topic,
+                      mapper.transcoder.encode(v2))
+    restored = mapper.to_domain_event(old).mutate(None)
+    assert restored.login is None and restored.sasl_user == "help@contoso.com"
+    assert restored.method == "manual" and restored.signed_in is None
+    del state["state"]["signed_in"]  # a snapshot taken by version 1
     old = StoredEvent(stored.originator_id, stored.originator_version, stored.topic,
                       mapper.transcoder.encode(state))
-    assert mapper.to_domain_event(old).mutate(None).signed_in is None
+    restored = mapper.to_domain_event(old).mutate(None)
+    assert restored.signed_in is None and restored.login is None

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import click
 
 from vault.cli.inputs import parse_moment, read_secret
@@ -12,9 +10,6 @@ from vault.render.listings import grant_list_table, refusal_line
 from vault.render.machine import to_json
 from vault.render.tables import emit, fields
 from vault.render.text import say
-
-if TYPE_CHECKING:
-    pass
 
 
 def register(cli: click.Group) -> None:
@@ -36,10 +31,14 @@ def grant() -> None:
 @click.option("--refresh-token-file", metavar="FILE", help="Read the refresh token from FILE.")
 @click.option("--granted-at", metavar="DATE",
               help="When the refresh token was issued (idle expiry counts from it).")
+@click.option("--login", metavar="NAME",
+              help="The user name the mail server expects, where it is not the mailbox "
+                   "[default: the mailbox].")
 @pass_cli
 def grant_import(state: CliContext, client_name: str, mailbox: str, protocols: str,
                  scopes: str | None, refresh_token_stdin: bool,
-                 refresh_token_file: str | None, granted_at: str | None) -> None:
+                 refresh_token_file: str | None, granted_at: str | None,
+                 login: str | None) -> None:
     """Import a refresh token obtained elsewhere (mutt_oauth2.py, a manual flow, ...)."""
     from domain.scopes import parse_protocols, parse_scopes
 
@@ -47,7 +46,7 @@ def grant_import(state: CliContext, client_name: str, mailbox: str, protocols: s
     result = state.app().grants.import_grant(
         client=client_name, mailbox=mailbox, protocols=parse_protocols(protocols),
         scopes=parse_scopes(scopes) if scopes else None, refresh_token=token,
-        granted_at=parse_moment(granted_at, "--granted-at"))
+        granted_at=parse_moment(granted_at, "--granted-at"), login=login)
     resources = ", ".join(f"{r}: {' '.join(s)}" for r, s in result.scopes.items())
     say(f"Imported grant for {result.mailbox} under {result.client} ({resources})")
 
@@ -57,9 +56,12 @@ def grant_import(state: CliContext, client_name: str, mailbox: str, protocols: s
 @click.option("--mailbox", required=True, metavar="ADDR")
 @click.option("--protocols", required=True, metavar="LIST", help="e.g. imap,smtp or graph")
 @click.option("--scopes", help="Override the app-only scopes (custom providers).")
+@click.option("--login", metavar="NAME",
+              help="The user name the mail server expects, where it is not the mailbox "
+                   "[default: the mailbox].")
 @pass_cli
 def grant_add_app(state: CliContext, client_name: str, mailbox: str, protocols: str,
-                  scopes: str | None) -> None:
+                  scopes: str | None, login: str | None) -> None:
     """Record that CLIENT reaches MAILBOX app-only (client credentials, no user consent).
 
     In Exchange Online this needs a service principal made from the Enterprise Application's
@@ -69,7 +71,8 @@ def grant_add_app(state: CliContext, client_name: str, mailbox: str, protocols: 
 
     result = state.app().grants.add_app_grant(client=client_name, mailbox=mailbox,
                                               protocols=parse_protocols(protocols),
-                                              scopes=parse_scopes(scopes) if scopes else None)
+                                              scopes=parse_scopes(scopes) if scopes else None,
+                                              login=login)
     say(f"Recorded app-only access of {result.client} to {result.mailbox}")
 
 
@@ -103,6 +106,7 @@ def grant_show(state: CliContext, mailbox: str, client_name: str | None, fmt: st
         *[(f"resource [{r}]", url) for r, url in data.resources.items() if url],
         ("granted", f"{data.granted_at} by {data.granted_by} ({data.method})"),
         ("signed in", signed_in_line(data.signed_in, data.mailbox)),
+        ("login", data.login + (" (the mailbox)" if data.login == data.mailbox else "")),
         ("refresh token", f"{tokens.refresh_token}, generation {tokens.generation}, "
                           f"issued {tokens.refresh_token_issued_at}"),
         ("last refresh", tokens.last_refresh_at),
@@ -127,6 +131,21 @@ def signed_in_line(signed_in: dict, mailbox: str) -> str:
     if signed_in.get("expected", mailbox).casefold() != mailbox.casefold():
         text += " with --account, for this mailbox"
     return text
+
+
+@grant.command("set-login")
+@click.argument("mailbox")
+@click.argument("login")
+@click.option("--client", "client_name", metavar="NAME")
+@pass_cli
+def grant_set_login(state: CliContext, mailbox: str, login: str, client_name: str | None) -> None:
+    """Log in to the mail server as LOGIN for MAILBOX's grant.
+
+    LOGIN is the SASL user of probes and of `vault token --format xoauth2|oauthbearer`, e.g.
+    `alice` where the server's users have no domain; LOGIN = MAILBOX logs in as the mailbox
+    again. It is not who signs in at the provider (`consent --account`)."""
+    result = state.app().grants.set_login(mailbox, login, client=client_name)
+    say(f"{result.mailbox} under {result.client} logs in as {result.login}")
 
 
 @grant.command("revoke")

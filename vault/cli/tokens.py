@@ -56,6 +56,7 @@ def token(state: CliContext, mailbox: str, client_name: str | None, protocol: st
         server=fmt == "oauthbearer" and not (host and port))
     known_host, known_port = result.server or (None, None)
     say(render_token(fmt, token=result.token.reveal(), mailbox=result.mailbox,
+                     login=result.login or result.mailbox,
                      expires_at=result.expires_at, resource=result.resource,
                      refreshed=result.refreshed, host=host or known_host,
                      port=port or known_port), lines=True)
@@ -159,9 +160,13 @@ class TerminalConsentUI:
 @click.option("--account", metavar="NAME",
               help="Who signs in, when not the mailbox itself: a delegate of a shared mailbox, "
                    "or a sign-in name (UPN) that differs from the address.")
+@click.option("--login", metavar="NAME",
+              help="The user name the mail server expects, where it is not the mailbox "
+                   "[default: the mailbox].")
 @pass_cli
 def consent(state: CliContext, client_name: str, mailbox: str, protocols: str, flow: str,
-            no_open: bool, timeout: int, replace: bool, account: str | None) -> None:
+            no_open: bool, timeout: int, replace: bool, account: str | None,
+            login: str | None) -> None:
     """Ask MAILBOX's consent for CLIENT and keep the refresh token it yields.
 
     The provider's ID token must name MAILBOX (or --account): someone else signing in is
@@ -172,7 +177,8 @@ def consent(state: CliContext, client_name: str, mailbox: str, protocols: str, f
     result = state.app().consent.consent(client_name, mailbox=mailbox,
                                          protocols=parse_protocols(protocols), flow=flow,
                                          ui=TerminalConsentUI(), open_browser=not no_open,
-                                         timeout=timeout, replace=replace, account=account)
+                                         timeout=timeout, replace=replace, account=account,
+                                         login=login)
     signed_in = result.signed_in
     who = (f"signed in as {signed_in['account']}" if signed_in["checked"]
            else "the signed-in account was not checked")

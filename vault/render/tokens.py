@@ -9,13 +9,14 @@ from adapters.sasl import initial_response
 from vault.render.text import printable
 
 
-def render_token(fmt: str, *, token: str, mailbox: str, expires_at: datetime, resource: str,
-                 refreshed: bool, host: str | None = None, port: int | None = None) -> str:
+def render_token(fmt: str, *, token: str, mailbox: str, login: str, expires_at: datetime,
+                 resource: str, refreshed: bool, host: str | None = None,
+                 port: int | None = None) -> str:
     """The command's output, without its final line feed. An access token is printable ASCII
     (RFC 6750's b64token; JWTs, Microsoft's and Google's opaque tokens): one that is not came
     from a provider that misbehaves, and its control characters are shown, not sent (no mail
-    client takes such a token anyway). `host` and `port`: the server an OAUTHBEARER response
-    is for."""
+    client takes such a token anyway). `login`: the user a SASL response names (the mail
+    server's user name); `host` and `port`: the server an OAUTHBEARER response is for."""
     if fmt == "token":
         return printable(token)
     if fmt == "json":
@@ -23,8 +24,8 @@ def render_token(fmt: str, *, token: str, mailbox: str, expires_at: datetime, re
 
         return to_json({"access_token": token, "token_type": "Bearer",
                         "expires_at": expires_at.isoformat(), "mailbox": mailbox,
-                        "resource": resource, "refreshed": refreshed})
-    return initial_response(fmt, mailbox, token, host, port)
+                        "login": login, "resource": resource, "refreshed": refreshed})
+    return initial_response(fmt, login, token, host, port)
 
 
 def render_app_token(fmt: str, *, token: str, expires_at: datetime, resource: str) -> str:

@@ -27,7 +27,7 @@ from domain.identity import (
     not_checked,
     signed_in_account,
 )
-from domain.mailboxes import check_mailbox
+from domain.mailboxes import check_login, check_mailbox
 from domain.rotation import TokenRotation
 from domain.scopes import MAIL, plan_scopes
 from domain.secret_value import SecretValue
@@ -86,19 +86,24 @@ class ConsentService:
     def consent(
         self, client: str, *, mailbox: str, protocols: tuple[str, ...], flow: str,
         ui: ConsentUI, open_browser: bool = True, timeout: float = 300.0,
-        replace: bool = False, account: str | None = None,
+        replace: bool = False, account: str | None = None, login: str | None = None,
     ) -> GrantSummary:
+        """`account`: who signs in, where not the mailbox; `login`: the mail server's user
+        name, where not the mailbox (kept from an earlier grant when None)."""
         from adapters.oauth import OAuthFailure
 
         if flow not in CONSENT_FLOWS:
             raise BadInput(f"--flow must be one of {', '.join(CONSENT_FLOWS)}")
         mailbox = check_mailbox(mailbox)
         expected = check_account_name(account) if account is not None else mailbox
+        login = check_login(login) if login is not None else None  # before anyone signs in
         credential: ClientCredential = self.clients.credential(client)
         self.core.broker.record.subject["mailbox"] = mailbox
         self.core.broker.record.detail.update({"flow": flow, "protocols": list(protocols)})
         if account is not None:
             self.core.broker.record.detail["account"] = expected
+        if login is not None:
+            self.core.broker.record.detail["login"] = login
         plan = plan_scopes(credential.profile, protocols, tuple(credential.scopes) or None)
         if flow == "device" and credential.provider == "google":
             raise BadInput("Google's device flow does not allow the Gmail scope: use "
@@ -135,7 +140,8 @@ class ConsentService:
         self.core.broker.record.detail["signed_in"] = (signed_in.get("account") if signed_in["checked"]
                                                        else "not checked")
         return self._record_consent(credential, mailbox, protocols, flow, tokens, first,
-                                    existing[0].grant_uuid if existing else None, signed_in)
+                                    existing[0].grant_uuid if existing else None, signed_in,
+                                    login)
 
     def _openid_provider(self, credential: ClientCredential,
                          oauth: OAuthClient) -> OpenIdProvider | None:
@@ -227,7 +233,8 @@ class ConsentService:
 
     def _record_consent(self, credential: ClientCredential, mailbox: str,
                         protocols: tuple[str, ...], flow: str, tokens, first: str,
-                        existing_uuid: str | None, signed_in: dict[str, Any]) -> GrantSummary:
+                        existing_uuid: str | None, signed_in: dict[str, Any],
+                        login: str | None) -> GrantSummary:
         now = self.core.now()
         changes = Changes()
         if existing_uuid:
@@ -237,13 +244,14 @@ class ConsentService:
                 grant.revoke(now=now, reason="replaced by a new consent",
                              revoked_by=self.core.who)
             grant.regrant(now=now, client=credential, protocols=protocols, scopes=None,
-                          method=flow, granted_at=now, granted_by=self.core.who, signed_in=signed_in)
+                          method=flow, granted_at=now, granted_by=self.core.who, signed_in=signed_in,
+                          login=login)
             rotation.reseed(now=now, refresh_token=tokens.refresh_token, issued_at=now,
                             source="consent")
         else:
             grant, rotation, changes.keys = self.grants.new_grant(
                 credential, mailbox, protocols, None, method=flow, granted_at=now,
-                refresh_token=tokens.refresh_token, signed_in=signed_in)
+                refresh_token=tokens.refresh_token, signed_in=signed_in, login=login)
         rotation.record_tokens(now=now, attempt_id=None, resource=first,
                                access_token=tokens.access_token, expires_in=tokens.expires_in,
                                refresh_token=None, scope=tokens.scope)

@@ -61,6 +61,7 @@ class GrantSummary:
 
     mailbox: str
     client: str
+    login: str  # the mail server's user name: the mailbox unless set otherwise
     protocols: list[str]
     scopes: dict[str, list[str]]
     resources: dict[str, str | None]
@@ -107,7 +108,8 @@ def rotation_summary(rotation: TokenRotation,
 
 def grant_summary(grant: ConsentGrant) -> GrantSummary:
     return GrantSummary(
-        mailbox=grant.mailbox, client=grant.client_name, protocols=grant.protocols,
+        mailbox=grant.mailbox, client=grant.client_name, login=grant.sasl_user,
+        protocols=grant.protocols,
         scopes=grant.scopes,
         # which resource each token is for: DoD mail scopes may name either of two
         resources={r: resource_url(s) for r, s in grant.scopes.items()},
@@ -161,21 +163,23 @@ class GrantService:
     def import_grant(
         self, *, client: str, mailbox: str, protocols: tuple[str, ...],
         refresh_token: SecretValue, scopes: tuple[str, ...] | None = None,
-        granted_at: datetime | None = None,
+        granted_at: datetime | None = None, login: str | None = None,
     ) -> GrantSummary:
         mailbox = check_mailbox(mailbox)
         crow = self.clients.client_row(client)
         self.core.broker.record.subject.update({"client": crow.name, "mailbox": mailbox})
         credential = self.core.load_client(crow.client_uuid)
         now = self.core.now()
-        self.core.broker.record.detail.update({"protocols": list(protocols), "method": "import"})
+        self.core.broker.record.detail.update({"protocols": list(protocols), "method": "import",
+                                               **({"login": login} if login else {})})
         existing = self.core.reads.grants_of(crow.client_uuid, mailbox)
         if existing:
             def attempt() -> ConsentGrant:
                 grant = self.core.load_grant(existing[0].grant_uuid)
                 rotation = self.core.load(grant.rotation_id)
                 grant.regrant(now=now, client=credential, protocols=protocols, scopes=scopes,
-                              method="import", granted_at=granted_at, granted_by=self.core.who)
+                              method="import", granted_at=granted_at, granted_by=self.core.who,
+                              login=login)
                 rotation.reseed(now=now, refresh_token=refresh_token,
                                 issued_at=grant.granted_at, source="import")
                 self._save_grant(grant, rotation, credential)
@@ -185,7 +189,7 @@ class GrantService:
         else:
             grant, rotation, keys = self.new_grant(
                 credential, mailbox, protocols, scopes, method="import", granted_at=granted_at,
-                refresh_token=refresh_token)
+                refresh_token=refresh_token, login=login)
             self._save_new_grant(grant, rotation, credential, keys)
         return grant_summary(grant)
 
@@ -193,13 +197,15 @@ class GrantService:
         self, credential: Any, mailbox: str, protocols: tuple[str, ...],
         scopes: tuple[str, ...] | None, *, method: str, granted_at: datetime | None,
         refresh_token: SecretValue | None, signed_in: dict[str, Any] | None = None,
+        login: str | None = None,
     ) -> tuple[ConsentGrant, TokenRotation, list]:
         """A new grant, its token lineage and their data keys (one subject: the grant)."""
         grant_id = self.core.new_id()
         grant = ConsentGrant.grant(
             aggregate_id=grant_id, rotation_id=rotation_id_for(grant_id), now=self.core.now(),
             client=credential, mailbox=mailbox, protocols=protocols, scopes=scopes,
-            method=method, granted_at=granted_at, granted_by=self.core.who, signed_in=signed_in)
+            method=method, granted_at=granted_at, granted_by=self.core.who, signed_in=signed_in,
+            login=login)
         source = {"import": "import", "app-only": "app-only"}.get(method, "consent")
         rotation = TokenRotation.start(grant_id=grant_id, now=self.core.now(),
                                        refresh_token=refresh_token, issued_at=grant.granted_at,
@@ -225,19 +231,21 @@ class GrantService:
 
     @use_case("grant add-app")
     def add_app_grant(self, *, client: str, mailbox: str, protocols: tuple[str, ...],
-                      scopes: tuple[str, ...] | None = None) -> GrantSummary:
+                      scopes: tuple[str, ...] | None = None,
+                      login: str | None = None) -> GrantSummary:
         """Record that an app reaches a mailbox app-only (client credentials): in Exchange, a
         service principal of the Enterprise Application with permission on the mailbox."""
         mailbox = check_mailbox(mailbox)
         crow = self.clients.client_row(client)
         self.core.broker.record.subject.update({"client": crow.name, "mailbox": mailbox})
-        self.core.broker.record.detail.update({"protocols": list(protocols), "method": "app-only"})
+        self.core.broker.record.detail.update({"protocols": list(protocols), "method": "app-only",
+                                               **({"login": login} if login else {})})
         credential = self.core.load_client(crow.client_uuid)
         if self.core.reads.grants_of(crow.client_uuid, mailbox):
             raise AlreadyExists(f"{mailbox} already has a grant under {crow.name!r}")
         grant, rotation, keys = self.new_grant(credential, mailbox, protocols, scopes,
                                                method="app-only", granted_at=None,
-                                               refresh_token=None)
+                                               refresh_token=None, login=login)
         self._save_new_grant(grant, rotation, credential, keys)
         return grant_summary(grant)
 
@@ -258,6 +266,25 @@ class GrantService:
         tokens = rotation_summary(rotation, refusal_state(rotation.refused_since, grant.status,
                                                           self.refusal_interval()))
         return replace(grant_summary(grant), tokens=tokens)
+
+    @use_case("grant set-login")
+    def set_login(self, mailbox: str, login: str | None, *,
+                  client: str | None = None) -> GrantSummary:
+        """The user name the mail server expects for this grant (None: the mailbox)."""
+        row = self.grant_row(mailbox, client)
+        self.core.broker.record.detail["login"] = login
+
+        def attempt() -> tuple[ConsentGrant, bool]:
+            grant = self.core.load_grant(row.grant_uuid)
+            changed = grant.set_login(now=self.core.now(), login=login)
+            if changed:
+                self.core.commit(grant, changes=apply_views(Changes(), grant_changes(
+                    grant, row.provider, bool(row.google_testing))))
+            return grant, changed
+
+        grant, changed = self.core.retrying(attempt)
+        self.core.broker.record.detail["changed"] = changed
+        return grant_summary(grant)
 
     @use_case("grant revoke")
     def revoke(

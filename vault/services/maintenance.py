@@ -23,6 +23,7 @@ from adapters.keyslots import seal_header
 from adapters.store import Head, ViewChange
 from adapters.store.changes import Changes
 from adapters.store.failures import explain_store_failure
+from adapters.store.schema import SCHEMA_VERSION
 from domain.errors import DomainError
 from domain.secret_value import SecretValue
 from domain.vocabulary import ACTIVE
@@ -319,9 +320,18 @@ class MaintenanceService:
     def upgrade(self) -> None:
         """Bring a vault from before sealed rows (schema 1) up to date, once, in one transaction:
         columns added, read models rebuilt from the events and sealed, settings and purges sealed
-        as they are found, and the header marked (so this never runs again on that vault)."""
+        as they are found, and the header marked (so this never runs again on that vault). A
+        sealed vault of an earlier schema (2: no login column) gets the columns it lacks and
+        its read models rebuilt."""
         if not self.core.header.row_macs:
             self._upgrade()
+        elif not self.core.store.schema_is_current():
+            self._add_columns()
+
+    @use_case("upgrade")
+    def _add_columns(self) -> None:
+        self.core.broker.record.detail["to"] = f"schema {SCHEMA_VERSION}: columns added"
+        self._rebuild(Changes(add_columns=True))
 
     @use_case("upgrade")
     def _upgrade(self) -> None:

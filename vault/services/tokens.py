@@ -69,6 +69,7 @@ class AccessToken:
     resource: str
     mailbox: str
     refreshed: bool
+    login: str | None = None  # the mail server's user name, where `access_token` gives it
     # the protocol's server (host, port), where `access_token` was asked for it and knows it
     server: tuple[str, int] | None = None
 
@@ -105,7 +106,8 @@ class TokenService:
         recorded, else its cloud's host), for an OAUTHBEARER response."""
         row = self.grants.grant_row(mailbox, client)
         self.core.broker.record.detail.update({"protocol": protocol})
-        token = self.usable_token(row, protocol, min_valid, next_try=NEXT_TRY_TOKEN, reveal=True)
+        token = replace(self.usable_token(row, protocol, min_valid, next_try=NEXT_TRY_TOKEN,
+                                          reveal=True), login=row.login or row.mailbox)
         if not server or protocol not in MAIL_PROTOCOLS:
             return token
         from domain.mail_verdicts import mail_server

@@ -38,6 +38,9 @@ const ISSUER = args.issuer ?? `http://${HOST}:${PORT}`;
 const USERS = new Map([
   ['alice@example.test', 'alice-password-123'],
   ['bob@example.test', 'bob-password-123'],
+  // A user name without a domain, as some mail servers' logins are: the mailbox is
+  // carol@example.test (her email claim), the token's subject `carol`.
+  ['carol', 'carol-password-123'],
 ]);
 
 const MAIL_SCOPES = ['mail.imap', 'mail.smtp', 'mail.pop', 'graph.mail'];
@@ -197,7 +200,8 @@ const configuration = {
       accountId: sub,
       async claims() {
         return {
-          sub, email: sub, email_verified: true, preferred_username: sub,
+          sub, email: sub.includes('@') ? sub : `${sub}@example.test`, email_verified: true,
+          preferred_username: sub,
           name: sub.split('@')[0],
         };
       },
