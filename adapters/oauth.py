@@ -153,13 +153,13 @@ class OAuthClient:
             raise AdapterError(f"this client has no {name.replace('_', ' ')}")
         return url
 
-    def _post(self, url: str, form: dict[str, str], context: str,
+    def _post(self, url: str, form: dict[str, Any], context: str,
               authenticate: bool = True, expect_json: bool = True) -> dict[str, Any]:
         headers = {"Content-Type": "application/x-www-form-urlencoded"}
         if authenticate:
             self.auth.apply(form, headers, audience=url)
         try:
-            response = self.http.post(url, content=urlencode(form), headers=headers)
+            response = self.http.post(url, content=urlencode(form, doseq=True), headers=headers)
         except httpx.TransportError as e:
             kind, endpoint, cause = transport_failure(e, url)
             raise OAuthFailure(classify(http_status=None, error=None, context=context,
@@ -172,7 +172,7 @@ class OAuthClient:
             raise OAuthFailure(classify(http_status=502, error="server_error", context=context))
         return body
 
-    def _tokens(self, form: dict[str, str], context: str) -> Tokens:
+    def _tokens(self, form: dict[str, Any], context: str) -> Tokens:
         body = self._post(self._url("token_url"), form, context)
         access = body.get("access_token")
         if not isinstance(access, str) or not access:
@@ -190,37 +190,46 @@ class OAuthClient:
             id_token=SecretValue(id_token) if isinstance(id_token, str) and id_token else None,
         )
 
-    def refresh(self, refresh_token: SecretValue, scopes: list[str]) -> Tokens:
+    def refresh(self, refresh_token: SecretValue, scopes: list[str],
+                resource: str | None = None) -> Tokens:
+        """`resource`: the RFC 8707 resource indicator the access token is for."""
         form = {"grant_type": "refresh_token", "refresh_token": refresh_token.reveal()}
         if scopes:
             form["scope"] = " ".join(scopes)
-        return self._tokens(form, REFRESH)
+        return self._tokens(_with_resource(form, resource), REFRESH)
 
     def redeem_code(self, code: SecretValue, redirect_uri: str, verifier: str,
-                    scopes: list[str]) -> Tokens:
+                    scopes: list[str], resource: str | None = None) -> Tokens:
         """Redeem an authorization code, once: a code is never retried (AADSTS54005)."""
         form = {"grant_type": "authorization_code", "code": code.reveal(),
                 "redirect_uri": redirect_uri, "code_verifier": verifier}
         if scopes:
             form["scope"] = " ".join(scopes)
-        return self._tokens(form, CODE)
+        return self._tokens(_with_resource(form, resource), CODE)
 
     def client_credentials(self, scope: str) -> Tokens:
         return self._tokens({"grant_type": "client_credentials", "scope": scope},
                             CLIENT_CREDENTIALS)
 
     def authorize_url(self, *, redirect_uri: str, scopes: list[str], state: str,
-                      challenge: str, login_hint: str | None, extra: dict[str, str]) -> str:
-        params = {"client_id": self.auth.client_id, "response_type": "code",
-                  "redirect_uri": redirect_uri, "scope": " ".join(scopes), "state": state,
-                  "code_challenge": challenge, "code_challenge_method": "S256", **extra}
+                      challenge: str, login_hint: str | None, extra: dict[str, str],
+                      resources: tuple[str, ...] = ()) -> str:
+        """`resources`: every RFC 8707 resource indicator the grant's tokens will be for."""
+        params: dict[str, Any] = {
+            "client_id": self.auth.client_id, "response_type": "code",
+            "redirect_uri": redirect_uri, "scope": " ".join(scopes), "state": state,
+            "code_challenge": challenge, "code_challenge_method": "S256", **extra}
         if login_hint:
             params["login_hint"] = login_hint
+        if resources:
+            params["resource"] = list(resources)
         url = self._url("authorize_url")
-        return f"{url}{'&' if '?' in url else '?'}{urlencode(params)}"
+        return f"{url}{'&' if '?' in url else '?'}{urlencode(params, doseq=True)}"
 
-    def start_device(self, scopes: list[str]) -> DeviceAuthorization:
-        form = {"client_id": self.auth.client_id, "scope": " ".join(scopes)}
+    def start_device(self, scopes: list[str], resources: tuple[str, ...] = ()) -> DeviceAuthorization:
+        form: dict[str, Any] = {"client_id": self.auth.client_id, "scope": " ".join(scopes)}
+        if resources:
+            form["resource"] = list(resources)
         body = self._post(self._url("device_url"), form, DEVICE,
                           authenticate=self.auth.method != "none")
         try:
@@ -238,15 +247,18 @@ class OAuthClient:
                                         context=DEVICE)) from None
 
     def poll_device(self, device: DeviceAuthorization, sleep: Callable[[float], None],
-                    monotonic: Callable[[], float] = time.monotonic) -> Tokens:
-        """Poll at the given interval; `slow_down` adds 5 s (RFC 8628); stop at expiry."""
+                    monotonic: Callable[[], float] = time.monotonic,
+                    resource: str | None = None) -> Tokens:
+        """Poll at the given interval; `slow_down` adds 5 s (RFC 8628); stop at expiry.
+        `resource`: the RFC 8707 resource indicator the access token is for."""
         interval = device.interval
         deadline = monotonic() + device.expires_in
         while True:
             sleep(interval)
             try:
-                return self._tokens({"grant_type": DEVICE_GRANT,
-                                     "device_code": device.device_code.reveal()}, DEVICE)
+                return self._tokens(_with_resource({"grant_type": DEVICE_GRANT,
+                                                    "device_code": device.device_code.reveal()},
+                                                   resource), DEVICE)
             except OAuthFailure as failure:
                 error = failure.diagnosis.error
                 if error == "authorization_pending":
@@ -263,6 +275,10 @@ class OAuthClient:
         """RFC 7009: an empty 200 answer means revoked (or already invalid)."""
         self._post(self._url("revoke_url"), {"token": token.reveal(), "token_type_hint": hint},
                    REFRESH, expect_json=False)
+
+
+def _with_resource(form: dict[str, Any], resource: str | None) -> dict[str, Any]:
+    return {**form, "resource": resource} if resource else form
 
 
 def discover(http: httpx.Client, issuer: str) -> dict[str, str | None]:

@@ -13,6 +13,7 @@ from uuid import UUID
 from domain.base import AggregateCreated, VaultAggregate, stable_snapshot
 from domain.clouds import PROTOCOLS, CloudProfile, check_tenant, is_guid, profile_for
 from domain.errors import ClientRemoved, InvalidInput, RuleViolation, SecretLooksLikeId
+from domain.scopes import EVERY_PROTOCOL, check_resource_indicator
 from domain.secret_value import SecretValue
 from domain.vocabulary import AUTH_METHODS, TLS_MODES
 
@@ -52,6 +53,11 @@ def check_client_name(name: str) -> str:
 class ClientCredential(VaultAggregate):
     TOPIC = "vault.ClientCredential"
     Snapshot = stable_snapshot("vault.ClientCredential.Snapshot")
+    class_version = 2  # snapshots: version 1 had no resources
+
+    @staticmethod
+    def upcast_v1_v2(state: dict) -> None:
+        state["resources"] = {}
 
     class Registered(VaultAggregate.Event, AggregateCreated):
         TOPIC = "vault.ClientCredential.Registered"
@@ -154,6 +160,16 @@ class ClientCredential(VaultAggregate):
         def apply(self, client: ClientCredential) -> None:
             client.mail_servers = self.servers
 
+    class ResourcesSet(VaultAggregate.Event):
+        """RFC 8707 resource indicators its token requests name (custom providers):
+        {"*" or protocol: URI}."""
+
+        TOPIC = "vault.ClientCredential.ResourcesSet"
+        resources: dict
+
+        def apply(self, client: ClientCredential) -> None:
+            client.resources = self.resources
+
     class Removed(VaultAggregate.Event):
         TOPIC = "vault.ClientCredential.Removed"
         class_version = 2
@@ -185,6 +201,7 @@ class ClientCredential(VaultAggregate):
         self.google_testing = google_testing
         self.auth_method = auth_method
         self.mail_servers: dict[str, dict[str, Any]] = {}
+        self.resources: dict[str, str] = {}  # RFC 8707 indicators: {"*" or protocol: URI}
         self.secrets: list[dict[str, Any]] = []
         self.removed_at: datetime | None = None
         self.removed_reason: str | None = None
@@ -198,7 +215,10 @@ class ClientCredential(VaultAggregate):
         tenant: str | None, client_id: str, endpoints: dict[str, str | None] | None = None,
         redirect_uri: str | None = None, scopes: tuple[str, ...] = (),
         google_testing: bool = False, auth_method: str = "client_secret_post",
+        resources: dict[str, str] | None = None,
     ) -> ClientCredential:
+        """`resources`: RFC 8707 resource indicators (parse_resource_options), custom
+        providers only."""
         name = check_client_name(name)
         profile = profile_for(provider, cloud)
         tenant = check_tenant(profile, tenant)
@@ -223,12 +243,24 @@ class ClientCredential(VaultAggregate):
                 resolved[key] = check_endpoint_url(key, value)
         if profile.provider == "custom" and not (resolved["token_url"] or resolved["issuer"]):
             raise InvalidInput("a custom provider needs --token-url (and --authorize-url) or --issuer")
-        return cls._start(
+        if resources and profile.provider != "custom":
+            raise InvalidInput(
+                "--resource is for custom providers (RFC 8707): Microsoft's v2.0 endpoints take "
+                "the resource in the scope (e.g. https://outlook.office.com/IMAP.AccessAsUser.All)"
+                " and reject a resource parameter; Google takes none")
+        client = cls._start(
             cls.Registered, aggregate_id, now, name=name, provider=profile.provider,
             cloud=profile.cloud, tenant=tenant, client_id=client_id, endpoints=resolved,
             redirect_uri=redirect_uri, scopes=list(scopes), google_testing=google_testing,
             auth_method=auth_method,
         )
+        if any(key != EVERY_PROTOCOL and key not in PROTOCOLS for key in resources or {}):
+            raise InvalidInput("a resource indicator is for every protocol or for one of "
+                               + ", ".join(PROTOCOLS))
+        if resources:
+            client._trigger(cls.ResourcesSet, now, resources={
+                key: check_resource_indicator(uri) for key, uri in resources.items()})
+        return client
 
     # -- queries ----------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ grant still works (active, needs-reconsent, revoked). Its tokens live in its Tok
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from domain.base import AggregateCreated, VaultAggregate, stable_snapshot
@@ -16,14 +16,21 @@ from domain.credentials import ClientCredential, check_plausible_date
 from domain.errors import ClientRemoved, GrantNotActive, InvalidInput, RuleViolation
 from domain.identity import NOT_CHECKED_APP_ONLY, NOT_CHECKED_IMPORT, not_checked
 from domain.mailboxes import check_login, check_mailbox
-from domain.scopes import plan_app_only, plan_scopes
+from domain.scopes import (
+    MAIL,
+    indicators_for,
+    plan_app_only,
+    plan_scopes,
+    resource_for,
+    with_indicators,
+)
 from domain.vocabulary import ACTIVE, GRANT_METHODS, NEEDS_RECONSENT, REVOKED
 
 
 class ConsentGrant(VaultAggregate):
     TOPIC = "vault.ConsentGrant"
     Snapshot = stable_snapshot("vault.ConsentGrant.Snapshot")
-    class_version = 3  # snapshots: version 1 had no signed_in, version 2 no login
+    class_version = 4  # snapshots: version 1 had no signed_in, 2 no login, 3 no indicators
 
     @staticmethod
     def upcast_v1_v2(state: dict) -> None:
@@ -33,9 +40,13 @@ class ConsentGrant(VaultAggregate):
     def upcast_v2_v3(state: dict) -> None:
         state["login"] = None
 
+    @staticmethod
+    def upcast_v3_v4(state: dict) -> None:
+        state["indicators"] = None
+
     class Granted(VaultAggregate.Event, AggregateCreated):
         TOPIC = "vault.ConsentGrant.Granted"
-        class_version = 2
+        class_version = 3
         client_id: UUID
         client_name: str
         mailbox: str
@@ -46,25 +57,35 @@ class ConsentGrant(VaultAggregate):
         granted_by: str
         rotation_id: UUID
         signed_in: dict | None  # who signed in at the provider (domain/identity.py)
+        indicators: dict | None  # RFC 8707 resource indicator per protocol, where one is sent
 
         @staticmethod
         def upcast_v1_v2(state: dict) -> None:
             """Version 1 did not check who signed in: None reads as "not checked"."""
             state["signed_in"] = None
 
+        @staticmethod
+        def upcast_v2_v3(state: dict) -> None:
+            state["indicators"] = None
+
     class Regranted(VaultAggregate.Event):
         TOPIC = "vault.ConsentGrant.Regranted"
-        class_version = 2
+        class_version = 3
         protocols: list
         scopes: dict
         method: str
         granted_at: datetime
         granted_by: str
         signed_in: dict | None
+        indicators: dict | None
 
         @staticmethod
         def upcast_v1_v2(state: dict) -> None:
             state["signed_in"] = None
+
+        @staticmethod
+        def upcast_v2_v3(state: dict) -> None:
+            state["indicators"] = None
 
         def apply(self, grant: ConsentGrant) -> None:
             grant.protocols = self.protocols
@@ -73,6 +94,7 @@ class ConsentGrant(VaultAggregate):
             grant.granted_at = self.granted_at
             grant.granted_by = self.granted_by
             grant.signed_in = self.signed_in
+            grant.indicators = self.indicators
             grant._set_status(ACTIVE, None, self.timestamp)
             grant.probes = {}  # probes of the earlier consent say nothing about this one
 
@@ -120,7 +142,7 @@ class ConsentGrant(VaultAggregate):
     def __init__(
         self, client_id: UUID, client_name: str, mailbox: str, protocols: list, scopes: dict,
         method: str, granted_at: datetime, granted_by: str, rotation_id: UUID,
-        signed_in: dict | None,
+        signed_in: dict | None, indicators: dict | None,
     ) -> None:
         self.client_id = client_id
         self.client_name = client_name
@@ -132,6 +154,7 @@ class ConsentGrant(VaultAggregate):
         self.granted_by = granted_by
         self.rotation_id = rotation_id
         self.signed_in = signed_in
+        self.indicators = indicators
         self.login: str | None = None  # None: the mailbox
         self.status = ACTIVE
         self.status_reason: str | None = None
@@ -158,17 +181,25 @@ class ConsentGrant(VaultAggregate):
             raise ClientRemoved(f"client {client.name!r} was removed")
         if method not in GRANT_METHODS:
             raise InvalidInput(f"unknown consent method {method!r}")
-        plan = _plan(client, protocols, scopes, method)
+        plan = grant_plan(client, protocols, scopes, method)
         granted_at = _check_granted_at(granted_at, now)
         grant = cls._start(
             cls.Granted, aggregate_id, now, client_id=client.id, client_name=client.name,
-            mailbox=check_mailbox(mailbox), protocols=list(protocols), scopes=plan,
+            mailbox=check_mailbox(mailbox), protocols=list(protocols), scopes=plan.scopes,
             method=method, granted_at=granted_at, granted_by=granted_by, rotation_id=rotation_id,
-            signed_in=_signed_in(method, signed_in),
+            signed_in=_signed_in(method, signed_in), indicators=plan.indicators or None,
         )
         if login is not None:
             grant.set_login(now=now, login=login)
         return grant
+
+    def resource_for(self, protocol: str) -> str:
+        """The key of the token (in `scopes`, and the rotation's cache) a protocol uses."""
+        return resource_for(self.scopes, protocol, self.indicators)
+
+    def indicator(self, resource: str) -> str | None:
+        """The RFC 8707 resource indicator a token request for `resource` names, if any."""
+        return resource if resource in (self.indicators or {}).values() else None
 
     @property
     def sasl_user(self) -> str:
@@ -208,11 +239,11 @@ class ConsentGrant(VaultAggregate):
             )
         if client.is_removed:
             raise ClientRemoved(f"client {client.name!r} was removed")
-        plan = _plan(client, protocols, scopes, method)
+        plan = grant_plan(client, protocols, scopes, method)
         self._trigger(
-            self.Regranted, now, protocols=list(protocols), scopes=plan, method=method,
+            self.Regranted, now, protocols=list(protocols), scopes=plan.scopes, method=method,
             granted_at=_check_granted_at(granted_at, now), granted_by=granted_by,
-            signed_in=_signed_in(method, signed_in),
+            signed_in=_signed_in(method, signed_in), indicators=plan.indicators or None,
         )
         if login is not None:
             self.set_login(now=now, login=login)
@@ -239,16 +270,30 @@ class ConsentGrant(VaultAggregate):
         self._trigger(self.Revoked, now, reason=reason.strip(), revoked_by=revoked_by)
 
 
-def _plan(client: ClientCredential, protocols: tuple[str, ...], scopes: tuple[str, ...] | None,
-          method: str) -> dict[str, list[str]]:
+class GrantPlan(NamedTuple):
+    """What a grant asks for: scopes grouped by the token they go into (keyed by resource, or
+    by resource indicator), and the RFC 8707 indicator of each protocol that has one."""
+
+    scopes: dict[str, list[str]]
+    indicators: dict[str, str]
+
+    def first(self) -> str:
+        """The token a consent's code redeems for (mail's where the grant has mail)."""
+        return MAIL if MAIL in self.scopes else next(iter(self.scopes))
+
+
+def grant_plan(client: ClientCredential, protocols: tuple[str, ...],
+               scopes: tuple[str, ...] | None, method: str) -> GrantPlan:
     if method == "app-only":
         if client.profile.is_microsoft:
             require_concrete_tenant(client.tenant)
         if client.auth_method == "none":
             raise InvalidInput(f"client {client.name!r} is public: app-only access needs a "
                                "secret or certificate")
-        return plan_app_only(client.profile, protocols, scopes)
-    return plan_scopes(client.profile, protocols, scopes or tuple(client.scopes) or None)
+        return GrantPlan(plan_app_only(client.profile, protocols, scopes), {})
+    plan = plan_scopes(client.profile, protocols, scopes or tuple(client.scopes) or None)
+    indicators = indicators_for(client.resources, protocols)
+    return GrantPlan(with_indicators(plan, indicators, protocols), indicators)
 
 
 def _signed_in(method: str, signed_in: dict[str, Any] | None) -> dict[str, Any]:

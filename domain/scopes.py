@@ -184,11 +184,74 @@ def plan_app_only(
     return plan
 
 
-def resource_for(plan: dict[str, list[str]], protocol: str) -> str:
-    """Which of a grant's token resources serves a protocol."""
+def resource_for(plan: dict[str, list[str]], protocol: str,
+                 indicators: dict[str, str] | None = None) -> str:
+    """Which of a grant's token resources serves a protocol: its resource indicator (RFC 8707)
+    where it has one."""
+    if indicators and protocol in indicators:
+        return indicators[protocol]
     wanted = resource_for_protocol(protocol)
     if wanted in plan:
         return wanted
-    if len(plan) == 1:  # a custom provider: one resource serves every protocol
-        return next(iter(plan))
+    rest = [key for key in plan if key not in (indicators or {}).values()]
+    if len(rest) == 1:  # a custom provider: one resource serves every protocol
+        return rest[0]
     raise InvalidInput(f"this grant has no {wanted} scopes for {protocol}")
+
+
+# -- RFC 8707 resource indicators (custom providers) ----------------------------------------------
+
+EVERY_PROTOCOL = "*"  # the key of a resource indicator that serves every protocol
+
+
+def check_resource_indicator(uri: str) -> str:
+    """An RFC 8707 resource indicator: an absolute URI without a fragment (section 2)."""
+    uri = uri.strip()
+    parts = urlsplit(uri)
+    scheme_ok = bool(parts.scheme) and parts.scheme[0].isalpha() and all(
+        c.isalnum() or c in "+-." for c in parts.scheme)
+    if not scheme_ok or not (parts.netloc or parts.path) or "#" in uri or len(uri) > 2048 or \
+            any(ord(c) < 0x21 or ord(c) == 0x7f for c in uri):
+        raise InvalidInput(f"--resource takes an absolute URI without a fragment (RFC 8707), "
+                           f"e.g. imaps://mail.example.com or urn:example:mail, not {uri!r}")
+    return uri
+
+
+def parse_resource_options(values: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """`--resource URI` (every protocol) and `--resource PROTOCOL=URI` (one), as
+    {"*" or protocol: URI}; each key at most once."""
+    resources: dict[str, str] = {}
+    for value in values:
+        key, sep, rest = value.partition("=")
+        protocol = key.strip().lower()
+        if sep and protocol in PROTOCOLS:
+            target, uri = protocol, rest
+        else:
+            target, uri = EVERY_PROTOCOL, value
+        if target in resources:
+            raise InvalidInput(f"--resource is given twice for "
+                               f"{'every protocol' if target == EVERY_PROTOCOL else target}")
+        resources[target] = check_resource_indicator(uri)
+    return resources
+
+
+def indicators_for(resources: dict[str, str], protocols: tuple[str, ...]) -> dict[str, str]:
+    """{protocol: resource indicator} for the protocols a grant covers that have one."""
+    found = {p: resources.get(p) or resources.get(EVERY_PROTOCOL) for p in protocols}
+    return {p: uri for p, uri in found.items() if uri}
+
+
+def with_indicators(plan: dict[str, list[str]], indicators: dict[str, str],
+                    protocols: tuple[str, ...]) -> dict[str, list[str]]:
+    """A custom provider's plan with one token per resource indicator, each asking for the
+    plan's scopes; a protocol without an indicator keeps the plan's own group."""
+    if not indicators:
+        return plan
+    if len(plan) != 1:
+        raise InvalidInput("--resource needs the client's scopes to form one group (bare "
+                           "scopes such as mail.imap), not scopes of several resources")
+    ((key, scopes),) = plan.items()
+    result = {uri: list(scopes) for uri in dict.fromkeys(indicators.values())}
+    if any(p not in indicators for p in protocols):
+        result[key] = list(scopes)
+    return result

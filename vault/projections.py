@@ -16,7 +16,6 @@ from domain.credentials import ClientCredential
 from domain.grants import ConsentGrant
 from domain.mailboxes import mailbox_key
 from domain.rotation import TokenRotation
-from domain.scopes import resource_for
 from domain.vocabulary import CLIENT_ACTIVE, CLIENT_REMOVED
 
 
@@ -66,7 +65,7 @@ def grant_changes(grant: ConsentGrant, provider: str, google_testing: bool) -> l
         "google_testing": int(google_testing), "mailbox": grant.mailbox,
         "mailbox_key": mailbox_key(grant.mailbox), "login": grant.login,
         "protocols": ",".join(grant.protocols),
-        "resources": json.dumps({p: resource_for(grant.scopes, p) for p in grant.protocols},
+        "resources": json.dumps({p: grant.resource_for(p) for p in grant.protocols},
                                 sort_keys=True),
         "status": grant.status, "status_reason": grant.status_reason,
         "status_changed_at": _iso(grant.status_changed_at), "method": grant.method,

@@ -172,8 +172,8 @@ def test_grant_events_and_snapshots_stored_before_the_check_still_load() -> None
     def as_v1(event) -> StoredEvent:
         stored = mapper.to_stored_event(event)
         state = mapper.transcoder.decode(stored.state)
-        assert state.pop("class_version") == 2 and "signed_in" in state
-        del state["signed_in"]
+        assert state.pop("class_version") == 3 and "signed_in" in state
+        del state["signed_in"], state["indicators"]
         return StoredEvent(stored.originator_id, stored.originator_version, stored.topic,
                            mapper.transcoder.encode(state))
 
@@ -196,13 +196,14 @@ def test_grant_events_and_snapshots_stored_before_the_check_still_load() -> None
     snapshot = ConsentGrant.Snapshot.take(loaded)
     stored = mapper.to_stored_event(snapshot)
     state = mapper.transcoder.decode(stored.state)
-    assert state["state"].pop("class_version") == 3
-    del state["state"]["login"]  # a snapshot taken by version 2
+    assert state["state"].pop("class_version") == 4
+    del state["state"]["login"], state["state"]["indicators"]  # a snapshot taken by version 2
     v2 = {**state, "state": {**state["state"], "class_version": 2}}
     old = StoredEvent(stored.originator_id, stored.originator_version, stored.topic,
                       mapper.transcoder.encode(v2))
     restored = mapper.to_domain_event(old).mutate(None)
     assert restored.login is None and restored.sasl_user == "help@contoso.com"
+    assert restored.indicators is None and restored.resource_for("imap") == "mail"
     assert restored.method == "manual" and restored.signed_in is None
     del state["state"]["signed_in"]  # a snapshot taken by version 1
     old = StoredEvent(stored.originator_id, stored.originator_version, stored.topic,

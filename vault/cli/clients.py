@@ -52,6 +52,9 @@ def client() -> None:
               help="How to send the secret [default: basic for custom providers, else post].")
 @click.option("--redirect-uri", help="Redirect URI registered for consent flows.")
 @click.option("--scopes", help="Default scopes (space or comma separated); custom providers.")
+@click.option("--resource", "resources", multiple=True, metavar="[PROTOCOL=]URI",
+              help="Custom providers: the RFC 8707 resource indicator token requests name, for "
+                   "every protocol or (PROTOCOL=URI, repeatable) for one.")
 @click.option("--authorize-url", help="Custom provider: authorization endpoint.")
 @click.option("--token-url", help="Custom provider: token endpoint.")
 @click.option("--issuer", help="OpenID issuer: where discovery finds a custom provider's "
@@ -67,9 +70,9 @@ def client_add(state: CliContext, name: str, provider: str, cloud: str | None,
                no_secret: bool, certificate_file: str | None, auth_method: str | None,
                redirect_uri: str | None, scopes: str | None, authorize_url: str | None,
                token_url: str | None, issuer: str | None, device_url: str | None,
-               revoke_url: str | None, google_testing: bool) -> None:
+               revoke_url: str | None, google_testing: bool, resources: tuple[str, ...]) -> None:
     """Register client NAME; its secret comes from stdin or a file, never the command line."""
-    from domain.scopes import parse_scopes
+    from domain.scopes import parse_resource_options, parse_scopes
 
     if sum(map(bool, (no_secret, certificate_file, secret_stdin or secret_file))) != 1:
         raise BadInput("give exactly one of --secret-stdin, --secret-file, --certificate-file "
@@ -93,8 +96,8 @@ def client_add(state: CliContext, name: str, provider: str, cloud: str | None,
         secret_created=parse_date(secret_created, "--secret-created"),
         secret_expires=parse_date(secret_expires, "--secret-expires"),
         redirect_uri=redirect_uri, scopes=parse_scopes(scopes) if scopes else (),
-        endpoints=endpoints,
-        google_testing=google_testing,
+        endpoints=endpoints, google_testing=google_testing,
+        resources=parse_resource_options(resources),
     )
     say(f"Added client {result.name} ({result.provider}, {result.cloud})")
     if result.provider == "microsoft" and not result.redirect_uri:
@@ -136,6 +139,8 @@ def client_list(state: CliContext, fmt: str, as_json: bool) -> None:
 def client_show(state: CliContext, name: str, reveal_secret: bool, fmt: str,
                 as_json: bool) -> None:
     """Show client NAME; its secret only with --reveal-secret."""
+    from domain.scopes import EVERY_PROTOCOL
+
     data = state.app().clients.show_client(name, reveal_secret=reveal_secret)
     if chosen_format(fmt, as_json) == "json":
         shown = fields_of(data)
@@ -149,6 +154,8 @@ def client_show(state: CliContext, name: str, reveal_secret: bool, fmt: str,
         ("token url", data.endpoints.get("token_url")),
         ("authorize url", data.endpoints.get("authorize_url")),
         ("redirect uri", data.redirect_uri), ("scopes", data.scopes),
+        *[("resource" if p == EVERY_PROTOCOL else f"resource [{p}]", uri)
+          for p, uri in data.resources.items()],
         ("google testing", "yes" if data.google_testing else None),
         *[(f"{p} server", f"{v['host']}:{v['port']} ({v['tls']}, {v['source']}"
            + (", unverified" if v["unverified"] else "") + ")")

@@ -104,6 +104,7 @@ def grant_show(state: CliContext, mailbox: str, client_name: str | None, fmt: st
         ("protocols", data.protocols),
         *[(f"scopes [{r}]", s) for r, s in data.scopes.items()],
         *[(f"resource [{r}]", url) for r, url in data.resources.items() if url],
+        *[(f"resource indicator [{p}]", uri) for p, uri in data.indicators.items()],
         ("granted", f"{data.granted_at} by {data.granted_by} ({data.method})"),
         ("signed in", signed_in_line(data.signed_in, data.mailbox)),
         ("login", data.login + (" (the mailbox)" if data.login == data.mailbox else "")),

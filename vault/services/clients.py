@@ -58,6 +58,7 @@ class ClientSummary:
     endpoints: dict[str, str | None]
     redirect_uri: str | None
     scopes: list[str]
+    resources: dict[str, str]  # RFC 8707 resource indicators: {"*" or protocol: URI}
     google_testing: bool
     mail_servers: dict[str, dict[str, Any]]  # as `client set-servers` recorded them
     servers: dict[str, dict[str, Any]]  # where probes connect, per protocol
@@ -116,8 +117,8 @@ def client_summary(client: ClientCredential) -> ClientSummary:
         tenant=client.tenant, client_id=client.client_id,
         auth_method=client.auth_method, status=CLIENT_REMOVED if client.is_removed else CLIENT_ACTIVE,
         endpoints=client.endpoints, redirect_uri=client.redirect_uri,
-        scopes=client.scopes, google_testing=client.google_testing,
-        mail_servers=client.mail_servers,
+        scopes=client.scopes, resources=client.resources,
+        google_testing=client.google_testing, mail_servers=client.mail_servers,
         # where probes connect: recorded servers, else the cloud profile's hosts
         servers={p: server for p in PROTOCOLS
                  if (server := mail_server(client.profile, client.mail_servers, p))},
@@ -155,7 +156,7 @@ class ClientService:
         secret_expires: date | None = None, redirect_uri: str | None = None,
         scopes: tuple[str, ...] = (), endpoints: dict[str, str | None] | None = None,
         google_testing: bool = False, auth_method: str | None = None,
-        certificate: Any = None,
+        certificate: Any = None, resources: dict[str, str] | None = None,
     ) -> ClientSummary:
         name = check_client_name(name)
         self.core.broker.record.subject.update({"client": name})
@@ -171,7 +172,7 @@ class ClientService:
         client = ClientCredential.register(
             aggregate_id=self.core.new_id(), now=now, name=name, provider=provider, cloud=cloud,
             tenant=tenant, client_id=client_id, endpoints=endpoints, redirect_uri=redirect_uri,
-            scopes=scopes, google_testing=google_testing,
+            scopes=scopes, google_testing=google_testing, resources=resources,
             auth_method=auth_method or ("none" if secret is None and certificate is None
                                         else "client_secret_post"),
         )
@@ -185,7 +186,9 @@ class ClientService:
                 not_before=certificate.not_before, not_after=certificate.not_after,
                 thumbprint_sha256=certificate.thumbprint_sha256)
         self.core.broker.record.detail.update({"provider": client.provider, "cloud": client.cloud,
-                                               "secret": client.current_secret() is not None})
+                                               "secret": client.current_secret() is not None,
+                                               **({"resources": client.resources}
+                                                  if client.resources else {})})
         changes = apply_views(Changes(keys=self.core.new_key_rows(client.id, client.id)),
                               client_changes(client))
         try:

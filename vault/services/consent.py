@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from adapters.store.changes import Changes
 from domain.credentials import ClientCredential
-from domain.grants import ConsentGrant
+from domain.grants import ConsentGrant, grant_plan
 from domain.identity import (
     NOT_CHECKED_NO_ID_TOKEN,
     NOT_CHECKED_NO_ISSUER,
@@ -29,7 +29,6 @@ from domain.identity import (
 )
 from domain.mailboxes import check_login, check_mailbox
 from domain.rotation import TokenRotation
-from domain.scopes import MAIL, plan_scopes
 from domain.secret_value import SecretValue
 from domain.vocabulary import ACTIVE, CONSENT_FLOWS
 from vault.core import apply_views, use_case
@@ -104,7 +103,7 @@ class ConsentService:
             self.core.broker.record.detail["account"] = expected
         if login is not None:
             self.core.broker.record.detail["login"] = login
-        plan = plan_scopes(credential.profile, protocols, tuple(credential.scopes) or None)
+        plan = grant_plan(credential, protocols, None, flow)
         if flow == "device" and credential.provider == "google":
             raise BadInput("Google's device flow does not allow the Gmail scope: use "
                            "--flow browser or --flow manual")
@@ -112,25 +111,30 @@ class ConsentService:
         if existing and existing[0].status == ACTIVE and not replace:
             raise AlreadyExists(f"{mailbox} already has an active grant under "
                                 f"{credential.name!r}: add --replace to consent again")
-        first = MAIL if MAIL in plan else next(iter(plan))
+        first = plan.first()
+        # RFC 8707: the authorization names every resource the grant's tokens will be for, and
+        # each token request the one it wants
+        resources = tuple(dict.fromkeys(plan.indicators.values()))
+        indicator = first if first in resources else None
         oauth = self.providers.oauth(credential)
         # Before anyone signs in: where the provider publishes its keys, which scopes it knows.
         openid = self._openid_provider(credential, oauth)
         identity = list(identity_scopes(credential.provider, openid is not None,
                                         openid.scopes_supported if openid else None))
-        every_scope = list(dict.fromkeys([*(s for scopes in plan.values() for s in scopes),
+        every_scope = list(dict.fromkeys([*(s for scopes in plan.scopes.values() for s in scopes),
                                           *identity]))
         nonce = None if flow == "device" else secrets.token_urlsafe(24)
         try:
             if flow == "device":
-                device = oauth.start_device(every_scope)
+                device = oauth.start_device(every_scope, resources)
                 ui.show_device_code(device)
-                tokens = oauth.poll_device(device, self.sleep)
+                tokens = oauth.poll_device(device, self.sleep, resource=indicator)
             else:
                 assert nonce is not None
                 tokens = self._authorization_code(oauth, credential, mailbox, every_scope,
-                                                  [*plan[first], *identity], flow, ui,
-                                                  open_browser, timeout, nonce)
+                                                  [*plan.scopes[first], *identity], flow, ui,
+                                                  open_browser, timeout, nonce,
+                                                  resources, indicator)
         except OAuthFailure as failure:
             raise TokenRefreshFailed(failure.diagnosis, False, mailbox) from None
         if tokens.refresh_token is None:
@@ -180,7 +184,8 @@ class ConsentService:
 
     def _authorization_code(self, oauth, credential: ClientCredential, mailbox: str,
                             every_scope: list[str], first_scopes: list[str], flow: str,
-                            ui: ConsentUI, open_browser: bool, timeout: float, nonce: str):
+                            ui: ConsentUI, open_browser: bool, timeout: float, nonce: str,
+                            resources: tuple[str, ...], indicator: str | None):
         from adapters.loopback import LoopbackListener, parse_redirect
         from adapters.oauth import pkce_pair
 
@@ -195,7 +200,7 @@ class ConsentService:
                 redirect_uri = listener.redirect_uri
                 url = oauth.authorize_url(redirect_uri=redirect_uri, scopes=every_scope,
                                           state=state, challenge=challenge, login_hint=mailbox,
-                                          extra=extra)
+                                          extra=extra, resources=resources)
                 opened = open_browser and ui.open_browser(url)
                 ui.show_authorize_url(url, opened)
                 redirect = listener.wait(timeout)
@@ -205,14 +210,15 @@ class ConsentService:
         else:
             redirect_uri = credential.redirect_uri or MANUAL_REDIRECT
             url = oauth.authorize_url(redirect_uri=redirect_uri, scopes=every_scope, state=state,
-                                      challenge=challenge, login_hint=mailbox, extra=extra)
+                                      challenge=challenge, login_hint=mailbox, extra=extra,
+                                      resources=resources)
             ui.show_authorize_url(url, False)
             redirect = parse_redirect(ui.read_redirect_url())
         code = self._checked_code(redirect, state)
         # One resource per token request; the OpenID scopes ride along (Microsoft: "along with
         # OIDC scopes (profile, openid, email)"), so the ID token comes with the first token.
         redeem_scopes = list(dict.fromkeys(first_scopes))
-        return oauth.redeem_code(code, redirect_uri, verifier, redeem_scopes)
+        return oauth.redeem_code(code, redirect_uri, verifier, redeem_scopes, resource=indicator)
 
     @staticmethod
     def _checked_code(redirect: Redirect, state: str) -> SecretValue:

@@ -65,6 +65,7 @@ class GrantSummary:
     protocols: list[str]
     scopes: dict[str, list[str]]
     resources: dict[str, str | None]
+    indicators: dict[str, str]  # RFC 8707 resource indicator per protocol, where one is sent
     status: str
     status_reason: str | None
     method: str
@@ -113,6 +114,7 @@ def grant_summary(grant: ConsentGrant) -> GrantSummary:
         scopes=grant.scopes,
         # which resource each token is for: DoD mail scopes may name either of two
         resources={r: resource_url(s) for r, s in grant.scopes.items()},
+        indicators=grant.indicators or {},
         status=grant.status, status_reason=grant.status_reason,
         method=grant.method, granted_at=_iso(grant.granted_at),
         granted_by=grant.granted_by,

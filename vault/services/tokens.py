@@ -134,7 +134,7 @@ class TokenService:
                    if row.status == NEEDS_RECONSENT else ""))
         rotation: TokenRotation = self.core.load(UUID(row.rotation_uuid))
         grant: ConsentGrant = self.core.load_grant(row.grant_uuid)
-        resource = resource_for(grant.scopes, protocol)
+        resource = grant.resource_for(protocol)
         self.core.broker.record.detail["resource"] = resource
         cached = rotation.valid_access_token(resource, self.core.now(), min_valid)
         if cached is not None:
@@ -198,7 +198,8 @@ class TokenService:
             try:
                 tokens = (oauth.client_credentials(" ".join(grant.scopes[resource]))
                           if grant.app_only
-                          else oauth.refresh(rotation.refresh_token, scopes))
+                          else oauth.refresh(rotation.refresh_token, scopes,
+                                             resource=grant.indicator(resource)))
             except OAuthFailure as failure:
                 d = failure.diagnosis
                 rotation.record_failure(
