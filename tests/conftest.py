@@ -34,7 +34,7 @@ PASSPHRASE = "correct horse battery staple"
 
 # Fixtures that start a peer: a test using one is marked `peers` (`browser` for Chromium), and a
 # test on PostgreSQL `pg`, so that `-m "not pg and not peers and not browser"` picks the rest.
-PEER_FIXTURES = {"oidc", "sandbox", "webhook", "dovecot", "dovecot_without_idp", "mail_sink"}
+PEER_FIXTURES = {"oidc", "sandbox", "webhook", "dovecot", "dovecot_jwt", "dovecot_without_idp", "mail_sink"}
 TIERS = ("unit", "integration", "e2e")
 
 
@@ -388,6 +388,27 @@ def dovecot(oidc, mail_ca, mail_sink):
     ensure_dovecot_installed()
     peer = DovecotPeer.start(introspection_url=oidc.introspection_url, ca=mail_ca,
                              relay_port=mail_sink.port)
+    yield peer
+    peer.stop()
+
+
+@pytest.fixture(scope="session")
+def dovecot_jwt(oidc, mail_ca, mail_sink):
+    """Dovecot on loopback that validates JWT access tokens locally (RFC 8707 resource indicators):
+    the session's oidc-provider's public keys are written to its key dictionary, and nothing is
+    asked of the provider (a revoked token stays valid until its exp). Each protocol wants a token
+    for the whole mail service (oidc_peer.MAIL_RESOURCE) or for its own resource (IMAP_RESOURCE,
+    POP_RESOURCE, SMTP_RESOURCE) carrying its scope (mail.imap, mail.pop, mail.smtp); an
+    opaque token is refused. Ports as on `dovecot` (imaps_port, pop3s_port, submissions_port, ...)."""
+    from tests.peers.dovecot_peer import DovecotPeer, JwtCheck, ensure_dovecot_installed
+    from tests.peers.oidc_peer import IMAP_RESOURCE, MAIL_RESOURCE, POP_RESOURCE, SMTP_RESOURCE
+
+    ensure_dovecot_installed()
+    peer = DovecotPeer.start_jwt(
+        issuer=oidc.issuer, keys=oidc.signing_keys(), ca=mail_ca, relay_port=mail_sink.port,
+        checks={"imap": JwtCheck("mail.imap", (MAIL_RESOURCE, IMAP_RESOURCE)),
+                "pop3": JwtCheck("mail.pop", (MAIL_RESOURCE, POP_RESOURCE)),
+                "submission": JwtCheck("mail.smtp", (MAIL_RESOURCE, SMTP_RESOURCE))})
     yield peer
     peer.stop()
 

@@ -12,6 +12,8 @@ No pytest fixtures here: a conftest builds them from these helpers.
 
 Dovecot validates every XOAUTH2/OAUTHBEARER token by RFC 7662 introspection at the authorization
 server (`passdb { driver = oauth2 }`), so a token it accepts is one the provider says is active.
+`DovecotPeer.start_jwt(...)` starts one that validates JWT access tokens (RFC 8707 resource
+indicators) locally instead, with the provider's public keys written to its key dictionary.
 Standard library + trustme + aiosmtpd only.
 """
 
@@ -29,6 +31,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate
 from pathlib import Path
@@ -233,6 +236,31 @@ class MailSink:
 # Dovecot
 
 
+@dataclass(frozen=True)
+class JwtCheck:
+    """What one protocol demands of a JWT access token: the scope it must carry (None: any), and the
+    audiences of which its aud must name one (none given: aud is not checked)."""
+
+    scope: str | None
+    audiences: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class JwtValidation:
+    """Local JWT validation (`introspection_mode = local`) instead of introspection.
+
+    issuer: the only accepted iss. keys: the issuer's public signing keys, each with `kid`, `alg`
+    and `pem` (SubjectPublicKeyInfo PEM), e.g. oidc_peer.OidcPeer.signing_keys(). checks: by
+    Dovecot protocol (imap, pop3, submission), what that protocol's logins demand."""
+
+    issuer: str
+    keys: tuple
+    checks: Mapping[str, JwtCheck]
+
+
+JWT_PROTOCOLS = ("imap", "pop3", "submission")
+
+
 def _mail_owner() -> tuple[int, int]:
     """uid/gid the mail processes run as and the Maildirs belong to: Debian's `mail` user (8)."""
     try:
@@ -281,7 +309,8 @@ class DovecotPeer:
     host = HOST
 
     def __init__(self, process: subprocess.Popen[bytes], workdir: Path, ports: dict[str, int],
-                 *, own_workdir: bool, required_scope: str | None, introspection_url: str) -> None:
+                 *, own_workdir: bool, required_scope: str | None, introspection_url: str,
+                 jwt: JwtValidation | None = None) -> None:
         self._process = process
         self.workdir = workdir
         self._own_workdir = own_workdir
@@ -293,7 +322,8 @@ class DovecotPeer:
         self.submission_port = ports["submission_port"]
         self.submissions_port = ports["submissions_port"]
         self.required_scope = required_scope
-        self.introspection_url = introspection_url  # without credentials
+        self.introspection_url = introspection_url  # without credentials ("" with jwt)
+        self.jwt = jwt  # local JWT validation settings, None when tokens are introspected
         self.config_path = workdir / "dovecot.conf"
         self.log_path = workdir / "dovecot.log"
         self.mail_root = workdir / "mail"
@@ -321,11 +351,14 @@ class DovecotPeer:
         introspection_timeout: float = 10.0,
         debug: bool = False,
         timeout: float = START_TIMEOUT,
+        jwt: JwtValidation | None = None,
     ) -> DovecotPeer:
         """Write the configuration and Maildirs under workdir (a new temporary directory if None),
         start Dovecot and wait until every port accepts connections.
 
         required_scope: the scope the token must carry (Dovecot's `scope` setting), None for none.
+        jwt: validate JWTs locally with these settings instead (introspection_url, required_scope
+        and the introspection options are then unused; see start_jwt).
         Raises RuntimeError with Dovecot's log when it does not come up within `timeout` seconds, and
         one naming tests/peers/install.sh when Dovecot is not installed."""
         binary = ensure_dovecot_installed()
@@ -350,10 +383,11 @@ class DovecotPeer:
                                  relay_port=relay_port, required_scope=required_scope,
                                  mailbox_users=mailbox_users, seed_count=seed_count,
                                  introspection_client=introspection_client,
-                                 introspection_timeout=introspection_timeout, debug=debug)
+                                 introspection_timeout=introspection_timeout, debug=debug, jwt=jwt)
                 try:
                     return cls._spawn(binary, workdir, ports, timeout, own_workdir=own_workdir,
-                                      required_scope=required_scope, introspection_url=introspection_url)
+                                      required_scope=required_scope, introspection_url=introspection_url,
+                                      jwt=jwt)
                 except _PortTaken as exc:
                     last_error = RuntimeError(str(exc))
             assert last_error is not None
@@ -363,13 +397,28 @@ class DovecotPeer:
                 shutil.rmtree(workdir, ignore_errors=True)
             raise
 
+    @classmethod
+    def start_jwt(cls, *, issuer: str, keys: Iterable, checks: Mapping[str, JwtCheck], ca: TestCA,
+                  relay_port: int, **options) -> DovecotPeer:
+        """Start an instance that validates JWT access tokens locally (nothing is asked of the
+        authorization server): signed by one of `keys` (written to its key dictionary), issued by
+        `issuer`, and for each protocol (imap, pop3, submission) what `checks` demands. Other
+        options as for start()."""
+        missing = [name for name in JWT_PROTOCOLS if name not in checks]
+        if missing or set(checks) - set(JWT_PROTOCOLS):
+            raise ValueError(f"checks must be given for exactly {', '.join(JWT_PROTOCOLS)}, "
+                             f"got {', '.join(checks)}")
+        jwt = JwtValidation(issuer=issuer, keys=tuple(keys), checks=dict(checks))
+        return cls.start(introspection_url="", ca=ca, relay_port=relay_port, required_scope=None,
+                         jwt=jwt, **options)
+
     # ---- files ----------------------------------------------------------------------------------
 
     @staticmethod
     def _write_files(workdir: Path, ports: dict[str, int], *, introspection_url: str, ca: TestCA,
                      relay_port: int, required_scope: str | None, mailbox_users: tuple[str, ...],
                      seed_count: int, introspection_client: tuple[str, str],
-                     introspection_timeout: float, debug: bool) -> None:
+                     introspection_timeout: float, debug: bool, jwt: JwtValidation | None = None) -> None:
         uid, gid = _mail_owner()
         mail_root = workdir / "mail"
         mail_root.mkdir(exist_ok=True)
@@ -377,21 +426,25 @@ class DovecotPeer:
         for user in mailbox_users:
             _seed_maildir(mail_root / user.lower(), user, seed_count, uid, gid)
 
-        oauth2_conf = workdir / "dovecot-oauth2.conf.ext"
-        _render("oauth2.conf.ext.in", oauth2_conf, {
-            "introspection_url": _with_basic_credentials(introspection_url, *introspection_client),
-            "scope": required_scope or "",
-            "timeout_msecs": str(int(introspection_timeout * 1000)),
-            "debug": "yes" if debug else "no",
-        })
-        oauth2_conf.chmod(0o600)  # holds the introspection client's secret; read by root at auth start
+        if jwt is not None:
+            oauth2_passdbs = _write_jwt_files(workdir, jwt, debug)
+        else:
+            oauth2_conf = workdir / "dovecot-oauth2.conf.ext"
+            _render("oauth2.conf.ext.in", oauth2_conf, {
+                "introspection_url": _with_basic_credentials(introspection_url, *introspection_client),
+                "scope": required_scope or "",
+                "timeout_msecs": str(int(introspection_timeout * 1000)),
+                "debug": "yes" if debug else "no",
+            })
+            oauth2_conf.chmod(0o600)  # holds the introspection client's secret; read by root at auth start
+            oauth2_passdbs = _oauth2_passdb(oauth2_conf)
         _render("dovecot.conf.in", workdir / "dovecot.conf", {
             "instance_name": f"dovecot-peer-{ports['imap_port']}",
             "base_dir": _conf_path(workdir / "run"),
             "state_dir": _conf_path(workdir / "state"),
             "log_path": _conf_path(workdir / "dovecot.log"),
             "auth_debug": "yes" if debug else "no",
-            "oauth2_conf": _conf_path(oauth2_conf),
+            "oauth2_passdbs": oauth2_passdbs,
             "mail_uid": str(uid),
             "mail_gid": str(gid),
             "mail_root": _conf_path(mail_root),
@@ -405,7 +458,8 @@ class DovecotPeer:
 
     @classmethod
     def _spawn(cls, binary: str, workdir: Path, ports: dict[str, int], timeout: float, *,
-               own_workdir: bool, required_scope: str | None, introspection_url: str) -> DovecotPeer:
+               own_workdir: bool, required_scope: str | None, introspection_url: str,
+               jwt: JwtValidation | None = None) -> DovecotPeer:
         log_path = workdir / "dovecot.log"
         stderr_path = workdir / "dovecot.stderr"
         _wait_old_instance_gone(workdir / "run")
@@ -418,7 +472,7 @@ class DovecotPeer:
                 start_new_session=True,  # its own process group: stop() can clean up the children
             )
         peer = cls(process, workdir, ports, own_workdir=own_workdir, required_scope=required_scope,
-                   introspection_url=introspection_url)
+                   introspection_url=introspection_url, jwt=jwt)
         deadline = time.monotonic() + timeout
         pending = list(ports.values())
         while pending:
@@ -560,6 +614,82 @@ def _conf_path(path: Path) -> str:
     if any(c in text for c in ' \t"#{}<'):
         raise ValueError(f"path not usable in dovecot.conf: {text!r}")
     return text
+
+
+def _oauth2_passdb(args: Path, indent: str = "", *, last: bool = False) -> str:
+    lines = ["passdb {", "  driver = oauth2", "  mechanisms = xoauth2 oauthbearer",
+             f"  args = {_conf_path(args)}", *(["  result_failure = return-fail"] if last else []), "}"]
+    return "\n".join(indent + line for line in lines)
+
+
+# In a protocol block, first: the same no-delay passdb dovecot.conf.in has at the top level (see there).
+_NODELAY_PASSDB = """  passdb {
+    driver = static
+    mechanisms = xoauth2 oauthbearer
+    args = noauthenticate=y nodelay=y
+  }"""
+
+
+def _escape_key_part(part: str) -> str:
+    """A kid or alg as Dovecot names its key file: '/' and '%' escaped to %2f and %25
+    (escape_identifier in lib-oauth2/oauth2-jwt.c, 2.3.19)."""
+    return part.replace("%", "%25").replace("/", "%2f")
+
+
+def _write_jwt_files(workdir: Path, jwt: JwtValidation, debug: bool) -> str:
+    """Write the key dictionary and one passdb file per protocol and audience; return the passdb
+    blocks for dovecot.conf.
+
+    Keys: Dovecot looks a JWT's key up as shared/<azp>/<alg>/<kid> (azp claim, else "default"; kid
+    header, else "default"). oidc-provider's access tokens carry no azp, so every key is written
+    under default/ (and under no client's name).
+
+    Passdbs: oauth2 ones only inside protocol blocks. Dovecot 2.3.19 runs a protocol block's
+    passdbs first and the top-level ones after them (seen in its auth debug log), so a top-level
+    oauth2 passdb would accept a token for every protocol, and the top-level no-delay static passdb
+    would come last, where its noauthenticate turns every refusal into a temporary failure ("Last
+    passdb had noauthenticate field"). Hence each block: its own no-delay passdb, then the oauth2
+    ones, the last with result_failure = return-fail (the top-level passdbs are never reached).
+    Dovecot's `client_id` is a single aud value, so a protocol accepting several audiences gets one
+    oauth2 passdb each: a token refused by one is tried by the next (result_failure defaults to
+    continue), and accepted if any accepts it."""
+    key_dir = workdir / "keys"
+    if key_dir.exists():
+        shutil.rmtree(key_dir)
+    if not jwt.keys:
+        raise ValueError("local JWT validation needs at least one public key")
+    for key in jwt.keys:
+        path = key_dir / "default" / _escape_key_part(key.alg.upper()) / _escape_key_part(key.kid)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(key.pem)
+    for directory, _dirs, files in os.walk(key_dir):  # public keys: readable by the auth process
+        os.chmod(directory, 0o755)
+        for name in files:
+            os.chmod(os.path.join(directory, name), 0o644)
+    if any(c.isspace() for c in jwt.issuer) or not jwt.issuer:
+        raise ValueError(f"issuer must be one non-empty word, got {jwt.issuer!r}")
+
+    blocks = []
+    for protocol in JWT_PROTOCOLS:
+        check = jwt.checks[protocol]
+        if check.scope is not None and (not check.scope.strip() or len(check.scope.split()) != 1):
+            raise ValueError(f"{protocol}: the scope must be one scope, got {check.scope!r}")
+        passdbs = [_NODELAY_PASSDB]
+        audiences = check.audiences or ("",)
+        for number, audience in enumerate(audiences, start=1):
+            if any(c.isspace() for c in audience):
+                raise ValueError(f"{protocol}: audience {audience!r} contains white space")
+            conf = workdir / f"dovecot-oauth2-jwt-{protocol}-{number}.conf.ext"
+            _render("oauth2-jwt.conf.ext.in", conf, {
+                "key_dir": _conf_path(key_dir),
+                "issuers": jwt.issuer,
+                "audience": audience,
+                "scope": check.scope or "",
+                "debug": "yes" if debug else "no",
+            })
+            passdbs.append(_oauth2_passdb(conf, indent="  ", last=number == len(audiences)))
+        blocks.append(f"protocol {protocol} {{\n" + "\n".join(passdbs) + "\n}")
+    return "\n".join(blocks)
 
 
 def _render(template: str, target: Path, values: dict[str, str]) -> None:

@@ -10,7 +10,7 @@ No pytest fixtures here: a conftest builds them from `OidcPeer.start()` / `.stop
     peer.stop()
 
 The server keeps everything in memory: start it once per test session, never restart it mid-session.
-Only httpx and the standard library are used.
+httpx and the standard library, plus `cryptography` for the JWT helpers (signature checks, JWK to PEM).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 import os
 import queue
 import re
@@ -29,6 +30,7 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
 from html.parser import HTMLParser
@@ -71,6 +73,23 @@ USERS = {
 }
 MAIL_SCOPES = ("mail.imap", "mail.smtp", "mail.pop", "graph.mail")
 APP_SCOPE = "mail.app"
+
+# RFC 8707 resource servers (mirrors RESOURCE_SERVERS in server.mjs): resource indicator -> the
+# scopes it accepts. A request naming one as `resource` gets a JWT access token with aud = the
+# indicator, signed RS256 with key id ACCESS_TOKEN_KID; any other resource is invalid_target.
+MAIL_RESOURCE = "https://mail.example.test"  # the whole mail service: IMAP, POP3 and submission
+IMAP_RESOURCE = "imap://mail.example.test"
+POP_RESOURCE = "pop://mail.example.test"
+SMTP_RESOURCE = "smtp://mail.example.test"
+OTHER_MAIL_RESOURCE = "https://other-mail.example.test"  # same scopes, another audience
+RESOURCE_SERVERS = {
+    MAIL_RESOURCE: ("mail.imap", "mail.pop", "mail.smtp"),
+    IMAP_RESOURCE: ("mail.imap",),
+    POP_RESOURCE: ("mail.pop",),
+    SMTP_RESOURCE: ("mail.smtp",),
+    OTHER_MAIL_RESOURCE: ("mail.imap", "mail.pop", "mail.smtp"),
+}
+ACCESS_TOKEN_KID = "test-rs256"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -138,6 +157,67 @@ def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
+
+
+# --------------------------------------------------------------------------------------------------
+# JWTs (access tokens for a resource, ID tokens)
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """One public key of the provider's JWKS: its kid, alg and SubjectPublicKeyInfo PEM."""
+
+    kid: str
+    alg: str
+    pem: str
+
+
+def _b64url_decode(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def decode_jwt(token: str) -> tuple[dict, dict]:
+    """(header, payload) of a compact JWS, NOT verified (verify_jwt checks the signature)."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise ValueError(f"not a compact JWS ({len(parts)} parts)")
+    return json.loads(_b64url_decode(parts[0])), json.loads(_b64url_decode(parts[1]))
+
+
+def jwk_to_pem(jwk: dict) -> str:
+    """The SubjectPublicKeyInfo PEM of an RSA public JWK (what Dovecot's key dict holds)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
+
+    if jwk.get("kty") != "RSA":
+        raise ValueError(f"only RSA keys are supported, got kty={jwk.get('kty')!r}")
+    numbers = RSAPublicNumbers(int.from_bytes(_b64url_decode(jwk["e"]), "big"),
+                               int.from_bytes(_b64url_decode(jwk["n"]), "big"))
+    return numbers.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode("ascii")
+
+
+def verify_jwt(token: str, keys: list[SigningKey]) -> tuple[dict, dict]:
+    """(header, payload) of an RS256 JWS whose signature verifies with the key its kid names
+    (ValueError otherwise). Claims (exp, aud, ...) are the caller's to check."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    header, payload = decode_jwt(token)
+    if header.get("alg") != "RS256":
+        raise ValueError(f"unsupported alg {header.get('alg')!r}")
+    key = next((k for k in keys if k.kid == header.get("kid") and k.alg == "RS256"), None)
+    if key is None:
+        raise ValueError(f"no RS256 key with kid {header.get('kid')!r}")
+    public = serialization.load_pem_public_key(key.pem.encode("ascii"))
+    signing_input, _, signature = token.rpartition(".")
+    try:
+        public.verify(_b64url_decode(signature), signing_input.encode("ascii"), padding.PKCS1v15(),
+                      hashes.SHA256())
+    except InvalidSignature:
+        raise ValueError("bad signature") from None
+    return header, payload
 
 
 # --------------------------------------------------------------------------------------------------
@@ -250,9 +330,12 @@ class OidcPeer:
         state: str,
         code_challenge: str,
         redirect_uri: str = REDIRECT_URI,
+        *,
+        resource: str | Sequence[str] | None = None,
         **extra: str,
     ) -> str:
-        params = {
+        """resource: RFC 8707 resource indicator(s), one `resource` parameter each."""
+        params: dict[str, str | list[str]] = {
             "response_type": "code",
             "client_id": client_id,
             "redirect_uri": redirect_uri,
@@ -262,7 +345,9 @@ class OidcPeer:
             "code_challenge_method": "S256",
             **extra,
         }
-        return f"{self.authorize_url}?{urlencode(params)}"
+        if resource is not None:
+            params["resource"] = [resource] if isinstance(resource, str) else list(resource)
+        return f"{self.authorize_url}?{urlencode(params, doseq=True)}"
 
     def complete_authorization(self, authorize_url: str, username: str, password: str) -> str:
         return complete_authorization(authorize_url, username, password)
@@ -290,6 +375,21 @@ class OidcPeer:
         resp = self.http.post(f"{self.issuer}/test/expire-codes")
         resp.raise_for_status()
         return int(resp.json()["expired_codes"])
+
+    def signing_keys(self) -> list[SigningKey]:
+        """The provider's public signing keys, from its jwks_uri (the standard endpoint): what a
+        resource server validating JWT access tokens locally must hold."""
+        resp = self.http.get(self.jwks_url)
+        resp.raise_for_status()
+        return [SigningKey(jwk["kid"], jwk["alg"], jwk_to_pem(jwk)) for jwk in resp.json()["keys"]]
+
+    def sign_jwt(self, payload: dict, header: dict | None = None) -> str:
+        """A JWT signed RS256 by the provider's access-token key (test-only endpoint): validly signed
+        tokens a real flow cannot give, e.g. already expired or of another issuer. The header
+        defaults to the provider's own: {"alg": "RS256", "typ": "JWT", "kid": ACCESS_TOKEN_KID}."""
+        resp = self.http.post(f"{self.issuer}/test/sign-jwt", json={"payload": payload, "header": header or {}})
+        resp.raise_for_status()
+        return resp.json()["token"]
 
     def introspect(self, token: str, client_id: str = "dovecot") -> dict:
         """RFC 7662 introspection as `client_id` (default: the resource server `dovecot`)."""

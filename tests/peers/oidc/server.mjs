@@ -50,6 +50,25 @@ const SCOPES = ['openid', 'offline_access', 'email', 'profile', ...MAIL_SCOPES, 
 
 const USER_GRANTS = ['authorization_code', 'refresh_token', 'urn:ietf:params:oauth:grant-type:device_code'];
 
+// RFC 8707 resource servers: a request naming one of these as `resource` gets an access token that
+// is a JWT for it (aud = the identifier, scope = the requested scopes this server accepts), which a
+// mail server can check locally (tests/peers/dovecot_peer.py start_jwt). Any other resource is
+// refused with invalid_target. Requests without `resource` are unaffected: opaque tokens as before.
+// The mail scopes stay in SCOPES too, so that without a resource they still go into the (opaque,
+// introspectable) token as they always did.
+const MAIL_RESOURCE = 'https://mail.example.test'; // the whole mail service: IMAP, POP3, submission
+const RESOURCE_SERVERS = new Map([
+  [MAIL_RESOURCE, 'mail.imap mail.pop mail.smtp'],
+  // One per protocol, for clients that ask a resource per protocol.
+  ['imap://mail.example.test', 'mail.imap'],
+  ['pop://mail.example.test', 'mail.pop'],
+  ['smtp://mail.example.test', 'mail.smtp'],
+  // Another mail service with the same scopes: its tokens carry mail.imap etc. but the wrong
+  // audience for the suite's Dovecot.
+  ['https://other-mail.example.test', 'mail.imap mail.pop mail.smtp'],
+]);
+const ACCESS_TOKEN_KID = 'test-rs256'; // the signing key below; JWT access tokens name it as kid
+
 // application_type "native" is what lets oidc-provider accept http://127.0.0.1:<any port>/callback
 // for the registered http://127.0.0.1/callback (RFC 8252 section 7.3); web clients need an exact match.
 const loopbackClient = {
@@ -176,7 +195,7 @@ class MemoryAdapter {
 
 // A fresh signing key per run: ID tokens are real RS256 JWTs, nothing is checked in.
 const { privateKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: 'test-rs256', use: 'sig', alg: 'RS256' };
+const signingKey = { ...privateKey.export({ format: 'jwk' }), kid: ACCESS_TOKEN_KID, use: 'sig', alg: 'RS256' };
 
 const configuration = {
   adapter: MemoryAdapter,
@@ -238,8 +257,45 @@ const configuration = {
 
   clientBasedCORS: () => false,
 
+  // Debian's Dovecot 2.3.19 (lib-oauth2/oauth2-jwt.c, oauth2_jwt_header_process) refuses a JWT whose
+  // header typ is not exactly "JWT" ("Cannot find 'typ' field"); oidc-provider writes RFC 9068's
+  // "at+jwt" unless a customizer overrides the header (lib/models/formats/jwt.js).
+  formats: {
+    customizers: {
+      async jwt(ctx, token, jwt) {
+        jwt.header = { ...jwt.header, typ: 'JWT' };
+      },
+    },
+  },
+
   features: {
     devInteractions: { enabled: false }, // replaced by the password-checking pages below
+    // Enabled by default in oidc-provider 9; what it does with `resource` (verified in
+    // node_modules/oidc-provider/lib, 9.13):
+    // - authorize and device authorization: every `resource` (repeatable) is checked here and kept
+    //   on the code / device code (shared/check_resource.js). Without one, defaultResource (kept at
+    //   its default: none) applies and the request is as before.
+    // - token (authorization_code, device_code, refresh_token): `resource` must be one of those
+    //   granted (else invalid_target), and only one per request. Without it, the granted resource is
+    //   used only when it is a single one AND the scope lacks openid (helpers/resolve_resource.js,
+    //   useGrantedResource kept at its default false); with openid the answer is an opaque token
+    //   without audience, as if no resource had been asked. A refresh must therefore repeat it.
+    // - the token's scope is the requested scopes this resource server accepts (the OIDC scopes
+    //   openid, offline_access, email, profile are dropped from it), also in the token response.
+    resourceIndicators: {
+      enabled: true,
+      async getResourceServerInfo(ctx, resourceIndicator) {
+        const scope = RESOURCE_SERVERS.get(resourceIndicator);
+        if (scope === undefined) throw new errors.InvalidTarget();
+        return {
+          scope,
+          audience: resourceIndicator,
+          accessTokenFormat: 'jwt',
+          accessTokenTTL: 60 * 60,
+          jwt: { sign: { alg: 'RS256', kid: ACCESS_TOKEN_KID } },
+        };
+      },
+    },
     clientCredentials: { enabled: true },
     introspection: {
       enabled: true,
@@ -511,6 +567,16 @@ function expireAccessTokens(sub, clientId) {
   return count;
 }
 
+// Sign any JWT with the provider's access-token key: lets a test hand a mail server a token that is
+// validly signed yet expired, of another issuer, etc. (a real token's exp cannot be moved, and no
+// test may sleep). Body: {"payload": {...}, "header": {...}}; the header defaults to what the
+// provider's own JWT access tokens carry (alg RS256, typ JWT, kid).
+function signJwt(header, payload) {
+  const b64 = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const input = `${b64({ alg: 'RS256', typ: 'JWT', kid: ACCESS_TOKEN_KID, ...header })}.${b64(payload)}`;
+  return `${input}.${crypto.sign('sha256', Buffer.from(input), privateKey).toString('base64url')}`;
+}
+
 async function handleTest(req, res, url) {
   if (req.method !== 'POST') {
     send(res, 405, '{"error":"method_not_allowed"}', 'application/json');
@@ -534,6 +600,20 @@ async function handleTest(req, res, url) {
     }
     const expired = expireAccessTokens(sub, url.searchParams.get('client_id'));
     send(res, 200, JSON.stringify({ expired_access_tokens: expired }), 'application/json');
+    return;
+  }
+  if (url.pathname === '/test/sign-jwt') {
+    let body;
+    try {
+      body = JSON.parse((await readBody(req)).toString('utf8'));
+    } catch {
+      body = undefined;
+    }
+    if (!body || typeof body.payload !== 'object' || body.payload === null) {
+      send(res, 400, '{"error":"a JSON body with a payload object is required"}', 'application/json');
+      return;
+    }
+    send(res, 200, JSON.stringify({ token: signJwt(body.header ?? {}, body.payload) }), 'application/json');
     return;
   }
   if (url.pathname === '/test/expire-codes') {
