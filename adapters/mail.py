@@ -23,6 +23,11 @@ from adapters import sasl
 from domain.mail_verdicts import NETWORK, OK, PROTOCOL, TEMPORARY, TLS, decode_challenge, judge_refusal
 from domain.secret_value import SecretValue
 
+# RFC 5321 section 4.5.3.1.4: a command line, CRLF included, is at most 512 octets; servers hold
+# AUTH to less than RFC 4954's 12288 (Dovecot 2.3's submission: 1026 octets of parameters), so a
+# longer initial response goes after the server's 334.
+SMTP_COMMAND_LINE = 512
+
 
 @dataclass(frozen=True)
 class Target:
@@ -31,9 +36,14 @@ class Target:
     port: int
     tls: str  # implicit | starttls | plain
     mechanism: str  # xoauth2 | oauthbearer
-    user: str
+    user: str  # who logs in (SASL): the grant's login
     timeout: float = 20.0
     provider: str = "custom"  # whose advice a refusal gets (domain/mail_verdicts.py)
+    mailbox: str | None = None  # the address mail is sent from, where not `user`
+
+    @property
+    def sender(self) -> str:
+        return self.mailbox or self.user
 
 
 @dataclass
@@ -110,7 +120,7 @@ def probe(target: Target, token: SecretValue, context: ssl.SSLContext | None,
     """Probe one protocol; never raises for what the server or network does. SMTP sends
     `message` (or, with `send_test`, a short test message to the mailbox itself)."""
     if send_test and message is None and target.protocol == "smtp":
-        message = test_message(target.user)
+        message = test_message(target.sender)
     started = time.monotonic()
     result = ProbeResult(target.protocol, OK)
     conn: _Line | None = None
@@ -287,7 +297,15 @@ def _smtp(conn: _Line, target: Target, token: SecretValue, result: ProbeResult,
     mechanism = target.mechanism.upper()
     if mechanism not in offered.split():
         raise _Unexpected(f"the server does not offer AUTH {mechanism} ({offered or 'no AUTH'})")
-    conn.send(f"AUTH {mechanism} " + _initial_response(target, token))
+    response = _initial_response(target, token)
+    if len(f"AUTH {mechanism} {response}\r\n") <= SMTP_COMMAND_LINE:
+        conn.send(f"AUTH {mechanism} {response}")
+    else:  # e.g. a JWT: sent after the server's empty challenge (RFC 4954 section 4)
+        conn.send(f"AUTH {mechanism}")
+        code, reply = _smtp_reply(conn)
+        if code != 334:
+            raise _Refused(reply[-1][:300], None)
+        conn.send(response)
     code, reply = _smtp_reply(conn)
     challenge = None
     if code == 334:
@@ -302,7 +320,7 @@ def _smtp(conn: _Line, target: Target, token: SecretValue, result: ProbeResult,
         if "Message-ID" not in message:
             message["Message-ID"] = make_msgid(domain="vault.localhost")
         recipients = [address for _, address in getaddresses([str(message["To"])]) if address]
-        _smtp_ok(conn, f"MAIL FROM:<{target.user}>", 250)
+        _smtp_ok(conn, f"MAIL FROM:<{target.sender}>", 250)
         for address in recipients:
             _smtp_ok(conn, f"RCPT TO:<{address}>", 250, 251)
         _smtp_ok(conn, "DATA", 354)

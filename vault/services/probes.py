@@ -99,7 +99,8 @@ class ProbeService:
         return Target(protocol=protocol, host=host,
                       port=port or known.get("port") or default_port,
                       tls=tls or known.get("tls") or default_tls, mechanism=mechanism,
-                      user=grant.sasl_user, timeout=timeout, provider=credential.provider)
+                      user=grant.sasl_user, timeout=timeout, provider=credential.provider,
+                      mailbox=grant.mailbox)
 
     def _run(self, grant: ConsentGrant, credential: ClientCredential, target: Target,
              token: Any, send_test: bool) -> ProbeResult:

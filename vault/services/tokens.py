@@ -183,9 +183,12 @@ class TokenService:
             self.core.broker.record.detail["interrupted_attempt"] = interrupted["attempt_id"]
         oauth = self.providers.oauth(credential)
         # One token per resource: Microsoft needs the resource's scopes on every refresh; a
-        # single-resource grant elsewhere refreshes with the scopes it was granted (RFC 6749).
-        scopes = grant.scopes[resource] if (credential.profile.is_microsoft
-                                            or len(grant.scopes) > 1) else []
+        # single-resource grant elsewhere refreshes with the scopes it was granted (RFC 6749),
+        # and so does a token for a resource indicator (RFC 8707), which picks the granted
+        # scopes that resource takes (naming others is invalid_scope at oidc-provider).
+        indicator = grant.indicator(resource)
+        scopes = grant.scopes[resource] if indicator is None and (
+            credential.profile.is_microsoft or len(grant.scopes) > 1) else []
         waited = 0.0
         attempt = 0
         retried_once = False
@@ -198,8 +201,7 @@ class TokenService:
             try:
                 tokens = (oauth.client_credentials(" ".join(grant.scopes[resource]))
                           if grant.app_only
-                          else oauth.refresh(rotation.refresh_token, scopes,
-                                             resource=grant.indicator(resource)))
+                          else oauth.refresh(rotation.refresh_token, scopes, resource=indicator))
             except OAuthFailure as failure:
                 d = failure.diagnosis
                 rotation.record_failure(
