@@ -5,6 +5,9 @@
 #                  from starting, and stopped and disabled if it runs: the tests start their own)
 #   Chromium       chromium (the browser consent test), and libatomic1 for Playwright's driver
 #   systemd        systemd-analyze (the example units in docs/systemd)
+#   mail clients   msmtp mutt neomutt isync getmail6 offlineimap3 curl, and the SASL XOAUTH2
+#                  plugin libsasl2-modules-kdexoauth2 (mbsync's), for the configurations in
+#                  docs/clients (none of them runs a service)
 #   Node.js, npm   nodejs npm, unless node and npm are on PATH already (the OIDC peer needs a newer
 #                  Node.js than Debian 12's 18, e.g. NodeSource's 22: an old node is refused)
 #   OIDC peer      npm ci in tests/peers/oidc, unless node_modules matches package-lock.json
@@ -82,6 +85,21 @@ fi
 want_command systemd-analyze systemd
 want_command node nodejs
 want_command npm npm
+# The mail clients whose configurations docs/clients holds (tests/integration/test_mail_clients.py)
+want_command msmtp msmtp
+want_command mutt mutt
+want_command neomutt neomutt
+want_command mbsync isync
+want_command getmail getmail6
+want_command offlineimap offlineimap3
+want_command curl curl
+# mbsync authenticates through Cyrus SASL, which has no XOAUTH2 mechanism without a plugin
+if package_installed libsasl2-modules-kdexoauth2; then
+  echo "libsasl2-modules-kdexoauth2: found (mbsync's SASL XOAUTH2)"
+else
+  missing+=(libsasl2-modules-kdexoauth2)
+  pending+=("libsasl2-modules-kdexoauth2: installed (mbsync's SASL XOAUTH2)")
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
   if ! get_root; then
