@@ -20,6 +20,7 @@ Standard library + trustme + aiosmtpd only.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import pwd
 import shutil
@@ -126,10 +127,22 @@ def _free_ports(count: int) -> list[int]:
 # TLS
 
 
+def _is_ip_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
 class TestCA:
     """A throw-away CA (trustme) and a server certificate for 127.0.0.1 and localhost, written as PEM
     files: `ca_path` (what clients must trust explicitly), `cert_chain_path` (server certificate +
-    chain) and `key_path` (server private key)."""
+    chain) and `key_path` (server private key).
+
+    The certificate's subject alternative names are the identities; its subject's common name is
+    the first DNS name among them. Mail clients connect to `localhost`: mbsync ignores IP
+    addresses in a certificate, and offlineimap refuses a certificate without a common name."""
 
     __test__ = False  # not a pytest test class despite the name
 
@@ -142,7 +155,9 @@ class TestCA:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.identities = identities
         self.ca = trustme.CA()
-        self.server_cert = self.ca.issue_cert(*identities)
+        dns_names = [name for name in identities if not _is_ip_address(name)]
+        self.server_cert = self.ca.issue_cert(*identities,
+                                              common_name=dns_names[0] if dns_names else None)
         self.ca_path = self.directory / "ca.pem"
         self.cert_chain_path = self.directory / "server-chain.pem"
         self.key_path = self.directory / "server-key.pem"
