@@ -348,3 +348,21 @@ def test_curl_lists_inbox(clients: Clients, vault_with_grant: Harness, oidc) -> 
 
     _twice(vault_with_grant, oidc, run)
 
+
+def test_the_readme_shows_lines_of_these_files() -> None:
+    """The README's client table shows the lines of docs/clients that call vault, one row per
+    file: each line must be in the file its row links (you@example.com standing for {{MAILBOX}}),
+    so that the tests above run what the README shows."""
+    rows = [line for line in (ROOT / "README.md").read_text().splitlines()
+            if line.startswith("| ") and "](docs/clients/" in line]
+    linked = set()
+    for row in rows:
+        client, _protocols, link, lines, _limits = (cell.strip() for cell in row.strip("|").split(" | "))
+        (name,) = re.findall(r"\]\(docs/clients/([^)]+)\)", link)
+        text = (DOCS / name).read_text()
+        fragments = re.findall(r"`([^`]+)`", lines)
+        assert fragments, row
+        for fragment in fragments:
+            assert fragment.replace("you@example.com", "{{MAILBOX}}") in text, (client, name, fragment)
+        linked.add(name)
+    assert linked == {path.name for path in DOCS.iterdir() if path.name != "README.md"}
