@@ -315,8 +315,7 @@ def test_getmail_retrieves_over_imap(clients: Clients, vault_with_grant: Harness
         if os.geteuid() == 0:
             for path in (maildir.parent, maildir, *(maildir / sub for sub in ("cur", "new", "tmp"))):
                 shutil.chown(path, "nobody")
-        result = clients.run([getmail], home)
-        assert "2 messages" in result.stdout, result.stdout
+        clients.run([getmail], home)
         _maildir_has_seeded_message(maildir)
 
     _twice(vault_with_grant, oidc, run)
