@@ -195,3 +195,10 @@ class Keyring:
     def forget(self, subject_originators: list[str]) -> None:
         for originator in subject_originators:
             self._keys.pop(originator, None)
+
+    def forget_all(self) -> None:
+        """Drop every key this keyring holds, the root key's reference included (a locked
+        agent): what Python kept of the bytes is freed memory until it is reused."""
+        self._keys.clear()
+        self._rows = None
+        self.root = None  # type: ignore[assignment]

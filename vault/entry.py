@@ -1,6 +1,7 @@
-"""The `vault` program. A cached `vault token` and the plain `vault status`, `vault expiry` and
-`vault grant list` are served by a light path first (vault/fastpath.py); everything else, and
-anything those cannot serve, runs the full CLI.
+"""The `vault` program. `vault token` asks a running agent first (vault/agent/client.py); a
+cached `vault token` and the plain `vault status`, `vault expiry` and `vault grant list` are
+served by a light path next (vault/fastpath.py); everything else, and anything those cannot
+serve, runs the full CLI.
 
 Before anything else, and so before any key is read, the process gives up core dumps: a crash
 must not leave the root key or a secret in a core file."""
@@ -11,8 +12,6 @@ import os
 import sys
 
 PR_SET_DUMPABLE = 4  # <linux/prctl.h>
-# the words of the commands vault/fastpath.py may serve (its WORDS; tests/e2e/test_fastpath.py)
-LIGHT_WORDS = {"token", "status", "expiry", "grant", "list"}
 
 
 def forbid_core_dumps() -> None:
@@ -60,12 +59,30 @@ def _light(args: list[str]) -> int | None:
         return report_error(error)
 
 
+def _agent(args: list[str]) -> int | None:
+    """The exit code of `vault token` as a running agent answered it, or None (no agent)."""
+    from vault.agent.client import agent_token
+
+    try:
+        return agent_token(args)
+    except KeyboardInterrupt:
+        sys.stderr.write("vault: aborted\n")
+        return 1
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+
+
 def main(args: list[str] | None = None) -> None:
     forbid_core_dumps()
     args = list(sys.argv[1:] if args is None else args)
-    if any(arg in LIGHT_WORDS for arg in args):
+    from vault.lightargs import WORDS
+
+    if any(arg in WORDS for arg in args):
         os.umask(0o077)
-        served = _light(args)
+        served = _agent(args) if "token" in args else None
+        if served is None:
+            served = _light(args)
         if served is not None:
             sys.exit(served)
     from vault.cli.main import main as full_cli

@@ -28,57 +28,9 @@ from typing import Any
 
 from domain import topics
 from domain.vocabulary import ACTIVE, EXPIRY_FORMATS, LISTING_FORMATS, PROTOCOLS, TOKEN_FORMATS
+from vault.lightargs import parse
 
-GLOBAL_OPTIONS = {"--home", "--key-file", "--keyslot", "--ca-file"}
-# each command: (options taking a value, flags, positional arguments)
-COMMANDS: dict[tuple[str, ...], tuple[set[str], set[str], int]] = {
-    ("token",): ({"--client", "--protocol", "--format", "--min-valid", "--host", "--port"},
-                 set(), 1),
-    ("status",): ({"--format"}, {"--json"}, 0),
-    ("expiry",): ({"--format"}, {"--json"}, 0),
-    ("grant", "list"): ({"--format"}, {"--json"}, 0),
-}
-WORDS = {word for command in COMMANDS for word in command}  # vault/entry.py tries a light path
 EVENTS_SCANNED = 64
-
-
-def _parse(args: list[str]) -> tuple[tuple[str, ...], dict[str, str], list[str]] | None:
-    """`[global options] COMMAND [options] [arguments]` for a command above, or None."""
-    options: dict[str, str] = {}
-    words: list[str] = []
-    positional: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        command = COMMANDS.get(tuple(words))
-        if arg.startswith("--"):
-            name, eq, value = arg.partition("=")
-            takes, flags, _ = command if command else (GLOBAL_OPTIONS, set(), 0)
-            if words and not command:
-                return None  # an option between a group and its command
-            if name in flags and not eq:
-                value = "yes"
-            elif name not in takes:
-                return None
-            elif not eq:
-                if i + 1 >= len(args):
-                    return None
-                value = args[i + 1]
-                i += 1
-            options[name] = value
-        elif arg.startswith("-"):
-            return None  # a short option (or one click reads so): click's business
-        elif command:
-            positional.append(arg)
-        else:
-            words.append(arg)
-            if not any(c[:len(words)] == tuple(words) for c in COMMANDS):
-                return None
-        i += 1
-    command = tuple(words)
-    if command not in COMMANDS or len(positional) != COMMANDS[command][2]:
-        return None
-    return command, options, positional
 
 
 def _decode(data: bytes) -> dict[str, Any]:
@@ -100,7 +52,7 @@ def _decode(data: bytes) -> dict[str, Any]:
 
 def light_output(args: list[str]) -> str | None:
     """The command's whole output when a light path applies, else None (run the full CLI)."""
-    parsed = _parse(args)
+    parsed = parse(args)
     if parsed is None or os.environ.get("VAULT_STORE"):
         return None
     command, options, positional = parsed

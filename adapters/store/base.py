@@ -319,6 +319,15 @@ class Store(Reads, ABC):
             tx.execute(self.upsert_sql("vault_meta", ["key"], ["value"]),
                        ("schema_version", SCHEMA_VERSION))
 
+    def change_marker(self) -> tuple[int, str]:
+        """(the newest event's position, the header's checksum): it differs once anyone
+        committed an event (any change to a client or grant) or a new header (a key
+        rotation, a keyslot change). Audit entries and read-model rows are not counted."""
+        with self.read() as tx:
+            row = tx.one(f"SELECT (SELECT MAX({self.notification_column}) FROM stored_events) "
+                         "AS newest, (SELECT checksum FROM vault_header WHERE id = 1) AS checksum")
+        return (row["newest"] or 0, row["checksum"] or "")
+
     def schema_is_current(self) -> bool:
         """Whether the tables are the current schema's (vault_meta says so: it is not sealed,
         and need not be: a wrong answer makes vault rebuild its read models, or fail their
@@ -619,18 +628,26 @@ def append_audit(tx: Tx, appender: AuditAppender) -> None:
     """Append one audit entry after the last one and re-sign the head, inside `tx` (whose
     writer lock serialises appenders), once the last entry is proven to be the one the signed
     head covers. Any failure fails the whole transaction."""
+    append_audit_entries(tx, [appender])
+
+
+def append_audit_entries(tx: Tx, appenders: Sequence[AuditAppender]) -> None:
+    """`append_audit` for several entries in one transaction: the head is checked once, each
+    entry chained to the one before, and the head signed once, over the last."""
     try:
         r = tx.one("SELECT * FROM vault_audit ORDER BY seq DESC LIMIT 1")
         last = _audit_row(r) if r else None
-        appender.check_head(last, signed_head(tx))
+        appenders[0].check_head(last, signed_head(tx))
         seq, prev = (last.seq, last.entry_hash) if last else (0, None)
-        row = appender.seal(seq + 1, prev)
-        tx.execute(
-            "INSERT INTO vault_audit (seq, prev_hash, header, nonce, ciphertext, entry_hash) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            (row.seq, row.prev_hash, row.header, row.nonce, row.ciphertext, row.entry_hash),
-        )
-        cp = appender.sign(row.seq, row.entry_hash)
+        for appender in appenders:
+            row = appender.seal(seq + 1, prev)
+            tx.execute(
+                "INSERT INTO vault_audit (seq, prev_hash, header, nonce, ciphertext, entry_hash) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (row.seq, row.prev_hash, row.header, row.nonce, row.ciphertext, row.entry_hash),
+            )
+            seq, prev = row.seq, row.entry_hash
+        cp = appenders[-1].sign(seq, prev)
         tx.execute(CHECKPOINT_UPSERT, (1, cp.size, cp.head_hash, cp.signed_at, cp.signature))
     except IntegrityViolation:
         raise  # tampering, not a failure to write: exit 5, and nothing is done

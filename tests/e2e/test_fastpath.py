@@ -121,13 +121,6 @@ def test_a_listing_the_light_path_cannot_vouch_for_is_left_to_the_full_cli(
     assert fleet.run("status").code == 5  # the full CLI says why
 
 
-def test_the_entry_point_tries_the_light_path_for_the_words_of_its_commands() -> None:
-    from vault.entry import LIGHT_WORDS
-    from vault.fastpath import WORDS
-
-    assert LIGHT_WORDS == WORDS
-
-
 def test_an_empty_home_option_is_left_to_the_full_cli(fleet: Harness, tmp_path) -> None:
     """`--home ""` is not "no --home": the light path must not serve the vault VAULT_HOME
     names when the command line named another (the full CLI decides what "" means)."""

@@ -92,6 +92,8 @@ _current: CliContext | None = None  # this command's, for the error handler of `
 # tests/e2e/test_startup.py holds both to the commands themselves.
 COMMANDS: dict[str, tuple[str, str]] = {
     "admin": ("admin", "Maintenance."),
+    "agent": ("agent", "Unlock once and serve tokens from memory on a Unix socket (start, stop, "
+              "status, lock, unlock)."),
     "alert": ("operations", "Send new or worsened expiry findings and failed probes, once per "
               "finding and severity on each channel (recorded as events: hosts sharing a store "
               "never send one twice)."),
@@ -252,7 +254,18 @@ def main(args: list[str] | None = None) -> None:
 
 
 def report_error(error: Exception, context: CliContext | None = None) -> int:
-    """Say `error` in one line on stderr; its exit code. vault's own errors carry both their
+    """Say `error` in one line on stderr; its exit code."""
+    code, line = error_report(error, context)
+    if line.startswith("vault: internal error") and os.environ.get("VAULT_DEBUG") == "1":
+        import traceback
+
+        traceback.print_exc()
+    say(line, err=True)
+    return code
+
+
+def error_report(error: Exception, context: CliContext | None = None) -> tuple[int, str]:
+    """`error`'s exit code and the one line that says it. vault's own errors carry both their
     words and their code (domain/errors.py draws the tree); the rest is said here, naming the
     store of `context` (the command's) when a full disk or a lost connection is behind it."""
     from eventsourcing.persistence import PersistenceError
@@ -265,24 +278,15 @@ def report_error(error: Exception, context: CliContext | None = None) -> int:
     if not isinstance(error, codes.IntegrityViolation) and context is not None:
         failure = context.store_failure(error)
     if failure:
-        say(f"vault: error: {one_line(failure)}", err=True)
-        return codes.FAILED
+        return codes.FAILED, f"vault: error: {one_line(failure)}"
     if isinstance(error, codes.VaultError):
-        say(f"vault: {error.prefix}: {one_line(str(error))}", err=True)
-        return error.exit_code
+        return error.exit_code, f"vault: {error.prefix}: {one_line(str(error))}"
     if isinstance(error, PersistenceError):
-        say(f"vault: error: the database failed: {one_line(str(error))[:300]}", err=True)
-        return codes.FAILED
+        return codes.FAILED, f"vault: error: the database failed: {one_line(str(error))[:300]}"
     if isinstance(error, OverflowError):
-        say("vault: error: a date or number is out of range", err=True)
-        return codes.BAD_INPUT
-    if os.environ.get("VAULT_DEBUG") == "1":
-        import traceback
-
-        traceback.print_exc()
-    say(f"vault: internal error ({type(error).__name__}); nothing secret is shown. "
-        "Run with VAULT_DEBUG=1 for a traceback (it may contain data).", err=True)
-    return codes.FAILED
+        return codes.BAD_INPUT, "vault: error: a date or number is out of range"
+    return codes.FAILED, (f"vault: internal error ({type(error).__name__}); nothing secret is "
+                          "shown. Run with VAULT_DEBUG=1 for a traceback (it may contain data).")
 
 
 if __name__ == "__main__":

@@ -35,7 +35,8 @@ def _actor() -> Any:
 class AuditEntry:
     """An entry of the audit log, decrypted: its fields in the order the entry stores them
     (sorted). Who acted is what vault.audit.os_actor recorded: entries written before it
-    recorded `uid` have none, and `sudo_user` is there only under sudo."""
+    recorded `uid` have none, and `sudo_user` is there only under sudo; an agent's entries
+    name who asked it (`via` "agent", `peer_uid`, `peer_user`, `peer_pid`)."""
 
     seq: int
     action: str
@@ -48,6 +49,11 @@ class AuditEntry:
     sudo_user: str | None = _actor()
     uid: int | None = _actor()
     user: str | None = _actor()
+    # who asked the agent (vault/agent/server.py), where it handed the token out
+    via: str | None = _actor()
+    peer_uid: int | None = _actor()
+    peer_user: str | None = _actor()
+    peer_pid: int | None = _actor()
 
     @classmethod
     def of(cls, seq: int, content: dict[str, Any]) -> AuditEntry:

@@ -70,6 +70,7 @@ class AccessToken:
     mailbox: str
     refreshed: bool
     login: str | None = None  # the mail server's user name, where `access_token` gives it
+    client: str | None = None  # the grant's client, where `access_token` gives it
     # the protocol's server (host, port), where `access_token` was asked for it and knows it
     server: tuple[str, int] | None = None
 
@@ -107,7 +108,8 @@ class TokenService:
         row = self.grants.grant_row(mailbox, client)
         self.core.broker.record.detail.update({"protocol": protocol})
         token = replace(self.usable_token(row, protocol, min_valid, next_try=NEXT_TRY_TOKEN,
-                                          reveal=True), login=row.login or row.mailbox)
+                                          reveal=True), login=row.login or row.mailbox,
+                    client=row.client_name)
         if not server or protocol not in MAIL_PROTOCOLS:
             return token
         from domain.mail_verdicts import mail_server

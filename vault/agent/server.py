@@ -1,0 +1,539 @@
+"""The agent: one process that unlocks the vault once and answers `vault token` requests over a
+Unix socket from memory (the wire protocol: vault/agent/client.py).
+
+- Who may ask: every connection's peer credentials (SO_PEERCRED): the agent's own user, and the
+  users and groups named with --allow-uid / --allow-group (tokens only: lock, unlock and stop
+  are the own user's). The socket's file modes open the door; this check decides.
+- Never stale: before each answer it asks the store whether anything was committed since it
+  last looked (a new event anywhere, or a new header): a revocation, purge, consent or rotation
+  made by another process or host drops what it holds, and the next answer is computed again
+  by the same use case every `vault token` runs (checks, refresh under the grant's lock, the
+  intent and outcome events). A new header (a key rotation, a keyslot change) locks it.
+- Ahead of time: grants that were asked for are refreshed in the background once their access
+  token has lived three quarters of its life, through the same use case and locks.
+- Audit: every token handed out has its entry committed before the token leaves; entries of
+  requests that arrive together share one transaction (vault/agent/audit.py).
+- Locked: `lock`, --lock-after of idle time, SIGTERM and `stop` close the vault and drop every
+  reference to its keys (Python cannot overwrite the immutable bytes objects that held them:
+  docs/operations.md says what that leaves in memory until it is reused).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import stat
+import struct
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from vault.agent.client import LOCKED, MAX_LINE, OTHER_VAULT
+from vault.errors import BadInput, OperationFailed
+
+IDLE_CONNECTION_S = 60.0  # a client that says nothing for this long is disconnected
+MAX_CONNECTIONS = 256
+REFRESH_EVERY_S = 15.0
+REFRESH_AT = 0.75  # of an access token's lifetime
+ASSUMED_LIFETIME = timedelta(hours=1)  # of a token the agent did not see being issued
+
+
+class AgentRefused(OperationFailed):
+    """The agent will not start (its socket path is not one it can trust), or not do that."""
+
+
+# -- the socket -----------------------------------------------------------------------------------
+
+
+def prepare_socket_path(path: str) -> None:
+    """Make the socket's directory (0700, this user's) unless it exists, and refuse a path that
+    is not safe to create the socket at: a directory owned by someone else or writable by
+    others, or anything at the path itself (a socket of another agent, a symlink, a file). A
+    socket left by an agent of this user that is no longer running is removed."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        os.mkdir(directory, 0o700)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        raise AgentRefused(f"cannot create the socket's directory {directory}: "
+                           f"{e.strerror}") from None
+    info = os.lstat(directory)
+    uid = os.geteuid()
+    if not stat.S_ISDIR(info.st_mode):
+        raise AgentRefused(f"{directory} is not a directory (a symlink?): the agent's socket "
+                           "is made only in a real directory")
+    if info.st_uid not in (uid, 0) or (info.st_uid == 0 and uid != 0 and
+                                       not info.st_mode & stat.S_ISVTX):
+        raise AgentRefused(f"{directory} belongs to uid {info.st_uid}: the agent's socket is "
+                           "made only in a directory of its own user")
+    if info.st_mode & 0o022 and not info.st_mode & stat.S_ISVTX:
+        raise AgentRefused(f"others may write to {directory} (mode {info.st_mode & 0o777:o}): "
+                           "they could replace the socket; use a directory only you can write")
+    try:
+        existing = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if stat.S_ISSOCK(existing.st_mode) and existing.st_uid == uid and not _answers(path):
+        os.unlink(path)  # an agent of ours that died
+        return
+    what = ("a socket of a running agent" if stat.S_ISSOCK(existing.st_mode)
+            and existing.st_uid == uid else
+            f"a socket of uid {existing.st_uid}" if stat.S_ISSOCK(existing.st_mode) else
+            "a symlink" if stat.S_ISLNK(existing.st_mode) else "a file")
+    raise AgentRefused(f"{path} already exists ({what}): the agent only uses a socket it "
+                       "creates itself (stop the other agent, or remove what is there)")
+
+
+def _answers(path: str) -> bool:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except OSError:
+            return False
+        return True
+
+
+def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end, as the kernel says (SO_PEERCRED)."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)
+
+
+def user_name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+# -- the agent ------------------------------------------------------------------------------------
+
+
+class Entry:
+    """A token handed out once, kept to hand out again while nothing in the store changed."""
+
+    __slots__ = ("asked", "client", "client_name", "expires_at", "fetched_at", "login", "mailbox",
+                 "refreshed", "resource", "server", "token")
+
+    def __init__(self, result: Any, fetched_at: datetime, client: str | None,
+                 client_name: str) -> None:
+        self.token = result.token
+        self.expires_at: datetime = result.expires_at
+        self.resource: str = result.resource
+        self.mailbox: str = result.mailbox
+        self.login: str = result.login or result.mailbox
+        self.server = result.server
+        self.refreshed = result.refreshed
+        self.fetched_at = fetched_at
+        self.client = client  # as asked for (None: the mailbox's only grant)
+        self.client_name = client_name
+        self.asked = True
+
+    def refresh_due(self, now: datetime) -> bool:
+        lifetime = (self.expires_at - self.fetched_at if self.refreshed else ASSUMED_LIFETIME)
+        return now >= self.expires_at - lifetime * (1 - REFRESH_AT)
+
+
+class Agent:
+    """The agent's state and its answers; `serve` runs the socket. `clock` (wall time, for
+    token validity) and `monotonic` (idle time) are injected: tests move them instead of
+    sleeping (the documented hook: VAULT_AGENT_TEST_CLOCK, see vault/cli/agent.py)."""
+
+    def __init__(self, settings: Any, *, socket_path: str, allow_uids: tuple[int, ...] = (),
+                 allow_gids: tuple[int, ...] = (), lock_after: float | None = None,
+                 on_event: str | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.socket_path = socket_path
+        self.uid = os.geteuid()
+        self.allow_uids = {self.uid, *allow_uids}
+        self.allow_gids = set(allow_gids)
+        self.lock_after = lock_after
+        self.on_event = on_event
+        self.clock = clock
+        self.monotonic = monotonic
+        self.app: Any = None  # the unlocked vault; None while locked
+        self.app_lock = threading.RLock()  # one use case at a time (the app is not thread-safe)
+        self.entries: dict[tuple[str, str, str], Entry] = {}
+        self.marker: Any = None
+        self.last_request = monotonic()
+        self.stopping = threading.Event()
+        self.connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.audit: Any = None
+        self.listener: socket.socket | None = None
+
+    # -- lock and unlock --------------------------------------------------------------------
+
+    @property
+    def locked(self) -> bool:
+        return self.app is None
+
+    def unlock(self, material_source: Callable[[Any], Any]) -> None:
+        from vault.agent.audit import GroupCommitter
+        from vault.bootstrap import open_vault
+
+        with self.app_lock:
+            if self.app is not None:
+                return
+            app = open_vault(self.settings, material_source, clock=self.clock)
+            self.app = app
+            self.audit = GroupCommitter(app)
+            self.marker = self._marker()
+            self.last_request = self.monotonic()
+
+    def lock(self, why: str) -> None:
+        """Forget the keys: the vault closed, every token and key reference dropped."""
+        with self.app_lock:
+            app, self.app = self.app, None
+            self.entries.clear()
+            self.marker = None
+            if self.audit is not None:
+                self.audit.stop()
+                self.audit = None
+            if app is not None:
+                app.core.keyring.forget_all()
+                app.close()
+                self._event("locked", None, why)
+
+    def _marker(self) -> Any:
+        return self.app.core.store.change_marker()
+
+    def _fresh(self) -> None:
+        """Drop what is held when anything was committed since the last look; lock on a new
+        header (a key rotation or a keyslot change elsewhere: the root key may be stale)."""
+        marker = self._marker()
+        if marker == self.marker:
+            return
+        if self.marker is not None and marker[1] != self.marker[1]:
+            self.lock("the vault's header changed (a key rotation or keyslot change)")
+            return
+        self.entries.clear()
+        self.marker = marker
+
+    def idle_check(self) -> None:
+        if self.lock_after is not None and not self.locked and \
+                self.monotonic() - self.last_request >= self.lock_after:
+            self.lock(f"idle for {self.lock_after:.0f} s (--lock-after)")
+
+    # -- answers ----------------------------------------------------------------------------
+
+    def answer(self, request: Any, peer: tuple[int, int, int]) -> dict[str, Any]:
+        """The answer to one request line (already parsed) from `peer` (pid, uid, gid)."""
+        from vault.cli.main import error_report
+
+        if not isinstance(request, dict) or request.get("v") != 1:
+            return _error(2, "vault: error: not an agent request (see vault/agent/client.py)")
+        op = request.get("op")
+        own = peer[1] == self.uid
+        try:
+            if op == "token":
+                self.idle_check()
+                self.last_request = self.monotonic()
+                return self.token(request, peer)
+            if op == "status":
+                return {"ok": True, "locked": self.locked, "pid": os.getpid(),
+                        "socket": self.socket_path, "vault": self.settings.location,
+                        "tokens_held": len(self.entries)}
+            if not own:
+                return _error(2, f"vault: error: only uid {self.uid} may {op} this agent")
+            if op == "lock":
+                self.lock("vault agent lock")
+                return {"ok": True, "locked": True}
+            if op == "unlock":
+                self.unlock(_material(request))
+                return {"ok": True, "locked": False}
+            if op == "stop":
+                self.stopping.set()
+                return {"ok": True, "stopping": True}
+            return _error(2, f"vault: error: unknown op {str(op)[:40]!r}")
+        except Exception as error:  # noqa: BLE001 - answered as the CLI would say it
+            code, line = error_report(error)
+            return _error(code, line)
+
+    def token(self, request: dict[str, Any], peer: tuple[int, int, int]) -> dict[str, Any]:
+        from vault.render.tokens import render_token
+
+        mailbox, client, protocol, fmt, min_valid, host, port = _token_fields(request)
+        if not self._same_vault(request):
+            return {"ok": False, "reason": OTHER_VAULT, "exit": 1,
+                    "error": "vault: error: this agent serves another vault"}
+        with self.app_lock:
+            if self.locked:
+                return {"ok": False, "reason": LOCKED, "exit": 3,
+                        "error": "vault: error: the agent is locked: run `vault agent unlock`"}
+            self._fresh()
+            if self.locked:  # _fresh locked it
+                return {"ok": False, "reason": LOCKED, "exit": 3,
+                        "error": "vault: error: the agent locked itself (the vault's header "
+                                 "changed elsewhere): run `vault agent unlock`"}
+            key = (mailbox.strip().casefold(), (client or "").casefold(), protocol)
+            entry = self.entries.get(key)
+            now = self.clock()
+            needs_server = fmt == "oauthbearer" and not (host and port)
+            if entry is None or entry.expires_at - timedelta(seconds=min_valid) <= now or \
+                    (needs_server and entry.server is None):
+                entry = self._fetch(key, mailbox, client, protocol, min_valid, peer)
+                handed = True  # the use case wrote its own audit entry
+            else:
+                handed = False
+            entry.asked = True
+            audit = self.audit
+        if not handed:
+            audit.hand_out(entry, protocol, peer)  # durable before the token leaves
+        known_host, known_port = entry.server or (None, None)
+        output = render_token(fmt, token=entry.token.reveal(), mailbox=entry.mailbox,
+                              login=entry.login, expires_at=entry.expires_at,
+                              resource=entry.resource, refreshed=handed and entry.refreshed,
+                              host=host or known_host, port=port or known_port)
+        return {"ok": True, "output": output + "\n"}
+
+    def _fetch(self, key: tuple[str, str, str], mailbox: str, client: str | None,
+               protocol: str, min_valid: int, peer: tuple[int, int, int]) -> Entry:
+        """The token as `vault token` gets it (the same use case, audited as asked by `peer`)."""
+        from domain.clouds import MAIL_PROTOCOLS
+
+        marker = self.marker
+        broker = self.app.core.broker
+        base = broker.actor
+        broker.actor = {**base, **peer_actor(peer)}
+        try:
+            result = self.app.tokens.access_token(
+                mailbox, client=client, protocol=protocol,
+                min_valid=timedelta(seconds=min_valid), server=protocol in MAIL_PROTOCOLS)
+        finally:
+            broker.actor = base
+        entry = Entry(result, self.clock(), client, result.client)
+        # held under the marker from before: a refresh it made shows as a change, and the next
+        # request looks again (finding the new token cached by the rotation)
+        self.entries[key] = entry
+        self.marker = marker
+        return entry
+
+    def _same_vault(self, request: dict[str, Any]) -> bool:
+        from vault.bootstrap import settings_from_env
+
+        store = request.get("store")
+        if store or self.settings.store_url:
+            return store == self.settings.store_url
+        home = request.get("home")
+        if home is not None and not isinstance(home, str):
+            return False
+        try:
+            wanted = settings_from_env(home or None).home
+        except Exception:  # noqa: BLE001 - a home that cannot be named is not ours
+            return False
+        return os.path.realpath(wanted) == os.path.realpath(self.settings.home)
+
+    # -- background work --------------------------------------------------------------------
+
+    def refresh_due(self) -> None:
+        """Refresh each grant asked for whose token has lived three quarters of its life."""
+        with self.app_lock:
+            if self.locked:
+                return
+            now = self.clock()
+            due = {(e.mailbox, e.client) for e in self.entries.values()
+                   if e.asked and e.refresh_due(now)}
+        for mailbox, client in sorted(due, key=str):
+            with self.app_lock:
+                if self.locked:
+                    return
+                try:
+                    results = self.app.tokens.refresh(mailbox, client=client)
+                except Exception as error:  # noqa: BLE001 - said through the event hook
+                    self._event("refresh-failed", mailbox, str(error)[:300])
+                    continue
+                if any(r.outcome == "failed" for r in results):
+                    self._event("refresh-failed", mailbox,
+                                "; ".join(r.error or "" for r in results if r.error))
+                for entry in self.entries.values():
+                    if entry.mailbox == mailbox:
+                        entry.asked = False  # asked again before the next round, or left be
+
+    def _event(self, event: str, mailbox: str | None, detail: str) -> None:
+        """Run the --on-event hook: the event and the mailbox in its environment, never a
+        secret; it is not waited for."""
+        if not self.on_event:
+            return
+        import subprocess
+
+        env = {k: v for k, v in os.environ.items() if not k.startswith("VAULT_")}
+        env.update({"VAULT_EVENT": event, "VAULT_EVENT_DETAIL": detail[:300]})
+        if mailbox:
+            env["VAULT_MAILBOX"] = mailbox
+        with contextlib.suppress(OSError):
+            subprocess.Popen(["/bin/sh", "-c", self.on_event], env=env,
+                             stdin=subprocess.DEVNULL, start_new_session=True)
+
+    # -- the socket -------------------------------------------------------------------------
+
+    def listen(self, mode: int = 0o600) -> None:
+        prepare_socket_path(self.socket_path)
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o777 & ~mode)
+        try:
+            listener.bind(self.socket_path)
+        finally:
+            os.umask(old)
+        os.chmod(self.socket_path, mode)
+        listener.listen(128)
+        listener.settimeout(0.5)
+        self.listener = listener
+
+    def serve(self) -> None:
+        """Accept connections until stopped; then lock and remove the socket."""
+        assert self.listener is not None
+        housekeeping = threading.Thread(target=self._housekeeping, daemon=True)
+        housekeeping.start()
+        try:
+            while not self.stopping.is_set():
+                try:
+                    conn, _ = self.listener.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    if self.stopping.is_set():
+                        break
+                    continue
+                if not self.connections.acquire(blocking=False):
+                    _refuse_busy(conn)
+                    continue
+                threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.lock("the agent stopped")
+        if self.listener is not None:
+            self.listener.close()
+            self.listener = None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.socket_path)
+
+    def _housekeeping(self) -> None:
+        while not self.stopping.wait(1.0):
+            self.idle_check()
+            if int(self.monotonic()) % int(REFRESH_EVERY_S) == 0:
+                self.refresh_due()
+
+    def _allowed(self, peer: tuple[int, int, int]) -> bool:
+        _, uid, gid = peer
+        if uid in self.allow_uids or gid in self.allow_gids:
+            return True
+        if self.allow_gids:
+            import grp
+            import pwd
+
+            with contextlib.suppress(KeyError):
+                name = pwd.getpwuid(uid).pw_name
+                return any(name in grp.getgrgid(g).gr_mem for g in self.allow_gids)
+        return False
+
+    def _connection(self, conn: socket.socket) -> None:
+        try:
+            conn.settimeout(IDLE_CONNECTION_S)
+            peer = peer_credentials(conn)
+            if not self._allowed(peer):
+                _send(conn, _error(2, f"vault: error: uid {peer[1]} may not use this agent "
+                                      "(--allow-uid / --allow-group)"))
+                return
+            buffer = b""
+            while not self.stopping.is_set():
+                while b"\n" not in buffer:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buffer += chunk
+                    if len(buffer) > MAX_LINE:
+                        _send(conn, _error(2, f"vault: error: a request is at most {MAX_LINE} "
+                                              "bytes"))
+                        return
+                line, _, buffer = buffer.partition(b"\n")
+                try:
+                    request = json.loads(line)
+                except ValueError:
+                    _send(conn, _error(2, "vault: error: a request is one JSON object per line"))
+                    return
+                _send(conn, self.answer(request, peer))
+        except OSError:
+            return  # timed out, or the client went away mid-answer
+        finally:
+            with contextlib.suppress(OSError):
+                conn.close()
+            self.connections.release()
+
+
+def peer_actor(peer: tuple[int, int, int]) -> dict[str, Any]:
+    """What an audit entry says of who asked the agent."""
+    pid, uid, _ = peer
+    return {"via": "agent", "peer_uid": uid, "peer_user": user_name(uid), "peer_pid": pid}
+
+
+def _token_fields(request: dict[str, Any]) -> tuple:
+    """The token request's fields, checked as `vault token` checks its options."""
+    from domain.vocabulary import PROTOCOLS, TOKEN_FORMATS
+
+    mailbox, client = request.get("mailbox"), request.get("client")
+    protocol, fmt = request.get("protocol", "imap"), request.get("format", "token")
+    host, port = request.get("host"), request.get("port")
+    if not isinstance(mailbox, str) or not mailbox.strip() or \
+            (client is not None and not isinstance(client, str)):
+        raise BadInput("a token request names a mailbox (and maybe a client)")
+    if protocol not in PROTOCOLS:
+        raise BadInput(f"--protocol is one of {', '.join(PROTOCOLS)}")
+    if fmt not in TOKEN_FORMATS:
+        raise BadInput(f"--format is one of {', '.join(TOKEN_FORMATS)}")
+    try:
+        min_valid = int(request.get("min_valid", 300))
+        port = int(port) if port is not None else None
+    except (TypeError, ValueError):
+        raise BadInput("--min-valid and --port are numbers") from None
+    if not 0 <= min_valid <= 3000:
+        raise BadInput("--min-valid is between 0 and 3000 seconds")
+    if port is not None and not 1 <= port <= 65535:
+        raise BadInput("--port is between 1 and 65535")
+    if host is not None and not isinstance(host, str):
+        raise BadInput("--host is a host name")
+    if (host or port) and fmt != "oauthbearer":
+        raise BadInput("--host and --port go with --format oauthbearer")
+    return mailbox, client, protocol, fmt, min_valid, host, port
+
+
+def _material(request: dict[str, Any]) -> Callable[[Any], Any]:
+    from adapters.keyslots import Passphrase, read_key_file
+    from domain.secret_value import SecretValue
+
+    key_file, passphrase = request.get("key_file"), request.get("passphrase")
+    if isinstance(key_file, str) and key_file:
+        material = read_key_file(key_file)
+    elif isinstance(passphrase, str) and passphrase:
+        material = Passphrase(SecretValue(passphrase))
+    else:
+        raise BadInput("unlock needs a key file or a passphrase")
+    return lambda header: material
+
+
+def _error(code: int, line: str) -> dict[str, Any]:
+    return {"ok": False, "exit": code, "error": line, "reason": None}
+
+
+def _send(conn: socket.socket, answer: dict[str, Any]) -> None:
+    conn.sendall(json.dumps(answer, separators=(",", ":")).encode() + b"\n")
+
+
+def _refuse_busy(conn: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        conn.settimeout(1.0)
+        _send(conn, _error(1, "vault: error: the agent is busy (too many connections)"))
+    with contextlib.suppress(OSError):
+        conn.close()
