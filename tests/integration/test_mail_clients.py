@@ -365,3 +365,34 @@ def test_the_readme_shows_lines_of_these_files() -> None:
             assert fragment.replace("you@example.com", "{{MAILBOX}}") in text, (client, name, fragment)
         linked.add(name)
     assert linked == {path.name for path in DOCS.iterdir() if path.name != "README.md"}
+
+
+def test_msmtp_with_the_agent(clients: Clients, vault_with_grant: Harness, mail_sink,
+                              tmp_path: Path) -> None:
+    """The README's msmtp line with a `vault agent` running: the `vault` msmtp runs has no key
+    file (it could not unlock by itself), so only the agent can have served the token."""
+    from tests.integration.test_agent import AgentProcess
+
+    msmtp = debian_tool("msmtp", "msmtp", "running docs/clients/msmtprc")
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    agent = AgentProcess(vault_with_grant, run_dir)
+    try:
+        script = clients.bin_dir / "vault"
+        text = script.read_text().replace("export VAULT_KEY_FILE=", "unset VAULT_KEY_FILE # ")
+        script.write_text(text.replace("#!/bin/sh\n", "#!/bin/sh\nexport VAULT_AGENT_SOCK="
+                                       + shlex.quote(agent.socket) + "\n", 1))
+        home = clients.home("agent")
+        rc = home / ".msmtprc"
+        rc.write_text(clients.config("msmtprc"))
+        rc.chmod(0o600)
+        mail_sink.clear()
+        clients.run([msmtp, "-C", str(rc), RECIPIENT], home,
+                    stdin=f"From: {MAILBOX}\nTo: {RECIPIENT}\nSubject: via the agent\n\nSent.\n")
+        _received(mail_sink, "via the agent")
+    finally:
+        agent.stop()
+    entries = json.loads(vault_with_grant.ok("audit", "log", "--limit", "0", "--json").out)
+    served = [e["detail"]["protocol"] for e in entries
+              if e["action"] == "token" and e.get("via") == "agent"]
+    assert served and set(served) == {"smtp"}  # msmtp may ask more than once

@@ -34,10 +34,11 @@ from typing import Any
 
 from vault.agent.client import LOCKED, MAX_LINE, OTHER_VAULT
 from vault.errors import BadInput, OperationFailed
+from vault.providers import TokenRefreshFailed
 
 IDLE_CONNECTION_S = 60.0  # a client that says nothing for this long is disconnected
 MAX_CONNECTIONS = 256
-REFRESH_EVERY_S = 15.0
+HOUSEKEEPING_S = 1.0  # idle lock and refreshes ahead of time are looked at this often
 REFRESH_AT = 0.75  # of an access token's lifetime
 ASSUMED_LIFETIME = timedelta(hours=1)  # of a token the agent did not see being issued
 
@@ -149,7 +150,7 @@ class Agent:
 
     def __init__(self, settings: Any, *, socket_path: str, allow_uids: tuple[int, ...] = (),
                  allow_gids: tuple[int, ...] = (), lock_after: float | None = None,
-                 on_event: str | None = None,
+                 on_event: str | None = None, alerts: dict[str, Any] | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC),
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
@@ -159,6 +160,7 @@ class Agent:
         self.allow_gids = set(allow_gids)
         self.lock_after = lock_after
         self.on_event = on_event
+        self.alerts = alerts  # `vault alert`'s channels, for a refresh that failed
         self.clock = clock
         self.monotonic = monotonic
         self.app: Any = None  # the unlocked vault; None while locked
@@ -309,6 +311,9 @@ class Agent:
             result = self.app.tokens.access_token(
                 mailbox, client=client, protocol=protocol,
                 min_valid=timedelta(seconds=min_valid), server=protocol in MAIL_PROTOCOLS)
+        except TokenRefreshFailed as error:
+            self._refresh_failed(mailbox, str(error))
+            raise
         finally:
             broker.actor = base
         entry = Entry(result, self.clock(), client, result.client)
@@ -349,15 +354,27 @@ class Agent:
                     return
                 try:
                     results = self.app.tokens.refresh(mailbox, client=client)
-                except Exception as error:  # noqa: BLE001 - said through the event hook
-                    self._event("refresh-failed", mailbox, str(error)[:300])
+                except Exception as error:  # noqa: BLE001 - said through the hook and alerts
+                    self._refresh_failed(mailbox, str(error))
                     continue
                 if any(r.outcome == "failed" for r in results):
-                    self._event("refresh-failed", mailbox,
-                                "; ".join(r.error or "" for r in results if r.error))
+                    self._refresh_failed(mailbox, "; ".join(r.error or "" for r in results
+                                                            if r.error))
                 for entry in self.entries.values():
                     if entry.mailbox == mailbox:
                         entry.asked = False  # asked again before the next round, or left be
+
+    def _refresh_failed(self, mailbox: str, detail: str) -> None:
+        """Tell someone at once: the --on-event hook, and `vault alert`'s channels where the
+        agent was given them (the same per-finding claims as `alert` and `maintain`, so a
+        finding another host already sent is not sent again)."""
+        self._event("refresh-failed", mailbox, detail)
+        if not self.alerts:
+            return
+        try:
+            self.app.alerts.alert(**self.alerts)
+        except Exception as error:  # noqa: BLE001 - the hook hears that too
+            self._event("alert-failed", mailbox, str(error))
 
     def _event(self, event: str, mailbox: str | None, detail: str) -> None:
         """Run the --on-event hook: the event and the mailbox in its environment, never a
@@ -421,10 +438,9 @@ class Agent:
                 os.unlink(self.socket_path)
 
     def _housekeeping(self) -> None:
-        while not self.stopping.wait(1.0):
+        while not self.stopping.wait(HOUSEKEEPING_S):
             self.idle_check()
-            if int(self.monotonic()) % int(REFRESH_EVERY_S) == 0:
-                self.refresh_due()
+            self.refresh_due()
 
     def _allowed(self, peer: tuple[int, int, int]) -> bool:
         _, uid, gid = peer

@@ -16,6 +16,7 @@ import sys
 import click
 
 from vault.cli.main import CliContext, pass_cli
+from vault.cli.operations import alert_options, webhook_secret
 from vault.errors import BadInput, OperationFailed
 from vault.render.text import say
 
@@ -86,19 +87,26 @@ def _group_id(text: str) -> int:
 @click.option("--allow-group", "allow_groups", multiple=True, metavar="GROUP",
               help="Also serve tokens to members of this group (repeatable).")
 @click.option("--on-event", metavar="CMD",
-              help="Run CMD (sh -c) when a background refresh fails or the agent locks: "
-                   "VAULT_EVENT, VAULT_MAILBOX and VAULT_EVENT_DETAIL in its environment.")
+              help="Run CMD (sh -c) when a refresh fails or the agent locks: VAULT_EVENT, "
+                   "VAULT_MAILBOX and VAULT_EVENT_DETAIL in its environment, never a secret.")
+@alert_options
 @pass_cli
 def agent_start(state: CliContext, socket_path: str | None, socket_mode: str, foreground: bool,
                 lock_after: str | None, allow_uids: tuple[int, ...],
-                allow_groups: tuple[str, ...], on_event: str | None) -> None:
+                allow_groups: tuple[str, ...], on_event: str | None, webhook_file: str | None,
+                email_to: str | None, via: str | None, min_severity: str,
+                resend_after: int) -> None:
     """Unlock the vault once and serve `vault token` from memory.
 
     Without --foreground it detaches and prints the VAULT_AGENT_SOCK line for a shell
-    (eval "$(vault agent start)")."""
+    (eval "$(vault agent start)"). With alert channels (as `vault alert` takes them), a
+    refresh that fails is sent at once."""
+    from datetime import timedelta
+
     from vault.agent.client import socket_path as default_socket
     from vault.agent.server import Agent
     from vault.cli.inputs import unlock_material
+    from vault.services.alerts import check_alert_channels
 
     if not re.fullmatch(r"[0-7]{3}", socket_mode) or int(socket_mode, 8) & 0o117:
         raise BadInput("--socket-mode is an octal mode without execute bits or access for "
@@ -108,10 +116,16 @@ def agent_start(state: CliContext, socket_path: str | None, socket_mode: str, fo
                               ca_file=settings.ca_file)
     path = os.path.abspath(socket_path or default_socket(str(settings.home)))
     wall, monotonic = _clocks()
+    webhook = webhook_secret(webhook_file)
+    alerts = None
+    if webhook is not None or email_to:
+        alerts = {"webhook": check_alert_channels(webhook, email_to, via, min_severity),
+                  "email_to": email_to, "via": via, "min_severity": min_severity,
+                  "resend_after": timedelta(hours=resend_after)}
     server = Agent(settings, socket_path=path, allow_uids=allow_uids,
                    allow_gids=tuple(_group_id(g) for g in allow_groups),
                    lock_after=parse_duration(lock_after, "--lock-after") if lock_after else None,
-                   on_event=on_event, clock=wall, monotonic=monotonic)
+                   on_event=on_event, alerts=alerts, clock=wall, monotonic=monotonic)
     material = unlock_material(state.key_file)  # asked for here, on the terminal, if at all
     if foreground:
         _run(server, material, int(socket_mode, 8), None)
