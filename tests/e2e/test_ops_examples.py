@@ -55,3 +55,28 @@ def test_the_cron_line_finds_vault_and_bounds_each_run() -> None:
     assert command[:3] == ["flock", "-n", "/var/lib/vault/.maintain.lock"]
     assert command[3:6] == ["timeout", "25m", "vault"] and command[6] == "maintain"
     assert "2>" not in job  # failures go to stderr, which cron mails
+
+
+def test_systemd_accepts_the_agent_units(tmp_path: Path) -> None:
+    """The system unit (hardened like vault-maintain.service) and the user unit: Type=notify,
+    the agent in the foreground, where the docs say they are."""
+    analyze = debian_tool("systemd-analyze", "systemd", "checking the example units")
+    vault = Path(sys.executable).with_name("vault")
+    system = tmp_path / "vault-agent.service"
+    system.write_text((DOCS / system.name).read_text().replace("/usr/local/bin/vault",
+                                                               str(vault)))
+    user = tmp_path / "user" / "vault-agent.service"
+    user.parent.mkdir()
+    user.write_text((DOCS / "vault-agent.user.service").read_text().replace(
+        "%h/.local/bin/vault", str(vault)))
+    for unit in (system, user):
+        verify = subprocess.run([analyze, "verify", "--man=no", str(unit)],
+                                capture_output=True, text=True)
+        assert verify.returncode == 0 and verify.stderr == "", (unit, verify.stderr)
+        text = unit.read_text()
+        assert "Type=notify" in text and "agent start --foreground" in text
+    security = subprocess.run([analyze, "security", "--offline=true", "--threshold=20",
+                               str(system)], capture_output=True, text=True)
+    (verdict,) = [line for line in security.stdout.splitlines() if "exposure level" in line]
+    assert float(verdict.split(":")[1].split()[0]) <= 2.0, verdict
+    assert "--locked" in user.read_text() and "--lock-after" in user.read_text()

@@ -277,3 +277,54 @@ def test_tokens_asked_for_are_refreshed_ahead_and_a_failure_is_told_at_once(
         assert [(a["mailbox"], a["severity"]) for a in sent] == [(ALICE[0], "critical")]
     finally:
         agent.stop()
+
+
+def test_systemd_hears_ready_once_it_serves(alice: Harness, tmp_path: Path) -> None:
+    """--foreground under Type=notify: READY=1 on $NOTIFY_SOCKET once the socket answers."""
+    directory = tmp_path / "run"
+    directory.mkdir(mode=0o700)
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(str(tmp_path / "notify"))
+    notify.settimeout(30)
+    agent = AgentProcess(alice, directory, NOTIFY_SOCKET=str(tmp_path / "notify"))
+    try:
+        assert notify.recv(100) == b"READY=1"
+        assert agent.token(ALICE[0]).code == 0
+    finally:
+        notify.close()
+        agent.stop()
+
+
+def test_start_detaches_and_prints_the_line_for_a_shell(alice: Harness, tmp_path: Path) -> None:
+    """Without --foreground: it detaches, prints what `eval` needs, and keeps serving."""
+    directory = tmp_path / "run"
+    directory.mkdir(mode=0o700)
+    path = directory / "agent.sock"
+    env = _process_env(alice)
+    started = subprocess.run([sys.executable, "-m", "vault", "agent", "start", "--socket",
+                              str(path)], env=env, capture_output=True, text=True, timeout=60)
+    assert started.returncode == 0, started.stderr
+    assert started.stdout.startswith(f"VAULT_AGENT_SOCK='{path}'; export VAULT_AGENT_SOCK;")
+    shell = subprocess.run(["sh", "-c", 'eval "$1" >/dev/null; exec "$2" -m vault agent status',
+                            "sh", started.stdout, sys.executable], env=env, capture_output=True,
+                           text=True, timeout=60)
+    assert shell.returncode == 0 and "unlocked" in shell.stdout, shell.stderr
+    assert alice.run("token", ALICE[0], VAULT_AGENT_SOCK=str(path), VAULT_KEY_FILE=None).code == 0
+    stopped = subprocess.run([sys.executable, "-m", "vault", "agent", "stop", "--socket",
+                              str(path)], env=env, capture_output=True, text=True, timeout=60)
+    assert stopped.returncode == 0, stopped.stderr
+    _wait_for(lambda: not path.exists(), "the socket removed")
+
+
+def test_start_says_why_it_cannot_unlock(alice: Harness, tmp_path: Path) -> None:
+    directory = tmp_path / "run"
+    directory.mkdir(mode=0o700)
+    wrong = tmp_path / "wrong.key"  # a key file, of another vault
+    other = Harness("sqlite", tmp_path / "other-home", None, wrong)
+    other.ok("init", "--no-passphrase", "--key-file", str(wrong), VAULT_KEY_FILE=None)
+    env = _process_env(alice, VAULT_KEY_FILE=str(wrong))
+    started = subprocess.run([sys.executable, "-m", "vault", "agent", "start", "--socket",
+                              str(directory / "agent.sock")], env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert started.returncode == 3 and started.stderr.startswith("vault: "), started.stderr
+    assert "Traceback" not in started.stderr and not (directory / "agent.sock").exists()

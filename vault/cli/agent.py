@@ -80,6 +80,9 @@ def _group_id(text: str) -> int:
               help="The socket's file mode (e.g. 660 for a group named with --allow-group).")
 @click.option("--foreground", is_flag=True,
               help="Stay in the foreground (systemd: Type=notify; READY=1 once it serves).")
+@click.option("--locked", is_flag=True,
+              help="Start locked: nothing is asked for now; `vault agent unlock` opens it later "
+                   "(e.g. a user unit started at login, unlocked from a terminal).")
 @click.option("--lock-after", metavar="DURATION",
               help="Lock (forget the keys) after this long without a token request: 900, 15m, 8h.")
 @click.option("--allow-uid", "allow_uids", multiple=True, type=click.IntRange(0),
@@ -92,7 +95,7 @@ def _group_id(text: str) -> int:
 @alert_options
 @pass_cli
 def agent_start(state: CliContext, socket_path: str | None, socket_mode: str, foreground: bool,
-                lock_after: str | None, allow_uids: tuple[int, ...],
+                locked: bool, lock_after: str | None, allow_uids: tuple[int, ...],
                 allow_groups: tuple[str, ...], on_event: str | None, webhook_file: str | None,
                 email_to: str | None, via: str | None, min_severity: str,
                 resend_after: int) -> None:
@@ -126,7 +129,8 @@ def agent_start(state: CliContext, socket_path: str | None, socket_mode: str, fo
                    allow_gids=tuple(_group_id(g) for g in allow_groups),
                    lock_after=parse_duration(lock_after, "--lock-after") if lock_after else None,
                    on_event=on_event, alerts=alerts, clock=wall, monotonic=monotonic)
-    material = unlock_material(state.key_file)  # asked for here, on the terminal, if at all
+    # asked for here, on the terminal, if at all
+    material = None if locked else unlock_material(state.key_file)
     if foreground:
         _run(server, material, int(socket_mode, 8), None)
         return
@@ -140,9 +144,13 @@ def agent_start(state: CliContext, socket_path: str | None, socket_mode: str, fo
     os.close(write_end)
     with os.fdopen(read_end) as report:
         outcome = report.read()
-    if not outcome.startswith("ok"):
+    if outcome != "ok":
         os.waitpid(pid, 0)
-        raise OperationFailed(outcome.strip() or "the agent did not start")
+        code, _, line = outcome.partition("\n")
+        if not code.isdigit() or not line:
+            raise OperationFailed("the agent did not start")
+        say(line, err=True)
+        sys.exit(int(code))
     quoted = "'" + path.replace("'", "'\\''") + "'"
     say(f"VAULT_AGENT_SOCK={quoted}; export VAULT_AGENT_SOCK;\necho Agent pid {pid};")
 
@@ -152,13 +160,15 @@ def _run(server, material, mode: int, report_fd: int | None) -> None:
     from vault.cli.main import error_report
 
     try:
-        server.unlock(lambda header: material)
+        if material is not None:
+            server.unlock(lambda header: material)
         server.listen(mode)
     except Exception as error:
         server.lock("start failed")
         if report_fd is None:
             raise
-        os.write(report_fd, error_report(error)[1].encode())
+        code, line = error_report(error)
+        os.write(report_fd, f"{code}\n{line}".encode())
         os.close(report_fd)
         os._exit(1)
     for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
