@@ -96,11 +96,21 @@ def test_tokens_come_from_the_agent_and_each_is_audited(alice: Harness, agent) -
     alice.ok("audit", "verify")
 
 
-def test_a_grant_revoked_elsewhere_is_refused_at_the_next_request(alice: Harness, agent) -> None:
-    assert agent.token(ALICE[0]).code == 0
-    alice.ok("grant", "revoke", ALICE[0], "--reason", "left")
-    refused = agent.token(ALICE[0])
-    assert refused.code != 0 and "revoked" in refused.err and refused.out == ""
+def test_a_grant_revoked_elsewhere_is_refused_at_the_next_request(alice_anywhere: Harness,
+                                                                   tmp_path: Path) -> None:
+    """On SQLite and on PostgreSQL (another connection: the "other host")."""
+    h = alice_anywhere
+    directory = tmp_path / "run"
+    directory.mkdir(mode=0o700)
+    agent = AgentProcess(h, directory)
+    try:
+        assert agent.token(ALICE[0]).code == 0
+        assert agent.token(ALICE[0]).code == 0  # held: served from memory
+        h.ok("grant", "revoke", ALICE[0], "--reason", "left")
+        refused = agent.token(ALICE[0])
+        assert refused.code != 0 and "revoked" in refused.err and refused.out == ""
+    finally:
+        agent.stop()
 
 
 def test_lock_and_stop_end_serving(alice: Harness, agent) -> None:
