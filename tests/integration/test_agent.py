@@ -338,3 +338,13 @@ def test_start_says_why_it_cannot_unlock(alice: Harness, tmp_path: Path) -> None
                              text=True, timeout=60)
     assert started.returncode == 3 and started.stderr.startswith("vault: "), started.stderr
     assert "Traceback" not in started.stderr and not (directory / "agent.sock").exists()
+
+
+def test_an_agent_of_another_vault_is_not_asked(alice: Harness, agent, tmp_path: Path) -> None:
+    """VAULT_AGENT_SOCK names alice's agent, but the command is for another vault (its own
+    VAULT_HOME): the agent says so and the command runs on that vault, which has no grant."""
+    other = Harness("sqlite", tmp_path / "other-home", None, tmp_path / "other.key")
+    other.ok("init", "--no-passphrase", "--key-file", str(other.key_file), VAULT_KEY_FILE=None)
+    result = other.run("token", ALICE[0], VAULT_AGENT_SOCK=agent.socket)
+    assert result.code == 4 and "no grant" in result.err and result.out == ""
+    assert agent.token(ALICE[0]).code == 0  # its own vault's clients are served
