@@ -187,6 +187,7 @@ class Agent:
             if self.app is not None:
                 return
             app = open_vault(self.settings, material_source, clock=self.clock)
+            app.core.unlock_material = None  # the agent keeps the keys, never the passphrase
             self.app = app
             self.audit = GroupCommitter(app)
             self.marker = self._marker()

@@ -129,18 +129,19 @@ def agent_start(state: CliContext, socket_path: str | None, socket_mode: str, fo
                    allow_gids=tuple(_group_id(g) for g in allow_groups),
                    lock_after=parse_duration(lock_after, "--lock-after") if lock_after else None,
                    on_event=on_event, alerts=alerts, clock=wall, monotonic=monotonic)
-    # asked for here, on the terminal, if at all
-    material = None if locked else unlock_material(state.key_file)
+    # asked for here, on the terminal, if at all; dropped once the vault is open
+    materials = [] if locked else [unlock_material(state.key_file)]
     if foreground:
-        _run(server, material, int(socket_mode, 8), None)
+        _run(server, materials, int(socket_mode, 8), None)
         return
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the agent
         os.close(read_end)
         os.setsid()
-        _run(server, material, int(socket_mode, 8), write_end)
+        _run(server, materials, int(socket_mode, 8), write_end)
         os._exit(0)
+    materials.clear()
     os.close(write_end)
     with os.fdopen(read_end) as report:
         outcome = report.read()
@@ -155,13 +156,15 @@ def agent_start(state: CliContext, socket_path: str | None, socket_mode: str, fo
     say(f"VAULT_AGENT_SOCK={quoted}; export VAULT_AGENT_SOCK;\necho Agent pid {pid};")
 
 
-def _run(server, material, mode: int, report_fd: int | None) -> None:
-    """Unlock, listen and serve; `report_fd` (detached) hears "ok" or the error first."""
+def _run(server, materials: list, mode: int, report_fd: int | None) -> None:
+    """Unlock with the material in `materials` (taken out of it: nothing keeps a passphrase
+    while the agent serves), listen and serve; `report_fd` (detached) hears "ok" or the error
+    first."""
     from vault.cli.main import error_report
 
     try:
-        if material is not None:
-            server.unlock(lambda header: material)
+        if materials:
+            server.unlock(lambda header, held=materials: held.pop())
         server.listen(mode)
     except Exception as error:
         server.lock("start failed")
