@@ -115,13 +115,16 @@ def cpu_seconds(argv: list[str], env: dict[str, str], cwd: Path) -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def make_vault(python: Path, workdir: Path) -> dict[str, str]:
-    """A vault with two clients and five grants; returns the environment that reaches it."""
+def make_vault(python: Path, workdir: Path, store: str | None = None) -> dict[str, str]:
+    """A vault with two clients and five grants (in `store`, a VAULT_STORE URL, or SQLite in
+    its home); returns the environment that reaches it."""
     vault = str(python.parent / "vault")
     home, key_file = workdir / "home", workdir / "service.key"
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("VAULT_", "PYTHON")) and k != "COLUMNS"}
     env.update(VAULT_HOME=str(home), VAULT_KEY_FILE=str(key_file))
+    if store:
+        env["VAULT_STORE"] = store
 
     def run(*args: str, stdin: str | None = None, **extra: str) -> None:
         quiet(vault, *args, stdin=stdin, env={**env, **extra}, cwd=workdir)
