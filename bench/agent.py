@@ -45,6 +45,7 @@ GRANTS = 10_000
 # Run by the venv's interpreter: adds `count` grants of the client "jira", each with an access
 # token valid for a day (as a refresh would have left it), in transactions of 500.
 BUILD_GRANTS = """
+import sys
 from datetime import timedelta
 from adapters.keyslots import read_key_file
 from adapters.store.changes import Changes
