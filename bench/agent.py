@@ -61,11 +61,11 @@ material = read_key_file(key_file)
 
 @use_case("bench: bulk grants with tokens")
 def bulk(app, first, size):
-    client = app.load_client(app.clients.client_row("jira")["client_uuid"])
+    client = app.core.load_client(app.clients.client_row("jira").client_uuid)
     now = app.core.now()
     aggregates, changes = [], Changes()
     for n in range(first, first + size):
-        gid = app.new_id()
+        gid = app.core.new_id()
         grant = ConsentGrant.grant(
             aggregate_id=gid, rotation_id=rotation_id_for(gid), now=now, client=client,
             mailbox=f"box{n:05d}@contoso.com", protocols=("imap",), scopes=None,
@@ -78,7 +78,8 @@ def bulk(app, first, size):
             access_token=SecretValue(f"bench-access-token-{n:06d}-" + "x" * 40),
             expires_in=86400, refresh_token=None,
             scope="https://outlook.office.com/IMAP.AccessAsUser.All")
-        changes.keys += app.new_key_rows(gid, gid) + app.new_key_rows(rotation.id, gid)
+        changes.keys += (app.core.new_key_rows(gid, gid)
+                         + app.core.new_key_rows(rotation.id, gid))
         apply_views(changes, grant_changes(grant, "microsoft", False),
                     rotation_changes(rotation))
         aggregates += [grant, rotation]
