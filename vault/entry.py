@@ -3,8 +3,8 @@ cached `vault token` and the plain `vault status`, `vault expiry` and `vault gra
 served by a light path next (vault/fastpath.py); everything else, and anything those cannot
 serve, runs the full CLI.
 
-Before anything else, and so before any key is read, the process gives up core dumps: a crash
-must not leave the root key or a secret in a core file."""
+Before anything else, the process gives up core files, and before any key is read it also
+makes itself not dumpable: a crash must not leave the root key or a secret in a core file."""
 
 from __future__ import annotations
 
@@ -14,17 +14,20 @@ import sys
 PR_SET_DUMPABLE = 4  # <linux/prctl.h>
 
 
-def forbid_core_dumps() -> None:
-    """No core file (RLIMIT_CORE 0, soft and hard, so no child can raise it again) and, on
-    Linux, not dumpable: no core even through a core_pattern pipe, and the same user cannot
-    ptrace the process or read its memory (its /proc/PID files become root's). Best effort
-    elsewhere: a platform without these simply keeps its default."""
+def no_core_files() -> None:
+    """RLIMIT_CORE 0, soft and hard, so no child can raise it again. Best effort elsewhere: a
+    platform without it simply keeps its default."""
     try:
         import resource
 
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     except (ImportError, ValueError, OSError):
         pass
+
+
+def not_dumpable() -> None:
+    """On Linux, PR_SET_DUMPABLE 0: no core even through a core_pattern pipe, and the same user
+    cannot ptrace the process or read its memory (its /proc/PID files become root's)."""
     if sys.platform.startswith("linux"):
         try:
             import ctypes
@@ -74,15 +77,23 @@ def _agent(args: list[str]) -> int | None:
 
 
 def main(args: list[str] | None = None) -> None:
-    forbid_core_dumps()
+    no_core_files()
     args = list(sys.argv[1:] if args is None else args)
     from vault.lightargs import WORDS
 
-    if any(arg in WORDS for arg in args):
+    light = any(arg in WORDS for arg in args)
+    if light:
         os.umask(0o077)
-        served = _agent(args) if "token" in args else None
-        if served is None:
-            served = _light(args)
+    if light and "token" in args:
+        # Through the agent the process holds no key, only the token it prints, which any
+        # process of this user may ask the agent for: no core file is enough, and it spares
+        # ctypes (a tenth of this path's CPU). Every other path is made not dumpable first.
+        served = _agent(args)
+        if served is not None:
+            sys.exit(served)
+    not_dumpable()
+    if light:
+        served = _light(args)
         if served is not None:
             sys.exit(served)
     from vault.cli.main import main as full_cli

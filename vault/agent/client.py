@@ -1,6 +1,7 @@
 """`vault token` through a running agent (`vault agent start`), and the wire protocol every
-client of the agent speaks. Imported by vault/entry.py before anything else: socket and json
-only, so that a mail client's `vault token` costs little more than starting Python.
+client of the agent speaks. Imported by vault/entry.py before anything else: json and the
+socket module's C core only, so that a mail client's `vault token` costs little more than
+starting Python.
 
 The protocol, one UTF-8 JSON object per line each way, over the agent's Unix socket (a client
 may send many requests on one connection, one at a time):
@@ -22,9 +23,11 @@ closed. Example: `printf '%s\\n' '{"v":1,"op":"status"}' | socat - UNIX-CONNECT:
 
 from __future__ import annotations
 
+# _socket is socket.py's C core: the same socket objects and calls, without socket.py's own
+# import (its enums and selectors, about a seventh of this client's CPU)
+import _socket
 import json
 import os
-import socket
 import sys
 
 SOCKET_NAME = "agent.sock"
@@ -55,7 +58,7 @@ class Connection:
     """One connection to the agent; requests one at a time."""
 
     def __init__(self, path: str, timeout: float = CLIENT_TIMEOUT_S) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         try:
             self.sock.settimeout(timeout)
             self.sock.connect(path)
@@ -65,11 +68,8 @@ class Connection:
         self.buffer = b""
 
     def peer_uid(self) -> int:
-        import struct
-
-        creds = self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED,
-                                     struct.calcsize("3i"))
-        return struct.unpack("3i", creds)[1]
+        creds = self.sock.getsockopt(_socket.SOL_SOCKET, _socket.SO_PEERCRED, 12)
+        return int.from_bytes(creds[4:8], sys.byteorder, signed=True)  # struct ucred's uid
 
     def ask(self, request: dict) -> dict:
         self.sock.sendall(json.dumps(request, separators=(",", ":")).encode() + b"\n")
