@@ -319,13 +319,18 @@ class Store(Reads, ABC):
             tx.execute(self.upsert_sql("vault_meta", ["key"], ["value"]),
                        ("schema_version", SCHEMA_VERSION))
 
-    def change_marker(self) -> tuple[int, str]:
+    def change_marker(self, tx: Tx | None = None) -> tuple[int, str]:
         """(the newest event's position, the header's checksum): it differs once anyone
         committed an event (any change to a client or grant) or a new header (a key
-        rotation, a keyslot change). Audit entries and read-model rows are not counted."""
-        with self.read() as tx:
-            row = tx.one(f"SELECT (SELECT MAX({self.notification_column}) FROM stored_events) "
-                         "AS newest, (SELECT checksum FROM vault_header WHERE id = 1) AS checksum")
+        rotation, a keyslot change). Audit entries and read-model rows are not counted.
+        Read in `tx` when given (in a write transaction: as of now, and until its commit)."""
+        sql = (f"SELECT (SELECT MAX({self.notification_column}) FROM stored_events) AS newest, "
+               "(SELECT checksum FROM vault_header WHERE id = 1) AS checksum")
+        if tx is None:
+            with self.read() as tx:
+                row = tx.one(sql)
+        else:
+            row = tx.one(sql)
         return (row["newest"] or 0, row["checksum"] or "")
 
     def schema_is_current(self) -> bool:

@@ -4,11 +4,14 @@ Unix socket from memory (the wire protocol: vault/agent/client.py).
 - Who may ask: every connection's peer credentials (SO_PEERCRED): the agent's own user, and the
   users and groups named with --allow-uid / --allow-group (tokens only: lock, unlock and stop
   are the own user's). The socket's file modes open the door; this check decides.
-- Never stale: before each answer it asks the store whether anything was committed since it
-  last looked (a new event anywhere, or a new header): a revocation, purge, consent or rotation
-  made by another process or host drops what it holds, and the next answer is computed again
-  by the same use case every `vault token` runs (checks, refresh under the grant's lock, the
-  intent and outcome events). A new header (a key rotation, a keyslot change) locks it.
+- Never stale: for each answer it asks the store whether anything was committed since what it
+  hands out was taken (a new event anywhere, or a new header): a token held in memory leaves
+  only if the transaction that commits its audit entry finds nothing changed (no writer can
+  commit in between); else, and for a token it does not hold, it drops what it holds and the
+  answer is computed again by the same use case every `vault token` runs (checks, refresh
+  under the grant's lock, the intent and outcome events). A revocation, purge, consent or
+  rotation made by another process or host so takes effect for the very next request. A new
+  header (a key rotation, a keyslot change) locks it.
 - Ahead of time: grants that were asked for are refreshed in the background once their access
   token has lived three quarters of its life, through the same use case and locks.
 - Audit: every token handed out has its entry committed before the token leaves; entries of
@@ -270,29 +273,35 @@ class Agent:
         if not self._same_vault(request):
             return {"ok": False, "reason": OTHER_VAULT, "exit": 1,
                     "error": "vault: error: this agent serves another vault"}
-        with self.app_lock:
-            if self.locked:
-                return {"ok": False, "reason": LOCKED, "exit": 3,
-                        "error": "vault: error: the agent is locked: run `vault agent unlock`"}
-            self._fresh()
-            if self.locked:  # _fresh locked it
-                return {"ok": False, "reason": LOCKED, "exit": 3,
-                        "error": "vault: error: the agent locked itself (the vault's header "
-                                 "changed elsewhere): run `vault agent unlock`"}
-            key = (mailbox.strip().casefold(), (client or "").casefold(), protocol)
-            entry = self.entries.get(key)
-            now = self.clock()
-            needs_server = fmt == "oauthbearer" and not (host and port)
-            if entry is None or entry.expires_at - timedelta(seconds=min_valid) <= now or \
-                    (needs_server and entry.server is None):
-                entry = self._fetch(key, mailbox, client, protocol, min_valid, peer)
-                handed = True  # the use case wrote its own audit entry
-            else:
+        key = (mailbox.strip().casefold(), (client or "").casefold(), protocol)
+        needs_server = fmt == "oauthbearer" and not (host and port)
+        stale = False
+        while True:
+            with self.app_lock:
+                if self.locked:
+                    return {"ok": False, "reason": LOCKED, "exit": 3,
+                            "error": "vault: error: the agent is locked: run `vault agent "
+                                     "unlock`"}
+                entry = None if stale else self.entries.get(key)
+                if entry is None or \
+                        entry.expires_at - timedelta(seconds=min_valid) <= self.clock() or \
+                        (needs_server and entry.server is None):
+                    self._fresh()
+                    if self.locked:  # _fresh locked it
+                        return {"ok": False, "reason": LOCKED, "exit": 3,
+                                "error": "vault: error: the agent locked itself (the vault's "
+                                         "header changed elsewhere): run `vault agent unlock`"}
+                    entry = self._fetch(key, mailbox, client, protocol, min_valid, peer)
+                    handed = True  # the use case wrote its own audit entry
+                    break
+                entry.asked = True
+                marker, audit = self.marker, self.audit
+            # durable before the token leaves, in a transaction that finds the store unchanged
+            # since `marker` (the per-request change check); else look again, the slow way
+            if audit.hand_out(entry, protocol, peer, marker):
                 handed = False
-            entry.asked = True
-            audit = self.audit
-        if not handed:
-            audit.hand_out(entry, protocol, peer)  # durable before the token leaves
+                break
+            stale = True
         known_host, known_port = entry.server or (None, None)
         output = render_token(fmt, token=entry.token.reveal(), mailbox=entry.mailbox,
                               login=entry.login, expires_at=entry.expires_at,
