@@ -38,6 +38,7 @@ class GroupCommitter:
         self.queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self.closing = threading.Lock()  # `closed` and the queue's end marker go together
         self.closed = False
+        self.written: Any = None  # the last entry and signed head this committer wrote
         self.thread = threading.Thread(target=self._run, name="vault-agent-audit", daemon=True)
         self.thread.start()
 
@@ -86,16 +87,20 @@ class GroupCommitter:
     def _commit(self, batch: list[_Pending]) -> None:
         from adapters.store.base import append_audit_entries
 
+        written = None
         try:
             with self.store.write() as tx:
                 marker = self.store.change_marker(tx)
                 current = [p for p in batch if p.marker == marker]
                 if current:
-                    append_audit_entries(tx, [p.sealer for p in current])
+                    written = append_audit_entries(tx, [p.sealer for p in current],
+                                                   known=self.written)
         except BaseException as error:  # noqa: BLE001 - each waiting request is told
+            self.written = None
             for pending in batch:
                 pending.error = error
         else:
+            self.written = written or self.written
             for pending in batch:
                 pending.stale = pending.marker != marker
         for pending in batch:
