@@ -152,6 +152,8 @@ class Agent:
     token validity) and `monotonic` (idle time) are injected: tests move them instead of
     sleeping (the documented hook: VAULT_AGENT_TEST_CLOCK, see vault/cli/agent.py)."""
 
+    idle_timeout = IDLE_CONNECTION_S  # VAULT_AGENT_TEST_IDLE_S shortens it for tests
+
     def __init__(self, settings: Any, *, socket_path: str, allow_uids: tuple[int, ...] = (),
                  allow_gids: tuple[int, ...] = (), lock_after: float | None = None,
                  on_event: str | None = None, alerts: dict[str, Any] | None = None,
@@ -470,7 +472,7 @@ class Agent:
 
     def _connection(self, conn: socket.socket) -> None:
         try:
-            conn.settimeout(IDLE_CONNECTION_S)
+            conn.settimeout(self.idle_timeout)
             peer = peer_credentials(conn)
             if not self._allowed(peer):
                 _send(conn, _error(2, f"vault: error: uid {peer[1]} may not use this agent "

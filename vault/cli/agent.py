@@ -2,7 +2,9 @@
 
 Test hook (documented in docs/operations.md): VAULT_AGENT_TEST_CLOCK names a file holding a
 number of seconds the agent adds to its clocks (wall time and idle time), read on every look at
-the clock, so a test moves time without sleeping.
+the clock, so a test moves time without sleeping. VAULT_AGENT_TEST_IDLE_S sets how many seconds
+a connection may stay silent before the agent closes it (60), so a test of a silent client
+waits a second, not a minute.
 """
 
 from __future__ import annotations
@@ -129,6 +131,8 @@ def agent_start(state: CliContext, socket_path: str | None, socket_mode: str, fo
                    allow_gids=tuple(_group_id(g) for g in allow_groups),
                    lock_after=parse_duration(lock_after, "--lock-after") if lock_after else None,
                    on_event=on_event, alerts=alerts, clock=wall, monotonic=monotonic)
+    with contextlib.suppress(KeyError, ValueError):
+        server.idle_timeout = max(0.1, float(os.environ["VAULT_AGENT_TEST_IDLE_S"]))
     # asked for here, on the terminal, if at all; dropped once the vault is open
     materials = [] if locked else [unlock_material(state.key_file)]
     if foreground:
