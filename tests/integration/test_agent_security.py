@@ -309,7 +309,7 @@ def _start(h: Harness, path: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("plant", PLANTED, ids=[p.__name__.strip("_") for p in PLANTED])
-@pytest.mark.parametrize("mode", ["foreground"])
+@pytest.mark.parametrize("mode", ["detached", "foreground"])
 def test_start_refuses_a_socket_path_it_did_not_make(
         sqlite_vault: Harness, other_user: OtherUser, tmp_path: Path, plant, mode: str) -> None:
     directory = tmp_path / "run"
