@@ -414,6 +414,7 @@ def _still_fine(agent: AgentProcess) -> None:
 MALFORMED = [  # (request line, what the error says, whether the agent closes the connection)
     (b"not json at all", "one JSON object per line", True),
     (b"\xff\xfe\x00 invalid UTF-8", "one JSON object per line", True),
+    (b"[" * 30000 + b"]" * 30000, "one JSON object per line", True),  # nested past recursion
     (b"[1, 2, 3]", "not an agent request", False),
     (b'"a string"', "not an agent request", False),
     (b"null", "not an agent request", False),

@@ -492,7 +492,7 @@ class Agent:
                 line, _, buffer = buffer.partition(b"\n")
                 try:
                     request = json.loads(line)
-                except ValueError:
+                except (ValueError, RecursionError):  # RecursionError: nested too deep
                     _send(conn, _error(2, "vault: error: a request is one JSON object per line"))
                     return
                 _send(conn, self.answer(request, peer))
