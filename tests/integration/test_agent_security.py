@@ -144,7 +144,7 @@ def test_another_uid_is_refused_by_the_peer_check_with_the_door_open(
         assert other_user.gid in os.getgrouplist(other_user.name, other_user.uid)
 
         refused = other_user.vault_token(alice, agent.socket)
-        assert (refused.returncode, refused.stdout) == (2, "")
+        assert (refused.returncode, refused.stdout) == (2, ""), refused.stderr
         assert refused.stderr == (f"vault: error: uid {other_user.uid} may not use this agent "
                                   "(--allow-uid / --allow-group)\n")
         # the connection was made (the agent answered), and nothing else is answered on it
@@ -378,18 +378,20 @@ def _connect(agent: AgentProcess, timeout: float = 10.0) -> socket.socket:
 
 
 def _answer(sock: socket.socket) -> dict | None:
-    """The next answer line on `sock`, or None once the agent closed it."""
+    """The next answer line on `sock` (and not a byte more), or None once the agent closed it."""
     data = b""
-    while not data.endswith(b"\n"):
+    while True:
         try:
-            chunk = sock.recv(65536)
+            chunk = sock.recv(65536, socket.MSG_PEEK)
         except ConnectionResetError:  # closed with bytes of ours unread
             chunk = b""
         if not chunk:
             assert not data, f"the agent closed mid-answer: {data!r}"
             return None
-        data += chunk
-    return json.loads(data)
+        end = chunk.find(b"\n")
+        data += sock.recv(len(chunk) if end < 0 else end + 1)
+        if end >= 0:
+            return json.loads(data)
 
 
 def _served(agent: AgentProcess, token: str) -> None:
@@ -545,6 +547,66 @@ def test_clients_that_hang_up_mid_answer_do_not_disturb_it(alice: Harness,
     _only_the_listener_left(agent)
     _served(agent, token)
     alice.ok("audit", "verify")
+    _still_fine(agent)
+
+
+THOUSAND = 1000
+
+
+def _told_busy(socks: set[socket.socket]) -> set[socket.socket]:
+    """Those of `socks` the agent has told it is busy (each says nothing more)."""
+    told = set()
+    for sock in socks:
+        sock.setblocking(False)
+        try:
+            answer = _answer(sock)
+        except BlockingIOError:
+            continue
+        finally:
+            sock.settimeout(10)
+        assert answer == {"ok": False, "exit": 1, "reason": None,
+                          "error": "vault: error: the agent is busy (too many connections)"}
+        told.add(sock)
+    return told
+
+
+def test_a_thousand_connections_at_once(alice: Harness, agent: AgentProcess) -> None:
+    from vault.agent.server import MAX_CONNECTIONS
+
+    token = agent.token(ALICE[0]).out
+    _only_the_listener_left(agent)
+    flood = [_connect(agent) for _ in range(THOUSAND)]  # each says nothing
+    try:
+        # the agent takes them all in: as many as it serves at once wait, the others are told
+        told: set[socket.socket] = set()
+        deadline = time.monotonic() + 30
+        while len(told) < THOUSAND - MAX_CONNECTIONS:
+            told |= _told_busy(set(flood) - told)
+            assert time.monotonic() < deadline, f"{len(told)} were told why they were dropped"
+            time.sleep(0.01)
+        _served(agent, token)  # room is made for them
+        with _connect(agent) as raw:
+            raw.sendall(_token_request())
+            assert _answer(raw) == {"ok": True, "output": token}
+        told |= _told_busy(set(flood) - told)
+        assert THOUSAND - MAX_CONNECTIONS < len(told) < THOUSAND  # the rest still wait
+    finally:
+        for sock in flood:
+            sock.close()
+    _only_the_listener_left(agent)
+    # a thousand requests at once: each is answered, with the token or "busy"
+    burst = []
+    for _ in range(THOUSAND):
+        sock = _connect(agent, timeout=60)
+        sock.sendall(_token_request())
+        burst.append(sock)
+    answers = [_answer(sock) for sock in burst]
+    for sock in burst:
+        sock.close()
+    assert all(a is not None and (a == {"ok": True, "output": token} or "busy" in a["error"])
+               for a in answers), [a for a in answers if not a or not a["ok"]][:3]
+    assert sum(1 for a in answers if a["ok"]) >= MAX_CONNECTIONS
+    _served(agent, token)
     _still_fine(agent)
 
 

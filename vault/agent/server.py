@@ -176,6 +176,8 @@ class Agent:
         self.last_request = monotonic()
         self.stopping = threading.Event()
         self.connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.waiting: dict[socket.socket, float] = {}  # connections waiting for a request
+        self.waiting_lock = threading.Lock()
         self.audit: Any = None
         self.listener: socket.socket | None = None
 
@@ -436,7 +438,8 @@ class Agent:
                     if self.stopping.is_set():
                         break
                     continue
-                if not self.connections.acquire(blocking=False):
+                if not self.connections.acquire(blocking=False) and not (
+                        self._drop_longest_waiting() and self.connections.acquire(timeout=1.0)):
                     _refuse_busy(conn)
                     continue
                 threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
@@ -456,6 +459,30 @@ class Agent:
         while not self.stopping.wait(HOUSEKEEPING_S):
             self.idle_check()
             self.refresh_due()
+
+    def _drop_longest_waiting(self) -> bool:
+        """Make room when every connection is taken: hang up on the one that has waited longest
+        for a request (a client that says nothing, or one between requests), telling it why.
+        Silent clients then never keep a client that asks from being served."""
+        with self.waiting_lock:
+            if not self.waiting:
+                return False
+            conn = min(self.waiting, key=self.waiting.__getitem__)
+            del self.waiting[conn]
+            with contextlib.suppress(OSError):
+                conn.send(json.dumps(BUSY, separators=(",", ":")).encode() + b"\n",
+                          socket.MSG_DONTWAIT)
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)  # its thread's recv returns; it ends
+        return True
+
+    def _waits(self, conn: socket.socket, waits: bool) -> bool:
+        """Mark `conn` as waiting for a request, or not; False: it was dropped meanwhile."""
+        with self.waiting_lock:
+            if waits:
+                self.waiting[conn] = time.monotonic()
+                return True
+            return self.waiting.pop(conn, None) is not None
 
     def _allowed(self, peer: tuple[int, int, int]) -> bool:
         _, uid, gid = peer
@@ -479,7 +506,7 @@ class Agent:
                                       "(--allow-uid / --allow-group)"))
                 return
             buffer = b""
-            while not self.stopping.is_set():
+            while not self.stopping.is_set() and self._waits(conn, True):
                 while b"\n" not in buffer:
                     chunk = conn.recv(65536)
                     if not chunk:
@@ -489,6 +516,8 @@ class Agent:
                         _send(conn, _error(2, f"vault: error: a request is at most {MAX_LINE} "
                                               "bytes"))
                         return
+                if not self._waits(conn, False):
+                    return  # hung up on to make room (it was told)
                 line, _, buffer = buffer.partition(b"\n")
                 try:
                     request = json.loads(line)
@@ -499,6 +528,7 @@ class Agent:
         except OSError:
             return  # timed out, or the client went away mid-answer
         finally:
+            self._waits(conn, False)
             with contextlib.suppress(OSError):
                 conn.close()
             self.connections.release()
@@ -565,9 +595,12 @@ def _send(conn: socket.socket, answer: dict[str, Any]) -> None:
     conn.sendall(json.dumps(answer, separators=(",", ":")).encode() + b"\n")
 
 
+BUSY = _error(1, "vault: error: the agent is busy (too many connections)")
+
+
 def _refuse_busy(conn: socket.socket) -> None:
     with contextlib.suppress(OSError):
         conn.settimeout(1.0)
-        _send(conn, _error(1, "vault: error: the agent is busy (too many connections)"))
+        _send(conn, BUSY)
     with contextlib.suppress(OSError):
         conn.close()
