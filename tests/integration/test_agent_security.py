@@ -158,6 +158,44 @@ def test_another_uid_is_refused_by_the_peer_check_with_the_door_open(
     assert not [e for e in _agent_entries(alice) if e["peer_uid"] == other_user.uid]
 
 
+def test_a_refused_client_hears_why_though_the_agent_hung_up_before_it_asked(
+        alice: Harness, other_user: OtherUser, shared_dir: Path) -> None:
+    """The agent refuses a uid before reading anything; a client that sends its request only
+    after the agent closed must still read the refusal (not fall back to the direct path, as
+    `vault token` did about once in a hundred runs)."""
+    import pwd
+    import select
+
+    from vault.agent.client import Connection, token_request
+
+    agent = AgentProcess(alice, shared_dir, "--socket-mode", "660")
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the other user's client, this module's code already loaded
+        try:
+            os.close(read_end)
+            os.setgroups([other_user.gid])
+            os.setgid(pwd.getpwnam(other_user.name).pw_gid)
+            os.setuid(other_user.uid)
+            conn = Connection(agent.socket, timeout=10)
+            hung_up = select.poll()
+            hung_up.register(conn.sock, select.POLLRDHUP)
+            hung_up.poll(10_000)  # the agent answered and closed: only now the request goes
+            os.write(write_end, json.dumps(conn.ask(token_request({}, ALICE[0]))).encode())
+        except BaseException as error:
+            os.write(write_end, repr(error).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    with os.fdopen(read_end) as said:
+        heard = said.read()
+    os.waitpid(pid, 0)
+    agent.stop()
+    assert heard.startswith("{"), heard
+    assert json.loads(heard)["error"] == (f"vault: error: uid {other_user.uid} may not use this "
+                                          "agent (--allow-uid / --allow-group)")
+
+
 @pytest.mark.parametrize("allow", ["--allow-uid", "--allow-group"])
 def test_an_allowed_user_is_served_and_each_entry_names_its_uid(
         alice: Harness, other_user: OtherUser, shared_dir: Path, allow: str) -> None:

@@ -72,7 +72,10 @@ class Connection:
         return int.from_bytes(creds[4:8], sys.byteorder, signed=True)  # struct ucred's uid
 
     def ask(self, request: dict) -> dict:
-        self.sock.sendall(json.dumps(request, separators=(",", ":")).encode() + b"\n")
+        try:  # noqa: SIM105 - contextlib is one import more for the light client
+            self.sock.sendall(json.dumps(request, separators=(",", ":")).encode() + b"\n")
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # it may have answered before reading (a refused uid): its answer is read below
         while b"\n" not in self.buffer:
             chunk = self.sock.recv(65536)
             if not chunk:
