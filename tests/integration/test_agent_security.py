@@ -43,8 +43,11 @@ answers = s.makefile("rb")
 for line in sys.argv[2:]:
     try:
         s.sendall(line.encode() + b"\n")
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # it answered (a refusal) and closed before reading: the answer is still there
+    try:
         answer = answers.readline()
-    except (BrokenPipeError, ConnectionResetError):  # closed (with our line unread)
+    except ConnectionResetError:  # closed with our line unread
         answer = b""
     print(answer.decode().strip() or "EOF", flush=True)
 """
