@@ -705,3 +705,33 @@ def _files_under(root: Path, since: float) -> Iterator[Path]:
             if stat.S_ISREG(info.st_mode) and info.st_mtime >= since - 1 and \
                     info.st_size < 64 * 1024 * 1024:
                 yield path
+
+
+def test_a_shell_evaluates_what_a_detached_start_prints(alice: Harness, tmp_path: Path) -> None:
+    """`eval "$(vault agent start)"`, as the README says: the shell gets VAULT_AGENT_SOCK and
+    runs the echo of the agent's pid, nothing else (the start-up path that any path check
+    guards)."""
+    directory = tmp_path / "run"
+    directory.mkdir(mode=0o700)
+    path = directory / "it's an agent.sock"  # a quote to escape, too
+    env = {k: v for k, v in os.environ.items() if k not in VAULT_ENV}
+    env.update({k: v for k, v in alice.env().items() if v is not None})
+    shell = subprocess.run(
+        ["sh", "-c", 'eval "$("$0" -m vault agent start --socket "$1")" && '
+                     'printf "%s\\n" "$VAULT_AGENT_SOCK"', sys.executable, str(path)],
+        env=env, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    try:
+        assert (shell.returncode, shell.stderr) == (0, ""), shell
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.connect(str(path))
+            conn.sendall(b'{"v": 1, "op": "status"}\n')
+            pid = json.loads(conn.makefile("rb").readline())["pid"]
+        assert shell.stdout == f"Agent pid {pid}\n{path}\n"
+        served = alice.run("token", ALICE[0], VAULT_AGENT_SOCK=str(path), VAULT_KEY_FILE=None)
+        assert served.code == 0, served
+    finally:
+        if path.exists():  # the agent started, whatever the shell made of its words
+            with socket.socket(socket.AF_UNIX) as conn:
+                conn.connect(str(path))
+                conn.sendall(b'{"v": 1, "op": "stop"}\n')
+                conn.recv(1024)

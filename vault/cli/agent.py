@@ -157,7 +157,7 @@ def agent_start(state: CliContext, socket_path: str | None, socket_mode: str, fo
         say(line, err=True)
         sys.exit(int(code))
     quoted = "'" + path.replace("'", "'\\''") + "'"
-    say(f"VAULT_AGENT_SOCK={quoted}; export VAULT_AGENT_SOCK;\necho Agent pid {pid};")
+    say(f"VAULT_AGENT_SOCK={quoted}; export VAULT_AGENT_SOCK;\necho Agent pid {pid};", lines=True)
 
 
 def _run(server, materials: list, mode: int, report_fd: int | None) -> None:
