@@ -615,7 +615,7 @@ def _told_busy(socks: set[socket.socket]) -> set[socket.socket]:
 
 
 def test_a_thousand_connections_at_once(alice: Harness, agent: AgentProcess) -> None:
-    from vault.agent.server import MAX_CONNECTIONS
+    from vault.agent.loop import MAX_CONNECTIONS
 
     token = agent.token(ALICE[0]).out
     _only_the_listener_left(agent)

@@ -16,6 +16,8 @@ Unix socket from memory (the wire protocol: vault/agent/client.py).
   token has lived three quarters of its life, through the same use case and locks.
 - Audit: every token handed out has its entry committed before the token leaves; entries of
   requests that arrive together share one transaction (vault/agent/audit.py).
+- Connections: one thread serves them all (vault/agent/loop.py, which says its limits); what
+  the agent does not hold goes to one worker thread.
 - Locked: `lock`, --lock-after of idle time, SIGTERM and `stop` close the vault and drop every
   reference to its keys (Python cannot overwrite the immutable bytes objects that held them:
   docs/operations.md says what that leaves in memory until it is reused).
@@ -25,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import json
 import os
 import socket
 import stat
@@ -34,14 +35,13 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from vault.agent.client import LOCKED, MAX_LINE, OTHER_VAULT
 from vault.errors import BadInput, OperationFailed
 from vault.providers import TokenRefreshFailed
 
 IDLE_CONNECTION_S = 60.0  # a client that says nothing for this long is disconnected
-MAX_CONNECTIONS = 256
 HOUSEKEEPING_S = 1.0  # idle lock and refreshes ahead of time are looked at this often
 REFRESH_AT = 0.75  # of an access token's lifetime
 ASSUMED_LIFETIME = timedelta(hours=1)  # of a token the agent did not see being issued
@@ -126,7 +126,7 @@ class Entry:
     """A token handed out once, kept to hand out again while nothing in the store changed."""
 
     __slots__ = ("asked", "client", "client_name", "expires_at", "fetched_at", "login", "mailbox",
-                 "refreshed", "resource", "server", "token")
+                 "marker", "refreshed", "resource", "server", "token")
 
     def __init__(self, result: Any, fetched_at: datetime, client: str | None,
                  client_name: str) -> None:
@@ -141,6 +141,7 @@ class Entry:
         self.client = client  # as asked for (None: the mailbox's only grant)
         self.client_name = client_name
         self.asked = True
+        self.marker: Any = None  # the store's change marker it is current for
 
     def refresh_due(self, now: datetime) -> bool:
         lifetime = (self.expires_at - self.fetched_at if self.refreshed else ASSUMED_LIFETIME)
@@ -171,13 +172,14 @@ class Agent:
         self.monotonic = monotonic
         self.app: Any = None  # the unlocked vault; None while locked
         self.app_lock = threading.RLock()  # one use case at a time (the app is not thread-safe)
+        # held while the loop commits audit entries, and by lock(): the vault is not closed
+        # under a commit (lock() takes app_lock first, then this; nothing takes them the other
+        # way round)
+        self.keys_lock = threading.Lock()
         self.entries: dict[tuple[str, str, str], Entry] = {}
         self.marker: Any = None
         self.last_request = monotonic()
         self.stopping = threading.Event()
-        self.connections = threading.BoundedSemaphore(MAX_CONNECTIONS)
-        self.waiting: dict[socket.socket, float] = {}  # connections waiting for a request
-        self.waiting_lock = threading.Lock()
         self.audit: Any = None
         self.listener: socket.socket | None = None
 
@@ -188,7 +190,7 @@ class Agent:
         return self.app is None
 
     def unlock(self, material_source: Callable[[Any], Any]) -> None:
-        from vault.agent.audit import GroupCommitter
+        from vault.agent.audit import AuditBatches
         from vault.bootstrap import open_vault
 
         with self.app_lock:
@@ -196,20 +198,18 @@ class Agent:
                 return
             app = open_vault(self.settings, material_source, clock=self.clock)
             app.core.unlock_material = None  # the agent keeps the keys, never the passphrase
+            self.marker = app.core.store.change_marker()
+            self.audit = AuditBatches(app)
             self.app = app
-            self.audit = GroupCommitter(app)
-            self.marker = self._marker()
             self.last_request = self.monotonic()
 
     def lock(self, why: str) -> None:
         """Forget the keys: the vault closed, every token and key reference dropped."""
-        with self.app_lock:
+        with self.app_lock, self.keys_lock:
             app, self.app = self.app, None
             self.entries.clear()
             self.marker = None
-            if self.audit is not None:
-                self.audit.stop()
-                self.audit = None
+            self.audit = None
             if app is not None:
                 app.core.keyring.forget_all()
                 app.close()
@@ -270,48 +270,69 @@ class Agent:
             code, line = error_report(error)
             return _error(code, line)
 
-    def token(self, request: dict[str, Any], peer: tuple[int, int, int]) -> dict[str, Any]:
+    def held(self, request: Any, peer: tuple[int, int, int]) -> Held | None:
+        """The token this request asks for, if the agent holds one good enough (the loop's fast
+        path, without any lock); None: answer() says what to do. Whether it is still current is
+        checked when its audit entry is committed (hand_out)."""
+        if not isinstance(request, dict) or request.get("v") != 1 or \
+                request.get("op") != "token" or self.app is None:
+            return None
+        try:
+            mailbox, client, protocol, fmt, min_valid, host, port = _token_fields(request)
+        except Exception:  # noqa: BLE001 - answer() says what is wrong with it
+            return None
+        if self.lock_after is not None and \
+                self.monotonic() - self.last_request >= self.lock_after:
+            return None  # answer() locks
+        entry = self.entries.get((mailbox.strip().casefold(), (client or "").casefold(), protocol))
+        if entry is None or entry.marker is None or \
+                entry.expires_at - timedelta(seconds=min_valid) <= self.clock() or \
+                (fmt == "oauthbearer" and not (host and port) and entry.server is None) or \
+                not self._same_vault(request):
+            return None
+        self.last_request = self.monotonic()
+        entry.asked = True
+        return Held(entry, request, peer, protocol, fmt, host, port)
+
+    def hand_out(self, held: list[Held]) -> list[bool]:
+        """Commit the audit entries of `held` tokens still current; which were (the others
+        must go the slow way). Raises when no entry could be written."""
+        with self.keys_lock:
+            if self.audit is None:
+                return [False] * len(held)  # locked meanwhile: answer() says so
+            return self.audit.commit(held)
+
+    def render(self, held: Held, refreshed: bool = False) -> dict[str, Any]:
         from vault.render.tokens import render_token
 
+        entry = held.entry
+        known_host, known_port = entry.server or (None, None)
+        output = render_token(held.fmt, token=entry.token.reveal(), mailbox=entry.mailbox,
+                              login=entry.login, expires_at=entry.expires_at,
+                              resource=entry.resource, refreshed=refreshed,
+                              host=held.host or known_host, port=held.port or known_port)
+        return {"ok": True, "output": output + "\n"}
+
+    def token(self, request: dict[str, Any], peer: tuple[int, int, int]) -> dict[str, Any]:
+        """The slow way (the worker thread): the token use case, which checks everything and
+        refreshes where needed, its audit entry naming `peer`; what it returns is held."""
         mailbox, client, protocol, fmt, min_valid, host, port = _token_fields(request)
         if not self._same_vault(request):
             return {"ok": False, "reason": OTHER_VAULT, "exit": 1,
                     "error": "vault: error: this agent serves another vault"}
         key = (mailbox.strip().casefold(), (client or "").casefold(), protocol)
-        needs_server = fmt == "oauthbearer" and not (host and port)
-        stale = False
-        while True:
-            with self.app_lock:
-                if self.locked:
-                    return {"ok": False, "reason": LOCKED, "exit": 3,
-                            "error": "vault: error: the agent is locked: run `vault agent "
-                                     "unlock`"}
-                entry = None if stale else self.entries.get(key)
-                if entry is None or \
-                        entry.expires_at - timedelta(seconds=min_valid) <= self.clock() or \
-                        (needs_server and entry.server is None):
-                    self._fresh()
-                    if self.locked:  # _fresh locked it
-                        return {"ok": False, "reason": LOCKED, "exit": 3,
-                                "error": "vault: error: the agent locked itself (the vault's "
-                                         "header changed elsewhere): run `vault agent unlock`"}
-                    entry = self._fetch(key, mailbox, client, protocol, min_valid, peer)
-                    handed = True  # the use case wrote its own audit entry
-                    break
-                entry.asked = True
-                marker, audit = self.marker, self.audit
-            # durable before the token leaves, in a transaction that finds the store unchanged
-            # since `marker` (the per-request change check); else look again, the slow way
-            if audit.hand_out(entry, protocol, peer, marker):
-                handed = False
-                break
-            stale = True
-        known_host, known_port = entry.server or (None, None)
-        output = render_token(fmt, token=entry.token.reveal(), mailbox=entry.mailbox,
-                              login=entry.login, expires_at=entry.expires_at,
-                              resource=entry.resource, refreshed=handed and entry.refreshed,
-                              host=host or known_host, port=port or known_port)
-        return {"ok": True, "output": output + "\n"}
+        with self.app_lock:
+            if self.locked:
+                return {"ok": False, "reason": LOCKED, "exit": 3,
+                        "error": "vault: error: the agent is locked: run `vault agent unlock`"}
+            self._fresh()
+            if self.locked:  # _fresh locked it
+                return {"ok": False, "reason": LOCKED, "exit": 3,
+                        "error": "vault: error: the agent locked itself (the vault's header "
+                                 "changed elsewhere): run `vault agent unlock`"}
+            entry = self._fetch(key, mailbox, client, protocol, min_valid, peer)
+        return self.render(Held(entry, request, peer, protocol, fmt, host, port),
+                           refreshed=entry.refreshed)
 
     def _fetch(self, key: tuple[str, str, str], mailbox: str, client: str | None,
                protocol: str, min_valid: int, peer: tuple[int, int, int]) -> Entry:
@@ -332,6 +353,7 @@ class Agent:
         finally:
             broker.actor = base
         entry = Entry(result, self.clock(), client, result.client)
+        entry.marker = marker
         # held under the marker from before: a refresh it made shows as a change, and the next
         # request looks again (finding the new token cached by the rotation)
         self.entries[key] = entry
@@ -339,21 +361,25 @@ class Agent:
         return entry
 
     def _same_vault(self, request: dict[str, Any]) -> bool:
-        from vault.bootstrap import settings_from_env
-
         store = request.get("store")
         if store or self.settings.store_url:
             return store == self.settings.store_url
         home = request.get("home")
         if home is not None and not isinstance(home, str):
             return False
-        try:  # the same directory: one stat each (realpath's lstat per component, per request,
-            # was a tenth of the agent's CPU under load)
-            wanted = os.stat(settings_from_env(home or None).home)
+        try:  # the same directory: device and inode (realpath's lstat per component, per
+            # request, was a tenth of the agent's CPU under load); the name as settings read it
+            wanted = os.stat(self._home_named(home or None))
             own = os.stat(self.settings.home)
         except Exception:  # noqa: BLE001 - a home that cannot be named is not ours
             return False
         return (wanted.st_dev, wanted.st_ino) == (own.st_dev, own.st_ino)
+
+    @functools.lru_cache(maxsize=64)  # noqa: B019 - one agent per process, few names
+    def _home_named(self, home: str | None) -> Any:
+        from vault.bootstrap import settings_from_env
+
+        return settings_from_env(home).home
 
     # -- background work --------------------------------------------------------------------
 
@@ -424,25 +450,15 @@ class Agent:
         self.listener = listener
 
     def serve(self) -> None:
-        """Accept connections until stopped; then lock and remove the socket."""
+        """Serve connections until stopped (vault/agent/loop.py); then lock and remove the
+        socket."""
+        from vault.agent.loop import Loop
+
         assert self.listener is not None
         housekeeping = threading.Thread(target=self._housekeeping, daemon=True)
         housekeeping.start()
         try:
-            while not self.stopping.is_set():
-                try:
-                    conn, _ = self.listener.accept()
-                except TimeoutError:
-                    continue
-                except OSError:
-                    if self.stopping.is_set():
-                        break
-                    continue
-                if not self.connections.acquire(blocking=False) and not (
-                        self._drop_longest_waiting() and self.connections.acquire(timeout=1.0)):
-                    _refuse_busy(conn)
-                    continue
-                threading.Thread(target=self._connection, args=(conn,), daemon=True).start()
+            Loop(self, self.listener).run()
         finally:
             self.close()
 
@@ -460,31 +476,7 @@ class Agent:
             self.idle_check()
             self.refresh_due()
 
-    def _drop_longest_waiting(self) -> bool:
-        """Make room when every connection is taken: hang up on the one that has waited longest
-        for a request (a client that says nothing, or one between requests), telling it why.
-        Silent clients then never keep a client that asks from being served."""
-        with self.waiting_lock:
-            if not self.waiting:
-                return False
-            conn = min(self.waiting, key=self.waiting.__getitem__)
-            del self.waiting[conn]
-            with contextlib.suppress(OSError):
-                conn.send(json.dumps(BUSY, separators=(",", ":")).encode() + b"\n",
-                          socket.MSG_DONTWAIT)
-            with contextlib.suppress(OSError):
-                conn.shutdown(socket.SHUT_RDWR)  # its thread's recv returns; it ends
-        return True
-
-    def _waits(self, conn: socket.socket, waits: bool) -> bool:
-        """Mark `conn` as waiting for a request, or not; False: it was dropped meanwhile."""
-        with self.waiting_lock:
-            if waits:
-                self.waiting[conn] = time.monotonic()
-                return True
-            return self.waiting.pop(conn, None) is not None
-
-    def _allowed(self, peer: tuple[int, int, int]) -> bool:
+    def allowed(self, peer: tuple[int, int, int]) -> bool:
         _, uid, gid = peer
         if uid in self.allow_uids or gid in self.allow_gids:
             return True
@@ -496,42 +488,6 @@ class Agent:
                 name = pwd.getpwuid(uid).pw_name
                 return any(name in grp.getgrgid(g).gr_mem for g in self.allow_gids)
         return False
-
-    def _connection(self, conn: socket.socket) -> None:
-        try:
-            conn.settimeout(self.idle_timeout)
-            peer = peer_credentials(conn)
-            if not self._allowed(peer):
-                _send(conn, _error(2, f"vault: error: uid {peer[1]} may not use this agent "
-                                      "(--allow-uid / --allow-group)"))
-                return
-            buffer = b""
-            while not self.stopping.is_set() and self._waits(conn, True):
-                while b"\n" not in buffer:
-                    chunk = conn.recv(65536)
-                    if not chunk:
-                        return
-                    buffer += chunk
-                    if len(buffer) > MAX_LINE:
-                        _send(conn, _error(2, f"vault: error: a request is at most {MAX_LINE} "
-                                              "bytes"))
-                        return
-                if not self._waits(conn, False):
-                    return  # hung up on to make room (it was told)
-                line, _, buffer = buffer.partition(b"\n")
-                try:
-                    request = json.loads(line)
-                except (ValueError, RecursionError):  # RecursionError: nested too deep
-                    _send(conn, _error(2, "vault: error: a request is one JSON object per line"))
-                    return
-                _send(conn, self.answer(request, peer))
-        except OSError:
-            return  # timed out, or the client went away mid-answer
-        finally:
-            self._waits(conn, False)
-            with contextlib.suppress(OSError):
-                conn.close()
-            self.connections.release()
 
 
 @functools.lru_cache(maxsize=1024)
@@ -591,16 +547,36 @@ def _error(code: int, line: str) -> dict[str, Any]:
     return {"ok": False, "exit": code, "error": line, "reason": None}
 
 
-def _send(conn: socket.socket, answer: dict[str, Any]) -> None:
-    conn.sendall(json.dumps(answer, separators=(",", ":")).encode() + b"\n")
+class Held(NamedTuple):
+    """A token request the agent holds a token for (Agent.held)."""
+
+    entry: Entry
+    request: dict[str, Any]
+    peer: tuple[int, int, int]
+    protocol: str
+    fmt: str
+    host: str | None
+    port: int | None
 
 
 BUSY = _error(1, "vault: error: the agent is busy (too many connections)")
 
 
-def _refuse_busy(conn: socket.socket) -> None:
-    with contextlib.suppress(OSError):
-        conn.settimeout(1.0)
-        _send(conn, BUSY)
-    with contextlib.suppress(OSError):
-        conn.close()
+def refusal(peer: tuple[int, int, int]) -> dict[str, Any]:
+    return _error(2, f"vault: error: uid {peer[1]} may not use this agent "
+                     "(--allow-uid / --allow-group)")
+
+
+def malformed() -> dict[str, Any]:
+    return _error(2, "vault: error: a request is one JSON object per line")
+
+
+def too_long() -> dict[str, Any]:
+
+    return _error(2, f"vault: error: a request is at most {MAX_LINE} bytes")
+
+
+def error_answer(error: Exception) -> dict[str, Any]:
+    from vault.cli.main import error_report
+
+    return _error(*error_report(error))
