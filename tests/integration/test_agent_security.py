@@ -735,3 +735,40 @@ def test_a_shell_evaluates_what_a_detached_start_prints(alice: Harness, tmp_path
                 conn.connect(str(path))
                 conn.sendall(b'{"v": 1, "op": "stop"}\n')
                 conn.recv(1024)
+
+
+FORGER = r"""
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+os.chmod(sys.argv[1], 0o666)
+s.listen(5)
+print("ready", flush=True)
+while True:
+    conn, _ = s.accept()
+    conn.recv(65536)
+    conn.sendall(b'{"ok": true, "output": "forged-token\\n"}\n')
+    conn.close()
+"""
+
+
+def test_vault_token_does_not_believe_whoever_answers_at_the_path(
+        alice: Harness, other_user: OtherUser, tmp_path: Path) -> None:
+    """Another user got to VAULT_AGENT_SOCK's path first, in a directory anyone may write to
+    (as /tmp): vault token does not print what that process answers; it goes on as without an
+    agent (here: the direct path, with the key file)."""
+    shared = Path(tempfile.mkdtemp(prefix="vault-forge-", dir="/tmp"))
+    shared.chmod(0o1777)
+    path = shared / "agent.sock"
+    forger = subprocess.Popen(
+        ["runuser", "-u", other_user.name, "--", other_user.python, "-c", FORGER, str(path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert forger.stdout.readline().strip() == "ready"
+        result = alice.run("token", ALICE[0], VAULT_AGENT_SOCK=str(path))
+        assert result.code == 0 and "forged" not in result.out
+        assert result.out == alice.ok("token", ALICE[0]).out  # the vault's own token
+    finally:
+        forger.kill()
+        forger.wait(10)
+        shutil.rmtree(shared, ignore_errors=True)

@@ -105,6 +105,20 @@ def token_request(options: dict[str, str], mailbox: str) -> dict:
             "store": os.environ.get("VAULT_STORE") or None}
 
 
+def _trusted(uid: int, path: str) -> bool:
+    """Whether the process answering at `path` (its uid, as the kernel says) may be believed:
+    this user's own, root's, or that of the user who owns the socket's directory where nobody
+    else may write to it (a service account's agent in its 0750 directory; never whoever got
+    to a shared, sticky /tmp first)."""
+    if uid in (os.geteuid(), 0):
+        return True
+    try:
+        directory = os.stat(os.path.dirname(path) or ".")
+    except OSError:
+        return False
+    return directory.st_uid == uid and not directory.st_mode & 0o022
+
+
 def _unattended_unlock(options: dict[str, str]) -> bool:
     """Whether the direct path can unlock without a person: a key file (--key-file,
     VAULT_KEY_FILE, a systemd credential) or VAULT_PASSPHRASE."""
@@ -130,8 +144,8 @@ def agent_token(args: list[str]) -> int | None:
     except OSError:
         return None  # no agent (or a stale socket): as without one
     try:
-        if "VAULT_AGENT_SOCK" not in os.environ and conn.peer_uid() != os.geteuid():
-            return None  # a default path is trusted only when this user's own agent answers
+        if not _trusted(conn.peer_uid(), path):
+            return None  # whoever answers there could hand out any token: as without an agent
         answer = conn.ask(token_request(options, positional[0]))
     except (OSError, ValueError):
         return None  # the agent went away mid-answer, or answered nonsense

@@ -112,7 +112,7 @@ class Loop:
             except OSError:
                 sock.close()
                 continue
-            if not self.agent.allowed(peer):
+            if not self.agent.allowed(peer, sock):
                 _say_and_close(sock, refusal(peer))  # before reading anything
                 continue
             if len(self.clients) >= MAX_CONNECTIONS and not self._make_room():

@@ -104,6 +104,19 @@ def _answers(path: str) -> bool:
         return True
 
 
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # <asm-generic/socket.h>, Linux 4.13
+
+
+def peer_groups(conn: socket.socket) -> tuple[int, ...] | None:
+    """The supplementary groups of the process at the other end (SO_PEERGROUPS), or None
+    where the kernel does not say."""
+    try:
+        data = conn.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, 4 * 1024)
+    except OSError:
+        return None
+    return struct.unpack(f"{len(data) // 4}I", data[: len(data) // 4 * 4])
+
+
 def peer_credentials(conn: socket.socket) -> tuple[int, int, int]:
     """(pid, uid, gid) of the process at the other end, as the kernel says (SO_PEERCRED)."""
     creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
@@ -476,17 +489,24 @@ class Agent:
             self.idle_check()
             self.refresh_due()
 
-    def allowed(self, peer: tuple[int, int, int]) -> bool:
+    def allowed(self, peer: tuple[int, int, int], sock: socket.socket | None = None) -> bool:
+        """Whether `peer` may ask: the agent's user, an --allow-uid, or a process holding an
+        --allow-group (its groups as the kernel says, SO_PEERGROUPS; where the kernel cannot
+        say, /etc/group's members)."""
         _, uid, gid = peer
         if uid in self.allow_uids or gid in self.allow_gids:
             return True
-        if self.allow_gids:
-            import grp
-            import pwd
+        if not self.allow_gids:
+            return False
+        groups = peer_groups(sock) if sock is not None else None
+        if groups is not None:
+            return bool(self.allow_gids.intersection(groups))
+        import grp
+        import pwd
 
-            with contextlib.suppress(KeyError):
-                name = pwd.getpwuid(uid).pw_name
-                return any(name in grp.getgrgid(g).gr_mem for g in self.allow_gids)
+        with contextlib.suppress(KeyError):
+            name = pwd.getpwuid(uid).pw_name
+            return any(name in grp.getgrgid(g).gr_mem for g in self.allow_gids)
         return False
 
 
