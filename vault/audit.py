@@ -103,6 +103,7 @@ class AuditSealer(AuditAppender):
         self.actor = actor
         self.moment = at
         self.at = at.isoformat()
+        self.signing_key: Any = None  # the key made from the seed, where the caller keeps one
 
     def check_head(self, last: AuditRow | None, head: Checkpoint | None) -> None:
         if last is None and head is None and self.first:
@@ -126,7 +127,8 @@ class AuditSealer(AuditAppender):
 
     def sign(self, size: int, head_hash: bytes) -> Checkpoint:
         message = checkpoint_message(self.vault_id, size, head_hash, self.at)
-        signature = crypto.signing_key(self.signing_seed).sign(message).signature
+        key = self.signing_key or crypto.signing_key(self.signing_seed)
+        signature = key.sign(message).signature
         return Checkpoint(size, head_hash, self.at, signature)
 
 

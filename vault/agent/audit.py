@@ -21,6 +21,7 @@ class AuditBatches:
         self.store = app.core.store
         self.broker = app.core.broker
         self.written: Any = None  # the last entry and signed head this agent wrote
+        self.signing_key: Any = None  # made from the seed once, dropped with this object
         self.actors: dict[tuple[int, int, int], dict[str, Any]] = {}
 
     def _actor(self, peer: tuple[int, int, int]) -> dict[str, Any]:
@@ -50,6 +51,11 @@ class AuditBatches:
             sealer = self.broker.sealer(record)
             sealer.actor = self._actor(item.peer)
             sealers.append(sealer)
+        if self.signing_key is None:
+            from adapters import crypto
+
+            self.signing_key = crypto.signing_key(sealers[-1].signing_seed)
+        sealers[-1].signing_key = self.signing_key  # the group's one signature
         try:
             with self.store.write() as tx:
                 marker = self.store.change_marker(tx)

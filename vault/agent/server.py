@@ -191,6 +191,7 @@ class Agent:
         self.keys_lock = threading.Lock()
         self.entries: dict[tuple[str, str, str], Entry] = {}
         self.marker: Any = None
+        self.home_id: tuple[int, int] | None = None  # device and inode of the vault's home
         self.last_request = monotonic()
         self.stopping = threading.Event()
         self.audit: Any = None
@@ -212,6 +213,9 @@ class Agent:
             app = open_vault(self.settings, material_source, clock=self.clock)
             app.core.unlock_material = None  # the agent keeps the keys, never the passphrase
             self.marker = app.core.store.change_marker()
+            with contextlib.suppress(OSError):  # where the vault open now lives (SQLite)
+                home = os.stat(self.settings.home)
+                self.home_id = (home.st_dev, home.st_ino)
             self.audit = AuditBatches(app)
             self.app = app
             self.last_request = self.monotonic()
@@ -383,10 +387,9 @@ class Agent:
         try:  # the same directory: device and inode (realpath's lstat per component, per
             # request, was a tenth of the agent's CPU under load); the name as settings read it
             wanted = os.stat(self._home_named(home or None))
-            own = os.stat(self.settings.home)
         except Exception:  # noqa: BLE001 - a home that cannot be named is not ours
             return False
-        return (wanted.st_dev, wanted.st_ino) == (own.st_dev, own.st_ino)
+        return (wanted.st_dev, wanted.st_ino) == self.home_id
 
     @functools.lru_cache(maxsize=64)  # noqa: B019 - one agent per process, few names
     def _home_named(self, home: str | None) -> Any:
