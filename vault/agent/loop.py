@@ -83,7 +83,8 @@ class Loop:
                                 self._flush(client)
                             if mask & selectors.EVENT_READ and not client.closing:
                                 self._read(client, held)
-                        except Exception:  # noqa: BLE001 - one client's trouble ends it alone
+                        except Exception as error:  # noqa: BLE001 - it ends that client alone
+                            _unexpected(error)
                             self._close(client)
                 while held:
                     held = self._hand_out(held)
@@ -274,6 +275,17 @@ class Loop:
             self.answers.put((client, answer))
             with contextlib.suppress(OSError):
                 os.write(self.wake_write, b"x")
+
+
+def _unexpected(error: Exception) -> None:
+    """A fault of the agent itself, said on its stderr (the journal under systemd): its kind
+    only, as the CLI's last line of defence says it (a message could hold data)."""
+    import sys
+
+    with contextlib.suppress(OSError, ValueError):
+        sys.stderr.write(f"vault agent: internal error ({type(error).__name__}) on a "
+                         "connection; it was closed, the others are served\n")
+        sys.stderr.flush()
 
 
 def _say_and_close(sock: socket.socket, answer: dict[str, Any]) -> None:
