@@ -116,6 +116,9 @@ class Finding(NamedTuple):
     advice: str
     assumed: bool = False
     ref: str | None = None
+    # where a credential's date comes from: "entered" (recorded in vault), "assumed"
+    # (Microsoft's 730-day maximum from the creation date); None for findings without one
+    source: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         data = self._asdict()
@@ -137,6 +140,13 @@ def _window_severity(elapsed: int, warning: int, critical: int) -> str | None:
     if elapsed >= warning:
         return WARNING
     return None
+
+
+ENTERED, ASSUMED = "entered", "assumed"
+
+
+def date_source(assumed: bool) -> str:
+    return ASSUMED if assumed else ENTERED
 
 
 def secret_due(s: SecretFacts, t: ExpiryThresholds) -> tuple[date | None, bool]:
@@ -192,7 +202,7 @@ def credential_findings(
         findings.append(Finding(
             severity=severity, kind=f"{last.kind}_expiry", client=last.client, mailbox=None,
             due=due, days_left=days_left, expired=expired, assumed=assumed, ref=last.ref,
-            advice=f"{what} {last.ref} {when}{basis}: {renew}",
+            source=date_source(assumed), advice=f"{what} {last.ref} {when}{basis}: {renew}",
         ))
     for older_due, older_assumed, s in known[:-1]:
         what = "certificate" if s.kind == "certificate" else "secret"
@@ -200,6 +210,7 @@ def credential_findings(
             severity=INFO, kind="secret_superseded", client=s.client, mailbox=None,
             due=older_due, days_left=(older_due - as_of).days,
             expired=(older_due - as_of).days < 0, assumed=older_assumed, ref=s.ref,
+            source=date_source(older_assumed),
             advice=(f"{what} {s.ref} is still active beside a newer one: once every host uses "
                     f"the new {what}, run `vault client retire-secret {s.client} {s.ref}` and "
                     "delete it in the app registration"),
@@ -301,6 +312,7 @@ class DueItem(NamedTuple):
     due: date
     assumed: bool = False
     ref: str | None = None
+    source: str | None = None  # a credential's: Finding.source
 
 
 def due_items(
@@ -310,7 +322,8 @@ def due_items(
     for s in secrets:
         due, assumed = secret_due(s, t)
         if due is not None:
-            items.append(DueItem(f"{s.kind}_expiry", s.client, None, due, assumed, s.ref))
+            items.append(DueItem(f"{s.kind}_expiry", s.client, None, due, assumed, s.ref,
+                                 date_source(assumed)))
     for g in grants:
         if g.status != ACTIVE or g.app_only:
             continue
@@ -351,7 +364,8 @@ def evaluate(
             findings.append(Finding(
                 severity=INFO, kind=item.kind, client=item.client, mailbox=item.mailbox,
                 due=item.due, days_left=days_left, expired=False, assumed=item.assumed,
-                ref=item.ref, advice=f"{subject}: due {item.due} ({days_left} days)",
+                ref=item.ref, source=item.source,
+                advice=f"{subject}: due {item.due} ({days_left} days)",
             ))
         findings = [f for f in findings if upcoming(f.due, as_of, within) or f.expired]
     return sort_findings(findings)

@@ -177,3 +177,20 @@ def test_within_adds_upcoming_items_and_hides_later_ones() -> None:
         ("warning", "refresh_token_idle"), ("info", "client_secret_expiry")]
     narrow = evaluate([secret], [grant], T, DEFAULT, within=5)
     assert narrow == []
+
+
+def test_a_finding_says_where_the_credentials_date_comes_from() -> None:
+    """`source`: "entered" for a recorded end date, "assumed" for Microsoft's 730-day maximum
+    counted from the creation date; None for a finding without a credential date."""
+    entered = credential_findings([_secret(expires_on=T)], T, DEFAULT)
+    assumed = credential_findings([_secret(created_on=T - timedelta(days=730))], T, DEFAULT)
+    assert [(f.source, f.assumed) for f in entered] == [("entered", False)]
+    assert [(f.source, f.assumed) for f in assumed] == [("assumed", True)]
+    overlap = credential_findings([_secret(ref="s1", expires_on=T),
+                                   _secret(ref="s2", created_on=T - timedelta(days=700))],
+                                  T, DEFAULT)
+    assert {f.ref: f.source for f in overlap} == {"s1": "entered", "s2": "assumed"}
+    idle = grant_findings(_grant(last_activity_on=T - timedelta(days=89)), T, DEFAULT)
+    assert idle and all(f.source is None for f in idle)
+    horizon = evaluate([_secret(expires_on=T + timedelta(days=100))], [], T, DEFAULT, within=365)
+    assert [(f.kind, f.source) for f in horizon] == [("client_secret_expiry", "entered")]

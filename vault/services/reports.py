@@ -150,8 +150,9 @@ class Config:
 
 
 TimelineItem = extended(Due, "TimelineItem", "Something dated that stops working, and the "
-                        "secret or certificate (`ref`) for a credential's expiry.",
-                        ref="str | None")
+                        "secret or certificate (`ref`) for a credential's expiry, and where its "
+                        "date comes from (`source`: entered or assumed).",
+                        ref="str | None", source="str | None")
 
 
 @dataclass(eq=False)
@@ -385,7 +386,7 @@ class ReportService:
         findings = evaluate(secrets, grants, as_of, t)
         items = [TimelineItem(kind=i.kind, client=i.client, mailbox=i.mailbox,
                               due=i.due.isoformat(), days_left=(i.due - as_of).days,
-                              assumed=i.assumed, ref=i.ref)
+                              assumed=i.assumed, ref=i.ref, source=i.source)
                  for i in due_items(secrets, grants, t) if (i.due - as_of).days <= horizon_days]
         return Timeline(as_of=as_of.isoformat(), horizon_days=horizon_days, items=items,
                         findings=findings)
