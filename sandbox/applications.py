@@ -31,9 +31,8 @@ with Application.refuse_passwords addPassword is 400 CredentialTypeNotAllowedAsP
 ("Credential type not allowed as per assigned policy '{policy id}'."), with
 max_password_lifetime a longer secret is 400 CredentialInvalidLifetimeAsPerAppPolicy
 ("Credential lifetime exceeds the max value allowed as per assigned policy '{policy id}'."):
-the codes Microsoft's Teams Toolkit matches and the messages az prints. Throttling: with
-SandboxState.graph_throttle > 0, the next calls are 429 TooManyRequests with Retry-After, the body
-of https://learn.microsoft.com/graph/throttling.
+the codes Microsoft's Teams Toolkit matches and the messages az prints. Throttling
+(graph.throttled) applies here as to every Graph call.
 """
 
 from __future__ import annotations
@@ -47,7 +46,7 @@ from urllib.parse import unquote
 
 from adapters.crypto import b64url, b64url_decode
 from sandbox.directory import TWO_YEARS, PasswordCredential, key_id, new_secret_text
-from sandbox.graph import bearer, refusal
+from sandbox.graph import bearer, refusal, throttled
 
 if TYPE_CHECKING:
     from sandbox.directory import Application
@@ -66,10 +65,9 @@ Answer = tuple[int, dict[str, Any] | None, dict[str, str]]  # status, JSON body 
 
 
 class GraphRefusal(Exception):
-    def __init__(self, status: int, code: str, message: str,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(code)
-        self.answer = (*refusal(status, code, message), headers or {})
+        self.answer = (*refusal(status, code, message), {})
 
 
 class BadProof(GraphRefusal):
@@ -98,13 +96,9 @@ def answer(state: SandboxState, method: str, path: str, query: dict[str, str],
 
 def _answer(state: SandboxState, method: str, path: str, query: dict[str, str],
             authorization: str, body: bytes) -> Answer:
-    with state.lock:
-        throttled = state.graph_throttle > 0
-        state.graph_throttle -= int(throttled)
-        retry_after = state.graph_retry_after
-    if throttled:
-        raise GraphRefusal(429, "TooManyRequests", "Please retry again later.",
-                           {"Retry-After": retry_after})
+    too_many = throttled(state)
+    if too_many is not None:
+        return too_many
     match = PATH.match(unquote(path))
     if match is None or ACTIONS[match["action"]] != method:
         raise GraphRefusal(405 if match else 400, "Request_BadRequest",

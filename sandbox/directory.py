@@ -110,6 +110,6 @@ class Application:
                 "passwordCredentials": [p.graph() for p in self.passwords],
                 "keyCredentials": [self.key_credential(c) for c in self.certificates]}
         if select:
-            body = {k: v for k, v in body.items() if k in select or k == "id"}
+            body = {k: v for k, v in body.items() if k in select}
         return {"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#applications/"
                                   "$entity", **body}

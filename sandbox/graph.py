@@ -24,6 +24,18 @@ def refusal(status: int, code: str, message: str) -> tuple[int, dict[str, Any]]:
         "client-request-id": request}}}
 
 
+def throttled(state: SandboxState) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+    """With SandboxState.graph_throttle > 0, the next Graph call's 429, as
+    https://learn.microsoft.com/graph/throttling shows it (TooManyRequests, Retry-After)."""
+    with state.lock:
+        if state.graph_throttle <= 0:
+            return None
+        state.graph_throttle -= 1
+        retry_after = state.graph_retry_after
+    return (*refusal(429, "TooManyRequests", "Please retry again later."),
+            {"Retry-After": retry_after})
+
+
 def bearer(state: SandboxState, authorization: str) -> dict[str, Any] | tuple[int, dict[str, Any]]:
     """The sandbox's record of the Graph token in this Authorization header, or Graph's 401."""
     with state.lock:

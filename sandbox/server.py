@@ -99,7 +99,12 @@ class SandboxHandler(BaseHTTPRequestHandler):
         if applications.is_application_path(parts.path):
             self._graph("GET", parts.path, query, b"")
         elif parts.path.startswith("/v1.0/"):
-            self._json(*graph.inbox(self.state, parts.path, self.headers.get("Authorization", "")))
+            too_many = graph.throttled(self.state)
+            if too_many is not None:
+                self._json(*too_many)
+            else:
+                self._json(*graph.inbox(self.state, parts.path,
+                                        self.headers.get("Authorization", "")))
         elif parts.path == "/sandbox/stats":
             with self.state.lock:
                 self._json(200, dict(self.state.stats))

@@ -312,9 +312,13 @@ def test_throttled_calls_are_429_with_retry_after(sandbox) -> None:
         assert graph_error(answer, 429)["code"] == "TooManyRequests"
         assert answer.headers["Retry-After"] == "3.5"
     assert get_app(sandbox, token).status_code == 200
-    sandbox.state.graph_throttle = 1
+    sandbox.state.graph_throttle = 2
     assert call(sandbox, token, "addPassword", {}).status_code == 429
     assert len(sandbox.state.application.passwords) == 1  # a throttled call changes nothing
+    inbox = httpx.get(f"{sandbox.base_url}/v1.0/users/carol@contoso.com/mailFolders/inbox",
+                      headers={"Authorization": f"Bearer {token}"})
+    assert inbox.status_code == 429  # every Graph call: the mail probe's too
+    assert call(sandbox, token, "addPassword", {}).status_code == 200
 
 
 def test_an_app_management_policy_refuses_secrets_or_their_lifetime(sandbox) -> None:
