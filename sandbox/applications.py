@@ -21,7 +21,8 @@ The proof of addKey and removeKey is checked as Graph's page on it says
 the private key of one of the application's valid certificates (named by its `x5t` or `kid`
 header, as .NET's X509SigningCredentials puts them), aud 00000002-0000-0000-c000-000000000000,
 iss the application's object id (not its appId), nbf and exp, "the token lifespan should not
-exceed 10 minutes". Graph answers every bad proof alike: `Authentication_MissingOrMalformed`,
+exceed 10 minutes", no base64 `=` padding in its header or payload (the one refusal that page
+names). Graph answers every bad proof alike: `Authentication_MissingOrMalformed`,
 "Access Token missing or malformed." (as reported in microsoft-graph-docs#10686 and #14626);
 the status is not in those reports: the sandbox says 400 (the bearer token is fine, the request
 is not), and keeps its reason in SandboxState.refused_proofs for tests.
@@ -247,6 +248,8 @@ def _check_proof(state: SandboxState, app: Application, proof: Any) -> None:
     from cryptography.hazmat.primitives import hashes
     from cryptography.hazmat.primitives.asymmetric import padding
 
+    if "=" in str(proof or "").rpartition(".")[0]:  # the proof-token page's one named refusal
+        raise BadProof("base64 padding")
     try:
         head, body, signature = str(proof or "").split(".")
         header = json.loads(b64url_decode(head))

@@ -94,12 +94,17 @@ class Application:
     def owns_itself(self, value: bool) -> None:
         (self.owners.add if value else self.owners.discard)(self.service_principal)
 
-    def key_credential(self, certificate: Any) -> dict[str, Any]:
+    def key_credential(self, certificate: Any, with_key: bool = False) -> dict[str, Any]:
+        """`key` (the certificate, base64 DER) only when asked for: Graph returns it only when
+        one application is read with $select=keyCredentials."""
+        from cryptography.hazmat.primitives.serialization import Encoding
+
         kid = key_id(certificate)
+        der = certificate.public_bytes(Encoding.DER)
         return {"customKeyIdentifier": base64.b64encode(thumbprint_sha1(certificate)).decode(),
                 "displayName": self.key_names.get(kid, certificate.subject.rfc4514_string()),
                 "endDateTime": graph_time(certificate.not_valid_after_utc.timestamp()),
-                "key": None, "keyId": kid,
+                "key": base64.b64encode(der).decode() if with_key else None, "keyId": kid,
                 "startDateTime": graph_time(certificate.not_valid_before_utc.timestamp()),
                 "type": "AsymmetricX509Cert", "usage": "Verify"}
 
@@ -108,7 +113,8 @@ class Application:
         body = {"id": self.object_id, "appId": self.app_id, "displayName": self.display_name,
                 "signInAudience": "AzureADMultipleOrgs",
                 "passwordCredentials": [p.graph() for p in self.passwords],
-                "keyCredentials": [self.key_credential(c) for c in self.certificates]}
+                "keyCredentials": [self.key_credential(c, "keyCredentials" in (select or ()))
+                                   for c in self.certificates]}
         if select:
             body = {k: v for k, v in body.items() if k in select}
         return {"@odata.context": "https://graph.microsoft.com/v1.0/$metadata#applications/"

@@ -152,6 +152,8 @@ def test_the_application_shows_its_secrets_and_certificates_never_a_secret_value
 
     selected = get_app(sandbox, graph_token(sandbox), **{"$select": "id,passwordCredentials"})
     assert {k for k in selected.json() if not k.startswith("@")} == {"id", "passwordCredentials"}
+    keys = get_app(sandbox, graph_token(sandbox), **{"$select": "keyCredentials"}).json()
+    assert keys["keyCredentials"][0]["key"] == der_b64(certificate)  # only when selected
     by_object_id = httpx.get(f"{sandbox.base_url}/v1.0/applications/{app['id']}",
                              headers={"Authorization": f"Bearer {graph_token(sandbox)}"})
     assert by_object_id.json()["appId"] == app["appId"]
@@ -382,12 +384,20 @@ def _bad_proofs(app, key, certificate, stranger_key, stranger) -> dict[str, str]
             proof(stranger_key, stranger, iss=app.object_id),
         "lifetime over 10 minutes": proof(key, certificate, iss=app.object_id, lifetime=660),
         "not a JWT": "not-a-jwt",
+        "base64 padding": _padded(proof(key, certificate, iss=app.object_id)),
     }
+
+
+def _padded(jwt: str) -> str:
+    """The same JWT with its payload base64-padded, as some libraries leave it."""
+    head, body, signature = jwt.split(".")
+    return f"{head}.{body}{'=' * (-len(body) % 4) or '=='}.{signature}"
 
 
 @pytest.mark.parametrize("reason", ["aud", "iss", "expired or not yet valid",
                                     "signed by a certificate the application does not have",
-                                    "lifetime over 10 minutes", "not a JWT"])
+                                    "lifetime over 10 minutes", "not a JWT",
+                                    "base64 padding"])
 def test_add_key_refuses_a_bad_proof(sandbox, reason: str) -> None:
     key, certificate = make_certificate("current.example.test")
     stranger_key, stranger = make_certificate("stranger.example.test")
