@@ -9,13 +9,21 @@ with `profile`, email with `email`), and its discovery document names the tenant
 issuer (`{tenantid}` for common and organizations). Switches make it answer a chosen AADSTS
 error, or hand out a forged ID token. Everything is in memory, on 127.0.0.1 only.
 
+Its app registrations are application objects as Graph shows them (object id, secrets with
+hints and dates, certificates), and Graph's application endpoints (read, addPassword,
+removePassword, addKey and removeKey with their proof of possession) answer app-only tokens by
+their roles and the application's owners, with a propagation delay before a new secret works at
+the token endpoint, an app management policy refusing secrets on request, and throttling.
+
 Test hooks (POST, loopback only): /sandbox/fail?code=N&count=K&status=S  /sandbox/revoke?user=U
+and those of hooks.py (/sandbox/register, /sandbox/app, /sandbox/graph/throttle, /sandbox/clock);
 GET /sandbox/stats. The sign-in password of every user is "sandbox".
 
 It is a peer of vault, not a part: it reads scopes as domain/scopes.py does, and nothing in
 vault/, adapters/ or domain/ imports it (`vault sandbox` does, when run). server.py serves HTTP;
-tokens.py, client_auth.py, oidc.py and graph.py answer the endpoints; failures.py holds
-Microsoft's error answers; state.py what it remembers.
+tokens.py, client_auth.py, oidc.py, graph.py and applications.py answer the endpoints;
+failures.py holds Microsoft's error answers; state.py what it remembers, directory.py its app
+registrations; hooks.py the switches over HTTP.
 """
 
 from sandbox.failures import MESSAGES

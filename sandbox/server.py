@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
-from sandbox import graph, oidc, tokens
+from sandbox import applications, graph, hooks, oidc, tokens
 from sandbox.failures import PlainError, SandboxError, error_body
 from sandbox.state import PASSWORD, SandboxState
 
@@ -54,6 +54,27 @@ class SandboxHandler(BaseHTTPRequestHandler):
         else:
             self._json(200, payload)
 
+    def _graph(self, method: str, path: str, query: dict[str, str], body: bytes) -> None:
+        status, payload, headers = applications.answer(
+            self.state, method, path, query, self.headers.get("Authorization", ""), body)
+        if payload is None:
+            self._send(status, b"", "application/json", headers)
+        else:
+            self._json(status, payload, headers)
+
+    def _hook(self, hook: Callable[[SandboxState, dict[str, str]], dict[str, Any]],
+              query: dict[str, str]) -> None:
+        try:
+            self._json(200, hook(self.state, query))
+        except hooks.UnknownApp as e:
+            self._json(404, {"error": f"no app registration {e}"})
+        except ValueError as e:
+            self._json(400, {"error": str(e)})
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
     def _html(self, body: str) -> None:
         page = (f"<!doctype html><html><head><meta charset='utf-8'><title>vault sandbox</title>"
                 f"</head><body style='font-family:sans-serif;max-width:32em;margin:3em auto'>"
@@ -75,8 +96,15 @@ class SandboxHandler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         segments = parts.path.strip("/").split("/")
-        if parts.path.startswith("/v1.0/"):
-            self._json(*graph.inbox(self.state, parts.path, self.headers.get("Authorization", "")))
+        if applications.is_application_path(parts.path):
+            self._graph("GET", parts.path, query, b"")
+        elif parts.path.startswith("/v1.0/"):
+            too_many = graph.throttled(self.state)
+            if too_many is not None:
+                self._json(*too_many)
+            else:
+                self._json(*graph.inbox(self.state, parts.path,
+                                        self.headers.get("Authorization", "")))
         elif parts.path == "/sandbox/stats":
             with self.state.lock:
                 self._json(200, dict(self.state.stats))
@@ -94,9 +122,16 @@ class SandboxHandler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         parts = urlsplit(self.path)
-        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        query = {k: v[0] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         segments = parts.path.strip("/").split("/")
-        if parts.path == "/sandbox/fail":
+        switches = {"/sandbox/register": hooks.register, "/sandbox/app": hooks.configure,
+                    "/sandbox/graph/throttle": hooks.throttle,
+                    "/sandbox/clock": hooks.advance_clock}
+        if applications.is_application_path(parts.path):
+            self._graph("POST", parts.path, query, self._body())
+        elif parts.path in switches:
+            self._hook(switches[parts.path], query)
+        elif parts.path == "/sandbox/fail":
             with self.state.lock:
                 for _ in range(int(query.get("count", "1"))):
                     status = int(query["status"]) if query.get("status") else None

@@ -8,19 +8,21 @@ import hashlib
 import hmac
 import secrets
 import time
+import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from adapters.crypto import b64url
 from domain.clouds import GENERIC_TENANTS, MICROSOFT_CLOUDS
 from domain.errors import ScopeCloudMismatch
-from domain.scopes import resource_of, resource_url
+from domain.scopes import GRAPH, resource_of, resource_url
 from sandbox.client_auth import authenticate
 from sandbox.failures import PlainError, SandboxError
-from sandbox.oidc import id_token
+from sandbox.oidc import id_token, tenant_id
 from sandbox.state import ACCESS_TTL, RefreshGrant
 
 if TYPE_CHECKING:
+    from sandbox.directory import Application
     from sandbox.state import SandboxState
 
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
@@ -59,7 +61,10 @@ def token(state: SandboxState, request: TokenRequest) -> dict[str, Any]:
             raise PlainError(status, "temporarily_unavailable",
                              {"Retry-After": "1"} if status == 429 else None)
         raise SandboxError(code, status)
-    authenticate(state, form, request.authorization, request.path)
+    app = authenticate(state, form, request.authorization, request.path)
+    if grant_type != "client_credentials" and app.app_id != state.client_id:
+        # Codes, refresh tokens and device codes are only ever issued to the primary app.
+        raise SandboxError(70000)
     scopes = form.get("scope", "").split()
     if len({r for r in map(resource, scopes) if r}) > 1:
         raise SandboxError(700022)
@@ -68,7 +73,7 @@ def token(state: SandboxState, request: TokenRequest) -> dict[str, Any]:
     if grant_type == "refresh_token":
         return _refresh(state, form, scopes)
     if grant_type == "client_credentials":
-        return _app_only(state, request.tenant, scopes)
+        return _app_only(state, app, request.tenant, scopes)
     if grant_type == DEVICE_GRANT:
         return _device_token(state, request)
     raise PlainError(400, "unsupported_grant_type")
@@ -118,14 +123,26 @@ def _refresh(state: SandboxState, form: dict[str, str], scopes: list[str]) -> di
     return _issue(state, grant.user, scopes or grant.scopes)
 
 
-def _app_only(state: SandboxState, tenant: str, scopes: list[str]) -> dict[str, Any]:
+def _app_only(state: SandboxState, app: Application, tenant: str,
+              scopes: list[str]) -> dict[str, Any]:
+    """An opaque token; the sandbox keeps the claims Entra would put in its JWT (appid, tid, oid
+    of the service principal, idtyp, and `roles`: the application permissions granted to the app
+    on the resource, here Graph's, as the app is set up at the time of issue)."""
     if tenant in GENERIC_TENANTS:
         raise SandboxError(9001023)
     if not scopes or not all(s.endswith("/.default") for s in scopes):
         raise SandboxError(70011)
     access = "sbx-app." + secrets.token_urlsafe(32)
+    tid = tenant_id(tenant)
+    graph = any(resource(s) == GRAPH for s in scopes)
     with state.lock:
-        state.access_tokens[access] = {"user": None, "scopes": scopes, "app": True}
+        state.access_tokens[access] = {
+            "user": None, "scopes": scopes, "app": True,
+            "claims": {"appid": app.app_id, "tid": tid, "idtyp": "app",
+                       # its service principal in the tenant it signed in to
+                       "oid": app.service_principal if tid == app.tenant else
+                       str(uuid.uuid5(uuid.UUID(tid), app.app_id)),
+                       "roles": sorted(app.roles) if graph else []}}
     return {"token_type": "Bearer", "expires_in": ACCESS_TTL, "access_token": access}
 
 

@@ -29,7 +29,12 @@ def sandbox(port: int, tenant: str, failures: tuple[int, ...]) -> None:
     import json
     import shlex
 
-    from sandbox import SandboxServer, client_add_args, settings_line  # no other command loads it
+    from sandbox import (  # no other command loads it
+        SandboxServer,
+        client_add_args,
+        settings_line,
+        tenant_id,
+    )
     from vault.errors import BadInput
     from vault.render.text import say
 
@@ -39,6 +44,7 @@ def sandbox(port: int, tenant: str, failures: tuple[int, ...]) -> None:
         raise BadInput(f"--port {port}: cannot listen on 127.0.0.1:{port} ({e.strerror}); "
                        "pick another port, or 0 for any free one") from None
     server.state.failures.extend((code, None) for code in failures)
+    server.state.application.tenant = tenant_id(tenant)  # where Graph finds its application
     settings = settings_line(server, tenant)
     say(settings)
     sys.stdout.flush()
