@@ -53,11 +53,15 @@ def check_client_name(name: str) -> str:
 class ClientCredential(VaultAggregate):
     TOPIC = "vault.ClientCredential"
     Snapshot = stable_snapshot("vault.ClientCredential.Snapshot")
-    class_version = 2  # snapshots: version 1 had no resources
+    class_version = 3  # snapshots: version 1 had no resources, 2 no Entra observation
 
     @staticmethod
     def upcast_v1_v2(state: dict) -> None:
         state["resources"] = {}
+
+    @staticmethod
+    def upcast_v2_v3(state: dict) -> None:
+        state["entra"] = None
 
     class Registered(VaultAggregate.Event, AggregateCreated):
         TOPIC = "vault.ClientCredential.Registered"
@@ -170,6 +174,17 @@ class ClientCredential(VaultAggregate):
         def apply(self, client: ClientCredential) -> None:
             client.resources = self.resources
 
+    class EntraObserved(VaultAggregate.Event):
+        """What Entra listed of the app's credentials at a sync (domain/entra.py), and which
+        of them are the ones vault holds: {"object_id", "passwords", "certificates" (each
+        {key_id, display_name, hint or thumbprint, start, end}), "matches" {ref: key_id}}."""
+
+        TOPIC = "vault.ClientCredential.EntraObserved"
+        observation: dict
+
+        def apply(self, client: ClientCredential) -> None:
+            client.entra = self.observation
+
     class Removed(VaultAggregate.Event):
         TOPIC = "vault.ClientCredential.Removed"
         class_version = 2
@@ -202,6 +217,7 @@ class ClientCredential(VaultAggregate):
         self.auth_method = auth_method
         self.mail_servers: dict[str, dict[str, Any]] = {}
         self.resources: dict[str, str] = {}  # RFC 8707 indicators: {"*" or protocol: URI}
+        self.entra: dict[str, Any] | None = None  # the last sync's observation
         self.secrets: list[dict[str, Any]] = []
         self.removed_at: datetime | None = None
         self.removed_reason: str | None = None
@@ -414,6 +430,15 @@ class ClientCredential(VaultAggregate):
                                    f"not {text!r}")
             merged[protocol] = {"host": host.strip("[]"), "port": int(port), "tls": tls or None}
         self._trigger(self.MailServersSet, now, servers=merged)
+
+    def observe_entra(self, *, now: datetime, observation: dict[str, Any]) -> bool:
+        """Record what a sync saw at Entra; False (nothing recorded) when it is what the last
+        sync saw."""
+        self._check_not_removed()
+        if observation == self.entra:
+            return False
+        self._trigger(self.EntraObserved, now, observation=observation)
+        return True
 
     def remove(self, *, now: datetime, reason: str, by: str | None = None) -> None:
         self._check_not_removed()

@@ -37,6 +37,7 @@ VaultError                        exit 1   any error vault raises on purpose: "v
 │   ├── OpenIdDiscoveryFailed     adapter  adapters/id_token.py
 │   ├── CertificateError          adapter  adapters/certificates.py
 │   ├── NotifyFailed              adapter  adapters/notify.py
+│   ├── GraphRefused              adapter  adapters/graph_apps.py
 │   └── CopyFailed                adapter  adapters/store/copying.py
 ├── BadInput                      exit 2
 │   ├── InvalidInput              domain   a value that cannot be right
