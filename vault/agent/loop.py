@@ -195,7 +195,11 @@ class Loop:
             if current is None:
                 self._reply(client, answer)
             elif current[index]:
-                self._reply(client, self.agent.render(found))
+                try:
+                    rendered = self.agent.render(found)
+                except Exception as error:  # noqa: BLE001 - that client is told, the loop goes on
+                    rendered = error_answer(error)
+                self._reply(client, rendered)
             else:
                 self.work.put((client, found.request))
                 continue
