@@ -37,3 +37,46 @@ def test_a_host_that_cannot_be_encoded_is_refused_and_the_agent_keeps_serving(al
     assert answer is not None and answer["ok"] is False
     assert agent.token(ALICE[0]).code == 0
 
+
+def _impostor(path: str):
+    """Another user (nobody) listening at `path`: what it is sent comes back on the pipe."""
+    read_end, write_end = os.pipe()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_end)
+            os.setgid(65534)
+            os.setuid(65534)
+            with socket.socket(socket.AF_UNIX) as listener:
+                listener.bind(path)
+                listener.listen(1)
+                os.write(ready_w, b"r")
+                conn, _ = listener.accept()
+                conn.settimeout(10)
+                data = conn.recv(65536)
+                conn.sendall(b'{"ok":true,"locked":false}\n')
+                os.write(write_end, data)
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    os.read(ready_r, 1)
+    return pid, read_end
+
+
+def test_agent_unlock_never_sends_the_passphrase_to_another_users_socket(alice, tmp_path):
+    from tests.conftest import PASSPHRASE
+
+    path = f"/tmp/vault-rt-{os.getpid()}.sock"  # a shared, sticky directory, as --socket allows
+    pid, told = _impostor(path)
+    try:
+        result = alice.run("agent", "unlock", "--socket", path, VAULT_PASSPHRASE=PASSPHRASE,
+                           VAULT_KEY_FILE=None)
+    finally:
+        with open(told, "rb", closefd=True) as f:
+            heard = f.read()
+        os.waitpid(pid, 0)
+        os.unlink(path)
+    print("impostor heard:", heard, "vault said:", result)
+    assert PASSPHRASE.encode() not in heard
+    assert result.code != 0
