@@ -80,3 +80,48 @@ def test_agent_unlock_never_sends_the_passphrase_to_another_users_socket(alice, 
     print("impostor heard:", heard, "vault said:", result)
     assert PASSPHRASE.encode() not in heard
     assert result.code != 0
+
+
+def _rss_kib(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+
+
+def _hold_grant_locks(h):
+    """Take every grant's lock, as a `vault refresh` elsewhere would: the agent's worker waits."""
+    import fcntl
+
+    h.ok("refresh", ALICE[0])  # makes the lock file
+    held = []
+    for lock in (h.home / "locks").iterdir():
+        f = open(lock, "a")  # noqa: SIM115 - kept open while the test runs
+        fcntl.flock(f, fcntl.LOCK_EX)
+        held.append(f)
+    return held
+
+
+def test_data_sent_ahead_of_an_answer_is_bounded(alice, agent):
+    locks = _hold_grant_locks(alice)
+    agent.move_clock(3000)  # the token is near its end: the next request refreshes it
+    before = _rss_kib(agent.process.pid)
+    x = socket.socket(socket.AF_UNIX)
+    x.connect(agent.socket)
+    # a refresh is needed (min_valid): it waits for the grant's lock, held above
+    x.sendall(b'{"v":1,"op":"token","mailbox":"' + ALICE[0].encode() + b'","min_valid":3000}\n')
+    time.sleep(0.2)
+    x.settimeout(5)
+    chunk = b"\n" * (1 << 20)
+    sent = 0
+    try:
+        for _ in range(64):
+            x.sendall(chunk)
+            sent += len(chunk)
+    except OSError as e:
+        print("hung up on:", e)  # what it sent ahead is not kept
+    after = _rss_kib(agent.process.pid)
+    print(f"sent {sent >> 20} MiB ahead; the agent's RSS {before >> 10} -> {after >> 10} MiB")
+    x.close()
+    for f in locks:
+        f.close()  # the refresh goes ahead
+    assert after - before < 32 * 1024
+    assert agent.token(ALICE[0]).code == 0
