@@ -545,7 +545,7 @@ def _token_fields(request: dict[str, Any]) -> tuple:
         raise BadInput("--min-valid is between 0 and 3000 seconds")
     if port is not None and not 1 <= port <= 65535:
         raise BadInput("--port is between 1 and 65535")
-    if host is not None and not isinstance(host, str):
+    if host is not None and (not isinstance(host, str) or not host.isprintable()):
         raise BadInput("--host is a host name")
     if (host or port) and fmt != "oauthbearer":
         raise BadInput("--host and --port go with --format oauthbearer")
