@@ -283,8 +283,14 @@ class Loop:
             if item is None:
                 return
             client, request = item
+            item = None
+            if client.sock.fileno() < 0:
+                continue  # it hung up meanwhile: nobody waits for this (a flood of them would
+                # keep every other request, the owner's `lock` among them, waiting behind it)
             answer = self.agent.answer(request, client.peer)
+            request = None  # an unlock's passphrase is not kept while the worker waits
             self.answers.put((client, answer))
+            answer = None
             with contextlib.suppress(OSError):
                 os.write(self.wake_write, b"x")
 

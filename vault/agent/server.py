@@ -213,6 +213,10 @@ class Agent:
             app = open_vault(self.settings, material_source, clock=self.clock)
             app.core.unlock_material = None  # the agent keeps the keys, never the passphrase
             self.marker = app.core.store.change_marker()
+            if self.marker[1] != app.core.header_checksum:  # rotated while it was unlocking
+                app.close()
+                raise AgentRefused("the vault's header changed while the agent unlocked it "
+                                   "(a key rotation or keyslot change): unlock it again")
             with contextlib.suppress(OSError):  # where the vault open now lives (SQLite)
                 home = os.stat(self.settings.home)
                 self.home_id = (home.st_dev, home.st_ino)
