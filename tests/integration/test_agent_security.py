@@ -739,6 +739,8 @@ def test_a_shell_evaluates_what_a_detached_start_prints(alice: Harness, tmp_path
 
 FORGER = r"""
 import os, socket, sys
+if len(sys.argv) > 2:  # a directory of its own first (0755: nobody else may write there)
+    os.mkdir(os.path.dirname(sys.argv[1]), 0o755)
 s = socket.socket(socket.AF_UNIX)
 s.bind(sys.argv[1])
 os.chmod(sys.argv[1], 0o666)
@@ -752,16 +754,19 @@ while True:
 """
 
 
+@pytest.mark.parametrize("own_directory", [False, True])
 def test_vault_token_does_not_believe_whoever_answers_at_the_path(
-        alice: Harness, other_user: OtherUser, tmp_path: Path) -> None:
+        alice: Harness, other_user: OtherUser, tmp_path: Path, own_directory: bool) -> None:
     """Another user got to VAULT_AGENT_SOCK's path first, in a directory anyone may write to
-    (as /tmp): vault token does not print what that process answers; it goes on as without an
-    agent (here: the direct path, with the key file)."""
+    (as /tmp), or in a directory of its own it made there because it did not exist yet:
+    vault token does not print what that process answers; it goes on as without an agent
+    (here: the direct path, with the key file)."""
     shared = Path(tempfile.mkdtemp(prefix="vault-forge-", dir="/tmp"))
     shared.chmod(0o1777)
-    path = shared / "agent.sock"
+    path = shared / ("theirs" if own_directory else "") / "agent.sock"
     forger = subprocess.Popen(
-        ["runuser", "-u", other_user.name, "--", other_user.python, "-c", FORGER, str(path)],
+        ["runuser", "-u", other_user.name, "--", other_user.python, "-c", FORGER, str(path),
+         *(["mkdir"] if own_directory else [])],
         stdout=subprocess.PIPE, text=True)
     try:
         assert forger.stdout.readline().strip() == "ready"

@@ -108,15 +108,19 @@ def token_request(options: dict[str, str], mailbox: str) -> dict:
 def _trusted(uid: int, path: str) -> bool:
     """Whether the process answering at `path` (its uid, as the kernel says) may be believed:
     this user's own, root's, or that of the user who owns the socket's directory where nobody
-    else may write to it (a service account's agent in its 0750 directory; never whoever got
-    to a shared, sticky /tmp first)."""
+    else may write to it, in a parent nobody else may write to (a service account's agent in
+    its 0750 directory under /run; never whoever got to a shared /tmp first)."""
     if uid in (os.geteuid(), 0):
         return True
+    where = os.path.dirname(os.path.abspath(path))
     try:
-        directory = os.stat(os.path.dirname(path) or ".")
+        directory, parent = os.stat(where), os.stat(os.path.dirname(where))
     except OSError:
         return False
-    return directory.st_uid == uid and not directory.st_mode & 0o022
+    # ...and nobody else could have made that directory (a parent others may write to, as
+    # /tmp, lets anyone create it first)
+    return (directory.st_uid == uid and not directory.st_mode & 0o022
+            and not parent.st_mode & 0o002)
 
 
 def _unattended_unlock(options: dict[str, str]) -> bool:

@@ -23,6 +23,8 @@ import threading
 import time
 from typing import Any
 
+from vault.agent.client import MAX_LINE
+
 MAX_CONNECTIONS = 256
 MAX_PENDING_ANSWERS = 1024 * 1024  # a client that asks without reading is hung up on
 TICK_S = 0.25
@@ -149,11 +151,17 @@ class Loop:
             self._close(client)
             return
         client.inbuf += data
+        if client.working and len(client.inbuf) > MAX_LINE:
+            # one request at a time: more than a request line sent ahead of an answer (that
+            # may take a refresh's while) is not kept in memory
+            from vault.agent.server import too_long
+
+            self._reply(client, too_long(), close=True)
+            return
         self._next(client, held)
 
     def _next(self, client: _Client, held: list) -> None:
         """Take the client's next request, if one is complete and none is under way."""
-        from vault.agent.client import MAX_LINE
         from vault.agent.server import malformed, too_long
 
         if client.working or client.closing:
@@ -195,7 +203,11 @@ class Loop:
             if current is None:
                 self._reply(client, answer)
             elif current[index]:
-                self._reply(client, self.agent.render(found))
+                try:
+                    rendered = self.agent.render(found)
+                except Exception as error:  # noqa: BLE001 - that client is told, the loop goes on
+                    rendered = error_answer(error)
+                self._reply(client, rendered)
             else:
                 self.work.put((client, found.request))
                 continue
@@ -271,8 +283,14 @@ class Loop:
             if item is None:
                 return
             client, request = item
+            item = None
+            if client.sock.fileno() < 0:
+                continue  # it hung up meanwhile: nobody waits for this (a flood of them would
+                # keep every other request, the owner's `lock` among them, waiting behind it)
             answer = self.agent.answer(request, client.peer)
+            request = None  # an unlock's passphrase is not kept while the worker waits
             self.answers.put((client, answer))
+            answer = None
             with contextlib.suppress(OSError):
                 os.write(self.wake_write, b"x")
 

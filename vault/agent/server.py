@@ -213,6 +213,10 @@ class Agent:
             app = open_vault(self.settings, material_source, clock=self.clock)
             app.core.unlock_material = None  # the agent keeps the keys, never the passphrase
             self.marker = app.core.store.change_marker()
+            if self.marker[1] != app.core.header_checksum:  # rotated while it was unlocking
+                app.close()
+                raise AgentRefused("the vault's header changed while the agent unlocked it "
+                                   "(a key rotation or keyslot change): unlock it again")
             with contextlib.suppress(OSError):  # where the vault open now lives (SQLite)
                 home = os.stat(self.settings.home)
                 self.home_id = (home.st_dev, home.st_ino)
@@ -545,7 +549,7 @@ def _token_fields(request: dict[str, Any]) -> tuple:
         raise BadInput("--min-valid is between 0 and 3000 seconds")
     if port is not None and not 1 <= port <= 65535:
         raise BadInput("--port is between 1 and 65535")
-    if host is not None and not isinstance(host, str):
+    if host is not None and (not isinstance(host, str) or not host.isprintable()):
         raise BadInput("--host is a host name")
     if (host or port) and fmt != "oauthbearer":
         raise BadInput("--host and --port go with --format oauthbearer")

@@ -205,7 +205,7 @@ def _notify_ready() -> None:
 
 
 def _ask(socket_path: str | None, request: dict) -> dict:
-    from vault.agent.client import Connection
+    from vault.agent.client import Connection, _trusted
     from vault.agent.client import socket_path as default_socket
 
     path = socket_path or default_socket(None)
@@ -215,6 +215,14 @@ def _ask(socket_path: str | None, request: dict) -> dict:
         raise OperationFailed(f"no agent answers at {path} ({e.strerror or e}): start one with "
                               "`vault agent start`") from None
     try:
+        # the passphrase goes only to an agent of this very user (only it may be unlocked by
+        # us); any other answer only from one `vault token` would believe (client._trusted)
+        peer = conn.peer_uid()
+        believed = (peer == os.geteuid() if request.get("op") == "unlock"
+                    else _trusted(peer, path))
+        if not believed:
+            raise OperationFailed(f"the process answering at {path} is uid {peer}'s, not an "
+                                  "agent of yours: nothing was sent to it")
         answer = conn.ask({"v": 1, **request})
     except (OSError, ValueError) as e:
         raise OperationFailed(f"the agent at {path} did not answer ({e})") from None
