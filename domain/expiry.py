@@ -84,6 +84,12 @@ class SecretFacts(NamedTuple):
     created_on: date | None
     expires_on: date | None
     kind: str = "client_secret"  # or "certificate"
+    # what the last `client sync` saw at Entra: the end date Entra gives it, and whether Entra
+    # still lists it (None: never synced)
+    entra_expires_on: date | None = None
+    at_entra: bool | None = None
+    held: bool = True  # False: a credential Entra lists that vault does not hold
+    name: str | None = None  # its display name at Entra
 
 
 class GrantFacts(NamedTuple):
@@ -116,8 +122,9 @@ class Finding(NamedTuple):
     advice: str
     assumed: bool = False
     ref: str | None = None
-    # where a credential's date comes from: "entered" (recorded in vault), "assumed"
-    # (Microsoft's 730-day maximum from the creation date); None for findings without one
+    # where a credential's date comes from: "entra" (what `client sync` read), "entered"
+    # (recorded in vault), "assumed" (Microsoft's 730-day maximum from the creation date); None
+    # for findings without one
     source: str | None = None
 
     def as_dict(self) -> dict[str, object]:
@@ -142,15 +149,22 @@ def _window_severity(elapsed: int, warning: int, critical: int) -> str | None:
     return None
 
 
-ENTERED, ASSUMED = "entered", "assumed"
+ENTERED, ASSUMED, ENTRA = "entered", "assumed", "entra"
 
 
 def date_source(assumed: bool) -> str:
     return ASSUMED if assumed else ENTERED
 
 
+def secret_source(s: SecretFacts, assumed: bool) -> str:
+    return ENTRA if s.entra_expires_on else date_source(assumed)
+
+
 def secret_due(s: SecretFacts, t: ExpiryThresholds) -> tuple[date | None, bool]:
-    """The secret's end date, and whether it is assumed (Microsoft's 730-day maximum)."""
+    """The secret's end date — Entra's where a sync read it, else the one entered — and
+    whether it is assumed (Microsoft's 730-day maximum from the creation date)."""
+    if s.entra_expires_on:
+        return s.entra_expires_on, False
     if s.expires_on:
         return s.expires_on, False
     if s.created_on and s.provider == "microsoft":
@@ -168,10 +182,29 @@ def credential_findings(
     """
     if not secrets:
         return []
+    findings: list[Finding] = []
+    for s in secrets:
+        if not s.held:
+            what = "certificate" if s.kind == "certificate" else "secret"
+            findings.append(Finding(
+                severity=INFO, kind="entra_credential_not_held", client=s.client, mailbox=None,
+                due=s.expires_on, days_left=(s.expires_on - as_of).days if s.expires_on else None,
+                expired=bool(s.expires_on and s.expires_on < as_of), ref=s.ref, source=ENTRA,
+                advice=(f"Entra lists a {what} of this app that vault does not hold "
+                        f"({s.name or 'no name'}, keyId {s.secret_id}): someone else uses it, "
+                        "or it is left over; delete it in the app registration if nobody does")))
+        elif s.at_entra is False:
+            what = "certificate" if s.kind == "certificate" else "client secret"
+            findings.append(Finding(
+                severity=CRITICAL, kind=f"{s.kind}_gone_at_entra", client=s.client, mailbox=None,
+                due=None, days_left=None, expired=True, ref=s.ref, source=ENTRA,
+                advice=(f"{what} {s.ref} is no longer at Entra (deleted in the app "
+                        "registration?): token requests with it fail; make one Entra has "
+                        f"current (`vault client rotate-secret {s.client}`) and retire it")))
+    secrets = [s for s in secrets if s.held and s.at_entra is not False]
     dated = [(secret_due(s, t), s) for s in secrets]
     known = [(due, assumed, s) for (due, assumed), s in dated if due is not None]
     unknown = [s for (due, _), s in dated if due is None]
-    findings: list[Finding] = []
     for s in unknown:
         what = "certificate" if s.kind == "certificate" else "secret"
         missing = "expiry date" if s.created_on else "creation or expiry date"
@@ -202,7 +235,8 @@ def credential_findings(
         findings.append(Finding(
             severity=severity, kind=f"{last.kind}_expiry", client=last.client, mailbox=None,
             due=due, days_left=days_left, expired=expired, assumed=assumed, ref=last.ref,
-            source=date_source(assumed), advice=f"{what} {last.ref} {when}{basis}: {renew}",
+            source=secret_source(last, assumed),
+            advice=f"{what} {last.ref} {when}{basis}: {renew}",
         ))
     for older_due, older_assumed, s in known[:-1]:
         what = "certificate" if s.kind == "certificate" else "secret"
@@ -210,7 +244,7 @@ def credential_findings(
             severity=INFO, kind="secret_superseded", client=s.client, mailbox=None,
             due=older_due, days_left=(older_due - as_of).days,
             expired=(older_due - as_of).days < 0, assumed=older_assumed, ref=s.ref,
-            source=date_source(older_assumed),
+            source=secret_source(s, older_assumed),
             advice=(f"{what} {s.ref} is still active beside a newer one: once every host uses "
                     f"the new {what}, run `vault client retire-secret {s.client} {s.ref}` and "
                     "delete it in the app registration"),
@@ -321,9 +355,9 @@ def due_items(
     items: list[DueItem] = []
     for s in secrets:
         due, assumed = secret_due(s, t)
-        if due is not None:
+        if due is not None and s.held and s.at_entra is not False:
             items.append(DueItem(f"{s.kind}_expiry", s.client, None, due, assumed, s.ref,
-                                 date_source(assumed)))
+                                 secret_source(s, assumed)))
     for g in grants:
         if g.status != ACTIVE or g.app_only:
             continue

@@ -174,10 +174,20 @@ def expiry_facts(models: ReadModels) -> tuple[list[SecretFacts], list[GrantFacts
     secrets = [
         SecretFacts(client=c.name, provider=c.provider, ref=r.ref,
                     secret_id=r.secret_id, created_on=_date(r.created_on),
-                    expires_on=_date(r.expires_on), kind=r.kind)
+                    expires_on=_date(r.expires_on), kind=r.kind,
+                    entra_expires_on=_date(r.entra_expires_on),
+                    at_entra=None if r.at_entra is None else bool(r.at_entra))
         for r in models.secrets
         if r.retired_at is None and (c := clients[r.client_uuid]).status == CLIENT_ACTIVE
     ]
+    for c in models.clients:  # what Entra lists that vault does not hold
+        if c.status != CLIENT_ACTIVE or not c.entra_foreign:
+            continue
+        for f in json.loads(c.entra_foreign):
+            secrets.append(SecretFacts(
+                client=c.name, provider=c.provider, ref=f"entra:{f['key_id'][:8]}",
+                secret_id=f["key_id"], created_on=None, expires_on=_date(f["end"]),
+                kind=f["kind"], held=False, name=f["display_name"]))
     grants = []
     for r in models.grants:
         if r.status == REVOKED:

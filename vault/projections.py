@@ -31,6 +31,10 @@ def client_name_key(name: str) -> str:
 def client_changes(client: ClientCredential) -> list[ViewChange]:
     key = {"client_uuid": str(client.id)}
     current = client.current_secret()
+    entra = client.entra or {}
+    at_entra = {c["ref"]: c for c in entra.get("credentials", []) if c["ref"]}
+    foreign = [{k: c[k] for k in ("key_id", "kind", "display_name", "end")}
+               for c in entra.get("credentials", []) if not c["ref"]]
     changes: list[ViewChange] = [Upsert("view_clients", key, {
         "name": client.name, "name_key": client_name_key(client.name),
         "provider": client.provider, "cloud": client.cloud, "tenant": client.tenant,
@@ -38,6 +42,7 @@ def client_changes(client: ClientCredential) -> list[ViewChange]:
         "status": CLIENT_REMOVED if client.is_removed else CLIENT_ACTIVE,
         "google_testing": int(client.google_testing),
         "active_secrets": len(client.active_secrets()),
+        "entra_foreign": json.dumps(foreign, sort_keys=True) if client.entra else None,
         "registered_at": _iso(client.created_on), "updated_at": _iso(client.modified_on),
         "version": client.version,
     })]
@@ -48,6 +53,9 @@ def client_changes(client: ClientCredential) -> list[ViewChange]:
             "expires_on": _iso(secret["expires_on"]), "added_at": _iso(secret["added_at"]),
             "retired_at": _iso(secret["retired_at"]),
             "is_current": int(current is not None and current["ref"] == secret["ref"]),
+            "entra_expires_on": (at_entra[secret["ref"]]["end"]
+                                 if secret["ref"] in at_entra else None),
+            "at_entra": None if not client.entra else int(secret["ref"] in at_entra),
             "client_version": client.version,
         }))
     return changes

@@ -23,6 +23,7 @@ class ClientRow(NamedTuple):
     status: str
     google_testing: int
     active_secrets: int
+    entra_foreign: str | None  # JSON: credentials Entra lists that vault does not hold
     registered_at: str
     updated_at: str
     version: int
@@ -41,6 +42,8 @@ class SecretRow(NamedTuple):
     added_at: str
     retired_at: str | None
     is_current: int
+    entra_expires_on: str | None  # what the last `client sync` read at Entra
+    at_entra: int | None  # 1: Entra lists it, 0: no longer, None: never synced
     client_version: int | None
     mac: bytes | None
 

@@ -248,6 +248,31 @@ def client_set_secret_dates(state: CliContext, name: str, ref: str, created: str
     say(f"Client {name}: dates of secret {ref} recorded")
 
 
+@client.command("sync")
+@click.argument("name")
+@output_format
+@pass_cli
+def client_sync(state: CliContext, name: str, fmt: str, as_json: bool) -> None:
+    """Read NAME's secrets and certificates at Entra (Microsoft Graph, with the client's own
+    app-only token: Application.Read.All, or Application.ReadWrite.OwnedBy with its service
+    principal an owner of the app) and match them to the ones vault holds."""
+    result = state.app().clients.sync(name)
+    if chosen_format(fmt, as_json) == "json":
+        say(to_json(result), lines=True)
+        return
+    table(f"client {result.client} at Entra (object id {result.object_id})",
+          ["KEY ID", "KIND", "NAME", "HINT / THUMBPRINT", "START", "END", "IN VAULT"],
+          [[c.key_id, c.kind, c.display_name, c.hint, c.start, c.end, c.ref or "no"]
+           for c in result.credentials], empty="Entra lists no credentials for this app")
+    for ref in result.gone:
+        say(f"vault: {ref} is not at Entra any more (deleted in the portal?): it will fail",
+            err=True)
+    for change in result.changed_dates:
+        say(f"{change['ref']}: Entra says it ends {change['entra']}, not {change['entered']} "
+            "as entered", err=True)
+    say("recorded" if result.recorded else "nothing new since the last sync", err=True)
+
+
 @client.command("set-servers")
 @click.argument("name")
 @click.option("--imap", metavar="HOST:PORT[/TLS]", help="TLS: implicit, starttls or plain.")
