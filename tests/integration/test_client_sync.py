@@ -79,3 +79,27 @@ def test_sync_says_which_permission_is_missing(sqlite_vault: Harness, sandbox) -
     _synced(sqlite_vault, sandbox)  # no Graph role granted
     refused = _sync(sqlite_vault, code=1)
     assert "Application.Read.All" in refused["error"] and "Traceback" not in refused["error"]
+
+
+def test_a_management_client_reads_for_an_app_that_may_not(sqlite_vault: Harness,
+                                                           sandbox) -> None:
+    """--via CLIENT: a separate management app with Application.Read.All reads the app's
+    credentials; the app itself holds no Graph permission."""
+    import httpx
+
+    from sandbox import client_add_args
+
+    h = sqlite_vault
+    _synced(h, sandbox)  # the app: no Graph role
+    manager = httpx.post(f"{sandbox.base_url}/sandbox/register?roles={READ_ALL}").json()
+    args = client_add_args(sandbox, name="manager")
+    args[args.index("--client-id") + 1] = manager["appId"]
+    h.ok(*args, input=manager["secret"])
+    assert _sync(h, code=1)  # by itself it may not
+    result = h.run("client", "sync", "demo", "--via", "manager", "--json")
+    assert result.code == 0, result.text
+    (held,) = json.loads(result.out)["credentials"]
+    assert held["ref"] == "s1"
+    entries = json.loads(h.ok("audit", "log", "--json").out)
+    assert [e["detail"].get("via") for e in entries if e["action"] == "client sync"
+            and e["outcome"] == "ok"] == ["manager"]

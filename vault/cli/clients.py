@@ -250,13 +250,16 @@ def client_set_secret_dates(state: CliContext, name: str, ref: str, created: str
 
 @client.command("sync")
 @click.argument("name")
+@click.option("--via", metavar="CLIENT",
+              help="Read with this management client's app-only token instead of NAME's own.")
 @output_format
 @pass_cli
-def client_sync(state: CliContext, name: str, fmt: str, as_json: bool) -> None:
+def client_sync(state: CliContext, name: str, via: str | None, fmt: str, as_json: bool) -> None:
     """Read NAME's secrets and certificates at Entra (Microsoft Graph, with the client's own
-    app-only token: Application.Read.All, or Application.ReadWrite.OwnedBy with its service
-    principal an owner of the app) and match them to the ones vault holds."""
-    result = state.app().clients.sync(name)
+    app-only token, or --via CLIENT's: Application.Read.All, or Application.ReadWrite.OwnedBy
+    with the reader's service principal an owner of the app) and match them to the ones vault
+    holds."""
+    result = state.app().clients.sync(name, via=via)
     if chosen_format(fmt, as_json) == "json":
         say(to_json(result), lines=True)
         return

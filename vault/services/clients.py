@@ -319,9 +319,10 @@ class ClientService:
         return self.core.retrying(attempt)
 
     @use_case("client sync")
-    def sync(self, name: str) -> SyncResult:
-        """Read the app's credentials at Entra (Graph, with the client's own app-only token),
-        match them to the ones vault holds, and record what was seen (only when it changed)."""
+    def sync(self, name: str, *, via: str | None = None) -> SyncResult:
+        """Read the app's credentials at Entra (Graph, with the client's own app-only token or
+        that of `via`, a management client), match them to the ones vault holds, and record
+        what was seen (only when it changed)."""
         from adapters.graph_apps import read_application
         from adapters.oauth import OAuthFailure
         from domain.entra import HeldCredential, compare, match, secret_hint
@@ -332,7 +333,14 @@ class ClientService:
         if not credential.profile.is_microsoft:
             raise BadInput(f"client {credential.name!r} is not a Microsoft app registration: "
                            "only Entra lists an app's credentials")
-        require_concrete_tenant(credential.tenant)
+        reader = self.credential(via) if via else credential
+        self.core.broker.record.subject["client"] = credential.name
+        if via:
+            self.core.broker.record.detail["via"] = reader.name
+        if reader.cloud != credential.cloud:
+            raise BadInput(f"{reader.name!r} is in {reader.cloud}, {credential.name!r} in "
+                           f"{credential.cloud}: a management client reads its own cloud only")
+        require_concrete_tenant(reader.tenant)
         server = mail_server(credential.profile, credential.mail_servers, "graph")
         if server is None:
             raise BadInput(f"no Graph host is known for client {credential.name!r}")
@@ -341,9 +349,9 @@ class ClientService:
                                                   if server["port"] != 443 else "")
         scope = plan_app_only(credential.profile, ("graph",))[GRAPH][0]
         try:
-            token = self.providers.oauth(credential).client_credentials(scope).access_token
+            token = self.providers.oauth(reader).client_credentials(scope).access_token
         except OAuthFailure as failure:
-            raise TokenRefreshFailed(failure.diagnosis, False, credential.name) from None
+            raise TokenRefreshFailed(failure.diagnosis, False, reader.name) from None
         app = read_application(self.providers.http, base, credential.client_id, token,
                                credential.name)
         active = credential.active_secrets()
