@@ -152,10 +152,10 @@ def bench_grants(b: Bench, count: int) -> dict:
     with b.app() as app:
         @use_case("bench: bulk grants")
         def bulk(app, first: int, size: int) -> None:
-            client = app.load_client(app.clients.client_row("jira")["client_uuid"])
+            client = app.core.load_client(app.clients.client_row("jira").client_uuid)
             aggregates, changes = [], Changes()
             for n in range(first, first + size):
-                gid = app.new_id()
+                gid = app.core.new_id()
                 grant = ConsentGrant.grant(
                     aggregate_id=gid, rotation_id=rotation_id_for(gid), now=b.clock,
                     client=client, mailbox=f"box{n:05d}@contoso.com", protocols=("imap",),
@@ -164,7 +164,8 @@ def bench_grants(b: Bench, count: int) -> dict:
                 rotation = TokenRotation.start(
                     grant_id=gid, now=b.clock, refresh_token=SecretValue(f"rt-{n:06d}-xxxxxx"),
                     issued_at=grant.granted_at, source="import")
-                changes.keys += app.new_key_rows(gid, gid) + app.new_key_rows(rotation.id, gid)
+                changes.keys += (app.core.new_key_rows(gid, gid)
+                                 + app.core.new_key_rows(rotation.id, gid))
                 apply_views(changes, grant_changes(grant, "microsoft", False),
                             rotation_changes(rotation))
                 aggregates += [grant, rotation]
@@ -172,22 +173,22 @@ def bench_grants(b: Bench, count: int) -> dict:
 
         if not app.core.reads.rows("view_clients"):
             client = ClientCredential.register(
-                aggregate_id=app.new_id(), now=b.clock, name="jira", provider="microsoft",
+                aggregate_id=app.core.new_id(), now=b.clock, name="jira", provider="microsoft",
                 cloud=None, tenant="contoso.com",
                 client_id="11111111-2222-3333-4444-555555555555")
 
             @use_case("bench: client")
             def add(app) -> None:
                 app.core.commit(client, changes=apply_views(
-                    Changes(keys=app.new_key_rows(client.id, client.id)),
+                    Changes(keys=app.core.new_key_rows(client.id, client.id)),
                     client_changes(client)))
             add(app)
         start = time.perf_counter()
         for first in range(0, count, 500):
             bulk(app, first, min(500, count - first))
         create_s = time.perf_counter() - start
-        status_inproc = median_seconds(app.status, 5)
-        expiry_inproc = median_seconds(app.expiry, 5)
+        status_inproc = median_seconds(app.reports.status, 5)
+        expiry_inproc = median_seconds(app.reports.expiry, 5)
     return {"grants": count, "bulk_create_s": round(create_s, 1),
             "status_use_case_ms": round(status_inproc * 1000),
             "expiry_use_case_ms": round(expiry_inproc * 1000),
@@ -205,7 +206,8 @@ def bench_audit(b: Bench, total: int) -> dict:
             with app.core.store.write() as tx:
                 for _ in range(batch):  # five minutes apart: a day holds 288 of them
                     b.clock += timedelta(minutes=5)
-                    app.core.store._append_audit(tx, app._sealer(AuditRecord("bench: read")))
+                    app.core.store._append_audit(
+                        tx, app.core.broker.sealer(AuditRecord("bench: read")))
             remaining -= batch
         fill_s = time.perf_counter() - start
         entries = app.core.store.query("SELECT COUNT(*) AS n FROM vault_audit")[0]["n"]
@@ -222,22 +224,11 @@ def bench_audit(b: Bench, total: int) -> dict:
 def bench_token(b: Bench, runs: int = 30) -> dict:
     """`vault token` on a cached token, as a mail client runs it: a new process each time,
     unlocked with the key file. Against `vault sandbox` for the one consent it needs."""
-    import re
-    from html import unescape
-
-    import httpx
-
     from sandbox import SandboxServer, settings_line
-    from tests.conftest import ScriptedConsent
+    from tests.consent import ScriptedConsent
 
     server = SandboxServer().start()
     s = json.loads(settings_line(server))
-
-    def sign_in(url: str, user: str, password: str) -> str:
-        page = httpx.get(url).text
-        form = {k: unescape(v) for k, v in re.findall(r"name='([^']+)' value='([^']*)'", page)}
-        form.update(username=user, password="sandbox")
-        return httpx.post(url.split("?")[0], data=form).headers["location"]
 
     try:
         with b.app() as app:
@@ -247,7 +238,7 @@ def bench_token(b: Bench, runs: int = 30) -> dict:
                                    endpoints={"authorize_url": s["authorize_url"],
                                               "token_url": s["token_url"], "issuer": s["issuer"]})
             app.consent.consent("demo", mailbox="carol@contoso.com", protocols=("imap",),
-                                flow="manual", ui=ScriptedConsent(sign_in, "carol@contoso.com", "x"))
+                                flow="manual", ui=ScriptedConsent.at_sandbox("carol@contoso.com"))
         cached = b.cli("token", "carol@contoso.com", repeat=runs)
     finally:
         server.stop()
