@@ -81,7 +81,7 @@ class Vault:
         self.alerts = alerts = AlertService(core, grants=grants, reports=reports, probes=probes,
                                             tokens=tokens, providers=providers, sleep=sleep)
         self.maintenance = MaintenanceService(core, tokens=tokens, probes=probes, alerts=alerts,
-                                              audit=audit)
+                                              audit=audit, clients=clients)
         self.backups = BackupService(core)
         self.importers = ImportService(core, clients=clients, grants=grants)
 

@@ -103,3 +103,27 @@ def test_a_management_client_reads_for_an_app_that_may_not(sqlite_vault: Harness
     entries = json.loads(h.ok("audit", "log", "--json").out)
     assert [e["detail"].get("via") for e in entries if e["action"] == "client sync"
             and e["outcome"] == "ok"] == ["manager"]
+
+
+def test_maintain_keeps_synced_clients_in_sync(sqlite_vault: Harness, sandbox) -> None:
+    """A client synced once is synced again by every `vault maintain`, with the reader it used;
+    a client never synced is left alone."""
+    from sandbox.directory import PasswordCredential
+
+    h = sqlite_vault
+    _synced(h, sandbox, READ_ALL)
+    skipped = json.loads(h.ok("maintain", "--json").out)
+    assert [s["outcome"] for s in skipped if s["step"] == "sync"] == ["skipped"]
+    _sync(h)
+    now = time.time()
+    sandbox.state.application.passwords.append(
+        PasswordCredential("Qr5Q~a-secret-made-in-the-portal-0123456789", now, now + 86400,
+                           "portal"))
+    steps = json.loads(h.ok("maintain", "--json").out)
+    (sync,) = [s for s in steps if s["step"] == "sync"]
+    assert sync["outcome"] == "ok" and "1 synced with Entra, 1 with something new" in sync["summary"]
+    assert [f["kind"] for f in _findings(h)].count("entra_credential_not_held") == 1
+    sandbox.state.application.roles = set()  # the permission withdrawn: the step says so
+    steps = json.loads(h.run("maintain", "--json").out)
+    (sync,) = [s for s in steps if s["step"] == "sync"]
+    assert sync["outcome"] == "failed" and "Application.Read.All" in sync["summary"]

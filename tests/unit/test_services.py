@@ -204,9 +204,9 @@ def test_maintenance_runs_its_steps(core, providers) -> None:
     alerts = AlertService(core, grants=grants, reports=reports, probes=probes, tokens=tokens,
                           providers=providers, sleep=Sleeps())
     maintenance = MaintenanceService(core, tokens=tokens, probes=probes, alerts=alerts,
-                                     audit=audit)
+                                     audit=audit, clients=clients)
     steps = maintenance.maintain(MaintainPlan(probe_every=None))
-    assert [s.step for s in steps][:1] == ["refresh"]
+    assert [(s.step, s.outcome) for s in steps][:2] == [("sync", "skipped"), ("refresh", "ok")]
     assert all(s.outcome != "failed" for s in steps), steps
 
 

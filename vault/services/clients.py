@@ -370,7 +370,8 @@ class ClientService:
                                      _iso(c.start), _iso(c.end), by_key.get(c.key_id))
                  for c in app.certificates]
         observation = {"object_id": app.object_id, "matches": matches,
-                       "credentials": [asdict(c) for c in seen]}
+                       "credentials": [asdict(c) for c in seen],
+                       "via": reader.name if via else None}  # what maintain reads with
         changed = [{"ref": ref, "entered": _iso(entered), "entra": _iso(entra)}
                    for ref, entered, entra in found.changed_dates]
 

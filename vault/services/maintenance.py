@@ -26,7 +26,7 @@ from adapters.store.failures import explain_store_failure
 from adapters.store.schema import SCHEMA_VERSION
 from domain.errors import DomainError
 from domain.secret_value import SecretValue
-from domain.vocabulary import ACTIVE
+from domain.vocabulary import ACTIVE, CLIENT_ACTIVE
 from vault.audit import TrustedCheckpoint, parse_checkpoint
 from vault.core import use_case
 from vault.errors import BadInput, VaultError
@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from vault.core import VaultCore
     from vault.services.alerts import AlertService
     from vault.services.audit import AuditService
+    from vault.services.clients import ClientService
     from vault.services.probes import ProbeOutcome, ProbeService
     from vault.services.tokens import RefreshOutcome, TokenService
 
@@ -138,6 +139,7 @@ class MaintenanceService:
     probes: ProbeService
     alerts: AlertService
     audit: AuditService
+    clients: ClientService
 
     def maintain(self, plan: MaintainPlan) -> list[MaintainStep]:
         """Every step's outcome, in the order they ran."""
@@ -169,6 +171,11 @@ class MaintenanceService:
                                                 getattr(self.core.store, "home", None))
                 steps.append(MaintainStep(name, "failed", summary or str(e)))
 
+        synced = [c for c in self.core.reads.models().clients
+                  if c.status == CLIENT_ACTIVE and c.entra_foreign is not None]
+        # before the alerts, so that what Entra says now is what they send
+        step("sync", lambda: self._sync(synced), None if synced else
+             "no client synced with Entra yet (`vault client sync NAME` switches it on)")
         step("refresh", lambda: self._refresh_due(plan))
         step("probe", lambda: self._probe_due(plan), None if plan.probe_every else "disabled")
         step("alert", lambda: self._alert(plan), None if plan.webhook or plan.email_to
@@ -178,6 +185,22 @@ class MaintenanceService:
         step("checkpoint", lambda: self._checkpoint(plan, previous), None if plan.checkpoint_dir
              else "no --checkpoint-dir")
         return steps
+
+    def _sync(self, rows: list[Any]) -> MaintainStep:
+        """`client sync` of each client synced before (each its own use case and audit entry),
+        with the reader it used then."""
+        changed, problems = 0, []
+        for row in rows:
+            try:
+                via = (self.core.load_client(row.client_uuid).entra or {}).get("via")
+                changed += self.clients.sync(row.name, via=via).recorded
+            except (IntegrityViolation, DomainError):
+                raise
+            except VaultError as e:
+                problems.append(f"{row.name}: {printable(str(e))}")
+        summary = (f"{len(rows)} synced with Entra, {changed} with something new"
+                   + "".join(f"\n  {p}" for p in problems))
+        return MaintainStep("sync", _ok_unless(bool(problems)), summary)
 
     def _refresh_due(self, plan: MaintainPlan) -> RefreshStep:
         results = self.tokens.refresh(due=True, keepalive_days=plan.keepalive_days)
