@@ -22,6 +22,7 @@ class CertificateCredential:
     subject: str
     not_before: date
     not_after: date
+    der: bytes = b""  # the certificate itself (public): what Graph's addKey uploads
 
 
 def load_certificate_credential(pem: SecretValue) -> CertificateCredential:
@@ -54,4 +55,5 @@ def load_certificate_credential(pem: SecretValue) -> CertificateCredential:
         subject=certificate.subject.rfc4514_string(),
         not_before=certificate.not_valid_before_utc.date(),
         not_after=certificate.not_valid_after_utc.date(),
+        der=certificate.public_bytes(serialization.Encoding.DER),
     )

@@ -87,9 +87,16 @@ class ClientAuth:
             pad = padding.PKCS1v15()
         claims = {"aud": audience, "iss": self.client_id, "sub": self.client_id,
                   "jti": str(uuid.uuid4()), "nbf": issued, "iat": issued, "exp": issued + 600}
-        signing_input = f"{b64url_json(header)}.{b64url_json(claims)}".encode()
-        signature = key.sign(signing_input, pad, hashes.SHA256())
-        return signing_input.decode() + "." + b64url(signature)
+        return signed_jwt(key, header, claims, pad)
+
+
+def signed_jwt(key: Any, header: dict[str, Any], claims: dict[str, Any], pad: Any) -> str:
+    """A compact JWS over `header` and `claims` with an RSA private key (SHA-256; `pad` is
+    PKCS#1 v1.5 for RS256, PSS for PS256). base64url without padding, as JWTs are."""
+    from cryptography.hazmat.primitives import hashes
+
+    signing_input = f"{b64url_json(header)}.{b64url_json(claims)}".encode()
+    return signing_input.decode() + "." + b64url(key.sign(signing_input, pad, hashes.SHA256()))
 
 
 @dataclass(frozen=True)

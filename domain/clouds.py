@@ -252,3 +252,21 @@ def require_concrete_tenant(tenant: str | None) -> None:
             f"app-only tokens need a concrete tenant (GUID or domain), not {tenant!r}: "
             "Microsoft answers AADSTS9001023 for the generic endpoints"
         )
+
+
+def token_url_in_tenant(token_url: str, tenant: str | None, home_tenant: str) -> str:
+    """The token endpoint of `home_tenant`: the client's token URL with its tenant segment (the
+    first of its path, as Microsoft's are: /{tenant}/oauth2/v2.0/token) replaced."""
+    from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+    home_tenant = home_tenant.strip()
+    if not home_tenant or home_tenant.lower() in GENERIC_TENANTS or "/" in home_tenant:
+        raise InvalidInput("--home-tenant is the app's home tenant: its GUID or domain, not "
+                           f"{home_tenant!r}")
+    parts = urlsplit(token_url)
+    segments = parts.path.split("/")
+    if len(segments) < 2 or tenant is None or unquote(segments[1]).lower() != tenant.lower():
+        raise InvalidInput("--home-tenant needs a token URL that names the client's tenant "
+                           "(https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token)")
+    segments[1] = quote(home_tenant, safe="")
+    return urlunsplit(parts._replace(path="/".join(segments)))

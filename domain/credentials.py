@@ -53,7 +53,7 @@ def check_client_name(name: str) -> str:
 class ClientCredential(VaultAggregate):
     TOPIC = "vault.ClientCredential"
     Snapshot = stable_snapshot("vault.ClientCredential.Snapshot")
-    class_version = 3  # snapshots: version 1 had no resources, 2 no Entra observation
+    class_version = 4  # snapshots: 1 had no resources, 2 no Entra observation, 3 no renewal
 
     @staticmethod
     def upcast_v1_v2(state: dict) -> None:
@@ -62,6 +62,10 @@ class ClientCredential(VaultAggregate):
     @staticmethod
     def upcast_v2_v3(state: dict) -> None:
         state["entra"] = None
+
+    @staticmethod
+    def upcast_v3_v4(state: dict) -> None:
+        state["renewal"] = None
 
     class Registered(VaultAggregate.Event, AggregateCreated):
         TOPIC = "vault.ClientCredential.Registered"
@@ -83,26 +87,36 @@ class ClientCredential(VaultAggregate):
             state["auth_method"] = "client_secret_post"
 
     class SecretAdded(VaultAggregate.Event):
+        """`pending`: made by a renewal through Graph and held, not yet used: it becomes current
+        once it works at the token endpoint (RenewalVerified)."""
+
         TOPIC = "vault.ClientCredential.SecretAdded"
+        class_version = 2
         ref: str
         value: SecretValue
         secret_id: str | None
         created_on: date | None
         expires_on: date | None
+        pending: bool
+
+        @staticmethod
+        def upcast_v1_v2(state: dict) -> None:
+            state["pending"] = False
 
         def apply(self, client: ClientCredential) -> None:
             client.secrets.append({
                 "ref": self.ref, "kind": CLIENT_SECRET, "value": self.value,
                 "secret_id": self.secret_id, "created_on": self.created_on,
                 "expires_on": self.expires_on, "added_at": self.timestamp, "retired_at": None,
-                "retired_reason": None,
+                "retired_reason": None, "pending": self.pending,
             })
+            client.held_for_renewal(self.ref, self.pending)
 
     class CertificateAdded(VaultAggregate.Event):
         """A certificate credential (private_key_jwt): the private key is the secret part."""
 
         TOPIC = "vault.ClientCredential.CertificateAdded"
-        class_version = 2
+        class_version = 3
         ref: str
         private_key: SecretValue
         thumbprint: str  # SHA-1 of the DER certificate, hex (what Entra ID shows)
@@ -110,6 +124,7 @@ class ClientCredential(VaultAggregate):
         not_before: date
         not_after: date
         thumbprint_sha256: str | None  # SHA-256 of the DER certificate, hex (x5t#S256)
+        pending: bool  # held by a renewal through Graph until it works (as SecretAdded's)
 
         @staticmethod
         def upcast_v1_v2(state: dict) -> None:
@@ -117,14 +132,19 @@ class ClientCredential(VaultAggregate):
             certificate signs RS256 assertions with x5t until it is added again."""
             state["thumbprint_sha256"] = None
 
+        @staticmethod
+        def upcast_v2_v3(state: dict) -> None:
+            state["pending"] = False
+
         def apply(self, client: ClientCredential) -> None:
             client.secrets.append({
                 "ref": self.ref, "kind": CERTIFICATE, "value": self.private_key,
                 "secret_id": self.thumbprint, "created_on": self.not_before,
                 "expires_on": self.not_after, "added_at": self.timestamp, "retired_at": None,
                 "retired_reason": None, "subject": self.subject,
-                "thumbprint_sha256": self.thumbprint_sha256,
+                "thumbprint_sha256": self.thumbprint_sha256, "pending": self.pending,
             })
+            client.held_for_renewal(self.ref, self.pending)
 
     class SecretRetired(VaultAggregate.Event):
         TOPIC = "vault.ClientCredential.SecretRetired"
@@ -185,6 +205,53 @@ class ClientCredential(VaultAggregate):
         def apply(self, client: ClientCredential) -> None:
             client.entra = self.observation
 
+    class RenewalStarted(VaultAggregate.Event):
+        """The intent of a renewal through Microsoft Graph, recorded before Entra is asked for
+        anything: the nonce is in the new credential's display name, so a run that died after
+        Entra made it finds it there. `retire_after`: seconds the old credential stays at Entra
+        once the new one works."""
+
+        TOPIC = "vault.ClientCredential.RenewalStarted"
+        nonce: str
+        kind: str
+        display_name: str
+        ends_on: date | None
+        via: str | None
+        home_tenant: str | None
+        retire_after: int
+
+        def apply(self, client: ClientCredential) -> None:
+            client.renewal = {
+                "nonce": self.nonce, "kind": self.kind, "display_name": self.display_name,
+                "ends_on": self.ends_on, "via": self.via, "home_tenant": self.home_tenant,
+                "retire_after": self.retire_after, "started_at": self.timestamp,
+                "stage": "started", "new_ref": None, "remove": [], "remove_at": None}
+
+    class RenewalVerified(VaultAggregate.Event):
+        """The new credential worked at the token endpoint: it is current from now on. `remove`:
+        the old ones to remove at Entra ({ref, key_id}), not before `remove_at`."""
+
+        TOPIC = "vault.ClientCredential.RenewalVerified"
+        remove: list
+        remove_at: datetime
+
+        def apply(self, client: ClientCredential) -> None:
+            renewal = client.renewal
+            client.secret(renewal["new_ref"])["pending"] = False
+            renewal.update(stage="verified", remove=self.remove, remove_at=self.remove_at)
+
+    class RenewalEnded(VaultAggregate.Event):
+        """The renewal is over: finished (the old credentials removed at Entra: `removed`, their
+        keyIds) or given up (`outcome` says why; `removed` is then the keyId of a credential
+        Entra made for a run that died before vault held it)."""
+
+        TOPIC = "vault.ClientCredential.RenewalEnded"
+        outcome: str
+        removed: list
+
+        def apply(self, client: ClientCredential) -> None:
+            client.renewal = None
+
     class Removed(VaultAggregate.Event):
         TOPIC = "vault.ClientCredential.Removed"
         class_version = 2
@@ -218,6 +285,7 @@ class ClientCredential(VaultAggregate):
         self.mail_servers: dict[str, dict[str, Any]] = {}
         self.resources: dict[str, str] = {}  # RFC 8707 indicators: {"*" or protocol: URI}
         self.entra: dict[str, Any] | None = None  # the last sync's observation
+        self.renewal: dict[str, Any] | None = None  # a renewal through Graph under way
         self.secrets: list[dict[str, Any]] = []
         self.removed_at: datetime | None = None
         self.removed_reason: str | None = None
@@ -295,8 +363,14 @@ class ClientCredential(VaultAggregate):
         raise InvalidInput(f"client {self.name!r} has no secret {ref!r}")
 
     def active_secrets(self, kind: str | None = None) -> list[dict[str, Any]]:
-        return [s for s in self.secrets
-                if s["retired_at"] is None and (kind is None or s["kind"] == kind)]
+        """Secrets and certificates in use: not retired, and not held by a renewal that has not
+        yet seen them work."""
+        return [s for s in self.secrets if s["retired_at"] is None and not s.get("pending")
+                and (kind is None or s["kind"] == kind)]
+
+    def held_for_renewal(self, ref: str, pending: bool) -> None:
+        if pending:
+            self.renewal.update(stage="received", new_ref=ref)
 
     def current_secret(self, kind: str | None = None) -> dict[str, Any] | None:
         """The credential token requests use: the newest active one of the kind the client
@@ -314,9 +388,10 @@ class ClientCredential(VaultAggregate):
 
     def add_secret(
         self, *, now: datetime, value: SecretValue, secret_id: str | None = None,
-        created_on: date | None = None, expires_on: date | None = None,
+        created_on: date | None = None, expires_on: date | None = None, pending: bool = False,
     ) -> str:
         self._check_not_removed()
+        self._check_renewal_holds(pending, CLIENT_SECRET)
         check_secret_value(value)
         if secret_id is not None:
             if not is_guid(secret_id):
@@ -330,7 +405,7 @@ class ClientCredential(VaultAggregate):
         ref = f"s{sum(1 for s in self.secrets if s['kind'] == CLIENT_SECRET) + 1}"
         self._trigger(
             self.SecretAdded, now, ref=ref, value=value, secret_id=secret_id,
-            created_on=created_on, expires_on=expires_on,
+            created_on=created_on, expires_on=expires_on, pending=pending,
         )
         return ref
 
@@ -345,12 +420,13 @@ class ClientCredential(VaultAggregate):
     def add_certificate(
         self, *, now: datetime, private_key: SecretValue, thumbprint: str, subject: str,
         not_before: date, not_after: date, overlap: bool = False, by: str | None = None,
-        thumbprint_sha256: str | None = None,
+        thumbprint_sha256: str | None = None, pending: bool = False,
     ) -> str:
         """Add a certificate credential as current; older certificates retire unless overlap.
         The same certificate again is accepted only to record its SHA-256 thumbprint, which
         certificates added before vault kept it lack (they sign RS256 assertions meanwhile)."""
         self._check_not_removed()
+        self._check_renewal_holds(pending, CERTIFICATE)
         thumbprint = _hex_thumbprint(thumbprint, 40, "SHA-1")
         if thumbprint_sha256 is not None:
             thumbprint_sha256 = _hex_thumbprint(thumbprint_sha256, 64, "SHA-256")
@@ -368,8 +444,8 @@ class ClientCredential(VaultAggregate):
         ref = f"c{sum(1 for s in self.secrets if s['kind'] == CERTIFICATE) + 1}"
         self._trigger(self.CertificateAdded, now, ref=ref, private_key=private_key,
                       thumbprint=thumbprint, subject=subject, not_before=not_before,
-                      not_after=not_after, thumbprint_sha256=thumbprint_sha256)
-        if not overlap:
+                      not_after=not_after, thumbprint_sha256=thumbprint_sha256, pending=pending)
+        if not overlap and not pending:
             for old in older:
                 self.retire_secret(now=now, ref=old, reason=f"replaced by {ref}", by=by)
         return ref
@@ -439,6 +515,64 @@ class ClientCredential(VaultAggregate):
             return False
         self._trigger(self.EntraObserved, now, observation=observation)
         return True
+
+    # -- renewal through Microsoft Graph (issue 14) ----------------------------------------
+    # started (intent) -> received (the new credential held, pending) -> verified (current;
+    # the old ones retired in vault, to be removed at Entra at remove_at) -> ended. A process
+    # killed between two steps leaves the renewal where it was; the next run finishes it.
+
+    def _check_renewal_holds(self, pending: bool, kind: str) -> None:
+        renewal = self.renewal
+        if pending and not (renewal and renewal["stage"] == "started"
+                            and renewal["kind"] == kind):
+            raise RuleViolation("a pending credential belongs to a renewal that has started")
+
+    def start_renewal(self, *, now: datetime, nonce: str, kind: str, via: str | None,
+                      home_tenant: str | None, lifetime_days: int | None,
+                      retire_after: int) -> str:
+        """Record the intent; the display name the new credential gets at Entra."""
+        self._check_not_removed()
+        if self.renewal is not None:
+            raise RuleViolation(f"client {self.name!r} has a renewal under way since "
+                                f"{self.renewal['started_at']:%Y-%m-%d %H:%M} UTC")
+        if kind == CLIENT_SECRET:
+            self.check_rotates_secrets()
+        elif self.auth_method != "private_key_jwt":
+            raise RuleViolation(f"client {self.name!r} authenticates with a client secret: "
+                                "renew it with `vault client rotate-secret --via-graph`")
+        if lifetime_days is not None and not 1 <= lifetime_days <= 3650:
+            raise InvalidInput("--lifetime-days takes 1 to 3650 days")
+        if not 0 <= retire_after <= 366 * 86400:
+            raise InvalidInput("--retire-after takes at most a year")
+        display_name = f"vault {now:%Y-%m-%d} {nonce}"
+        ends_on = (now + timedelta(days=lifetime_days)).date() if lifetime_days else None
+        self._trigger(self.RenewalStarted, now, nonce=nonce, kind=kind,
+                      display_name=display_name, ends_on=ends_on, via=via,
+                      home_tenant=home_tenant, retire_after=retire_after)
+        return display_name
+
+    def verify_renewal(self, *, now: datetime, key_ids: dict[str, str],
+                       by: str | None = None) -> list[str]:
+        """The new credential works: make it current, retire the older ones of its kind in vault,
+        and schedule their removal at Entra (`key_ids`: {ref: Entra's keyId} of those Entra
+        lists). Returns the refs retired."""
+        renewal = self.renewal
+        if renewal is None or renewal["stage"] != "received":
+            raise RuleViolation(f"client {self.name!r} has no renewal waiting for verification")
+        new_ref = renewal["new_ref"]
+        older = [s["ref"] for s in self.active_secrets(renewal["kind"])]
+        remove = [{"ref": ref, "key_id": key_ids[ref]} for ref in older if ref in key_ids]
+        self._trigger(self.RenewalVerified, now, remove=remove,
+                      remove_at=now + timedelta(seconds=renewal["retire_after"]))
+        for ref in older:
+            self.retire_secret(now=now, ref=ref, reason=f"replaced by {new_ref} (renewed "
+                                                        "through Microsoft Graph)", by=by)
+        return older
+
+    def end_renewal(self, *, now: datetime, outcome: str, removed: list[str]) -> None:
+        if self.renewal is None:
+            raise RuleViolation(f"client {self.name!r} has no renewal under way")
+        self._trigger(self.RenewalEnded, now, outcome=outcome, removed=removed)
 
     def remove(self, *, now: datetime, reason: str, by: str | None = None) -> None:
         self._check_not_removed()

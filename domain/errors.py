@@ -26,6 +26,7 @@ VaultError                        exit 1   any error vault raises on purpose: "v
 │   ├── TokenRefreshFailed                 vault/providers.py
 │   ├── GrantUnusable                      vault/providers.py
 │   ├── ConsentFailed                      vault/services/consent.py
+│   ├── RenewalUnfinished                  vault/services/entra.py
 │   ├── AgentRefused                       vault/agent/server.py
 │   ├── StoreUnavailable          adapter  adapters/errors.py
 │   ├── AuditAppendFailed         adapter  adapters/errors.py

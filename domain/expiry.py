@@ -9,7 +9,7 @@ something still works: the due day itself is critical, and a finding is `expired
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import NamedTuple
 
 from domain.vocabulary import ACTIVE, CRITICAL, INFO, REVOKED, WARNING
@@ -227,9 +227,15 @@ def credential_findings(
                 else "expires today" if days_left == 0 else f"expires in {days_left} day(s)")
         basis = (f" (assumed: created {last.created_on}, Microsoft's {t.microsoft_secret_max_days}"
                  "-day maximum)" if assumed else "")
-        renew = (f"create a new certificate, upload its public part to the app registration "
+        synced = last.entra_expires_on is not None  # Graph can renew it (issue 14)
+        renew = (f"create a new certificate and run `vault client rotate-certificate "
+                 f"{last.client} --via-graph --certificate-file PEM`" if last.kind ==
+                 "certificate" and synced else
+                 f"create a new certificate, upload its public part to the app registration "
                  f"and run `vault client add-certificate {last.client} --certificate-file PEM`"
                  if last.kind == "certificate" else
+                 f"renew it through Graph: `vault client rotate-secret {last.client} "
+                 "--via-graph`" if synced else
                  f"create a new one in the app registration and run `vault client rotate-secret "
                  f"{last.client}`")
         findings.append(Finding(
@@ -374,16 +380,57 @@ def due_items(
     return sorted(items, key=lambda i: i.due)
 
 
+class RenewalFacts(NamedTuple):
+    """A renewal through Microsoft Graph under way (issue 14): where it stopped."""
+
+    client: str
+    kind: str  # client_secret | certificate
+    stage: str  # started | received | verified
+    started_on: date
+    remove_at: datetime | None  # verified: when the old credentials go at Entra
+    display_name: str  # the new credential's name at Entra (it carries the nonce)
+    new_ref: str | None
+
+
+def renewal_findings(renewals: list[RenewalFacts], now: datetime) -> list[Finding]:
+    """A renewal that stopped halfway is a warning until a run finishes it: before vault held
+    the new secret, Entra may hold one vault has no copy of; after, the new credential waits
+    unused. Old credentials kept at Entra past their time are a warning too."""
+    findings = []
+    for r in renewals:
+        command = (f"`vault client rotate-{'secret' if r.kind == 'client_secret' else 'certificate'}"
+                   f" {r.client} --via-graph` or `vault maintain`")
+        if r.stage == "started":
+            advice = (f"a renewal through Graph started {r.started_on} stopped before vault held "
+                      f"the new secret: Entra may list one named {r.display_name!r} that vault "
+                      f"has no copy of; {command} removes it and starts again")
+        elif r.stage == "received":
+            advice = (f"a renewal through Graph started {r.started_on} holds {r.new_ref}, not "
+                      f"yet seen working at the token endpoint (so not used): {command} goes on")
+        elif r.remove_at is not None and r.remove_at <= now:
+            advice = (f"the credentials {r.new_ref} replaced stay at Entra past "
+                      f"{r.remove_at:%Y-%m-%d %H:%M} UTC: {command} removes them")
+        else:
+            continue  # waiting, as asked (--retire-after)
+        findings.append(Finding(
+            severity=WARNING, kind="renewal_unfinished", client=r.client, mailbox=None,
+            due=None, days_left=None, expired=False, ref=r.new_ref, advice=advice))
+    return findings
+
+
 def evaluate(
     secrets: list[SecretFacts], grants: list[GrantFacts], as_of: date, t: ExpiryThresholds,
-    within: int | None = None,
+    within: int | None = None, renewals: list[RenewalFacts] = (),
+    now: datetime | None = None,
 ) -> list[Finding]:
     """All findings as of a date; `within` adds info findings for anything due inside the horizon
-    and leaves out dated findings beyond it."""
+    and leaves out dated findings beyond it. `now` (default: the end of `as_of`) decides whether
+    a renewal's old credentials are overdue at Entra."""
     by_client: dict[str, list[SecretFacts]] = {}
     for s in secrets:
         by_client.setdefault(s.client, []).append(s)
-    findings: list[Finding] = []
+    findings: list[Finding] = renewal_findings(
+        list(renewals), now or datetime.combine(as_of, time.max, tzinfo=UTC))
     for client_secrets in by_client.values():
         findings += credential_findings(client_secrets, as_of, t)
     for g in grants:

@@ -127,8 +127,18 @@ def _answer(state: SandboxState, method: str, path: str, query: dict[str, str],
                                                       "expected.")
     with state.lock:
         state.stats[action] = state.stats.get(action, 0) + 1
-    return {"addPassword": _add_password, "removePassword": _remove_password,
-            "addKey": _add_key, "removeKey": _remove_key}[action](state, app, request)
+    _hold(state, action, "before")
+    result = {"addPassword": _add_password, "removePassword": _remove_password,
+              "addKey": _add_key, "removeKey": _remove_key}[action](state, app, request)
+    _hold(state, action, "after")
+    return result
+
+
+def _hold(state: SandboxState, action: str, when: str) -> None:
+    """A test's hold on this action, before or after it is done (SandboxState.holds)."""
+    if state.holds.get(action) == when:
+        state.held.set()
+        state.release.wait(60)
 
 
 def _find(state: SandboxState, tid: str | None, app_id: str | None,

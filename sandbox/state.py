@@ -51,6 +51,11 @@ class SandboxState:
     graph_retry_after: str = "2"  # ... and this Retry-After (Graph's examples have fractions)
     assertions: list[dict[str, str]] = field(default_factory=list)  # headers of accepted ones
     refused_proofs: list[str] = field(default_factory=list)  # why each addKey proof failed
+    # Graph application actions to hold ({action: "before" | "after"} doing it): the request
+    # waits, `held` set, until `release` is set (a test kills the caller meanwhile)
+    holds: dict[str, str] = field(default_factory=dict)
+    held: threading.Event = field(default_factory=threading.Event)
+    release: threading.Event = field(default_factory=threading.Event)
     stats: dict[str, int] = field(default_factory=lambda: {"token": 0, "refresh_token": 0,
                                                            "authorization_code": 0,
                                                            "client_credentials": 0})

@@ -48,6 +48,7 @@ from vault.services.audit import AuditService
 from vault.services.backups import BackupService
 from vault.services.clients import ClientService
 from vault.services.consent import ConsentService
+from vault.services.entra import EntraService
 from vault.services.grants import GrantService
 from vault.services.importers import ImportService
 from vault.services.keys import KeyService
@@ -75,13 +76,14 @@ class Vault:
                                       sleep=sleep)
         self.probes = probes = ProbeService(core, grants=grants, tokens=tokens,
                                             providers=providers)
+        self.entra = entra = EntraService(core, clients=clients, providers=providers, sleep=sleep)
         self.keys = KeyService(core)
         self.audit = audit = AuditService(core)
         self.reports = reports = ReportService(core, clients=clients, grants=grants, audit=audit)
         self.alerts = alerts = AlertService(core, grants=grants, reports=reports, probes=probes,
                                             tokens=tokens, providers=providers, sleep=sleep)
         self.maintenance = MaintenanceService(core, tokens=tokens, probes=probes, alerts=alerts,
-                                              audit=audit, clients=clients)
+                                              audit=audit, entra=entra)
         self.backups = BackupService(core)
         self.importers = ImportService(core, clients=clients, grants=grants)
 

@@ -18,6 +18,7 @@ from domain.expiry import (
     ExpiryThresholds,
     Finding,
     GrantFacts,
+    RenewalFacts,
     SecretFacts,
     due_items,
     evaluate,
@@ -205,18 +206,34 @@ def expiry_facts(models: ReadModels) -> tuple[list[SecretFacts], list[GrantFacts
     return secrets, grants
 
 
+def renewal_facts(models: ReadModels) -> list[RenewalFacts]:
+    """Renewals through Graph under way, from the clients' read-model rows."""
+    facts = []
+    for c in models.clients:
+        if c.status != CLIENT_ACTIVE or not c.renewal:
+            continue
+        r = json.loads(c.renewal)
+        facts.append(RenewalFacts(
+            client=c.name, kind=r["kind"], stage=r["stage"],
+            started_on=datetime.fromisoformat(r["started_at"]).date(),
+            remove_at=datetime.fromisoformat(r["remove_at"]) if r["remove_at"] else None,
+            display_name=r["display_name"], new_ref=r["new_ref"]))
+    return facts
+
+
 def expiry_of(models: ReadModels, thresholds: ExpiryThresholds, as_of: date,
               within: int | None = None) -> ExpiryReport:
     if within is not None and within < 0:
         raise BadInput("--within takes a number of days >= 0")
     secrets, grants = expiry_facts(models)
     return ExpiryReport(as_of=as_of.isoformat(),
-                        findings=evaluate(secrets, grants, as_of, thresholds, within))
+                        findings=evaluate(secrets, grants, as_of, thresholds, within,
+                                          renewal_facts(models)))
 
 
 def status_of(models: ReadModels, thresholds: ExpiryThresholds, today: date) -> Status:
     secrets, grants = expiry_facts(models)
-    findings = evaluate(secrets, grants, today, thresholds)
+    findings = evaluate(secrets, grants, today, thresholds, renewals=renewal_facts(models))
     items = due_items(secrets, grants, thresholds)
     due_by_client: dict[str, DueItem] = {}
     for item in items:

@@ -47,14 +47,16 @@ class TokenRefreshFailed(OperationFailed):
         self.broken = broken
 
 
-def client_auth(credential: ClientCredential, secret: SecretValue | None = None) -> ClientAuth:
-    """How this client authenticates at the token endpoint, with its current credential."""
+def client_auth(credential: ClientCredential, secret: SecretValue | None = None,
+                use: dict[str, Any] | None = None) -> ClientAuth:
+    """How this client authenticates at the token endpoint, with its current credential (or
+    `secret`, or `use`: one of its credentials, e.g. a renewal's before it is current)."""
     from adapters.oauth import ClientAuth
 
     method = credential.auth_method
     if method == "none":
         return ClientAuth(credential.client_id, "none")
-    current = credential.current_secret()
+    current = use or credential.current_secret()
     if current is None and secret is None:
         what = "certificate" if method == "private_key_jwt" else "secret"
         raise GrantUnusable(f"client {credential.name!r} holds no active {what}")
@@ -94,13 +96,20 @@ class Providers:
 
         return discover(self.http, issuer)
 
-    def oauth(self, credential: ClientCredential, secret: SecretValue | None = None) -> OAuthClient:
+    def oauth(self, credential: ClientCredential, secret: SecretValue | None = None, *,
+              use: dict[str, Any] | None = None, tenant: str | None = None) -> OAuthClient:
+        """`tenant`: ask that tenant's token endpoint instead of the client's (an app that signs
+        users in through common or organizations gets app-only tokens from its home tenant)."""
         from adapters.oauth import OAuthClient
+        from domain.clouds import token_url_in_tenant
 
         endpoints = dict(credential.endpoints)
         if not endpoints.get("token_url") and endpoints.get("issuer"):
             endpoints.update({k: v for k, v in self.discover(endpoints["issuer"]).items() if v})
-        return OAuthClient(self.http, endpoints, client_auth(credential, secret))
+        if tenant is not None:
+            endpoints["token_url"] = token_url_in_tenant(endpoints["token_url"],
+                                                         credential.tenant, tenant)
+        return OAuthClient(self.http, endpoints, client_auth(credential, secret, use))
 
     def close(self) -> None:
         if self._http is not None:

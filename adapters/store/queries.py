@@ -24,6 +24,7 @@ class ClientRow(NamedTuple):
     google_testing: int
     active_secrets: int
     entra_foreign: str | None  # JSON: credentials Entra lists that vault does not hold
+    renewal: str | None  # JSON: a renewal through Graph under way (its stage and times)
     registered_at: str
     updated_at: str
     version: int

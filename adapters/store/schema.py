@@ -16,7 +16,7 @@ Written once for both databases: `{blob}` and `{int}` become BLOB/BYTEA and INTE
   under a key derived from the root key: plain rows, but none a keyless writer can edit.
 """
 
-SCHEMA_VERSION = "4"
+SCHEMA_VERSION = "5"
 
 TABLES = [
     """CREATE TABLE IF NOT EXISTS vault_meta (
@@ -68,6 +68,7 @@ TABLES = [
         google_testing {int} NOT NULL,
         active_secrets {int} NOT NULL,
         entra_foreign TEXT,
+        renewal TEXT,
         registered_at TEXT NOT NULL,
         updated_at TEXT NOT NULL,
         version {int} NOT NULL,
@@ -128,7 +129,7 @@ VIEW_TABLES = ("view_clients", "view_secrets", "view_grants")
 # Each read-model table's primary key (the row a MAC is written back to).
 VIEW_KEYS = {"view_clients": ("client_uuid",), "view_secrets": ("client_uuid", "ref"),
              "view_grants": ("grant_uuid",)}
-# Columns schema versions 2 to 4 added; a vault created earlier gets them when it is upgraded.
+# Columns schema versions 2 to 5 added; a vault created earlier gets them when it is upgraded.
 ADDED_COLUMNS = (("vault_settings", "mac", "{blob}"), ("vault_settings", "version", "{int}"),
                  ("view_clients", "mac", "{blob}"),
                  ("view_secrets", "client_version", "{int}"), ("view_secrets", "mac", "{blob}"),
@@ -137,7 +138,8 @@ ADDED_COLUMNS = (("vault_settings", "mac", "{blob}"), ("vault_settings", "versio
                  ("view_grants", "refused_since", "TEXT"),
                  ("view_grants", "login", "TEXT"),  # schema 3
                  ("view_secrets", "entra_expires_on", "TEXT"),  # schema 4
-                 ("view_secrets", "at_entra", "{int}"), ("view_clients", "entra_foreign", "TEXT"))
+                 ("view_secrets", "at_entra", "{int}"), ("view_clients", "entra_foreign", "TEXT"),
+                 ("view_clients", "renewal", "TEXT"))  # schema 5
 
 
 def ddl(blob: str, integer: str) -> list[str]:

@@ -43,6 +43,9 @@ def test_sync_matches_what_vault_holds_and_records_only_what_changed(sqlite_vaul
     entra_end = held["end"]
     (due,) = [f for f in _findings(h) if f["ref"] == "s1"]
     assert (due["source"], due["due"], due["assumed"]) == ("entra", entra_end, False)
+    report = json.loads(h.ok("report", "expiry", "--horizon", "1000", "--format", "json").out)
+    assert [i["source"] for i in report["items"] if i["ref"] == "s1"] == ["entra"]
+    assert "SOURCE" in (table := h.ok("expiry", "--within", "1000").out) and " entra " in table
     h.ok("client", "set-secret-dates", "demo", "s1", "--expires", "2030-01-01")
     dated = _sync(h)  # the date entered differs: Entra wins, and the sync says so
     assert dated["changed_dates"] == [{"ref": "s1", "entered": "2030-01-01", "entra": entra_end}]

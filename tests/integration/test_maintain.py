@@ -57,7 +57,7 @@ def test_one_run_does_everything_and_the_next_only_what_is_due(
         estate: Harness, webhook, mail_ca, tmp_path: Path) -> None:
     steps = _steps(estate.ok(*_args(tmp_path), **_ca(mail_ca)).out)
     assert {s: v["outcome"] for s, v in steps.items()} == {
-        "sync": "skipped", "refresh": "ok", "probe": "ok", "alert": "ok", "metrics": "ok",
+        "sync": "skipped", "renew": "skipped", "refresh": "ok", "probe": "ok", "alert": "ok", "metrics": "ok",
         "checkpoint": "ok"}  # sync: no client was ever synced with Entra
     assert steps["refresh"]["summary"].startswith("2 refreshed, 0 already fresh, 0 failed")
     assert steps["probe"]["summary"] == "2 probed, 2 ok"  # the IMAP grant of each

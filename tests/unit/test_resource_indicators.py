@@ -95,9 +95,9 @@ def test_a_client_snapshot_from_before_indicators_loads() -> None:
     client.collect_events()
     stored = mapper.to_stored_event(ClientCredential.Snapshot.take(client))
     state = mapper.transcoder.decode(stored.state)
-    assert state["state"].pop("class_version") == 3
-    del state["state"]["resources"], state["state"]["entra"]
+    assert state["state"].pop("class_version") == 4
+    del state["state"]["resources"], state["state"]["entra"], state["state"]["renewal"]
     old = StoredEvent(stored.originator_id, stored.originator_version, stored.topic,
                       mapper.transcoder.encode(state))
     restored = mapper.to_domain_event(old).mutate(None)
-    assert restored.resources == {} and restored.entra is None
+    assert restored.resources == {} and restored.entra is None and restored.renewal is None

@@ -23,6 +23,7 @@ from vault.services.audit import AuditService
 from vault.services.backups import BackupService
 from vault.services.clients import ClientService
 from vault.services.consent import ConsentService
+from vault.services.entra import EntraService
 from vault.services.grants import GrantService
 from vault.services.importers import ImportService
 from vault.services.keys import KeyService
@@ -203,10 +204,12 @@ def test_maintenance_runs_its_steps(core, providers) -> None:
     reports = ReportService(core, clients=clients, grants=grants, audit=audit)
     alerts = AlertService(core, grants=grants, reports=reports, probes=probes, tokens=tokens,
                           providers=providers, sleep=Sleeps())
+    entra = EntraService(core, clients=clients, providers=providers, sleep=Sleeps())
     maintenance = MaintenanceService(core, tokens=tokens, probes=probes, alerts=alerts,
-                                     audit=audit, clients=clients)
+                                     audit=audit, entra=entra)
     steps = maintenance.maintain(MaintainPlan(probe_every=None))
-    assert [(s.step, s.outcome) for s in steps][:2] == [("sync", "skipped"), ("refresh", "ok")]
+    assert [(s.step, s.outcome) for s in steps][:3] == [
+        ("sync", "skipped"), ("renew", "skipped"), ("refresh", "ok")]
     assert all(s.outcome != "failed" for s in steps), steps
 
 

@@ -17,6 +17,7 @@ import sys
 
 import click
 
+from vault.cli.inputs import parse_duration
 from vault.cli.main import CliContext, pass_cli
 from vault.cli.operations import alert_options, webhook_secret
 from vault.errors import BadInput, OperationFailed
@@ -31,16 +32,6 @@ def register(cli: click.Group) -> None:
 def agent() -> None:
     """Unlock once and serve tokens from memory on a Unix socket (start, stop, status, lock,
     unlock)."""
-
-
-_DURATION = re.compile(r"^(\d+)([smhd]?)$")
-
-
-def parse_duration(text: str, option: str) -> float:
-    match = _DURATION.match(text.strip())
-    if not match or int(match.group(1)) == 0:
-        raise BadInput(f"{option} takes a duration such as 900, 15m, 8h or 1d")
-    return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
 
 
 def _clocks():

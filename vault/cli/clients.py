@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from domain.vocabulary import MICROSOFT_CLOUD_NAMES, PROVIDERS, SECRET_AUTH_METHODS
-from vault.cli.inputs import parse_date, read_secret
+from vault.cli.inputs import parse_date, parse_duration, read_secret
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
 from vault.errors import BadInput
 from vault.render.machine import fields_of, to_json
@@ -161,13 +161,34 @@ def client_show(state: CliContext, name: str, reveal_secret: bool, fmt: str,
            + (", unverified" if v["unverified"] else "") + ")")
           for p, v in data.servers.items()],
         ("registered", data.registered_at),
+        *([("renewal", f"{data.renewal['stage']} since {data.renewal['started_at'][:16]} "
+                       f"({data.renewal['display_name']}): `vault maintain` finishes it")]
+          if data.renewal else []),
     ])
     table("secrets", ["REF", "SECRET ID", "CREATED", "EXPIRES", "ADDED", "RETIRED", "CURRENT"],
           [[s.ref, s.secret_id, s.created_on, s.expires_on, s.added_at[:10],
-            (s.retired_at or "")[:10], "yes" if s.current else ""]
+            (s.retired_at or "")[:10], "yes" if s.current else "pending" if s.pending else ""]
            for s in data.secrets])
     if data.secret is not None:
         say(f"secret: {data.secret.reveal()}")
+
+
+def graph_options(f):
+    """Where Graph is asked, and how long a renewal waits and keeps the old credential."""
+    f = click.option("--verify-timeout", type=click.IntRange(0, 900), default=180,
+                     show_default=True, metavar="SECONDS",
+                     help="How long to retry the new credential at the token endpoint while "
+                          "it propagates.")(f)
+    f = click.option("--retire-after", metavar="DURATION", default="0",
+                     help="Keep the old credential at Entra this long after the new one works "
+                          "(e.g. 7d, for consumers outside vault; `vault maintain` removes it "
+                          "then) [default: at once].")(f)
+    f = click.option("--home-tenant", metavar="TENANT",
+                     help="The app's home tenant, where a client that signs in through common "
+                          "or organizations gets its app-only Graph token.")(f)
+    return click.option("--via", metavar="CLIENT",
+                        help="Write with this management client's app-only token (Graph "
+                             "application permissions; see the README).")(f)
 
 
 @client.command("rotate-secret")
@@ -178,14 +199,45 @@ def client_show(state: CliContext, name: str, reveal_secret: bool, fmt: str,
 @click.option("--verify", is_flag=True,
               help="First check the new secret at the token endpoint (client credentials), "
                    "retrying while a new Microsoft secret propagates; nothing changes if it fails.")
-@click.option("--verify-timeout", type=click.IntRange(0, 900), default=180, show_default=True,
-              metavar="SECONDS")
+@click.option("--via-graph", is_flag=True,
+              help="Ask Entra for the new secret (Microsoft Graph addPassword), verify it, make "
+                   "it current and remove the old one at Entra; nothing is read from you.")
+@click.option("--lifetime-days", type=click.IntRange(1, 3650), metavar="DAYS",
+              help="With --via-graph: how long the new secret lives [default: Entra's, 2 "
+                   "years].")
+@click.option("--reveal", is_flag=True,
+              help="With --via-graph: print the new secret's Value (audited as a reveal).")
+@graph_options
+@output_format
 @pass_cli
 def client_rotate_secret(state: CliContext, name: str, secret_stdin: bool,
                          secret_file: str | None, secret_id: str | None,
                          secret_created: str | None, secret_expires: str | None,
-                         overlap: bool, verify: bool, verify_timeout: int) -> None:
-    """Add a new secret to NAME as its current one (older ones retire unless --overlap)."""
+                         overlap: bool, verify: bool, verify_timeout: int, via_graph: bool,
+                         lifetime_days: int | None, reveal: bool, via: str | None,
+                         home_tenant: str | None, retire_after: str, fmt: str,
+                         as_json: bool) -> None:
+    """Add a new secret to NAME as its current one (older ones retire unless --overlap); with
+    --via-graph, Entra makes it."""
+    if via_graph:
+        given = [o for o, v in (("--secret-stdin", secret_stdin), ("--secret-file", secret_file),
+                                ("--secret-id", secret_id), ("--secret-created", secret_created),
+                                ("--secret-expires", secret_expires), ("--overlap", overlap),
+                                ("--verify", verify)) if v]
+        if given:
+            raise BadInput(f"--via-graph takes no {', '.join(given)}: Entra makes the secret, "
+                           "and it is always verified")
+        result = state.app().entra.renew_secret(
+            name, via=via, home_tenant=home_tenant, lifetime_days=lifetime_days,
+            retire_after=parse_duration(retire_after, "--retire-after", zero=True),
+            verify_for=verify_timeout, reveal=reveal)
+        _say_renewal(result, chosen_format(fmt, as_json))
+        return
+    graph_only = [o for o, v in (("--lifetime-days", lifetime_days), ("--reveal", reveal),
+                                 ("--via", via), ("--home-tenant", home_tenant),
+                                 ("--retire-after", retire_after != "0")) if v]
+    if graph_only:
+        raise BadInput(f"{', '.join(graph_only)} go with --via-graph")
     secret = read_secret("secret", secret_stdin, secret_file)
     options = dict(secret_id=secret_id,
                    created_on=parse_date(secret_created, "--secret-created"),
@@ -193,9 +245,60 @@ def client_rotate_secret(state: CliContext, name: str, secret_stdin: bool,
     app = state.app()
     result = app.clients.rotate_secret(name, secret=secret, **options,
                                        verify_for=verify_timeout if verify else None)
+    if chosen_format(fmt, as_json) == "json":
+        say(to_json(result), lines=True)
+        return
     say(f"Client {name}: secret {result.new_secret} is now current"
         + (" (checked at the token endpoint)" if verify else "")
         + (" (older secrets stay active)" if overlap else ""))
+
+
+@client.command("rotate-certificate")
+@click.argument("name")
+@click.option("--via-graph", is_flag=True, required=True,
+              help="Upload the new certificate to the app (Microsoft Graph addKey, proven by "
+                   "the current certificate), verify it, make it current and remove the old one "
+                   "at Entra.")
+@click.option("--certificate-file", required=True, metavar="PEM",
+              help="PEM file holding the new private key and its certificate.")
+@graph_options
+@output_format
+@pass_cli
+def client_rotate_certificate(state: CliContext, name: str, via_graph: bool,
+                              certificate_file: str, via: str | None, home_tenant: str | None,
+                              retire_after: str, verify_timeout: int, fmt: str,
+                              as_json: bool) -> None:
+    """Renew NAME's certificate through Microsoft Graph (private_key_jwt clients)."""
+    result = state.app().entra.renew_certificate(
+        name, _read_certificate(certificate_file), via=via, home_tenant=home_tenant,
+        retire_after=parse_duration(retire_after, "--retire-after", zero=True),
+        verify_for=verify_timeout)
+    _say_renewal(result, chosen_format(fmt, as_json))
+
+
+def _say_renewal(result, fmt: str) -> None:
+    if fmt == "json":
+        shown = fields_of(result)
+        if result.secret is not None:  # asked for with --reveal
+            shown["secret"] = result.secret.reveal()
+        say(to_json(shown), lines=True)
+        return
+    what = "certificate" if result.kind == "certificate" else "secret"
+    if result.resumed:
+        say(f"Client {result.client}: {result.resumed}", err=True)
+    if result.stage == "abandoned":
+        return
+    say(f"Client {result.client}: {what} {result.new} (Entra keyId {result.key_id}, ends "
+        f"{result.expires_on}) is current, checked at the token endpoint")
+    if result.retired:
+        say(f"retired in vault: {', '.join(result.retired)}")
+    if result.stage == "waiting":
+        say(f"the old {what} stays at Entra until {result.remove_at} UTC; `vault maintain` "
+            "removes it then")
+    elif result.removed:
+        say(f"removed at Entra: {', '.join(result.removed)}")
+    if result.secret is not None:
+        say(f"secret: {result.secret.reveal()}")
 
 
 @client.command("add-certificate")
@@ -252,14 +355,18 @@ def client_set_secret_dates(state: CliContext, name: str, ref: str, created: str
 @click.argument("name")
 @click.option("--via", metavar="CLIENT",
               help="Read with this management client's app-only token instead of NAME's own.")
+@click.option("--home-tenant", metavar="TENANT",
+              help="The app's home tenant, where a client that signs in through common or "
+                   "organizations gets its app-only Graph token.")
 @output_format
 @pass_cli
-def client_sync(state: CliContext, name: str, via: str | None, fmt: str, as_json: bool) -> None:
+def client_sync(state: CliContext, name: str, via: str | None, home_tenant: str | None,
+                fmt: str, as_json: bool) -> None:
     """Read NAME's secrets and certificates at Entra (Microsoft Graph, with the client's own
     app-only token, or --via CLIENT's: Application.Read.All, or Application.ReadWrite.OwnedBy
     with the reader's service principal an owner of the app) and match them to the ones vault
     holds."""
-    result = state.app().clients.sync(name, via=via)
+    result = state.app().entra.sync(name, via=via, home_tenant=home_tenant)
     if chosen_format(fmt, as_json) == "json":
         say(to_json(result), lines=True)
         return

@@ -4,6 +4,7 @@ and the material that unlocks the vault."""
 from __future__ import annotations
 
 import os
+import re
 import sys
 from datetime import UTC, date, datetime, timedelta
 
@@ -198,3 +199,14 @@ def other_materials(key_files: tuple[str, ...], passphrase_files: tuple[str, ...
 
 
 __all__ = ["KeyFile", "material_source", "new_passphrase", "parse_date", "read_secret"]
+
+
+_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+
+
+def parse_duration(text: str, option: str, *, zero: bool = False) -> int:
+    """Seconds from 900, 15m, 8h or 1d (0 only where `zero` allows it)."""
+    match = _DURATION.match(text.strip())
+    if not match or (int(match.group(1)) == 0 and not zero):
+        raise BadInput(f"{option} takes a duration such as 900, 15m, 8h or 1d")
+    return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]

@@ -118,9 +118,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "init": ("setup", "Create a new vault (in VAULT_HOME, or the PostgreSQL database of "
              "VAULT_STORE)."),
     "key": ("setup", "Keyslots (passphrases, key files) and root-key rotation."),
-    "maintain": ("operations", "Everything a timer should run: refresh due grants and keep idle "
-                 "ones alive, probe on a schedule, alert, write metrics, export an audit "
-                 "checkpoint."),
+    "maintain": ("operations", "Everything a timer should run: sync with Entra and renew, "
+                 "refresh due grants and keep idle ones alive, probe on a schedule, alert, write "
+                 "metrics, export an audit checkpoint."),
     "migrate": ("backups", "Copy the whole vault, every event in order, into an empty store and "
                 "prove the copy."),
     "probe": ("probes", "Probe MAILBOX over IMAP, POP3, SMTP or Graph with its grant's token."),

@@ -202,15 +202,24 @@ def alert(state: CliContext, webhook_file: str | None, email_to: str | None, via
 @click.option("--force", is_flag=True,
               help="Replace a metrics or checkpoint file vault did not write (never a link, a "
                    "directory or a device).")
+@click.option("--renew-within", type=click.IntRange(0, 365), metavar="DAYS",
+              envvar="VAULT_RENEW_WITHIN",
+              help="Renew through Microsoft Graph the client secrets Entra says end within DAYS "
+                   "(clients synced with `vault client sync`; off unless given) "
+                   "[env: VAULT_RENEW_WITHIN].")
 @output_format
 @pass_cli
 def maintain(state: CliContext, keepalive_days: int, probe_every: int, probe_budget: int,
              webhook_file: str | None,
              email_to: str | None, via: str | None, min_severity: str, resend_after: int,
-             metrics_file: str | None, checkpoint_dir: str | None, force: bool, fmt: str,
-             as_json: bool) -> None:
-    """Everything a timer should run: refresh due grants and keep idle ones alive, probe on a
-    schedule, alert, write metrics, export an audit checkpoint. Safe on several hosts at once.
+             metrics_file: str | None, checkpoint_dir: str | None, force: bool,
+             renew_within: int | None, fmt: str, as_json: bool) -> None:
+    """Everything a timer should run: sync with Entra and renew, refresh due grants and keep
+    idle ones alive, probe on a schedule, alert, write metrics, export an audit checkpoint.
+
+    Clients synced once (`vault client sync`) are synced again; renewals through Graph left
+    unfinished are finished, and with --renew-within what is due is renewed. Safe on several
+    hosts at once.
 
     Exit 0 when every step succeeded, 1 when one failed (the others still ran).
     """
@@ -222,7 +231,8 @@ def maintain(state: CliContext, keepalive_days: int, probe_every: int, probe_bud
         probe_budget=timedelta(minutes=probe_budget),
         webhook=webhook_secret(webhook_file), email_to=email_to, via=via,
         min_severity=min_severity, resend_after=timedelta(hours=resend_after),
-        metrics_file=metrics_file, checkpoint_dir=checkpoint_dir, force=force)
+        metrics_file=metrics_file, checkpoint_dir=checkpoint_dir, force=force,
+        renew_within=renew_within)
     steps = state.app().maintenance.maintain(plan)
 
     def render(data: list[MaintainStep]) -> None:

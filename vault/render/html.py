@@ -89,7 +89,7 @@ def expiry_page(data: Timeline, generated: str) -> str:
                      f"{escape(item.due)}</text>")
     parts.append("</svg>")
     findings = _table(data.findings, ["severity", "kind", "client", "mailbox", "due",
-                                         "days_left", "advice"])
+                                         "days_left", "source", "advice"])
     body = (f"<p>As of {escape(as_of.isoformat())}, the next {horizon} days.</p>"
             + "".join(parts) + "<h2>Findings</h2>" + findings)
     return _page("What expires when", body, generated)

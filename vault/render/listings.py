@@ -53,10 +53,10 @@ def status_table(d: Status) -> None:
 
 def expiry_table(d: ExpiryReport) -> None:
     table(f"expiry as of {d.as_of}", ["SEVERITY", "KIND", "CLIENT", "MAILBOX", "DUE", "",
-                                      "ADVICE"],
+                                      "SOURCE", "ADVICE"],
           [[f.severity + (" (expired)" if f.expired else ""), f.kind, f.client, f.mailbox,
             (f.due.isoformat() if f.due else "") + (" (assumed)" if f.assumed else ""),
-            days(f.days_left), f.advice] for f in d.findings],
+            days(f.days_left), f.source, f.advice] for f in d.findings],
           empty="nothing expires soon")
 
 

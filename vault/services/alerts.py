@@ -25,7 +25,7 @@ from domain.secret_value import SecretValue
 from domain.vocabulary import ACTIVE, REVOKED
 from vault.core import use_case
 from vault.errors import BadInput, VaultError
-from vault.listings import expiry_facts
+from vault.listings import expiry_facts, renewal_facts
 from vault.render.alerts import email_body, email_subject, webhook_payload
 from vault.render.prometheus import METRICS_MARKER, Exposition
 
@@ -99,7 +99,8 @@ class AlertService:
                      for r in grant_rows}
         client_ids = {r.name.casefold(): r.client_uuid for r in models.clients}
         items = []
-        for finding in evaluate(secrets, grants, as_of, self.grants.thresholds()):
+        for finding in evaluate(secrets, grants, as_of, self.grants.thresholds(),
+                                renewals=renewal_facts(models)):
             item = finding.as_dict()
             item["subject"] = (grant_ids.get((item["client"].casefold(),
                                               mailbox_key(item["mailbox"])))
@@ -355,7 +356,8 @@ class AlertService:
                     latency.append(probe["latency_ms"] / 1000, **labels)
                 if probe["at"]:
                     probed.append(datetime.fromisoformat(probe["at"]).timestamp(), **labels)
-        findings = evaluate(secrets, grants, now.date(), t)
+        findings = evaluate(secrets, grants, now.date(), t, renewals=renewal_facts(models),
+                            now=now)
         by_severity = metrics.family("vault_expiry_findings", "Expiry findings by severity.")
         for severity in SEVERITY_RANK:
             by_severity.append(sum(f.severity == severity for f in findings), severity=severity)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,7 @@ from domain.vocabulary import CLIENT_ACTIVE, CLIENT_REMOVED, REVOKED
 from vault.core import VaultCore, apply_views, use_case
 from vault.errors import AlreadyExists, BadInput, NotFound, VaultError
 from vault.listings import ClientListing, client_listing
-from vault.projections import client_changes, client_name_key, client_removal
+from vault.projections import client_changes, client_name_key, client_removal, renewal_row
 from vault.providers import TokenRefreshFailed
 
 if TYPE_CHECKING:
@@ -41,6 +41,8 @@ class SecretSummary:
     added_at: str
     retired_at: str | None
     current: bool
+    # held by a renewal through Graph, not yet seen working (so not used)
+    pending: bool | None = field(default=None, metadata={"omit_if_none": True})
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,8 @@ class ClientSummary:
     registered_at: str | None
     secrets: list[SecretSummary]
     secret: SecretValue | None = field(default=None, metadata={"omit_if_none": True})
+    # a renewal through Graph under way: its stage, when it started, the new credential's name
+    renewal: dict[str, Any] | None = field(default=None, metadata={"omit_if_none": True})
 
 
 @dataclass(frozen=True)
@@ -94,32 +98,6 @@ class RecordedServers:
 
 
 @dataclass(frozen=True)
-class EntraCredentialSeen:
-    """One credential Entra lists for the app, and the one vault holds that it is (`ref`)."""
-
-    key_id: str
-    kind: str  # client_secret | certificate
-    display_name: str | None
-    hint: str | None  # a secret's first three characters; a certificate's SHA-1 thumbprint
-    start: str | None
-    end: str | None
-    ref: str | None  # None: vault does not hold it
-
-
-@dataclass(frozen=True)
-class SyncResult:
-    """What `client sync` found: Entra's credentials, vault's that Entra no longer has
-    (`gone`), end dates Entra gives otherwise than entered, and whether anything was new."""
-
-    client: str
-    object_id: str
-    credentials: list[EntraCredentialSeen]
-    gone: list[str]
-    changed_dates: list[dict[str, str | None]]
-    recorded: bool
-
-
-@dataclass(frozen=True)
 class RemovedClient:
     client: str
     removed: bool
@@ -131,7 +109,7 @@ def secret_summary(secret: dict[str, Any], current_ref: str | None) -> SecretSum
         ref=secret["ref"], kind=secret["kind"], secret_id=secret["secret_id"],
         created_on=_iso(secret["created_on"]), expires_on=_iso(secret["expires_on"]),
         added_at=_iso(secret["added_at"]), retired_at=_iso(secret["retired_at"]),
-        current=secret["ref"] == current_ref)
+        current=secret["ref"] == current_ref, pending=True if secret.get("pending") else None)
 
 
 def client_summary(client: ClientCredential) -> ClientSummary:
@@ -151,6 +129,7 @@ def client_summary(client: ClientCredential) -> ClientSummary:
         registered_at=_iso(client.created_on),
         secrets=[secret_summary(s, current["ref"] if current else None)
                  for s in client.secrets],
+        renewal=renewal_row(client.renewal) if client.renewal else None,
     )
 
 
@@ -317,77 +296,6 @@ class ClientService:
 
         self.core.broker.record.detail["servers"] = servers
         return self.core.retrying(attempt)
-
-    @use_case("client sync")
-    def sync(self, name: str, *, via: str | None = None) -> SyncResult:
-        """Read the app's credentials at Entra (Graph, with the client's own app-only token or
-        that of `via`, a management client), match them to the ones vault holds, and record
-        what was seen (only when it changed)."""
-        from adapters.graph_apps import read_application
-        from adapters.oauth import OAuthFailure
-        from domain.entra import HeldCredential, compare, match, secret_hint
-        from domain.mail_verdicts import mail_server
-        from domain.scopes import GRAPH, plan_app_only
-
-        credential = self.credential(name)
-        if not credential.profile.is_microsoft:
-            raise BadInput(f"client {credential.name!r} is not a Microsoft app registration: "
-                           "only Entra lists an app's credentials")
-        reader = self.credential(via) if via else credential
-        self.core.broker.record.subject["client"] = credential.name
-        if via:
-            self.core.broker.record.detail["via"] = reader.name
-        if reader.cloud != credential.cloud:
-            raise BadInput(f"{reader.name!r} is in {reader.cloud}, {credential.name!r} in "
-                           f"{credential.cloud}: a management client reads its own cloud only")
-        require_concrete_tenant(reader.tenant)
-        server = mail_server(credential.profile, credential.mail_servers, "graph")
-        if server is None:
-            raise BadInput(f"no Graph host is known for client {credential.name!r}")
-        scheme = "http" if server["tls"] == "plain" else "https"
-        base = f"{scheme}://{server['host']}" + (f":{server['port']}"
-                                                  if server["port"] != 443 else "")
-        scope = plan_app_only(credential.profile, ("graph",))[GRAPH][0]
-        try:
-            token = self.providers.oauth(reader).client_credentials(scope).access_token
-        except OAuthFailure as failure:
-            raise TokenRefreshFailed(failure.diagnosis, False, reader.name) from None
-        app = read_application(self.providers.http, base, credential.client_id, token,
-                               credential.name)
-        active = credential.active_secrets()
-        held = [HeldCredential(
-            s["ref"], s["kind"], s["secret_id"] if s["kind"] == "client_secret" else None,
-            secret_hint(s["value"].reveal()) if s["kind"] == "client_secret" else None,
-            s["secret_id"] if s["kind"] != "client_secret" else None) for s in active]
-        matches = match(held, app.passwords, app.certificates)
-        found = compare(held, {s["ref"]: s["expires_on"] for s in active}, app.passwords,
-                        app.certificates, matches)
-        by_key = {key: ref for ref, key in matches.items()}
-        seen = [EntraCredentialSeen(p.key_id, "client_secret", p.display_name, p.hint,
-                                    _iso(p.start), _iso(p.end), by_key.get(p.key_id))
-                for p in app.passwords]
-        seen += [EntraCredentialSeen(c.key_id, "certificate", c.display_name, c.thumbprint,
-                                     _iso(c.start), _iso(c.end), by_key.get(c.key_id))
-                 for c in app.certificates]
-        observation = {"object_id": app.object_id, "matches": matches,
-                       "credentials": [asdict(c) for c in seen],
-                       "via": reader.name if via else None}  # what maintain reads with
-        changed = [{"ref": ref, "entered": _iso(entered), "entra": _iso(entra)}
-                   for ref, entered, entra in found.changed_dates]
-
-        def attempt() -> bool:
-            client = self.core.load_client(str(credential.id))
-            recorded = client.observe_entra(now=self.core.now(), observation=observation)
-            if recorded:
-                self._save_client(client)
-            return recorded
-
-        recorded = self.core.retrying(attempt)
-        self.core.broker.record.detail.update({
-            "recorded": recorded, "credentials": len(seen), "gone": found.gone,
-            "foreign": found.foreign, "changed_dates": changed})
-        return SyncResult(client=credential.name, object_id=app.object_id, credentials=seen,
-                          gone=found.gone, changed_dates=changed, recorded=recorded)
 
     @use_case("client remove")
     def remove_client(self, name: str, *, reason: str, purge: bool = False) -> RemovedClient:

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from vault.core import VaultCore
     from vault.services.alerts import AlertService
     from vault.services.audit import AuditService
-    from vault.services.clients import ClientService
+    from vault.services.entra import EntraService
     from vault.services.probes import ProbeOutcome, ProbeService
     from vault.services.tokens import RefreshOutcome, TokenService
 
@@ -117,6 +117,7 @@ class MaintainPlan:
     metrics_file: str | None = None
     checkpoint_dir: str | None = None
     force: bool = False  # replace a metrics or checkpoint file vault did not write
+    renew_within: int | None = None  # renew secrets Entra says end within so many days
 
     def check(self) -> None:
         """Refuse a plan that would fail halfway, before anything is done."""
@@ -139,7 +140,7 @@ class MaintenanceService:
     probes: ProbeService
     alerts: AlertService
     audit: AuditService
-    clients: ClientService
+    entra: EntraService
 
     def maintain(self, plan: MaintainPlan) -> list[MaintainStep]:
         """Every step's outcome, in the order they ran."""
@@ -176,6 +177,11 @@ class MaintenanceService:
         # before the alerts, so that what Entra says now is what they send
         step("sync", lambda: self._sync(synced), None if synced else
              "no client synced with Entra yet (`vault client sync NAME` switches it on)")
+        models = self.core.reads.models()
+        renewing = [c for c in models.clients if c.status == CLIENT_ACTIVE and c.renewal]
+        step("renew", lambda: self._renew(renewing, synced, plan.renew_within),
+             None if renewing or plan.renew_within is not None else
+             "no renewal under way and no --renew-within")
         step("refresh", lambda: self._refresh_due(plan))
         step("probe", lambda: self._probe_due(plan), None if plan.probe_every else "disabled")
         step("alert", lambda: self._alert(plan), None if plan.webhook or plan.email_to
@@ -192,8 +198,9 @@ class MaintenanceService:
         changed, problems = 0, []
         for row in rows:
             try:
-                via = (self.core.load_client(row.client_uuid).entra or {}).get("via")
-                changed += self.clients.sync(row.name, via=via).recorded
+                seen = self.core.load_client(row.client_uuid).entra or {}
+                changed += self.entra.sync(row.name, via=seen.get("via"),
+                                           home_tenant=seen.get("home_tenant")).recorded
             except (IntegrityViolation, DomainError):
                 raise
             except VaultError as e:
@@ -201,6 +208,44 @@ class MaintenanceService:
         summary = (f"{len(rows)} synced with Entra, {changed} with something new"
                    + "".join(f"\n  {p}" for p in problems))
         return MaintainStep("sync", _ok_unless(bool(problems)), summary)
+
+    def _renew(self, renewing: list[Any], synced: list[Any],
+               within: int | None) -> MaintainStep:
+        """Finish the renewals under way (an interrupted run's, old credentials whose
+        --retire-after is over), then, with --renew-within, renew the secrets of synced clients
+        that Entra says end within so many days: one client at a time, each its own use case."""
+        from vault.services.entra import renewal_due
+
+        done, waiting, problems = [], [], []
+        names = {c.name for c in renewing}
+        today = self.core.now().date()
+        due = [] if within is None else [
+            c for c in synced if c.name not in names and c.auth_method != "private_key_jwt"
+            and renewal_due(self.core.load_client(c.client_uuid), within, today)]
+        for row, run in [*((c, self.entra.finish_renewal) for c in renewing),
+                         *((c, self._renew_one) for c in due)]:
+            try:
+                result = run(row.name)
+            except (IntegrityViolation, DomainError):
+                raise
+            except VaultError as e:
+                problems.append(f"{row.name}: {printable(str(e))}")
+                continue
+            (waiting if result.stage == "waiting" else done).append(
+                f"{row.name} ({result.new})" if result.new else row.name)
+        summary = (f"{len(due)} due within {within} days" if within is not None else "")
+        summary = "; ".join(x for x in (
+            summary, f"renewed or finished: {', '.join(done) or 'none'}",
+            f"old credentials kept at Entra for now: {', '.join(waiting)}" if waiting else "")
+            if x) + "".join(f"\n  {p}" for p in problems)
+        return MaintainStep("renew", _ok_unless(bool(problems)), summary)
+
+    def _renew_one(self, name: str) -> Any:
+        """A due secret renewed as the last sync read: with its reader and home tenant."""
+        row = next(c for c in self.core.reads.models().clients if c.name == name)
+        seen = self.core.load_client(row.client_uuid).entra or {}
+        return self.entra.renew_secret(name, via=seen.get("via"),
+                                       home_tenant=seen.get("home_tenant"))
 
     def _refresh_due(self, plan: MaintainPlan) -> RefreshStep:
         results = self.tokens.refresh(due=True, keepalive_days=plan.keepalive_days)

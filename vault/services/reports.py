@@ -38,6 +38,7 @@ from vault.listings import (
     expiry_facts,
     expiry_of,
     extended,
+    renewal_facts,
     status_of,
 )
 from vault.reads import THRESHOLDS_KEY
@@ -381,9 +382,10 @@ class ReportService:
     def expiry_timeline(self, *, as_of: date | None = None, horizon_days: int = 365
                         ) -> Timeline:
         as_of = as_of or self.core.now().date()
-        secrets, grants = expiry_facts(self.core.reads.models())
+        models = self.core.reads.models()
+        secrets, grants = expiry_facts(models)
         t = self.grants.thresholds()
-        findings = evaluate(secrets, grants, as_of, t)
+        findings = evaluate(secrets, grants, as_of, t, renewals=renewal_facts(models))
         items = [TimelineItem(kind=i.kind, client=i.client, mailbox=i.mailbox,
                               due=i.due.isoformat(), days_left=(i.due - as_of).days,
                               assumed=i.assumed, ref=i.ref, source=i.source)

@@ -1,0 +1,339 @@
+"""Renewing an app's credentials through Microsoft Graph (issue 14): `client rotate-secret
+--via-graph`, `client rotate-certificate --via-graph`, `maintain --renew-within` and the
+finishing of renewals a killed process left, against the sandbox's Graph application endpoints
+(which check roles, ownership, proofs of possession and propagation)."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
+
+import time_machine
+
+from tests.conftest import Harness, add_sandbox_client
+
+OWNED_BY, READ_ALL = "Application.ReadWrite.OwnedBy", "Application.Read.All"
+MAILBOX = "shared@contoso.com"
+
+
+def _graph_client(h: Harness, sandbox, *roles: str, owns_itself: bool = True) -> None:
+    add_sandbox_client(h, sandbox)
+    app = sandbox.state.application
+    app.roles, app.owns_itself = set(roles), owns_itself
+    address = urlsplit(sandbox.base_url)
+    h.ok("client", "set-servers", "demo", "--graph", f"{address.hostname}:{address.port}/plain")
+
+
+def _renew(h: Harness, *args: str, code: int = 0) -> dict:
+    result = h.run("client", "rotate-secret", "demo", "--via-graph", *args, "--json")
+    assert result.code == code, result.text
+    return json.loads(result.out) if code == 0 else {"error": result.err}
+
+
+def _steps(h: Harness) -> list[str]:
+    entries = json.loads(h.ok("audit", "log", "--json").out)
+    return [e["detail"]["step"] for e in entries if e["action"].startswith("client r")
+            and "step" in e["detail"]]
+
+
+def _events(h: Harness) -> list[str]:
+    return [e["event"] for e in json.loads(h.ok("history", "demo", "--json").out)["events"]]
+
+
+def test_a_secret_renewed_through_graph_works_and_the_old_one_is_gone(sqlite_vault: Harness,
+                                                                      sandbox) -> None:
+    h = sqlite_vault
+    _graph_client(h, sandbox, OWNED_BY)
+    app = sandbox.state.application
+    old = app.passwords[0]
+    app.propagation = 1.5  # the new secret is refused at the token endpoint at first
+    h.ok("grant", "add-app", "--client", "demo", "--mailbox", MAILBOX, "--protocols", "graph")
+    tried = sandbox.state.stats["client_credentials"]
+    renewed = _renew(h, "--lifetime-days", "90")
+    assert (renewed["stage"], renewed["new"], renewed["retired"], renewed["removed"]) == (
+        "done", "s2", ["s1"], ["s1"])
+    (new,) = app.passwords  # the old one removed at Entra
+    assert new.key_id == renewed["key_id"] and new is not old
+    assert new.display_name.startswith("vault ") and round((new.end - new.start) / 86400) == 90
+    assert renewed["expires_on"] == datetime.fromtimestamp(new.end, UTC).date().isoformat()
+    assert sandbox.state.stats["client_credentials"] - tried >= 2  # a Graph token, then the check
+    assert new.secret not in h.outputs[-1] and "secret" not in renewed
+    # the new secret is what vault now authenticates with: the old one no longer exists
+    assert h.ok("app-token", "demo").out.startswith("sbx-app.")
+    assert h.ok("token", MAILBOX, "--protocol", "graph").out.strip()
+    shown = json.loads(h.ok("client", "show", "demo", "--json").out)
+    assert [(s["ref"], s["current"], s["retired_at"] is None) for s in shown["secrets"]] == [
+        ("s1", False, False), ("s2", True, True)]
+    assert shown["secrets"][1]["secret_id"] == new.key_id
+    assert _steps(h) == ["started", "received", "verified", "finished"]
+    assert [e for e in _events(h) if "Renewal" in e or "Secret" in e][-5:] == [
+        "RenewalStarted", "SecretAdded", "RenewalVerified", "SecretRetired", "RenewalEnded"]
+    for shown_text in (h.ok("history", "demo", "--json").out, h.ok("audit", "log", "--json").out):
+        assert new.secret not in shown_text and old.secret not in shown_text
+    # Entra's view was recorded with it: the expiry report dates the new secret from Entra
+    (due,) = [f for f in json.loads(h.ok("expiry", "--within", "1000", "--json").out)["findings"]
+              if f["ref"] == "s2"]
+    assert due["source"] == "entra"
+    assert "renewal_unfinished" not in h.ok("expiry", "--json").out
+
+
+def test_reveal_prints_the_new_secret_once_and_audits_it(sqlite_vault: Harness,
+                                                         sandbox) -> None:
+    h = sqlite_vault
+    _graph_client(h, sandbox, OWNED_BY)
+    text = h.ok("client", "rotate-secret", "demo", "--via-graph", "--reveal").out
+    (new,) = sandbox.state.application.passwords
+    assert f"secret: {new.secret}" in text
+    entries = json.loads(h.ok("audit", "log", "--json").out)
+    assert any(e["detail"].get("revealed") == "s2" for e in entries)
+
+
+def test_retire_after_keeps_the_old_secret_until_a_later_maintain(sqlite_vault: Harness,
+                                                                  sandbox) -> None:
+    h = sqlite_vault
+    _graph_client(h, sandbox, OWNED_BY)
+    app = sandbox.state.application
+    old = app.passwords[0]
+    renewed = _renew(h, "--retire-after", "2d")
+    assert renewed["stage"] == "waiting" and renewed["retired"] == ["s1"]
+    assert old in app.passwords and len(app.passwords) == 2  # kept for consumers elsewhere
+    steps = {s["step"]: s for s in json.loads(h.ok("maintain", "--json").out)}
+    assert steps["renew"]["outcome"] == "ok" and old in app.passwords  # not yet
+    assert "renewal_unfinished" not in h.ok("expiry", "--json").out
+    with time_machine.travel(datetime.now(UTC) + timedelta(days=2, hours=1)):
+        overdue = json.loads(h.ok("expiry", "--json").out)["findings"]
+        assert [f["kind"] for f in overdue if f["kind"] == "renewal_unfinished"] == [
+            "renewal_unfinished"]
+        steps = {s["step"]: s for s in json.loads(h.ok("maintain", "--json").out)}
+        assert steps["renew"]["outcome"] == "ok", steps["renew"]
+        assert app.passwords == [p for p in app.passwords if p is not old] and len(
+            app.passwords) == 1
+        assert "renewal_unfinished" not in h.ok("expiry", "--json").out
+    assert _steps(h)[-1] == "finished"
+
+
+def test_maintain_renews_only_what_entra_says_is_due(sqlite_vault: Harness, sandbox) -> None:
+    from sandbox.directory import PasswordCredential
+
+    h = sqlite_vault
+    _graph_client(h, sandbox, OWNED_BY)
+    app = sandbox.state.application
+    h.ok("client", "sync", "demo")
+    steps = {s["step"]: s for s in json.loads(h.ok("maintain", "--renew-within", "30",
+                                                   "--json").out)}
+    assert steps["renew"]["outcome"] == "ok" and "0 due within 30 days" in steps["renew"][
+        "summary"]
+    assert len(app.passwords) == 1  # two years left: nothing renewed
+    # Entra's date for it is now 20 days away (shortened in the portal)
+    old = app.passwords[0]
+    app.passwords[0] = PasswordCredential(old.secret, old.start, time.time() + 20 * 86400,
+                                          old.display_name, old.key_id)
+    steps = {s["step"]: s for s in json.loads(h.ok("maintain", "--renew-within", "30",
+                                                   "--json").out)}
+    assert steps["renew"]["outcome"] == "ok", steps["renew"]
+    assert "1 due within 30 days" in steps["renew"]["summary"]
+    (new,) = app.passwords
+    assert new.key_id != old.key_id
+    steps = {s["step"]: s for s in json.loads(h.ok("maintain", "--renew-within", "30",
+                                                   "--json").out)}
+    assert "0 due" in steps["renew"]["summary"] and app.passwords == [new]
+
+
+def test_a_policy_that_refuses_secrets_ends_the_renewal_and_says_why(sqlite_vault: Harness,
+                                                                     sandbox) -> None:
+    h = sqlite_vault
+    _graph_client(h, sandbox, OWNED_BY)
+    app = sandbox.state.application
+    app.refuse_passwords = True
+    refused = _renew(h, code=1)["error"]
+    assert "CredentialTypeNotAllowedAsPerAppPolicy" in refused and "certificate" in refused
+    assert "renewal_unfinished" not in h.ok("expiry", "--json").out  # given up, and said
+    app.refuse_passwords, app.max_password_lifetime = False, 180 * 86400
+    refused = _renew(h, "--lifetime-days", "365", code=1)["error"]
+    assert "CredentialInvalidLifetimeAsPerAppPolicy" in refused and "--lifetime-days" in refused
+    assert _renew(h, "--lifetime-days", "180")["stage"] == "done"
+    assert "Traceback" not in "".join(h.outputs)
+
+
+def test_graph_refusals_say_what_to_do(sqlite_vault: Harness, sandbox) -> None:
+    import httpx
+
+    h = sqlite_vault
+    _graph_client(h, sandbox, READ_ALL)  # may read, not write
+    refused = _renew(h, code=1)["error"]
+    assert "HTTP 403 (Authorization_RequestDenied)" in refused
+    app_id = sandbox.state.application.app_id
+    assert f"az ad app owner add --id {app_id}" in refused and "New-MgApplicationOwnerByRef" \
+        in refused and "Application.ReadWrite.OwnedBy" in refused
+    sandbox.state.application.roles = {OWNED_BY}
+    sandbox.state.application.owns_itself = False  # the permission, without the ownership
+    assert "az ad app owner add" in _renew(h, code=1)["error"]
+    httpx.post(f"{sandbox.base_url}/sandbox/graph/throttle?count=1&retry_after=7")
+    throttled = h.run("client", "sync", "demo")
+    assert throttled.code == 1 and "throttled; try again after 7 s" in throttled.err
+    # another tenant: the application object is not there
+    other = h.run("client", "sync", "demo", "--home-tenant", "other.onmicrosoft.com")
+    assert other.code == 1 and "HTTP 404" in other.err and "home tenant" in other.err
+
+
+def test_a_client_of_another_cloud_is_told_so(sqlite_vault: Harness, sandbox) -> None:
+    """A GCC High registration pointed at a commercial Graph: the token is for
+    graph.microsoft.us, and the Graph host refuses its audience."""
+    from sandbox import client_add_args
+
+    h = sqlite_vault
+    args = client_add_args(sandbox)
+    h.ok(*args, "--cloud", "gcc-high", input=sandbox.state.secret)
+    sandbox.state.application.roles = {READ_ALL}
+    address = urlsplit(sandbox.base_url)
+    h.ok("client", "set-servers", "demo", "--graph", f"{address.hostname}:{address.port}/plain")
+    refused = h.run("client", "sync", "demo")
+    assert refused.code == 1 and "HTTP 401 (InvalidAuthenticationToken)" in refused.err
+    assert "in gcc-high, whose Graph is https://graph.microsoft.us" in refused.err, refused.err
+
+
+def test_a_client_of_common_syncs_through_its_home_tenant(sqlite_vault: Harness,
+                                                         sandbox) -> None:
+    from sandbox import client_add_args
+
+    h = sqlite_vault
+    args = client_add_args(sandbox, tenant="organizations")
+    h.ok(*args, input=sandbox.state.secret)
+    sandbox.state.application.roles = {READ_ALL}
+    address = urlsplit(sandbox.base_url)
+    h.ok("client", "set-servers", "demo", "--graph", f"{address.hostname}:{address.port}/plain")
+    plain = h.run("client", "sync", "demo")
+    assert plain.code == 2 and "AADSTS9001023" in plain.err and "--home-tenant" not in plain.out
+    synced = json.loads(h.ok("client", "sync", "demo", "--home-tenant",
+                             "sandbox.onmicrosoft.com", "--json").out)
+    assert synced["credentials"][0]["ref"] == "s1"
+    steps = {s["step"]: s for s in json.loads(h.ok("maintain", "--json").out)}
+    assert steps["sync"]["outcome"] == "ok"  # with the home tenant it used
+
+
+def _new_certificate(tmp_path, name: str, days: int):
+    """A PEM file (key and certificate) and its x509 certificate."""
+    import trustme
+    from cryptography import x509
+
+    pem = trustme.CA().issue_cert("vault-app.example.test", key_type=trustme.KeyType.RSA,
+                                  not_after=datetime.now(UTC) + timedelta(days=days))
+    path = tmp_path / name
+    path.write_bytes(pem.private_key_pem.bytes() + pem.cert_chain_pems[0].bytes())
+    return path, x509.load_pem_x509_certificate(pem.cert_chain_pems[0].bytes())
+
+
+def test_a_certificate_renewed_through_graph(sqlite_vault: Harness, sandbox, tmp_path) -> None:
+    from tests.integration.test_microsoft_sandbox import add_certificate_client
+
+    h = sqlite_vault
+    add_certificate_client(h, sandbox, tmp_path)
+    app = sandbox.state.application
+    # vault reads the app first (its object id is the proof's issuer); addKey and removeKey on
+    # itself need no write permission, only the proof
+    app.roles = {READ_ALL}
+    address = urlsplit(sandbox.base_url)
+    h.ok("client", "set-servers", "demo", "--graph", f"{address.hostname}:{address.port}/plain")
+    assert len(app.certificates) == 1
+    path, certificate = _new_certificate(tmp_path, "renewed.pem", days=400)
+    result = h.run("client", "rotate-certificate", "demo", "--via-graph", "--certificate-file",
+                   str(path), "--json")
+    assert result.code == 0, result.text
+    renewed = json.loads(result.out)
+    assert (renewed["stage"], renewed["new"], renewed["removed"]) == ("done", "c2", ["c1"])
+    assert app.certificates == [certificate] and sandbox.state.refused_proofs == []
+    assert h.ok("app-token", "demo").out.startswith("sbx-app.")
+    assert _steps(h) == ["started", "verified", "finished"]
+    assert b"PRIVATE KEY" not in h.stored_bytes()
+
+
+# -- a process killed between two steps ---------------------------------------------------------
+
+
+def _killed_at(h: Harness, sandbox, action: str, when: str, *args: str) -> None:
+    """Run a renewal in a process of its own and SIGKILL it while the sandbox holds `action`."""
+    from tests.e2e.test_clear_errors import _spawn
+
+    sandbox.state.holds[action] = when
+    process = _spawn(h, "client", "rotate-secret", "demo", "--via-graph", *args)
+    try:
+        assert sandbox.state.held.wait(120), process.communicate(timeout=5)
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+    finally:
+        sandbox.state.holds.clear()
+        sandbox.state.release.set()
+    assert process.returncode == -signal.SIGKILL
+    sandbox.state.held.clear()
+    sandbox.state.release.clear()
+
+
+def test_killed_after_entra_made_the_secret_and_before_vault_held_it(sqlite_vault: Harness,
+                                                                    sandbox) -> None:
+    h = sqlite_vault
+    _graph_client(h, sandbox, OWNED_BY)
+    app = sandbox.state.application
+    old = app.passwords[0]
+    _killed_at(h, sandbox, "addPassword", "after")
+    (orphan,) = [p for p in app.passwords if p is not old]  # at Entra, no copy in vault
+    (finding,) = [f for f in json.loads(h.ok("expiry", "--json").out)["findings"]
+                  if f["kind"] == "renewal_unfinished"]
+    assert finding["severity"] == "warning" and orphan.display_name in finding["advice"]
+    assert h.ok("app-token", "demo").out  # the old secret still serves meanwhile
+    renewed = _renew(h)
+    assert "removed at Entra" in renewed["resumed"] and orphan.key_id in renewed["resumed"]
+    assert renewed["stage"] == "done" and renewed["new"] == "s2"
+    (new,) = app.passwords
+    assert new is not orphan and new is not old
+    assert h.ok("app-token", "demo").out.startswith("sbx-app.")
+    assert "renewal_unfinished" not in h.ok("expiry", "--json").out
+    assert [e for e in _events(h) if e.startswith("Renewal")] == [
+        "RenewalStarted", "RenewalEnded", "RenewalStarted", "RenewalVerified", "RenewalEnded"]
+
+
+def test_killed_after_vault_held_it_and_before_the_old_one_was_removed(sqlite_vault: Harness,
+                                                                      sandbox) -> None:
+    h = sqlite_vault
+    _graph_client(h, sandbox, OWNED_BY)
+    app = sandbox.state.application
+    old = app.passwords[0]
+    _killed_at(h, sandbox, "removePassword", "before")
+    assert old in app.passwords and len(app.passwords) == 2  # both still at Entra
+    shown = json.loads(h.ok("client", "show", "demo", "--json").out)
+    assert [(s["ref"], s["current"]) for s in shown["secrets"]] == [("s1", False), ("s2", True)]
+    (finding,) = [f for f in json.loads(h.ok("expiry", "--json").out)["findings"]
+                  if f["kind"] == "renewal_unfinished"]
+    assert "removes them" in finding["advice"]
+    steps = {s["step"]: s for s in json.loads(h.ok("maintain", "--json").out)}
+    assert steps["renew"]["outcome"] == "ok", steps["renew"]
+    (new,) = app.passwords
+    assert new is not old and h.ok("app-token", "demo").out.startswith("sbx-app.")
+    assert _steps(h)[-1] == "finished"
+
+
+def test_a_secret_that_does_not_work_yet_is_held_and_the_next_run_goes_on(
+        sqlite_vault: Harness, sandbox) -> None:
+    h = sqlite_vault
+    _graph_client(h, sandbox, OWNED_BY)
+    app = sandbox.state.application
+    app.propagation = 3600  # not within this run's patience
+    refused = _renew(h, "--verify-timeout", "0", code=1)["error"]
+    assert "does not work at the token endpoint yet" in refused and "Traceback" not in refused
+    assert len(app.passwords) == 2
+    shown = json.loads(h.ok("client", "show", "demo", "--json").out)
+    assert [(s["ref"], s["current"], s.get("pending")) for s in shown["secrets"]] == [
+        ("s1", True, None), ("s2", False, True)]
+    assert shown["renewal"]["stage"] == "received"
+    assert "pending" in h.ok("client", "show", "demo").out
+    assert h.ok("app-token", "demo").out  # the old secret serves meanwhile
+    (finding,) = [f for f in json.loads(h.ok("expiry", "--json").out)["findings"]
+                  if f["kind"] == "renewal_unfinished"]
+    assert "not yet seen working" in finding["advice"]
+    for password in app.passwords:
+        password.usable_from = 0  # propagated
+    renewed = _renew(h)
+    assert renewed["stage"] == "done" and renewed["resumed"].endswith(": done")
+    assert len(app.passwords) == 1 and renewed["new"] == "s2"
