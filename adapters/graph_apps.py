@@ -5,7 +5,7 @@ Microsoft Graph"), and what Graph's refusals mean for the admin."""
 from __future__ import annotations
 
 import base64
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
 from adapters.errors import AdapterError
@@ -187,10 +187,11 @@ class GraphApps:
             "GET", f"applications(appId='{self.app_id}')"
                    "?$select=id,appId,passwordCredentials,keyCredentials", "read"))
 
-    def add_password(self, object_id: str, display_name: str, end: date | None) -> NewPassword:
+    def add_password(self, object_id: str, display_name: str,
+                     end: datetime | None) -> NewPassword:
         asked: dict[str, Any] = {"displayName": display_name}
         if end is not None:  # Graph's default is two years; vault says what it wants
-            asked["endDateTime"] = f"{end.isoformat()}T00:00:00Z"
+            asked["endDateTime"] = end.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
         answer = self._call("POST", f"applications/{object_id}/addPassword", "write",
                             {"passwordCredential": asked})
         if not isinstance(answer, dict) or not isinstance(answer.get("secretText"), str) \

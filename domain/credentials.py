@@ -215,7 +215,7 @@ class ClientCredential(VaultAggregate):
         nonce: str
         kind: str
         display_name: str
-        ends_on: date | None
+        ends_at: datetime | None
         via: str | None
         home_tenant: str | None
         retire_after: int
@@ -223,17 +223,19 @@ class ClientCredential(VaultAggregate):
         def apply(self, client: ClientCredential) -> None:
             client.renewal = {
                 "nonce": self.nonce, "kind": self.kind, "display_name": self.display_name,
-                "ends_on": self.ends_on, "via": self.via, "home_tenant": self.home_tenant,
+                "ends_at": self.ends_at, "via": self.via, "home_tenant": self.home_tenant,
                 "retire_after": self.retire_after, "started_at": self.timestamp,
                 "stage": "started", "new_ref": None, "remove": [], "remove_at": None}
 
     class RenewalVerified(VaultAggregate.Event):
         """The new credential worked at the token endpoint: it is current from now on. `remove`:
-        the old ones to remove at Entra ({ref, key_id}), not before `remove_at`."""
+        the old ones to remove at Entra ({ref, key_id}), not before `remove_at`; `kept`: old
+        ones retired in vault that vault could not identify at Entra (left there)."""
 
         TOPIC = "vault.ClientCredential.RenewalVerified"
         remove: list
         remove_at: datetime
+        kept: list
 
         def apply(self, client: ClientCredential) -> None:
             renewal = client.renewal
@@ -241,9 +243,8 @@ class ClientCredential(VaultAggregate):
             renewal.update(stage="verified", remove=self.remove, remove_at=self.remove_at)
 
     class RenewalEnded(VaultAggregate.Event):
-        """The renewal is over: finished (the old credentials removed at Entra: `removed`, their
-        keyIds) or given up (`outcome` says why; `removed` is then the keyId of a credential
-        Entra made for a run that died before vault held it)."""
+        """The renewal is over: finished or given up (`outcome` says which and why). `removed`:
+        the keyIds it removed at Entra (the old credentials; or, given up, the new one)."""
 
         TOPIC = "vault.ClientCredential.RenewalEnded"
         outcome: str
@@ -392,6 +393,8 @@ class ClientCredential(VaultAggregate):
     ) -> str:
         self._check_not_removed()
         self._check_renewal_holds(pending, CLIENT_SECRET)
+        if not pending:
+            self._check_no_renewal()
         check_secret_value(value)
         if secret_id is not None:
             if not is_guid(secret_id):
@@ -412,10 +415,25 @@ class ClientCredential(VaultAggregate):
     def retire_secret(self, *, now: datetime, ref: str, reason: str,
                       by: str | None = None) -> None:
         self._check_not_removed()
+        self._check_no_renewal()
+        self._retire(now, ref, reason, by)
+
+    def _retire(self, now: datetime, ref: str, reason: str, by: str | None) -> None:
         secret = self.secret(ref)
         if secret["retired_at"] is not None:
             raise RuleViolation(f"secret {secret['ref']} of {self.name!r} is already retired")
         self._trigger(self.SecretRetired, now, ref=secret["ref"], reason=reason, by=by)
+
+    def _check_no_renewal(self) -> None:
+        """While a renewal through Graph is under way, its credentials are the renewal's to
+        change: a credential added, retired or removed beside it would be retired, removed at
+        Entra or left current by it."""
+        if self.renewal is not None:
+            raise RuleViolation(
+                f"client {self.name!r} has a renewal through Microsoft Graph under way (since "
+                f"{self.renewal['started_at']:%Y-%m-%d %H:%M} UTC, {self.renewal['stage']}): "
+                f"finish it (`vault maintain`, or the same rotate command again) or give it up "
+                f"(`vault client abandon-renewal {self.name}`) first; nothing was changed")
 
     def add_certificate(
         self, *, now: datetime, private_key: SecretValue, thumbprint: str, subject: str,
@@ -427,6 +445,8 @@ class ClientCredential(VaultAggregate):
         certificates added before vault kept it lack (they sign RS256 assertions meanwhile)."""
         self._check_not_removed()
         self._check_renewal_holds(pending, CERTIFICATE)
+        if not pending:
+            self._check_no_renewal()
         thumbprint = _hex_thumbprint(thumbprint, 40, "SHA-1")
         if thumbprint_sha256 is not None:
             thumbprint_sha256 = _hex_thumbprint(thumbprint_sha256, 64, "SHA-256")
@@ -447,7 +467,7 @@ class ClientCredential(VaultAggregate):
                       not_after=not_after, thumbprint_sha256=thumbprint_sha256, pending=pending)
         if not overlap and not pending:
             for old in older:
-                self.retire_secret(now=now, ref=old, reason=f"replaced by {ref}", by=by)
+                self._retire(now, old, f"replaced by {ref}", by)
         return ref
 
     def rotate_secret(
@@ -464,7 +484,7 @@ class ClientCredential(VaultAggregate):
         )
         if not overlap:
             for old in older:
-                self.retire_secret(now=now, ref=old, reason=f"replaced by {ref}", by=by)
+                self._retire(now, old, f"replaced by {ref}", by)
         return ref
 
     def check_rotates_secrets(self) -> None:
@@ -545,9 +565,9 @@ class ClientCredential(VaultAggregate):
         if not 0 <= retire_after <= 366 * 86400:
             raise InvalidInput("--retire-after takes at most a year")
         display_name = f"vault {now:%Y-%m-%d} {nonce}"
-        ends_on = (now + timedelta(days=lifetime_days)).date() if lifetime_days else None
+        ends_at = now + timedelta(days=lifetime_days) if lifetime_days else None
         self._trigger(self.RenewalStarted, now, nonce=nonce, kind=kind,
-                      display_name=display_name, ends_on=ends_on, via=via,
+                      display_name=display_name, ends_at=ends_at, via=via,
                       home_tenant=home_tenant, retire_after=retire_after)
         return display_name
 
@@ -560,22 +580,33 @@ class ClientCredential(VaultAggregate):
         if renewal is None or renewal["stage"] != "received":
             raise RuleViolation(f"client {self.name!r} has no renewal waiting for verification")
         new_ref = renewal["new_ref"]
-        older = [s["ref"] for s in self.active_secrets(renewal["kind"])]
+        if self.secret(new_ref)["retired_at"] is not None:
+            raise RuleViolation(f"{new_ref} of {self.name!r} was retired during its renewal")
+        older = [s["ref"] for s in self.active_secrets(renewal["kind"])
+                 if s["added_at"] < renewal["started_at"]]
         remove = [{"ref": ref, "key_id": key_ids[ref]} for ref in older if ref in key_ids]
         self._trigger(self.RenewalVerified, now, remove=remove,
-                      remove_at=now + timedelta(seconds=renewal["retire_after"]))
+                      remove_at=now + timedelta(seconds=renewal["retire_after"]),
+                      kept=[ref for ref in older if ref not in key_ids])
         for ref in older:
-            self.retire_secret(now=now, ref=ref, reason=f"replaced by {new_ref} (renewed "
-                                                        "through Microsoft Graph)", by=by)
+            self._retire(now, ref, f"replaced by {new_ref} (renewed through Microsoft Graph)",
+                         by)
         return older
 
-    def end_renewal(self, *, now: datetime, outcome: str, removed: list[str]) -> None:
-        if self.renewal is None:
+    def end_renewal(self, *, now: datetime, outcome: str, removed: list[str],
+                    by: str | None = None) -> None:
+        """The renewal is over; a new credential it still holds unused (given up) retires."""
+        renewal = self.renewal
+        if renewal is None:
             raise RuleViolation(f"client {self.name!r} has no renewal under way")
+        new = self.secret(renewal["new_ref"]) if renewal["new_ref"] else None
+        if new is not None and new.get("pending") and new["retired_at"] is None:
+            self._retire(now, new["ref"], f"its renewal was given up: {outcome}"[:200], by)
         self._trigger(self.RenewalEnded, now, outcome=outcome, removed=removed)
 
     def remove(self, *, now: datetime, reason: str, by: str | None = None) -> None:
         self._check_not_removed()
+        self._check_no_renewal()
         self._trigger(self.Removed, now, reason=reason, by=by)
 
 

@@ -3,7 +3,8 @@ holds (issue 14): pure functions over what Microsoft Graph's application object 
 (`passwordCredentials`, `keyCredentials`; the facts and their sources are in docs/providers.md).
 
 A secret vault holds is matched to Entra's password credential by the Secret ID recorded with
-it (Entra's keyId); else by its hint (the first three characters of the value) when exactly one
+it (Entra's keyId, when Entra's hint for it is the secret's own); else, only when no Secret ID
+was recorded, by its hint (the first three characters of the value) when exactly one
 credential at Entra and exactly one unmatched secret in vault have that hint — two with the same
 hint match nothing, as a guess would be worse. A certificate is matched by its SHA-1 thumbprint
 (Entra's customKeyIdentifier).
@@ -64,16 +65,22 @@ def thumbprint_of(custom_key_identifier: str | None) -> str | None:
 
 def match(held: list[HeldCredential], passwords: list[EntraPassword],
           certificates: list[EntraCertificate]) -> dict[str, str]:
-    """{ref of a credential vault holds: the keyId of the one at Entra that it is}."""
+    """{ref of a credential vault holds: the keyId of the one at Entra that it is}.
+
+    A recorded Secret ID matches only a credential whose hint is the secret's own first three
+    characters (a Secret ID typed wrong names someone else's secret), and a secret with a
+    recorded Secret ID is never matched by its hint: gone is gone."""
     matches: dict[str, str] = {}
     by_id = {p.key_id.casefold(): p for p in passwords}
     for h in held:
-        if h.kind == "client_secret" and h.secret_id and h.secret_id.casefold() in by_id:
-            matches[h.ref] = by_id[h.secret_id.casefold()].key_id
+        found = by_id.get(h.secret_id.casefold()) if h.kind == "client_secret" and \
+            h.secret_id else None
+        if found is not None and (found.hint is None or h.hint is None or found.hint == h.hint):
+            matches[h.ref] = found.key_id
     taken = {key.casefold() for key in matches.values()}
     open_passwords = [p for p in passwords if p.key_id.casefold() not in taken]
     open_secrets = [h for h in held if h.kind == "client_secret" and h.ref not in matches
-                    and h.hint]
+                    and h.hint and not h.secret_id]
     for h in open_secrets:
         at_entra = [p for p in open_passwords if p.hint == h.hint]
         in_vault = [o for o in open_secrets if o.hint == h.hint]

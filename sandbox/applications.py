@@ -127,18 +127,22 @@ def _answer(state: SandboxState, method: str, path: str, query: dict[str, str],
                                                       "expected.")
     with state.lock:
         state.stats[action] = state.stats.get(action, 0) + 1
-    _hold(state, action, "before")
+    if _hold(state, action, "before"):  # its caller was killed meanwhile: it never arrived
+        raise GraphRefusal(503, "ServiceUnavailable", "The request was not processed.")
     result = {"addPassword": _add_password, "removePassword": _remove_password,
               "addKey": _add_key, "removeKey": _remove_key}[action](state, app, request)
     _hold(state, action, "after")
     return result
 
 
-def _hold(state: SandboxState, action: str, when: str) -> None:
-    """A test's hold on this action, before or after it is done (SandboxState.holds)."""
-    if state.holds.get(action) == when:
-        state.held.set()
-        state.release.wait(60)
+def _hold(state: SandboxState, action: str, when: str) -> bool:
+    """A test's hold on this action, before or after it is done (SandboxState.holds): the
+    request waits until the test releases it. Held before, it is then not done at all."""
+    if state.holds.get(action) != when:
+        return False
+    state.held.set()
+    state.release.wait(60)
+    return True
 
 
 def _find(state: SandboxState, tid: str | None, app_id: str | None,

@@ -52,7 +52,8 @@ class SandboxState:
     assertions: list[dict[str, str]] = field(default_factory=list)  # headers of accepted ones
     refused_proofs: list[str] = field(default_factory=list)  # why each addKey proof failed
     # Graph application actions to hold ({action: "before" | "after"} doing it): the request
-    # waits, `held` set, until `release` is set (a test kills the caller meanwhile)
+    # waits, `held` set, until `release` is set (a test kills the caller meanwhile); one held
+    # before is then answered 503 and not done
     holds: dict[str, str] = field(default_factory=dict)
     held: threading.Event = field(default_factory=threading.Event)
     release: threading.Event = field(default_factory=threading.Event)

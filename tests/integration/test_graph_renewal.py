@@ -337,3 +337,150 @@ def test_a_secret_that_does_not_work_yet_is_held_and_the_next_run_goes_on(
     renewed = _renew(h)
     assert renewed["stage"] == "done" and renewed["resumed"].endswith(": done")
     assert len(app.passwords) == 1 and renewed["new"] == "s2"
+
+
+# -- what a renewal must never remove, retire or replace (a review's findings) -------------------
+
+
+def _portal_secret(app, name: str, value: str | None = None):
+    """A secret made in the portal (not by vault), listed at Entra from now on."""
+    from sandbox.directory import PasswordCredential, new_secret_text
+
+    made = PasswordCredential(value or new_secret_text(), time.time(),
+                              time.time() + 86400 * 300, name)
+    app.passwords.append(made)
+    return made
+
+
+def test_another_teams_secret_with_the_same_hint_is_never_removed(sqlite_vault: Harness,
+                                                                  sandbox) -> None:
+    """s1 (entered without its Secret ID) was deleted in the portal; another team's secret
+    starts with the same three characters: the renewal leaves it alone."""
+    h = sqlite_vault
+    _graph_client(h, sandbox, OWNED_BY)
+    app = sandbox.state.application
+    s1 = app.passwords[0]
+    mine = _portal_secret(app, "second")
+    h.ok("client", "rotate-secret", "demo", "--secret-stdin", "--secret-id", mine.key_id,
+         "--overlap", input=mine.secret)
+    app.passwords.remove(s1)
+    theirs = _portal_secret(app, "other team", s1.secret[:3] + mine.secret[3:-1] + "Z")
+    renewed = _renew(h)
+    assert renewed["stage"] == "done" and theirs in app.passwords and mine not in app.passwords
+    assert renewed["kept"] == ["s1"] and renewed["removed"] == ["s2"]
+
+
+def test_a_secret_id_typed_wrong_removes_nobody_elses_secret(sqlite_vault: Harness,
+                                                            sandbox) -> None:
+    h = sqlite_vault
+    _graph_client(h, sandbox, OWNED_BY)
+    app = sandbox.state.application
+    theirs, mine = _portal_secret(app, "other team"), _portal_secret(app, "mine")
+    h.ok("client", "rotate-secret", "demo", "--secret-stdin", "--secret-id", theirs.key_id,
+         input=mine.secret)
+    renewed = _renew(h)
+    assert theirs in app.passwords and renewed["removed"] == []
+
+
+def test_a_renewals_credentials_are_its_own_until_it_ends(sqlite_vault: Harness,
+                                                          sandbox) -> None:
+    """While a renewal holds a new secret, a manual rotation, a retirement or the client's
+    removal is refused (each would leave the client without a working secret, or a secret at
+    Entra nobody knows of); abandon-renewal gives it up and removes its secret at Entra."""
+    h = sqlite_vault
+    _graph_client(h, sandbox, OWNED_BY)
+    app = sandbox.state.application
+    old = app.passwords[0]
+    app.propagation = 3600
+    _renew(h, "--verify-timeout", "0", code=1)
+    manual = _portal_secret(app, "made by hand")
+    for args, stdin in ((("client", "rotate-secret", "demo", "--secret-stdin"), manual.secret),
+                        (("client", "retire-secret", "demo", "s2"), None),
+                        (("client", "retire-secret", "demo", "s1"), None),
+                        (("client", "remove", "demo", "--reason", "x"), None)):
+        refused = h.run(*args, input=stdin)
+        assert refused.code == 1 and "abandon-renewal" in refused.err, refused.text
+    waiting = h.run("client", "rotate-certificate", "demo", "--via-graph", "--certificate-file",
+                    "/nonexistent.pem")
+    assert waiting.code == 2  # the file first: nothing else happens
+    given_up = h.ok("client", "abandon-renewal", "demo").out
+    assert "removed at Entra" in given_up and app.passwords == [old, manual]
+    shown = json.loads(h.ok("client", "show", "demo", "--json").out)
+    assert [(s["ref"], s["current"], s["retired_at"] is None) for s in shown["secrets"]] == [
+        ("s1", True, True), ("s2", False, False)]
+    assert "renewal_unfinished" not in h.ok("expiry", "--json").out
+    assert h.ok("app-token", "demo").out
+
+
+def test_a_pending_secret_deleted_at_entra_is_given_up(sqlite_vault: Harness, sandbox) -> None:
+    h = sqlite_vault
+    _graph_client(h, sandbox, OWNED_BY)
+    app = sandbox.state.application
+    old = app.passwords[0]
+    app.propagation = 3600
+    _renew(h, "--verify-timeout", "0", code=1)
+    app.passwords[:] = [old]  # someone deleted vault's new secret in the portal
+    app.propagation = 0
+    with time_machine.travel(datetime.now(UTC) + timedelta(minutes=10)):
+        steps = {s["step"]: s for s in json.loads(h.ok("maintain", "--json").out)}
+        assert "abandoned" in steps["renew"]["summary"], steps["renew"]
+        renewed = _renew(h)  # a new one can start at once
+    assert renewed["stage"] == "done" and renewed["new"] == "s3"
+
+
+def test_a_renewal_waiting_to_remove_the_old_secret_is_not_silently_taken_for_a_new_one(
+        sqlite_vault: Harness, sandbox) -> None:
+    h = sqlite_vault
+    _graph_client(h, sandbox, OWNED_BY)
+    app = sandbox.state.application
+    _renew(h, "--retire-after", "30d")
+    refused = _renew(h, "--lifetime-days", "30", code=1)["error"]
+    assert "abandon-renewal" in refused and len(app.passwords) == 2
+    old = app.passwords[0]
+    h.ok("client", "abandon-renewal", "demo")
+    assert len(app.passwords) == 2  # the old one kept, as that renewal promised
+    assert _renew(h)["stage"] == "done" and len(app.passwords) == 2 and old in app.passwords
+
+
+def test_the_lifetime_is_counted_from_now_not_midnight(sqlite_vault: Harness, sandbox) -> None:
+    h = sqlite_vault
+    _graph_client(h, sandbox, OWNED_BY)
+    now = datetime.now(UTC)
+    with time_machine.travel(datetime(now.year, now.month, now.day, 23, 58, tzinfo=UTC)):
+        _renew(h, "--lifetime-days", "1")
+        (new,) = sandbox.state.application.passwords
+    assert round(new.end - new.start) == 86400
+
+
+def test_a_certificate_renewal_killed_before_addkey_without_its_file_can_be_given_up(
+        sqlite_vault: Harness, sandbox, tmp_path) -> None:
+    from tests.e2e.test_clear_errors import _spawn
+    from tests.integration.test_microsoft_sandbox import add_certificate_client
+
+    h = sqlite_vault
+    add_certificate_client(h, sandbox, tmp_path)
+    app = sandbox.state.application
+    app.roles = {READ_ALL}
+    address = urlsplit(sandbox.base_url)
+    h.ok("client", "set-servers", "demo", "--graph", f"{address.hostname}:{address.port}/plain")
+    path, _ = _new_certificate(tmp_path, "lost.pem", days=400)
+    sandbox.state.holds["addKey"] = "before"
+    process = _spawn(h, "client", "rotate-certificate", "demo", "--via-graph",
+                     "--certificate-file", str(path))
+    try:
+        assert sandbox.state.held.wait(120), process.communicate(timeout=5)
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=60)
+    finally:
+        sandbox.state.holds.clear()
+        sandbox.state.release.set()
+    assert len(app.certificates) == 1  # addKey never got through
+    other, _ = _new_certificate(tmp_path, "other.pem", days=400)
+    refused = h.run("client", "rotate-certificate", "demo", "--via-graph", "--certificate-file",
+                    str(other))
+    assert refused.code == 1 and "abandon-renewal" in refused.err
+    assert "Entra did not list it" in h.ok("client", "abandon-renewal", "demo").out
+    renewed = json.loads(h.ok("client", "rotate-certificate", "demo", "--via-graph",
+                              "--certificate-file", str(other), "--json").out)
+    assert renewed["stage"] == "done" and renewed["new"] == "c3" and len(app.certificates) == 1
+    assert h.ok("app-token", "demo").out.startswith("sbx-app.")

@@ -26,10 +26,19 @@ def _secret(ref: str, value: str, secret_id: str | None = None) -> HeldCredentia
     return HeldCredential(ref, "client_secret", secret_id, secret_hint(value), None)
 
 
-def test_the_recorded_secret_id_matches_whatever_the_hint() -> None:
+def test_the_recorded_secret_id_matches_when_the_hint_agrees() -> None:
     held = [_secret("s1", "Abc~one", secret_id="AAAA-1"), _secret("s2", "Abc~two")]
     passwords = [_password("aaaa-1", "Abc"), _password("bbbb-2", "Xyz")]
     assert match(held, passwords, []) == {"s1": "aaaa-1"}  # s2's hint is s1's credential's
+    # a Secret ID typed wrong names someone else's secret: its hint says so
+    assert match([_secret("s1", "Abc~one", secret_id="bbbb-2")], passwords, []) == {}
+
+
+def test_a_secret_with_a_secret_id_is_never_matched_by_its_hint() -> None:
+    """Its Secret ID is gone at Entra: another team's secret with the same first three
+    characters is not it."""
+    held = [_secret("s1", "Abc~one", secret_id="gone-1")]
+    assert match(held, [_password("theirs", "Abc")], []) == {}
 
 
 def test_a_hint_matches_only_when_it_is_unique_on_both_sides() -> None:

@@ -31,20 +31,25 @@ def _client() -> ClientCredential:
 
 def test_a_renewed_secret_is_held_unused_until_it_is_verified() -> None:
     client = _client()
-    name = client.start_renewal(now=NOW, nonce="n0nce", kind="client_secret", via=None,
+    later = NOW + timedelta(minutes=1)
+    name = client.start_renewal(now=later, nonce="n0nce", kind="client_secret", via=None,
                                 home_tenant=None, lifetime_days=90, retire_after=3600)
-    assert "n0nce" in name and client.renewal["ends_on"] == (NOW + timedelta(days=90)).date()
+    assert "n0nce" in name and client.renewal["ends_at"] == later + timedelta(days=90)
+    with pytest.raises(RuleViolation, match="abandon-renewal"):  # its credentials are its own
+        client.rotate_secret(now=later, value=SecretValue("Man7Q~a-manual-secret-0123456789abc"))
+    with pytest.raises(RuleViolation, match="abandon-renewal"):
+        client.retire_secret(now=later, ref="s1", reason="x")
     with pytest.raises(RuleViolation, match="under way"):
         client.start_renewal(now=NOW, nonce="other", kind="client_secret", via=None,
                              home_tenant=None, lifetime_days=None, retire_after=0)
-    new = client.add_secret(now=NOW, value=SecretValue("New7Q~the-new-secret-value-0123456789x"),
+    new = client.add_secret(now=later, value=SecretValue("New7Q~the-new-secret-value-0123456789x"),
                             secret_id=str(uuid4()), pending=True)
     assert client.renewal["stage"] == "received" and client.current_secret()["ref"] == "s1"
-    retired = client.verify_renewal(now=NOW, key_ids={"s1": "old-key"}, by="admin")
+    retired = client.verify_renewal(now=later, key_ids={"s1": "old-key"}, by="admin")
     assert retired == ["s1"] and client.current_secret()["ref"] == new
     assert client.renewal["remove"] == [{"ref": "s1", "key_id": "old-key"}]
-    assert client.renewal["remove_at"] == NOW + timedelta(hours=1)
-    client.end_renewal(now=NOW, outcome="finished", removed=["s1"])
+    assert client.renewal["remove_at"] == later + timedelta(hours=1)
+    client.end_renewal(now=later, outcome="finished", removed=["old-key"])
     assert client.renewal is None
     # the events replay to the same state
     replayed = None

@@ -276,6 +276,18 @@ def client_rotate_certificate(state: CliContext, name: str, via_graph: bool,
     _say_renewal(result, chosen_format(fmt, as_json))
 
 
+@client.command("abandon-renewal")
+@click.argument("name")
+@click.option("--via", metavar="CLIENT",
+              help="Ask Graph with this management client instead of the one the renewal used.")
+@pass_cli
+def client_abandon_renewal(state: CliContext, name: str, via: str | None) -> None:
+    """Give up NAME's renewal through Graph: its new credential is removed at Entra and retired;
+    the old ones stay."""
+    result = state.app().entra.abandon(name, via=via)
+    say(f"Client {result.client}: the renewal is given up; {result.resumed}")
+
+
 def _say_renewal(result, fmt: str) -> None:
     if fmt == "json":
         shown = fields_of(result)
@@ -286,12 +298,15 @@ def _say_renewal(result, fmt: str) -> None:
     what = "certificate" if result.kind == "certificate" else "secret"
     if result.resumed:
         say(f"Client {result.client}: {result.resumed}", err=True)
-    if result.stage == "abandoned":
+    if result.stage in ("abandoned", "not due"):
         return
     say(f"Client {result.client}: {what} {result.new} (Entra keyId {result.key_id}, ends "
         f"{result.expires_on}) is current, checked at the token endpoint")
     if result.retired:
         say(f"retired in vault: {', '.join(result.retired)}")
+    if result.kept:
+        say(f"left at Entra, not identified there as vault's (remove them in the app "
+            f"registration if nobody else uses them): {', '.join(result.kept)}", err=True)
     if result.stage == "waiting":
         say(f"the old {what} stays at Entra until {result.remove_at} UTC; `vault maintain` "
             "removes it then")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
-from datetime import date
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 from domain.clouds import require_concrete_tenant
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from vault.services.clients import ClientService
 
 LOCK_WAIT_S = 5.0
+ABANDON_AFTER = timedelta(minutes=5)  # Graph's lists may lag its writes this long
 VERIFY_DELAY_MAX_S = 15.0
 
 
@@ -81,6 +82,7 @@ class Renewal:
     expires_on: str | None = None
     retired: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    kept: list[str] = field(default_factory=list)  # retired, but not identified at Entra: left
     remove_at: str | None = None
     resumed: str | None = None
     secret: SecretValue | None = field(default=None, metadata={"omit_if_none": True})
@@ -229,15 +231,17 @@ class EntraService:
     @use_case("client rotate-secret")
     def renew_secret(self, name: str, *, via: str | None = None,
                      home_tenant: str | None = None, lifetime_days: int | None = None,
-                     retire_after: int = 0, verify_for: float = 300,
-                     reveal: bool = False) -> Renewal:
+                     retire_after: int = 0, verify_for: float = 300, reveal: bool = False,
+                     due_within: int | None = None) -> Renewal:
         """A new secret from Entra (addPassword), held, verified, made current; the old ones
         removed at Entra after `retire_after` seconds. An earlier run's unfinished renewal is
-        finished first (and is then the answer, unless it had not got a secret yet)."""
+        finished first (and is then the answer, unless it had not got a secret yet).
+        `due_within`: renew only if Entra says the current secret ends within so many days
+        (decided under the client's lock: `maintain` on two hosts renews once)."""
         self.core.broker.record.detail["via_graph"] = True
         return self._renew(name, CLIENT_SECRET, verify_for, reveal, dict(
             via=via, home_tenant=home_tenant, lifetime_days=lifetime_days,
-            retire_after=retire_after))
+            retire_after=retire_after), due_within=due_within)
 
     @use_case("client rotate-certificate")
     def renew_certificate(self, name: str, certificate: Any, *, via: str | None = None,
@@ -249,7 +253,7 @@ class EntraService:
                                                "thumbprint": certificate.thumbprint_sha1})
         return self._renew(name, CERTIFICATE, verify_for, False, dict(
             via=via, home_tenant=home_tenant, lifetime_days=None, retire_after=retire_after),
-            certificate)
+            certificate=certificate)
 
     @use_case("client renewal")
     def finish_renewal(self, name: str, *, verify_for: float = 300) -> Renewal:
@@ -257,9 +261,11 @@ class EntraService:
         return self._renew(name, None, verify_for, False, None)
 
     def _renew(self, name: str, kind: str | None, verify_for: float, reveal: bool,
-               start: dict[str, Any] | None, certificate: Any = None) -> Renewal:
+               start: dict[str, Any] | None, *, certificate: Any = None,
+               due_within: int | None = None) -> Renewal:
         try:
-            return self._renewing(name, kind, verify_for, reveal, start, certificate)
+            return self._renewing(name, kind, verify_for, reveal, start, certificate,
+                                  due_within)
         except VaultError as e:
             record = self.core.broker.record
             if record.written:  # a step was committed (and audited): so is the failure
@@ -268,17 +274,26 @@ class EntraService:
             raise
 
     def _renewing(self, name: str, kind: str | None, verify_for: float, reveal: bool,
-                  start: dict[str, Any] | None, certificate: Any) -> Renewal:
+                  start: dict[str, Any] | None, certificate: Any,
+                  due_within: int | None) -> Renewal:
         credential = self.clients.credential(name)
         client_id = str(credential.id)
         with self._locked(credential):
             client = self.core.load_client(client_id)
             resumed, result = None, None
             if client.renewal is not None:
+                self._check_resumable(client, kind, start, certificate)
                 resumed = f"a renewal started {client.renewal['started_at']:%Y-%m-%d %H:%M} UTC"
-                graph = self._graph(client, client.renewal["via"], client.renewal["home_tenant"])
+                via = (start or {}).get("via") or client.renewal["via"]  # --via may name another
+                graph = self._graph(client, via, client.renewal["home_tenant"])
                 result = self._drive(client_id, graph, graph.read(), verify_for, fresh=False,
                                      certificate=certificate)
+                if result.stage == "waiting" and start is not None:
+                    raise OperationFailed(
+                        f"{resumed} waits to remove the old credential at Entra until "
+                        f"{result.remove_at} UTC (--retire-after); `vault client abandon-renewal "
+                        f"{client.name}` ends it now, keeping the old one at Entra, and a new "
+                        "renewal can start then")
                 if result.stage == "abandoned" and start is not None:
                     resumed += f" was given up ({result.resumed})"
                     result = None
@@ -287,8 +302,11 @@ class EntraService:
             if result is None:
                 if start is None:
                     raise BadInput(f"client {credential.name!r} has no renewal under way")
-                # Graph first: a reader that may not read or a wrong tenant records nothing
                 client = self.core.load_client(client_id)
+                if due_within is not None and not renewal_due(client, due_within,
+                                                              self.core.now().date()):
+                    return Renewal(client=client.name, kind=kind, stage="not due")
+                # Graph first: a reader that may not read or a wrong tenant records nothing
                 graph = self._graph(client, start["via"], start["home_tenant"])
                 app = graph.read()
                 nonce = self.core.new_id().hex[:12]
@@ -306,13 +324,33 @@ class EntraService:
                 self._step(client_id, "started", intend)
                 result = self._drive(client_id, graph, app, verify_for, fresh=True,
                                      certificate=certificate)
-        if reveal and result.new:  # audited before it is shown
-            record = self.core.broker.record
+        if reveal and result.new and result.stage in ("done", "waiting"):
+            record = self.core.broker.record  # audited before it is shown
             record.detail.update({"step": "revealed", "revealed": result.new})
             self.core.broker.write(record)
             new = self.core.load_client(client_id).secret(result.new)
             result = replace(result, secret=new["value"])
         return replace(result, resumed=resumed or result.resumed)
+
+    @staticmethod
+    def _check_resumable(client: ClientCredential, kind: str | None,
+                         start: dict[str, Any] | None, certificate: Any) -> None:
+        """A command asking for a new renewal finishes the one under way only where that is
+        what it asked for: the same kind, and a certificate renewal the same certificate."""
+        renewal = client.renewal
+        if kind is not None and kind != renewal["kind"]:
+            raise OperationFailed(
+                f"client {client.name!r} has a renewal of its "
+                f"{renewal['kind'].replace('_', ' ')} under way: finish it with `vault maintain`"
+                f" or give it up with `vault client abandon-renewal {client.name}`")
+        held = client.secret(renewal["new_ref"]) if renewal["new_ref"] else None
+        if certificate is not None and held is not None and \
+                held["secret_id"] != certificate.thumbprint_sha1:
+            raise OperationFailed(
+                f"client {client.name!r} has a renewal under way with certificate "
+                f"{held['secret_id']}, not this file's {certificate.thumbprint_sha1}: give that "
+                f"certificate's file, or give the renewal up (`vault client abandon-renewal "
+                f"{client.name}`)")
 
     def _step(self, client_id: str, step: str,
               apply: Callable[[ClientCredential], Any]) -> tuple[ClientCredential, Any]:
@@ -334,10 +372,13 @@ class EntraService:
         `fresh`: this run recorded the intent (else a run that died did); `certificate`: the
         new certificate this run was given."""
         client = self.core.load_client(client_id)
-        kind, home_tenant = client.renewal["kind"], client.renewal["home_tenant"]
+        renewal = dict(client.renewal)
+        kind, home_tenant = renewal["kind"], renewal["home_tenant"]
         retired: list[str] = []
+        kept: list[str] = []
         while True:
             stage = client.renewal["stage"]
+            new_ref = client.renewal["new_ref"]
             if stage == "started" and fresh and kind == CLIENT_SECRET:
                 made = self._add_password(client_id, client, graph, app.object_id)
                 self.core.broker.record.detail["key_id"] = made.key_id
@@ -345,27 +386,36 @@ class EntraService:
                     now=self.core.now(), value=made.secret, secret_id=made.key_id,
                     created_on=made.start, expires_on=made.end, pending=True))
             elif stage == "started":
-                return self._abandon(client_id, client, graph, app)
+                return self._abandon(client_id, client, graph, app, asked=False)
             elif stage == "received":
-                new = client.secret(client.renewal["new_ref"])
+                new = client.secret(new_ref)
                 if kind == CERTIFICATE:
-                    self._upload(client, graph, app, new, certificate)
+                    app = self._upload(client_id, client, graph, app, new, certificate)
+                elif not fresh and new["secret_id"].lower() not in {
+                        p.key_id.lower() for p in app.passwords} and \
+                        self.core.now() - client.renewal["started_at"] >= ABANDON_AFTER:
+                    return self._give_up(client_id, client, "the new secret is no longer at "
+                                                            "Entra (deleted there?)")
                 self._verify(client, new, verify_for)
                 app = graph.read()
+                key_ids = self._removable(client, app)
 
-                def verified(c: ClientCredential, app: EntraApplication = app) -> list[str]:
-                    _, matches = self._matches(c, app)
-                    old = c.verify_renewal(now=self.core.now(), key_ids=matches,
+                def verified(c: ClientCredential, key_ids: dict[str, str] = key_ids,
+                             app: EntraApplication = app) -> list[str]:
+                    old = c.verify_renewal(now=self.core.now(), key_ids=key_ids,
                                            by=self.core.who)
                     self._observe(c, app, home_tenant)
                     return old
 
                 client, retired = self._step(client_id, "verified", verified)
+                kept = [r for r in retired if r not in key_ids]
             elif self.core.now() < client.renewal["remove_at"]:
-                return self._outcome(client, kind, "waiting", retired=retired)
+                return self._outcome(client, kind, "waiting", new_ref, retired=retired,
+                                     kept=kept)
             else:
                 removed = self._remove_old(client, graph, app)
                 seen = graph.read() if removed else app
+                refs = [old["ref"] for old in client.renewal["remove"]]
 
                 def ended(c: ClientCredential, removed: list[str] = removed,
                           seen: EntraApplication = seen) -> None:
@@ -373,52 +423,145 @@ class EntraService:
                     self._observe(c, seen, home_tenant)
 
                 client, _ = self._step(client_id, "finished", ended)
-                return self._outcome(client, kind, "done", retired=retired, removed=removed)
+                return self._outcome(client, kind, "done", new_ref, retired=retired,
+                                     removed=refs, kept=kept)
+
+    def _removable(self, client: ClientCredential, app: EntraApplication) -> dict[str, str]:
+        """{ref: keyId at Entra} of the old credentials the renewal may remove there: matched
+        by Secret ID or thumbprint, or matched by hint alone and shown to be that credential
+        (the old value still works at the token endpoint, and it is the only one at Entra with
+        its hint). Anything else is left at Entra: it may be someone else's."""
+        from adapters.oauth import OAuthFailure
+
+        held, matches = self._matches(client, app)
+        by_ref = {h.ref: h for h in held}
+        removable = {}
+        for ref, key_id in matches.items():
+            h = by_ref[ref]
+            if ref == client.renewal["new_ref"]:
+                continue
+            if h.kind == CERTIFICATE or (h.secret_id and h.secret_id.lower() == key_id.lower()):
+                removable[ref] = key_id
+                continue
+            try:
+                self.providers.oauth(client, use=client.secret(ref),
+                                     tenant=client.renewal["home_tenant"]).client_credentials(
+                    f"{client.profile.graph_resource}.default")
+            except OAuthFailure:
+                continue  # not the secret Entra lists with this hint, or already dead
+            removable[ref] = key_id
+        return removable
 
     def _add_password(self, client_id: str, client: ClientCredential, graph: GraphApps,
                       object_id: str) -> NewPassword:
-        """addPassword; a refusal that says Entra made nothing (a policy, a permission) ends
-        the renewal. Anything else (no answer, a 5xx, throttling) leaves it started: the next
-        run looks for the secret by its nonce."""
+        """addPassword; a refusal that says Entra made nothing (a policy, a permission, a wrong
+        request) ends the renewal. Anything else (no answer, a 5xx, throttling) leaves it
+        started: the next run looks for the secret by its nonce."""
         from adapters.graph_apps import GraphRefused
 
         renewal = client.renewal
         try:
-            return graph.add_password(object_id, renewal["display_name"], renewal["ends_on"])
+            return graph.add_password(object_id, renewal["display_name"], renewal["ends_at"])
         except GraphRefused as refused:
-            if refused.status is not None and 400 <= refused.status < 500 \
-                    and refused.status != 429:
+            if refused.status in (400, 401, 403, 404):
                 why = f"refused: {refused}"[:300]
                 self._step(client_id, "refused", lambda c: c.end_renewal(
-                    now=self.core.now(), outcome=why, removed=[]))
+                    now=self.core.now(), outcome=why, removed=[], by=self.core.who))
             raise
 
     def _abandon(self, client_id: str, client: ClientCredential, graph: GraphApps,
-                 app: EntraApplication) -> Renewal:
+                 app: EntraApplication, *, asked: bool) -> Renewal:
         """A run died after the intent and before vault held the new secret: Entra may have
-        made it (its display name carries the nonce). vault has no copy of it: remove it."""
-        nonce = client.renewal["nonce"]
-        made = [p for p in app.passwords if nonce in (p.display_name or "")]
+        made it (its display name carries the nonce). vault has no copy of it: remove it.
+        Graph's reads may lag its writes: a renewal younger than ABANDON_AFTER is given up only
+        when asked to."""
+        renewal = client.renewal
+        made = [p for p in app.passwords if renewal["nonce"] in (p.display_name or "")]
+        if not made and not asked and \
+                self.core.now() - renewal["started_at"] < ABANDON_AFTER:
+            raise RenewalUnfinished(
+                f"{client.name}: a renewal started at {renewal['started_at']:%H:%M} UTC stopped "
+                "before vault held its secret, and Entra lists none for it yet (its lists can "
+                "lag a few minutes): run it again in a few minutes")
         for p in made:
             graph.remove_password(app.object_id, p.key_id)
-        what = (f"Entra had made its secret ({', '.join(p.key_id for p in made)}), which vault "
-                "never held: removed at Entra" if made else "Entra had made no secret for it")
+        what = (f"the secret Entra had made for it ({', '.join(p.key_id for p in made)}), which "
+                "vault never held, is removed at Entra" if made else
+                "Entra lists no secret made for it")
         self._step(client_id, "abandoned", lambda c: c.end_renewal(
-            now=self.core.now(), outcome=f"abandoned: {what}", removed=[p.key_id for p in made]))
+            now=self.core.now(), outcome=f"given up: {what}", removed=[p.key_id for p in made],
+            by=self.core.who))
         return Renewal(client=client.name, kind=CLIENT_SECRET, stage="abandoned", resumed=what)
 
-    def _upload(self, client: ClientCredential, graph: GraphApps, app: EntraApplication,
-                new: dict[str, Any], certificate: Any) -> None:
-        """addKey, unless Entra lists the certificate already (an earlier run got that far)."""
+    def _give_up(self, client_id: str, client: ClientCredential, why: str) -> Renewal:
+        new_ref = client.renewal["new_ref"]
+        self._step(client_id, "abandoned", lambda c: c.end_renewal(
+            now=self.core.now(), outcome=f"given up: {why}", removed=[], by=self.core.who))
+        return Renewal(client=client.name, kind=client.renewal["kind"], stage="abandoned",
+                       new=new_ref, resumed=f"given up: {why}")
+
+    @use_case("client abandon-renewal")
+    def abandon(self, name: str, *, via: str | None = None) -> Renewal:
+        """Give a renewal up: the new credential it holds (or one Entra made for it) is removed
+        at Entra and retired in vault; the old credentials stay where they are."""
+        credential = self.clients.credential(name)
+        client_id = str(credential.id)
+        with self._locked(credential):
+            client = self.core.load_client(client_id)
+            renewal = client.renewal
+            if renewal is None:
+                raise BadInput(f"client {client.name!r} has no renewal under way")
+            graph = self._graph(client, via or renewal["via"], renewal["home_tenant"])
+            app = graph.read()
+            if renewal["stage"] == "started":
+                return self._abandon(client_id, client, graph, app, asked=True)
+            removed = []
+            if renewal["stage"] == "received":
+                new = client.secret(renewal["new_ref"])
+                if new["kind"] == CLIENT_SECRET:
+                    listed = [p.key_id for p in app.passwords
+                              if p.key_id.lower() == new["secret_id"].lower()]
+                    for key_id in listed:
+                        graph.remove_password(app.object_id, key_id)
+                else:
+                    listed = [c.key_id for c in app.certificates
+                              if c.thumbprint == new["secret_id"].upper()]
+                    for key_id in listed:
+                        graph.remove_key(app.object_id, key_id, self._proof(client, app.object_id))
+                removed = listed
+            what = ("the old credentials stay at Entra" if renewal["stage"] == "verified" else
+                    f"{renewal['new_ref']} retired"
+                    + (", removed at Entra" if removed else " (Entra did not list it)"))
+            self._step(client_id, "abandoned", lambda c: c.end_renewal(
+                now=self.core.now(), outcome=f"given up by {self.core.who}: {what}",
+                removed=removed, by=self.core.who))
+            return Renewal(client=client.name, kind=renewal["kind"], stage="abandoned",
+                           new=renewal["new_ref"], resumed=what)
+
+    def _upload(self, client_id: str, client: ClientCredential, graph: GraphApps,
+                app: EntraApplication, new: dict[str, Any], certificate: Any) -> EntraApplication:
+        """addKey, unless Entra lists the certificate already (an earlier run got that far); a
+        refusal that says Entra added nothing gives the renewal up. Entra's listing after."""
+        from adapters.graph_apps import GraphRefused
+
         if any(c.thumbprint == new["secret_id"].upper() for c in app.certificates):
-            return
+            return app
         if certificate is None or certificate.thumbprint_sha1 != new["secret_id"]:
             raise RenewalUnfinished(
                 f"certificate {new['ref']} of {client.name!r} is held but not at Entra yet: run "
                 f"`vault client rotate-certificate {client.name} --via-graph "
-                "--certificate-file PEM` with the same file to upload it")
-        proof = self._proof(client, app.object_id)
-        graph.add_key(app.object_id, certificate.der, client.renewal["display_name"], proof)
+                "--certificate-file PEM` with the same file to upload it, or give the renewal "
+                f"up (`vault client abandon-renewal {client.name}`)")
+        try:
+            graph.add_key(app.object_id, certificate.der, client.renewal["display_name"],
+                          self._proof(client, app.object_id))
+        except GraphRefused as refused:
+            if refused.status in (400, 401, 403, 404):
+                why = f"refused: {refused}"[:300]
+                self._step(client_id, "refused", lambda c: c.end_renewal(
+                    now=self.core.now(), outcome=why, removed=[], by=self.core.who))
+            raise
+        return graph.read()
 
     def _proof(self, client: ClientCredential, object_id: str) -> str:
         from adapters.graph_apps import proof_of_possession
@@ -431,7 +574,8 @@ class EntraService:
 
     def _verify(self, client: ClientCredential, new: dict[str, Any], verify_for: float) -> None:
         """The new credential at the token endpoint (client credentials), retried while Entra
-        propagates it; a renewal whose credential never works stays where it is."""
+        propagates it (Entra lists it: checked before); one that never works in `verify_for`
+        seconds stays held, unused, for the next run."""
         from adapters.oauth import OAuthFailure
 
         scope = f"{client.profile.graph_resource}.default"
@@ -449,7 +593,8 @@ class EntraService:
                     raise RenewalUnfinished(
                         f"{client.name}: the new {new['kind'].replace('_', ' ')} {new['ref']} "
                         f"does not work at the token endpoint yet ({d.message()}); it is held, "
-                        "not used: run the same command again (or `vault maintain`) to go on"
+                        "not used: run the same command again (or `vault maintain`) to go on, "
+                        f"or give it up (`vault client abandon-renewal {client.name}`)"
                     ) from None
                 waited += delay
                 self.sleep(delay)
@@ -457,8 +602,8 @@ class EntraService:
 
     def _remove_old(self, client: ClientCredential, graph: GraphApps,
                     app: EntraApplication) -> list[str]:
-        """Remove at Entra the old credentials the renewal retired; those Entra no longer lists
-        are gone already."""
+        """Remove at Entra the old credentials the renewal retired (those Entra no longer lists
+        are gone already); their keyIds."""
         listed = {c.key_id.lower() for c in (*app.passwords, *app.certificates)}
         removed = []
         for old in client.renewal["remove"]:
@@ -468,18 +613,19 @@ class EntraService:
                 else:
                     graph.remove_key(app.object_id, old["key_id"],
                                      self._proof(client, app.object_id))
-            removed.append(old["ref"])
+                removed.append(old["key_id"])
         return removed
 
     @staticmethod
-    def _outcome(client: ClientCredential, kind: str, stage: str, *, retired: list[str],
-                 removed: list[str] | None = None) -> Renewal:
-        new = next((s for s in reversed(client.secrets) if s["kind"] == kind), None)
+    def _outcome(client: ClientCredential, kind: str, stage: str, new_ref: str, *,
+                 retired: list[str], removed: list[str] | None = None,
+                 kept: list[str] | None = None) -> Renewal:
+        new = client.secret(new_ref)
         renewal = client.renewal or {}
-        return Renewal(client=client.name, kind=kind, stage=stage,
-                       new=new["ref"] if new else None, key_id=new and new["secret_id"],
-                       expires_on=_iso(new and new["expires_on"]), retired=retired,
-                       removed=removed or [], remove_at=_iso(renewal.get("remove_at")))
+        return Renewal(client=client.name, kind=kind, stage=stage, new=new_ref,
+                       key_id=new["secret_id"], expires_on=_iso(new["expires_on"]),
+                       retired=retired, removed=removed or [], kept=kept or [],
+                       remove_at=_iso(renewal.get("remove_at")))
 
 
 def renewal_due(client: ClientCredential, within_days: int, today: date) -> bool:

@@ -100,6 +100,9 @@ class RebuiltReadModels:
     purged: int
 
 
+RENEW_VERIFY_S = 60  # maintain's patience with a new credential propagating; the next run goes on
+
+
 def _ok_unless(failed: bool) -> str:
     return "failed" if failed else "ok"
 
@@ -177,12 +180,13 @@ class MaintenanceService:
         # before the alerts, so that what Entra says now is what they send
         step("sync", lambda: self._sync(synced), None if synced else
              "no client synced with Entra yet (`vault client sync NAME` switches it on)")
+        step("refresh", lambda: self._refresh_due(plan))
+        # after the refresh (a renewal may wait on Entra for a minute), before the alerts
         models = self.core.reads.models()
         renewing = [c for c in models.clients if c.status == CLIENT_ACTIVE and c.renewal]
         step("renew", lambda: self._renew(renewing, synced, plan.renew_within),
              None if renewing or plan.renew_within is not None else
              "no renewal under way and no --renew-within")
-        step("refresh", lambda: self._refresh_due(plan))
         step("probe", lambda: self._probe_due(plan), None if plan.probe_every else "disabled")
         step("alert", lambda: self._alert(plan), None if plan.webhook or plan.email_to
              else "no --webhook-file, VAULT_WEBHOOK_URL or --email-to")
@@ -213,7 +217,8 @@ class MaintenanceService:
                within: int | None) -> MaintainStep:
         """Finish the renewals under way (an interrupted run's, old credentials whose
         --retire-after is over), then, with --renew-within, renew the secrets of synced clients
-        that Entra says end within so many days: one client at a time, each its own use case."""
+        that Entra says end within so many days: one client at a time, each its own use case,
+        decided again under the client's lock."""
         from vault.services.entra import renewal_due
 
         done, waiting, problems = [], [], []
@@ -222,30 +227,39 @@ class MaintenanceService:
         due = [] if within is None else [
             c for c in synced if c.name not in names and c.auth_method != "private_key_jwt"
             and renewal_due(self.core.load_client(c.client_uuid), within, today)]
-        for row, run in [*((c, self.entra.finish_renewal) for c in renewing),
-                         *((c, self._renew_one) for c in due)]:
+        runs = [*((c, lambda n: self.entra.finish_renewal(n, verify_for=RENEW_VERIFY_S))
+                  for c in renewing), *((c, self._renew_one(within)) for c in due)]
+        for row, run in runs:
             try:
                 result = run(row.name)
-            except (IntegrityViolation, DomainError):
+            except IntegrityViolation:
                 raise
-            except VaultError as e:
+            except (VaultError, DomainError) as e:  # this client's; the next one still runs
                 problems.append(f"{row.name}: {printable(str(e))}")
                 continue
-            (waiting if result.stage == "waiting" else done).append(
-                f"{row.name} ({result.new})" if result.new else row.name)
-        summary = (f"{len(due)} due within {within} days" if within is not None else "")
+            if result.stage == "waiting":
+                waiting.append(f"{row.name} ({result.new})")
+            elif result.stage != "not due":
+                done.append(f"{row.name} ({result.stage}"
+                            + (f", {result.new}" if result.new else "") + ")")
         summary = "; ".join(x for x in (
-            summary, f"renewed or finished: {', '.join(done) or 'none'}",
+            f"{len(due)} due within {within} days" if within is not None else "",
+            f"renewed or finished: {', '.join(done) or 'none'}",
             f"old credentials kept at Entra for now: {', '.join(waiting)}" if waiting else "")
             if x) + "".join(f"\n  {p}" for p in problems)
         return MaintainStep("renew", _ok_unless(bool(problems)), summary)
 
-    def _renew_one(self, name: str) -> Any:
+    def _renew_one(self, within: int | None) -> Callable[[str], Any]:
         """A due secret renewed as the last sync read: with its reader and home tenant."""
-        row = next(c for c in self.core.reads.models().clients if c.name == name)
-        seen = self.core.load_client(row.client_uuid).entra or {}
-        return self.entra.renew_secret(name, via=seen.get("via"),
-                                       home_tenant=seen.get("home_tenant"))
+
+        def renew(name: str) -> Any:
+            row = next(c for c in self.core.reads.models().clients if c.name == name)
+            seen = self.core.load_client(row.client_uuid).entra or {}
+            return self.entra.renew_secret(name, via=seen.get("via"),
+                                           home_tenant=seen.get("home_tenant"),
+                                           verify_for=RENEW_VERIFY_S, due_within=within)
+
+        return renew
 
     def _refresh_due(self, plan: MaintainPlan) -> RefreshStep:
         results = self.tokens.refresh(due=True, keepalive_days=plan.keepalive_days)
