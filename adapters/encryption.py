@@ -101,8 +101,16 @@ class EncryptedMapper(Mapper):
         blob = bytes(stored_event.state)
         if not blob or blob[0] != EVENT_FORMAT:
             raise IntegrityViolation(f"{where} has an unknown format")
-        key = self.keyring.key(str(stored_event.originator_id))
-        plain = crypto.unseal(key, blob[1:], stored_event_aad(stored_event), where)
+        originator = str(stored_event.originator_id)
+        try:
+            plain = crypto.unseal(self.keyring.key(originator), blob[1:],
+                                  stored_event_aad(stored_event), where)
+        except IntegrityViolation:
+            # re-encrypted under a new data key since this process read the old one
+            if not self.keyring.refreshed(originator):
+                raise
+            plain = crypto.unseal(self.keyring.key(originator), blob[1:],
+                                  stored_event_aad(stored_event), where)
         return super().to_domain_event(replace(stored_event, state=plain))
 
 

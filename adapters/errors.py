@@ -10,6 +10,7 @@ __all__ = [
     "AuditAppendFailed",
     "ConcurrentChange",
     "IntegrityViolation",
+    "KeysReplaced",
     "LockTimeout",
     "NotInitialised",
     "StoreUnavailable",
@@ -50,6 +51,11 @@ class AuditAppendFailed(OperationFailed, AdapterError):
 
 class ConcurrentChange(OperationFailed, AdapterError):
     """Another process changed the keys or header this command relied on; nothing was changed."""
+
+
+class KeysReplaced(ConcurrentChange):
+    """`key rotate --reencrypt` replaced keys this commit was sealed with (a data key, the row
+    seal, the audit keys) since the command unlocked: the commit can be sealed again."""
 
 
 class LockTimeout(OperationFailed, AdapterError):

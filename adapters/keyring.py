@@ -94,18 +94,28 @@ def forged_purge(originator_id: str) -> IntegrityViolation:
 class Keyring:
     """Data keys, unwrapped on demand with the root key and cached for this process only."""
 
-    def __init__(self, store: Store, root: RootKey, vault_id: str) -> None:
+    def __init__(self, store: Store, root: RootKey, vault_id: str, generation: int = 0) -> None:
         self.store = store
         self.root = root
         self.vault_id = vault_id
+        self.generation = generation  # the header's: what new subjects' keys are made as
         self._keys: dict[str, bytes] = {}
+        self._generations: dict[str, int] = {}
 
-    def _aad(self, row_or_ids: KeyRow | tuple[str, str], term: int) -> bytes:
-        originator, subject = (
-            (row_or_ids.originator_id, row_or_ids.subject_id)
-            if isinstance(row_or_ids, KeyRow) else row_or_ids
-        )
-        return crypto.aad(b"vault-data-key-v1", self.vault_id, originator, subject, term)
+    def _aad(self, row_or_ids: KeyRow | tuple[str, str], term: int,
+             generation: int | None = None) -> bytes:
+        """A data key's wrap is bound to its vault, aggregate, subject, root-key term and (from
+        the first `key rotate --reencrypt` on) its generation, so a row cannot claim a
+        generation it was not wrapped as."""
+        if isinstance(row_or_ids, KeyRow):
+            originator, subject = row_or_ids.originator_id, row_or_ids.subject_id
+            generation = row_or_ids.generation if generation is None else generation
+        else:
+            originator, subject = row_or_ids
+        if not generation:
+            return crypto.aad(b"vault-data-key-v1", self.vault_id, originator, subject, term)
+        return crypto.aad(b"vault-data-key-v2", self.vault_id, originator, subject, term,
+                          generation)
 
     def key(self, originator_id: str) -> bytes:
         try:
@@ -115,15 +125,42 @@ class Keyring:
         row = self.store.key_row(originator_id)
         if row is None:
             raise IntegrityViolation(f"no data key for {originator_id}: the key table was edited")
-        key = self.unwrap(row)
-        self._keys[originator_id] = key
-        return key
+        self._keep(row)
+        return self._keys[originator_id]
+
+    def _keep(self, row: KeyRow) -> None:
+        self._keys[row.originator_id] = self.unwrap(row)
+        self._generations[row.originator_id] = row.generation or 0
+
+    def generation_of(self, originator_id: str) -> int:
+        """The generation of the data key this process holds for the aggregate."""
+        self.key(originator_id)
+        return self._generations.get(originator_id, 0)
+
+    def refreshed(self, originator_id: str) -> bool:
+        """After a ciphertext failed to open: whether the aggregate's data key was replaced
+        since this process read it (a `key rotate --reencrypt` batch) — then the new one is
+        kept, and the caller tries again; otherwise the failure stands."""
+        row = self.store.key_row(originator_id) if self.store is not None else None
+        if row is None or row.wrapped is None or originator_id not in self._generations \
+                or (row.generation or 0) == self._generations[originator_id]:
+            return False
+        self._keep(row)
+        return True
+
+    def seals_refreshed(self) -> bool:
+        """After a row seal or the settings' head failed: whether their keys were replaced
+        since this process read them (the last step of `key rotate --reencrypt`)."""
+        replaced = self.refreshed(ROWS_KEY_ID) | self.refreshed(SETTINGS_KEY_ID)
+        if replaced:
+            self._rows = None
+        return replaced
 
     def load(self, rows: Iterable[KeyRow]) -> None:
         """Unwrap and keep the data keys of `rows` (key rows read by the caller: the cached-token
         path reads them without a store object)."""
         for row in rows:
-            self._keys[row.originator_id] = self.unwrap(row)
+            self._keep(row)
 
     @property
     def rows(self) -> RowSealer:
@@ -156,15 +193,29 @@ class Keyring:
                              f"data key of {row.originator_id}")
 
     def create(self, originator_id: str, subject_id: str, created_at: str) -> KeyRow:
-        """A new data key for a subject, or the subject's own key for a related aggregate."""
-        key = self.key(subject_id) if subject_id != originator_id else crypto.new_key()
-        return self._wrap(originator_id, subject_id, key, created_at)
+        """A new data key for a subject (of the vault's generation), or the subject's own key
+        (and generation) for a related aggregate."""
+        if subject_id != originator_id:
+            key, generation = self.key(subject_id), self.generation_of(subject_id)
+        else:
+            key, generation = crypto.new_key(), self.generation
+        return self.wrap(originator_id, subject_id, key, created_at, generation)
 
-    def _wrap(self, originator_id: str, subject_id: str, key: bytes, created_at: str) -> KeyRow:
-        wrapped = crypto.seal(self.root.key, key, self._aad((originator_id, subject_id),
-                                                            self.root.term))
+    def wrap(self, originator_id: str, subject_id: str, key: bytes, created_at: str,
+             generation: int) -> KeyRow:
+        """A key row for `key` (kept for this process too)."""
+        row = self.wrapped_row(originator_id, subject_id, key, created_at, generation, self.root)
         self._keys[originator_id] = key
-        return KeyRow(originator_id, subject_id, self.root.term, wrapped, created_at)
+        self._generations[originator_id] = generation
+        return row
+
+    def wrapped_row(self, originator_id: str, subject_id: str, key: bytes, created_at: str,
+                    generation: int, root: RootKey) -> KeyRow:
+        """A key row for `key` wrapped under `root` as `generation` (nothing kept)."""
+        wrapped = crypto.seal(root.key, key, self._aad((originator_id, subject_id), root.term,
+                                                       generation))
+        return KeyRow(originator_id, subject_id, root.term, wrapped, created_at,
+                      generation=generation or None)
 
     def rewrap(self, rows: list[KeyRow], new_root: RootKey) -> list[KeyRow]:
         """The given live key rows wrapped again under a new root key (key rotation)."""
@@ -188,17 +239,26 @@ class Keyring:
             self.check_purged(row)
         if row.head_version is None or row.head_mac is None:
             raise IntegrityViolation(f"{originator_id} has no recorded head version")
-        if not crypto.same(self.head_mac(originator_id, row.head_version), row.head_mac):
+        if originator_id not in self._keys:
+            self._keep(row)  # the key of this very row: a re-encryption may replace it next
+        if not crypto.same(self.head_mac(originator_id, row.head_version), row.head_mac) and (
+                not self.refreshed(originator_id)
+                or not crypto.same(self.head_mac(originator_id, row.head_version),
+                                   row.head_mac)):
             raise IntegrityViolation(f"the recorded head version of {originator_id} was forged")
         return row.head_version
 
     def forget(self, subject_originators: list[str]) -> None:
         for originator in subject_originators:
             self._keys.pop(originator, None)
+            self._generations.pop(originator, None)
+        if ROWS_KEY_ID in subject_originators:
+            self._rows = None  # made again from the key when next needed
 
     def forget_all(self) -> None:
         """Drop every key this keyring holds, the root key's reference included (a locked
         agent): what Python kept of the bytes is freed memory until it is reused."""
         self._keys.clear()
+        self._generations.clear()
         self._rows = None
         self.root = None  # type: ignore[assignment]

@@ -123,6 +123,8 @@ class Header(NamedTuple):
     # the authenticated header, so nobody without the key can make a vault look like one from
     # before sealing (whose upgrade seals rows as it finds them).
     row_macs: bool = False
+    # `key rotate --reencrypt`: the generation every data key is (or is being) made anew as
+    key_generation: int = 0
 
     def to_json(self) -> str:
         body = {
@@ -132,6 +134,8 @@ class Header(NamedTuple):
         }
         if self.row_macs:
             body["row_macs"] = True
+        if self.key_generation:
+            body["key_generation"] = self.key_generation
         return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -157,6 +161,7 @@ class Header(NamedTuple):
             root_term=_int(body.get("root_term"), "root term"), audit_public_key=public_key,
             keyslots=tuple(Keyslot.from_json(s) for s in slots),
             row_macs=body.get("row_macs") is True,
+            key_generation=_int(body.get("key_generation", 0), "key generation"),
         )
 
     def next_slot_id(self) -> int:

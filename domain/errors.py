@@ -31,6 +31,7 @@ VaultError                        exit 1   any error vault raises on purpose: "v
 │   ├── StoreUnavailable          adapter  adapters/errors.py
 │   ├── AuditAppendFailed         adapter  adapters/errors.py
 │   ├── ConcurrentChange          adapter  adapters/errors.py
+│   │   └── KeysReplaced                   adapters/errors.py
 │   ├── LockTimeout               adapter  adapters/errors.py
 │   ├── HttpSetupError            adapter  adapters/http.py
 │   ├── OAuthFailure              adapter  adapters/oauth.py

@@ -70,6 +70,85 @@ def checkpoint_message(vault_id: str, size: int, head: bytes, signed_at: str) ->
     return f"{CHECKPOINT_FILE_HEADER}\n{vault_id}\n{size}\n{head.hex()}\n{signed_at}\n".encode()
 
 
+HANDOVER_HEADER = "vault-audit-handover-v1"
+
+
+def handover_message(vault_id: str, size: int, head: bytes, old_key: bytes, new_key: bytes,
+                     signed_at: str) -> bytes:
+    return (f"{HANDOVER_HEADER}\n{vault_id}\n{size}\n{head.hex()}\n{old_key.hex()}\n"
+            f"{new_key.hex()}\n{signed_at}\n").encode()
+
+
+class Handover(NamedTuple):
+    """`key rotate --reencrypt` handing the audit log over to a new audit key and signing key:
+    entries 1..size stay sealed as they were (readable with the old audit key, which the vault
+    keeps), later ones use the new keys. Both signing keys sign this record: the old one vouches
+    for its successor, so a checkpoint trusted before the hand-over still anchors the log."""
+
+    size: int
+    head: bytes  # the hash of entry `size`
+    old_public_key: bytes
+    new_public_key: bytes
+    signed_at: str
+    old_signature: bytes
+    new_signature: bytes
+
+    def message(self, vault_id: str) -> bytes:
+        return handover_message(vault_id, self.size, self.head, self.old_public_key,
+                                self.new_public_key, self.signed_at)
+
+    def verifies(self, vault_id: str) -> bool:
+        message = self.message(vault_id)
+        return crypto.verify_signature(self.old_public_key, message, self.old_signature) and \
+            crypto.verify_signature(self.new_public_key, message, self.new_signature)
+
+    def to_json(self) -> str:
+        return json.dumps({"size": self.size, "head": self.head.hex(),
+                           "old_public_key": self.old_public_key.hex(),
+                           "new_public_key": self.new_public_key.hex(),
+                           "signed_at": self.signed_at,
+                           "old_signature": self.old_signature.hex(),
+                           "new_signature": self.new_signature.hex()}, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Handover:
+        try:
+            body = json.loads(text)
+            return cls(int(body["size"]), bytes.fromhex(body["head"]),
+                       bytes.fromhex(body["old_public_key"]),
+                       bytes.fromhex(body["new_public_key"]), str(body["signed_at"]),
+                       bytes.fromhex(body["old_signature"]),
+                       bytes.fromhex(body["new_signature"]))
+        except (ValueError, KeyError, TypeError):
+            raise IntegrityViolation("an audit hand-over record is malformed (it was edited "
+                                     "outside vault)") from None
+
+
+def sign_handover(vault_id: str, size: int, head: bytes, old_seed: bytes, new_seed: bytes,
+                  signed_at: str) -> Handover:
+    old_key, new_key = crypto.signing_key(old_seed), crypto.signing_key(new_seed)
+    old_public, new_public = bytes(old_key.verify_key), bytes(new_key.verify_key)
+    message = handover_message(vault_id, size, head, old_public, new_public, signed_at)
+    return Handover(size, head, old_public, new_public, signed_at,
+                    old_key.sign(message).signature, new_key.sign(message).signature)
+
+
+def audit_key_ids(handovers: list[Handover]) -> Callable[[int], str]:
+    """Which audit key opens entry `seq`: the one of its generation (`system:audit@N` for the
+    entries before the N+1th hand-over), the current one after the last."""
+    from adapters.keyring import AUDIT_KEY_ID
+
+    sizes = sorted(h.size for h in handovers)
+
+    def key_id(seq: int) -> str:
+        for n, size in enumerate(sizes):
+            if seq <= size:
+                return f"{AUDIT_KEY_ID}@{n}"
+        return AUDIT_KEY_ID
+
+    return key_id
+
+
 class AuditRecord:
     """What a command did, to whom, with what outcome. Never holds a secret value."""
 
@@ -307,6 +386,7 @@ class VerifyReport:
         self.problems: list[str] = []
         self.checkpoint_size: int | None = None
         self.trusted_size: int | None = None
+        self.handovers_followed = 0  # signing-key hand-overs between the trusted key and now
 
     @property
     def ok(self) -> bool:
@@ -315,13 +395,17 @@ class VerifyReport:
 
 def verify_log(
     rows: Iterable[AuditRow], checkpoint: Checkpoint | None, vault_id: str, public_key: bytes,
-    trusted: TrustedCheckpoint | None = None,
+    trusted: TrustedCheckpoint | None = None, handovers: Iterable[Handover] = (),
 ) -> VerifyReport:
-    """Check chain, hashes, the signed head and (optionally) a trusted earlier checkpoint."""
+    """Check chain, hashes, the signed head and (optionally) a trusted earlier checkpoint,
+    which may be signed by a signing key the log was handed over from (`handovers`, each
+    signed by both keys and naming the entry it was made at)."""
     report = VerifyReport()
     prev = genesis(vault_id)
     expected_seq = 1
     trusted_hash_seen: bytes | None = None
+    handovers = sorted(handovers, key=lambda h: h.size)
+    at_handover = {h.size: h for h in handovers}
     for row in rows:
         if row.seq != expected_seq:
             kind = "missing" if row.seq > expected_seq else "out of order"
@@ -338,6 +422,11 @@ def verify_log(
             break
         if trusted is not None and row.seq == trusted.size:
             trusted_hash_seen = row.entry_hash
+        handover = at_handover.get(row.seq)
+        if handover is not None and not crypto.same(handover.head, row.entry_hash):
+            report.problems.append(f"the audit key hand-over at entry {row.seq} names another "
+                                   "entry: entries were rewritten")
+            break
         prev = row.entry_hash
         report.entries = row.seq
         expected_seq += 1
@@ -365,13 +454,24 @@ def verify_log(
             elif not crypto.same(checkpoint.head_hash, prev):
                 report.problems.append("the signed checkpoint does not match the last entry")
 
+    chain_problem = _handover_problem(handovers, vault_id, public_key, report.entries)
+    if chain_problem:
+        report.problems.append(chain_problem)
     if trusted is not None:
         report.trusted_size = trusted.size
+        # the key in force at its size (at a hand-over's own size, the head is signed by both)
+        since = [h for h in handovers if h.size >= trusted.size]
+        keys = ([since[0].old_public_key]
+                + ([since[0].new_public_key] if since[0].size == trusted.size else [])
+                if since else [public_key])
+        report.handovers_followed = len(since) - (
+            1 if since and crypto.same(trusted.public_key, since[0].new_public_key) else 0)
         if trusted.vault_id != vault_id:
             report.problems.append("the trusted checkpoint belongs to another vault")
-        elif not crypto.same(trusted.public_key, public_key):
+        elif not any(crypto.same(trusted.public_key, key) for key in keys):
             report.problems.append(
-                "the vault's audit signing key differs from the trusted checkpoint's")
+                "the vault's audit signing key differs from the trusted checkpoint's (and no "
+                "hand-over signed by it leads to the vault's)")
         elif trusted.size > report.entries:
             report.problems.append(
                 f"rollback: the trusted checkpoint covers {trusted.size} entries but this "
@@ -381,6 +481,23 @@ def verify_log(
             report.problems.append(
                 f"entry {trusted.size} differs from the trusted checkpoint: history was rewritten")
     return report
+
+
+def _handover_problem(handovers: list[Handover], vault_id: str, public_key: bytes,
+                      entries: int) -> str | None:
+    """Each hand-over signed by both its keys, each handing over from the key the one before
+    handed to, the last to the header's key, none beyond the log's end."""
+    for n, h in enumerate(handovers):
+        if not h.verifies(vault_id):
+            return f"the audit key hand-over at entry {h.size} does not verify (forged or edited)"
+        if n and not crypto.same(handovers[n - 1].new_public_key, h.old_public_key):
+            return f"the audit key hand-over at entry {h.size} does not follow the one before"
+        if h.size > entries:
+            return (f"the audit key hand-over at entry {h.size} is beyond the log's end "
+                    f"({entries}): entries were deleted")
+    if handovers and not crypto.same(handovers[-1].new_public_key, public_key):
+        return "the last audit key hand-over is not to the vault's signing key"
+    return None
 
 
 def raise_if_broken(report: VerifyReport) -> None:

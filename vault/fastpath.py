@@ -125,7 +125,7 @@ def _unlock(db: Any, key_file: str, slot_id: int | None) -> tuple[Any, Any]:
         header = sealed.parse()
         root, _ = unlock(header, read_key_file(key_file), slot_id)
         sealed.verify_mac(root)
-        keyring = Keyring(db, root, header.vault_id)
+        keyring = Keyring(db, root, header.vault_id, header.key_generation)
         keyring.load(key_row_of(r) for r in lookups.key_rows(tx, ROWS_KEY_ID, AUDIT_KEY_ID,
                                                              SIGNING_KEY_ID))
     return header, keyring

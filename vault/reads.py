@@ -4,7 +4,8 @@ use (its MAC, and that it was projected from the newest stored events), then typ
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple, TypeVar
 
 from adapters.errors import IntegrityViolation
 from adapters.keyring import SETTINGS_KEY_ID, Keyring, forged_purge
@@ -15,6 +16,7 @@ from domain.mailboxes import mailbox_key
 
 # Settings every vault holds from its start (init writes them): their absence is an edit.
 THRESHOLDS_KEY = "expiry_thresholds"
+T = TypeVar("T")
 REQUIRED_SETTINGS = {THRESHOLDS_KEY: "{}"}
 
 
@@ -23,24 +25,44 @@ class ReadSide:
         self.store = store
         self.keyring = keyring
 
+    def _checked(self, read: Callable[[], T]) -> T:
+        """A check that failed because the seals' keys were replaced meanwhile (the last step of
+        `key rotate --reencrypt`) is made again with the new ones; any other failure stands."""
+        try:
+            return read()
+        except IntegrityViolation:
+            if not self.keyring.seals_refreshed():
+                raise
+            return read()
+
     def rows(self, table: str, **equal: Any) -> list[Any]:
+        return self._checked(lambda: self._rows(table, **equal))
+
+    def models(self) -> ReadModels:
+        return self._checked(self._models)
+
+    def settings(self) -> dict[str, str]:
+        return self._checked(self._settings)
+
+    def _rows(self, table: str, **equal: Any) -> list[Any]:
         """The read-model rows whose columns equal the values given, each checked: its MAC, and
         that it was projected from the newest stored events (an older copy of a row put back is
         as much an edit as a changed one)."""
+        sealer = self.keyring.rows  # the key first: one replaced after it is read again
         rows, newest = self.store.view_rows(
             table, lambda row: [aggregate for _, aggregate in _projected_from(table, row)],
             **equal)
-        _check_sealed(self.keyring.rows, table, rows)
+        _check_sealed(sealer, table, rows)
         for row in rows:
             _check_projected(table, row, newest)
         return [typed_row(table, row) for row in rows]
 
-    def models(self) -> ReadModels:
+    def _models(self) -> ReadModels:
         """Every read-model row, for a listing, from one snapshot: each row checked, and the rows
         checked against the key table and the events, so that neither a deleted row nor deleted
         events can hide a subject from status, expiry or alerts."""
+        sealer = self.keyring.rows  # the key first: one replaced after it is read again
         side = self.store.read_side()
-        sealer = self.keyring.rows
         for table in VIEW_TABLES:
             _check_sealed(sealer, table, side[table])
         for key in side["purged"]:
@@ -96,15 +118,16 @@ class ReadSide:
         return [r for r in self.models().grants if r.client_uuid == client_uuid
                 and key in (None, r.mailbox_key)]
 
-    def settings(self) -> dict[str, str]:
+    def _settings(self) -> dict[str, str]:
         """The shared settings, each row checked, and all of the version the settings' recorded
         head names: an older copy of a row put back, or a setting every vault has deleted
         (deleting a lowered threshold must not quietly bring back the default), is refused."""
+        sealer = self.keyring.rows  # the key first: one replaced after it is read again
         rows, key = self.store.settings(SETTINGS_KEY_ID)
         version = self.keyring.verified_head(SETTINGS_KEY_ID, key)
         repair = "; set it again with `vault config set`"
         for row in rows:
-            if not self.keyring.rows.valid("vault_settings", row):
+            if not sealer.valid("vault_settings", row):
                 raise IntegrityViolation(f"the setting {row['key']} was edited outside vault"
                                          + repair)
             if row["version"] != version:

@@ -13,11 +13,13 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from uuid import UUID
 
 from adapters.errors import (
     AuditAppendFailed,
     ConcurrentChange,
     IntegrityViolation,
+    KeysReplaced,
     LockTimeout,
     NotInitialised,
     SubjectPurged,
@@ -70,6 +72,9 @@ class KeyRow(NamedTuple):
     shredded_at: str | None = None
     head_version: int | None = None
     head_mac: bytes | None = None
+    # the key generation (`key rotate --reencrypt` gives every subject a new data key, of the
+    # header's generation); None: the first, 0, of a vault from before generations
+    generation: int | None = None
 
 
 class Upsert(NamedTuple):
@@ -131,6 +136,7 @@ class Head(NamedTuple):
     originator_id: str
     version: int
     mac: bytes
+    generation: int = 0  # of the data key the events were sealed with: still the row's
 
 
 class RowMacs(Protocol):
@@ -194,6 +200,10 @@ class Reads:
     def _root_term(self, tx: Tx) -> int:
         row = tx.one("SELECT body FROM vault_header WHERE id = 1")
         return int(json.loads(row["body"])["root_term"])
+
+    def originator_param(self, originator_id: str) -> Any:
+        """An aggregate id as eventsourcing's tables hold it (a SQL parameter)."""
+        return UUID(originator_id)
 
     def key_row(self, originator_id: str) -> KeyRow | None:
         with self.read() as tx:
@@ -410,17 +420,42 @@ class Store(Reads, ABC):
                        ("schema_version", SCHEMA_VERSION))
         if changes.rekey is not None:
             self._rekey(tx, changes.rekey)
+        if changes.within is not None:
+            changes.within(tx)
 
         if changes.keys and changes.key_term != self._root_term(tx):
             raise ConcurrentChange("the root key was rotated since this command unlocked the "
                                    "vault; nothing was changed, run it again")
+        if changes.rows_generation is not None and (
+                changes.views or changes.settings or changes.shred_subjects):
+            row = tx.one("SELECT generation FROM vault_keys WHERE originator_id = ?",
+                         (ROWS_KEY_ID,))
+            if row is not None and (row["generation"] or 0) != changes.rows_generation:
+                raise KeysReplaced("the vault's row seals were replaced (key rotate "
+                                       "--reencrypt) since this command unlocked it; nothing "
+                                       "was changed, run it again")
+        for row in changes.keys:  # a derived aggregate's key is its subject's: still current?
+            if row.subject_id != row.originator_id:
+                subject = tx.one("SELECT generation FROM vault_keys WHERE originator_id = ? AND "
+                                 "wrapped IS NOT NULL", (row.subject_id,))
+                if subject is not None and (subject["generation"] or 0) != (row.generation or 0):
+                    raise ConcurrentChange(
+                        "the vault's data keys were replaced (key rotate --reencrypt) since "
+                        "this command read them; nothing was changed, run it again")
         self._insert_keys(tx, changes.keys)
         ids = self.insert_stored_events(tx, stored_events) if stored_events else []
         for head in changes.heads:
             tx.execute("UPDATE vault_keys SET head_version = ?, head_mac = ? "
-                       "WHERE originator_id = ? AND wrapped IS NOT NULL",
-                       (head.version, head.mac, head.originator_id))
+                       "WHERE originator_id = ? AND wrapped IS NOT NULL "
+                       "AND COALESCE(generation, 0) = ?",
+                       (head.version, head.mac, head.originator_id, head.generation))
             if tx.cursor.rowcount != 1:
+                live = tx.one("SELECT 1 AS live FROM vault_keys WHERE originator_id = ? AND "
+                              "wrapped IS NOT NULL", (head.originator_id,))
+                if live:  # its events were sealed with a data key replaced meanwhile
+                    raise KeysReplaced(
+                        "the vault's data keys were replaced (key rotate --reencrypt) since "
+                        "this command read them; nothing was changed, run it again")
                 raise SubjectPurged(f"{head.originator_id} was purged meanwhile; nothing changed")
         for subject in changes.shred_subjects:
             for r in tx.all("SELECT originator_id FROM vault_keys WHERE subject_id = ?",
@@ -443,17 +478,18 @@ class Store(Reads, ABC):
         live = [key_row_of(r) for r in tx.all(
             "SELECT * FROM vault_keys WHERE wrapped IS NOT NULL ORDER BY originator_id")]
         for old, new in zip(live, rekey(live), strict=True):
-            tx.execute("UPDATE vault_keys SET term = ?, wrapped = ? "
+            tx.execute("UPDATE vault_keys SET term = ?, wrapped = ?, generation = ? "
                        "WHERE originator_id = ? AND term = ? AND wrapped IS NOT NULL",
-                       (new.term, new.wrapped, old.originator_id, old.term))
+                       (new.term, new.wrapped, new.generation, old.originator_id, old.term))
             if tx.cursor.rowcount != 1:
                 raise ConcurrentChange(f"data key of {old.originator_id} changed meanwhile")
 
     def _insert_keys(self, tx: Tx, rows: list[KeyRow]) -> None:
         tx.executemany(
-            "INSERT INTO vault_keys (originator_id, subject_id, term, wrapped, created_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            [(r.originator_id, r.subject_id, r.term, r.wrapped, r.created_at) for r in rows],
+            "INSERT INTO vault_keys (originator_id, subject_id, term, wrapped, created_at, "
+            "generation) VALUES (?, ?, ?, ?, ?, ?)",
+            [(r.originator_id, r.subject_id, r.term, r.wrapped, r.created_at, r.generation)
+             for r in rows],
         )
 
     def replace_views(self, tx: Tx, views: list[ViewChange], rows: RowMacs) -> None:
@@ -556,12 +592,24 @@ class Store(Reads, ABC):
             return [dict(r) for r in tx.all(sql, params)]
 
     @contextlib.contextmanager
-    def audit_log(self) -> Iterator[tuple[Checkpoint | None, Iterator[AuditRow]]]:
-        """The signed head and every entry, oldest first, as one snapshot sees them: a command
-        appending meanwhile (another host's `maintain`, a `vault token`) must not make a sound
-        log look truncated. Rows are fetched as they are read, never all at once."""
+    def audit_log(self) -> Iterator[tuple[Checkpoint | None, Iterator[AuditRow], list[str]]]:
+        """The signed head, every entry, oldest first, and the audit key hand-overs (JSON), as
+        one snapshot sees them: a command appending meanwhile (another host's `maintain`, a
+        `vault token`) must not make a sound log look truncated. Rows are fetched as they are
+        read, never all at once."""
         with self.snapshot() as tx:
-            yield signed_head(tx), _audit_rows(tx)
+            yield signed_head(tx), _audit_rows(tx), audit_handovers(tx)
+
+
+HANDOVER_KEY = "audit_handover:"  # vault_meta keys: audit_handover:<size, 12 digits>
+ROWS_KEY_ID = "system:rows"  # adapters/keyring.py's (not imported: it imports this module)
+
+
+def audit_handovers(tx: Tx) -> list[str]:
+    """The audit key hand-overs (`key rotate --reencrypt`), as stored: JSON, oldest first.
+    Each is signed by both its keys (vault/audit.py Handover), so the plain row needs no MAC."""
+    return [r["value"] for r in tx.all("SELECT key, value FROM vault_meta ORDER BY key")
+            if r["key"].startswith(HANDOVER_KEY)]
 
 
 def _audit_rows(tx: Tx, batch: int = 2000) -> Iterator[AuditRow]:
@@ -583,7 +631,13 @@ def _typed(table: str, r: Any, kinds: dict[str, tuple[type, ...]]) -> dict[str, 
     it is given whatever the column says, and anyone can give it anything."""
     values = {}
     for column, allowed in kinds.items():
-        value = r[column]
+        try:
+            value = r[column]
+        except (IndexError, KeyError):
+            # a column a newer schema adds, read before this vault's upgrade added it
+            if (table, column) not in _ADDED or type(None) not in allowed:
+                raise
+            value = None
         if isinstance(value, memoryview):
             value = bytes(value)
         if not isinstance(value, allowed) or isinstance(value, bool):
@@ -594,9 +648,11 @@ def _typed(table: str, r: Any, kinds: dict[str, tuple[type, ...]]) -> dict[str, 
 
 
 _TEXT, _INT, _BLOB, _NONE = (str,), (int,), (bytes,), (type(None),)
+_ADDED = {(table, column) for table, column, _ in ADDED_COLUMNS}
 _KEY_ROW = {"originator_id": _TEXT, "subject_id": _TEXT, "term": _INT,
             "wrapped": _BLOB + _NONE, "created_at": _TEXT, "shredded_at": _TEXT + _NONE,
-            "head_version": _INT + _NONE, "head_mac": _BLOB + _NONE}
+            "head_version": _INT + _NONE, "head_mac": _BLOB + _NONE,
+            "generation": _INT + _NONE}
 _AUDIT_ROW = {"seq": _INT, "prev_hash": _BLOB, "header": _TEXT, "nonce": _BLOB,
               "ciphertext": _BLOB, "entry_hash": _BLOB}
 _CHECKPOINT = {"size": _INT, "head_hash": _BLOB, "signed_at": _TEXT, "signature": _BLOB}
@@ -646,9 +702,8 @@ def append_audit_entries(tx: Tx, appenders: Sequence[AuditAppender],
     is the head this process checked and signed itself, and its signature is not verified
     again (a group of the agent's entries costs one signature, not two)."""
     try:
-        r = tx.one("SELECT * FROM vault_audit ORDER BY seq DESC LIMIT 1")
-        last = _audit_row(r) if r else None
-        head = signed_head(tx)
+        _check_audit_keys(tx, appenders[0])
+        last, head = last_audit_row(tx), signed_head(tx)
         if known is None or (last, head) != known:
             appenders[0].check_head(last, head)
         seq, prev = (last.seq, last.entry_hash) if last else (0, None)
@@ -663,7 +718,30 @@ def append_audit_entries(tx: Tx, appenders: Sequence[AuditAppender],
         cp = appenders[-1].sign(seq, prev)
         tx.execute(CHECKPOINT_UPSERT, (1, cp.size, cp.head_hash, cp.signed_at, cp.signature))
         return row, cp
-    except IntegrityViolation:
-        raise  # tampering, not a failure to write: exit 5, and nothing is done
+    except (IntegrityViolation, ConcurrentChange):
+        raise  # tampering (exit 5), or keys replaced meanwhile: nothing is done
     except Exception as e:
         raise AuditAppendFailed(f"audit entry not written: {type(e).__name__}") from e
+
+
+def last_audit_row(tx: Tx) -> AuditRow | None:
+    r = tx.one("SELECT * FROM vault_audit ORDER BY seq DESC LIMIT 1")
+    return _audit_row(r) if r else None
+
+
+def _check_audit_keys(tx: Tx, appender: AuditAppender) -> None:
+    """An appender holding the audit keys of before a hand-over (`key rotate --reencrypt`
+    committed since its command unlocked the vault) is told to run again: its entry would be
+    sealed and signed with keys the log no longer uses."""
+    expected = getattr(appender, "public_key", None)
+    row = tx.one("SELECT body FROM vault_header WHERE id = 1") if expected else None
+    if row is None:
+        return
+    try:
+        current = bytes.fromhex(json.loads(row["body"])["audit_public_key"])
+    except (ValueError, KeyError, TypeError):
+        return  # the header's own check says what is wrong with it
+    if current != expected:
+        raise KeysReplaced("the vault's audit keys were replaced (key rotate --reencrypt) "
+                               "since this command unlocked it; nothing was changed, run it "
+                               "again")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from adapters.keyslots import SealedHeader
 from adapters.store.base import AuditAppender, Head, KeyRow, RowMacs, ViewChange
@@ -24,10 +25,14 @@ class Changes:
     clear_views: bool = False
     # Runs first inside the transaction, with every other writer waiting (read-model rebuild).
     prepare: Callable[[Changes], None] | None = None
+    # Runs inside the transaction after the header and the rekey, before anything else is
+    # written (key rotate --reencrypt: the audit hand-over, a batch of subjects re-encrypted)
+    within: Callable[[Any], None] | None = None
     settings: dict[str, str] = field(default_factory=dict)
     header: tuple[str, SealedHeader] | None = None  # (expected old checksum, new header)
     audit: AuditAppender | None = None
     rows: RowMacs | None = None  # seals every view row and setting written
+    rows_generation: int | None = None  # of the seal's key: still the vault's at commit
     settings_version: int | None = None  # of `settings`, all of them, recorded in a head too
     # a vault from before sealed rows: add the columns, seal settings and purges as found
     # (`settings`: the ones it must have, where it had none)

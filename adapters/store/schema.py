@@ -16,7 +16,7 @@ Written once for both databases: `{blob}` and `{int}` become BLOB/BYTEA and INTE
   under a key derived from the root key: plain rows, but none a keyless writer can edit.
 """
 
-SCHEMA_VERSION = "5"
+SCHEMA_VERSION = "6"
 
 TABLES = [
     """CREATE TABLE IF NOT EXISTS vault_meta (
@@ -35,7 +35,8 @@ TABLES = [
         created_at TEXT NOT NULL,
         shredded_at TEXT,
         head_version {int},
-        head_mac {blob})""",
+        head_mac {blob},
+        generation {int})""",
     "CREATE INDEX IF NOT EXISTS vault_keys_subject ON vault_keys (subject_id)",
     """CREATE TABLE IF NOT EXISTS vault_settings (
         key TEXT PRIMARY KEY,
@@ -129,7 +130,7 @@ VIEW_TABLES = ("view_clients", "view_secrets", "view_grants")
 # Each read-model table's primary key (the row a MAC is written back to).
 VIEW_KEYS = {"view_clients": ("client_uuid",), "view_secrets": ("client_uuid", "ref"),
              "view_grants": ("grant_uuid",)}
-# Columns schema versions 2 to 5 added; a vault created earlier gets them when it is upgraded.
+# Columns schema versions 2 to 6 added; a vault created earlier gets them when it is upgraded.
 ADDED_COLUMNS = (("vault_settings", "mac", "{blob}"), ("vault_settings", "version", "{int}"),
                  ("view_clients", "mac", "{blob}"),
                  ("view_secrets", "client_version", "{int}"), ("view_secrets", "mac", "{blob}"),
@@ -139,7 +140,8 @@ ADDED_COLUMNS = (("vault_settings", "mac", "{blob}"), ("vault_settings", "versio
                  ("view_grants", "login", "TEXT"),  # schema 3
                  ("view_secrets", "entra_expires_on", "TEXT"),  # schema 4
                  ("view_secrets", "at_entra", "{int}"), ("view_clients", "entra_foreign", "TEXT"),
-                 ("view_clients", "renewal", "TEXT"))  # schema 5
+                 ("view_clients", "renewal", "TEXT"),  # schema 5
+                 ("vault_keys", "generation", "{int}"))  # schema 6
 
 
 def ddl(blob: str, integer: str) -> list[str]:

@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+from uuid import UUID
 
 from eventsourcing.persistence import IntegrityError, OperationalError, PersistenceError
 from eventsourcing.sqlite import (
@@ -112,6 +113,9 @@ class SQLiteStore(Store):
         self.snapshot_recorder.create_table()
 
     blob_type, int_type = "BLOB", "INTEGER"
+
+    def originator_param(self, originator_id: str) -> Any:
+        return UUID(originator_id).hex  # as eventsourcing's SQLite recorder stores it
 
     def _schema_statements(self) -> list[str]:
         return ddl(blob=self.blob_type, integer=self.int_type)

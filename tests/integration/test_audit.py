@@ -97,7 +97,7 @@ def test_a_command_appending_while_the_log_is_read_is_not_tampering(busy: Harnes
     from vault.audit import verify_log
 
     with busy.app() as reader, busy.app() as writer:
-        with reader.core.store.audit_log() as (checkpoint, rows):
+        with reader.core.store.audit_log() as (checkpoint, rows, _):
             writer.reports.status()  # appends an entry and re-signs the head, mid-read
             report = verify_log(rows, checkpoint, reader.core.header.vault_id,
                                 reader.core.header.audit_public_key)

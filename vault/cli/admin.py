@@ -44,7 +44,7 @@ def audit_log(state: CliContext, limit: int, fmt: str, as_json: bool) -> None:
 @pass_cli
 def audit_verify(state: CliContext, trusted_file: str | None, fmt: str, as_json: bool) -> None:
     """Check the chain and the signed checkpoint. Needs no key and writes nothing."""
-    from vault.audit import parse_checkpoint, verify_log
+    from vault.audit import Handover, parse_checkpoint, verify_log
     from vault.bootstrap import read_public_header
 
     trusted = None
@@ -58,21 +58,24 @@ def audit_verify(state: CliContext, trusted_file: str | None, fmt: str, as_json:
             raise BadInput(f"{trusted_file}: {e}") from None
     store, header = read_public_header(state.settings)
     try:
-        with store.audit_log() as (checkpoint, rows):
+        with store.audit_log() as (checkpoint, rows, handovers):
             report = verify_log(rows, checkpoint, header.vault_id, header.audit_public_key,
-                                trusted)
+                                trusted, [Handover.from_json(h) for h in handovers])
     finally:
         store.close()
     data = {"ok": report.ok, "entries": report.entries,
             "checkpoint_size": report.checkpoint_size, "trusted_size": report.trusted_size,
-            "problems": report.problems}
+            "handovers_followed": report.handovers_followed, "problems": report.problems}
     if chosen_format(fmt, as_json) == "json":
         say(to_json(data), lines=True)
     elif report.ok:
         say(f"audit log OK: {report.entries} entries, signed checkpoint covers "
             f"{report.checkpoint_size}"
             + (f", extends the trusted checkpoint ({report.trusted_size})" if trusted
-               else " (pin it: vault audit checkpoint --export FILE)"))
+               else " (pin it: vault audit checkpoint --export FILE)")
+            + (f", across {report.handovers_followed} signing-key hand-over(s) (key rotate "
+               "--reencrypt): whoever held the old signing key could sign a hand-over, so pin "
+               "a checkpoint exported since" if report.handovers_followed else ""))
     else:
         for problem in report.problems:
             say(f"vault: integrity: {problem}", err=True)

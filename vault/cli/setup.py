@@ -6,7 +6,7 @@ import click
 
 from vault.cli.main import CliContext, chosen_format, output_format, pass_cli
 from vault.errors import BadInput
-from vault.render.machine import fields_of
+from vault.render.machine import fields_of, to_json
 from vault.render.tables import emit, fields, table
 from vault.render.text import say
 
@@ -163,23 +163,65 @@ def key_passwd(state: CliContext, kdf: str | None, new_passphrase_file: str | No
               help="File holding the passphrase of another keyslot (repeatable).")
 @click.option("--drop-slot", multiple=True, type=int, metavar="N",
               help="Remove keyslot N instead of rewrapping it (repeatable).")
+@click.option("--reencrypt", is_flag=True,
+              help="Revoke for real: also a new data key for every client and grant with all "
+                   "their events re-encrypted, and new audit and signing keys (resumes an "
+                   "unfinished one).")
+@click.option("--batch-size", type=click.IntRange(1, 10000), default=50, show_default=True,
+              metavar="N", help="With --reencrypt: subjects per transaction.")
+@output_format
 @pass_cli
 def key_rotate(state: CliContext, other_key_file: tuple[str, ...],
-               other_passphrase_file: tuple[str, ...], drop_slot: tuple[int, ...]) -> None:
+               other_passphrase_file: tuple[str, ...], drop_slot: tuple[int, ...],
+               reencrypt: bool, batch_size: int, fmt: str, as_json: bool) -> None:
     """New root key term: rewrap every data key and every keyslot.
 
     Every keyslot other than the one that unlocked must be opened to receive the new root key:
-    give its key file or passphrase file, or drop it.
+    give its key file or passphrase file, or drop it. With --reencrypt the data keys, the audit
+    key and the signing key are made anew too, so an earlier copy of the database and a removed
+    key file open nothing written afterwards.
     """
     from vault.cli.inputs import other_materials
 
     app = state.app()
+    if reencrypt:
+        result = app.keys.reencrypt(other_materials(other_key_file, other_passphrase_file),
+                                    drop=drop_slot, progress=_progress_bar(), batch=batch_size)
+        if chosen_format(fmt, as_json) == "json":
+            say(to_json(result), lines=True)
+            return
+        say(("Resumed: " if result.resumed else "")
+            + f"generation {result.generation} (root key term {result.root_term}): "
+            f"{result.subjects} clients and grants re-encrypted ({result.events} events and "
+            f"snapshots) in {result.batches} transactions; proven: {result.aggregates_proven} "
+            f"aggregates load under their new keys, the audit log verifies across the hand-over "
+            f"at entry {result.handover_at} ({result.audit_entries} entries)")
+        return
     result = app.keys.rotate_root_key(other_materials(other_key_file, other_passphrase_file),
                                       drop=drop_slot)
     say(f"Root key rotated to term {result.root_term}: "
         f"{result.data_keys_rewrapped} data keys rewrapped, keyslots "
         f"{', '.join(map(str, result.keyslots))}"
         + (f"; dropped {', '.join(map(str, result.dropped))}" if result.dropped else ""))
+
+
+def _progress_bar():
+    """A progress line on stderr when it is a terminal (nothing otherwise)."""
+    import sys
+
+    if not sys.stderr.isatty():
+        return None
+
+    def show(done: int, total: int) -> None:
+        width = 30
+        filled = width * done // total if total else width
+        sys.stderr.write(f"\rre-encrypting [{'#' * filled}{'.' * (width - filled)}] "
+                         f"{done}/{total} subjects")
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show
 
 
 @click.group()

@@ -7,13 +7,15 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from adapters.errors import IntegrityViolation
+from adapters.errors import ConcurrentChange, IntegrityViolation
 from adapters.files import starts_with
-from adapters.keyring import AUDIT_KEY_ID
 from adapters.store import AuditRow, Checkpoint
+from adapters.store.base import audit_handovers
 from vault.audit import (
     CHECKPOINT_FILE_HEADER,
+    Handover,
     TrustedCheckpoint,
+    audit_key_ids,
     decrypt_entry,
     export_checkpoint,
     raise_if_broken,
@@ -84,8 +86,9 @@ class AuditService:
         if limit is not None and limit < 1:
             raise BadInput("--limit takes a number >= 1")
         _, selected = self.verified_audit_rows(lambda row: row.seq > after_seq, last=limit)
-        key = self.core.keyring.key(AUDIT_KEY_ID)
-        entries = [AuditEntry.of(row.seq, decrypt_entry(key, self.core.header.vault_id, row))
+        key_for = self.audit_keys()
+        entries = [AuditEntry.of(row.seq, decrypt_entry(key_for(row.seq),
+                                                        self.core.header.vault_id, row))
                    for row in selected]
         self.core.broker.record.detail.update({"entries_shown": len(entries)})
         return entries
@@ -110,11 +113,23 @@ class AuditService:
                     picked.append(row)
                 yield row
 
-        with self.core.store.audit_log() as (checkpoint, rows):
-            raise_if_broken(verify_log(picking(rows), checkpoint, self.core.header.vault_id,
-                                       self.core.header.audit_public_key, trusted))
+        with self.core.store.audit_log() as (checkpoint, rows, handovers):
+            report = verify_log(picking(rows), checkpoint, self.core.header.vault_id,
+                                self.core.header.audit_public_key, trusted,
+                                [Handover.from_json(h) for h in handovers])
+        if not report.ok and self.core.store.read_header().checksum != self.core.header_checksum:
+            raise ConcurrentChange("the vault's keys were replaced (key rotate --reencrypt) "
+                                   "since this command unlocked it; run it again")
+        raise_if_broken(report)
         assert checkpoint is not None  # verify_log reports a missing one
         return checkpoint, list(picked)
+
+    def audit_keys(self) -> Callable[[int], bytes]:
+        """The audit key that opens entry `seq` (its generation's: see Handover)."""
+        with self.core.store.read() as tx:
+            handovers = [Handover.from_json(h) for h in audit_handovers(tx)]
+        key_id = audit_key_ids(handovers)
+        return lambda seq: self.core.keyring.key(key_id(seq))
 
     @use_case("audit checkpoint")
     def export_checkpoint(self, trusted: TrustedCheckpoint | None = None) -> ExportedCheckpoint:

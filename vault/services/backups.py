@@ -24,7 +24,7 @@ from adapters.store.copying import (
     written_since,
 )
 from adapters.store.schema import VIEW_TABLES
-from vault.audit import raise_if_broken, verify_log
+from vault.audit import Handover, raise_if_broken, verify_log
 from vault.core import VaultCore, use_case
 from vault.errors import BadInput
 
@@ -82,8 +82,9 @@ def _as_in_source(source: VaultCore, aggregate_id: UUID, state: Any) -> bool:
 
 def _verify_audit(store: Store) -> int:
     header = store.read_header().parse()
-    with store.audit_log() as (checkpoint, rows):
-        report = verify_log(rows, checkpoint, header.vault_id, header.audit_public_key)
+    with store.audit_log() as (checkpoint, rows, handovers):
+        report = verify_log(rows, checkpoint, header.vault_id, header.audit_public_key,
+                            handovers=[Handover.from_json(h) for h in handovers])
     raise_if_broken(report)
     return report.entries
 

@@ -27,9 +27,12 @@ from adapters.keyslots import (
     rewrap_slot,
     seal_header,
 )
+from adapters.store.base import audit_handovers
 from adapters.store.changes import Changes
+from vault.audit import Handover
 from vault.core import VaultCore, use_case
 from vault.errors import BadInput, NotFound, VaultError
+from vault.services.reencrypt import BATCH_SUBJECTS, Progress, Reencryption
 
 
 @dataclass(frozen=True)
@@ -137,6 +140,69 @@ class KeyService:
     ) -> RootKeyRotation:
         new_root = RootKey(term=self.core.root.term + 1, key=crypto.new_key())
         new_header = self.core.header._replace(root_term=new_root.term)
+        slots, dropped = self._rewrapped_slots(others, drop, new_root)
+        new_header = new_header._replace(keyslots=tuple(slots))
+        rewrapped: list[int] = []
+
+        def rekey(rows: list) -> list:
+            rewrapped.append(len(rows))
+            return self.core.keyring.rewrap(rows, new_root)
+
+        self.core.broker.record.detail.update({"term": new_root.term, "dropped_slots": dropped})
+        self._replace_header(new_header, new_root, Changes(rekey=rekey))
+        self.core.root = new_root
+        self.core.keyring.root = new_root
+        self.core.unlocked_with = next(s for s in slots if s.slot_id == self.core.unlocked_with.slot_id)
+        return RootKeyRotation(root_term=new_root.term, data_keys_rewrapped=rewrapped[0],
+                               keyslots=[s.slot_id for s in slots], dropped=dropped)
+
+    @use_case("key rotate --reencrypt")
+    def reencrypt(self, others: list[UnlockMaterial], *, drop: tuple[int, ...] = (),
+                  progress: Progress | None = None,
+                  batch: int = BATCH_SUBJECTS) -> Reencryption:
+        """A new root key, audit key and signing key, and a new data key for every subject
+        with its events and snapshots sealed anew (vault/services/reencrypt.py); an unfinished
+        re-encryption (a kill, a lost connection) is resumed instead, with the keys it made."""
+        from vault.services.reencrypt import Reencryptor, proven_key, unfinished
+
+        worker = Reencryptor(self.core, progress, batch)
+        record = self.core.broker.record
+        generation = self.core.header.key_generation
+        proven = bool(self.core.store.query("SELECT 1 AS x FROM vault_meta WHERE key = ?",
+                                            (proven_key(generation),)))
+        resumed = generation > 0 and unfinished(self.core.store.key_rows(), generation, proven)
+        handover_at = None
+        if not resumed:
+            new_root = RootKey(term=self.core.root.term + 1, key=crypto.new_key())
+            slots, dropped = self._rewrapped_slots(others, drop, new_root)
+            record.detail.update({"term": new_root.term, "dropped_slots": dropped,
+                                  "generation": self.core.header.key_generation + 1})
+            handover_at = worker.start(tuple(slots), new_root)
+            self.core.unlocked_with = next(s for s in slots
+                                           if s.slot_id == self.core.unlocked_with.slot_id)
+        elif others or drop:
+            raise BadInput("a re-encryption under way is resumed with the keys it made: "
+                           "--other-key-file, --other-passphrase-file and --drop-slot apply "
+                           "to a new one only")
+        record.detail.update({"generation": self.core.header.key_generation,
+                              "resumed": resumed, "handover_at": handover_at})
+        subjects, events, batches = worker.run_batches()
+        worker.finish()
+        aggregates, entries = worker.prove()
+        record.detail.update({"step": "proven", "aggregates": aggregates})
+        self.core.broker.write(record)  # the proof, in an entry of its own
+        with self.core.store.read() as tx:
+            handovers = [Handover.from_json(h) for h in audit_handovers(tx)]
+        return Reencryption(
+            generation=self.core.header.key_generation, root_term=self.core.root.term,
+            resumed=resumed, subjects=subjects, events=events, batches=batches,
+            handover_at=handovers[-1].size, aggregates_proven=aggregates,
+            audit_entries=entries)
+
+    def _rewrapped_slots(self, others: list[UnlockMaterial], drop: tuple[int, ...],
+                         new_root: RootKey) -> tuple[list[Keyslot], list[int]]:
+        """Every keyslot wrapped anew around `new_root`, or dropped where asked; refused
+        (nothing changed) while a slot nobody opened would be left behind."""
         materials = [self.core.unlock_material, *others]
         slots, missing, dropped = [], [], []
         for slot in self.core.header.keyslots:
@@ -154,20 +220,7 @@ class KeyService:
                 f"{', '.join(missing)}: give their key files (--other-key-file) or passphrase "
                 "files (--other-passphrase-file), or remove them with --drop-slot"
             )
-        new_header = new_header._replace(keyslots=tuple(slots))
-        rewrapped: list[int] = []
-
-        def rekey(rows: list) -> list:
-            rewrapped.append(len(rows))
-            return self.core.keyring.rewrap(rows, new_root)
-
-        self.core.broker.record.detail.update({"term": new_root.term, "dropped_slots": dropped})
-        self._replace_header(new_header, new_root, Changes(rekey=rekey))
-        self.core.root = new_root
-        self.core.keyring.root = new_root
-        self.core.unlocked_with = next(s for s in slots if s.slot_id == self.core.unlocked_with.slot_id)
-        return RootKeyRotation(root_term=new_root.term, data_keys_rewrapped=rewrapped[0],
-                               keyslots=[s.slot_id for s in slots], dropped=dropped)
+        return slots, dropped
 
 
 def _profile_of(slot: Keyslot) -> str:

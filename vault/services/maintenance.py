@@ -426,6 +426,7 @@ class MaintenanceService:
         self._rebuild(Changes(
             header=(self.core.header_checksum, sealed), upgrade=True, keys=keys,
             settings=dict(REQUIRED_SETTINGS), settings_version=1,
-            heads=[Head(SETTINGS_KEY_ID, 1, self.core.keyring.head_mac(SETTINGS_KEY_ID, 1))]))
+            heads=[Head(SETTINGS_KEY_ID, 1, self.core.keyring.head_mac(SETTINGS_KEY_ID, 1),
+                        self.core.keyring.generation_of(SETTINGS_KEY_ID))]))
         self.core.header, self.core.header_checksum = header, sealed.checksum
         self.core.keyring.purges_unsealed = False

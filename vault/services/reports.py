@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from uuid import UUID
 
 from adapters.errors import IntegrityViolation, SubjectPurged
-from adapters.keyring import AUDIT_KEY_ID
 from adapters.store import AuditRow
 from domain.credentials import ClientCredential
 from domain.expiry import (
@@ -279,10 +278,10 @@ class ReportService:
             return (start is None or at >= start) and (end is None or at < end)
 
         _, picked = self.audit.verified_audit_rows(in_window)
-        key = self.core.keyring.key(AUDIT_KEY_ID)
+        key_for = self.audit.audit_keys()
         rows = []
         for row in picked:
-            e = decrypt_entry(key, self.core.header.vault_id, row)
+            e = decrypt_entry(key_for(row.seq), self.core.header.vault_id, row)
             subject = e.get("subject", {})
             if client and subject.get("client", "").casefold() != client.casefold():
                 continue
@@ -356,17 +355,17 @@ class ReportService:
         return rows
 
     def _purge_rows(self) -> list[Revocation]:
-        key = self.core.keyring.key(AUDIT_KEY_ID)
+        key_for = self.audit.audit_keys()
         vault_id = self.core.header.vault_id
 
         def is_purge(row: AuditRow) -> bool:
-            e = decrypt_entry(key, vault_id, row)
+            e = decrypt_entry(key_for(row.seq), vault_id, row)
             return (e["action"] in _PURGES and e["outcome"] == "ok"
                     and e.get("detail", {}).get("purged") is True)
 
         rows = []
         for row in self.audit.verified_audit_rows(is_purge)[1]:
-            e = decrypt_entry(key, vault_id, row)
+            e = decrypt_entry(key_for(row.seq), vault_id, row)
             kind, what, facts_key = _PURGES[e["action"]]
             detail, subject = e["detail"], e.get("subject", {})
             facts = detail.get(facts_key) or {}  # entries written before 2026-12 lack them
