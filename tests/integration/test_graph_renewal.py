@@ -226,17 +226,23 @@ def _new_certificate(tmp_path, name: str, days: int):
     return path, x509.load_pem_x509_certificate(pem.cert_chain_pems[0].bytes())
 
 
-def test_a_certificate_renewed_through_graph(sqlite_vault: Harness, sandbox, tmp_path) -> None:
+def _certificate_client(h: Harness, sandbox, tmp_path):
+    """`demo` with a certificate the sandbox knows, its Graph at the sandbox. vault reads the
+    app first (its object id is the proof's issuer); addKey and removeKey on itself need no
+    write permission, only the proof: it may only read."""
     from tests.integration.test_microsoft_sandbox import add_certificate_client
 
-    h = sqlite_vault
     add_certificate_client(h, sandbox, tmp_path)
     app = sandbox.state.application
-    # vault reads the app first (its object id is the proof's issuer); addKey and removeKey on
-    # itself need no write permission, only the proof
     app.roles = {READ_ALL}
     address = urlsplit(sandbox.base_url)
     h.ok("client", "set-servers", "demo", "--graph", f"{address.hostname}:{address.port}/plain")
+    return app
+
+
+def test_a_certificate_renewed_through_graph(sqlite_vault: Harness, sandbox, tmp_path) -> None:
+    h = sqlite_vault
+    app = _certificate_client(h, sandbox, tmp_path)
     assert len(app.certificates) == 1
     path, certificate = _new_certificate(tmp_path, "renewed.pem", days=400)
     result = h.run("client", "rotate-certificate", "demo", "--via-graph", "--certificate-file",
@@ -455,14 +461,9 @@ def test_the_lifetime_is_counted_from_now_not_midnight(sqlite_vault: Harness, sa
 def test_a_certificate_renewal_killed_before_addkey_without_its_file_can_be_given_up(
         sqlite_vault: Harness, sandbox, tmp_path) -> None:
     from tests.e2e.test_clear_errors import _spawn
-    from tests.integration.test_microsoft_sandbox import add_certificate_client
 
     h = sqlite_vault
-    add_certificate_client(h, sandbox, tmp_path)
-    app = sandbox.state.application
-    app.roles = {READ_ALL}
-    address = urlsplit(sandbox.base_url)
-    h.ok("client", "set-servers", "demo", "--graph", f"{address.hostname}:{address.port}/plain")
+    app = _certificate_client(h, sandbox, tmp_path)
     path, _ = _new_certificate(tmp_path, "lost.pem", days=400)
     sandbox.state.holds["addKey"] = "before"
     process = _spawn(h, "client", "rotate-certificate", "demo", "--via-graph",

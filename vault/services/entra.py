@@ -454,20 +454,25 @@ class EntraService:
 
     def _add_password(self, client_id: str, client: ClientCredential, graph: GraphApps,
                       object_id: str) -> NewPassword:
-        """addPassword; a refusal that says Entra made nothing (a policy, a permission, a wrong
-        request) ends the renewal. Anything else (no answer, a 5xx, throttling) leaves it
-        started: the next run looks for the secret by its nonce."""
+        """addPassword (a refusal: `_end_if_refused`; left started, the next run looks for the
+        secret by its nonce)."""
         from adapters.graph_apps import GraphRefused
 
         renewal = client.renewal
         try:
             return graph.add_password(object_id, renewal["display_name"], renewal["ends_at"])
         except GraphRefused as refused:
-            if refused.status in (400, 401, 403, 404):
-                why = f"refused: {refused}"[:300]
-                self._step(client_id, "refused", lambda c: c.end_renewal(
-                    now=self.core.now(), outcome=why, removed=[], by=self.core.who))
+            self._end_if_refused(client_id, refused)
             raise
+
+    def _end_if_refused(self, client_id: str, refused: Any) -> None:
+        """A refusal that says Entra made nothing (a policy, a permission, a wrong request)
+        ends the renewal; anything else (no answer, a 5xx, throttling) leaves it where it is:
+        the next run looks at Entra again."""
+        if refused.status in (400, 401, 403, 404):
+            why = f"refused: {refused}"[:300]
+            self._step(client_id, "refused", lambda c: c.end_renewal(
+                now=self.core.now(), outcome=why, removed=[], by=self.core.who))
 
     def _abandon(self, client_id: str, client: ClientCredential, graph: GraphApps,
                  app: EntraApplication, *, asked: bool) -> Renewal:
@@ -540,8 +545,8 @@ class EntraService:
 
     def _upload(self, client_id: str, client: ClientCredential, graph: GraphApps,
                 app: EntraApplication, new: dict[str, Any], certificate: Any) -> EntraApplication:
-        """addKey, unless Entra lists the certificate already (an earlier run got that far); a
-        refusal that says Entra added nothing gives the renewal up. Entra's listing after."""
+        """addKey, unless Entra lists the certificate already (an earlier run got that far; a
+        refusal: `_end_if_refused`). Entra's listing after."""
         from adapters.graph_apps import GraphRefused
 
         if any(c.thumbprint == new["secret_id"].upper() for c in app.certificates):
@@ -556,10 +561,7 @@ class EntraService:
             graph.add_key(app.object_id, certificate.der, client.renewal["display_name"],
                           self._proof(client, app.object_id))
         except GraphRefused as refused:
-            if refused.status in (400, 401, 403, 404):
-                why = f"refused: {refused}"[:300]
-                self._step(client_id, "refused", lambda c: c.end_renewal(
-                    now=self.core.now(), outcome=why, removed=[], by=self.core.who))
+            self._end_if_refused(client_id, refused)
             raise
         return graph.read()
 
