@@ -259,12 +259,14 @@ def test_a_certificate_renewed_through_graph(sqlite_vault: Harness, sandbox, tmp
 # -- a process killed between two steps ---------------------------------------------------------
 
 
-def _killed_at(h: Harness, sandbox, action: str, when: str, *args: str) -> None:
+def _killed_at(h: Harness, sandbox, action: str, when: str, *args: str,
+               command: tuple[str, ...] = ("client", "rotate-secret", "demo", "--via-graph"),
+               ) -> None:
     """Run a renewal in a process of its own and SIGKILL it while the sandbox holds `action`."""
     from tests.e2e.test_clear_errors import _spawn
 
     sandbox.state.holds[action] = when
-    process = _spawn(h, "client", "rotate-secret", "demo", "--via-graph", *args)
+    process = _spawn(h, *command, *args)
     try:
         assert sandbox.state.held.wait(120), process.communicate(timeout=5)
         process.send_signal(signal.SIGKILL)
@@ -460,21 +462,11 @@ def test_the_lifetime_is_counted_from_now_not_midnight(sqlite_vault: Harness, sa
 
 def test_a_certificate_renewal_killed_before_addkey_without_its_file_can_be_given_up(
         sqlite_vault: Harness, sandbox, tmp_path) -> None:
-    from tests.e2e.test_clear_errors import _spawn
-
     h = sqlite_vault
     app = _certificate_client(h, sandbox, tmp_path)
     path, _ = _new_certificate(tmp_path, "lost.pem", days=400)
-    sandbox.state.holds["addKey"] = "before"
-    process = _spawn(h, "client", "rotate-certificate", "demo", "--via-graph",
-                     "--certificate-file", str(path))
-    try:
-        assert sandbox.state.held.wait(120), process.communicate(timeout=5)
-        process.send_signal(signal.SIGKILL)
-        process.communicate(timeout=60)
-    finally:
-        sandbox.state.holds.clear()
-        sandbox.state.release.set()
+    _killed_at(h, sandbox, "addKey", "before", "--certificate-file", str(path),
+               command=("client", "rotate-certificate", "demo", "--via-graph"))
     assert len(app.certificates) == 1  # addKey never got through
     other, _ = _new_certificate(tmp_path, "other.pem", days=400)
     refused = h.run("client", "rotate-certificate", "demo", "--via-graph", "--certificate-file",
