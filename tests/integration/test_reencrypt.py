@@ -484,3 +484,22 @@ def test_a_purged_subjects_ciphertext_is_gone_after_a_reencryption(sqlite_vault:
                  (client_id.replace("-", ""),))[0][0] == 0
     assert h.run("history", "jira").code == 4  # still a purge
     assert h.ok("audit", "verify").code == 0
+
+
+def test_a_row_forged_with_the_old_seal_is_not_carried_over(sqlite_vault: Harness, tmp_path,
+                                                            monkeypatch) -> None:
+    """Whoever holds the leaked material can seal a read-model row of their own before the last
+    step: the read models are replayed from the events then, not re-sealed as found."""
+    h = sqlite_vault
+    _stopped_before(h, "finish", monkeypatch, _ready(h, tmp_path))
+    with h.app() as app:
+        sealer = app.core.keyring.rows  # the seal of before the last step: leaked with the rest
+        names = [r[1] for r in h.sql("PRAGMA table_info(view_grants)")]
+        values = dict(zip(names, h.sql("SELECT * FROM view_grants")[0], strict=True))
+        values["status"] = "revoked"
+        h.sql("UPDATE view_grants SET status = 'revoked', mac = ? WHERE grant_uuid = ?",
+              (sealer.mac("view_grants", values), values["grant_uuid"]))
+    assert json.loads(h.ok("grant", "list", "--json").out)[0]["status"] == "revoked"
+    with h.app() as app:
+        app.keys.reencrypt([])
+    assert json.loads(h.ok("grant", "list", "--json").out)[0]["status"] == "active"

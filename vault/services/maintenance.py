@@ -353,32 +353,8 @@ class MaintenanceService:
     def rebuilt_views(self, progress: Progress | None = None,
                       load: Callable[[UUID], Any] | None = None,
                       ) -> tuple[list[ViewChange], RebuiltReadModels]:
-        """The read models as the events give them (every aggregate replayed, by `load` if given;
-        purged subjects have none), and how many clients, grants and purged subjects that took."""
-        load = load or self.core.load
-        views: list[ViewChange] = []
-        ids = self.core.aggregate_ids()
-        total, done, purged = len(ids["client"]) + len(ids["grant"]), 0, 0
-        providers: dict[UUID, tuple[str, bool]] = {}
-        for kind in ("client", "grant"):
-            for aggregate_id in ids[kind]:
-                try:
-                    if kind == "client":
-                        client = load(aggregate_id)
-                        views.extend(client_changes(client))
-                        providers[client.id] = (client.provider, client.google_testing)
-                    else:
-                        grant = load(aggregate_id)
-                        provider, testing = providers.get(grant.client_id, ("custom", False))
-                        views.extend(grant_changes(grant, provider, testing))
-                        views.extend(rotation_changes(load(grant.rotation_id)))
-                except SubjectPurged:
-                    purged += 1
-                done += 1
-                if progress:
-                    progress(done, total)
-        return views, RebuiltReadModels(clients=len(ids["client"]), grants=len(ids["grant"]),
-                                        purged=purged)
+        return rebuilt_views(self.core, progress, load)
+
 
     @use_case("admin rebuild-projections")
     def rebuild_projections(self, progress: Progress | None = None) -> RebuiltReadModels:
@@ -430,3 +406,34 @@ class MaintenanceService:
                         self.core.keyring.generation_of(SETTINGS_KEY_ID))]))
         self.core.header, self.core.header_checksum = header, sealed.checksum
         self.core.keyring.purges_unsealed = False
+
+
+def rebuilt_views(core: VaultCore, progress: Progress | None = None,
+                  load: Callable[[UUID], Any] | None = None,
+                  ) -> tuple[list[ViewChange], RebuiltReadModels]:
+    """The read models as the events give them (every aggregate replayed, by `load` if given;
+    purged subjects have none), and how many clients, grants and purged subjects that took."""
+    load = load or core.load
+    views: list[ViewChange] = []
+    ids = core.aggregate_ids()
+    total, done, purged = len(ids["client"]) + len(ids["grant"]), 0, 0
+    providers: dict[UUID, tuple[str, bool]] = {}
+    for kind in ("client", "grant"):
+        for aggregate_id in ids[kind]:
+            try:
+                if kind == "client":
+                    client = load(aggregate_id)
+                    views.extend(client_changes(client))
+                    providers[client.id] = (client.provider, client.google_testing)
+                else:
+                    grant = load(aggregate_id)
+                    provider, testing = providers.get(grant.client_id, ("custom", False))
+                    views.extend(grant_changes(grant, provider, testing))
+                    views.extend(rotation_changes(load(grant.rotation_id)))
+            except SubjectPurged:
+                purged += 1
+            done += 1
+            if progress:
+                progress(done, total)
+    return views, RebuiltReadModels(clients=len(ids["client"]), grants=len(ids["grant"]),
+                                    purged=purged)

@@ -17,8 +17,10 @@ makes everything new, generation by generation (the header's `key_generation`):
    (same associated data), opened again to prove it, and its recorded head re-MAC'd (after the
    old MAC is checked). The old wrapped key is overwritten in the same transaction. The
    generation is bound into the new wrap's associated data, so a row cannot claim to be done.
-3. **Finish** (one transaction): new keys for the read-model seals and the settings: every
-   read-model row, setting and purge tombstone is checked under the old seal and sealed anew.
+3. **Finish** (one transaction): new keys for the read-model seals and the settings: the read
+   models are replayed from the events under the new seal (a row forged with leaked material is
+   not carried over), every setting and purge tombstone is checked under the old seal and sealed
+   anew, and what a purge left sealed under its destroyed key is deleted.
 4. **Proof**: every aggregate loads (decrypts, heads checked) under its new key, the read models
    and settings check, and the audit log verifies across the hand-over.
 
@@ -59,7 +61,6 @@ from adapters.store.base import (
     signed_head,
 )
 from adapters.store.changes import Changes
-from adapters.store.schema import VIEW_KEYS
 from vault.audit import checkpoint_message, head_problem, sign_handover
 from vault.core import VaultCore
 
@@ -256,8 +257,9 @@ class Reencryptor:
     # -- 3. finish ------------------------------------------------------------------------------
 
     def finish(self) -> None:
-        """New keys for the read-model seals and the settings' head; every row, setting and
-        tombstone checked under the old seal and sealed anew, in one transaction."""
+        """New keys for the read-model seals and the settings' head, in one transaction: the
+        read models replayed from the events and sealed with the new key, every setting and
+        tombstone checked under the old seal and sealed anew."""
         core, keyring = self.core, self.core.keyring
         generation = core.header.key_generation
         if all((core.store.key_row(k).generation or 0) >= generation
@@ -269,17 +271,25 @@ class Reencryptor:
         new_rows = RowSealer(new_rows_key, core.header.vault_id)
         now = core.now().isoformat()
 
+        views: list[Any] = []
+
+        def replay(changes: Changes) -> None:
+            """The read models as the events give them, under the writer lock (not re-sealed
+            as found: a row forged with leaked material must not get the new seal)."""
+            from vault.services.maintenance import rebuilt_views
+
+            views.extend(rebuilt_views(core)[0])
+
         def reseal(tx: Any) -> None:
             rows = {key_id: key_row_of(tx.one("SELECT * FROM vault_keys WHERE originator_id = ?",
                                               (key_id,)))
                     for key_id in (ROWS_KEY_ID, SETTINGS_KEY_ID)}  # as of now: under the lock
-            for table, key in (*VIEW_KEYS.items(), ("vault_settings", ("key",))):
-                for r in tx.all(f"SELECT * FROM {table}"):
-                    row = dict(r)
-                    old_rows.check(table, row, f"a row of {table}")
-                    where = " AND ".join(f"{c} = ?" for c in key)
-                    tx.execute(f"UPDATE {table} SET mac = ? WHERE {where}",
-                               (new_rows.mac(table, row), *(row[c] for c in key)))
+            core.store.replace_views(tx, views, new_rows)
+            for r in tx.all("SELECT * FROM vault_settings"):
+                row = dict(r)
+                old_rows.check("vault_settings", row, "a setting")
+                tx.execute("UPDATE vault_settings SET mac = ? WHERE key = ?",
+                           (new_rows.mac("vault_settings", row), row["key"]))
             for r in tx.all("SELECT * FROM vault_keys WHERE wrapped IS NULL"):
                 row = key_row_of(r)
                 if not old_rows.is_tombstone(row):
@@ -309,7 +319,7 @@ class Reencryptor:
                     raise IntegrityViolation(f"{key_id} changed during its re-encryption")
 
         self.core.broker.record.detail["step"] = "seals"
-        core.commit(changes=Changes(within=reseal, prepare=_long))
+        core.commit(changes=Changes(within=reseal, prepare=replay))
         keyring.forget([ROWS_KEY_ID, SETTINGS_KEY_ID])
         core.wipe_freed_pages()
 
