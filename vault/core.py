@@ -265,15 +265,21 @@ class VaultCore(Application[UUID]):
 
     def take_snapshot(self, aggregate_id: Any, version: int | None = None,
                       projector_func: Any = None) -> None:
-        """eventsourcing's, with the aggregate's current data key: one a `key rotate
-        --reencrypt` batch replaced is read again first, so the snapshot is not sealed with the
-        discarded key (a batch committing in the moment between reading and writing it still
-        could: the snapshot would then not open, see docs/architecture.md)."""
-        self.keyring.refreshed(str(aggregate_id))
+        """eventsourcing's, with the aggregate's current data key (one a `key rotate
+        --reencrypt` batch replaced is read again first). The snapshot is written in a
+        transaction of its own: a batch committing while it was sealed would leave it sealed
+        with the discarded key, so it is dropped when the key changed meanwhile (snapshots only
+        save replaying; the events stay)."""
+        originator = str(aggregate_id)
+        self.keyring.refreshed(originator)
+        generation = self.keyring.generation_of(originator)
         if projector_func is None:
             super().take_snapshot(aggregate_id, version)
         else:
             super().take_snapshot(aggregate_id, version, projector_func)
+        row = self.store.key_row(originator)
+        if row is not None and (row.generation or 0) != generation:
+            self.store.drop_snapshots(originator)
 
     def reopen(self) -> bool:
         """After a `key rotate --reencrypt` replaced keys this command holds: read them anew,

@@ -201,6 +201,12 @@ class Reads:
         row = tx.one("SELECT body FROM vault_header WHERE id = 1")
         return int(json.loads(row["body"])["root_term"])
 
+    def drop_snapshots(self, originator_id: str) -> None:
+        """Delete an aggregate's snapshots (it loads from its events alone until the next)."""
+        with self.write() as tx:
+            tx.execute("DELETE FROM stored_snapshots WHERE originator_id = ?",
+                       (self.originator_param(originator_id),))
+
     def originator_param(self, originator_id: str) -> Any:
         """An aggregate id as eventsourcing's tables hold it (a SQL parameter)."""
         return UUID(originator_id)

@@ -503,3 +503,38 @@ def test_a_row_forged_with_the_old_seal_is_not_carried_over(sqlite_vault: Harnes
     with h.app() as app:
         app.keys.reencrypt([])
     assert json.loads(h.ok("grant", "list", "--json").out)[0]["status"] == "active"
+
+
+def test_a_snapshot_sealed_while_a_batch_replaced_its_key_is_dropped(sqlite_vault: Harness,
+                                                                     tmp_path,
+                                                                     monkeypatch) -> None:
+    """eventsourcing writes a snapshot in a transaction of its own after the events: a batch
+    committing in between would leave it sealed with the discarded key. It is dropped, and the
+    grant loads from its events."""
+    from uuid import UUID
+
+    from tests.conftest import record_refreshes
+    from vault.core import SNAPSHOT_EVERY
+
+    h = sqlite_vault
+    _stopped_before(h, "run_batches", monkeypatch, _ready(h, tmp_path))
+    rotation_id, version = h.sql("SELECT rotation_uuid, rotation_version FROM view_grants")[0]
+    with h.app() as a:
+        record_refreshes(a, "help@contoso.com", SNAPSHOT_EVERY - version % SNAPSHOT_EVERY - 1)
+        a.core.load(UUID(rotation_id))  # its generation-0 key
+        real_put, fired = a.core.snapshots.put, []
+
+        def put(*args, **kwargs):
+            if not fired:
+                fired.append(1)
+                with h.app() as b:
+                    b.keys.reencrypt([])  # the batch, while the snapshot is being written
+            return real_put(*args, **kwargs)
+
+        a.core.snapshots.put = put
+        record_refreshes(a, "help@contoso.com", 1)
+    assert fired
+    h.ok("grant", "show", "help@contoso.com")
+    with h.app() as c:
+        assert c.core.load(UUID(rotation_id)).version == version + SNAPSHOT_EVERY - \
+            version % SNAPSHOT_EVERY
